@@ -1,0 +1,43 @@
+"""Pathology Workbench: explain, refine and discover on whole-slide images.
+
+The top-level import is deliberately light: torch, OpenSlide, squidpy, ipywidgets and
+pyplot load on first use of the sub-packages that need them.
+"""
+
+from __future__ import annotations
+
+from workbench._errors import (
+    CheckpointError,
+    ClinicalTableError,
+    GeoJSONError,
+    InvalidRegionError,
+    MissingResolutionError,
+    NoTissueError,
+    SlideOpenError,
+    WorkbenchError,
+)
+
+__version__ = "0.1.0"
+
+_SUBPACKAGES = ("io", "pp", "models", "tl", "pl", "interactive", "datasets")
+
+
+def __getattr__(name: str):
+    # Sub-packages load on first attribute access, so `import workbench` stays light.
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"workbench.{name}")
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+__all__ = [
+    "CheckpointError",
+    "ClinicalTableError",
+    "GeoJSONError",
+    "InvalidRegionError",
+    "MissingResolutionError",
+    "NoTissueError",
+    "SlideOpenError",
+    "WorkbenchError",
+    "__version__",
+]

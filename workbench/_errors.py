@@ -1,0 +1,44 @@
+"""Exceptions raised by the workbench.
+
+Every error the package raises on bad input is a subclass of :class:`WorkbenchError`, so a
+notebook can catch them all at once, and each message says what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class WorkbenchError(Exception):
+    """Base class of every error the workbench raises on bad input."""
+
+
+class SlideOpenError(WorkbenchError, OSError):
+    """A slide file is missing, in a format OpenSlide cannot read, or damaged."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot open slide {self.path!r}: {reason}")
+
+
+class MissingResolutionError(WorkbenchError, ValueError):
+    """An operation needs microns per pixel, and the slide does not record it."""
+
+
+class InvalidRegionError(WorkbenchError, ValueError):
+    """A requested region is empty, negative, or lies outside the slide."""
+
+
+class NoTissueError(WorkbenchError, ValueError):
+    """Tissue detection found nothing to work on."""
+
+
+class ClinicalTableError(WorkbenchError, ValueError):
+    """A clinical table misses columns, has bad values, or does not match the slides."""
+
+
+class CheckpointError(WorkbenchError, ValueError):
+    """A model checkpoint is missing, truncated, tampered with, or of another model."""
+
+
+class GeoJSONError(WorkbenchError, ValueError):
+    """A GeoJSON file is not a FeatureCollection of polygons we can read."""
