@@ -1,0 +1,40 @@
+"""Reading slides and writing results: :class:`Slide`, GeoJSON, atomic files.
+
+Nothing here imports torch; OpenSlide loads when the first file is opened.
+"""
+
+from __future__ import annotations
+
+from workbench.io._atomic import (
+    OutputWriteError,
+    atomic_path,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    write_h5ad,
+)
+from workbench.io._geojson import (
+    Annotation,
+    annotations_to_mask,
+    mask_to_annotations,
+    read_geojson,
+    write_geojson,
+)
+from workbench.io._slide import DEFAULT_CACHE_BYTES, Slide, SlideInfo
+
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "Annotation",
+    "OutputWriteError",
+    "Slide",
+    "SlideInfo",
+    "annotations_to_mask",
+    "atomic_path",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "mask_to_annotations",
+    "read_geojson",
+    "write_geojson",
+    "write_h5ad",
+]

@@ -1,0 +1,496 @@
+"""One reader for whole-slide images: OpenSlide files and in-memory arrays alike.
+
+Coordinates at this boundary are ``(x, y)`` in level-0 pixels (``location_xy``) and sizes are
+``(width, height)`` (``size_xy``); arrays that come back are ``(row, col, channel)`` RGB uint8.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from workbench._errors import InvalidRegionError, MissingResolutionError, SlideOpenError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Sequence
+
+# OpenSlide keeps decoded tiles in a per-slide cache; bound it so a cohort run cannot grow
+# without limit (OpenSlide's own default is 32 MiB).
+DEFAULT_CACHE_BYTES = 64 * 2**20
+
+# A magic number check before OpenSlide sees the file: a text file named .svs then gets a
+# clear message rather than OpenSlide's "Unsupported or missing image file".
+_MAGIC = {
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"II+\x00": "BigTIFF",
+    b"MM\x00+": "BigTIFF",
+}
+
+
+@dataclass(frozen=True)
+class SlideInfo:
+    """What a slide file records about itself.
+
+    Attributes
+    ----------
+    path
+        The file, or ``"<array:name>"`` for an in-memory slide.
+    dimensions
+        ``(width, height)`` of level 0 in pixels.
+    level_dimensions
+        ``(width, height)`` of every pyramid level, finest first.
+    level_downsamples
+        Downsample factor of every level relative to level 0.
+    mpp
+        Microns per pixel at level 0, ``None`` when the file does not record it (and no
+        override was given).
+    vendor
+        OpenSlide's vendor string (``"aperio"``, ``"generic-tiff"``, ``"hamamatsu"`` …) or
+        ``"array"``.
+    objective_power
+        Scanning objective magnification, ``None`` when unknown.
+    """
+
+    path: str
+    dimensions: tuple[int, int]
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    mpp: float | None
+    vendor: str
+    objective_power: float | None
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form (lists instead of tuples, ``None`` kept) for AnnData ``uns``."""
+        return {
+            "path": self.path,
+            "dimensions": list(self.dimensions),
+            "level_dimensions": [list(d) for d in self.level_dimensions],
+            "level_downsamples": list(self.level_downsamples),
+            "mpp": self.mpp,
+            "vendor": self.vendor,
+            "objective_power": self.objective_power,
+        }
+
+
+def _float_or_none(value: object) -> float | None:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) and out > 0 else None
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise SlideOpenError(path, "no such file; check the path and the working directory")
+    if path.is_dir() and path.suffix.lower() != ".mrxs":
+        raise SlideOpenError(path, "this is a folder, not a slide file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise SlideOpenError(path, "the file is empty (0 bytes); copy it again")
+
+
+class Slide:
+    """A whole-slide image, read through OpenSlide or held in memory.
+
+    Parameters
+    ----------
+    path
+        Any file OpenSlide opens (.svs, .ndpi, .tif, .mrxs, …).
+    mpp
+        Microns per pixel at level 0, overriding (or standing in for) what the file records.
+    cache_bytes
+        Size of OpenSlide's decoded-tile cache for this slide.
+
+    Raises
+    ------
+    SlideOpenError
+        The file is missing, not a slide, in an unsupported format, or truncated.
+
+    Examples
+    --------
+    >>> with Slide("slide.svs") as s:  # doctest: +SKIP
+    ...     tile = s.read_region((1000, 2000), (512, 512), mpp=1.0)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        mpp: float | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        self._array_levels: list[np.ndarray] | None = None
+        self._osr = None
+        self._lock = threading.Lock()
+        path = Path(path)
+        _check_file(path)
+        if mpp is not None and _float_or_none(mpp) is None:
+            raise ValueError(f"mpp must be a positive number of microns per pixel, got {mpp!r}")
+        self._osr = self._open(path, cache_bytes)
+        osr = self._osr
+        props = osr.properties
+        import openslide
+
+        file_mpp = _float_or_none(props.get(openslide.PROPERTY_NAME_MPP_X))
+        self._info = SlideInfo(
+            path=str(path),
+            dimensions=tuple(int(v) for v in osr.dimensions),
+            level_dimensions=tuple(tuple(int(v) for v in d) for d in osr.level_dimensions),
+            level_downsamples=tuple(float(d) for d in osr.level_downsamples),
+            mpp=float(mpp) if mpp is not None else file_mpp,
+            vendor=str(props.get(openslide.PROPERTY_NAME_VENDOR) or "unknown"),
+            objective_power=_float_or_none(props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)),
+        )
+        self._validate_readable(path)
+
+    @staticmethod
+    def _open(path: Path, cache_bytes: int):
+        try:
+            import openslide
+        except ImportError as exc:  # pragma: no cover - a dependency of the package
+            raise ImportError(
+                "reading slide files needs openslide-python and openslide-bin: "
+                "pip install openslide-python openslide-bin"
+            ) from exc
+        if path.is_file():
+            with open(path, "rb") as fh:
+                head = fh.read(4)
+            if path.suffix.lower() in {".svs", ".tif", ".tiff", ".ndpi"} and head not in _MAGIC:
+                raise SlideOpenError(
+                    path,
+                    f"not a TIFF-based slide although named {path.suffix!r} "
+                    f"(first bytes {head!r}); is it a text file or a download error page?",
+                )
+        try:
+            osr = openslide.OpenSlide(str(path))
+        except openslide.OpenSlideUnsupportedFormatError as exc:
+            raise SlideOpenError(
+                path, "unsupported or unrecognised format (OpenSlide reads .svs, .ndpi, "
+                ".tif/.tiff pyramids, .mrxs, .scn, .vms, .bif, .dcm)"
+            ) from exc
+        except openslide.OpenSlideError as exc:
+            raise SlideOpenError(path, f"the file is damaged or truncated ({exc})") from exc
+        except OSError as exc:
+            raise SlideOpenError(path, str(exc)) from exc
+        if cache_bytes:
+            try:
+                osr.set_cache(openslide.OpenSlideCache(int(cache_bytes)))
+            except (AttributeError, openslide.OpenSlideError):  # pragma: no cover - old lib
+                pass
+        return osr
+
+    def _validate_readable(self, path: Path) -> None:
+        """Decode the far-corner pixel of every level.
+
+        A truncated file usually opens (its header is intact) and fails only when missing
+        tiles are decoded; the last tiles of each level are the ones a truncation removes
+        first, so reading them catches the common case at open time for a few tile decodes.
+        """
+        import openslide
+
+        try:
+            for level, (lw, lh) in enumerate(self._info.level_dimensions):
+                ds = self._info.level_downsamples[level]
+                x = int((lw - 1) * ds)
+                y = int((lh - 1) * ds)
+                self._osr.read_region((x, y), level, (1, 1))
+        except openslide.OpenSlideError as exc:
+            self.close()
+            raise SlideOpenError(path, f"the file is damaged or truncated ({exc})") from exc
+
+    @classmethod
+    def from_array(
+        cls,
+        image: np.ndarray,
+        *,
+        mpp: float | None = None,
+        name: str = "array",
+        n_levels: int | None = None,
+    ) -> Slide:
+        """An in-memory slide from an ``(rows, cols, 3)`` uint8 RGB (or RGBA) array.
+
+        A pyramid of 2× downsamples is built (``n_levels`` levels, by default until the
+        coarsest level is below 512 pixels a side), so level choice behaves as for a file.
+        """
+        arr = np.asarray(image)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise ValueError(f"image must have shape (rows, cols, 3 or 4), got {arr.shape}")
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError("image is empty")
+        if arr.dtype != np.uint8:
+            raise ValueError(f"image must be uint8 RGB, got dtype {arr.dtype}")
+        if mpp is not None and _float_or_none(mpp) is None:
+            raise ValueError(f"mpp must be a positive number of microns per pixel, got {mpp!r}")
+        arr = arr[..., :3]
+        levels = [arr]
+        while (n_levels is None and max(levels[-1].shape[:2]) > 512) or (
+            n_levels is not None and len(levels) < n_levels
+        ):
+            prev = levels[-1]
+            if min(prev.shape[:2]) < 2:
+                break
+            levels.append(_downsample2(prev))
+        self = cls.__new__(cls)
+        self._osr = None
+        self._lock = threading.Lock()
+        self._array_levels = levels
+        h, w = arr.shape[:2]
+        dims = tuple((int(lv.shape[1]), int(lv.shape[0])) for lv in levels)
+        self._info = SlideInfo(
+            path=f"<array:{name}>",
+            dimensions=(int(w), int(h)),
+            level_dimensions=dims,
+            level_downsamples=tuple(float(2**i) for i in range(len(levels))),
+            mpp=float(mpp) if mpp is not None else None,
+            vendor="array",
+            objective_power=None,
+        )
+        return self
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def info(self) -> SlideInfo:
+        return self._info
+
+    @property
+    def path(self) -> str:
+        return self._info.path
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return self._info.dimensions
+
+    @property
+    def mpp(self) -> float | None:
+        return self._info.mpp
+
+    @property
+    def level_count(self) -> int:
+        return self._info.level_count
+
+    def require_mpp(self) -> float:
+        """The level-0 mpp, or a :class:`MissingResolutionError` that says how to supply it."""
+        if self._info.mpp is None:
+            raise MissingResolutionError(
+                f"slide {self.path!r} does not record its resolution (microns per pixel); "
+                "pass it explicitly, e.g. Slide(path, mpp=0.5), or ask for levels/max_size "
+                "instead of mpp"
+            )
+        return self._info.mpp
+
+    def __repr__(self) -> str:
+        w, h = self.dimensions
+        mpp = f"{self.mpp:g} µm/px" if self.mpp else "mpp unknown"
+        return f"Slide({self.path!r}, {w}×{h}, {self.level_count} levels, {mpp}, {self._info.vendor})"
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        if self._osr is not None:
+            self._osr.close()
+            self._osr = None
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        # Picklable for dask workers: the file is reopened on the other side.
+        if self._array_levels is not None:
+            return {"array": self._array_levels[0], "info": self._info}
+        return {"path": self._info.path, "info": self._info}
+
+    def __setstate__(self, state: dict) -> None:
+        if "array" in state:
+            other = Slide.from_array(state["array"], mpp=state["info"].mpp)
+            self.__dict__.update(other.__dict__)
+            self._info = state["info"]
+        else:
+            other = Slide(state["path"], mpp=state["info"].mpp)
+            self.__dict__.update(other.__dict__)
+
+    # ------------------------------------------------------------------ levels
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """The coarsest level whose downsample does not exceed ``downsample`` (1 % slack)."""
+        best = 0
+        for i, d in enumerate(self._info.level_downsamples):
+            if d <= downsample * 1.01:
+                best = i
+        return best
+
+    def _raw_read(self, location_xy: tuple[int, int], level: int, size_xy: tuple[int, int]):
+        """Read ``size_xy`` pixels at ``level`` from level-0 ``location_xy``; white outside."""
+        if self._array_levels is not None:
+            return self._array_read(location_xy, level, size_xy)
+        if self._osr is None:
+            raise ValueError(f"slide {self.path!r} is closed")
+        import openslide
+
+        try:
+            with self._lock:
+                rgba = self._osr.read_region(tuple(location_xy), level, tuple(size_xy))
+        except openslide.OpenSlideError as exc:
+            raise SlideOpenError(self.path, f"the file is damaged or truncated ({exc})") from exc
+        arr = np.asarray(rgba)
+        # Composite transparent pixels (outside the scanned area) onto white.
+        alpha = arr[..., 3:4]
+        if alpha.min() == 255:
+            return np.ascontiguousarray(arr[..., :3])
+        a = alpha.astype(np.float32) / 255.0
+        rgb = arr[..., :3].astype(np.float32) * a + 255.0 * (1.0 - a)
+        return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+    def _array_read(self, location_xy, level, size_xy) -> np.ndarray:
+        src = self._array_levels[level]
+        ds = self._info.level_downsamples[level]
+        x0 = int(math.floor(location_xy[0] / ds))
+        y0 = int(math.floor(location_xy[1] / ds))
+        w, h = int(size_xy[0]), int(size_xy[1])
+        out = np.full((h, w, 3), 255, dtype=np.uint8)
+        sx0, sy0 = max(x0, 0), max(y0, 0)
+        sx1, sy1 = min(x0 + w, src.shape[1]), min(y0 + h, src.shape[0])
+        if sx1 > sx0 and sy1 > sy0:
+            out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = src[sy0:sy1, sx0:sx1]
+        return out
+
+    # ------------------------------------------------------------------ reading
+    def read_region(
+        self,
+        location_xy: Sequence[float],
+        size_xy: Sequence[int],
+        *,
+        mpp: float | None = None,
+        level: int | None = None,
+    ) -> np.ndarray:
+        """Read a region as an ``(rows, cols, 3)`` uint8 RGB array.
+
+        Parameters
+        ----------
+        location_xy
+            Top-left corner in level-0 pixels.
+        size_xy
+            ``(width, height)`` of the output in pixels, at the requested ``mpp`` or ``level``
+            (at level 0 when neither is given).
+        mpp
+            Output resolution in microns per pixel. The finest level that is not finer than
+            needed is read and resampled, so the work stays proportional to the output.
+        level
+            Read this pyramid level directly (no resampling). Exclusive with ``mpp``.
+
+        Raises
+        ------
+        InvalidRegionError
+            Zero or negative size, or a region that does not overlap the slide.
+        MissingResolutionError
+            ``mpp`` was asked for and the slide's resolution is unknown.
+        """
+        if mpp is not None and level is not None:
+            raise ValueError("give either mpp= or level=, not both")
+        x, y = (float(v) for v in location_xy)
+        w, h = (int(v) for v in size_xy)
+        if w <= 0 or h <= 0:
+            raise InvalidRegionError(f"region size must be positive, got size_xy={(w, h)}")
+        if level is not None:
+            if not 0 <= level < self.level_count:
+                raise InvalidRegionError(
+                    f"level {level} does not exist; this slide has levels 0..{self.level_count - 1}"
+                )
+            scale = self._info.level_downsamples[level]
+        elif mpp is not None:
+            if _float_or_none(mpp) is None:
+                raise ValueError(f"mpp must be a positive number, got {mpp!r}")
+            scale = float(mpp) / self.require_mpp()
+        else:
+            scale = 1.0
+        self._check_overlap(x, y, w * scale, h * scale)
+        if level is not None:
+            return self._raw_read((int(round(x)), int(round(y))), level, (w, h))
+        return self._read_scaled((x, y), (w, h), scale)
+
+    def _check_overlap(self, x: float, y: float, w0: float, h0: float) -> None:
+        W, H = self.dimensions
+        if x >= W or y >= H or x + w0 <= 0 or y + h0 <= 0:
+            raise InvalidRegionError(
+                f"region at location_xy={(x, y)} of level-0 size {(round(w0), round(h0))} lies "
+                f"outside the slide (level-0 size {W}×{H}); location_xy is (x, y) in level-0 pixels"
+            )
+
+    def _read_scaled(self, location_xy, size_xy, scale: float) -> np.ndarray:
+        """Read an output of ``size_xy`` covering ``size_xy * scale`` level-0 pixels."""
+        level = self.best_level_for_downsample(scale)
+        ds = self._info.level_downsamples[level]
+        rel = scale / ds  # source pixels (at `level`) per output pixel, >= ~1
+        w, h = size_xy
+        if abs(rel - 1.0) < 1e-3:
+            return self._raw_read(
+                (int(round(location_xy[0])), int(round(location_xy[1]))), level, (w, h)
+            )
+        sw, sh = max(1, int(math.ceil(w * rel))), max(1, int(math.ceil(h * rel)))
+        src = self._raw_read(
+            (int(round(location_xy[0])), int(round(location_xy[1]))), level, (sw, sh)
+        )
+        return _resize(src, (w, h))
+
+    def thumbnail(self, *, mpp: float | None = None, max_size: int | None = None) -> np.ndarray:
+        """The whole slide at ``mpp`` microns per pixel, or fitting in ``max_size`` pixels.
+
+        Exactly one of ``mpp`` and ``max_size`` must be given. The output covers the whole
+        level-0 extent; its size is ``round(dimensions * mpp0 / mpp)``.
+        """
+        if (mpp is None) == (max_size is None):
+            raise ValueError("give exactly one of mpp= or max_size=")
+        W, H = self.dimensions
+        if mpp is not None:
+            scale = float(mpp) / self.require_mpp()
+        else:
+            if int(max_size) <= 0:
+                raise ValueError(f"max_size must be positive, got {max_size}")
+            scale = max(W, H) / float(max_size)
+        ow, oh = max(1, int(round(W / scale))), max(1, int(round(H / scale)))
+        # Scale per axis so the output covers the slide exactly.
+        level = self.best_level_for_downsample(scale)
+        lw, lh = self._info.level_dimensions[level]
+        src = self._raw_read((0, 0), level, (lw, lh))
+        if (lw, lh) == (ow, oh):
+            return src
+        return _resize(src, (ow, oh))
+
+    def thumbnail_scale(self, thumbnail_shape: Sequence[int]) -> tuple[float, float]:
+        """Level-0 pixels per thumbnail pixel along ``(x, y)`` for a thumbnail of that shape."""
+        W, H = self.dimensions
+        return W / float(thumbnail_shape[1]), H / float(thumbnail_shape[0])
+
+
+def _downsample2(arr: np.ndarray) -> np.ndarray:
+    h, w = arr.shape[:2]
+    h2, w2 = max(1, h // 2), max(1, w // 2)
+    a = arr[: h2 * 2, : w2 * 2].astype(np.uint16)
+    if h >= 2 and w >= 2:
+        out = (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2] + 2) // 4
+    else:  # pragma: no cover - degenerate strips
+        out = a[: h2, : w2]
+    return out.astype(np.uint8)
+
+
+def _resize(src: np.ndarray, size_xy: tuple[int, int]) -> np.ndarray:
+    """Area-average downscale (or bilinear upscale) ``src`` to ``size_xy`` with Pillow."""
+    from PIL import Image
+
+    w, h = size_xy
+    if src.shape[1] == w and src.shape[0] == h:
+        return src
+    img = Image.fromarray(src)
+    method = Image.Resampling.BOX if (src.shape[1] >= w and src.shape[0] >= h) else Image.Resampling.BILINEAR
+    return np.asarray(img.resize((w, h), method))
