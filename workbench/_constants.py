@@ -13,3 +13,17 @@ LESION_CLASS = "Tumor"
 LESION_COLOR = (200, 0, 0)
 FOCUS_CLASS = "Focus region"
 FOCUS_COLOR = (255, 200, 0)
+
+# --- marker discovery (tl.markers / tl.spatial / tl.cohort / tl.survival) ----------------
+X_FOCUS = "X_focus"  # obsm: focused discriminative features (node tokens) from tl.extract
+LESION_PROB = "lesion_prob"  # obs: lesion probability per region from tl.extract
+LESION_REFINED = "lesion_refined"  # obs: lesion call after click refinement (bool), if any
+SLIDE_ID = "slide_id"  # uns: the slide's identifier (joins slides to the clinical table)
+PHENOTYPE = "phenotype"  # obs: candidate phenotype per region, written by tl.markers
+X_UNIQUENESS = "X_uniqueness"  # obsm: standardised PCA coordinates used by tl.markers
+FEATURE_UNIQUENESS = "feature_uniqueness"  # uns: cluster table + fit summary (tl.markers)
+SPATIAL_MARKERS = "spatial_markers"  # uns: per-slide marker table written by tl.spatial
+SURVIVAL_SCREEN = "survival_screen"  # uns: per-marker Cox / log-rank / FDR table
+SURVIVAL_CV = "survival_cv"  # uns: cross-validated concordance table
+DISCOVERY_SPLIT = "discovery_split"  # obs column + uns record of discovery/validation patients
+CLINICAL_REQUIRED = ("patient_id", "slide", "time", "event")  # clinical table columns

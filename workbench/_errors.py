@@ -42,3 +42,7 @@ class CheckpointError(WorkbenchError, ValueError):
 
 class GeoJSONError(WorkbenchError, ValueError):
     """A GeoJSON file is not a FeatureCollection of polygons we can read."""
+
+
+class MarkerError(WorkbenchError, ValueError):
+    """Marker discovery got inputs it cannot use (missing features, one outcome group, unfitted)."""
