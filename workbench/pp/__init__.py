@@ -1,0 +1,17 @@
+"""Preparing slides: tissue detection, tiling, and the superpixel region graph."""
+
+from __future__ import annotations
+
+from workbench.pp._regions import feature_names, region_adjacency, region_features, region_graph
+from workbench.pp._tiling import tile_tissue
+from workbench.pp._tissue import detect_tissue, optical_density
+
+__all__ = [
+    "detect_tissue",
+    "feature_names",
+    "optical_density",
+    "region_adjacency",
+    "region_features",
+    "region_graph",
+    "tile_tissue",
+]
