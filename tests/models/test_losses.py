@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench.models import (
+    binary_kl,
+    consistency_loss,
+    curriculum_weights,
+    detail_mask_loss,
+    node_loss,
+)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "mse"])
+def test_consistency_zero_for_identical_and_positive_otherwise(kind):
+    a = torch.randn(4, 8)
+    assert consistency_loss(a, a.clone(), kind=kind) == pytest.approx(0.0, abs=1e-6)
+    assert consistency_loss(a, torch.randn(4, 8), kind=kind) > 0.01
+
+
+def test_consistency_stops_gradient_on_detail_side():
+    proj = torch.randn(3, 8, requires_grad=True)
+    emb = torch.randn(3, 8, requires_grad=True)
+    consistency_loss(proj, emb).backward()
+    assert proj.grad is not None and emb.grad is None
+
+
+def test_binary_kl_zero_at_target_for_soft_targets():
+    t = torch.tensor([0.1, 0.5, 0.9])
+    assert binary_kl(torch.logit(t), t) == pytest.approx(0.0, abs=1e-5)
+    assert binary_kl(torch.zeros(3), t) > 0
+
+
+def test_node_loss_ignores_unlabelled():
+    logits = torch.randn(5, 2, requires_grad=True)
+    assert node_loss(logits, torch.full((5,), -1)) == 0
+    assert node_loss(logits, torch.tensor([0, 1, -1, -1, -1])) > 0
+
+
+def test_detail_mask_loss_prefers_the_right_mask():
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1
+    good = detail_mask_loss((mask * 2 - 1) * 6, mask)
+    bad = detail_mask_loss((1 - mask * 2) * 6, mask)
+    assert good < 0.1 < bad
+
+
+def test_curriculum_schedule():
+    w = [curriculum_weights(e, 10) for e in range(10)]
+    assert w[0]["detail"] == 0 and w[1]["detail"] == 0 and w[2]["detail"] == 1
+    assert w[2]["consistency"] > 0 and w[2]["consistency"] < w[3]["consistency"] <= 1
+    assert w[9]["consistency"] == 1
+    assert curriculum_weights(9, 10, consistency=False)["consistency"] == 0

@@ -1,0 +1,95 @@
+"""Focus predictor: which regions deserve a magnified look."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from workbench.models._graph import graph_nms
+
+__all__ = ["FocusPredictor", "attribution_target"]
+
+
+def attribution_target(
+    class_score: torch.Tensor, tokens: torch.Tensor, *, eps: float = 1e-8
+) -> torch.Tensor:
+    """Normalised gradient-weighted attribution of a slide score to each node.
+
+    For every node, the token is multiplied element-wise by the gradient of ``class_score``
+    with respect to it and summed (a Grad-CAM style relevance); negative relevance is
+    clipped, and the result is divided by its maximum so it lies in ``[0, 1]``. The result
+    is detached: it is a training target, not part of the graph.
+
+    Parameters
+    ----------
+    class_score
+        Scalar that depends on ``tokens`` (e.g. the log-probability of the slide's class).
+    tokens
+        ``(N, D)`` node tokens that require grad.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N,)`` attribution in ``[0, 1]``.
+    """
+    (grad,) = torch.autograd.grad(class_score, tokens, retain_graph=True)
+    relevance = torch.relu((grad * tokens).sum(dim=-1)).detach()
+    return relevance / (relevance.max() + eps)
+
+
+class FocusPredictor(nn.Module):
+    """Small MLP scoring every node on its (detached) global token.
+
+    Parameters
+    ----------
+    token_dim
+        Size of the node tokens.
+    hidden
+        Hidden width.
+    top_k
+        Default number of focus regions returned by :meth:`select`.
+    hops
+        Default suppression radius (graph steps) of :meth:`select`.
+    """
+
+    def __init__(self, *, token_dim: int, hidden: int = 64, top_k: int = 4, hops: int = 2) -> None:
+        super().__init__()
+        assert token_dim > 0 and hidden > 0, "token_dim and hidden must be positive"
+        assert top_k >= 1, "top_k must be at least 1"
+        self.top_k = top_k
+        self.hops = hops
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(token_dim), nn.Linear(token_dim, hidden), nn.GELU(), nn.Linear(hidden, 1)
+        )
+
+    def forward(self, tokens: torch.Tensor) -> dict:
+        """Score nodes.
+
+        The tokens are detached, so the focus losses train this MLP only and never reshape
+        the global branch.
+
+        Returns
+        -------
+        dict
+            ``logits`` (N,) and ``scores`` (N,) = sigmoid of the logits.
+        """
+        logits = self.mlp(tokens.detach()).squeeze(-1)
+        return {"logits": logits, "scores": torch.sigmoid(logits)}
+
+    def select(
+        self,
+        scores: torch.Tensor,
+        edge_index: torch.Tensor,
+        *,
+        k: int | None = None,
+        hops: int | None = None,
+        candidates: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Top-``k`` focus nodes after graph non-maximum suppression (see :func:`graph_nms`)."""
+        return graph_nms(
+            scores,
+            edge_index,
+            k=self.top_k if k is None else k,
+            hops=self.hops if hops is None else hops,
+            candidates=candidates,
+        )

@@ -1,0 +1,132 @@
+"""Losses of the self-calibrated model and the curriculum that weights them.
+
+All functions take tensors and return a scalar tensor (mean over their items).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "back_calibration_loss",
+    "binary_kl",
+    "consistency_loss",
+    "curriculum_weights",
+    "detail_mask_loss",
+    "dice_loss",
+    "focus_loss",
+    "node_loss",
+    "slide_loss",
+]
+
+
+def slide_loss(logits: torch.Tensor, label: torch.Tensor | int) -> torch.Tensor:
+    """Cross-entropy of slide logits ``(C,)`` or ``(B, C)`` against class indices."""
+    if logits.ndim == 1:
+        logits = logits.unsqueeze(0)
+    label = torch.as_tensor(label, dtype=torch.long, device=logits.device).reshape(-1)
+    return F.cross_entropy(logits, label)
+
+
+def node_loss(node_logits: torch.Tensor, node_labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over labelled nodes; label ``-1`` marks a node without a label.
+
+    Returns zero (still attached to the graph) when no node is labelled.
+    """
+    labelled = node_labels >= 0
+    if not bool(labelled.any()):
+        return node_logits.sum() * 0.0
+    return F.cross_entropy(node_logits[labelled], node_labels[labelled].long())
+
+
+def binary_kl(logits: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-6) -> torch.Tensor:
+    """Mean KL divergence ``KL(Bernoulli(target) || Bernoulli(sigmoid(logits)))``.
+
+    Equal to binary cross-entropy minus the target's own entropy, so it is exactly zero when
+    the prediction equals the target (for soft targets too), unlike plain BCE.
+    """
+    target = target.to(logits.dtype).clamp(eps, 1 - eps)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    entropy = -(target * target.log() + (1 - target) * (1 - target).log())
+    return (bce - entropy).mean()
+
+
+def focus_loss(focus_logits: torch.Tensor, attribution: torch.Tensor) -> torch.Tensor:
+    """Binary KL of the focus scores against the (detached) normalised attribution."""
+    return binary_kl(focus_logits, attribution.detach())
+
+
+def dice_loss(logits: torch.Tensor, mask: torch.Tensor, *, eps: float = 1.0) -> torch.Tensor:
+    """Soft Dice loss per image ``(B, 1, H, W)``, averaged over the batch."""
+    prob = torch.sigmoid(logits).flatten(1)
+    mask = mask.to(prob.dtype).flatten(1)
+    inter = (prob * mask).sum(1)
+    return (1 - (2 * inter + eps) / (prob.sum(1) + mask.sum(1) + eps)).mean()
+
+
+def detail_mask_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Pixel binary cross-entropy plus soft Dice of lesion logits against a 0/1 mask."""
+    mask = mask.to(logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, mask) + dice_loss(logits, mask)
+
+
+def consistency_loss(
+    projected: torch.Tensor, detail_embedding: torch.Tensor, *, kind: str = "cosine"
+) -> torch.Tensor:
+    """Agreement of projected global tokens with detail embeddings (detail side frozen).
+
+    Parameters
+    ----------
+    projected
+        ``(K, E)`` projected node tokens of the focus regions.
+    detail_embedding
+        ``(K, E)`` detail embeddings of the same regions; gradients do not flow into them.
+    kind
+        ``"cosine"`` (1 - cosine similarity) or ``"mse"``.
+    """
+    target = detail_embedding.detach()
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(projected, target, dim=-1, eps=1e-8)).mean()
+    if kind == "mse":
+        return F.mse_loss(projected, target)
+    raise ValueError(f"kind must be one of 'cosine', 'mse'; got {kind!r}")
+
+
+def back_calibration_loss(focus_logits: torch.Tensor, lesion_prob: torch.Tensor) -> torch.Tensor:
+    """Binary KL pulling focus scores toward the detail branch's (frozen) lesion answer."""
+    return binary_kl(focus_logits, lesion_prob.detach())
+
+
+def curriculum_weights(
+    epoch: int,
+    n_epochs: int,
+    *,
+    detail_start: float = 0.2,
+    ramp: float = 0.2,
+    consistency: bool = True,
+) -> dict[str, float]:
+    """Loss weights for an epoch (0-based) of a run of ``n_epochs``.
+
+    The slide, node and focus losses are on from the start; the detail losses switch on at
+    ``detail_start`` of the run; consistency and back-calibration then ramp linearly from 0
+    to 1 over the next ``ramp`` of the run (and stay 0 when ``consistency`` is false, the
+    ablation).
+    """
+    assert n_epochs >= 1 and 0 <= epoch, "need n_epochs >= 1 and epoch >= 0"
+    progress = epoch / n_epochs
+    detail = 1.0 if progress >= detail_start else 0.0
+    if not consistency or progress < detail_start:
+        ramp_w = 0.0
+    elif ramp <= 0:
+        ramp_w = 1.0
+    else:
+        ramp_w = min(1.0, (progress - detail_start) / ramp + 1.0 / (n_epochs * ramp))
+    return {
+        "slide": 1.0,
+        "node": 1.0,
+        "focus": 1.0,
+        "detail": detail,
+        "consistency": ramp_w,
+        "calibration": ramp_w,
+    }
