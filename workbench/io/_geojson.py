@@ -304,7 +304,9 @@ def mask_to_annotations(
         )
         return [Annotation(geometry, classification, color, measurements=meas)]
     return [
-        Annotation({"type": "Polygon", "coordinates": p}, classification, color, measurements=dict(meas))
+        Annotation(
+            {"type": "Polygon", "coordinates": p}, classification, color, measurements=dict(meas)
+        )
         for p in polygons
     ]
 

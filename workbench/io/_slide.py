@@ -91,6 +91,43 @@ def _float_or_none(value: object) -> float | None:
     return out if math.isfinite(out) and out > 0 else None
 
 
+def _tiff_truncation(path: Path) -> str | None:
+    """A reason string when a TIFF's directory chain points past the end of the file."""
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+            if head[:4] not in _MAGIC:
+                return None
+            order = "<" if head[:2] == b"II" else ">"
+            big = _MAGIC[head[:4]] == "BigTIFF"
+            offset = struct.unpack(order + ("Q" if big else "I"), head[8:16] if big else head[4:8])[
+                0
+            ]
+            seen = 0
+            while offset and seen < 64:
+                if offset >= size:
+                    return (
+                        f"the file is truncated: it is {size:,} bytes but its TIFF directory "
+                        f"{seen} starts at byte {offset:,}; copy or download it again"
+                    )
+                fh.seek(offset)
+                count_raw = fh.read(8 if big else 2)
+                n = struct.unpack(order + ("Q" if big else "H"), count_raw)[0]
+                entry = 20 if big else 12
+                fh.seek(offset + len(count_raw) + n * entry)
+                nxt = fh.read(8 if big else 4)
+                if len(nxt) < (8 if big else 4):
+                    return f"the file is truncated inside TIFF directory {seen}; copy it again"
+                offset = struct.unpack(order + ("Q" if big else "I"), nxt)[0]
+                seen += 1
+    except (OSError, struct.error):
+        return None
+    return None
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise SlideOpenError(path, "no such file; check the path and the working directory")
@@ -175,9 +212,13 @@ class Slide:
         try:
             osr = openslide.OpenSlide(str(path))
         except openslide.OpenSlideUnsupportedFormatError as exc:
+            truncated = _tiff_truncation(path)
+            if truncated:
+                raise SlideOpenError(path, truncated) from exc
             raise SlideOpenError(
-                path, "unsupported or unrecognised format (OpenSlide reads .svs, .ndpi, "
-                ".tif/.tiff pyramids, .mrxs, .scn, .vms, .bif, .dcm)"
+                path,
+                "unsupported or unrecognised format (OpenSlide reads .svs, .ndpi, "
+                ".tif/.tiff pyramids, .mrxs, .scn, .vms, .bif, .dcm)",
             ) from exc
         except openslide.OpenSlideError as exc:
             raise SlideOpenError(path, f"the file is damaged or truncated ({exc})") from exc
@@ -292,7 +333,9 @@ class Slide:
     def __repr__(self) -> str:
         w, h = self.dimensions
         mpp = f"{self.mpp:g} µm/px" if self.mpp else "mpp unknown"
-        return f"Slide({self.path!r}, {w}×{h}, {self.level_count} levels, {mpp}, {self._info.vendor})"
+        return (
+            f"Slide({self.path!r}, {w}×{h}, {self.level_count} levels, {mpp}, {self._info.vendor})"
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -480,7 +523,7 @@ def _downsample2(arr: np.ndarray) -> np.ndarray:
     if h >= 2 and w >= 2:
         out = (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2] + 2) // 4
     else:  # pragma: no cover - degenerate strips
-        out = a[: h2, : w2]
+        out = a[:h2, :w2]
     return out.astype(np.uint8)
 
 
@@ -492,5 +535,9 @@ def _resize(src: np.ndarray, size_xy: tuple[int, int]) -> np.ndarray:
     if src.shape[1] == w and src.shape[0] == h:
         return src
     img = Image.fromarray(src)
-    method = Image.Resampling.BOX if (src.shape[1] >= w and src.shape[0] >= h) else Image.Resampling.BILINEAR
+    method = (
+        Image.Resampling.BOX
+        if (src.shape[1] >= w and src.shape[0] >= h)
+        else Image.Resampling.BILINEAR
+    )
     return np.asarray(img.resize((w, h), method))

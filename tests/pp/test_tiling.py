@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbench import MissingResolutionError
+from workbench.io import Slide
+from workbench.pp import tile_tissue
+
+
+@pytest.fixture
+def half_tissue() -> Slide:
+    img = np.full((1024, 1024, 3), 245, np.uint8)
+    img[:, :512] = (200, 110, 170)  # left half is tissue
+    return Slide.from_array(img, mpp=0.5)
+
+
+def test_tiles_cover_tissue_only(half_tissue):
+    a = tile_tissue(half_tissue, mpp=1.0, tile_size=128, min_tissue=0.5)
+    # 1024 level-0 px at 0.5 µm = 512 µm; tiles of 128 px at 1 µm = 256 level-0 px: 4x4 grid
+    assert a.uns["tiling"]["grid_shape"] == [4, 4]
+    assert a.n_obs == 8
+    assert set(a.obs["col"]) == {0, 1}
+    np.testing.assert_allclose(a.obs["tissue_fraction"], 1.0, atol=0.02)
+    np.testing.assert_allclose(a.obsm["spatial"][:, 0] - a.obs["x"], 128.0)
+    tile = half_tissue.read_region((a.obs["x"].iloc[0], a.obs["y"].iloc[0]), (128, 128), mpp=1.0)
+    assert tile.shape == (128, 128, 3) and tile.mean() < 200
+
+
+def test_min_tissue_zero_keeps_every_tile_and_level_mode(half_tissue):
+    assert tile_tissue(half_tissue, mpp=1.0, tile_size=128, min_tissue=0).n_obs == 16
+    a = tile_tissue(half_tissue, level=1, tile_size=128)
+    assert a.uns["tiling"]["tile_size_level0"] == 256.0 and a.n_obs == 8
+
+
+def test_tiling_errors(half_tissue):
+    with pytest.raises(ValueError, match="exactly one"):
+        tile_tissue(half_tissue)
+    with pytest.raises(ValueError, match="min_tissue"):
+        tile_tissue(half_tissue, mpp=1.0, min_tissue=2)
+    no_mpp = Slide.from_array(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(MissingResolutionError):
+        tile_tissue(no_mpp, mpp=1.0)

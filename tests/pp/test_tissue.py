@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbench import NoTissueError
+from workbench.pp import detect_tissue, optical_density
+
+
+def test_detects_the_tissue_disc(he_like_image):
+    mask = detect_tissue(he_like_image)
+    rows, cols = np.mgrid[0:384, 0:512]
+    truth = (rows - 192) ** 2 + (cols - 200) ** 2 < 150**2
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert iou > 0.95
+    assert he_like_image.flags.writeable and he_like_image[0, 0, 0] > 200  # input untouched
+
+
+def test_blank_glass_gives_empty_mask_or_error():
+    glass = np.full((100, 100, 3), 242, np.uint8)
+    assert not detect_tissue(glass).any()
+    with pytest.raises(NoTissueError, match="no tissue"):
+        detect_tissue(glass, raise_if_empty=True)
+
+
+def test_all_tissue_image_is_not_split_in_two():
+    rng = np.random.default_rng(1)
+    img = np.clip(rng.normal((200, 120, 170), 20, (80, 80, 3)), 0, 255).astype(np.uint8)
+    assert detect_tissue(img).mean() > 0.95
+
+
+def test_grey_dust_is_not_tissue(he_like_image):
+    img = he_like_image.copy()
+    img[20:40, 420:440] = 200  # grey, unsaturated smudge on glass
+    assert not detect_tissue(img)[20:40, 420:440].any()
+
+
+def test_optical_density_bounds():
+    od = optical_density(np.array([[[255, 0, 128]]], np.uint8))
+    assert od[0, 0, 0] == pytest.approx(0.0) and od[0, 0, 1] == pytest.approx(np.log10(256))
+    with pytest.raises(ValueError, match="RGB"):
+        optical_density(np.zeros((4, 4)))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    "name,lo,hi",
+    [("CMU-1-Small-Region.svs", 0.25, 0.6), ("tcga-cr-7395-01a-01-ts1.svs", 0.5, 0.8)],
+)
+def test_real_slides_tissue_fraction(real_data, name, lo, hi):
+    from workbench.io import Slide
+
+    mask = detect_tissue(Slide(real_data / "slides" / name).thumbnail(max_size=512))
+    assert lo < mask.mean() < hi
