@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -52,7 +53,7 @@ def test_from_array_info_and_pyramid(gradient):
     assert s.info.level_dimensions == ((800, 600), (400, 300))
     assert s.info.level_downsamples == (1.0, 2.0)
     assert s.mpp == 0.5 and s.info.vendor == "array"
-    with pytest.raises(Exception):  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.info.mpp = 1.0  # type: ignore[misc]
 
 
