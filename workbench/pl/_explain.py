@@ -1,0 +1,175 @@
+"""Plots of what :func:`workbench.tl.extract` stored: never recomputes anything."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from workbench._constants import FOCUS_COLOR, LESION_COLOR, REGION_GRAPH
+
+if TYPE_CHECKING:  # pragma: no cover
+    import anndata
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["focus_gallery", "slide_overlay"]
+
+
+def _explain(adata: anndata.AnnData) -> dict:
+    if "explain" not in adata.uns or REGION_GRAPH not in adata.uns:
+        raise KeyError(
+            "adata lacks uns['explain'] or uns['region_graph']; run workbench.tl.extract first"
+        )
+    return adata.uns["explain"]
+
+
+def _rgb(color: tuple[int, int, int]) -> tuple[float, float, float]:
+    return tuple(c / 255.0 for c in color)
+
+
+def region_values(adata: anndata.AnnData, key: str) -> np.ndarray:
+    """Paint ``obs[key]`` onto the thumbnail label image (NaN on background)."""
+    labels = np.asarray(adata.uns[REGION_GRAPH]["labels"])
+    values = adata.obs[key].to_numpy(dtype=float)
+    ids = (
+        adata.obs["region_id"].to_numpy()
+        if "region_id" in adata.obs
+        else np.arange(1, adata.n_obs + 1)
+    )
+    lut = np.full(int(max(labels.max(), ids.max())) + 1, np.nan)
+    lut[ids] = values
+    return lut[labels]
+
+
+def slide_overlay(
+    adata: anndata.AnnData,
+    *,
+    key: str = "focus_score",
+    ax: Axes | None = None,
+    cmap: str = "magma",
+    alpha: float = 0.5,
+    lesions: bool = True,
+    boxes: bool = True,
+    title: bool = True,
+) -> Axes:
+    """Thumbnail with a per-region heat map, lesion outlines and the top-K focus boxes.
+
+    Parameters
+    ----------
+    adata
+        Output of :func:`workbench.tl.extract`.
+    key
+        ``obs`` column painted as the heat map (``"focus_score"`` or ``"lesion_prob"``).
+    ax
+        Axes to draw into (a new figure when ``None``).
+    cmap, alpha
+        Heat map colour map and opacity.
+    lesions
+        Outline the lesion maps of the focus regions (at the extraction's threshold).
+    boxes
+        Draw and number the focus regions.
+    title
+        Put the predicted class and its probability in the title.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    ex = _explain(adata)
+    rg = adata.uns[REGION_GRAPH]
+    thumb = np.asarray(rg["thumbnail"])
+    sx, sy = (float(v) for v in rg["scale_xy"])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 6 * thumb.shape[0] / max(thumb.shape[1], 1)))
+    ax.imshow(thumb)
+    heat = np.ma.masked_invalid(region_values(adata, key))
+    im = ax.imshow(heat, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
+    im.set_label(f"heat:{key}")
+    focus = ex["focus"]
+    thr = float(ex.get("lesion_threshold", 0.5))
+    maps = np.asarray(focus["lesion_maps"])
+    for i, (x, y, w, h) in enumerate(np.asarray(focus["boxes_xywh"], dtype=float)):
+        # Level-0 box -> thumbnail pixel coordinates (imshow puts pixel centres at integers).
+        tx, ty, tw, th = x / sx - 0.5, y / sy - 0.5, w / sx, h / sy
+        if lesions and maps[i].max() >= thr and maps[i].min() < thr:
+            m = maps[i]
+            xs = tx + (np.arange(m.shape[1]) + 0.5) * tw / m.shape[1]
+            ys = ty + (np.arange(m.shape[0]) + 0.5) * th / m.shape[0]
+            ax.contour(xs, ys, m, levels=[thr], colors=[_rgb(LESION_COLOR)], linewidths=1.0)
+        if boxes:
+            ax.add_patch(
+                Rectangle(
+                    (tx, ty),
+                    tw,
+                    th,
+                    fill=False,
+                    edgecolor=_rgb(FOCUS_COLOR),
+                    linewidth=1.5,
+                    label=f"focus {i + 1}",
+                )
+            )
+            ax.text(tx, ty, str(i + 1), color=_rgb(FOCUS_COLOR), fontsize=8, va="bottom")
+    ax.set_xlim(-0.5, thumb.shape[1] - 0.5)
+    ax.set_ylim(thumb.shape[0] - 0.5, -0.5)
+    ax.set_axis_off()
+    if title:
+        p = float(np.asarray(ex["probabilities"])[int(ex["predicted_class"])])
+        ax.set_title(f"{ex['predicted_label']} (p = {p:.2f})")
+    return ax
+
+
+def focus_gallery(
+    adata: anndata.AnnData,
+    *,
+    fig: Figure | None = None,
+    cmap: str = "viridis",
+    panel_size: float = 2.5,
+) -> Figure:
+    """Magnified crops of the focus regions above their lesion maps.
+
+    Parameters
+    ----------
+    adata
+        Output of :func:`workbench.tl.extract`.
+    fig
+        Figure to draw into (a new one when ``None``).
+    cmap
+        Colour map of the lesion probability maps.
+    panel_size
+        Inches per panel.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two rows (crop; lesion map with its outline) and one column per focus region.
+    """
+    import matplotlib.pyplot as plt
+
+    ex = _explain(adata)
+    focus = ex["focus"]
+    crops = np.asarray(focus["crops"])
+    maps = np.asarray(focus["lesion_maps"])
+    thr = float(ex.get("lesion_threshold", 0.5))
+    k = len(crops)
+    if fig is None:
+        fig = plt.figure(figsize=(panel_size * max(k, 1), panel_size * 2))
+    axes = fig.subplots(2, max(k, 1), squeeze=False)
+    for i in range(k):
+        top, bottom = axes[0, i], axes[1, i]
+        top.imshow(crops[i])
+        top.set_title(
+            f"{i + 1}: focus {float(focus['focus_score'][i]):.2f}\n"
+            f"lesion {float(focus['lesion_prob'][i]):.2f}",
+            fontsize=8,
+        )
+        bottom.imshow(maps[i], cmap=cmap, vmin=0.0, vmax=1.0)
+        if maps[i].max() >= thr and maps[i].min() < thr:
+            bottom.contour(maps[i], levels=[thr], colors=[_rgb(LESION_COLOR)], linewidths=1.0)
+        top.set_axis_off()
+        bottom.set_axis_off()
+    fig.suptitle(f"focus regions at {float(focus['detail_mpp']):g} µm/px", fontsize=9)
+    return fig
