@@ -31,6 +31,7 @@ def __getattr__(name: str):
         return importlib.import_module(f"workbench.{name}")
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")
 
+
 __all__ = [
     "CheckpointError",
     "ClinicalTableError",

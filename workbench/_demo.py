@@ -109,7 +109,9 @@ def _summary_step(run: DemoRun) -> Step:
                 )
         summary = {
             "n_patients": int(len(clinical)),
-            "grades": {str(k): int(v) for k, v in clinical["grade"].value_counts().sort_index().items()},
+            "grades": {
+                str(k): int(v) for k, v in clinical["grade"].value_counts().sort_index().items()
+            },
             "events": int(clinical["event"].sum()),
             "median_follow_up": float(clinical["time"].median()),
             "slides": slides,
