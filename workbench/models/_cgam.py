@@ -1,0 +1,92 @@
+"""Click-guided attention gate (CGAM) and the f-BRS-style channel scale/bias baseline.
+
+Both modules sit between a segmentation network's cached features and its per-pixel head.
+During interactive refinement only their parameters are optimised, so every extra click
+costs a few passes of a cheap head instead of a full backbone pass.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ChannelScaleBias", "ClickGuidedGate"]
+
+
+class ClickGuidedGate(nn.Module):
+    """Multiplicative feature gate conditioned on features and click maps.
+
+    ``alpha = 2 * sigmoid(psi(ReLU(W_f F + W_c pool(C))))`` and ``F' = F * alpha``, where
+    ``C`` are click maps pooled to the feature resolution and ``W_f``, ``W_c``, ``psi`` are
+    1x1 convolutions. ``psi`` starts at zero, so ``alpha`` is exactly 1 and the gate is the
+    identity until it is optimised. All weights are 1x1 convolutions, so the parameter count
+    depends on channel counts only, never on the image size.
+
+    Parameters
+    ----------
+    feature_channels
+        Channels of the gated feature map.
+    click_channels
+        Channels of the click maps (positive, negative).
+    hidden
+        Width of the gate's hidden layer.
+    """
+
+    def __init__(self, *, feature_channels: int, click_channels: int = 2, hidden: int = 16) -> None:
+        super().__init__()
+        assert feature_channels > 0 and click_channels > 0 and hidden > 0
+        self.w_f = nn.Conv2d(feature_channels, hidden, kernel_size=1)
+        self.w_c = nn.Conv2d(click_channels, hidden, kernel_size=1, bias=False)
+        self.psi = nn.Conv2d(hidden, feature_channels, kernel_size=1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-initialise: random ``W_f``/``W_c``, zero ``psi`` (so the gate is the identity)."""
+        gen = torch.Generator().manual_seed(0)
+        for conv in (self.w_f, self.w_c):
+            fan_in = conv.weight[0].numel()
+            with torch.no_grad():
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) / fan_in**0.5)
+                if conv.bias is not None:
+                    conv.bias.zero_()
+        nn.init.zeros_(self.psi.weight)
+        nn.init.zeros_(self.psi.bias)
+
+    def attention(self, features: torch.Tensor, click_maps: torch.Tensor) -> torch.Tensor:
+        """The gate ``alpha`` (same shape as ``features``), values in (0, 2)."""
+        pooled = click_maps
+        if click_maps.shape[2:] != features.shape[2:]:
+            pooled = F.adaptive_avg_pool2d(click_maps, features.shape[2:])
+        hidden = F.relu(self.w_f(features) + self.w_c(pooled.to(features.dtype)))
+        return 2.0 * torch.sigmoid(self.psi(hidden))
+
+    def forward(self, features: torch.Tensor, click_maps: torch.Tensor) -> torch.Tensor:
+        """Gated features ``features * alpha``."""
+        return features * self.attention(features, click_maps)
+
+
+class ChannelScaleBias(nn.Module):
+    """f-BRS-style auxiliary parameters: one scale and one bias per feature channel.
+
+    ``F' = F * scale + bias``, starting at the identity (scale 1, bias 0). The click maps
+    argument is accepted and ignored so it can stand in for :class:`ClickGuidedGate`.
+    """
+
+    def __init__(self, *, feature_channels: int) -> None:
+        super().__init__()
+        assert feature_channels > 0
+        self.scale = nn.Parameter(torch.ones(1, feature_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, feature_channels, 1, 1))
+
+    def reset_parameters(self) -> None:
+        """Back to the identity."""
+        with torch.no_grad():
+            self.scale.fill_(1.0)
+            self.bias.zero_()
+
+    def forward(
+        self, features: torch.Tensor, click_maps: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Scaled and shifted features."""
+        return features * self.scale + self.bias
