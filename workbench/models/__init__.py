@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from workbench.models._abmil import TileABMIL
 from workbench.models._attention import GatedAttentionPool
+from workbench.models._cgam import ChannelScaleBias, ClickGuidedGate
 from workbench.models._checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from workbench.models._detail import DetailBranch
 from workbench.models._focus import FocusPredictor, attribution_target
@@ -25,6 +26,8 @@ from workbench.models._model import SelfCalibratedModel
 from workbench.models._trainer import SlideSample, Trainer, default_device
 
 __all__ = [
+    "ChannelScaleBias",
+    "ClickGuidedGate",
     "DetailBranch",
     "FocusPredictor",
     "GatedAttentionPool",
