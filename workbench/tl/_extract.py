@@ -321,12 +321,13 @@ def predict_tiles(
 
 
 # ---------------------------------------------------------------------------------------
-def _slide_table(slides) -> dict[str, str]:
+def _slide_table(slides) -> dict[str, Any]:
     """``{slide_id: path}`` from a mapping, a list of paths, or a synthetic cohort."""
     if hasattr(slides, "slide_path") and hasattr(slides, "clinical"):
         return {str(s): str(slides.slide_path(s)) for s in slides.clinical["slide"]}
     if isinstance(slides, Mapping):
-        return {str(k): str(v) for k, v in slides.items()}
+        # Slide objects are kept as they are (usable without a dask client).
+        return {str(k): v if hasattr(v, "read_region") else str(v) for k, v in slides.items()}
     if isinstance(slides, str | os.PathLike):
         slides = [slides]
     out: dict[str, str] = {}
@@ -408,7 +409,7 @@ def extract_cohort(
             rows.append(
                 {
                     "slide_id": sid,
-                    "path": path,
+                    "path": str(getattr(path, "path", path)),
                     "output": str(out),
                     "status": "skipped",
                     "error": "",
@@ -422,14 +423,20 @@ def extract_cohort(
             try:
                 _extract_to_file(path, model, out, mpp, top_k)
                 rows.append(
-                    {"slide_id": sid, "path": path, "output": out, "status": "done", "error": ""}
+                    {
+                        "slide_id": sid,
+                        "path": str(getattr(path, "path", path)),
+                        "output": out,
+                        "status": "done",
+                        "error": "",
+                    }
                 )
             except Exception as exc:  # report and carry on with the other slides
                 logger.warning("extract failed on %s: %s", path, exc)
                 rows.append(
                     {
                         "slide_id": sid,
-                        "path": path,
+                        "path": str(getattr(path, "path", path)),
                         "output": out,
                         "status": "failed",
                         "error": f"{type(exc).__name__}: {exc}",
@@ -484,13 +491,19 @@ def _extract_distributed(
             try:
                 fut.result()
                 rows.append(
-                    {"slide_id": sid, "path": path, "output": out, "status": "done", "error": ""}
+                    {
+                        "slide_id": sid,
+                        "path": str(getattr(path, "path", path)),
+                        "output": out,
+                        "status": "done",
+                        "error": "",
+                    }
                 )
             except Exception as exc:
                 rows.append(
                     {
                         "slide_id": sid,
-                        "path": path,
+                        "path": str(getattr(path, "path", path)),
                         "output": out,
                         "status": "failed",
                         "error": f"{type(exc).__name__}: {exc}",

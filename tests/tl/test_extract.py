@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from workbench import MissingResolutionError
+from workbench.io import Slide, read_geojson, write_h5ad
+from workbench.models import SelfCalibratedModel, save_checkpoint
+from workbench.pp import feature_names
+from workbench.tl import export_geojson, extract, extract_cohort
+
+PRE = {"thumbnail_mpp": 4.0, "n_segments": 120, "detail_mpp": 1.0, "crop_size": 64}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return SelfCalibratedModel(
+        in_features=len(feature_names()),
+        hidden=16,
+        detail_width=8,
+        embed_dim=16,
+        top_k=3,
+        preprocessing={**PRE, "feature_names": feature_names()},
+        class_names=["low", "high"],
+    ).eval()
+
+
+@pytest.fixture
+def array_slide(he_like_image):
+    # 384x512 px at 2 µm/px: a thumbnail of 192x256 px at 4 µm/px.
+    return Slide.from_array(he_like_image, mpp=2.0, name="disc")
+
+
+def test_extract_writes_documented_keys(array_slide, model, tmp_path):
+    adata = extract(array_slide, model)
+    for key in ("focus_score", "lesion_prob", "is_focus", "region_id"):
+        assert key in adata.obs
+    assert adata.obs["is_focus"].sum() == 3
+    assert ((adata.obs["focus_score"] >= 0) & (adata.obs["focus_score"] <= 1)).all()
+    assert adata.obsm["X_focus"].shape == (adata.n_obs, 16)
+    assert adata.obsm["spatial"].shape == (adata.n_obs, 2)
+    ex = adata.uns["explain"]
+    assert ex["class_names"] == ["low", "high"] and ex["predicted_label"] in ("low", "high")
+    assert np.isclose(np.sum(ex["probabilities"]), 1.0)
+    assert ex["slide"]["mpp"] == 2.0
+    focus = ex["focus"]
+    assert focus["crops"].shape == (3, 64, 64, 3) and focus["crops"].dtype == np.uint8
+    assert focus["lesion_maps"].shape == (3, 64, 64)
+    # Focus boxes are centred on their regions' centroids (level-0 pixels).
+    centres = focus["boxes_xywh"][:, :2] + focus["boxes_xywh"][:, 2:] / 2
+    assert np.allclose(centres, adata.obsm["spatial"][focus["obs_index"]])
+    assert np.allclose(focus["boxes_xywh"][:, 2], 64 * 1.0 / 2.0)  # 64 px at 1 µm = 32 level-0 px
+    assert adata.obs["is_focus"].to_numpy()[focus["obs_index"]].all()
+    # The result survives an h5ad round trip.
+    import anndata as ad
+
+    back = ad.read_h5ad(write_h5ad(adata, tmp_path / "s.h5ad"))
+    assert np.array_equal(back.uns["explain"]["focus"]["crops"], focus["crops"])
+    assert back.obs["is_focus"].dtype == bool
+
+
+def test_extract_from_checkpoint_gives_same_answer(array_slide, model, tmp_path):
+    save_checkpoint(model, tmp_path / "m")
+    a = extract(array_slide, model)
+    b = extract(array_slide, tmp_path / "m")
+    assert np.allclose(a.uns["explain"]["probabilities"], b.uns["explain"]["probabilities"])
+    assert np.array_equal(a.obs["is_focus"], b.obs["is_focus"])
+
+
+def test_missing_mpp_raises(he_like_image, model):
+    with pytest.raises(MissingResolutionError):
+        extract(Slide.from_array(he_like_image), model)
+
+
+def test_export_geojson_for_qupath(array_slide, model, tmp_path):
+    adata = extract(array_slide, model)
+    adata.uns["explain"]["focus"]["lesion_maps"][0, 10:30, 10:30] = 0.99
+    adata.uns["explain"]["focus"]["lesion_maps"][0, :10] = 0.01
+    path = export_geojson(adata, tmp_path / "focus.geojson")
+    anns = read_geojson(path)
+    classes = [a.classification for a in anns]
+    assert classes.count("Focus region") == 3 and "Tumor" in classes
+    raw = json.loads(path.read_text())
+    assert raw["type"] == "FeatureCollection"
+    box = adata.uns["explain"]["focus"]["boxes_xywh"][0]
+    tumour = next(a for a in anns if a.classification == "Tumor")
+    x0, y0, x1, y1 = tumour.bounds()
+    assert box[0] - 1 <= x0 and x1 <= box[0] + box[2] + 1 and box[1] - 1 <= y0
+
+
+def test_extract_cohort_resumes_and_reports_failures(he_like_image, model, tmp_path):
+    slides = {
+        "a": Slide.from_array(he_like_image, mpp=2.0, name="a"),
+        "b": Slide.from_array(he_like_image[:, ::-1].copy(), mpp=2.0, name="b"),
+        "bad": Slide.from_array(he_like_image, name="no-mpp"),
+    }
+    out = tmp_path / "run"
+    first = extract_cohort(slides, model, out, progress=False)
+    assert first.set_index("slide_id")["status"].to_dict() == {
+        "a": "done",
+        "b": "done",
+        "bad": "failed",
+    }
+    assert "MissingResolutionError" in first.set_index("slide_id").loc["bad", "error"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.h5ad", "b.h5ad"]  # no temp files
+    mtime = (out / "a.h5ad").stat().st_mtime_ns
+    second = extract_cohort(slides, model, out, progress=False)
+    assert second.set_index("slide_id").loc[["a", "b"], "status"].tolist() == ["skipped", "skipped"]
+    assert (out / "a.h5ad").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.realdata
+def test_real_cmu_slide_runs_through_extract(real_data, model):
+    adata = extract(real_data / "slides" / "CMU-1-Small-Region.svs", model)
+    assert adata.n_obs > 10 and adata.obs["is_focus"].sum() == 3
+    assert adata.uns["explain"]["slide"]["vendor"] == "aperio"
+
+
+@pytest.mark.realdata
+def test_tcga_slide_without_mpp_needs_one(real_data, model):
+    path = real_data / "slides" / "tcga-cr-7395-01a-01-ts1.svs"
+    with pytest.raises(MissingResolutionError):
+        extract(path, model)
+    adata = extract(path, model, mpp=0.5)
+    assert adata.uns["explain"]["slide"]["mpp"] == 0.5
