@@ -34,6 +34,7 @@ FOCUS_TOKENS = "X_focus"  # obsm key of the node tokens
 #: Settings a model's ``preprocessing`` dict may carry, with the defaults used when absent.
 DEFAULT_PREPROCESSING: dict[str, Any] = {
     "thumbnail_mpp": 8.0,
+    "thumbnail_max_px": 1280,
     "n_segments": 1500,
     "detail_mpp": 1.0,
     "crop_size": 128,
@@ -44,6 +45,18 @@ def _settings(model) -> dict:
     pre = dict(DEFAULT_PREPROCESSING)
     pre.update(getattr(model, "preprocessing", {}) or {})
     return pre
+
+
+def thumbnail_mpp_for(slide: Slide, settings: dict) -> float:
+    """Thumbnail resolution for a slide: ``thumbnail_mpp``, coarsened if needed so the
+    thumbnail's longer side stays within ``thumbnail_max_px`` (bounds the superpixel cost
+    on very large slides)."""
+    mpp = float(settings["thumbnail_mpp"])
+    cap = settings.get("thumbnail_max_px")
+    if cap:
+        long_um = max(slide.dimensions) * slide.require_mpp()
+        mpp = max(mpp, long_um / float(cap))
+    return mpp
 
 
 def as_slide(slide: Slide | str | os.PathLike, *, mpp: float | None = None) -> Slide:
@@ -186,7 +199,7 @@ def extract(
     model = model.to(dev).eval()
     if graph is None:
         adata = region_graph(
-            slide, thumbnail_mpp=pre["thumbnail_mpp"], n_segments=int(pre["n_segments"])
+            slide, thumbnail_mpp=thumbnail_mpp_for(slide, pre), n_segments=int(pre["n_segments"])
         )
     else:
         adata = graph.copy()

@@ -21,6 +21,7 @@ from workbench.tl._extract import (
     as_slide,
     edge_index_of,
     read_crops,
+    thumbnail_mpp_for,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,7 +134,7 @@ def prepare_slide(
     rng = np.random.default_rng(seed)
     slide = as_slide(slide)
     adata = region_graph(
-        slide, thumbnail_mpp=pre["thumbnail_mpp"], n_segments=int(pre["n_segments"])
+        slide, thumbnail_mpp=thumbnail_mpp_for(slide, pre), n_segments=int(pre["n_segments"])
     )
     ei = edge_index_of(adata)
     n = adata.n_obs
