@@ -1,0 +1,338 @@
+"""A synthetic cohort on disk: slides, ground truth and a clinical table with planted survival.
+
+Layout of a cohort folder (``root``)::
+
+    cohort.json                      parameters, hazard coefficients, file layout
+    clinical.csv                     patient_id, slide, grade, age, time, event
+    truth.csv                        hidden truth: infiltration, infiltration_score,
+                                     necrosis_fraction, linear_predictor, ...
+    slides/S000.tif                  pyramidal tiled JPEG TIFF (Aperio-style header)
+    masks/S000_lesion.png            lesion mask, one pixel per 16 x 16 level-0 pixels
+    annotations/S000_lesion.geojson  lesion polygons ("Tumor"), level-0 pixel coordinates
+
+``slide`` in the CSVs is the TIFF's path relative to ``root``. Every file is written
+atomically; a second :func:`make_cohort` with the same arguments skips slides that are
+already complete (resume) and redraws any that were deleted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench._constants import LESION_CLASS, LESION_COLOR
+from workbench._errors import WorkbenchError
+from workbench.datasets._layout import LAYOUT_DOWNSAMPLE
+from workbench.datasets._slide import MPP, SlideTruth, make_slide, resolve_size, slide_truth
+from workbench.datasets._survival import HazardModel, infiltration_z, simulate_patients
+
+#: Bumped whenever the same arguments would draw different pixels or tables.
+GENERATOR_VERSION = 1
+
+CLINICAL_COLUMNS = ["patient_id", "slide", "grade", "age", "time", "event"]
+TRUTH_COLUMNS = [
+    "patient_id",
+    "slide_id",
+    "slide",
+    "grade",
+    "age",
+    "infiltration",
+    "infiltration_z",
+    "infiltration_score",
+    "necrosis_fraction",
+    "lesion_fraction",
+    "tissue_fraction",
+    "linear_predictor",
+    "time",
+    "event",
+    "slide_seed",
+]
+
+
+@dataclass
+class SyntheticCohort:
+    """A synthetic cohort read from (or just written to) its folder.
+
+    Attributes
+    ----------
+    root
+        The cohort folder.
+    clinical
+        What a user would receive: ``patient_id``, ``slide`` (path relative to ``root``),
+        ``grade``, ``age``, ``time`` (months), ``event`` (1 = death).
+    truth
+        What was planted, one row per slide (see ``TRUTH_COLUMNS``).
+    params
+        The contents of ``cohort.json``.
+    """
+
+    root: Path
+    clinical: pd.DataFrame
+    truth: pd.DataFrame
+    params: dict = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.truth)
+
+    def __repr__(self) -> str:
+        p = self.params
+        w, h = p["dimensions"]
+        return (
+            f"SyntheticCohort({len(self)} slides of {w}x{h} px, seed={p['seed']}, "
+            f"null={p['null']}, root={str(self.root)!r})"
+        )
+
+    @property
+    def slide_ids(self) -> list[str]:
+        """Slide ids (``S000`` …) in table order."""
+        return [str(s) for s in self.truth["slide_id"]]
+
+    @property
+    def slide_paths(self) -> list[Path]:
+        """Absolute paths of the slide files, in table order."""
+        return [self.root / str(s) for s in self.truth["slide"]]
+
+    @property
+    def mask_downsample(self) -> int:
+        """Level-0 pixels per pixel of the lesion mask PNGs."""
+        return int(self.params["mask_downsample"])
+
+    def _slide_id(self, key: str | os.PathLike) -> str:
+        """Accept a slide id, a patient id, the ``slide`` column value or a file name."""
+        key = str(key)
+        t = self.truth
+        for column in ("slide_id", "slide", "patient_id"):
+            hit = t.loc[t[column].astype(str) == key, "slide_id"]
+            if len(hit):
+                return str(hit.iloc[0])
+        stem = Path(key).name.split(".")[0]
+        if stem in set(t["slide_id"]):
+            return stem
+        ids = ", ".join(self.slide_ids[:5]) + (" …" if len(self) > 5 else "")
+        raise KeyError(f"no slide {key!r} in this cohort; slide ids are {ids}")
+
+    def slide_path(self, slide: str | os.PathLike) -> Path:
+        """Path of a slide's TIFF, by slide id, patient id or ``slide`` column value."""
+        sid = self._slide_id(slide)
+        rel = self.truth.loc[self.truth["slide_id"] == sid, "slide"].iloc[0]
+        return self.root / str(rel)
+
+    def lesion_geojson(self, slide: str | os.PathLike) -> Path:
+        """Path of a slide's lesion GeoJSON (QuPath ``Tumor`` polygons, level-0 pixels)."""
+        return self.root / _geojson_rel(self._slide_id(slide))
+
+    def lesion_annotations(self, slide: str | os.PathLike) -> list:
+        """The lesion polygons of a slide as :class:`workbench.io.Annotation` objects."""
+        from workbench.io import read_geojson
+
+        return read_geojson(self.lesion_geojson(slide))
+
+    def lesion_mask(self, slide: str | os.PathLike) -> tuple[np.ndarray, int]:
+        """``(mask, downsample)``: a slide's boolean lesion mask and its level-0 pixels per pixel."""
+        from PIL import Image
+
+        with Image.open(self.root / _mask_rel(self._slide_id(slide))) as im:
+            mask = np.asarray(im.convert("L")) > 127
+        return mask, self.mask_downsample
+
+
+def _slide_rel(sid: str) -> str:
+    return f"slides/{sid}.tif"
+
+
+def _mask_rel(sid: str) -> str:
+    return f"masks/{sid}_lesion.png"
+
+
+def _geojson_rel(sid: str) -> str:
+    return f"annotations/{sid}_lesion.geojson"
+
+
+def _write_masks(root: Path, sid: str, truth: SlideTruth) -> None:
+    from PIL import Image
+
+    from workbench.io import atomic_write_bytes, mask_to_annotations, write_geojson
+
+    buf = io.BytesIO()
+    Image.fromarray(truth.lesion_mask.astype(np.uint8) * 255).save(buf, format="PNG")
+    atomic_write_bytes(root / _mask_rel(sid), buf.getvalue())
+    ds = truth.mask_downsample
+    annotations = mask_to_annotations(
+        truth.lesion_mask,
+        classification=LESION_CLASS,
+        color=LESION_COLOR,
+        scale_xy=(ds, ds),
+        offset_xy=(0.0, 0.0),
+    )
+    write_geojson(root / _geojson_rel(sid), annotations)
+
+
+def _params(n_patients: int, size, seed: int, null: bool) -> dict:
+    width, height = resolve_size(size)
+    model = HazardModel()
+    used = model.null() if null else model
+    return {
+        "generator": "workbench.datasets",
+        "generator_version": GENERATOR_VERSION,
+        "n_patients": int(n_patients),
+        "size": size if isinstance(size, str) else [width, height],
+        "dimensions": [width, height],
+        "mpp": MPP,
+        "seed": int(seed),
+        "null": bool(null),
+        "mask_downsample": LAYOUT_DOWNSAMPLE,
+        "hazard_model": {
+            "form": "Weibull proportional hazards: h(t|x) = (k/lam) (t/lam)^(k-1) exp(eta)",
+            "eta": "log_hr_grade*(grade-2) + log_hr_infiltration*infiltration_z "
+            "+ log_hr_age*(age-60)/10",
+            "infiltration_z": "(infiltration - 0.5) / (0.9 / sqrt(12)); infiltration ~ U(0.05, 0.95)",
+            "censoring": "min(Exponential(censor_mean), admin_time)",
+            "time_unit": "months",
+            "coefficients": used.to_dict(),
+            "planted_coefficients": model.to_dict(),
+            "decoy": "necrosis_fraction is drawn independently and has no effect",
+        },
+        "files": {
+            "clinical": "clinical.csv",
+            "truth": "truth.csv",
+            "slides": "slides/{slide_id}.tif",
+            "lesion_masks": "masks/{slide_id}_lesion.png",
+            "lesion_geojson": "annotations/{slide_id}_lesion.geojson",
+        },
+    }
+
+
+def _same_params(old: dict, new: dict) -> bool:
+    keys = ("generator_version", "n_patients", "dimensions", "seed", "null")
+    return all(old.get(k) == new.get(k) for k in keys)
+
+
+def make_cohort(
+    root: str | os.PathLike,
+    *,
+    n_patients: int = 12,
+    size: str | tuple[int, int] = "tiny",
+    seed: int = 0,
+    null: bool = False,
+    progress: bool = True,
+) -> SyntheticCohort:
+    """Write (or finish writing) a synthetic cohort and return it.
+
+    One slide per patient (``P000`` ↔ ``S000``). Grades are balanced (1, 2, 3 cycled, then
+    shuffled); planted infiltration is uniform and independent of grade; survival follows
+    the hazard model documented in :mod:`workbench.datasets` (``null=True`` removes the
+    grade and infiltration effects). Files already written by an earlier call with the same
+    arguments are kept (resume); a deleted slide is drawn again, identical to the first time.
+
+    Parameters
+    ----------
+    root
+        The cohort folder (created if needed). Suggested: ``data/generated/<name>``.
+    n_patients
+        Number of patients (= slides).
+    size
+        ``"tiny"``, ``"demo"``, ``"large"`` or ``(width, height)`` (see ``SIZES``).
+    seed
+        Seed of the whole cohort.
+    null
+        Remove the planted survival effects.
+    progress
+        Show a tqdm bar over slides.
+
+    Returns
+    -------
+    SyntheticCohort
+        With ``clinical``, ``truth`` and helpers to find slides, masks and GeoJSON.
+    """
+    from tqdm.auto import tqdm
+
+    from workbench.io import atomic_write_text
+
+    root = Path(root)
+    params = _params(n_patients, size, seed, null)
+    meta = root / "cohort.json"
+    if meta.exists():
+        try:
+            old = json.loads(meta.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise WorkbenchError(
+                f"{str(meta)!r} is not readable JSON ({exc}); delete it or choose another folder"
+            ) from exc
+        if not _same_params(old, params):
+            raise WorkbenchError(
+                f"{str(root)!r} holds a cohort made with other arguments "
+                f"(n_patients={old.get('n_patients')}, size={old.get('size')}, "
+                f"seed={old.get('seed')}, null={old.get('null')}); choose another folder "
+                "or delete this one"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(meta, json.dumps(params, indent=2))
+
+    patients = simulate_patients(n_patients, seed=seed, null=null)
+    rows = []
+    bar = tqdm(patients.itertuples(index=False), total=len(patients), desc="cohort",
+               unit="slide", disable=not progress)  # fmt: skip
+    for p in bar:
+        sid = p.slide_id
+        slide = root / _slide_rel(sid)
+        kwargs = {
+            "size": size,
+            "grade": int(p.grade),
+            "infiltration": float(p.infiltration),
+            "seed": int(p.slide_seed),
+        }
+        if slide.exists():
+            truth = slide_truth(slide, **kwargs)
+        else:
+            truth = make_slide(slide, **kwargs, progress=False)
+        if not (root / _mask_rel(sid)).exists() or not (root / _geojson_rel(sid)).exists():
+            _write_masks(root, sid, truth)
+        rows.append(
+            {
+                "slide_id": sid,
+                "slide": _slide_rel(sid),
+                "infiltration_score": round(truth.infiltration_score, 3),
+                "necrosis_fraction": round(truth.necrosis_fraction, 5),
+                "lesion_fraction": round(truth.lesion_fraction, 5),
+                "tissue_fraction": round(truth.tissue_fraction, 5),
+            }
+        )
+    measured = pd.DataFrame(rows)
+    table = patients.merge(measured, on="slide_id", how="left")
+    table["infiltration_z"] = np.round(infiltration_z(table["infiltration"]), 5)
+    table["linear_predictor"] = np.round(table["linear_predictor"], 5)
+    clinical = table[CLINICAL_COLUMNS].copy()
+    truth = table[TRUTH_COLUMNS].copy()
+    atomic_write_text(root / "clinical.csv", clinical.to_csv(index=False))
+    atomic_write_text(root / "truth.csv", truth.to_csv(index=False))
+    return SyntheticCohort(root=root, clinical=clinical, truth=truth, params=params)
+
+
+def load_cohort(root: str | os.PathLike) -> SyntheticCohort:
+    """Read a cohort written by :func:`make_cohort`.
+
+    Raises
+    ------
+    WorkbenchError
+        When ``cohort.json``, ``clinical.csv`` or ``truth.csv`` is missing (an unfinished
+        cohort: rerun :func:`make_cohort` with the same arguments to complete it).
+    """
+    root = Path(root)
+    missing = [n for n in ("cohort.json", "clinical.csv", "truth.csv") if not (root / n).exists()]
+    if missing:
+        raise WorkbenchError(
+            f"{str(root)!r} is not a complete synthetic cohort (missing {', '.join(missing)}); "
+            "run workbench.datasets.make_cohort there with the same arguments to finish it"
+        )
+    params = json.loads((root / "cohort.json").read_text())
+    clinical = pd.read_csv(root / "clinical.csv", dtype={"patient_id": str, "slide": str})
+    truth = pd.read_csv(
+        root / "truth.csv", dtype={"patient_id": str, "slide_id": str, "slide": str}
+    )
+    return SyntheticCohort(root=root, clinical=clinical, truth=truth, params=params)
