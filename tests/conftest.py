@@ -42,3 +42,13 @@ def he_like_image() -> np.ndarray:
     img[core] = (120, 60, 150)
     img += rng.normal(0, 6, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory):
+    """Six tiny synthetic slides (4096×3072, seed 0) with truth and clinical tables, once per run."""
+    from workbench.datasets import make_cohort
+
+    return make_cohort(
+        tmp_path_factory.mktemp("cohort"), n_patients=6, size="tiny", seed=0, progress=False
+    )
