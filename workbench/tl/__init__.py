@@ -1,7 +1,9 @@
-"""AnnData-level tools: explain slides with a trained model, train it, export results."""
+"""AnnData-level tools: explain slides with a trained model, train it, export results, and
+discover prognostic spatial markers (phenotypes, spatial statistics, cohort, survival screen)."""
 
 from __future__ import annotations
 
+from workbench.tl._cohort import cohort, read_slides, validate_clinical
 from workbench.tl._extract import (
     export_geojson,
     extract,
@@ -9,6 +11,9 @@ from workbench.tl._extract import (
     focus_annotations,
     predict_tiles,
 )
+from workbench.tl._markers import FeatureUniqueness, markers
+from workbench.tl._spatial import spatial, spatial_many
+from workbench.tl._survival import benjamini_hochberg, discover, split_patients, survival
 from workbench.tl._train import (
     SlideTrainer,
     label_from_grade,
@@ -18,14 +23,25 @@ from workbench.tl._train import (
 )
 
 __all__ = [
+    "FeatureUniqueness",
     "SlideTrainer",
+    "benjamini_hochberg",
+    "cohort",
+    "discover",
     "export_geojson",
     "extract",
     "extract_cohort",
     "focus_annotations",
     "label_from_grade",
+    "markers",
     "predict_tiles",
     "prepare_cohort",
     "prepare_slide",
+    "read_slides",
+    "spatial",
+    "spatial_many",
+    "split_patients",
+    "survival",
     "train_default",
+    "validate_clinical",
 ]

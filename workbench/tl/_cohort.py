@@ -1,0 +1,322 @@
+"""Patient-level cohort AnnData: one observation per patient, spatial markers as variables.
+
+The clinical table is checked first (:func:`validate_clinical`); every problem found is
+reported at once, by count and by name, in a :class:`~workbench.ClinicalTableError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from os import PathLike
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from workbench._constants import (
+    CLINICAL_REQUIRED,
+    DISCOVERY_SPLIT,
+    FEATURE_UNIQUENESS,
+    SLIDE_ID,
+    SPATIAL_MARKERS,
+)
+from workbench._errors import ClinicalTableError
+from workbench.tl._markers import slide_id_of
+
+logger = logging.getLogger(__name__)
+
+DISCOVERY, VALIDATION = "discovery", "validation"
+
+
+def _names(values: Sequence, limit: int = 10) -> str:
+    values = [str(v) for v in values]
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return ", ".join(values[:limit]) + more
+
+
+def validate_clinical(
+    clinical: pd.DataFrame | str | PathLike,
+    *,
+    patient_key: str = "patient_id",
+    slide_key: str | None = "slide",
+    duration_key: str = "time",
+    event_key: str = "event",
+) -> pd.DataFrame:
+    """Check a clinical table and return a clean copy (``time`` float, ``event`` 0/1 int).
+
+    Parameters
+    ----------
+    clinical
+        A DataFrame or the path of a CSV file, one row per slide (or per patient when
+        ``slide_key`` is ``None``).
+    patient_key, slide_key, duration_key, event_key
+        Column names.
+
+    Returns
+    -------
+    The checked table; raises :class:`~workbench.ClinicalTableError` listing every problem
+    (missing columns, non-numeric or NaN or negative times, events other than 0/1, no events,
+    duplicated slides, patients whose rows disagree on time/event).
+    """
+    if not isinstance(clinical, pd.DataFrame):
+        try:
+            clinical = pd.read_csv(clinical)
+        except (OSError, pd.errors.ParserError) as exc:
+            raise ClinicalTableError(f"cannot read the clinical table {clinical!s}: {exc}") from exc
+    df = clinical.copy()
+    required = [patient_key, duration_key, event_key] + ([slide_key] if slide_key else [])
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ClinicalTableError(
+            f"the clinical table misses column(s) {missing}; it has {list(df.columns)}. "
+            f"Rename them or pass patient_key=/slide_key=/duration_key=/event_key= "
+            f"(the defaults are {list(CLINICAL_REQUIRED)})"
+        )
+    if df.empty:
+        raise ClinicalTableError("the clinical table has no rows")
+    problems: list[str] = []
+    df[patient_key] = df[patient_key].astype(str)
+    if slide_key:
+        df[slide_key] = df[slide_key].astype(str)
+
+    time = pd.to_numeric(df[duration_key], errors="coerce")
+    bad_type = df[patient_key][time.isna() & df[duration_key].notna()]
+    if len(bad_type):
+        problems.append(
+            f"{len(bad_type)} non-numeric {duration_key!r} value(s) (patients {_names(bad_type)})"
+        )
+    nan_time = df[patient_key][df[duration_key].isna()]
+    if len(nan_time):
+        problems.append(
+            f"{len(nan_time)} missing {duration_key!r} value(s) (patients {_names(nan_time)})"
+        )
+    neg = df[patient_key][time < 0]
+    if len(neg):
+        problems.append(f"{len(neg)} negative {duration_key!r} value(s) (patients {_names(neg)})")
+
+    raw_event = df[event_key]
+    if raw_event.dtype == bool:
+        event = raw_event.astype(float)
+    else:
+        event = pd.to_numeric(raw_event, errors="coerce")
+    bad_event = df[patient_key][~event.isin([0, 1])]
+    if len(bad_event):
+        problems.append(
+            f"{len(bad_event)} {event_key!r} value(s) not 0/1 (patients {_names(bad_event)}); "
+            "use 1 = event observed, 0 = censored"
+        )
+    elif event.sum() == 0:
+        problems.append(f"no events: every {event_key!r} is 0, so survival cannot be modelled")
+
+    if slide_key:
+        dup = df[slide_key][df[slide_key].duplicated()].unique()
+        if len(dup):
+            problems.append(f"{len(dup)} slide(s) listed more than once ({_names(dup)})")
+    else:
+        dup = df[patient_key][df[patient_key].duplicated()].unique()
+        if len(dup):
+            problems.append(f"{len(dup)} duplicate patient id(s) ({_names(dup)})")
+    if not problems:
+        df[duration_key] = time.astype(float)
+        df[event_key] = event.astype(int)
+        per_patient = df.groupby(patient_key)[[duration_key, event_key]].nunique()
+        clash = per_patient.index[(per_patient > 1).any(axis=1)]
+        if len(clash):
+            problems.append(
+                f"{len(clash)} patient(s) whose rows disagree on {duration_key!r}/{event_key!r} "
+                f"({_names(clash)})"
+            )
+    if problems:
+        raise ClinicalTableError("the clinical table has problems:\n  - " + "\n  - ".join(problems))
+    return df
+
+
+def _marker_table(
+    adatas: Sequence[AnnData] | pd.DataFrame, key: str, slide_ids: Sequence[str] | None
+) -> tuple[pd.DataFrame, pd.DataFrame | None, set[str]]:
+    """Slides × markers values, marker annotations (if known), and slides used to fit phenotypes."""
+    if isinstance(adatas, pd.DataFrame):
+        return adatas.apply(pd.to_numeric, errors="coerce").astype(float), None, set()
+    adatas = list(adatas)
+    if slide_ids is not None and len(slide_ids) != len(adatas):
+        raise ClinicalTableError(f"got {len(slide_ids)} slide_ids for {len(adatas)} slides")
+    rows, annots, fit_slides = {}, [], set()
+    for i, a in enumerate(adatas):
+        sid = str(slide_ids[i]) if slide_ids is not None else slide_id_of(a)
+        if key not in a.uns:
+            raise ClinicalTableError(f"slide {sid} has no uns[{key!r}]; run tl.spatial on it first")
+        table = a.uns[key]
+        rows[sid] = table["value"].astype(float)
+        annots.append(table.drop(columns=["value", "reason"], errors="ignore"))
+        fu = a.uns.get(FEATURE_UNIQUENESS, {})
+        fit_slides.update(str(s) for s in fu.get("params", {}).get("fit_slides", []))
+    if len(rows) != len(adatas):
+        raise ClinicalTableError("slide ids are not unique; set uns['slide_id'] or pass slide_ids=")
+    values = pd.DataFrame(rows).T
+    annot = pd.concat(annots)
+    annot = annot[~annot.index.duplicated()].reindex(values.columns)
+    return values, annot, fit_slides
+
+
+def cohort(
+    slides: Sequence[AnnData] | pd.DataFrame,
+    clinical: pd.DataFrame | str | PathLike,
+    *,
+    key: str = SPATIAL_MARKERS,
+    slide_ids: Sequence[str] | None = None,
+    patient_key: str = "patient_id",
+    slide_key: str | None = "slide",
+    duration_key: str = "time",
+    event_key: str = "event",
+    on_unmatched: str = "raise",
+    aggregate: str = "mean",
+    split: Mapping[str, str] | None = None,
+) -> AnnData:
+    """Build the patient-level AnnData from per-slide markers and a clinical table.
+
+    Parameters
+    ----------
+    slides
+        Per-slide region AnnData carrying ``uns[key]`` (from ``tl.spatial``), or a DataFrame of
+        markers indexed by slide id (or by patient id when ``slide_key`` is ``None``).
+    clinical
+        Clinical table (DataFrame or CSV path), checked by :func:`validate_clinical`.
+    key
+        ``uns`` key of the per-slide marker table.
+    slide_ids
+        Slide ids aligned with ``slides`` (default ``uns["slide_id"]``).
+    patient_key, slide_key, duration_key, event_key
+        Clinical column names.
+    on_unmatched
+        ``"raise"`` (default): slides without a patient or patients without a slide raise a
+        :class:`~workbench.ClinicalTableError` naming them; ``"drop"``: they are left out, with
+        their count and names logged and recorded in ``uns["cohort"]``.
+    aggregate
+        How a patient's slides are combined: ``"mean"``, ``"median"`` or ``"max"`` (NaN skipped).
+    split
+        Patient id → ``"discovery"``/``"validation"``. By default, when the phenotypes were
+        fitted by ``tl.markers``, patients with a slide in that fit are ``"discovery"`` and the
+        rest ``"validation"``.
+
+    Returns
+    -------
+    AnnData with one obs per patient (clinical columns, ``n_slides``, ``slides`` and, when
+    known, ``obs["discovery_split"]``), ``X`` = markers (NaN where undefined), ``var`` =
+    marker family / phenotype / ``n_missing``, and ``uns["cohort"]`` (counts, unmatched ids).
+    """
+    if on_unmatched not in ("raise", "drop"):
+        raise ValueError(f"on_unmatched must be 'raise' or 'drop', got {on_unmatched!r}")
+    if aggregate not in ("mean", "median", "max"):
+        raise ValueError(f"aggregate must be 'mean', 'median' or 'max', got {aggregate!r}")
+    clin = validate_clinical(
+        clinical,
+        patient_key=patient_key,
+        slide_key=slide_key,
+        duration_key=duration_key,
+        event_key=event_key,
+    )
+    values, annot, fit_slides = _marker_table(slides, key, slide_ids)
+    values.index = values.index.astype(str)
+    join = slide_key or patient_key
+    known = set(clin[join])
+    no_patient = sorted(set(values.index) - known)
+    no_slide_rows = clin[~clin[join].isin(values.index)]
+    no_slide = sorted(set(no_slide_rows[patient_key]))
+    if (no_patient or no_slide) and on_unmatched == "raise":
+        msg = []
+        if no_patient:
+            msg.append(
+                f"{len(no_patient)} slide(s) have no row in the clinical table ({_names(no_patient)})"
+            )
+        if no_slide:
+            msg.append(
+                f"{len(no_slide)} patient(s) have no slide among the markers ({_names(no_slide)})"
+            )
+        raise ClinicalTableError(
+            "; ".join(msg) + ". Fix the IDs, or pass on_unmatched='drop' to leave them out"
+        )
+    if no_patient:
+        logger.warning(
+            "cohort: dropped %d slide(s) without a clinical row: %s",
+            len(no_patient),
+            _names(no_patient),
+        )
+    if no_slide:
+        logger.warning(
+            "cohort: dropped %d patient(s) without slides: %s", len(no_slide), _names(no_slide)
+        )
+    clin = clin[clin[join].isin(values.index)]
+    if clin.empty:
+        raise ClinicalTableError("no slide matches the clinical table; check the slide ids")
+
+    per_slide = values.loc[clin[join]].set_axis(clin[patient_key].to_numpy())
+    agg = per_slide.groupby(level=0, sort=False).agg(aggregate)
+    patients = agg.index
+    first = clin.drop_duplicates(patient_key).set_index(patient_key).loc[patients]
+    obs = first.drop(columns=[slide_key] if slide_key else [])
+    obs["n_slides"] = clin.groupby(patient_key).size().loc[patients].astype(int)
+    if slide_key:
+        obs["slides"] = clin.groupby(patient_key)[slide_key].agg(";".join).loc[patients]
+    if split is None and fit_slides:
+        chose = set(clin.loc[clin[join].isin(fit_slides), patient_key])
+        split = {p: DISCOVERY if p in chose else VALIDATION for p in patients}
+    if split is not None:
+        lab = pd.Series({str(k): v for k, v in split.items()}).reindex(patients)
+        bad = sorted(set(lab.dropna()) - {DISCOVERY, VALIDATION})
+        if bad:
+            raise ValueError(f"split values must be 'discovery' or 'validation', got {bad}")
+        obs[DISCOVERY_SPLIT] = pd.Categorical(
+            lab.fillna(VALIDATION), categories=[DISCOVERY, VALIDATION]
+        )
+    obs.index = obs.index.astype(str)
+    obs.index.name = None
+    var = pd.DataFrame(index=agg.columns.astype(str))
+    if annot is not None:
+        for col in annot.columns:
+            var[col] = annot[col].astype(str).to_numpy()
+    var["n_missing"] = agg.isna().sum().to_numpy().astype(int)
+    out = AnnData(X=agg.to_numpy(dtype=np.float64), obs=obs, var=var)
+    out.uns["cohort"] = {
+        "n_patients": int(out.n_obs),
+        "n_slides": int(len(clin)),
+        "dropped_slides": list(no_patient),
+        "dropped_patients": list(no_slide),
+        "aggregate": aggregate,
+        "duration_key": duration_key,
+        "event_key": event_key,
+    }
+    logger.info(
+        "cohort: %d patients x %d markers from %d slides (aggregate=%s)",
+        out.n_obs, out.n_vars, len(clin), aggregate,
+    )  # fmt: skip
+    return out
+
+
+def read_slides(folder: str | PathLike, *, pattern: str = "*.h5ad") -> list[AnnData]:
+    """Read every per-slide AnnData in a folder (sorted by name).
+
+    A slide without ``uns["slide_id"]`` gets its file stem, which is how ``tl.extract_cohort``
+    names its outputs.
+
+    Parameters
+    ----------
+    folder
+        Folder holding one ``.h5ad`` per slide.
+    pattern
+        Glob pattern of the files.
+    """
+    from pathlib import Path
+
+    import anndata
+
+    paths = sorted(Path(folder).glob(pattern))
+    if not paths:
+        raise FileNotFoundError(f"no {pattern} files in {folder}")
+    out = []
+    for p in paths:
+        a = anndata.read_h5ad(p)
+        a.uns.setdefault(SLIDE_ID, p.stem)
+        out.append(a)
+    logger.info("read %d slide AnnData from %s", len(out), folder)
+    return out
