@@ -229,7 +229,7 @@ def make_slide(
         description = (
             f"Aperio Image Library v12.0.0 \r\n{width}x{height} [0,0 {width}x{height}] "
             f"({tile}x{tile}) JPEG/RGB Q={quality}|AppMag = {OBJECTIVE_POWER}|MPP = {MPP}"
-            f"|Filename = {path.stem}|Workbench = synthetic grade {grade}"
+            f"|Workbench = synthetic grade {grade}"
         )
     with atomic_path(path) as tmp:
         shapes = write_pyramid(
