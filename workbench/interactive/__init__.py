@@ -1,0 +1,36 @@
+"""Click-guided lesion refinement: click state, the CGAM engine and baselines, the click
+simulator with NoC metrics, and the JupyterLab widget :class:`RegionRefiner`.
+
+Nothing else in the package imports this module; ipywidgets loads only when
+:class:`RegionRefiner` is first used.
+"""
+
+from __future__ import annotations
+
+from workbench.interactive._base import load_base_model, save_base_model
+from workbench.interactive._clicks import Click, ClickState, click_maps
+from workbench.interactive._engine import METHODS, RefinementEngine
+from workbench.interactive._simulate import evaluate_clicks, iou, next_click, summarize
+
+__all__ = [
+    "METHODS",
+    "Click",
+    "ClickState",
+    "RefinementEngine",
+    "RegionRefiner",
+    "click_maps",
+    "evaluate_clicks",
+    "iou",
+    "load_base_model",
+    "next_click",
+    "save_base_model",
+    "summarize",
+]
+
+
+def __getattr__(name: str):
+    if name == "RegionRefiner":
+        from workbench.interactive._widget import RegionRefiner
+
+        return RegionRefiner
+    raise AttributeError(f"module 'workbench.interactive' has no attribute {name!r}")
