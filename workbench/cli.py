@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         "A second run skips the steps that are done.",
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
-    demo.add_argument("--size", default="demo", help="slide size: tiny, demo or large")
+    demo.add_argument(
+        "--size", default="demo", choices=["tiny", "demo", "large"], help="slide size"
+    )
     demo.add_argument("--n-patients", type=int, default=12, help="number of synthetic patients")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--force", action="store_true", help="redo every step")
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a synthetic pyramidal cohort (slides, ground truth, clinical CSV)",
     )
     cohort.add_argument("out", type=Path, help="cohort folder")
-    cohort.add_argument("--size", default="tiny", help="tiny, demo or large")
+    cohort.add_argument("--size", default="tiny", choices=["tiny", "demo", "large"])
     cohort.add_argument("--n-patients", type=int, default=12)
     cohort.add_argument("--seed", type=int, default=0)
     cohort.add_argument("--null", action="store_true", help="no planted survival effect")
