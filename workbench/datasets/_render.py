@@ -82,13 +82,16 @@ class TumourLook:
 #: Grade 1 orderly glands with modest nuclei; grade 3 solid sheets of crowded, large,
 #: pleomorphic, dark nuclei with nucleoli and mitoses; grade 2 in between.
 TUMOUR_LOOKS = {
-    1: TumourLook(24, 0.30, 7.0, 0.07, 1.35, 0.30, 0.02, 1.10, 0.06, 0.15, 0.0, 0.10, 0.13,
+    1: TumourLook(24, 0.15, 7.0, 0.07, 1.35, 0.30, 0.02, 1.10, 0.06, 0.15, 0.0, 0.10, 0.13,
                   0.002, 0.95, 120),
     2: TumourLook(28, 0.90, 8.8, 0.16, 1.45, 0.60, 0.05, 1.40, 0.12, 0.30, 0.30, 0.22, 0.18,
                   0.01, 0.35, 120),
     3: TumourLook(32, 0.97, 10.5, 0.27, 1.70, 1.00, 0.10, 1.75, 0.18, 0.45, 0.75, 0.35, 0.22,
                   0.04, 0.0),
 }  # fmt: skip
+
+#: Most nuclei lining one gland lumen.
+_LINING_SLOTS = 16
 
 #: Lymphocyte nucleus radius (level-0 pixels): small, round, very dark.
 _LYMPH_RADIUS = 4.6
@@ -204,6 +207,7 @@ class SlideRenderer:
             "stroma": key ^ 0x2222,
             "tumour": key ^ 0x3333,
             "lumen": key ^ 0x4444,
+            "lining": key ^ 0x5555,
         }
 
     # --- layout look-ups ---------------------------------------------------------------------
@@ -227,7 +231,7 @@ class SlideRenderer:
     def _cell_size(self, kind: str) -> int:
         if kind == "tumour":
             return self.look.cell
-        if kind == "lumen":
+        if kind in ("lumen", "lining"):
             return self.look.lumen_cell
         return SMALL_CELL if kind == "small" else 2 * SMALL_CELL
 
@@ -239,6 +243,9 @@ class SlideRenderer:
             reach, wobble = 13.5, 0.04
         elif kind == "lumen":
             reach, wobble = 26.0, 0.0
+        elif kind == "lining":
+            look = self.look
+            reach, wobble = look.radius * 1.6 * math.sqrt(look.elongation), look.roughness
         else:
             # mitotic figures wobble the most (a3 = 0.3 plus the usual a4)
             reach, wobble = self._tumour_cap(), 0.3 + 0.5 * self.look.roughness
@@ -266,6 +273,45 @@ class SlideRenderer:
         radius = 14.0 + 12.0 * draw(3)
         return {"cx": cx, "cy": cy, "r": radius, "present": present}
 
+    def _lining(self, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
+        """Nuclei lining each lumen: evenly spaced on a circle, long axis pointing inward."""
+        look = self.look
+        lum = self._lumens(rows, cols)
+        slots = np.arange(_LINING_SLOTS)
+        rows_k = rows[..., None] * _LINING_SLOTS + slots
+        cols_k = np.broadcast_to(cols[..., None], rows_k.shape)
+        key = self._keys["lining"]
+
+        def draw(k: int) -> np.ndarray:
+            return _hash_uniform(key, rows_k, cols_k, k)
+
+        target = (lum["r"] + 1.25 * look.radius)[..., None]
+        count = np.minimum(np.floor(2 * math.pi * target / (1.9 * look.radius)), _LINING_SLOTS)
+        phase = _hash_uniform(key, rows, cols, 99)[..., None] * 2 * math.pi
+        theta = phase + 2 * math.pi * (slots + 0.15 * (draw(0) - 0.5)) / np.maximum(count, 1)
+        radial = target * (1 + 0.06 * (draw(1) - 0.5))
+        r = look.radius * np.clip(1 + look.size_cv * _gauss(draw(2)), 0.6, 1.6)
+        ratio = np.float32(look.elongation)
+        z_dark = _gauss(draw(3))
+        zeros = np.zeros(rows_k.shape, dtype=np.float32)
+        present = lum["present"][..., None] & (slots < count) & (draw(4) < 0.95)
+        return {
+            "cx": (lum["cx"][..., None] + radial * np.cos(theta)).astype(np.float32),
+            "cy": (lum["cy"][..., None] + radial * np.sin(theta)).astype(np.float32),
+            "a": (r * np.sqrt(ratio)).astype(np.float32),
+            "b": (r / np.sqrt(ratio)).astype(np.float32),
+            "a3": zeros + look.roughness * draw(5),
+            "a4": zeros,
+            "ph3": draw(6) * np.float32(2 * math.pi),
+            "ph4": zeros,
+            "ves": zeros + look.vesicular,
+            "nucleolus": zeros,
+            "dark": look.darkness * np.clip(1 + look.darkness_cv * z_dark, 0.6, 1.6),
+            "cos": np.cos(theta).astype(np.float32),
+            "sin": np.sin(theta).astype(np.float32),
+            "present": present,
+        }
+
     def _cells(self, kind: str, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
         """Parameters of the nuclei of the given cells (``present`` says which exist)."""
         key = self._keys[kind]
@@ -273,6 +319,8 @@ class SlideRenderer:
         def draw(k: int) -> np.ndarray:
             return _hash_uniform(key, rows, cols, k)
 
+        if kind == "lining":
+            return self._lining(rows, cols)
         if kind == "lumen":
             lum = self._lumens(rows, cols)
             zeros = np.zeros_like(lum["cx"])
@@ -325,20 +373,16 @@ class SlideRenderer:
             dark = look.darkness * np.clip(1 + look.darkness_cv * z_dark, 0.6, 1.6)
             a3 = look.roughness * draw(9)
             a4 = 0.5 * look.roughness * draw(10)
-            if look.lumen_rate > 0:  # nuclei line the lumens, pointing at their centres
+            if look.lumen_rate > 0:  # gland lumens and their lining are drawn apart
                 g = look.lumen_cell
                 lum = self._lumens(
                     np.floor(cy / g).astype(np.int64), np.floor(cx / g).astype(np.int64)
                 )
-                ddx, ddy = cx - lum["cx"], cy - lum["cy"]
-                dist = np.sqrt(ddx * ddx + ddy * ddy)
-                inside = lum["present"] & (dist < lum["r"] + 0.6 * look.radius)
-                ring = lum["present"] & ~inside & (dist < lum["r"] + 2.6 * look.radius)
-                presence = np.where(inside, 0.0, np.where(ring, 0.97 * lesion, presence))
-                angle = np.where(ring, np.arctan2(ddy, ddx), angle)
-                ratio = np.where(ring, look.elongation, ratio)
-            mitosis = draw(12) < look.mitosis
+                dist = np.hypot(cx - lum["cx"], cy - lum["cy"])
+                gland = lum["present"] & (dist < lum["r"] + 2.3 * look.radius)
+                presence = np.where(gland, 0.0, presence)
             # mitotic figures: small, very dark, ragged bars
+            mitosis = draw(12) < look.mitosis
             dark = np.where(mitosis, 2.6, dark)
             r = np.where(mitosis, 0.7 * r, r)
             ratio = np.where(mitosis, 2.2, ratio)
@@ -449,6 +493,7 @@ class SlideRenderer:
         if float(lesion.max()) > 0.0:
             np.maximum(nuclei, self._nuclei("tumour", x0, y0, w, h), out=nuclei)
             if look.lumen_rate > 0:  # gland lumens: empty space with a little pale secretion
+                np.maximum(nuclei, self._nuclei("lining", x0, y0, w, h), out=nuclei)
                 lumen = self._nuclei("lumen", x0, y0, w, h)
                 tissue = tissue * (1 - 0.85 * lumen)
         chromatin = 0.12 + w_les * look.chromatin
