@@ -316,7 +316,9 @@ def _squidpy_markers(
     adata, xy, lesion, labels, phenotypes, counts, families, values, reasons, fail, *,
     distances_um, ripley_radius_um, n_perms, n_simulations, graph, min_phenotype_regions, seed,
 ) -> None:  # fmt: skip
-    import squidpy as sq
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # squidpy's docstring helpers warn on import
+        import squidpy as sq
 
     n = len(labels)
     context = np.where(lesion, LESION, labels)
