@@ -290,7 +290,10 @@ def make_cohort(
         if slide.exists():
             truth = slide_truth(slide, **kwargs)
         else:
-            truth = make_slide(slide, **kwargs, progress=False)
+            # a tile bar too when one slide takes minutes
+            truth = make_slide(
+                slide, **kwargs, progress=progress and max(params["dimensions"]) >= 16384
+            )
         if not (root / _mask_rel(sid)).exists() or not (root / _geojson_rel(sid)).exists():
             _write_masks(root, sid, truth)
         rows.append(
