@@ -229,7 +229,7 @@ def make_slide(
         description = (
             f"Aperio Image Library v12.0.0 \r\n{width}x{height} [0,0 {width}x{height}] "
             f"({tile}x{tile}) JPEG/RGB Q={quality}|AppMag = {OBJECTIVE_POWER}|MPP = {MPP}"
-            f"|Workbench = synthetic grade {grade}"
+            "|Workbench = synthetic"  # never the grade: a model must not read it from metadata
         )
     with atomic_path(path) as tmp:
         shapes = write_pyramid(
