@@ -40,10 +40,11 @@ def write_large(path: Path, size: str) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = subprocess.run(
         [sys.executable, "-c", _WRITE_CHILD, str(path), size],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"writing the synthetic slide failed:\n{out.stderr}")
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if peak_kib <= before:  # pragma: no cover - an earlier child was bigger
         peak_kib = before
