@@ -1,7 +1,7 @@
 """Synthetic per-slide region AnnData with a planted spatial survival marker.
 
-This is the one place where marker discovery simulates data: the tests and
-``benchmarks/markers.py`` both use it, so the hazard model below is written once.
+This is the one place where marker discovery simulates region data: the tests and
+``benchmarks/markers.py`` both use it. Survival is not simulated here (see below).
 
 Each slide is a cloud of superpixel regions on a jittered grid over an elliptical piece of
 tissue, with a round lesion. Every region has a hidden tissue type:
@@ -10,18 +10,18 @@ tissue, with a round lesion. Every region has a hidden tissue type:
 ``stroma``    everything else by default;
 ``immune``    an immune infiltrate: a background sprinkle anywhere (random per slide, no
               outcome signal) plus a band at the lesion margin whose density follows the
-              patient's latent infiltration score ``s`` (the planted marker);
+              patient's latent infiltration ``s`` (the planted marker);
 ``necrosis``  a decoy patch inside the lesion whose size is random (no outcome signal);
 ``adipose``   a decoy sprinkle over the non-lesion tissue, random amount (no outcome signal).
 
 Focused features (``obsm["X_focus"]``) are Gaussian noise plus a type-specific offset, so a
-clustering of the features can recover the types. Survival follows a proportional-hazards
-model with exponential baseline::
+clustering of the features can recover the types.
 
-    h(t | grade, s) = h0 * exp(beta_grade * (grade - 2) + beta_infiltration * s)
-
-with independent uniform censoring. ``null=True`` sets ``beta_infiltration = 0``: the slides
-are drawn the same way, only the outcome no longer depends on them.
+Patients (grade, infiltration, age) and their survival come from
+:func:`workbench.datasets.simulate_patients`, the hazard model of the synthetic image cohort
+(Weibull proportional hazards in grade, boundary infiltration and age; ``null=True`` removes
+the grade and infiltration effects), so there is one hazard model in the package. Here the
+latent ``s`` is that model's standardised infiltration (``datasets._survival.infiltration_z``).
 """
 
 from __future__ import annotations
@@ -42,52 +42,6 @@ from workbench._constants import (
 TISSUE_TYPES = ("stroma", "tumour", "immune", "necrosis", "adipose")
 _MPP = 0.5  # level-0 microns per pixel, as in the synthetic image cohort
 _THUMB_SCALE = 32  # level-0 pixels per thumbnail pixel
-
-
-def simulate_survival(
-    grade: np.ndarray,
-    infiltration: np.ndarray,
-    *,
-    rng: np.random.Generator,
-    null: bool = False,
-    beta_grade: float = 0.5,
-    beta_infiltration: float = -1.0,
-    baseline_hazard: float = 0.05,
-    max_follow_up: float = 60.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw survival times and event indicators from the proportional-hazards model above.
-
-    Parameters
-    ----------
-    grade
-        Tumour grade per patient (1-3).
-    infiltration
-        Latent infiltration score per patient (standard normal).
-    rng
-        Random generator.
-    null
-        Remove the infiltration effect (grade still acts).
-    beta_grade, beta_infiltration
-        Log hazard ratios per grade step and per unit of ``infiltration``; a negative
-        ``beta_infiltration`` means infiltrated tumours do better.
-    baseline_hazard
-        Events per month at grade 2 and ``infiltration = 0``.
-    max_follow_up
-        Censoring times are uniform on ``(0, max_follow_up)`` months.
-
-    Returns
-    -------
-    ``(time, event)``: follow-up in months (float) and 1/0 event indicators (int).
-    """
-    grade = np.asarray(grade, dtype=float)
-    infiltration = np.asarray(infiltration, dtype=float)
-    b_inf = 0.0 if null else beta_infiltration
-    hazard = baseline_hazard * np.exp(beta_grade * (grade - 2.0) + b_inf * infiltration)
-    t_event = rng.exponential(1.0 / hazard)
-    t_censor = rng.uniform(0.0, max_follow_up, size=len(hazard))
-    time = np.minimum(t_event, t_censor)
-    event = (t_event <= t_censor).astype(int)
-    return np.maximum(time, 1e-3), event
 
 
 def _type_means(n_features: int, seed: int) -> np.ndarray:
@@ -155,16 +109,17 @@ def simulate_slide(
     d_border_um = np.abs(d_centre - r_les) * _MPP
 
     types = np.where(lesion, "tumour", "stroma").astype(object)
-    # Margin infiltrate (planted): density follows the latent score.
+    # Decoy adipose tissue first, so that the infiltrate below never displaces it: a random
+    # amount over the non-lesion tissue, margin included, with no outcome signal.
+    p_fat = rng.uniform(0.0, 0.4)
+    types[~lesion & (rng.random(n) < p_fat)] = "adipose"
+    # Margin infiltrate (planted): density among the margin's stroma follows the latent score.
     p_margin = 1.0 / (1.0 + np.exp(-(-0.5 + 1.5 * infiltration)))
     margin = (d_border_um <= 150.0) & ~lesion
-    types[margin & (rng.random(n) < p_margin)] = "immune"
+    types[margin & (types == "stroma") & (rng.random(n) < p_margin)] = "immune"
     # Background infiltrate: random amount anywhere in the stroma, no signal.
     p_bg = rng.uniform(0.0, 0.1)
     types[(types == "stroma") & (rng.random(n) < p_bg)] = "immune"
-    # Decoy adipose tissue: random amount over the non-lesion tissue, no signal.
-    p_fat = rng.uniform(0.0, 0.4)
-    types[(types == "stroma") & (rng.random(n) < p_fat)] = "adipose"
     # Decoy necrosis: a patch in the lesion centre of random size, no signal.
     frac_nec = rng.uniform(0.0, 0.5)
     types[lesion & (d_centre <= np.sqrt(frac_nec) * r_les * 0.8)] = "necrosis"
@@ -249,8 +204,7 @@ def simulate_region_cohort(
     n_regions: int = 500,
     n_features: int = 32,
     with_images: bool = False,
-    beta_infiltration: float = -1.0,
-    beta_grade: float = 0.5,
+    model=None,
 ) -> tuple[list[AnnData], pd.DataFrame]:
     """A cohort of one-slide patients: region AnnData per slide plus a clinical table.
 
@@ -259,7 +213,8 @@ def simulate_region_cohort(
     n_patients
         Number of patients (one slide each).
     null
-        Survival does not depend on the slides (grade still acts).
+        Survival does not depend on the slides (``datasets`` null model: no grade or
+        infiltration effect; age keeps its small one).
     seed
         Seed of everything drawn here.
     n_regions
@@ -268,8 +223,8 @@ def simulate_region_cohort(
         Width of ``obsm["X_focus"]``.
     with_images
         Build label images and thumbnails too (needed by ``pl.marker_map`` only).
-    beta_infiltration, beta_grade
-        Log hazard ratios (see :func:`simulate_survival`).
+    model
+        A ``workbench.datasets.HazardModel`` (default: its documented coefficients).
 
     Returns
     -------
@@ -277,18 +232,13 @@ def simulate_region_cohort(
     ``grade``, ``age``, ``time``, ``event``. The latent infiltration score is kept in each
     slide's ``uns["simulation"]``, never in the clinical table.
     """
-    rng = np.random.default_rng(seed)
-    grade = rng.choice([1, 2, 3], size=n_patients, p=[0.3, 0.4, 0.3])
-    infiltration = rng.normal(size=n_patients)
-    age = np.round(rng.normal(62, 10, size=n_patients), 1)
-    time, event = simulate_survival(
-        grade,
-        infiltration,
-        rng=rng,
-        null=null,
-        beta_grade=beta_grade,
-        beta_infiltration=beta_infiltration,
-    )
+    from workbench.datasets import simulate_patients
+    from workbench.datasets._survival import infiltration_z
+
+    patients = simulate_patients(n_patients, seed=seed, null=null, model=model)
+    grade = patients["grade"].to_numpy()
+    infiltration = infiltration_z(patients["infiltration"].to_numpy())
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E6]))
     adatas = []
     for i in range(n_patients):
         adatas.append(
@@ -307,9 +257,9 @@ def simulate_region_cohort(
             "patient_id": [f"P{i:04d}" for i in range(n_patients)],
             "slide": [f"S{i:04d}" for i in range(n_patients)],
             "grade": grade.astype(int),
-            "age": age,
-            "time": np.round(time, 3),
-            "event": event.astype(int),
+            "age": patients["age"].to_numpy(),
+            "time": patients["time"].to_numpy(dtype=float),
+            "event": patients["event"].to_numpy(dtype=int),
         }
     )
     return adatas, clinical
