@@ -46,7 +46,7 @@ def evaluate_sew(model, cohort, ids, labels) -> dict:
     from workbench.tl import extract
     from workbench.tl._train import _mask_crops
 
-    probs, hits, dices, graphs = [], [], [], {}
+    probs, hits, dices, graphs, per_slide = [], [], [], {}, {}
     for sid in ids:
         adata = extract(cohort.slide_path(sid), model)
         graphs[sid] = adata
@@ -60,6 +60,7 @@ def evaluate_sew(model, cohort, ids, labels) -> dict:
             r = int(np.clip(cy / ds, 0, mask.shape[0] - 1))
             c = int(np.clip(cx / ds, 0, mask.shape[1] - 1))
             hits.append(bool(mask[r, c]))
+            per_slide.setdefault(sid, []).append(bool(mask[r, c]))
             truth = _mask_crops(mask, ds, box[None], lmap.shape[0])[0, 0].astype(bool)
             pred = lmap >= 0.5
             denom = truth.sum() + pred.sum()
@@ -71,6 +72,7 @@ def evaluate_sew(model, cohort, ids, labels) -> dict:
         "focus_hit_rate": float(np.mean(hits)),
         "focus_lesion_dice": float(np.mean(dices)),
         "graphs": graphs,
+        "per_slide_hits": {k: int(sum(v)) for k, v in per_slide.items()},
     }
 
 

@@ -127,3 +127,60 @@ def test_tcga_slide_without_mpp_needs_one(real_data, model):
         extract(path, model)
     adata = extract(path, model, mpp=0.5)
     assert adata.uns["explain"]["slide"]["mpp"] == 0.5
+
+
+# --- on the synthetic cohort ------------------------------------------------------------
+TINY_SETTINGS = {"thumbnail_mpp": 8.0, "n_segments": 300, "crop_size": 64}
+TINY_MODEL = {"hidden": 16, "detail_width": 8, "embed_dim": 16, "top_k": 2}
+
+
+@pytest.fixture(scope="module")
+def trained_on_tiny(tiny_cohort):
+    from workbench.tl import SlideTrainer
+
+    return SlideTrainer(
+        kind="sew",
+        epochs=6,
+        lr=5e-3,
+        progress=False,
+        settings=TINY_SETTINGS,
+        model_kwargs=TINY_MODEL,
+    ).fit(tiny_cohort)
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_on_tiny_cohort(trained_on_tiny, tiny_cohort):
+    h = trained_on_tiny.history_
+    assert len(h) == 6 and h[-1]["slide"] < h[0]["slide"] and h[-1]["node"] < h[0]["node"]
+    assert h[-1]["detail"] < h[1 + 1]["detail"]  # detail losses on from epoch 2 (20 % of 6)
+    labels = {s.name: s.label for s in trained_on_tiny.samples_}
+    grades = tiny_cohort.clinical.set_index("slide")["grade"]
+    assert all(labels[str(k)] == int(g == 3) for k, g in grades.items())
+    assert "fitted on" in repr(trained_on_tiny)
+
+
+@pytest.mark.slow
+def test_trained_model_round_trips_and_extracts_cohort(trained_on_tiny, tiny_cohort, tmp_path):
+    from distributed import Client
+
+    from workbench.models import load_checkpoint
+
+    path = trained_on_tiny.save(tmp_path / "model")
+    model = load_checkpoint(path)
+    assert model.preprocessing["crop_size"] == 64
+    assert model.checkpoint_extra_["kind"] == "sew"
+    sid = str(tiny_cohort.clinical["slide"].iloc[0])
+    a = extract(tiny_cohort.slide_path(sid), trained_on_tiny.model_)
+    b = extract(tiny_cohort.slide_path(sid), model)
+    assert np.allclose(a.uns["explain"]["probabilities"], b.uns["explain"]["probabilities"])
+    ids = [str(s) for s in tiny_cohort.clinical["slide"].iloc[:2]]
+    slides = {s: tiny_cohort.slide_path(s) for s in ids}
+    with Client(
+        processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None
+    ) as client:
+        table = extract_cohort(slides, path, tmp_path / "run", client=client, progress=False)
+    assert table["status"].tolist() == ["done", "done"]
+    import anndata as ad
+
+    back = ad.read_h5ad(tmp_path / "run" / f"{ids[0]}.h5ad")
+    assert np.allclose(back.uns["explain"]["probabilities"], b.uns["explain"]["probabilities"])

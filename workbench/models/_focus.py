@@ -52,7 +52,7 @@ class FocusPredictor(nn.Module):
         Default suppression radius (graph steps) of :meth:`select`.
     """
 
-    def __init__(self, *, token_dim: int, hidden: int = 64, top_k: int = 4, hops: int = 2) -> None:
+    def __init__(self, *, token_dim: int, hidden: int = 64, top_k: int = 4, hops: int = 1) -> None:
         super().__init__()
         assert token_dim > 0 and hidden > 0, "token_dim and hidden must be positive"
         assert top_k >= 1, "top_k must be at least 1"

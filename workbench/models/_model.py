@@ -40,7 +40,9 @@ class SelfCalibratedModel(nn.Module):
     top_k
         Number of focus regions.
     nms_hops
-        Graph NMS suppression radius.
+        Graph NMS suppression radius in graph steps. 1 (direct neighbours) by default: at the
+        default thumbnail resolution a small lesion is only a few regions across, and a wider
+        radius pushes later picks out of it.
     detail_width, embed_dim
         Passed to :class:`DetailBranch`.
     preprocessing
@@ -62,7 +64,7 @@ class SelfCalibratedModel(nn.Module):
         dropout: float = 0.1,
         focus_hidden: int = 64,
         top_k: int = 4,
-        nms_hops: int = 2,
+        nms_hops: int = 1,
         detail_width: int = 16,
         embed_dim: int = 64,
         preprocessing: dict | None = None,

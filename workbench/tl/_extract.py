@@ -59,6 +59,26 @@ def thumbnail_mpp_for(slide: Slide, settings: dict) -> float:
     return mpp
 
 
+def tissue_grid(slide: Slide, settings: dict) -> np.ndarray:
+    """Level-0 top-left corners ``(T, 2)`` of the tissue tiles at the detail magnification.
+
+    Tissue is detected on the same thumbnail resolution as the region graph (detection on
+    fine, near-full-resolution thumbnails misses pale stroma), so the tile baseline and the
+    region graph see the same tissue.
+    """
+    from workbench.pp import detect_tissue, tile_tissue
+
+    mask = detect_tissue(slide.thumbnail(mpp=thumbnail_mpp_for(slide, settings)))
+    grid = tile_tissue(
+        slide,
+        mpp=float(settings["detail_mpp"]),
+        tile_size=int(settings["crop_size"]),
+        min_tissue=float(settings.get("min_tissue", 0.5)),
+        tissue_mask=mask,
+    )
+    return np.column_stack([grid.obs["x"].to_numpy(), grid.obs["y"].to_numpy()]).reshape(-1, 2)
+
+
 def as_slide(slide: Slide | str | os.PathLike, *, mpp: float | None = None) -> Slide:
     """A :class:`~workbench.io.Slide` from a path or a slide (``mpp`` overrides the file's)."""
     from workbench.io import Slide
@@ -298,18 +318,13 @@ def predict_tiles(
     import torch
     from tqdm.auto import tqdm
 
-    from workbench.pp import tile_tissue
-
     model = load_model(model)
     pre = _settings(model)
     slide = as_slide(slide, mpp=mpp)
     dev = torch.device(device or "cpu")
     model = model.to(dev).eval()
     size, dmpp = int(pre["crop_size"]), float(pre["detail_mpp"])
-    tiles = tile_tissue(
-        slide, mpp=dmpp, tile_size=size, min_tissue=float(pre.get("min_tissue", 0.5))
-    )
-    xy = np.column_stack([tiles.obs["x"].to_numpy(), tiles.obs["y"].to_numpy()])
+    xy = tissue_grid(slide, pre)
     if len(xy) == 0:
         from workbench._errors import NoTissueError
 

@@ -22,6 +22,7 @@ from workbench.tl._extract import (
     edge_index_of,
     read_crops,
     thumbnail_mpp_for,
+    tissue_grid,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,7 +129,7 @@ def prepare_slide(
     import torch
 
     from workbench.models import SlideSample
-    from workbench.pp import region_graph, tile_tissue
+    from workbench.pp import region_graph
 
     pre = {**DEFAULT_PREPROCESSING, **(settings or {})}
     rng = np.random.default_rng(seed)
@@ -160,10 +161,7 @@ def prepare_slide(
         )
     tile_tensor = None
     if tiles:
-        grid = tile_tissue(
-            slide, mpp=dmpp, tile_size=size, min_tissue=float(pre.get("min_tissue", 0.5))
-        )
-        xy = np.column_stack([grid.obs["x"].to_numpy(), grid.obs["y"].to_numpy()])
+        xy = tissue_grid(slide, pre)
         if len(xy) > max_tiles:
             xy = xy[np.sort(rng.choice(len(xy), max_tiles, replace=False))]
         arr = (
