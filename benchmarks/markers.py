@@ -95,6 +95,14 @@ def planted(args) -> None:
             else None
         ),
         top_marker=ranked[0],
+        # Markers ranked above the target, with the hidden type of their phenotype: in this
+        # simulation the infiltrate replaces stroma, so stroma's margin density is the
+        # target's compositional complement and carries the same planted signal.
+        above_target=(
+            {m: types.get(co.var.loc[m, "phenotype"], "?") for m in ranked[: ranked.index(target)]}
+            if target in ranked
+            else None
+        ),
         called=[m for m in ranked if table.loc[m, "called"]],
         decoy_phenotypes=decoys,
         decoy_markers_called=decoy_called,
