@@ -50,6 +50,7 @@ class _View:
     work_rc: tuple[int, int]
     scale: float  # work pixels per view pixel
     prior: np.ndarray | None  # view-resolution prior logits from the initial mask
+    features: object = None  # cached backbone features (when not re-encoding per click)
     history: list[_Snapshot] = field(default_factory=list)
 
 
@@ -95,6 +96,15 @@ class RefinementEngine:
     prior_strength
         Logit added (+) inside / subtracted (-) outside an initial mask, so a loaded outline
         survives clicks elsewhere.
+    margin
+        Margin of the squared hinge loss on the clicked pixels, in logits.
+    stop_margin
+        Early stop once every clicked pixel's logit is on the right side by this much
+        (0: on the right side of the threshold).
+    reencode
+        ``True`` (default): the backbone runs once per click with the click maps as input
+        (cached for the optimisation steps of that click). ``False``: once per view without
+        click maps, so clicks act only through the optimised module.
     """
 
     def __init__(
@@ -106,10 +116,12 @@ class RefinementEngine:
         steps: int = 20,
         lr: float = 0.1,
         click_radius: float = 5.0,
-        neighbourhood: float = 0.15,
-        locality_weight: float = 1.0,
+        neighbourhood: float = 0.3,
+        locality_weight: float = 0.3,
         prior_strength: float = 4.0,
         margin: float = 1.0,
+        stop_margin: float = 0.0,
+        reencode: bool = True,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -124,6 +136,8 @@ class RefinementEngine:
         self.locality_weight = float(locality_weight)
         self.prior_strength = float(prior_strength)
         self.margin = float(margin)
+        self.stop_margin = float(stop_margin)
+        self.reencode = bool(reencode)
         self.model = None
         self.module = None
         if method != "random_walker":
@@ -243,6 +257,7 @@ class RefinementEngine:
             return self.mask
         start = time.perf_counter()
         if self.method == "random_walker":
+            self.last_steps = 0
             mask, logits, state = self._random_walker(view), None, None
         else:
             mask, logits, state = self._network_step(view)
@@ -262,9 +277,16 @@ class RefinementEngine:
         maps = torch.from_numpy(
             click_maps(clicks, view.work_rc, radius=self.click_radius, scale=view.scale)
         )[None]
-        with torch.inference_mode():
-            features = self.model.encode(view.work, maps)
-        features = features.clone()  # leave inference mode so autograd can flow through it
+        if self.reencode or view.features is None:
+            with torch.inference_mode():
+                enc_maps = maps if self.reencode else torch.zeros_like(maps)
+                features = self.model.encode(view.work, enc_maps)
+            # Leave inference mode so autograd can flow through the cached features.
+            features = features.clone()
+            if not self.reencode:
+                view.features = features
+        else:
+            features = view.features
         fh, fw = features.shape[2:]
 
         # Click positions in the feature grid's normalised coordinates: sampling there with
@@ -311,7 +333,7 @@ class RefinementEngine:
             optimiser = torch.optim.Adam(params, lr=self.lr)
             for _ in range(self.steps):
                 with torch.no_grad():
-                    if bool(torch.all(sign * click_logits(low) > 0)):
+                    if bool(torch.all(sign * click_logits(low) >= self.stop_margin)):
                         break
                 optimiser.zero_grad(set_to_none=True)
                 low = self.model.head_lowres(self.module(features, gate_maps))

@@ -68,12 +68,14 @@ def evaluate_clicks(
     -------
     dict
         ``ious`` (IoU after each click, padded with the last value up to ``max_clicks``),
-        ``seconds`` (engine time per click actually made), ``n_clicks``.
+        ``seconds`` (engine time per click actually made), ``n_clicks``,
+        ``optimised_clicks`` (clicks on which the engine ran at least one optimisation step).
     """
     gt = np.asarray(gt, dtype=bool)
     pred = engine.set_view(image)
     ious: list[float] = []
     seconds: list[float] = []
+    optimised = 0
     for _ in range(max_clicks):
         click = next_click(pred, gt)
         if click is None:
@@ -84,12 +86,13 @@ def evaluate_clicks(
             warnings.simplefilter("ignore", UserWarning)
             pred = engine.add_click(click.x, click.y, click.positive)
         seconds.append(time.perf_counter() - start)
+        optimised += int(getattr(engine, "last_steps", 0) > 0)
         ious.append(iou(pred, gt))
         if ious[-1] >= target_iou:
             break
     n_clicks = len(ious)
     ious = ious + [ious[-1]] * (max_clicks - len(ious))
-    return {"ious": ious, "seconds": seconds, "n_clicks": n_clicks}
+    return {"ious": ious, "seconds": seconds, "n_clicks": n_clicks, "optimised_clicks": optimised}
 
 
 def _noc(ious: list[float], target: float, max_clicks: int) -> int:
@@ -108,6 +111,8 @@ def summarize(runs: list[dict], *, max_clicks: int = 20, targets=(0.85, 0.90)) -
         out[f"noc{key}"] = float(np.mean(nocs)) if nocs else float("nan")
         out[f"failures{key}"] = int(sum(max(r["ious"]) < t for r in runs))
     curve = np.mean([r["ious"] for r in runs], axis=0) if runs else np.zeros(0)
+    made = sum(len(r["seconds"]) for r in runs)
+    out["optimised_click_share"] = sum(r.get("optimised_clicks", 0) for r in runs) / max(made, 1)
     out["miou_per_click"] = [round(float(v), 4) for v in curve]
     secs = np.concatenate([np.asarray(r["seconds"], dtype=float) for r in runs]) if runs else []
     out["sec_per_click_median"] = float(np.median(secs)) if len(secs) else float("nan")
