@@ -14,8 +14,10 @@ different seeds, so the test slides are held apart from training):
    side), and their ratio. Targets: ratio >= 20, SEW AUC >= TileABMIL AUC - 0.02, hit rate
    >= 0.9.
 
-    python benchmarks/slide_inference.py            # full run (about 15-20 min on 2 cores)
-    python benchmarks/slide_inference.py --quick    # small smoke run (a few minutes)
+    python benchmarks/slide_inference.py            # full run (about 20 min on 2 cores)
+    python benchmarks/slide_inference.py --quick    # smoke run: few slides and epochs, and
+                                                    # the timing on a demo-size slide only
+    python benchmarks/slide_inference.py --workdir data/generated/bench   # keep the slides
 """
 
 from __future__ import annotations
@@ -105,10 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--quick", action="store_true", help="tiny cohorts, few epochs, one large slide"
     )
-    ap.add_argument("--n-train", type=int, default=24)
-    ap.add_argument("--n-test", type=int, default=16)
-    ap.add_argument("--size", default="demo", help="synthetic slide size of the cohorts")
-    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--n-train", type=int, default=18)
+    ap.add_argument("--n-test", type=int, default=12)
+    ap.add_argument("--size", default="tiny", help="synthetic slide size of the cohorts")
+    ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--n-large", type=int, default=2, help="large slides for the timing")
     ap.add_argument("--large-size", default="large")
     ap.add_argument("--threads", type=int, default=2)
@@ -117,14 +119,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
-        args.n_train, args.n_test, args.size, args.epochs, args.n_large = 8, 6, "tiny", 8, 1
+        args.n_train, args.n_test, args.size, args.epochs = 8, 6, "tiny", 6
+        args.n_large, args.large_size = 1, "demo"
 
     import torch
 
     torch.set_num_threads(args.threads)
     from workbench.datasets import make_cohort
     from workbench.tl import SlideTrainer, extract, predict_tiles
-    from workbench.tl._train import label_from_grade, prepare_cohort
+    from workbench.tl._train import label_from_grade, prepare_cohort, suggest_settings
 
     tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
     root = Path(args.workdir or tmp.name)
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     train_ids = [str(s) for s in train.clinical["slide"]]
     test_ids = [str(s) for s in test.clinical["slide"]]
     y_test = np.asarray([label_from_grade(g) for g in test.clinical["grade"]])
-    samples = prepare_cohort(train, tiles=True, seed=args.seed, progress=False)
+    settings = suggest_settings(train.slide_path(train_ids[0]))
+    samples = prepare_cohort(train, settings=settings, tiles=True, seed=args.seed, progress=False)
     t_data = time.perf_counter() - t0
 
     def fit(kind: str, consistency: bool = True):
@@ -179,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
             "n_test": len(test_ids),
             "test_high_grade": int(y_test.sum()),
             "label": "high grade (grade 3) vs grades 1-2",
+            "settings": settings,
             "sew": {k: r_sew[k] for k in ("auc", "accuracy")},
             "sew_no_consistency": {k: r_abl[k] for k in ("auc", "accuracy")},
             "global_only": r_glob,

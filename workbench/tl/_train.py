@@ -39,6 +39,18 @@ def label_from_grade(grade: int) -> int:
     return int(int(grade) >= 3)
 
 
+def suggest_settings(slide: Slide | str | os.PathLike) -> dict:
+    """Preprocessing for slides like this one: a thumbnail of about 512 px a side.
+
+    ``thumbnail_mpp`` = long side in µm / 512, kept within 2–8 µm/px (8 µm/px for real
+    slides of a centimetre or more; finer for small synthetic ones, so that their lesions
+    still span several superpixels). The other settings keep their defaults.
+    """
+    slide = as_slide(slide)
+    long_um = max(slide.dimensions) * slide.require_mpp()
+    return {"thumbnail_mpp": float(min(8.0, max(2.0, long_um / 512.0)))}
+
+
 def _node_lesion_fraction(adata, mask: np.ndarray, downsample: float) -> np.ndarray:
     """Share of each region's thumbnail pixels that fall inside the lesion mask."""
     rg = adata.uns[REGION_GRAPH]
@@ -300,6 +312,9 @@ class SlideTrainer:
         if samples is None:
             if cohort is None:
                 raise ValueError("give a cohort or prepared samples")
+            if "thumbnail_mpp" not in self.settings:
+                first = str(cohort.clinical["slide"].iloc[0])
+                self.settings = {**suggest_settings(cohort.slide_path(first)), **self.settings}
             samples = prepare_cohort(
                 cohort,
                 slide_ids=slide_ids,
@@ -374,5 +389,6 @@ __all__ = [
     "label_from_grade",
     "prepare_cohort",
     "prepare_slide",
+    "suggest_settings",
     "train_default",
 ]
