@@ -19,6 +19,7 @@ from workbench.tl._train import (
     label_from_grade,
     prepare_cohort,
     prepare_slide,
+    suggest_settings,
     train_default,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "predict_tiles",
     "prepare_cohort",
     "prepare_slide",
+    "suggest_settings",
     "read_slides",
     "spatial",
     "spatial_many",
