@@ -64,17 +64,28 @@ def main() -> None:
     )
     parser.add_argument("--real-root", default=default_root)
     parser.add_argument("--methods", default="cgam,fbrs,none,random_walker,cgam_cached,fbrs_cached")
-    parser.add_argument("--datasets", default="synthetic,ocdc,camelyon,latency1024")
-    parser.add_argument("--n-synthetic", type=int, default=12)
+    parser.add_argument("--datasets", default="cohort,synthetic,ocdc,camelyon,latency1024")
+    parser.add_argument(
+        "--cohort-root",
+        default=str(
+            Path(__file__).resolve().parents[1] / "data" / "generated" / "bench_interactive"
+        ),
+    )
+    parser.add_argument("--n-patients", type=int, default=6)
+    parser.add_argument("--n-synthetic", type=int, default=8)
     parser.add_argument("--max-clicks", type=int, default=20)
-    parser.add_argument("--rw-work-size", type=int, default=192)
+    parser.add_argument("--rw-work-size", type=int, default=160)
     parser.add_argument("--quick", action="store_true", help="fewer views, for a smoke run")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     args = parser.parse_args()
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
     from workbench.interactive import load_base_model
-    from workbench.interactive._data import real_mask_pairs
+    from workbench.interactive._data import cohort_views, real_mask_pairs
 
     model = load_base_model()
     methods = args.methods.split(",")
@@ -82,7 +93,12 @@ def main() -> None:
     n_syn = 3 if args.quick else args.n_synthetic
     meta = {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     for dataset in datasets:
-        if dataset == "synthetic":
+        if dataset == "cohort":
+            source = f"synthetic cohort (tiny, seed 2024, {args.n_patients} slides), lesion-centred views"
+            views = cohort_views(
+                Path(args.cohort_root), n_patients=2 if args.quick else args.n_patients, seed=2024
+            )
+        elif dataset == "synthetic":
             source, views = synthetic_views(n_syn, 320)
         elif dataset in ("ocdc", "camelyon"):
             if not Path(args.real_root, "masks", dataset).is_dir():

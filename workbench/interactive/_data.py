@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["lesion_view", "real_mask_pairs", "synthetic_lesion_views"]
+__all__ = ["cohort_views", "lesion_view", "real_mask_pairs", "synthetic_lesion_views"]
 
 REAL_DATASETS = ("ocdc", "camelyon")
 
@@ -121,3 +121,57 @@ def lesion_view(size: int = 256, *, seed: int = 0) -> tuple[np.ndarray, np.ndarr
 def synthetic_lesion_views(n: int, *, size: int = 256, seed: int = 0):
     """``n`` procedural lesion views (see :func:`lesion_view`), seeds ``seed .. seed+n-1``."""
     return [lesion_view(size, seed=seed + i) for i in range(n)]
+
+
+def cohort_views(
+    root: str | Path,
+    *,
+    n_patients: int,
+    seed: int,
+    side: int = 512,
+    per_slide: int = 2,
+    fill: float = 0.6,
+):
+    """``(name, rgb, mask)`` views centred on the largest lesions of a synthetic cohort.
+
+    The cohort (``size="tiny"``, ``seed``) is written to ``root`` (or reused). Each view is
+    ``side`` pixels square, read from the pyramid at a magnification where the lesion spans
+    about ``fill`` of the view; the ground truth is the cohort's lesion mask cut to the same
+    window. Training uses seed 7 and the benchmark seed 2024, so they never share a slide.
+    """
+    from scipy import ndimage as ndi
+
+    from workbench.datasets import make_cohort
+    from workbench.io import Slide
+
+    cohort = make_cohort(Path(root), n_patients=n_patients, size="tiny", seed=seed, progress=False)
+    views = []
+    for sid in cohort.slide_ids:
+        mask, ds = cohort.lesion_mask(sid)
+        labels, n = ndi.label(mask)
+        if n == 0:
+            continue
+        sizes = ndi.sum(mask, labels, index=range(1, n + 1))
+        order = np.argsort(sizes)[::-1][:per_slide]
+        slide = Slide(cohort.slide_path(sid))
+        W, H = slide.dimensions
+        for k in order:
+            rows, cols = np.nonzero(labels == k + 1)
+            if len(rows) < 20:
+                continue
+            cy, cx = (rows.mean() + 0.5) * ds, (cols.mean() + 0.5) * ds
+            extent = max(np.ptp(rows) + 1, np.ptp(cols) + 1) * ds
+            view_ds = max(extent / (fill * side), 1.0)
+            span = side * view_ds
+            x0 = float(np.clip(cx - span / 2, 0, max(W - span, 0)))
+            y0 = float(np.clip(cy - span / 2, 0, max(H - span, 0)))
+            image = slide.read_region((x0, y0), (side, side), mpp=view_ds * slide.mpp)
+            # Ground truth: the mask pixel under each view pixel's centre.
+            centres = (np.arange(side) + 0.5) * view_ds
+            r = np.clip(((y0 + centres) / ds).astype(int), 0, mask.shape[0] - 1)
+            c = np.clip(((x0 + centres) / ds).astype(int), 0, mask.shape[1] - 1)
+            gt = mask[np.ix_(r, c)]
+            if gt.mean() > 0.01:
+                views.append((f"{sid}-{k}", np.ascontiguousarray(image[:, :, :3]), gt))
+        slide.close()
+    return views

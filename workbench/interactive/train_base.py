@@ -1,6 +1,7 @@
 """Train the base click-conditioned segmenter: ``python -m workbench.interactive.train_base``.
 
-Data: procedural H&E-like lesion views (always) plus the *training* split of the shared real
+Data: procedural H&E-like lesion views, lesion-centred views of a synthetic cohort (seed 7;
+the benchmark uses seed 2024), plus the *training* split of the shared real
 mask pairs when the shared data folder is present (every third real image is held out for
 the benchmark and never used here). Clicks are simulated as in RITM-style training: a few
 random positive/negative clicks, then a few rounds of corrective clicks placed by the
@@ -54,10 +55,11 @@ def _random_clicks(rng, mask: np.ndarray) -> list[Click]:
 
 def train(
     *,
-    iterations: int = 1500,
+    iterations: int = 900,
     batch: int = 8,
-    crop: int = 160,
+    crop: int = 144,
     real_root: str | Path | None = None,
+    cohort_patients: int = 8,
     seed: int = 0,
     out: str | Path | None = None,
     log_every: int = 50,
@@ -85,7 +87,24 @@ def train(
                 for scale in (0.8 * s, s):
                     pool.append(_resize(image, mask, scale))
                     n_real += 1
-    weights = np.array([1.0] * n_synthetic + [n_synthetic / max(n_real, 1)] * n_real)
+    n_cohort = 0
+    if cohort_patients:
+        import tempfile
+
+        from workbench.interactive._data import cohort_views
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for fill in (0.35, 0.6, 0.9):
+                views = cohort_views(tmp, n_patients=cohort_patients, seed=7, fill=fill)
+                for _, image, mask in views:
+                    pool.append(_resize(image, mask, work / max(mask.shape)))
+                    n_cohort += 1
+    # Each source (procedural, real, cohort) gets about the same share of the samples.
+    weights = np.array(
+        [1.0] * n_synthetic
+        + [n_synthetic / max(n_real, 1)] * n_real
+        + [n_synthetic / max(n_cohort, 1)] * n_cohort
+    )
     weights /= weights.sum()
 
     def sample():
@@ -158,6 +177,8 @@ def train(
         "clicks": "1-2 positive + 0-2 negative random clicks, then 0-3 rounds of simulated corrective clicks",
         "data": {
             "procedural_views": n_synthetic,
+            "cohort_views": n_cohort,
+            "cohort": f"make_cohort(n_patients={cohort_patients}, size='tiny', seed=7), lesion-centred views at 3 zooms",
             "real_train_views": n_real,
             "real_split": "shared masks/{ocdc,camelyon}, sorted names, index % 3 != 0 (test = index % 3 == 0)",
         },
@@ -169,9 +190,9 @@ def train(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=1500)
+    parser.add_argument("--iterations", type=int, default=900)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=160)
+    parser.add_argument("--crop", type=int, default=144)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="weights path (default: packaged weights)")
     default_root = os.environ.get("WORKBENCH_REAL_DATA") or str(
