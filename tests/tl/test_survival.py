@@ -114,7 +114,7 @@ def test_constant_and_missing_values_get_nan_or_a_count(caplog):
     )
     assert not table.loc["constant", "called"]
     assert table.loc["holes", "n_dropped_nan"] == 4 and table.loc["holes", "n"] == 26
-    assert "holes: 4 patient(s) with NaN left out" in caplog.text
+    assert "holes (4)" in caplog.text
     assert "added adata.uns['survival_screen']" in caplog.text
     # The constant marker is not counted in the FDR family.
     assert table["q_cox"].notna().sum() == 2

@@ -158,10 +158,14 @@ def uniqueness(
             x, y = row[cols[i]], row[cols[j]]
             chosen = bool(row.get("phenotype", ""))
             ax.scatter([x], [y], marker="*" if chosen else "x", s=120 if chosen else 40, color="k")
-            tag = f"{row['cluster']}: {row['uniqueness']:+.3f}"
             if chosen:
-                tag += f" ({row['phenotype']})"
-            ax.annotate(tag, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+                tag = f"{row['phenotype']} ({row['cluster']}, {row['uniqueness']:+.3f})"
+                ax.annotate(tag, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            else:
+                tag = f"{row['cluster']} {row['uniqueness']:+.3f}"
+                ax.annotate(
+                    tag, (x, y), fontsize=6, color="0.4", xytext=(4, -9), textcoords="offset points"
+                )
     ax.set_xlabel(f"PC{i + 1}")
     ax.set_ylabel(f"PC{j + 1}")
     ax.set_title("feature uniqueness (clusters: group:index, score)")

@@ -287,8 +287,8 @@ def cohort(
         "event_key": event_key,
     }
     logger.info(
-        "cohort: %d patients x %d markers from %d slides (aggregate=%s)",
-        out.n_obs, out.n_vars, len(clin), aggregate,
+        "cohort: %d patients x %d markers from %d %s",
+        out.n_obs, out.n_vars, len(clin), f"slides (aggregate={aggregate})" if slide_key else "rows",
     )  # fmt: skip
     return out
 

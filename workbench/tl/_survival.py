@@ -210,8 +210,6 @@ def survival(
             "events": int(E[ok].sum()),
             "n_dropped_nan": int((~ok).sum()),
         }
-        if row["n_dropped_nan"]:
-            logger.info("survival: %s: %d patient(s) with NaN left out", name, row["n_dropped_nan"])
         reason = ""
         if row["n"] < min_patients:
             reason = f"{row['n']} patients with a value (< min_patients={min_patients})"
@@ -266,6 +264,14 @@ def survival(
     if cov is not None:
         cols += ["hr_adj", "p_adj"]
     table = pd.DataFrame(rows).set_index("marker").reindex(columns=[*cols, "reason"])
+    holes = table["n_dropped_nan"][table["n_dropped_nan"] > 0]
+    if len(holes):
+        logger.info(
+            "survival: %d marker(s) undefined for some patients, who were left out of that "
+            "marker's tests (see column n_dropped_nan): %s",
+            len(holes), ", ".join(f"{m} ({int(k)})" for m, k in holes.head(8).items())
+            + (", ..." if len(holes) > 8 else ""),
+        )  # fmt: skip
     table["q_cox"] = benjamini_hochberg(table["p_cox"])
     table["q_logrank"] = benjamini_hochberg(table["p_logrank"])
     if cov is not None:
