@@ -129,6 +129,13 @@ def forest(
         ax.legend(fontsize="small")
     ax.axvline(1.0, color="0.6", lw=1, ls="--")
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0) if lo <= t <= hi] or [1.0]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yticks(y)
     ax.set_yticklabels(
         [f"{m}  (q={q:.2g})" for m, q in zip(rows.index, rows["q_cox"], strict=True)], fontsize=7

@@ -26,7 +26,9 @@ squidpy markers, on a copy holding only what squidpy needs; the context label of
                           (``sq.gr.co_occurrence``);
 ``moran:P``               Moran's I of the 0/1 indicator of P (``sq.gr.spatial_autocorr``);
 ``ripley_L:P``            Ripley's L of P at ``ripley_radius_um`` minus the mean L of complete
-                          spatial randomness simulations (``sq.gr.ripley``): > 0 means clumped.
+                          spatial randomness simulations (``sq.gr.ripley``); squidpy's
+                          estimator has no edge correction and tends to sit below the
+                          simulations, so compare it across slides rather than with 0.
 
 A marker that cannot be computed is NaN and its reason is recorded next to it.
 """
