@@ -111,9 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-test", type=int, default=12)
     ap.add_argument("--size", default="tiny", help="synthetic slide size of the cohorts")
     ap.add_argument("--epochs", type=int, default=16)
-    ap.add_argument("--n-large", type=int, default=2, help="large slides for the timing")
+    ap.add_argument("--n-large", type=int, default=1, help="large slides for the timing")
     ap.add_argument("--large-size", default="large")
-    ap.add_argument("--threads", type=int, default=2)
+    # One torch thread: on a shared 2-core machine two threads made both models slower.
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=None, help="keep generated slides here (default: temp)")
     ap.add_argument("--skip-speed", action="store_true")

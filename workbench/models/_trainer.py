@@ -122,7 +122,7 @@ class Trainer:
         detail_start: float = 0.2,
         ramp: float = 0.2,
         consistency: bool = True,
-        tiles_per_step: int = 24,
+        tiles_per_step: int = 16,
         progress: bool = True,
     ) -> None:
         if not isinstance(model, SelfCalibratedModel | GlobalOnly | TileABMIL):

@@ -36,8 +36,8 @@ DEFAULT_PREPROCESSING: dict[str, Any] = {
     "thumbnail_mpp": 8.0,
     "thumbnail_max_px": 1280,
     "n_segments": 1500,
-    "detail_mpp": 1.0,
-    "crop_size": 128,
+    "detail_mpp": 0.5,
+    "crop_size": 256,
 }
 
 
