@@ -184,3 +184,16 @@ def test_trained_model_round_trips_and_extracts_cohort(trained_on_tiny, tiny_coh
 
     back = ad.read_h5ad(tmp_path / "run" / f"{ids[0]}.h5ad")
     assert np.allclose(back.uns["explain"]["probabilities"], b.uns["explain"]["probabilities"])
+
+
+@pytest.mark.slow
+def test_train_default_saves_a_loadable_model(tiny_cohort, tmp_path):
+    from workbench.models import SelfCalibratedModel, load_checkpoint
+    from workbench.tl import train_default
+
+    trainer = train_default(tiny_cohort, tmp_path / "run", epochs=2, progress=False)
+    model = load_checkpoint(tmp_path / "run" / "model", expect=SelfCalibratedModel)
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    assert model.preprocessing["thumbnail_mpp"] == 4.0  # tiny slides: 2048 µm / 512 px
+    assert model.config["class_names"] == ["low grade (1-2)", "high grade (3)"]
+    assert len(trainer.history_) == 2
