@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from workbench import WorkbenchError
+from workbench.io import Slide, write_h5ad
+from workbench.models import SelfCalibratedModel
+from workbench.pp import feature_names
+from workbench.report import write_report
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, request):
+    """A run folder with every input of the report, made small and fast."""
+    from workbench.tl import discover, extract
+    from workbench.tl._simulate import simulate_region_cohort
+
+    he = request.getfixturevalue("he_like_image_module")
+    root = tmp_path_factory.mktemp("run")
+    (root / "summary.json").write_text(
+        json.dumps(
+            {
+                "n_patients": 40,
+                "grades": {"1": 13, "2": 13, "3": 14},
+                "events": 27,
+                "median_follow_up": 31.5,
+                "slides": [
+                    {
+                        "slide_id": "S000",
+                        "dimensions": [4096, 3072],
+                        "levels": 5,
+                        "mpp": 0.5,
+                        "vendor": "aperio",
+                    }
+                ],
+            }
+        )  # fmt: skip
+    )
+    (root / "training.json").write_text(
+        json.dumps(
+            {"history": [{"epoch": e, "loss": 1.0 / e, "slide_loss": 0.5 / e} for e in range(1, 6)]}
+        )  # fmt: skip
+    )
+    (root / "evaluation.json").write_text(
+        json.dumps(
+            {
+                "task": "high grade vs low grade",
+                "n_test": 12,
+                "models": {"self-calibrated (SEW)": {"auc": 0.8125, "accuracy": 0.75}},
+                "focus_hit_rate": 0.9375,
+            }
+        )
+    )
+    (root / "refine.json").write_text(
+        json.dumps(
+            {
+                "slide_id": "S007",
+                "n_clicks": 3,
+                "method": "cgam",
+                "iou_per_click": [0.41, 0.72, 0.86, 0.93],
+                "geojson": "refined/S007.geojson",
+            }
+        )  # fmt: skip
+    )
+    torch.manual_seed(0)
+    pre = {"thumbnail_mpp": 4.0, "n_segments": 120, "compactness": 10.0, "detail_mpp": 2.0,
+           "crop_size": 64, "feature_names": feature_names()}  # fmt: skip
+    model = SelfCalibratedModel(
+        in_features=len(feature_names()), hidden=16, detail_width=8, embed_dim=16, top_k=3,
+        preprocessing=pre, class_names=["low", "high"],
+    ).eval()  # fmt: skip
+    a = extract(Slide.from_array(he, mpp=2.0, name="disc"), model)
+    (root / "slides").mkdir()
+    write_h5ad(a, root / "slides" / "disc.h5ad")
+    adatas, clinical = simulate_region_cohort(40, seed=1, n_regions=150, n_features=8)
+    cohort = discover(adatas, clinical, seed=0, spatial_kwargs={"n_perms": 20})
+    write_h5ad(cohort, root / "discovery.h5ad")
+    return root, cohort
+
+
+@pytest.fixture(scope="module")
+def he_like_image_module():
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:384, 0:512]
+    img = np.full((384, 512, 3), 245, dtype=np.float64)
+    img[(rows - 192) ** 2 + (cols - 200) ** 2 < 150**2] = (230, 150, 190)
+    img[(rows - 180) ** 2 + (cols - 230) ** 2 < 50**2] = (120, 60, 150)
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_report_has_every_section_with_real_numbers(run_dir):
+    root, cohort = run_dir
+    path = write_report(root)
+    html = path.read_text()
+    for heading in ["Cohort", "Model performance", "Explanations", "Refined regions",
+                    "Candidate markers", "Kaplan–Meier curves"]:  # fmt: skip
+        assert f"<h2>{heading}</h2>" in html
+    assert 'class="missing"' not in html
+    assert "0.812" in html and "0.938" in html  # AUC and focus hit rate as stored
+    assert "0.930" in html  # IoU after the clicks
+    screen = cohort.uns["survival_screen"]
+    top = screen.index[0]
+    assert top in html
+    q = screen["q_cox"].iloc[0]
+    assert (f"{q:.3f}" if q >= 1e-3 else f"{q:.2e}") in html
+    n_images = len(re.findall(r'src="data:image/png;base64,', html))
+    assert n_images >= 6  # history, overlay, gallery, IoU, forest, KM
+    assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_report_of_an_empty_run_says_what_is_missing(tmp_path):
+    path = write_report(tmp_path, tmp_path / "r.html")
+    html = path.read_text()
+    assert html.count('class="missing"') >= 5
+    assert "workbench demo" not in html or "summary.json" in html
+
+
+def test_report_needs_an_existing_folder(tmp_path):
+    with pytest.raises(WorkbenchError, match="workbench demo"):
+        write_report(tmp_path / "nope")

@@ -1,0 +1,377 @@
+"""A self-contained HTML report of a run folder (every figure embedded, no external files).
+
+The report reads what the steps of a run wrote and never recomputes results; a section whose
+inputs are missing says so instead of failing. Inputs, all relative to the run folder:
+
+==========================  =========================================================
+``run.json``                steps, their timings and the run's configuration
+``summary.json``            the cohort: patients, grades, events, slide metadata
+``montage.png``             thumbnails of the cohort
+``training.json``           training history of the model (loss per epoch)
+``evaluation.json``         held-out slide-level metrics of each model
+``slides/*.h5ad``           per-slide explanations (``workbench.tl.extract``)
+``refine.json``             click-refinement record (IoU per click, the GeoJSON written)
+``discovery.h5ad``          cohort AnnData with the survival screen (``workbench.tl.discover``)
+==========================  =========================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 0;
+       color: #1d2330; background: #f6f7f9; }
+header { background: #3b2a55; color: white; padding: 1.2em 2em; }
+header h1 { margin: 0; font-size: 1.6em; }
+header p { margin: .3em 0 0; opacity: .85; }
+nav { padding: .6em 2em; background: #e9e4f0; position: sticky; top: 0; }
+nav a { margin-right: 1.2em; color: #3b2a55; text-decoration: none; font-weight: 600; }
+main { padding: 0 2em 3em; max-width: 1200px; }
+section { background: white; margin: 1.2em 0; padding: 1em 1.5em; border-radius: 8px;
+          box-shadow: 0 1px 3px rgba(0,0,0,.08); }
+h2 { color: #3b2a55; border-bottom: 2px solid #e9e4f0; padding-bottom: .3em; }
+table { border-collapse: collapse; margin: .6em 0; font-size: .92em; }
+th, td { border-bottom: 1px solid #e3e3e8; padding: .3em .8em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f1eef6; }
+tr.called td { background: #fff3d6; font-weight: 600; }
+img { max-width: 100%; height: auto; }
+.figs { display: flex; flex-wrap: wrap; gap: 1em; }
+.figs figure { margin: 0; }
+figcaption { font-size: .85em; color: #555; }
+.missing { color: #8a6d3b; background: #fcf8e3; padding: .5em .8em; border-radius: 4px; }
+.note { color: #555; font-size: .9em; }
+.metric { display: inline-block; margin-right: 2em; }
+.metric b { font-size: 1.5em; color: #3b2a55; display: block; }
+"""
+
+
+def _fig_to_img(fig, *, alt: str, width: int | None = None) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    w = f' width="{width}"' if width else ""
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"{w}>'
+
+
+def _file_to_img(path: Path, *, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _missing(what: str, how: str) -> str:
+    return f'<p class="missing">No {html.escape(what)} in this run ({html.escape(how)}).</p>'
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool | np.bool_):
+        return "yes" if v else "no"
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        if not np.isfinite(v):
+            return "–"
+        if v != 0 and (abs(v) < 10 ** (-digits) or abs(v) >= 1e5):
+            return f"{v:.2e}"
+        return f"{v:.{digits}f}"
+    return html.escape(str(v))
+
+
+def _table(rows: list[dict], columns: list[str], *, classes: list[str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for i, r in enumerate(rows):
+        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in columns) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# ---------------------------------------------------------------------------- sections
+def _section_cohort(root: Path) -> str:
+    summary = _read_json(root / "summary.json")
+    if summary is None:
+        return _missing("cohort summary", "the demo's cohort/summary steps write summary.json")
+    grades = ", ".join(f"grade {k}: {v}" for k, v in summary.get("grades", {}).items())
+    out = [
+        f'<p><span class="metric"><b>{summary["n_patients"]}</b>patients</span>'
+        f'<span class="metric"><b>{summary.get("events", "–")}</b>deaths observed</span>'
+        f'<span class="metric"><b>{_fmt(summary.get("median_follow_up"), 1)}</b>'
+        "median follow-up (months)</span></p>",
+        f"<p>{html.escape(grades)}</p>",
+    ]
+    slides = summary.get("slides", [])
+    if slides:
+        s0 = slides[0]
+        out.append(
+            f'<p class="note">Slides: {len(slides)} pyramidal TIFFs, e.g. '
+            f"{s0['dimensions'][0]}×{s0['dimensions'][1]} px, {s0['levels']} levels, "
+            f"{s0['mpp']} µm/px, vendor {html.escape(str(s0['vendor']))}.</p>"
+        )
+    if (root / "montage.png").exists():
+        out.append(_file_to_img(root / "montage.png", alt="cohort montage"))
+    return "\n".join(out)
+
+
+def _section_model(root: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    evaluation = _read_json(root / "evaluation.json")
+    if evaluation is None:
+        out.append(_missing("model evaluation", "the demo's evaluate step writes evaluation.json"))
+    else:
+        models = evaluation.get("models", {})
+        rows = [{"model": name, **m} for name, m in models.items()]
+        cols = ["model", "auc", "accuracy", "n_test", "seconds_per_slide"]
+        out.append(
+            f"<p>Task: {html.escape(evaluation.get('task', ''))}. Held-out slides "
+            f"(not used for training): {evaluation.get('n_test', '–')}.</p>"
+        )
+        out.append(_table(rows, [c for c in cols if any(c in r for r in rows)]))
+        if "focus_hit_rate" in evaluation:
+            out.append(
+                f"<p>Focus hit rate (share of top-K focus regions centred in a true lesion): "
+                f"<b>{_fmt(evaluation['focus_hit_rate'])}</b>.</p>"
+            )
+    training = _read_json(root / "training.json")
+    history = (training or {}).get("history")
+    if history:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+        for key in [k for k in history[0] if k.endswith("loss")]:
+            ax.plot(epochs, [h.get(key, np.nan) for h in history], label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=7)
+        ax.set_title("training losses")
+        out.append(_fig_to_img(fig, alt="training history"))
+    return "\n".join(out)
+
+
+def _section_explain(root: Path, n_examples: int) -> str:
+    import anndata as ad
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from workbench import pl
+
+    files = sorted((root / "slides").glob("*.h5ad"))
+    if not files:
+        return _missing("slide explanations", "the demo's extract step writes slides/*.h5ad")
+    out = [
+        f"<p>{len(files)} slides explained. For each example: the thumbnail with the focus "
+        "heat map, the lesion outlines found at high magnification and the top-K focus "
+        "regions (boxes); then the magnified focus regions with their lesion maps.</p>"
+    ]
+    for f in files[:n_examples]:
+        a = ad.read_h5ad(f)
+        explain = a.uns.get("explain", {})
+        probs = explain.get("slide_probabilities", explain.get("probabilities"))
+        label = ""
+        if probs is not None:
+            probs = np.asarray(probs, dtype=float).ravel()
+            names = list(explain.get("class_names", [f"class {i}" for i in range(len(probs))]))
+            label = ", ".join(f"{n}: {p:.2f}" for n, p in zip(names, probs, strict=False))
+        fig, ax = plt.subplots(figsize=(5, 4))
+        pl.slide_overlay(a, ax=ax)
+        ax.set_title(f"{f.stem}", fontsize=9)
+        overlay = _fig_to_img(fig, alt=f"overlay {f.stem}")
+        gallery = _fig_to_img(pl.focus_gallery(a), alt=f"focus gallery {f.stem}")
+        out.append(
+            f'<h3>{html.escape(f.stem)}</h3><p class="note">slide-level probabilities: '
+            f'{html.escape(label)}</p><div class="figs"><figure>{overlay}</figure>'
+            f"<figure>{gallery}</figure></div>"
+        )
+    return "\n".join(out)
+
+
+def _section_refine(root: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    record = _read_json(root / "refine.json")
+    if record is None:
+        return _missing("refined regions", "the demo's refine step writes refine.json")
+    out = [
+        f"<p>Slide <b>{html.escape(str(record.get('slide_id')))}</b>: the lesion in a focus "
+        f"region was refined by {record.get('n_clicks', '–')} simulated clicks "
+        f"({html.escape(str(record.get('method', 'cgam')))}), the click placed at the error "
+        "pixel farthest from the error boundary each time. The refined outline was saved as "
+        f"QuPath GeoJSON (<code>{html.escape(str(record.get('geojson', '')))}</code>) and written "
+        "back into the slide's AnnData for marker discovery.</p>"
+    ]
+    ious = record.get("iou_per_click")
+    if ious:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.plot(range(len(ious)), ious, marker="o")
+        ax.set_xlabel("clicks")
+        ax.set_ylabel("IoU with the true lesion")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        out.append(_fig_to_img(fig, alt="IoU per click"))
+        out.append(
+            f"<p>IoU before clicks {_fmt(ious[0])}, after {len(ious) - 1} clicks "
+            f"{_fmt(ious[-1])}.</p>"
+        )
+    if record.get("figure") and (root / record["figure"]).exists():
+        out.append(_file_to_img(root / record["figure"], alt="refined region"))
+    return "\n".join(out)
+
+
+def _section_markers(root: Path, fdr: float = 0.05) -> tuple[str, str]:
+    import anndata as ad
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from workbench import pl
+
+    path = root / "discovery.h5ad"
+    if not path.exists():
+        missing = _missing("marker discovery", "the demo's discover step writes discovery.h5ad")
+        return missing, missing
+    cohort = ad.read_h5ad(path)
+    screen = cohort.uns.get("survival_screen")
+    if screen is None:
+        missing = _missing("survival screen", "discovery.h5ad has no uns['survival_screen']")
+        return missing, missing
+    import pandas as pd
+
+    table = screen if isinstance(screen, pd.DataFrame) else pd.DataFrame(screen)
+    split = cohort.obs.get("discovery_split")
+    n_disc = int((split == "discovery").sum()) if split is not None else None
+    n_val = int((split == "validation").sum()) if split is not None else None
+    rows = [{"marker": idx, **r} for idx, r in table.head(15).to_dict("index").items()]
+    cols = ["marker", "hr", "hr_lower", "hr_upper", "p_cox", "q_cox", "p_logrank", "q_logrank"]
+    classes = ["called" if bool(r.get("called")) else "" for r in rows]
+    n_called = int(table["called"].fillna(False).astype(bool).sum()) if "called" in table else 0
+    markers_html = [
+        f"<p>Phenotypes and markers were chosen on <b>{n_disc}</b> discovery patients and "
+        f"tested on <b>{n_val}</b> validation patients who took no part in choosing them. "
+        f"Univariable Cox (standardised marker) and log-rank (median split) per marker, "
+        f"Benjamini–Hochberg across {len(table)} markers: <b>{n_called}</b> called at "
+        f"q &lt; {fdr}.</p>",
+        _table(rows, [c for c in cols if c in table.columns or c == "marker"], classes=classes),
+    ]
+    cv = cohort.uns.get("survival_cv")
+    if cv is not None:
+        cvdf = cv if isinstance(cv, pd.DataFrame) else pd.DataFrame(cv)
+        markers_html.append("<p>Cross-validated concordance:</p>")
+        markers_html.append(_table(cvdf.head(8).to_dict("records"), list(cvdf.columns)))
+    try:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        pl.forest(cohort, ax=ax)
+        markers_html.append(_fig_to_img(fig, alt="forest plot"))
+    except (KeyError, ValueError) as exc:
+        markers_html.append(f'<p class="note">forest plot unavailable: {html.escape(str(exc))}</p>')
+    km_html = []
+    for marker in [m for m in table.index if np.isfinite(table.loc[m, "p_cox"])][:2]:
+        try:
+            fig, ax = plt.subplots(figsize=(5, 3.5))
+            pl.kaplan_meier(cohort, marker, ax=ax)
+            km_html.append(f"<figure>{_fig_to_img(fig, alt=f'KM {marker}')}</figure>")
+        except (KeyError, ValueError) as exc:
+            km_html.append(f'<p class="note">{html.escape(str(exc))}</p>')
+    km = (
+        '<div class="figs">' + "".join(km_html) + "</div>"
+        if km_html
+        else _missing("Kaplan–Meier curves", "no testable marker")
+    )
+    return "\n".join(markers_html), km
+
+
+def write_report(
+    run_dir: str | os.PathLike,
+    path: str | os.PathLike | None = None,
+    *,
+    n_examples: int = 2,
+    title: str = "Pathology Workbench run",
+) -> Path:
+    """Write ``report.html`` for a run folder and return its path.
+
+    Parameters
+    ----------
+    run_dir
+        The run folder (see the module docstring for what is read).
+    path
+        Where to write; default ``run_dir/report.html``. Written atomically.
+    n_examples
+        How many slides get an explanation figure.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        from workbench._errors import WorkbenchError
+
+        raise WorkbenchError(f"run folder {str(root)!r} does not exist; run `workbench demo` first")
+    path = Path(path) if path is not None else root / "report.html"
+    manifest = _read_json(root / "run.json") or {}
+    markers_html, km_html = _section_markers(root)
+    sections = [
+        ("cohort", "Cohort", _section_cohort(root)),
+        ("model", "Model performance", _section_model(root)),
+        ("explain", "Explanations", _section_explain(root, n_examples)),
+        ("refine", "Refined regions", _section_refine(root)),
+        ("markers", "Candidate markers", markers_html),
+        ("survival", "Kaplan–Meier curves", km_html),
+    ]
+    steps = manifest.get("steps", {})
+    step_rows = [{"step": k, "seconds": v.get("seconds")} for k, v in steps.items()]
+    from workbench import __version__
+
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<header><h1>{html.escape(title)}</h1><p>{html.escape(str(root.resolve()))} · "
+        f"workbench {__version__} · {now}</p></header>",
+        "<nav>" + "".join(f'<a href="#{sid}">{name}</a>' for sid, name, _ in sections) + "</nav>",
+        "<main>",
+    ]
+    for sid, name, body in sections:
+        parts.append(f'<section id="{sid}"><h2>{name}</h2>{body}</section>')
+    if step_rows:
+        parts.append(
+            '<section id="steps"><h2>Run steps</h2>'
+            + _table(step_rows, ["step", "seconds"])
+            + f'<p class="note">configuration: {html.escape(json.dumps(manifest.get("config", {})))}'
+            "</p></section>"
+        )
+    parts.append("</main></body></html>")
+    atomic_write_text(path, "\n".join(parts))
+    logger.info("report written to %s", path)
+    return path
