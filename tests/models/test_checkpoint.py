@@ -92,3 +92,17 @@ def test_wrong_model_class_raises(saved):
     _, path = saved
     with pytest.raises(CheckpointError, match="not a TileABMIL"):
         load_checkpoint(path, expect=TileABMIL)
+
+
+def test_consistently_tampered_files_still_raise(saved):
+    import hashlib
+
+    _, path = saved
+    junk = b"not a safetensors file" * 4
+    (path / "model.safetensors").write_bytes(junk)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["weights_sha256"] = hashlib.sha256(junk).hexdigest()
+    cfg["weights_bytes"] = len(junk)
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_checkpoint(path)
