@@ -124,3 +124,39 @@ def test_report_of_an_empty_run_says_what_is_missing(tmp_path):
 def test_report_needs_an_existing_folder(tmp_path):
     with pytest.raises(WorkbenchError, match="workbench demo"):
         write_report(tmp_path / "nope")
+
+
+@pytest.mark.browser
+def test_report_renders_in_a_real_browser(run_dir):
+    import shutil
+    from pathlib import Path
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    root, _ = run_dir
+    path = write_report(root)
+    artifacts = Path(__file__).resolve().parents[1] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(path.resolve().as_uri())
+            page.wait_for_load_state("load")
+            for sid in ["cohort", "model", "explain", "refine", "markers", "survival"]:
+                assert page.locator(f"section#{sid} h2").is_visible()
+            broken = page.evaluate(
+                "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length"
+            )
+            assert broken == 0
+            assert page.evaluate("document.images.length") >= 6
+            page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (artifacts / "report.png").stat().st_size > 10_000

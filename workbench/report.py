@@ -191,7 +191,7 @@ def _section_explain(root: Path, n_examples: int) -> str:
     if not files:
         return _missing("slide explanations", "the demo's extract step writes slides/*.h5ad")
     out = [
-        f"<p>{len(files)} slides explained. For each example: the thumbnail with the focus "
+        f"<p>{len(files)} slide{'s' if len(files) != 1 else ''} explained. For each example: the thumbnail with the focus "
         "heat map, the lesion outlines found at high magnification and the top-K focus "
         "regions (boxes); then the magnified focus regions with their lesion maps.</p>"
     ]
