@@ -182,3 +182,12 @@ def test_discover_fits_on_discovery_and_tests_on_validation():
     assert all("phenotype" in a.obs and "spatial_markers" in a.uns for a in adatas)
     with pytest.raises(ClinicalTableError, match="no row in the clinical table"):
         tl.discover(adatas, clin.iloc[:-1])
+
+
+def test_cross_validated_concordance_is_nan_when_a_fold_cannot_be_scored(caplog):
+    co = small_cohort(n=12, seed=0)  # 12 patients in 5 folds: some fold has no comparable pair
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        tl.survival(co, markers=["good"])
+    cv = co.uns["survival_cv"]
+    assert cv["c_index"].isna().any()
+    assert "concordance unavailable" in caplog.text

@@ -326,15 +326,22 @@ def _cross_validated(
     sub, table, X, markers, T, E, cov, dkey, ekey, folds, top, penalizer, seed
 ) -> pd.DataFrame:
     from lifelines import CoxPHFitter
+    from lifelines.exceptions import ConvergenceError
     from lifelines.utils import k_fold_cross_validation
 
     def score(df: pd.DataFrame) -> tuple[float, float]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            s = k_fold_cross_validation(
-                CoxPHFitter(penalizer=penalizer), df, dkey, event_col=ekey, k=folds,
-                scoring_method="concordance_index", seed=seed,
-            )  # fmt: skip
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                s = k_fold_cross_validation(
+                    CoxPHFitter(penalizer=penalizer), df, dkey, event_col=ekey, k=folds,
+                    scoring_method="concordance_index", seed=seed,
+                )  # fmt: skip
+        except (ZeroDivisionError, ConvergenceError) as exc:
+            # Small cohorts: a held-out fold without a comparable pair (or a fit that does
+            # not converge) has no concordance; report NaN rather than failing the screen.
+            logger.warning("survival: cross-validated concordance unavailable (%s); NaN", exc)
+            return float("nan"), float("nan")
         return float(np.mean(s)), float(np.std(s))
 
     base = pd.DataFrame({dkey: T, ekey: E})
