@@ -190,4 +190,4 @@ def test_cross_validated_concordance_is_nan_when_a_fold_cannot_be_scored(caplog)
         tl.survival(co, markers=["good"])
     cv = co.uns["survival_cv"]
     assert cv["c_index"].isna().any()
-    assert "concordance unavailable" in caplog.text
+    assert "concordance is NaN" in caplog.text

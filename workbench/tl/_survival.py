@@ -329,6 +329,8 @@ def _cross_validated(
     from lifelines.exceptions import ConvergenceError
     from lifelines.utils import k_fold_cross_validation
 
+    unscored: list[str] = []
+
     def score(df: pd.DataFrame) -> tuple[float, float]:
         try:
             with warnings.catch_warnings():
@@ -340,7 +342,7 @@ def _cross_validated(
         except (ZeroDivisionError, ConvergenceError) as exc:
             # Small cohorts: a held-out fold without a comparable pair (or a fit that does
             # not converge) has no concordance; report NaN rather than failing the screen.
-            logger.warning("survival: cross-validated concordance unavailable (%s); NaN", exc)
+            unscored.append(str(exc))
             return float("nan"), float("nan")
         return float(np.mean(s)), float(np.std(s))
 
@@ -360,6 +362,13 @@ def _cross_validated(
             rows.append(
                 {"model": "clinical + marker", "marker": name, "c_index": m, "c_index_sd": s}
             )
+    if unscored:
+        logger.warning(
+            "survival: cross-validated concordance is NaN for %d of %d models (%s)",
+            len(unscored),
+            len(rows),
+            unscored[0],
+        )
     return pd.DataFrame(rows)
 
 
