@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import anndata as ad
 import pytest
 
 from workbench.cli import build_parser, main
@@ -22,26 +23,48 @@ def test_bad_size_is_rejected_with_the_choices(capsys):
     assert "tiny" in capsys.readouterr().err
 
 
-def test_demo_runs_then_resumes(tmp_path, capsys):
+@pytest.mark.slow
+def test_demo_runs_end_to_end_then_resumes(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["demo", "--out", str(out), "--size", "tiny", "--n-patients", "2", "--no-progress"]
+    args = ["demo", "--out", str(out), "--n-patients", "9", "--epochs", "2", "--no-progress"]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_patients"] == 2
+    assert summary["n_patients"] == 9
     assert all(s["levels"] >= 3 and s["mpp"] == 0.5 for s in summary["slides"])
     assert (out / "montage.png").stat().st_size > 1000
     manifest = json.loads((out / "run.json").read_text())
-    assert set(manifest["steps"]) >= {"cohort", "summary"}
+    steps = ["cohort", "summary", "train", "extract", "evaluate", "discover", "report"]
+    assert list(manifest["steps"]) == steps
+    assert (out / "model" / "model.safetensors").exists()
+    training = json.loads((out / "training.json").read_text())
+    assert not set(training["train_slides"]) & set(training["test_slides"])
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["n_test"] == len(training["test_slides"]) >= 3
+    assert 0.0 <= evaluation["focus_hit_rate"] <= 1.0
+    assert len(list((out / "slides").glob("*.h5ad"))) == 9
+    discovery = ad.read_h5ad(out / "discovery.h5ad")
+    assert "survival_screen" in discovery.uns and discovery.n_obs == 9
+    html = (out / "report.html").read_text()
+    assert "Candidate markers" in html and "data:image/png;base64," in html
     capsys.readouterr()
 
-    before = (out / "summary.json").stat().st_mtime_ns
+    before = (out / "report.html").stat().st_mtime_ns
     assert main(args) == 0
-    assert "skipped" in capsys.readouterr().out
-    assert (out / "summary.json").stat().st_mtime_ns == before
+    text = capsys.readouterr().out
+    assert text.count("skipped") == len(steps)
+    assert (out / "report.html").stat().st_mtime_ns == before
 
-    (out / "montage.png").unlink()  # a missing output makes its step run again
+    # A lost per-slide result is recomputed, and every step after it reruns on the new inputs.
+    victim = sorted((out / "slides").glob("*.h5ad"))[0]
+    others = {p.name: p.stat().st_mtime_ns for p in (out / "slides").glob("*.h5ad") if p != victim}
+    victim.unlink()
     assert main(args) == 0
-    assert (out / "montage.png").exists()
+    text = capsys.readouterr().out
+    assert "[train] done already" in text
+    for step in ["extract", "evaluate", "discover", "report"]:
+        assert f"[{step}] running" in text
+    assert victim.exists()
+    assert {n: (out / "slides" / n).stat().st_mtime_ns for n in others} == others  # kept
 
 
 def test_cohort_command_writes_slides(tmp_path):
@@ -51,4 +74,5 @@ def test_cohort_command_writes_slides(tmp_path):
 
 def test_parser_defaults():
     args = build_parser().parse_args(["demo"])
-    assert args.size == "demo" and args.n_patients == 12 and str(args.out) == "runs/demo"
+    assert args.size == "tiny" and args.n_patients == 36 and args.epochs == 16
+    assert str(args.out) == "runs/demo"

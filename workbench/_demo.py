@@ -21,8 +21,11 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Step:
     name: str
-    outputs: list[str]
+    outputs: list[str] | Callable[[], list[str]]
     run: Callable[[Path], dict]
+
+    def output_names(self) -> list[str]:
+        return list(self.outputs() if callable(self.outputs) else self.outputs)
 
 
 @dataclass
@@ -33,6 +36,8 @@ class DemoRun:
     size: str = "demo"
     n_patients: int = 12
     seed: int = 0
+    epochs: int = 16
+    test_fraction: float = 0.33
     progress: bool = True
     steps: list[Step] = field(default_factory=list)
 
@@ -46,7 +51,12 @@ class DemoRun:
 
     def _record(self, name: str, info: dict) -> None:
         m = self.manifest()
-        m["config"] = {"size": self.size, "n_patients": self.n_patients, "seed": self.seed}
+        m["config"] = {
+            "size": self.size,
+            "n_patients": self.n_patients,
+            "seed": self.seed,
+            "epochs": self.epochs,
+        }
         m["steps"][name] = info
         atomic_write_text(self.root / "run.json", json.dumps(m, indent=2))
 
@@ -54,15 +64,20 @@ class DemoRun:
         self.root.mkdir(parents=True, exist_ok=True)
         done = self.manifest()["steps"]
         for step in self.steps:
-            outs = [self.root / o for o in step.outputs]
-            if not force and step.name in done and all(o.exists() for o in outs):
-                echo(f"[{step.name}] done already, skipped ({', '.join(step.outputs)})")
+            names = step.output_names() if step.name in done else []
+            # Once a step reruns, every later step reruns too: its inputs may have changed.
+            if not force and step.name in done and all((self.root / o).exists() for o in names):
+                shown = ", ".join(names[:3]) + (
+                    f" … ({len(names)} files)" if len(names) > 3 else ""
+                )
+                echo(f"[{step.name}] done already, skipped ({shown})")
                 continue
             echo(f"[{step.name}] running …")
             t = time.perf_counter()
             info = step.run(self.root) or {}
             info["seconds"] = round(time.perf_counter() - t, 2)
             self._record(step.name, info)
+            force = True
             echo(f"[{step.name}] finished in {info['seconds']:.1f} s")
         return self.manifest()
 
@@ -127,15 +142,167 @@ def _summary_step(run: DemoRun) -> Step:
     return Step("summary", ["summary.json", "montage.png"], go)
 
 
+def _split(run: DemoRun) -> tuple[list[str], list[str]]:
+    """Seeded, grade-stratified train/test split of the cohort's slides (one per patient)."""
+    import numpy as np
+
+    from workbench.datasets import load_cohort
+
+    clinical = load_cohort(run.cohort_dir).clinical
+    rng = np.random.default_rng(run.seed)
+    train, test = [], []
+    for _, group in clinical.groupby("grade"):
+        slides = list(group["slide"].astype(str))
+        rng.shuffle(slides)
+        n_test = max(1, int(round(len(slides) * run.test_fraction)))
+        test += slides[:n_test]
+        train += slides[n_test:]
+    return sorted(train), sorted(test)
+
+
+def _train_step(run: DemoRun) -> Step:
+    def go(root: Path) -> dict:
+        from workbench.datasets import load_cohort
+        from workbench.tl import SlideTrainer
+
+        cohort = load_cohort(run.cohort_dir)
+        train, test = _split(run)
+        trainer = SlideTrainer(kind="sew", epochs=run.epochs, seed=run.seed, progress=run.progress)
+        trainer.fit(cohort, slide_ids=train)
+        trainer.save(root / "model")
+        history = [
+            {k: float(v) for k, v in h.items() if isinstance(v, int | float)}
+            for h in trainer.history_
+        ]
+        record = {"train_slides": train, "test_slides": test, "history": history}
+        atomic_write_text(root / "training.json", json.dumps(record, indent=2))
+        return {"n_train": len(train), "n_test": len(test), "epochs": run.epochs}
+
+    return Step("train", ["model/config.json", "training.json"], go)
+
+
+def _slide_stem(slide: str) -> str:
+    return Path(slide).stem
+
+
+def _extract_step(run: DemoRun) -> Step:
+    def go(root: Path) -> dict:
+        from workbench.datasets import load_cohort
+        from workbench.tl import extract_cohort
+
+        cohort = load_cohort(run.cohort_dir)
+        slides = {_slide_stem(s): cohort.slide_path(s) for s in cohort.clinical["slide"]}
+        table = extract_cohort(slides, root / "model", root / "slides", progress=run.progress)
+        failed = table[table["status"] == "failed"] if "status" in table else table.iloc[:0]
+        if len(failed):
+            raise RuntimeError(f"extraction failed for {len(failed)} slide(s):\n{failed}")
+        return {"n_slides": len(slides)}
+
+    def outputs() -> list[str]:
+        from workbench.datasets import load_cohort
+
+        clinical = load_cohort(run.cohort_dir).clinical
+        return [f"slides/{_slide_stem(s)}.h5ad" for s in clinical["slide"].astype(str)]
+
+    return Step("extract", outputs, go)
+
+
+def _evaluate_step(run: DemoRun) -> Step:
+    def go(root: Path) -> dict:
+        import anndata as ad
+        import numpy as np
+        from sklearn.metrics import roc_auc_score
+
+        from workbench.datasets import load_cohort
+        from workbench.tl import label_from_grade
+
+        cohort = load_cohort(run.cohort_dir)
+        test = json.loads((root / "training.json").read_text())["test_slides"]
+        grade = cohort.clinical.set_index(cohort.clinical["slide"].astype(str))["grade"]
+        y, p, hits, n_focus, per_slide = [], [], 0, 0, []
+        for slide in test:
+            a = ad.read_h5ad(root / "slides" / f"{_slide_stem(slide)}.h5ad")
+            ex = a.uns["explain"]
+            prob = float(np.asarray(ex["probabilities"]).ravel()[1])
+            label = int(label_from_grade(int(grade[slide])))
+            mask, ds = cohort.lesion_mask(slide)
+            centres = np.asarray(ex["focus"]["centers_xy"], dtype=float)
+            rows = np.clip((centres[:, 1] / ds).astype(int), 0, mask.shape[0] - 1)
+            cols = np.clip((centres[:, 0] / ds).astype(int), 0, mask.shape[1] - 1)
+            inside = mask[rows, cols]
+            hits += int(inside.sum())
+            n_focus += len(inside)
+            y.append(label)
+            p.append(prob)
+            per_slide.append(
+                {"slide": slide, "grade": int(grade[slide]), "p_high_grade": prob,
+                 "focus_in_lesion": int(inside.sum()), "n_focus": len(inside)}
+            )  # fmt: skip
+        y_arr, p_arr = np.asarray(y), np.asarray(p)
+        auc = float(roc_auc_score(y_arr, p_arr)) if len(set(y)) == 2 else None
+        acc = float(((p_arr >= 0.5).astype(int) == y_arr).mean())
+        record = {
+            "task": "high grade (grade 3) vs grades 1-2, slide level",
+            "n_test": len(test),
+            "models": {"self-calibrated (SEW)": {"auc": auc, "accuracy": acc, "n_test": len(test)}},
+            "focus_hit_rate": hits / max(n_focus, 1),
+            "per_slide": per_slide,
+        }
+        atomic_write_text(root / "evaluation.json", json.dumps(record, indent=2))
+        return {"auc": auc, "accuracy": acc, "focus_hit_rate": record["focus_hit_rate"]}
+
+    return Step("evaluate", ["evaluation.json"], go)
+
+
+def _discover_step(run: DemoRun) -> Step:
+    def go(root: Path) -> dict:
+        from workbench.datasets import load_cohort
+        from workbench.io import write_h5ad
+        from workbench.tl import discover, read_slides
+
+        cohort = load_cohort(run.cohort_dir)
+        adatas = read_slides(root / "slides")
+        clinical = cohort.clinical.copy()
+        clinical["slide"] = clinical["slide"].astype(str).map(_slide_stem)
+        result = discover(adatas, clinical, seed=run.seed)
+        write_h5ad(result, root / "discovery.h5ad")
+        screen = result.uns["survival_screen"]
+        screen.to_csv(root / "markers.csv")
+        return {"n_markers": int(len(screen)), "n_called": int(screen["called"].sum())}
+
+    return Step("discover", ["discovery.h5ad", "markers.csv"], go)
+
+
+def _report_step(run: DemoRun) -> Step:
+    def go(root: Path) -> dict:
+        from workbench.report import write_report
+
+        path = write_report(root)
+        return {"report": path.name}
+
+    return Step("report", ["report.html"], go)
+
+
 def build_demo(
     root: str | Path,
     *,
-    size: str = "demo",
-    n_patients: int = 12,
+    size: str = "tiny",
+    n_patients: int = 36,
     seed: int = 0,
+    epochs: int = 16,
     progress: bool = True,
 ) -> DemoRun:
-    """The demo pipeline in ``root``: synthetic cohort, then its summary and montage."""
-    run = DemoRun(Path(root), size=size, n_patients=n_patients, seed=seed, progress=progress)
-    run.steps = [_cohort_step(run), _summary_step(run)]
+    """The demo pipeline in ``root``: cohort → train → extract → evaluate → discover → report."""
+    run = DemoRun(
+        Path(root), size=size, n_patients=n_patients, seed=seed, epochs=epochs, progress=progress
+    )
+    run.steps = [
+        _cohort_step(run),
+        _summary_step(run),
+        _train_step(run),
+        _extract_step(run),
+        _evaluate_step(run),
+        _discover_step(run),
+        _report_step(run),
+    ]
     return run

@@ -21,6 +21,7 @@ def _demo(args: argparse.Namespace) -> int:
         size=args.size,
         n_patients=args.n_patients,
         seed=args.seed,
+        epochs=args.epochs,
         progress=not args.no_progress,
     )
     print(f"workbench demo → {run.root.resolve()}")
@@ -60,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     demo.add_argument(
-        "--size", default="demo", choices=["tiny", "demo", "large"], help="slide size"
+        "--size", default="tiny", choices=["tiny", "demo", "large"], help="slide size"
     )
-    demo.add_argument("--n-patients", type=int, default=12, help="number of synthetic patients")
+    demo.add_argument("--n-patients", type=int, default=36, help="number of synthetic patients")
+    demo.add_argument("--epochs", type=int, default=16, help="training epochs of the model")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--force", action="store_true", help="redo every step")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
