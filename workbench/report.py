@@ -168,12 +168,19 @@ def _section_model(root: Path) -> str:
     if history:
         fig, ax = plt.subplots(figsize=(6, 3))
         epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
-        for key in [k for k in history[0] if k.endswith("loss")]:
+        terms = [k for k in history[0] if k not in ("epoch", "accuracy")]
+        for key in terms:
             ax.plot(epochs, [h.get(key, np.nan) for h in history], label=key)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.legend(fontsize=7)
-        ax.set_title("training losses")
+        ax.set_ylabel("loss (total and terms)")
+        ax.legend(fontsize=7, loc="upper left")
+        if "accuracy" in history[0]:
+            acc = ax.twinx()
+            acc.plot(epochs, [h["accuracy"] for h in history], "k--", lw=1, label="accuracy")
+            acc.set_ylim(0, 1.05)
+            acc.set_ylabel("training accuracy")
+            acc.legend(fontsize=7, loc="upper right")
+        ax.set_title("training history")
         out.append(_fig_to_img(fig, alt="training history"))
     return "\n".join(out)
 
