@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     from workbench.datasets import make_cohort
     from workbench.tl import SlideTrainer, extract, predict_tiles
+    from workbench.tl._extract import cohort_slides
     from workbench.tl._train import label_from_grade, prepare_cohort, suggest_settings
 
     tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
@@ -153,9 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     test = make_cohort(
         root / "test", n_patients=args.n_test, size=args.size, seed=2000 + args.seed, progress=False
     )
-    train_ids = [str(s) for s in train.clinical["slide"]]
-    test_ids = [str(s) for s in test.clinical["slide"]]
-    y_test = np.asarray([label_from_grade(g) for g in test.clinical["grade"]])
+    train_ids = [sid for sid, _ in cohort_slides(train)]
+    test_rows = cohort_slides(test)
+    test_ids = [sid for sid, _ in test_rows]
+    y_test = np.asarray([label_from_grade(row["grade"]) for _, row in test_rows])
     settings = suggest_settings(train.slide_path(train_ids[0]))
     samples = prepare_cohort(train, settings=settings, tiles=True, seed=args.seed, progress=False)
     t_data = time.perf_counter() - t0

@@ -154,8 +154,11 @@ def test_training_lowers_the_loss_on_tiny_cohort(trained_on_tiny, tiny_cohort):
     assert len(h) == 6 and h[-1]["slide"] < h[0]["slide"] and h[-1]["node"] < h[0]["node"]
     assert h[-1]["detail"] < h[1 + 1]["detail"]  # detail losses on from epoch 2 (20 % of 6)
     labels = {s.name: s.label for s in trained_on_tiny.samples_}
-    grades = tiny_cohort.clinical.set_index("slide")["grade"]
-    assert all(labels[str(k)] == int(g == 3) for k, g in grades.items())
+    grades = dict(
+        zip(tiny_cohort.clinical["patient_id"], tiny_cohort.clinical["grade"], strict=True)
+    )
+    assert sorted(labels) == [f"S{i:03d}" for i in range(6)]
+    assert all(labels[f"S{p[1:]}"] == int(g == 3) for p, g in grades.items())
     assert "fitted on" in repr(trained_on_tiny)
 
 
@@ -169,11 +172,11 @@ def test_trained_model_round_trips_and_extracts_cohort(trained_on_tiny, tiny_coh
     model = load_checkpoint(path)
     assert model.preprocessing["crop_size"] == 64
     assert model.checkpoint_extra_["kind"] == "sew"
-    sid = str(tiny_cohort.clinical["slide"].iloc[0])
+    sid = "S000"
     a = extract(tiny_cohort.slide_path(sid), trained_on_tiny.model_)
     b = extract(tiny_cohort.slide_path(sid), model)
     assert np.allclose(a.uns["explain"]["probabilities"], b.uns["explain"]["probabilities"])
-    ids = [str(s) for s in tiny_cohort.clinical["slide"].iloc[:2]]
+    ids = ["S000", "S001"]
     slides = {s: tiny_cohort.slide_path(s) for s in ids}
     with Client(
         processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None
@@ -197,3 +200,11 @@ def test_train_default_saves_a_loadable_model(tiny_cohort, tmp_path):
     assert model.preprocessing["thumbnail_mpp"] == 4.0  # tiny slides: 2048 µm / 512 px
     assert model.config["class_names"] == ["low grade (1-2)", "high grade (3)"]
     assert len(trainer.history_) == 2
+
+
+@pytest.mark.slow
+def test_extract_cohort_names_files_by_slide_id(trained_on_tiny, tiny_cohort, tmp_path):
+    table = extract_cohort(tiny_cohort, trained_on_tiny.model_, tmp_path, progress=False)
+    assert table["slide_id"].tolist() == [f"S{i:03d}" for i in range(6)]
+    assert (table["status"] == "done").all()
+    assert sorted(p.name for p in tmp_path.glob("*.h5ad")) == [f"S{i:03d}.h5ad" for i in range(6)]

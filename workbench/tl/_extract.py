@@ -349,10 +349,21 @@ def predict_tiles(
 
 
 # ---------------------------------------------------------------------------------------
+def cohort_slides(cohort) -> list[tuple[str, dict]]:
+    """``(slide_id, clinical row)`` of every slide of a synthetic cohort, in table order.
+
+    The id is the file stem of the ``slide`` column (``slides/S000.tif`` -> ``S000``).
+    """
+    out = []
+    for _, row in cohort.clinical.iterrows():
+        out.append((Path(str(row["slide"])).name.split(".")[0], row.to_dict()))
+    return out
+
+
 def _slide_table(slides) -> dict[str, Any]:
     """``{slide_id: path}`` from a mapping, a list of paths, or a synthetic cohort."""
     if hasattr(slides, "slide_path") and hasattr(slides, "clinical"):
-        return {str(s): str(slides.slide_path(s)) for s in slides.clinical["slide"]}
+        return {sid: str(slides.slide_path(sid)) for sid, _ in cohort_slides(slides)}
     if isinstance(slides, Mapping):
         # Slide objects are kept as they are (usable without a dask client).
         return {str(k): v if hasattr(v, "read_region") else str(v) for k, v in slides.items()}

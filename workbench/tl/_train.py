@@ -19,6 +19,7 @@ from workbench._constants import REGION_GRAPH, SPATIAL
 from workbench.tl._extract import (
     DEFAULT_PREPROCESSING,
     as_slide,
+    cohort_slides,
     edge_index_of,
     read_crops,
     thumbnail_mpp_for,
@@ -215,14 +216,19 @@ def prepare_cohort(
     """
     from tqdm.auto import tqdm
 
-    clinical = cohort.clinical.set_index("slide")
-    ids = list(clinical.index) if slide_ids is None else list(slide_ids)
+    rows = dict(cohort_slides(cohort))
+    ids = list(rows) if slide_ids is None else [str(s) for s in slide_ids]
+    missing = [s for s in ids if s not in rows]
+    if missing:
+        raise KeyError(
+            f"slides {missing[:3]} are not in the cohort; ids look like {list(rows)[:3]}"
+        )
     samples = []
     for i, sid in enumerate(tqdm(ids, desc="read slides", disable=not progress)):
         mask = cohort.lesion_mask(sid) if use_masks else None
         sample, _ = prepare_slide(
             cohort.slide_path(sid),
-            label=label_from_grade(clinical.loc[sid, "grade"]),
+            label=label_from_grade(rows[sid]["grade"]),
             settings=settings,
             lesion_mask=mask,
             n_candidates=n_candidates,
@@ -313,7 +319,7 @@ class SlideTrainer:
             if cohort is None:
                 raise ValueError("give a cohort or prepared samples")
             if "thumbnail_mpp" not in self.settings:
-                first = str(cohort.clinical["slide"].iloc[0])
+                first = cohort_slides(cohort)[0][0]
                 self.settings = {**suggest_settings(cohort.slide_path(first)), **self.settings}
             samples = prepare_cohort(
                 cohort,
