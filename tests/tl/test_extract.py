@@ -47,6 +47,7 @@ def test_extract_writes_documented_keys(array_slide, model, tmp_path):
     assert ex["class_names"] == ["low", "high"] and ex["predicted_label"] in ("low", "high")
     assert np.isclose(np.sum(ex["probabilities"]), 1.0)
     assert ex["slide"]["mpp"] == 2.0
+    assert adata.uns["slide_id"] == "disc"
     focus = ex["focus"]
     assert focus["crops"].shape == (3, 64, 64, 3) and focus["crops"].dtype == np.uint8
     assert focus["lesion_maps"].shape == (3, 64, 64)
@@ -208,3 +209,6 @@ def test_extract_cohort_names_files_by_slide_id(trained_on_tiny, tiny_cohort, tm
     assert table["slide_id"].tolist() == [f"S{i:03d}" for i in range(6)]
     assert (table["status"] == "done").all()
     assert sorted(p.name for p in tmp_path.glob("*.h5ad")) == [f"S{i:03d}.h5ad" for i in range(6)]
+    import anndata as ad
+
+    assert ad.read_h5ad(tmp_path / "S003.h5ad").uns["slide_id"] == "S003"

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from workbench._constants import FOCUS_COLOR, LESION_COLOR, REGION_GRAPH
+from workbench._constants import EXPLAIN, FOCUS_COLOR, LESION_COLOR, REGION_GRAPH
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata
@@ -17,11 +17,11 @@ __all__ = ["focus_gallery", "slide_overlay"]
 
 
 def _explain(adata: anndata.AnnData) -> dict:
-    if "explain" not in adata.uns or REGION_GRAPH not in adata.uns:
+    if EXPLAIN not in adata.uns or REGION_GRAPH not in adata.uns:
         raise KeyError(
             "adata lacks uns['explain'] or uns['region_graph']; run workbench.tl.extract first"
         )
-    return adata.uns["explain"]
+    return adata.uns[EXPLAIN]
 
 
 def _rgb(color: tuple[int, int, int]) -> tuple[float, float, float]:

@@ -12,11 +12,14 @@ import numpy as np
 
 from workbench._constants import (
     ADJACENCY,
+    EXPLAIN,
     FOCUS_CLASS,
     FOCUS_COLOR,
     LESION_CLASS,
     LESION_COLOR,
+    SLIDE_ID,
     SPATIAL,
+    X_FOCUS,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,8 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-EXPLAIN = "explain"  # uns key written by extract
-FOCUS_TOKENS = "X_focus"  # obsm key of the node tokens
 
 #: Settings a model's ``preprocessing`` dict may carry, with the defaults used when absent.
 DEFAULT_PREPROCESSING: dict[str, Any] = {
@@ -146,6 +147,13 @@ def _to_tensor_images(crops: np.ndarray, device) -> torch.Tensor:
     )
 
 
+def _default_slide_id(slide: Slide) -> str:
+    path = str(slide.path)
+    if path.startswith("<array:") and path.endswith(">"):
+        return path[len("<array:") : -1]
+    return Path(path).stem
+
+
 def _class_names(model, n: int) -> list[str]:
     names = getattr(model, "config", {}).get("class_names")
     return list(names) if names else [f"class {i}" for i in range(n)]
@@ -160,6 +168,7 @@ def extract(
     graph: anndata.AnnData | None = None,
     device: str | None = None,
     lesion_threshold: float = 0.5,
+    slide_id: str | None = None,
 ) -> anndata.AnnData:
     """Explain one slide: region graph, focus regions, their lesion maps, slide probabilities.
 
@@ -183,6 +192,8 @@ def extract(
         Torch device (default CPU).
     lesion_threshold
         Probability above which a lesion-map pixel counts as lesion (for outlines/export).
+    slide_id
+        Identifier stored in ``uns["slide_id"]`` (default: the file stem).
 
     Returns
     -------
@@ -190,7 +201,8 @@ def extract(
         The region graph (see :func:`workbench.pp.region_graph`) plus
         ``obs["focus_score"]`` (focus predictor, 0–1), ``obs["is_focus"]`` (one of the
         top-K), ``obs["lesion_prob"]`` (the detail branch's pooled lesion probability for
-        focus regions, the global node head's estimate elsewhere), ``obsm["X_focus"]``
+        focus regions, the global node head's estimate elsewhere), ``uns["slide_id"]``,
+        ``obsm["X_focus"]``
         (node tokens, the focused discriminative features) and ``uns["explain"]`` with
         ``model``, ``class_names``, ``probabilities`` (slide, final), ``global_probabilities``,
         ``predicted_class``, ``predicted_label``, ``slide`` (metadata), ``lesion_threshold`` and
@@ -255,12 +267,13 @@ def extract(
     adata.obs["focus_score"] = focus_score
     adata.obs["lesion_prob"] = lesion
     adata.obs["is_focus"] = is_focus
-    adata.obsm[FOCUS_TOKENS] = g["tokens"].cpu().numpy().astype(np.float32)
+    adata.obsm[X_FOCUS] = g["tokens"].cpu().numpy().astype(np.float32)
     classes = _class_names(model, len(probs))
     pred = int(np.argmax(probs))
     region_ids = (
         adata.obs["region_id"].to_numpy()[idx_np] if "region_id" in adata.obs else idx_np + 1
     )
+    adata.uns[SLIDE_ID] = str(slide_id or _default_slide_id(slide))
     adata.uns[EXPLAIN] = {
         "model": type(model).__name__,
         "class_names": classes,
@@ -378,10 +391,12 @@ def _slide_table(slides) -> dict[str, Any]:
     return out
 
 
-def _extract_to_file(path: str, model, out_path: str, mpp: float | None, top_k: int | None) -> str:
+def _extract_to_file(
+    path, model, out_path: str, mpp: float | None, top_k: int | None, slide_id: str
+) -> str:
     from workbench.io import write_h5ad
 
-    adata = extract(path, model, mpp=mpp, top_k=top_k)
+    adata = extract(path, model, mpp=mpp, top_k=top_k, slide_id=slide_id)
     write_h5ad(adata, out_path)
     return out_path
 
@@ -460,7 +475,7 @@ def extract_cohort(
         model = load_model(model)
         for sid, path, out in tqdm(todo, desc="extract", disable=not progress):
             try:
-                _extract_to_file(path, model, out, mpp, top_k)
+                _extract_to_file(path, model, out, mpp, top_k, sid)
                 rows.append(
                     {
                         "slide_id": sid,
@@ -516,7 +531,7 @@ def _extract_distributed(
     rows = []
     try:
         futures = {
-            client.submit(_extract_to_file, path, ckpt, out, mpp, top_k, pure=False): (
+            client.submit(_extract_to_file, path, ckpt, out, mpp, top_k, sid, pure=False): (
                 sid,
                 path,
                 out,
