@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
-        args.n_train, args.n_test, args.size, args.epochs = 8, 6, "tiny", 6
+        args.n_train, args.n_test, args.size, args.epochs = 8, 6, "tiny", 12
         args.n_large, args.large_size = 1, "demo"
 
     import torch
