@@ -52,3 +52,18 @@ def test_real_slides_tissue_fraction(real_data, name, lo, hi):
 
     mask = detect_tissue(Slide(real_data / "slides" / name).thumbnail(max_size=512))
     assert lo < mask.mean() < hi
+
+
+def test_fine_resolution_with_many_dark_nuclei_is_still_all_tissue():
+    # At ~1 µm/px nuclei are blobs of their own colour; the threshold must still separate
+    # tissue from glass rather than nuclei from stroma.
+    rng = np.random.default_rng(2)
+    img = np.full((1024, 1024, 3), 244, np.float64)
+    img[:, 400:] = (236, 186, 212)  # pale stroma on the right
+    rows, cols = np.mgrid[0:1024, 0:1024]
+    for r, c in zip(rng.integers(0, 1024, 2500), rng.integers(400, 1024, 2500), strict=True):
+        img[(rows - r) ** 2 + (cols - c) ** 2 < 49] = (70, 30, 110)  # dark nuclei
+    img = np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+    mask = detect_tissue(img)
+    assert mask[:, 440:].mean() > 0.95
+    assert mask[:, :360].mean() < 0.02
