@@ -61,17 +61,18 @@ def detect_tissue(
     rgbf = np.asarray(rgb)[..., :3].astype(np.float32)
     sat = (rgbf.max(axis=2) - rgbf.min(axis=2)) / 255.0
     score = od.mean(axis=2) * (0.5 + sat)
-    # Judge tissue at a coarse scale whatever the image's resolution: at fine resolution dark
-    # nuclei make their own histogram mode and Otsu would split nuclei from stroma instead of
-    # tissue from glass. Smoothing over ~1/512 of the image's side evens that out.
+    # Dark nuclei form a histogram mode of their own, strongest at fine resolution, and a
+    # plain Otsu would then split nuclei from stroma instead of tissue from glass. A light
+    # smoothing (scaled with the image) and Otsu on the log score fix that: in log space
+    # glass lies far below both stroma and nuclei.
     sigma = max(shape / 512.0 for shape in score.shape[:2])
     if sigma > 1.0:
         from scipy import ndimage
 
         score = ndimage.gaussian_filter(score, sigma)
     if threshold is None:
-        finite = score[np.isfinite(score)]
-        t = float(filters.threshold_otsu(finite)) if finite.size and np.ptp(finite) > 0 else _MIN_OD
+        logs = np.log(np.maximum(score[np.isfinite(score)], 1e-4))
+        t = float(np.exp(filters.threshold_otsu(logs))) if np.ptp(logs) > 0 else _MIN_OD
         threshold = float(np.clip(t, _MIN_OD, _MAX_OD))
     mask = score > threshold
     if close_radius > 0:
