@@ -99,10 +99,10 @@ def train(
                 for _, image, mask in views:
                     pool.append(_resize(image, mask, work / max(mask.shape)))
                     n_cohort += 1
-    # Each source (procedural, real, cohort) gets about the same share of the samples.
+    # Sampling shares: real pairs 1/2 (hardest, most varied), procedural and cohort 1/4 each.
     weights = np.array(
         [1.0] * n_synthetic
-        + [n_synthetic / max(n_real, 1)] * n_real
+        + [2.0 * n_synthetic / max(n_real, 1)] * n_real
         + [n_synthetic / max(n_cohort, 1)] * n_cohort
     )
     weights /= weights.sum()
@@ -174,6 +174,7 @@ def train(
         "crop": crop,
         "seed": seed,
         "optimizer": "AdamW lr 3e-3 one-cycle, BCE + soft Dice",
+        "sampling": "real 1/2, procedural 1/4, cohort 1/4",
         "clicks": "1-2 positive + 0-2 negative random clicks, then 0-3 rounds of simulated corrective clicks",
         "data": {
             "procedural_views": n_synthetic,
