@@ -38,9 +38,9 @@ def _lesion_point(refiner, truth):
     """A view pixel deep inside the lesion."""
     from scipy.ndimage import distance_transform_edt
 
-    x0, y0 = refiner._view_origin
-    ds = refiner._view_ds
-    h, w = refiner._view_image.shape[:2]
+    x0, y0 = refiner.view_origin_xy
+    ds = refiner.view_downsample
+    h, w = refiner.mask.shape
     sub = truth[int(y0) : int(y0 + h * ds) : int(ds), int(x0) : int(x0 + w * ds) : int(ds)]
     depth = distance_transform_edt(np.pad(sub, 1))[1:-1, 1:-1]
     r, c = np.unravel_index(np.argmax(depth), depth.shape)
@@ -190,3 +190,19 @@ def test_widget_builds_and_events_drive_it(slide_and_truth, model, tmp_path):
     # Leaving a view folds its edits into the slide outline.
     assert ref.lesion_annotations()
     assert "RegionRefiner" in repr(ref)
+
+
+def test_view_geometry_is_public_and_samples_a_slide_mask(slide_and_truth, model, tmp_path):
+    slide, truth = slide_and_truth
+    ref = _refiner(slide, model, tmp_path)
+    ref.go_to((300.0, 260.0))
+    x0, y0 = ref.view_origin_xy
+    assert ref.view_downsample == 2.0 and ref.view_image.shape == (256, 256, 3)
+    assert x0 <= 300.0 <= x0 + 256 * 2.0 and y0 <= 260.0 <= y0 + 256 * 2.0
+    _, _, sub = _lesion_point(ref, truth)
+    sampled = ref.view_mask_of(truth, 1.0)
+    assert sampled.shape == ref.mask.shape
+    assert iou(sampled, sub) > 0.95
+    # The same mask drawn at downsample 4 samples to (almost) the same view mask.
+    coarse = truth[::4, ::4]
+    assert iou(ref.view_mask_of(coarse, 4.0), sampled) > 0.9

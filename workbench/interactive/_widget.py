@@ -356,6 +356,36 @@ class RegionRefiner:
             raise WorkbenchError("this slide's AnnData has no focus regions (run tl.extract first)")
         return self.go_to(self._focus[int(index)][1])
 
+    @property
+    def view_origin_xy(self) -> tuple[float, float]:
+        """Level-0 ``(x, y)`` of the open view's top-left corner."""
+        return (float(self._view_origin[0]), float(self._view_origin[1]))
+
+    @property
+    def view_image(self) -> np.ndarray:
+        """The open view's RGB pixels (uint8), as the engine sees them."""
+        return self._view_image
+
+    @property
+    def view_downsample(self) -> float:
+        """Level-0 pixels per view pixel."""
+        return float(self._view_ds)
+
+    def view_mask_of(self, mask: np.ndarray, downsample: float) -> np.ndarray:
+        """Sample a whole-slide mask (drawn at ``downsample``) onto the open view's pixels.
+
+        Handy for comparing the view with a reference outline, e.g. a cohort's lesion truth.
+        """
+        mask = np.asarray(mask, dtype=bool)
+        h, w = self.mask.shape
+        x0, y0 = self.view_origin_xy
+        vds = self.view_downsample
+        rows = ((y0 + (np.arange(h) + 0.5) * vds) / downsample).astype(int)
+        cols = ((x0 + (np.arange(w) + 0.5) * vds) / downsample).astype(int)
+        rows = np.clip(rows, 0, mask.shape[0] - 1)
+        cols = np.clip(cols, 0, mask.shape[1] - 1)
+        return mask[np.ix_(rows, cols)]
+
     # ---------------------------------------------------------------- clicks -----------
     @property
     def mask(self) -> np.ndarray:
