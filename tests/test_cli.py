@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import anndata as ad
 import pytest
@@ -33,7 +34,7 @@ def test_demo_runs_end_to_end_then_resumes(tmp_path, capsys):
     assert all(s["levels"] >= 3 and s["mpp"] == 0.5 for s in summary["slides"])
     assert (out / "montage.png").stat().st_size > 1000
     manifest = json.loads((out / "run.json").read_text())
-    steps = ["cohort", "summary", "train", "extract", "evaluate", "discover", "report"]
+    steps = ["cohort", "summary", "train", "extract", "evaluate", "refine", "discover", "report"]
     assert list(manifest["steps"]) == steps
     assert (out / "model" / "model.safetensors").exists()
     training = json.loads((out / "training.json").read_text())
@@ -42,6 +43,13 @@ def test_demo_runs_end_to_end_then_resumes(tmp_path, capsys):
     assert evaluation["n_test"] == len(training["test_slides"]) >= 3
     assert 0.0 <= evaluation["focus_hit_rate"] <= 1.0
     assert len(list((out / "slides").glob("*.h5ad"))) == 9
+    refine = json.loads((out / "refine.json").read_text())
+    assert refine["slide_id"] in {Path(s).stem for s in training["test_slides"]}
+    assert len(refine["iou_per_click"]) == refine["n_clicks"] + 1
+    assert refine["iou_per_click"][-1] > refine["iou_per_click"][0]
+    assert (out / refine["geojson"]).exists()
+    refined = ad.read_h5ad(out / "slides" / f"{refine['slide_id']}.h5ad")
+    assert "lesion_refined" in refined.obs and refined.obs["lesion_refined"].any()
     discovery = ad.read_h5ad(out / "discovery.h5ad")
     assert "survival_screen" in discovery.uns and discovery.n_obs == 9
     html = (out / "report.html").read_text()
@@ -61,7 +69,7 @@ def test_demo_runs_end_to_end_then_resumes(tmp_path, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "[train] done already" in text
-    for step in ["extract", "evaluate", "discover", "report"]:
+    for step in ["extract", "evaluate", "refine", "discover", "report"]:
         assert f"[{step}] running" in text
     assert victim.exists()
     assert {n: (out / "slides" / n).stat().st_mtime_ns for n in others} == others  # kept

@@ -254,6 +254,80 @@ def _evaluate_step(run: DemoRun) -> Step:
     return Step("evaluate", ["evaluation.json"], go)
 
 
+def _refine_step(run: DemoRun, *, max_clicks: int = 8, target_iou: float = 0.9) -> Step:
+    """Refine the lesion of one held-out slide with simulated clicks, as a user would."""
+
+    def go(root: Path) -> dict:
+        import anndata as ad
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from workbench.datasets import load_cohort
+        from workbench.interactive import RegionRefiner, iou, next_click
+        from workbench.io import atomic_path
+
+        cohort = load_cohort(run.cohort_dir)
+        test = json.loads((root / "training.json").read_text())["test_slides"]
+        slide = max(test, key=lambda s: int(cohort.lesion_mask(s)[0].sum()))
+        sid = _slide_stem(slide)
+        h5ad = root / "slides" / f"{sid}.h5ad"
+        refiner = RegionRefiner(
+            cohort.slide_path(slide),
+            adata=ad.read_h5ad(h5ad),
+            output=root / "refined" / f"{sid}.lesion.geojson",
+            adata_path=h5ad,
+            view_size=384,
+            view_downsample=4.0,
+        )
+        refiner.select_focus(0)
+        truth, ds = cohort.lesion_mask(slide)
+        gt = refiner.view_mask_of(truth, ds)
+        before = refiner.mask.copy()
+        ious = [iou(before, gt)]
+        clicks = []
+        while len(clicks) < max_clicks and ious[-1] < target_iou:
+            click = next_click(refiner.mask, gt)
+            if click is None:
+                break
+            refiner.handle_click(click.x, click.y, positive=click.positive)
+            clicks.append({"x": click.x, "y": click.y, "positive": click.positive})
+            ious.append(iou(refiner.mask, gt))
+        path = refiner.save()
+
+        fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+        for ax, (title, m) in zip(
+            axes,
+            [("model's lesion map", before), ("after the clicks", refiner.mask), ("truth", gt)],
+            strict=True,
+        ):
+            ax.imshow(refiner.view_image)
+            ax.contour(m, levels=[0.5], colors=["#ffd400"], linewidths=1.5)
+            ax.set_title(title, fontsize=9)
+            ax.set_axis_off()
+        for c in clicks:
+            axes[1].plot(c["x"], c["y"], "o", ms=5, color="#00c000" if c["positive"] else "#e00000")
+        with atomic_path(root / "refined" / f"{sid}.png") as tmp:
+            fig.savefig(tmp, dpi=80, bbox_inches="tight")
+        plt.close(fig)
+        record = {
+            "slide_id": sid,
+            "method": refiner.engine.method,
+            "n_clicks": len(clicks),
+            "clicks": clicks,
+            "iou_per_click": ious,
+            "geojson": str(path.relative_to(root)),
+            "figure": f"refined/{sid}.png",
+            "view_origin_xy": list(refiner.view_origin_xy),
+            "view_downsample": refiner.view_downsample,
+        }
+        atomic_write_text(root / "refine.json", json.dumps(record, indent=2))
+        return {"slide": sid, "n_clicks": len(clicks), "iou": ious[-1]}
+
+    return Step("refine", ["refine.json"], go)
+
+
 def _discover_step(run: DemoRun) -> Step:
     def go(root: Path) -> dict:
         from workbench.datasets import load_cohort
@@ -292,7 +366,8 @@ def build_demo(
     epochs: int = 16,
     progress: bool = True,
 ) -> DemoRun:
-    """The demo pipeline in ``root``: cohort → train → extract → evaluate → discover → report."""
+    """The demo pipeline in ``root``: cohort → train → extract → evaluate → refine → discover
+    → report."""
     run = DemoRun(
         Path(root), size=size, n_patients=n_patients, seed=seed, epochs=epochs, progress=progress
     )
@@ -302,6 +377,7 @@ def build_demo(
         _train_step(run),
         _extract_step(run),
         _evaluate_step(run),
+        _refine_step(run),
         _discover_step(run),
         _report_step(run),
     ]
