@@ -168,7 +168,7 @@ def _train_step(run: DemoRun) -> Step:
         cohort = load_cohort(run.cohort_dir)
         train, test = _split(run)
         trainer = SlideTrainer(kind="sew", epochs=run.epochs, seed=run.seed, progress=run.progress)
-        trainer.fit(cohort, slide_ids=train)
+        trainer.fit(cohort, slide_ids=[_slide_stem(s) for s in train])
         trainer.save(root / "model")
         history = [
             {k: float(v) for k, v in h.items() if isinstance(v, int | float)}
