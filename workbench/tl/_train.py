@@ -217,7 +217,8 @@ def prepare_cohort(
     from tqdm.auto import tqdm
 
     rows = dict(cohort_slides(cohort))
-    ids = list(rows) if slide_ids is None else [str(s) for s in slide_ids]
+    # Accept ids ("S000") as well as the clinical table's slide column ("slides/S000.tif").
+    ids = list(rows) if slide_ids is None else [Path(str(s)).stem for s in slide_ids]
     missing = [s for s in ids if s not in rows]
     if missing:
         raise KeyError(
