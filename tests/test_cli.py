@@ -89,3 +89,36 @@ def test_parser_defaults():
     args = build_parser().parse_args(["demo"])
     assert args.size == "tiny" and args.n_patients == 36 and args.epochs == 16
     assert str(args.out) == "runs/demo"
+
+
+@pytest.mark.slow
+def test_train_extract_discover_report_commands(tiny_cohort, tmp_path, capsys):
+    root = tiny_cohort.root
+    model = tmp_path / "model"
+    assert main(["train", str(root), "--out", str(model), "--epochs", "1", "--no-progress"]) == 0
+    assert (model / "model.safetensors").exists() and (model / "config.json").exists()
+
+    slides = tmp_path / "slides"
+    args = ["extract", str(root / "slides"), "--model", str(model), "--out", str(slides)]
+    assert main([*args, "--no-progress"]) == 0
+    assert len(list(slides.glob("*.h5ad"))) == len(tiny_cohort.clinical)
+    capsys.readouterr()
+    assert main([*args, "--no-progress"]) == 0
+    assert "'skipped': 6" in capsys.readouterr().out
+    missing = ["extract", str(tmp_path / "missing.svs"), "--model", str(model), "--out",
+               str(tmp_path / "o"), "--no-progress"]  # fmt: skip
+    assert main(missing) == 1
+    assert "no such file" in capsys.readouterr().err
+
+    clinical = str(root / "clinical.csv")
+    assert main(["discover", str(slides), clinical, "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "markers.csv").read_text().count("\n") > 5
+    assert ad.read_h5ad(tmp_path / "discovery.h5ad").n_obs == len(tiny_cohort.clinical)
+
+    assert main(["report", str(tmp_path)]) == 0
+    assert "Candidate markers" in (tmp_path / "report.html").read_text()
+
+
+def test_report_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "workbench demo" in capsys.readouterr().err

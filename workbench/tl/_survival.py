@@ -339,9 +339,9 @@ def _cross_validated(
                     CoxPHFitter(penalizer=penalizer), df, dkey, event_col=ekey, k=folds,
                     scoring_method="concordance_index", seed=seed,
                 )  # fmt: skip
-        except (ZeroDivisionError, ConvergenceError) as exc:
-            # Small cohorts: a held-out fold without a comparable pair (or a fit that does
-            # not converge) has no concordance; report NaN rather than failing the screen.
+        except (ZeroDivisionError, ConvergenceError, ValueError) as exc:
+            # Small cohorts: a held-out fold with one patient or no comparable pair (or a fit
+            # that does not converge) has no concordance; report NaN rather than failing.
             unscored.append(str(exc))
             return float("nan"), float("nan")
         return float(np.mean(s)), float(np.std(s))
