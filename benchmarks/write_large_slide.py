@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         size_arg = size if isinstance(size, str) else f"{size[0]},{size[1]}"
         child = _CHILD
         if not isinstance(size, str):
-            child = child.replace("size=sys.argv[2]", "size=tuple(map(int, sys.argv[2].split(',')))")
+            child = child.replace(
+                "size=sys.argv[2]", "size=tuple(map(int, sys.argv[2].split(',')))"
+            )
         t = time.perf_counter()
         out = subprocess.run(
             [sys.executable, "-c", child, str(path), size_arg, "1" if args.progress else "0"],

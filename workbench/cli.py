@@ -98,10 +98,10 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _discover(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from workbench.io import write_h5ad
     from workbench.tl import discover, read_slides
-
-    import pandas as pd
 
     adatas = read_slides(args.slides)
     clinical = pd.read_csv(args.clinical)
