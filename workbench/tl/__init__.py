@@ -13,7 +13,14 @@ from workbench.tl._extract import (
 )
 from workbench.tl._markers import FeatureUniqueness, markers
 from workbench.tl._spatial import spatial, spatial_many
-from workbench.tl._survival import benjamini_hochberg, discover, split_patients, survival
+from workbench.tl._simulate import simulate_region_cohort
+from workbench.tl._survival import (
+    benjamini_hochberg,
+    discover,
+    outcome_groups,
+    split_patients,
+    survival,
+)
 from workbench.tl._train import (
     SlideTrainer,
     label_from_grade,
@@ -35,11 +42,13 @@ __all__ = [
     "focus_annotations",
     "label_from_grade",
     "markers",
+    "outcome_groups",
     "predict_tiles",
     "prepare_cohort",
     "prepare_slide",
     "suggest_settings",
     "read_slides",
+    "simulate_region_cohort",
     "spatial",
     "spatial_many",
     "split_patients",

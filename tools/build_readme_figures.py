@@ -1,0 +1,64 @@
+"""Rebuild the README's demo figures from a finished demo run.
+
+    .venv/bin/workbench demo                      # writes runs/demo
+    .venv/bin/python tools/build_readme_figures.py [runs/demo]
+
+Writes docs/images/demo_explain.png (overlay + focus gallery of a held-out slide),
+docs/images/demo_refine.png (the refined region) and docs/images/demo_km.png (Kaplan-Meier
+curves of the top marker).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import anndata as ad
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from workbench import pl  # noqa: E402
+
+OUT = Path("docs/images")
+
+
+def save(fig, name: str, dpi: int = 80) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    im = Image.open(buf).convert("RGB")
+    im.quantize(colors=192, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        OUT / name, optimize=True
+    )
+
+
+def main(run: Path) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    training = json.loads((run / "training.json").read_text())
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    high = [s for s in evaluation["per_slide"] if s["grade"] == 3]
+    slide = Path((high or evaluation["per_slide"])[0]["slide"]).stem
+    assert f"slides/{slide}.tif" in training["test_slides"]
+    a = ad.read_h5ad(run / "slides" / f"{slide}.h5ad")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    pl.slide_overlay(a, ax=ax)
+    save(fig, "demo_overlay.png")
+    save(pl.focus_gallery(a), "demo_gallery.png")
+    refine = json.loads((run / "refine.json").read_text())
+    shutil.copy(run / refine["figure"], OUT / "demo_refine.png")
+    cohort = ad.read_h5ad(run / "discovery.h5ad")
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    pl.kaplan_meier(cohort, ax=ax)
+    save(fig, "demo_km.png")
+    print("figures written to", OUT)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs/demo"))
