@@ -12,8 +12,8 @@ from workbench.tl._extract import (
     predict_tiles,
 )
 from workbench.tl._markers import FeatureUniqueness, markers
-from workbench.tl._spatial import spatial, spatial_many
 from workbench.tl._simulate import simulate_region_cohort
+from workbench.tl._spatial import spatial, spatial_many
 from workbench.tl._survival import (
     benjamini_hochberg,
     discover,
