@@ -80,3 +80,12 @@ def test_write_h5ad_round_trip_and_keeps_old_on_failure(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         write_h5ad(Broken(np.zeros((1, 1))), p)
     assert ad.read_h5ad(p).shape == (3, 2)
+
+
+def test_results_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        p = atomic_write_text(tmp_path / "shared.txt", "x")
+    finally:
+        os.umask(old)
+    assert p.stat().st_mode & 0o777 == 0o644
