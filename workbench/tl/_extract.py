@@ -391,6 +391,17 @@ def _slide_table(slides) -> dict[str, Any]:
     return out
 
 
+def _status_row(sid: str, path, out, status: str, error: str = "") -> dict:
+    """One row of ``extract_cohort``'s status table."""
+    return {
+        "slide_id": sid,
+        "path": str(getattr(path, "path", path)),
+        "output": str(out),
+        "status": status,
+        "error": error,
+    }
+
+
 def _extract_to_file(
     path, model, out_path: str, mpp: float | None, top_k: int | None, slide_id: str
 ) -> str:
@@ -460,15 +471,7 @@ def extract_cohort(
     for sid, path in table.items():
         out = out_dir / f"{sid}.h5ad"
         if out.exists() and not overwrite:
-            rows.append(
-                {
-                    "slide_id": sid,
-                    "path": str(getattr(path, "path", path)),
-                    "output": str(out),
-                    "status": "skipped",
-                    "error": "",
-                }
-            )
+            rows.append(_status_row(sid, path, out, "skipped"))
         else:
             todo.append((sid, path, str(out)))
     if todo and client is None:
@@ -476,26 +479,10 @@ def extract_cohort(
         for sid, path, out in tqdm(todo, desc="extract", disable=not progress):
             try:
                 _extract_to_file(path, model, out, mpp, top_k, sid)
-                rows.append(
-                    {
-                        "slide_id": sid,
-                        "path": str(getattr(path, "path", path)),
-                        "output": out,
-                        "status": "done",
-                        "error": "",
-                    }
-                )
+                rows.append(_status_row(sid, path, out, "done"))
             except Exception as exc:  # report and carry on with the other slides
                 logger.warning("extract failed on %s: %s", path, exc)
-                rows.append(
-                    {
-                        "slide_id": sid,
-                        "path": str(getattr(path, "path", path)),
-                        "output": out,
-                        "status": "failed",
-                        "error": f"{type(exc).__name__}: {exc}",
-                    }
-                )
+                rows.append(_status_row(sid, path, out, "failed", f"{type(exc).__name__}: {exc}"))
     elif todo:
         rows.extend(
             _extract_distributed(todo, model, out_dir, client, n_workers, mpp, top_k, progress)
@@ -544,25 +531,9 @@ def _extract_distributed(
             sid, path, out = futures[fut]
             try:
                 fut.result()
-                rows.append(
-                    {
-                        "slide_id": sid,
-                        "path": str(getattr(path, "path", path)),
-                        "output": out,
-                        "status": "done",
-                        "error": "",
-                    }
-                )
+                rows.append(_status_row(sid, path, out, "done"))
             except Exception as exc:
-                rows.append(
-                    {
-                        "slide_id": sid,
-                        "path": str(getattr(path, "path", path)),
-                        "output": out,
-                        "status": "failed",
-                        "error": f"{type(exc).__name__}: {exc}",
-                    }
-                )
+                rows.append(_status_row(sid, path, out, "failed", f"{type(exc).__name__}: {exc}"))
     finally:
         if own_client is not None:
             own_client.close()
