@@ -45,7 +45,7 @@ def auc(y: np.ndarray, p: np.ndarray) -> float | None:
 
 
 def evaluate_sew(model, cohort, ids, labels) -> dict:
-    from workbench.tl import extract
+    from workbench.tl import extract, focus_in_mask
     from workbench.tl._train import _mask_crops
 
     probs, hits, dices, graphs, per_slide = [], [], [], {}, {}
@@ -56,13 +56,10 @@ def evaluate_sew(model, cohort, ids, labels) -> dict:
         probs.append(float(ex["probabilities"][1]))
         mask, ds = cohort.lesion_mask(sid)
         focus = ex["focus"]
-        for (cx, cy), box, lmap in zip(
-            focus["centers_xy"], focus["boxes_xywh"], focus["lesion_maps"], strict=True
-        ):
-            r = int(np.clip(cy / ds, 0, mask.shape[0] - 1))
-            c = int(np.clip(cx / ds, 0, mask.shape[1] - 1))
-            hits.append(bool(mask[r, c]))
-            per_slide.setdefault(sid, []).append(bool(mask[r, c]))
+        inside = focus_in_mask(adata, mask, ds)
+        hits += inside.tolist()
+        per_slide[sid] = inside.tolist()
+        for box, lmap in zip(focus["boxes_xywh"], focus["lesion_maps"], strict=True):
             truth = _mask_crops(mask, ds, box[None], lmap.shape[0])[0, 0].astype(bool)
             pred = lmap >= 0.5
             denom = truth.sum() + pred.sum()

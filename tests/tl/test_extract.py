@@ -212,3 +212,18 @@ def test_extract_cohort_names_files_by_slide_id(trained_on_tiny, tiny_cohort, tm
     import anndata as ad
 
     assert ad.read_h5ad(tmp_path / "S003.h5ad").uns["slide_id"] == "S003"
+
+
+def test_focus_in_mask_hand_checked():
+    import anndata as ad
+
+    from workbench.tl import focus_in_mask
+
+    a = ad.AnnData(np.zeros((1, 1), np.float32))
+    # centres in level-0 pixels; the mask is drawn at downsample 16 (so 4x4 mask = 64 px)
+    a.uns["explain"] = {"focus": {"centers_xy": np.array([[8.0, 8.0], [40.0, 8.0], [63.0, 63.0],
+                                                          [500.0, -3.0]])}}  # fmt: skip
+    mask = np.zeros((4, 4), bool)
+    mask[0, 0] = True  # level-0 x, y in [0, 16)
+    mask[3, 3] = True
+    np.testing.assert_array_equal(focus_in_mask(a, mask, 16), [True, False, True, False])

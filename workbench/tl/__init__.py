@@ -9,6 +9,7 @@ from workbench.tl._extract import (
     extract,
     extract_cohort,
     focus_annotations,
+    focus_in_mask,
     predict_tiles,
 )
 from workbench.tl._markers import FeatureUniqueness, markers
@@ -40,6 +41,7 @@ __all__ = [
     "extract",
     "extract_cohort",
     "focus_annotations",
+    "focus_in_mask",
     "label_from_grade",
     "markers",
     "outcome_groups",

@@ -543,6 +543,29 @@ def _extract_distributed(
 
 
 # ---------------------------------------------------------------------------------------
+def focus_in_mask(adata: anndata.AnnData, mask: np.ndarray, downsample: float) -> np.ndarray:
+    """Which focus regions of an explained slide are centred inside ``mask``.
+
+    Parameters
+    ----------
+    adata
+        Output of :func:`extract` (reads ``uns["explain"]["focus"]["centers_xy"]``).
+    mask
+        Boolean whole-slide mask (e.g. the true lesion) drawn at ``downsample``.
+    downsample
+        Level-0 pixels per mask pixel.
+
+    Returns
+    -------
+    Boolean array, one entry per focus region; its mean is the *focus hit rate*.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    centres = np.asarray(adata.uns[EXPLAIN]["focus"]["centers_xy"], dtype=float).reshape(-1, 2)
+    rows = np.clip((centres[:, 1] / downsample).astype(int), 0, mask.shape[0] - 1)
+    cols = np.clip((centres[:, 0] / downsample).astype(int), 0, mask.shape[1] - 1)
+    return mask[rows, cols]
+
+
 def focus_annotations(adata: anndata.AnnData, *, threshold: float | None = None) -> list:
     """Focus boxes and lesion polygons of an extracted slide as :class:`~workbench.io.Annotation`."""
     from workbench.io import Annotation, mask_to_annotations
@@ -608,6 +631,7 @@ __all__ = [
     "extract",
     "extract_cohort",
     "focus_annotations",
+    "focus_in_mask",
     "predict_tiles",
     "read_crops",
 ]
