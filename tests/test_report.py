@@ -160,3 +160,16 @@ def test_report_renders_in_a_real_browser(run_dir):
         finally:
             browser.close()
     assert (artifacts / "report.png").stat().st_size > 10_000
+
+
+def test_report_leaves_the_callers_matplotlib_backend_alone(run_dir, tmp_path):
+    import matplotlib
+
+    root, _ = run_dir
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # stands in for a notebook's inline backend
+    try:
+        write_report(root, tmp_path / "r.html")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)

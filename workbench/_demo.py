@@ -100,9 +100,6 @@ def _cohort_step(run: DemoRun) -> Step:
 
 def _summary_step(run: DemoRun) -> Step:
     def go(root: Path) -> dict:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         from workbench.datasets import load_cohort, montage
@@ -214,7 +211,7 @@ def _evaluate_step(run: DemoRun) -> Step:
         from sklearn.metrics import roc_auc_score
 
         from workbench.datasets import load_cohort
-        from workbench.tl import label_from_grade
+        from workbench.tl import focus_in_mask, label_from_grade
 
         cohort = load_cohort(run.cohort_dir)
         test = json.loads((root / "training.json").read_text())["test_slides"]
@@ -225,11 +222,7 @@ def _evaluate_step(run: DemoRun) -> Step:
             ex = a.uns["explain"]
             prob = float(np.asarray(ex["probabilities"]).ravel()[1])
             label = int(label_from_grade(int(grade[slide])))
-            mask, ds = cohort.lesion_mask(slide)
-            centres = np.asarray(ex["focus"]["centers_xy"], dtype=float)
-            rows = np.clip((centres[:, 1] / ds).astype(int), 0, mask.shape[0] - 1)
-            cols = np.clip((centres[:, 0] / ds).astype(int), 0, mask.shape[1] - 1)
-            inside = mask[rows, cols]
+            inside = focus_in_mask(a, *cohort.lesion_mask(slide))
             hits += int(inside.sum())
             n_focus += len(inside)
             y.append(label)
@@ -259,9 +252,6 @@ def _refine_step(run: DemoRun, *, max_clicks: int = 8, target_iou: float = 0.9) 
 
     def go(root: Path) -> dict:
         import anndata as ad
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         from workbench.datasets import load_cohort

@@ -140,9 +140,6 @@ def _section_cohort(root: Path) -> str:
 
 
 def _section_model(root: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = []
@@ -187,9 +184,6 @@ def _section_model(root: Path) -> str:
 
 def _section_explain(root: Path, n_examples: int) -> str:
     import anndata as ad
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from workbench import pl
@@ -225,9 +219,6 @@ def _section_explain(root: Path, n_examples: int) -> str:
 
 
 def _section_refine(root: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     record = _read_json(root / "refine.json")
@@ -261,9 +252,6 @@ def _section_refine(root: Path) -> str:
 
 def _section_markers(root: Path, fdr: float = 0.05) -> tuple[str, str]:
     import anndata as ad
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from workbench import pl
