@@ -117,8 +117,11 @@ def test_report_has_every_section_with_real_numbers(run_dir):
 def test_report_of_an_empty_run_says_what_is_missing(tmp_path):
     path = write_report(tmp_path, tmp_path / "r.html")
     html = path.read_text()
-    assert html.count('class="missing"') >= 5
-    assert "workbench demo" not in html or "summary.json" in html
+    assert html.count('class="missing"') == 6  # one per section, and nothing else drawn
+    for source in ["summary.json", "evaluation.json", "slides/*.h5ad", "refine.json",
+                   "discovery.h5ad"]:  # fmt: skip
+        assert source in html  # each missing section names the file that would fill it
+    assert "data:image/png;base64," not in html
 
 
 def test_report_needs_an_existing_folder(tmp_path):
