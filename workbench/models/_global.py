@@ -26,6 +26,19 @@ class _GraphConv(nn.Module):
         return h + self.dropout(F.gelu(self.norm(self.linear(mixed))))
 
 
+# Constructor options of GlobalBranch, which the assembled models store in their config
+# and pass through unchanged.
+GLOBAL_BRANCH_OPTIONS = (
+    "in_features",
+    "n_classes",
+    "hidden",
+    "gcn_layers",
+    "transformer_layers",
+    "heads",
+    "dropout",
+)
+
+
 class GlobalBranch(nn.Module):
     """Slide-level classifier over a region graph (one slide per call).
 

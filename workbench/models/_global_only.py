@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from workbench.models._global import GlobalBranch
+from workbench.models._global import GLOBAL_BRANCH_OPTIONS, GlobalBranch
 
 __all__ = ["GlobalOnly"]
 
@@ -52,15 +52,7 @@ class GlobalOnly(nn.Module):
             "preprocessing": copy.deepcopy(preprocessing or {}),
             "class_names": list(class_names) if class_names else None,
         }
-        self.global_branch = GlobalBranch(
-            in_features=in_features,
-            n_classes=n_classes,
-            hidden=hidden,
-            gcn_layers=gcn_layers,
-            transformer_layers=transformer_layers,
-            heads=heads,
-            dropout=dropout,
-        )
+        self.global_branch = GlobalBranch(**{k: self.config[k] for k in GLOBAL_BRANCH_OPTIONS})
 
     @property
     def preprocessing(self) -> dict:

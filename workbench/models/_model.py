@@ -9,7 +9,7 @@ from torch import nn
 
 from workbench.models._detail import DetailBranch
 from workbench.models._focus import FocusPredictor
-from workbench.models._global import GlobalBranch
+from workbench.models._global import GLOBAL_BRANCH_OPTIONS, GlobalBranch
 
 __all__ = ["SelfCalibratedModel"]
 
@@ -89,15 +89,7 @@ class SelfCalibratedModel(nn.Module):
             "preprocessing": copy.deepcopy(preprocessing or {}),
             "class_names": list(class_names) if class_names else None,
         }
-        self.global_branch = GlobalBranch(
-            in_features=in_features,
-            n_classes=n_classes,
-            hidden=hidden,
-            gcn_layers=gcn_layers,
-            transformer_layers=transformer_layers,
-            heads=heads,
-            dropout=dropout,
-        )
+        self.global_branch = GlobalBranch(**{k: self.config[k] for k in GLOBAL_BRANCH_OPTIONS})
         self.focus = FocusPredictor(
             token_dim=hidden, hidden=focus_hidden, top_k=top_k, hops=nms_hops
         )
