@@ -13,6 +13,7 @@ from workbench.io._atomic import (
     atomic_write_text,
     write_h5ad,
 )
+from workbench.io._clinical import validate_clinical
 from workbench.io._geojson import (
     Annotation,
     annotations_to_mask,
@@ -36,5 +37,6 @@ __all__ = [
     "mask_to_annotations",
     "read_geojson",
     "write_geojson",
+    "validate_clinical",
     "write_h5ad",
 ]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from workbench.pp._regions import feature_names, region_adjacency, region_features, region_graph
+from workbench.pp._stain import augment_stain
 from workbench.pp._tiling import tile_tissue
 from workbench.pp._tissue import detect_tissue, optical_density
 
 __all__ = [
+    "augment_stain",
     "detect_tissue",
     "feature_names",
     "optical_density",
