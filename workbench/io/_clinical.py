@@ -27,8 +27,8 @@ def validate_clinical(
     *,
     patient_key: str = "patient_id",
     slide_key: str | None = "slide",
-    duration_key: str = "time",
-    event_key: str = "event",
+    duration_key: str | None = "time",
+    event_key: str | None = "event",
 ) -> pd.DataFrame:
     """Check a clinical table and return a clean copy (``time`` float, ``event`` 0/1 int).
 
@@ -38,7 +38,8 @@ def validate_clinical(
         A DataFrame or the path of a CSV file, one row per slide (or per patient when
         ``slide_key`` is ``None``).
     patient_key, slide_key, duration_key, event_key
-        Column names.
+        Column names. ``duration_key=None, event_key=None`` checks a table without survival
+        (a cohort that is only used for training on a label column).
 
     Returns
     -------
@@ -52,7 +53,11 @@ def validate_clinical(
         except (OSError, pd.errors.ParserError) as exc:
             raise ClinicalTableError(f"cannot read the clinical table {clinical!s}: {exc}") from exc
     df = clinical.copy()
-    required = [patient_key, duration_key, event_key] + ([slide_key] if slide_key else [])
+    survival = duration_key is not None or event_key is not None
+    if survival and (duration_key is None or event_key is None):
+        raise ValueError("give both duration_key and event_key, or neither (no survival)")
+    required = [patient_key] + ([duration_key, event_key] if survival else [])
+    required += [slide_key] if slide_key else []
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ClinicalTableError(
@@ -67,34 +72,37 @@ def validate_clinical(
     if slide_key:
         df[slide_key] = df[slide_key].astype(str)
 
-    time = pd.to_numeric(df[duration_key], errors="coerce")
-    bad_type = df[patient_key][time.isna() & df[duration_key].notna()]
-    if len(bad_type):
-        problems.append(
-            f"{len(bad_type)} non-numeric {duration_key!r} value(s) (patients {_names(bad_type)})"
-        )
-    nan_time = df[patient_key][df[duration_key].isna()]
-    if len(nan_time):
-        problems.append(
-            f"{len(nan_time)} missing {duration_key!r} value(s) (patients {_names(nan_time)})"
-        )
-    neg = df[patient_key][time < 0]
-    if len(neg):
-        problems.append(f"{len(neg)} negative {duration_key!r} value(s) (patients {_names(neg)})")
+    if survival:
+        time = pd.to_numeric(df[duration_key], errors="coerce")
+        bad_type = df[patient_key][time.isna() & df[duration_key].notna()]
+        if len(bad_type):
+            problems.append(
+                f"{len(bad_type)} non-numeric {duration_key!r} value(s) (patients {_names(bad_type)})"
+            )
+        nan_time = df[patient_key][df[duration_key].isna()]
+        if len(nan_time):
+            problems.append(
+                f"{len(nan_time)} missing {duration_key!r} value(s) (patients {_names(nan_time)})"
+            )
+        neg = df[patient_key][time < 0]
+        if len(neg):
+            problems.append(
+                f"{len(neg)} negative {duration_key!r} value(s) (patients {_names(neg)})"
+            )
 
-    raw_event = df[event_key]
-    if raw_event.dtype == bool:
-        event = raw_event.astype(float)
-    else:
-        event = pd.to_numeric(raw_event, errors="coerce")
-    bad_event = df[patient_key][~event.isin([0, 1])]
-    if len(bad_event):
-        problems.append(
-            f"{len(bad_event)} {event_key!r} value(s) not 0/1 (patients {_names(bad_event)}); "
-            "use 1 = event observed, 0 = censored"
-        )
-    elif event.sum() == 0:
-        problems.append(f"no events: every {event_key!r} is 0, so survival cannot be modelled")
+        raw_event = df[event_key]
+        if raw_event.dtype == bool:
+            event = raw_event.astype(float)
+        else:
+            event = pd.to_numeric(raw_event, errors="coerce")
+        bad_event = df[patient_key][~event.isin([0, 1])]
+        if len(bad_event):
+            problems.append(
+                f"{len(bad_event)} {event_key!r} value(s) not 0/1 (patients {_names(bad_event)}); "
+                "use 1 = event observed, 0 = censored"
+            )
+        elif event.sum() == 0:
+            problems.append(f"no events: every {event_key!r} is 0, so survival cannot be modelled")
 
     if slide_key:
         dup = df[slide_key][df[slide_key].duplicated()].unique()
@@ -104,7 +112,7 @@ def validate_clinical(
         dup = df[patient_key][df[patient_key].duplicated()].unique()
         if len(dup):
             problems.append(f"{len(dup)} duplicate patient id(s) ({_names(dup)})")
-    if not problems:
+    if not problems and survival:
         df[duration_key] = time.astype(float)
         df[event_key] = event.astype(int)
         per_patient = df.groupby(patient_key)[[duration_key, event_key]].nunique()
