@@ -29,6 +29,7 @@ def validate_clinical(
     slide_key: str | None = "slide",
     duration_key: str | None = "time",
     event_key: str | None = "event",
+    require_events: bool = True,
 ) -> pd.DataFrame:
     """Check a clinical table and return a clean copy (``time`` float, ``event`` 0/1 int).
 
@@ -40,6 +41,9 @@ def validate_clinical(
     patient_key, slide_key, duration_key, event_key
         Column names. ``duration_key=None, event_key=None`` checks a table without survival
         (a cohort that is only used for training on a label column).
+    require_events
+        Whether a table in which every ``event`` is 0 is a problem (it is for survival models;
+        a cohort used only for training accepts it).
 
     Returns
     -------
@@ -101,7 +105,7 @@ def validate_clinical(
                 f"{len(bad_event)} {event_key!r} value(s) not 0/1 (patients {_names(bad_event)}); "
                 "use 1 = event observed, 0 = censored"
             )
-        elif event.sum() == 0:
+        elif event.sum() == 0 and require_events:
             problems.append(f"no events: every {event_key!r} is 0, so survival cannot be modelled")
 
     if slide_key:
