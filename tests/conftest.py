@@ -52,3 +52,36 @@ def tiny_cohort(tmp_path_factory):
     return make_cohort(
         tmp_path_factory.mktemp("cohort"), n_patients=6, size="tiny", seed=0, progress=False
     )
+
+
+def _write_pyramid_tiff(path, rgb: np.ndarray, *, mpp: float | None = 0.5, tile: int = 256):
+    """Write an RGB array as a small pyramidal JPEG TIFF (one page per level, reduced levels
+    marked ``subfiletype=1`` so OpenSlide's generic-tiff reader sees them), with the mpp in the
+    resolution tags (none when ``mpp`` is ``None``)."""
+    import tifffile
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    levels = [np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)]
+    while max(levels[-1].shape[:2]) > tile:
+        h, w = levels[-1].shape[:2]
+        small = Image.fromarray(levels[-1]).resize((max(1, w // 2), max(1, h // 2)), Image.BOX)
+        levels.append(np.asarray(small))
+    with tifffile.TiffWriter(path) as tw:
+        for i, level in enumerate(levels):
+            kwargs = {}
+            if mpp is not None:
+                px_per_cm = 1e4 / (mpp * 2**i)
+                kwargs = {"resolution": (px_per_cm, px_per_cm), "resolutionunit": "CENTIMETER"}
+            tw.write(
+                level, tile=(tile, tile), compression="jpeg", photometric="rgb",
+                subfiletype=1 if i else 0, **kwargs,
+            )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_pyramid_tiff():
+    """``write_pyramid_tiff(path, rgb, mpp=0.5)`` -> path of a small OpenSlide-readable TIFF."""
+    return _write_pyramid_tiff

@@ -9,12 +9,15 @@ from __future__ import annotations
 from workbench._errors import (
     CheckpointError,
     ClinicalTableError,
+    CohortError,
+    EncoderError,
     GeoJSONError,
     InvalidRegionError,
     MarkerError,
     MissingResolutionError,
     NoTissueError,
     SlideOpenError,
+    UnknownSlideError,
     WorkbenchError,
 )
 
@@ -35,12 +38,15 @@ def __getattr__(name: str):
 __all__ = [
     "CheckpointError",
     "ClinicalTableError",
+    "CohortError",
+    "EncoderError",
     "GeoJSONError",
     "InvalidRegionError",
     "MarkerError",
     "MissingResolutionError",
     "NoTissueError",
     "SlideOpenError",
+    "UnknownSlideError",
     "WorkbenchError",
     "__version__",
 ]

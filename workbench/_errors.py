@@ -46,3 +46,20 @@ class GeoJSONError(WorkbenchError, ValueError):
 
 class MarkerError(WorkbenchError, ValueError):
     """Marker discovery got inputs it cannot use (missing features, one outcome group, unfitted)."""
+
+
+class CohortError(WorkbenchError, ValueError):
+    """Slides, clinical table and annotations of a cohort do not fit together (duplicate slide
+    ids, annotations or resolution overrides for slides that are not in the cohort)."""
+
+
+class UnknownSlideError(CohortError, KeyError):
+    """A slide id that the cohort does not hold."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class EncoderError(WorkbenchError, ValueError):
+    """A tile encoder cannot be used: unknown name, missing or unreadable file, wrong outputs, or
+    another encoder than the one a checkpoint was trained with."""

@@ -34,8 +34,9 @@ def test_clinical_table_has_the_columns_and_valid_values(tiny_cohort):
     assert (clinical["time"] > 0).all() and clinical["time"].notna().all()
     assert set(clinical["event"]) <= {0, 1}
     assert clinical["age"].between(30, 90).all()
-    for rel in clinical["slide"]:
-        assert (tiny_cohort.root / rel).is_file()
+    assert list(clinical["slide"]) == [f"S{i:03d}" for i in range(6)]  # slide ids (io.Cohort)
+    for sid in clinical["slide"]:
+        assert tiny_cohort.slide_path(sid).is_file()
 
 
 def test_truth_table_and_cohort_json(tiny_cohort):

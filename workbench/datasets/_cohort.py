@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from workbench._errors import WorkbenchError
 from workbench.datasets._layout import LAYOUT_DOWNSAMPLE
 from workbench.datasets._slide import MPP, SlideTruth, make_slide, resolve_size, slide_truth
 from workbench.datasets._survival import HazardModel, infiltration_z, simulate_patients
+from workbench.io._cohort import Cohort
 
 #: Bumped whenever the same arguments would draw different pixels or tables.
 GENERATOR_VERSION = 1
@@ -55,30 +55,47 @@ TRUTH_COLUMNS = [
 ]
 
 
-@dataclass
-class SyntheticCohort:
-    """A synthetic cohort read from (or just written to) its folder.
+class SyntheticCohort(Cohort):
+    """A synthetic cohort read from (or just written to) its folder: a :class:`~workbench.io.Cohort`
+    that also carries the truth it planted.
 
-    Attributes
+    Parameters
     ----------
     root
         The cohort folder.
     clinical
-        What a user would receive: ``patient_id``, ``slide`` (path relative to ``root``),
-        ``grade``, ``age``, ``time`` (months), ``event`` (1 = death).
+        What a user would receive (``clinical.csv``): ``patient_id``, ``slide`` (path relative
+        to ``root``), ``grade``, ``age``, ``time`` (months), ``event`` (1 = death). Validated
+        like any clinical table; in :attr:`clinical` the ``slide`` column holds slide ids.
     truth
         What was planted, one row per slide (see ``TRUTH_COLUMNS``).
     params
         The contents of ``cohort.json``.
+
+    Attributes
+    ----------
+    truth, params, root
+        As given. The lesion annotations are the folder's ``annotations/`` GeoJSON, and
+        :meth:`lesion_mask` returns the ground-truth mask PNG.
     """
 
-    root: Path
-    clinical: pd.DataFrame
-    truth: pd.DataFrame
-    params: dict = field(repr=False)
-
-    def __len__(self) -> int:
-        return len(self.truth)
+    def __init__(
+        self, root: str | os.PathLike, clinical: pd.DataFrame, truth: pd.DataFrame, params: dict
+    ) -> None:
+        root = Path(root)
+        slides = {
+            str(sid): root / str(rel)
+            for sid, rel in zip(truth["slide_id"], truth["slide"], strict=True)
+        }
+        annotations = root / "annotations"
+        super().__init__(
+            slides,
+            clinical,
+            annotations_dir=annotations if annotations.is_dir() else None,
+            root=root,
+        )
+        self.truth = truth.reset_index(drop=True)
+        self.params = params
 
     def __repr__(self) -> str:
         p = self.params
@@ -88,44 +105,25 @@ class SyntheticCohort:
             f"null={p['null']}, root={str(self.root)!r})"
         )
 
-    @property
-    def slide_ids(self) -> list[str]:
-        """Slide ids (``S000`` …) in table order."""
-        return [str(s) for s in self.truth["slide_id"]]
+    def _subset_hook(self, keys: list[str]) -> None:
+        order = {k: i for i, k in enumerate(keys)}
+        rows = self.truth[self.truth["slide_id"].astype(str).isin(order)]
+        idx = np.argsort([order[str(s)] for s in rows["slide_id"]])
+        self.truth = rows.iloc[idx].reset_index(drop=True)
 
     @property
     def slide_paths(self) -> list[Path]:
         """Absolute paths of the slide files, in table order."""
-        return [self.root / str(s) for s in self.truth["slide"]]
+        return [self.slide_path(s) for s in self.slide_ids]
 
     @property
     def mask_downsample(self) -> int:
         """Level-0 pixels per pixel of the lesion mask PNGs."""
         return int(self.params["mask_downsample"])
 
-    def _slide_id(self, key: str | os.PathLike) -> str:
-        """Accept a slide id, a patient id, the ``slide`` column value or a file name."""
-        key = str(key)
-        t = self.truth
-        for column in ("slide_id", "slide", "patient_id"):
-            hit = t.loc[t[column].astype(str) == key, "slide_id"]
-            if len(hit):
-                return str(hit.iloc[0])
-        stem = Path(key).name.split(".")[0]
-        if stem in set(t["slide_id"]):
-            return stem
-        ids = ", ".join(self.slide_ids[:5]) + (" …" if len(self) > 5 else "")
-        raise KeyError(f"no slide {key!r} in this cohort; slide ids are {ids}")
-
-    def slide_path(self, slide: str | os.PathLike) -> Path:
-        """Path of a slide's TIFF, by slide id, patient id or ``slide`` column value."""
-        sid = self._slide_id(slide)
-        rel = self.truth.loc[self.truth["slide_id"] == sid, "slide"].iloc[0]
-        return self.root / str(rel)
-
     def lesion_geojson(self, slide: str | os.PathLike) -> Path:
         """Path of a slide's lesion GeoJSON (QuPath ``Tumor`` polygons, level-0 pixels)."""
-        return self.root / _geojson_rel(self._slide_id(slide))
+        return self.root / _geojson_rel(self._key(slide))
 
     def lesion_annotations(self, slide: str | os.PathLike) -> list:
         """The lesion polygons of a slide as :class:`workbench.io.Annotation` objects."""
@@ -133,11 +131,17 @@ class SyntheticCohort:
 
         return read_geojson(self.lesion_geojson(slide))
 
-    def lesion_mask(self, slide: str | os.PathLike) -> tuple[np.ndarray, int]:
-        """``(mask, downsample)``: a slide's boolean lesion mask and its level-0 pixels per pixel."""
+    def lesion_mask(
+        self, slide: str | os.PathLike, downsample: float | None = None
+    ) -> tuple[np.ndarray, float]:
+        """``(mask, downsample)``: a slide's ground-truth lesion mask and its level-0 pixels per
+        pixel (the PNG at its own downsample unless another ``downsample`` is asked for, which
+        is rasterised from the GeoJSON)."""
         from PIL import Image
 
-        with Image.open(self.root / _mask_rel(self._slide_id(slide))) as im:
+        if downsample is not None and float(downsample) != self.mask_downsample:
+            return super().lesion_mask(slide, downsample)
+        with Image.open(self.root / _mask_rel(self._key(slide))) as im:
             mask = np.asarray(im.convert("L")) > 127
         return mask, self.mask_downsample
 

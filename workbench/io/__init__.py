@@ -14,6 +14,7 @@ from workbench.io._atomic import (
     write_h5ad,
 )
 from workbench.io._clinical import validate_clinical
+from workbench.io._cohort import SLIDE_SUFFIXES, Cohort, list_slides, slide_id
 from workbench.io._geojson import (
     Annotation,
     annotations_to_mask,
@@ -25,7 +26,9 @@ from workbench.io._slide import DEFAULT_CACHE_BYTES, Slide, SlideInfo
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
+    "SLIDE_SUFFIXES",
     "Annotation",
+    "Cohort",
     "OutputWriteError",
     "Slide",
     "SlideInfo",
@@ -34,8 +37,10 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "list_slides",
     "mask_to_annotations",
     "read_geojson",
+    "slide_id",
     "write_geojson",
     "validate_clinical",
     "write_h5ad",

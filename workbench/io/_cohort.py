@@ -1,0 +1,585 @@
+"""A cohort: slide files, a validated clinical table and optional lesion annotations.
+
+:class:`Cohort` is the one shape a cohort has in the workbench. Training, extraction and
+discovery take it; :class:`workbench.datasets.SyntheticCohort` is a subclass that also knows the
+truth it planted. :func:`slide_id` is the one rule that turns a file name (or a path, or an id)
+into a slide id, used for every output file name and every join with the clinical table.
+
+Nothing here imports torch or OpenSlide; a slide file is opened only by :meth:`Cohort.open`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from workbench._constants import LESION_CLASS
+from workbench._errors import ClinicalTableError, CohortError, UnknownSlideError
+from workbench.io._clinical import _names, validate_clinical
+
+if TYPE_CHECKING:  # pragma: no cover
+    from workbench.io._geojson import Annotation
+    from workbench.io._slide import Slide
+
+logger = logging.getLogger(__name__)
+
+#: File extensions recognised as slides (lower case). ``.ome`` before ``.tif``/``.tiff`` is
+#: part of the extension too (``S1.ome.tiff`` -> ``S1``).
+SLIDE_SUFFIXES = (
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".vms",
+    ".vmu",
+    ".scn",
+    ".mrxs",
+    ".svslide",
+    ".bif",
+    ".dcm",
+    ".qptiff",
+    ".png",
+    ".jpg",
+    ".jpeg",
+)
+#: Extensions of annotation files looked for in ``annotations_dir``.
+ANNOTATION_SUFFIXES = (".geojson", ".json")
+
+_SEPARATORS = ("_", ".", "-", " ")
+
+
+def slide_id(path: str | os.PathLike) -> str:
+    """The slide id of a file name, a path or an id: the name without its slide extension.
+
+    Only a known slide extension (:data:`SLIDE_SUFFIXES`, and an ``.ome`` before it) is
+    removed, never everything after the first dot, so ids that contain dots survive:
+
+    >>> slide_id("dir/S1.ome.tiff")
+    'S1'
+    >>> slide_id("TCGA-AB-1234-01Z-00-DX1.5A1B.svs")
+    'TCGA-AB-1234-01Z-00-DX1.5A1B'
+    >>> slide_id("TCGA-AB-1234-01Z-00-DX1.5A1B")
+    'TCGA-AB-1234-01Z-00-DX1.5A1B'
+    """
+    name = PurePath(str(path)).name
+    lower = name.lower()
+    for suffix in sorted(SLIDE_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            if suffix in (".tif", ".tiff") and name.lower().endswith(".ome") and len(name) > 4:
+                name = name[:-4]
+            break
+    return name
+
+
+def list_slides(folder: str | os.PathLike) -> list[Path]:
+    """Slide files in a folder (not its sub-folders), sorted by name; hidden files skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CohortError(f"no slide folder at {str(folder)!r}; check the path")
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(SLIDE_SUFFIXES)
+    )
+
+
+def _slide_table(slides) -> dict[str, Path]:
+    """``{slide_id: path}`` from a folder, a mapping or a list of paths."""
+    if isinstance(slides, str | os.PathLike) and Path(slides).is_dir():
+        slides = list_slides(slides)
+    elif isinstance(slides, str | os.PathLike):
+        slides = [slides]
+    if isinstance(slides, Mapping):
+        return {str(k): Path(v) for k, v in slides.items()}
+    out: dict[str, Path] = {}
+    clashes: dict[str, list[str]] = {}
+    for p in slides:
+        sid = slide_id(p)
+        if sid in out:
+            clashes.setdefault(sid, [str(out[sid])]).append(str(p))
+        out[sid] = Path(p)
+    if clashes:
+        detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in list(clashes.items())[:5])
+        raise CohortError(
+            f"{len(clashes)} slide id(s) belong to more than one file ({detail}); rename the "
+            "files or pass a {slide_id: path} mapping"
+        )
+    return out
+
+
+def _match_annotation_files(folder: Path, ids: Sequence[str]) -> tuple[dict[str, Path], list]:
+    """Annotation file per slide id; and the files that match no slide.
+
+    A file matches a slide when its name without ``.geojson``/``.json`` is the slide id, the
+    slide's file name (QuPath names exports after the image, e.g. ``S1.svs.geojson``), or the
+    id followed by a separator and a tag (``S1_lesion.geojson``, ``S1.tumour.geojson``); the
+    longest matching id wins, so ``S10_x`` goes to ``S10``, not ``S1``.
+    """
+    known = set(ids)
+    by_length = sorted(ids, key=len, reverse=True)
+    found: dict[str, Path] = {}
+    unknown: list[str] = []
+    for path in sorted(folder.iterdir()):
+        lower = path.name.lower()
+        if (
+            not path.is_file()
+            or path.name.startswith(".")
+            or not lower.endswith(ANNOTATION_SUFFIXES)
+        ):
+            continue
+        stem = path.name[: path.name.rindex(".")]
+        sid = slide_id(stem)
+        if sid not in known:
+            sid = next(
+                (s for s in by_length if stem.startswith(s) and stem[len(s)] in _SEPARATORS),
+                None,
+            )
+        if sid is None:
+            unknown.append(path.name)
+            continue
+        if sid in found:
+            raise CohortError(
+                f"two annotation files for slide {sid!r}: {found[sid].name} and {path.name}; "
+                "keep one per slide"
+            )
+        found[sid] = path
+    return found, unknown
+
+
+class Cohort:
+    """Slide files with one validated clinical row per slide, and optional lesion annotations.
+
+    Parameters
+    ----------
+    slides
+        A folder of slide files, a list of paths (ids from :func:`slide_id`), a
+        ``{slide_id: path}`` mapping, or ``None`` to take the paths from the clinical table's
+        slide column (relative paths are resolved against ``root``).
+    clinical
+        A DataFrame, the path of a CSV file, or ``None`` (then every slide is its own patient
+        and there is no survival). One row per slide; the slide column may hold slide ids,
+        file names or paths; several rows may share a patient.
+    slide_col, patient_col
+        Clinical column names of the slide and the patient.
+    time_col, event_col
+        Survival columns. When the table has neither column the cohort has no survival (it
+        can still train); ``None`` says so explicitly.
+    mpp
+        Microns per pixel for slides whose files do not record it: one number for every slide,
+        or ``{slide_id: mpp}`` overrides.
+    annotations_dir
+        Folder of GeoJSON files, one per slide (ours or QuPath exports), matched to slides by
+        name (see :meth:`annotation_file`).
+    lesion_class
+        QuPath classification name(s) that mark the lesion (matched without regard to case);
+        ``None`` takes every polygon.
+    on_unmatched
+        ``"raise"`` (default): a clinical row whose slide is absent, or a slide without a row,
+        raises :class:`~workbench.ClinicalTableError` naming them; ``"drop"`` leaves them out
+        and logs their names.
+    root
+        Folder against which relative slide paths of the table are resolved (default: the
+        CSV's folder, else the working directory).
+
+    Raises
+    ------
+    ClinicalTableError
+        Missing columns, bad survival values, duplicated slides, rows whose slide file is
+        absent or slides without a row (see ``on_unmatched``); every problem is named.
+    CohortError
+        Two files with the same slide id, annotation files that match no slide, resolution
+        overrides for unknown slides.
+    """
+
+    def __init__(
+        self,
+        slides: str | os.PathLike | Iterable | Mapping | None = None,
+        clinical: pd.DataFrame | str | os.PathLike | None = None,
+        *,
+        slide_col: str = "slide",
+        patient_col: str = "patient_id",
+        time_col: str | None = "time",
+        event_col: str | None = "event",
+        mpp: float | Mapping[str, float] | None = None,
+        annotations_dir: str | os.PathLike | None = None,
+        lesion_class: str | Sequence[str] | None = LESION_CLASS,
+        on_unmatched: str = "raise",
+        root: str | os.PathLike | None = None,
+    ) -> None:
+        if on_unmatched not in ("raise", "drop"):
+            raise ValueError(f"on_unmatched must be 'raise' or 'drop', got {on_unmatched!r}")
+        self.slide_col = slide_col
+        self.patient_col = patient_col
+        table = self._read_table(clinical)
+        if root is None and isinstance(clinical, str | os.PathLike):
+            root = Path(clinical).parent
+        self.root = Path(root) if root is not None else None
+        if slides is None:
+            if table is None:
+                raise CohortError("give slides, a clinical table with their paths, or both")
+            paths = self._paths_from_table(table)
+        else:
+            paths = _slide_table(slides)
+        if table is None:
+            ids = list(paths)
+            table = pd.DataFrame({slide_col: ids, patient_col: ids})
+            time_col = event_col = None
+        self.time_col, self.event_col = self._survival_columns(table, time_col, event_col)
+        self.clinical = self._validate(table, paths, on_unmatched)
+        self._paths = {sid: paths[sid] for sid in self.clinical[slide_col]}
+        self._mpp = self._resolution_overrides(mpp)
+        self.lesion_class = lesion_class
+        self.annotations_dir = Path(annotations_dir) if annotations_dir is not None else None
+        self._annotation_files = self._find_annotations()
+        self._annotation_cache: dict[str, list] = {}
+        self._dimensions: dict[str, tuple[int, int]] = {}
+
+    # ------------------------------------------------------------------------ building
+    @classmethod
+    def from_folder(
+        cls,
+        slides_dir: str | os.PathLike,
+        clinical: pd.DataFrame | str | os.PathLike | None = None,
+        **kwargs,
+    ) -> Cohort:
+        """Every slide file in ``slides_dir`` (hidden files skipped) with its clinical rows.
+
+        Takes the same keywords as :class:`Cohort`.
+        """
+        files = list_slides(slides_dir)
+        if not files:
+            raise CohortError(
+                f"no slide files in {str(slides_dir)!r} (looked for "
+                f"{', '.join(SLIDE_SUFFIXES[:9])} …)"
+            )
+        return cls(files, clinical, **kwargs)
+
+    def _read_table(self, clinical) -> pd.DataFrame | None:
+        if clinical is None:
+            return None
+        if isinstance(clinical, pd.DataFrame):
+            return clinical.copy()
+        path = Path(clinical)
+        if not path.is_file():
+            raise ClinicalTableError(f"no clinical table at {str(path)!r}; check the path")
+        try:
+            return pd.read_csv(path, dtype={self.slide_col: str, self.patient_col: str})
+        except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise ClinicalTableError(
+                f"cannot read the clinical table {str(path)!r}: {exc}"
+            ) from exc
+        except pd.errors.EmptyDataError:
+            raise ClinicalTableError(
+                f"the clinical table {str(path)!r} is empty; it needs a header row with "
+                f"{self.slide_col!r} and {self.patient_col!r} and one row per slide"
+            ) from None
+
+    def _paths_from_table(self, table: pd.DataFrame) -> dict[str, Path]:
+        if self.slide_col not in table:
+            raise ClinicalTableError(
+                f"the clinical table has no {self.slide_col!r} column to take slide paths from; "
+                f"it has {list(table.columns)}"
+            )
+        base = self.root or Path.cwd()
+        return _slide_table([base / str(p) for p in table[self.slide_col].astype(str)])
+
+    @staticmethod
+    def _survival_columns(table: pd.DataFrame, time_col, event_col) -> tuple:
+        if time_col is None or event_col is None:
+            return None, None
+        present = [c for c in (time_col, event_col) if c in table.columns]
+        if not present:
+            logger.info("cohort: no %r/%r columns, so no survival data", time_col, event_col)
+            return None, None
+        if len(present) == 1:
+            absent = event_col if present == [time_col] else time_col
+            raise ClinicalTableError(
+                f"the clinical table has {present[0]!r} but not {absent!r}; survival needs both "
+                "(or pass time_col=None, event_col=None to use the table without survival)"
+            )
+        return time_col, event_col
+
+    def _validate(self, table: pd.DataFrame, paths: dict[str, Path], on_unmatched: str):
+        sc, pc = self.slide_col, self.patient_col
+        for col in (sc, pc):
+            if col not in table.columns:
+                raise ClinicalTableError(
+                    f"the clinical table misses the column {col!r}; it has {list(table.columns)}. "
+                    "Rename it or pass slide_col=/patient_col="
+                )
+        table = table.copy()
+        raw = table[sc].astype(str)
+        table[sc] = [slide_id(v) if str(v) not in paths else str(v) for v in raw]
+        clean = validate_clinical(
+            table,
+            patient_key=pc,
+            slide_key=sc,
+            duration_key=self.time_col,
+            event_key=self.event_col,
+            require_events=False,
+        )
+        absent = clean[~clean[sc].isin(paths)]
+        unlisted = sorted(set(paths) - set(clean[sc]))
+        if (len(absent) or unlisted) and on_unmatched == "raise":
+            msg = []
+            if len(absent):
+                where = np.flatnonzero(~clean[sc].isin(paths))
+                rows = [f"{raw.iloc[i]!r} (row {i + 1})" for i in where]
+                msg.append(
+                    f"{len(absent)} clinical row(s) name a slide that is not there ({_names(rows)})"
+                )
+            if unlisted:
+                msg.append(f"{len(unlisted)} slide(s) have no clinical row ({_names(unlisted)})")
+            raise ClinicalTableError(
+                "; ".join(msg) + ". Fix the slide column or the files, or pass "
+                "on_unmatched='drop' to leave them out"
+            )
+        if len(absent):
+            logger.warning(
+                "cohort: dropped %d clinical row(s) without a slide file: %s",
+                len(absent),
+                _names(absent[sc]),
+            )
+        if unlisted:
+            logger.warning(
+                "cohort: left out %d slide(s) without a clinical row: %s",
+                len(unlisted),
+                _names(unlisted),
+            )
+        clean = clean[clean[sc].isin(paths)].reset_index(drop=True)
+        if clean.empty:
+            raise ClinicalTableError("no clinical row matches a slide; check the slide column")
+        return clean
+
+    def _resolution_overrides(self, mpp) -> dict[str, float]:
+        if mpp is None:
+            return {}
+        if isinstance(mpp, Mapping):
+            out = {str(k): float(v) for k, v in mpp.items()}
+            unknown = sorted(set(out) - set(self._paths))
+            if unknown:
+                raise CohortError(
+                    f"mpp overrides for {len(unknown)} slide(s) not in the cohort "
+                    f"({_names(unknown)}); slide ids look like {_names(self.slide_ids[:3])}"
+                )
+        else:
+            out = {sid: float(mpp) for sid in self._paths}
+        bad = sorted(k for k, v in out.items() if not np.isfinite(v) or v <= 0)
+        if bad:
+            raise CohortError(f"mpp must be a positive number of µm per pixel ({_names(bad)})")
+        return out
+
+    def _find_annotations(self) -> dict[str, Path]:
+        if self.annotations_dir is None:
+            return {}
+        if not self.annotations_dir.is_dir():
+            raise CohortError(f"no annotation folder at {str(self.annotations_dir)!r}")
+        found, unknown = _match_annotation_files(self.annotations_dir, self.slide_ids)
+        if unknown:
+            raise CohortError(
+                f"{len(unknown)} annotation file(s) in {str(self.annotations_dir)!r} match no "
+                f"slide of the cohort ({_names(unknown)}); name each file after its slide "
+                f"(e.g. {self.slide_ids[0]}.geojson) or remove it"
+            )
+        logger.info("cohort: annotations for %d of %d slides", len(found), len(self))
+        return found
+
+    # ------------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.slide_ids)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self._key(key)  # type: ignore[arg-type]
+        except UnknownSlideError:
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        n_pat = len(self.patients)
+        surv = f"survival {self.time_col}/{self.event_col}" if self.has_survival else "no survival"
+        ann = (
+            f"annotations for {len(self._annotation_files)}"
+            if self.has_annotations
+            else "no annotations"
+        )
+        return f"{type(self).__name__}({len(self)} slides, {n_pat} patients, {surv}, {ann})"
+
+    @property
+    def slide_ids(self) -> list[str]:
+        """Slide ids in table order."""
+        return [str(s) for s in self.clinical[self.slide_col]]
+
+    @property
+    def patients(self) -> list[str]:
+        """Patient ids in table order (a patient may have several slides)."""
+        return list(dict.fromkeys(str(p) for p in self.clinical[self.patient_col]))
+
+    @property
+    def has_survival(self) -> bool:
+        return self.time_col is not None
+
+    @property
+    def has_annotations(self) -> bool:
+        """Whether any slide has an annotation file."""
+        return bool(self._annotation_files)
+
+    def _key(self, key: str | os.PathLike) -> str:
+        key = str(key)
+        if key in self._paths:
+            return key
+        sid = slide_id(key)
+        if sid in self._paths:
+            return sid
+        rows = self.clinical[self.clinical[self.patient_col] == key]
+        if len(rows) == 1:
+            return str(rows[self.slide_col].iloc[0])
+        more = " …" if len(self) > 5 else ""
+        raise UnknownSlideError(
+            f"no slide {key!r} in this cohort; slide ids are {', '.join(self.slide_ids[:5])}{more}"
+        )
+
+    def slide_path(self, slide: str | os.PathLike) -> Path:
+        """Path of a slide file (by slide id, file name, path or a one-slide patient's id)."""
+        return self._paths[self._key(slide)]
+
+    def mpp_of(self, slide: str | os.PathLike) -> float | None:
+        """The resolution override of a slide (``None``: the file's own)."""
+        return self._mpp.get(self._key(slide))
+
+    def open(self, slide: str | os.PathLike) -> Slide:
+        """Open a slide with its resolution override applied."""
+        from workbench.io._slide import Slide
+
+        return Slide(self.slide_path(slide), mpp=self.mpp_of(slide))
+
+    def patient_of(self, slide: str | os.PathLike) -> str:
+        sid = self._key(slide)
+        return str(
+            self.clinical.loc[self.clinical[self.slide_col] == sid, self.patient_col].iloc[0]
+        )
+
+    def labels(self, column: str) -> pd.Series:
+        """A clinical column as slide labels, indexed by slide id.
+
+        Raises
+        ------
+        ClinicalTableError
+            The column is missing, has empty values (the slides are named) or only one class.
+        """
+        if column not in self.clinical.columns:
+            usable = [c for c in self.clinical.columns if c not in (self.slide_col,)]
+            raise ClinicalTableError(
+                f"no label column {column!r} in the clinical table; its columns are {usable}"
+            )
+        values = self.clinical[column]
+        values = pd.Series(values.to_numpy(), index=self.slide_ids, name=column)
+        empty = values.isna() | (values.astype(str).str.strip() == "")
+        if empty.any():
+            raise ClinicalTableError(
+                f"{int(empty.sum())} slide(s) have no {column!r} label "
+                f"({_names(values.index[empty])}); fill them in or leave those slides out "
+                "(cohort.subset)"
+            )
+        if values.nunique() < 2:
+            raise ClinicalTableError(
+                f"the label column {column!r} has a single class ({values.iloc[0]!r}) over "
+                f"{len(values)} slide(s); training needs at least two classes"
+            )
+        return values
+
+    # ------------------------------------------------------------------------ annotations
+    def annotation_file(self, slide: str | os.PathLike) -> Path | None:
+        """The annotation file matched to a slide, or ``None``.
+
+        Matching: the file name without ``.geojson``/``.json`` is the slide id, the slide's
+        file name (``S1.svs.geojson``, as QuPath names exports) or the id followed by ``_``,
+        ``.``, ``-`` or a space and a tag (``S1_lesion.geojson``).
+        """
+        return self._annotation_files.get(self._key(slide))
+
+    def annotations(self, slide: str | os.PathLike) -> list[Annotation] | None:
+        """The slide's lesion polygons (``lesion_class`` only), or ``None`` without a file.
+
+        An annotation file without lesion polygons gives ``[]``: an annotated slide without a
+        lesion.
+        """
+        sid = self._key(slide)
+        path = self._annotation_files.get(sid)
+        if path is None:
+            return None
+        if sid not in self._annotation_cache:
+            from workbench.io._geojson import read_geojson
+
+            anns = [a for a in read_geojson(path) if a.geometry_type in ("Polygon", "MultiPolygon")]
+            if self.lesion_class is not None:
+                wanted = (
+                    [self.lesion_class] if isinstance(self.lesion_class, str) else self.lesion_class
+                )
+                wanted_lower = {w.lower() for w in wanted}
+                anns = [a for a in anns if (a.classification or "").lower() in wanted_lower]
+            self._annotation_cache[sid] = anns
+        return list(self._annotation_cache[sid])
+
+    def dimensions(self, slide: str | os.PathLike) -> tuple[int, int]:
+        """Level-0 ``(width, height)`` of a slide (opened once, then remembered)."""
+        sid = self._key(slide)
+        if sid not in self._dimensions:
+            with self.open(sid) as s:
+                self._dimensions[sid] = tuple(int(v) for v in s.dimensions)
+        return self._dimensions[sid]
+
+    def lesion_mask(
+        self, slide: str | os.PathLike, downsample: float = 16
+    ) -> tuple[np.ndarray, float] | None:
+        """``(mask, downsample)``: the lesion annotations rasterised at ``downsample`` level-0
+        pixels per mask pixel, or ``None`` when the slide has no annotation file."""
+        anns = self.annotations(slide)
+        if anns is None:
+            return None
+        from workbench.io._geojson import annotations_to_mask
+
+        w, h = self.dimensions(slide)
+        ds = float(downsample)
+        shape = (max(1, int(np.ceil(h / ds))), max(1, int(np.ceil(w / ds))))
+        return annotations_to_mask(anns, shape, scale_xy=(ds, ds)), ds
+
+    # ------------------------------------------------------------------------ subsets
+    def subset(self, slides: Iterable[str | os.PathLike]) -> Cohort:
+        """A cohort of these slides (any key :meth:`slide_path` accepts), in the given order."""
+        keys = [self._key(s) for s in slides]
+        if not keys:
+            raise CohortError("a subset needs at least one slide")
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise CohortError(f"slides named more than once in the subset ({_names(dup)})")
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        order = {k: i for i, k in enumerate(keys)}
+        rows = self.clinical[self.clinical[self.slide_col].isin(order)]
+        new.clinical = rows.iloc[np.argsort([order[s] for s in rows[self.slide_col]])].reset_index(
+            drop=True
+        )
+        new._paths = {k: self._paths[k] for k in keys}
+        new._mpp = {k: v for k, v in self._mpp.items() if k in order}
+        new._annotation_files = {k: v for k, v in self._annotation_files.items() if k in order}
+        new._annotation_cache = {k: v for k, v in self._annotation_cache.items() if k in order}
+        new._dimensions = {k: v for k, v in self._dimensions.items() if k in order}
+        new._subset_hook(keys)
+        return new
+
+    def _subset_hook(self, keys: list[str]) -> None:
+        """Subclasses restrict what else they carry to the subset's slides."""
+
+
+__all__ = ["ANNOTATION_SUFFIXES", "SLIDE_SUFFIXES", "Cohort", "list_slides", "slide_id"]
