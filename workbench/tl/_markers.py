@@ -179,7 +179,9 @@ class FeatureUniqueness:
         """
         from contextlib import nullcontext
 
-        from threadpoolctl import threadpool_limits
+        import sklearn.cluster  # noqa: F401  (loaded first: a thread limit only reaches
+        import sklearn.metrics  # noqa: F401  libraries already loaded; KMeans ran ~30x
+        from threadpoolctl import threadpool_limits  # slower on a busy machine otherwise)
 
         limit = threadpool_limits(self.n_threads) if self.n_threads else nullcontext()
         with limit:
