@@ -44,6 +44,14 @@ class GeoJSONError(WorkbenchError, ValueError):
     """A GeoJSON file is not a FeatureCollection of polygons we can read."""
 
 
+class GeoJSONRepairWarning(UserWarning):
+    """``read_geojson(..., repair=True)`` changed a geometry; the message says what changed."""
+
+
+class NotBrightfieldWarning(UserWarning):
+    """A slide does not look like brightfield H&E (e.g. fluorescence), yet an H&E model reads it."""
+
+
 class MarkerError(WorkbenchError, ValueError):
     """Marker discovery got inputs it cannot use (missing features, one outcome group, unfitted)."""
 

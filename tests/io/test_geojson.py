@@ -183,3 +183,142 @@ def test_write_rejects_non_annotations(tmp_path):
     with pytest.raises(TypeError, match="not an Annotation"):
         write_geojson(tmp_path / "x.geojson", [{"type": "Feature"}])
     assert not (tmp_path / "x.geojson").exists()
+
+
+# ---------------------------------------------------------------- geometry checks
+def _feature(coords, gtype="Polygon", **props):
+    return {
+        "type": "Feature",
+        "id": "a1",
+        "geometry": {"type": gtype, "coordinates": coords},
+        "properties": {"name": "lesion A", **props},
+    }
+
+
+def _write(tmp_path, obj) -> object:
+    p = tmp_path / "in.geojson"
+    p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return p
+
+
+BOW_TIE = [[[0, 0], [20, 20], [20, 0], [0, 20], [0, 0]]]  # a square's corners in the wrong order
+
+
+def test_self_intersection_raises_naming_the_feature(tmp_path):
+    ok = _feature([[[0, 0], [5, 0], [5, 5], [0, 0]]])
+    path = _write(tmp_path, {"type": "FeatureCollection", "features": [ok, _feature(BOW_TIE)]})
+    with pytest.raises(GeoJSONError, match="Self-intersection") as info:
+        read_geojson(path)
+    msg = str(info.value)
+    assert "feature 1 (id 'a1', name 'lesion A')" in msg and "repair=True" in msg
+
+
+def test_repair_keeps_both_lobes_and_reports_the_change(tmp_path):
+    from workbench import GeoJSONRepairWarning
+
+    path = _write(tmp_path, [_feature(BOW_TIE)])
+    with pytest.warns(GeoJSONRepairWarning, match="feature 0: repaired an invalid outline"):
+        (ann,) = read_geojson(path, repair=True)
+    assert ann.geometry_type == "MultiPolygon" and len(ann.geometry["coordinates"]) == 2
+    assert ann.area == pytest.approx(200.0)  # two triangles of 100 px², none lost
+    assert ann.repairs and "Self-intersection" in ann.repairs[0] and "200.0 px²" in ann.repairs[0]
+    import shapely
+    from shapely.geometry import shape
+
+    assert shapely.is_valid(shape(ann.geometry))
+    # the repaired outline is written and read back unchanged, without a warning
+    out = write_geojson(tmp_path / "fixed.geojson", [ann])
+    (again,) = read_geojson(out)
+    assert again.geometry == ann.geometry and again.repairs == []
+
+
+def test_open_ring_raises_or_is_closed_when_repairing(tmp_path):
+    from workbench import GeoJSONRepairWarning
+
+    path = _write(tmp_path, [_feature([[[0, 0], [9, 0], [9, 9], [0, 9]]])])
+    with pytest.raises(GeoJSONError, match="is not closed"):
+        read_geojson(path)
+    with pytest.warns(GeoJSONRepairWarning, match="closed the ring coordinates\\[0\\]"):
+        (ann,) = read_geojson(path, repair=True)
+    assert ann.geometry["coordinates"][0][-1] == [0, 0] and ann.area == pytest.approx(81)
+
+
+def test_valid_files_are_not_changed_by_reading(qupath_file):
+    anns = read_geojson(qupath_file, repair=True)
+    assert all(a.repairs == [] for a in anns)
+    assert anns[0].geometry == QUPATH_EXPORT["features"][0]["geometry"]
+
+
+def test_write_refuses_a_non_finite_or_invalid_geometry_and_writes_nothing(tmp_path):
+    nan = Annotation(
+        {"type": "Polygon", "coordinates": [[[0, 0], [1, float("nan")], [1, 1], [0, 0]]]}
+    )
+    with pytest.raises(GeoJSONError, match="annotation 0: coordinates\\[0\\]\\[1\\]"):
+        write_geojson(tmp_path / "a.geojson", [nan])
+    bow = Annotation({"type": "Polygon", "coordinates": BOW_TIE}, name="bow")
+    with pytest.raises(GeoJSONError, match="annotation 0 \\(name 'bow'\\).*Self-intersection"):
+        write_geojson(tmp_path / "a.geojson", [bow])
+    assert not (tmp_path / "a.geojson").exists()
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.5, 1.5])
+def test_traced_polygons_are_always_valid(tolerance):
+    import shapely
+    from scipy import ndimage
+    from shapely.geometry import shape
+
+    rng = np.random.default_rng(11)
+    for _ in range(12):
+        m = ndimage.gaussian_filter(rng.random((50, 60)), rng.uniform(0.7, 2.5)) > 0.5
+        for ann in mask_to_annotations(m, tolerance=tolerance):
+            assert shapely.is_valid(shape(ann.geometry))
+
+
+# ---------------------------------------------------------------- rasterising
+def test_rasteriser_matches_pixel_centre_rule_of_skimage_on_random_polygons():
+    from skimage.draw import polygon as draw_polygon
+
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        n = int(rng.integers(3, 25))
+        centre = rng.uniform(-10, 90, 2)
+        ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+        rad = rng.uniform(3, 50, n)
+        pts = np.c_[centre[0] + rad * np.cos(ang), centre[1] + rad * np.sin(ang)]
+        pts = np.vstack([pts, pts[:1]])
+        ann = Annotation({"type": "Polygon", "coordinates": [pts.tolist()]})
+        got = annotations_to_mask([ann], (80, 90))
+        want = np.zeros((80, 90), bool)
+        rr, cc = draw_polygon(pts[:, 1] - 0.5, pts[:, 0] - 0.5, shape=want.shape)
+        want[rr, cc] = True
+        np.testing.assert_array_equal(got, want)
+
+
+def test_million_vertex_outline_rasterises_to_its_area():
+    n = 1_000_000
+    theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    ring = np.c_[2048 + 1600 * np.cos(theta), 2048 + 1600 * np.sin(theta)]
+    ring = np.vstack([ring, ring[:1]]).tolist()
+    mask = annotations_to_mask(
+        [Annotation({"type": "Polygon", "coordinates": [ring]})], (256, 256), scale_xy=(16, 16)
+    )
+    assert mask.sum() == pytest.approx(np.pi * 100**2, rel=0.01)  # radius 1600 / 16 = 100 px
+    assert mask[128, 128] and not mask[5, 5]
+
+
+def test_a_hole_cuts_only_its_own_polygon():
+    big = Annotation(
+        {"type": "Polygon", "coordinates": [[[0, 0], [40, 0], [40, 40], [0, 40], [0, 0]]]}
+    )
+    donut = Annotation(
+        {
+            "type": "Polygon",
+            "coordinates": [
+                [[10, 10], [30, 10], [30, 30], [10, 30], [10, 10]],
+                [[15, 15], [15, 25], [25, 25], [25, 15], [15, 15]],
+            ],
+        }
+    )
+    mask = annotations_to_mask([big, donut], (40, 40))
+    assert mask.all()  # the donut's hole lies inside the big square, which stays filled
+    assert not annotations_to_mask([donut], (40, 40))[20, 20]

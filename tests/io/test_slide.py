@@ -247,3 +247,166 @@ def test_real_truncated_copy_raises(real_data, tmp_path, fraction):
     bad.write_bytes(data[: int(len(data) * fraction)])
     with pytest.raises(SlideOpenError, match="truncated"):
         Slide(bad)
+
+
+# ---------------------------------------------------------------- bounded reads
+class _ReadSpy:
+    """Records the size of every raw (single OpenSlide call) read of a slide."""
+
+    def __init__(self, monkeypatch):
+        import workbench.io._slide as slide_mod
+
+        self.sizes: list[tuple[int, int]] = []
+        original = slide_mod.Slide._raw_read
+
+        def spy(slide, location_xy, level, size_xy):
+            self.sizes.append((int(size_xy[0]), int(size_xy[1])))
+            return original(slide, location_xy, level, size_xy)
+
+        monkeypatch.setattr(slide_mod.Slide, "_raw_read", spy)
+
+    @property
+    def pixels(self) -> int:
+        return sum(w * h for w, h in self.sizes)
+
+    @property
+    def largest(self) -> int:
+        return max((w * h for w, h in self.sizes), default=0)
+
+
+def test_region_above_the_pixel_limit_is_refused_with_tiling_advice(gradient, monkeypatch):
+    s = Slide.from_array(gradient, mpp=0.5)
+    with pytest.raises(InvalidRegionError, match="read it in tiles") as info:
+        s.read_region((0, 0), (100_000, 100_000))
+    assert "10,000,000,000 pixels" in str(info.value) and "max_pixels=" in str(info.value)
+    # per call, per slide, and for every slide
+    assert s.read_region((0, 0), (100, 100), max_pixels=10_000).shape == (100, 100, 3)
+    with pytest.raises(InvalidRegionError, match="limit of 9,999 pixels"):
+        s.read_region((0, 0), (100, 100), max_pixels=9_999)
+    small = Slide.from_array(gradient, mpp=0.5, max_region_pixels=400)
+    with pytest.raises(InvalidRegionError, match="limit of 400"):
+        small.read_region((0, 0), (21, 20))
+    assert small.read_region((0, 0), (20, 20)).shape == (20, 20, 3)
+    assert pickle.loads(pickle.dumps(small)).max_region_pixels == 400
+    monkeypatch.setattr(Slide, "max_region_pixels", 99)
+    with pytest.raises(InvalidRegionError, match="limit of 99 pixels"):
+        s.read_region((0, 0), (10, 10))
+    with pytest.raises(InvalidRegionError, match="coarser mpp"):
+        s.thumbnail(mpp=0.5)
+
+
+@pytest.mark.parametrize(
+    "location", [(float("nan"), 0), (0, float("inf")), ("a", 0), (1, 2, 3)], ids=str
+)
+def test_non_finite_or_malformed_location_raises(gradient, location):
+    s = Slide.from_array(gradient, mpp=0.5)
+    with pytest.raises(InvalidRegionError, match="location_xy must be two"):
+        s.read_region(location, (10, 10))
+
+
+def test_file_region_partly_outside_decodes_only_the_inside(tmp_path, gradient, monkeypatch):
+    path = tmp_path / "p.tif"
+    write_pyramid(path, gradient, mpp=0.5, levels=3)
+    with Slide(path) as s:
+        whole = s.read_region((0, 0), (800, 600))
+        spy = _ReadSpy(monkeypatch)
+        out = s.read_region((700, -100), (300, 250))  # 100 x 150 of 300 x 250 on the slide
+    assert spy.pixels == 100 * 150
+    expected = np.full((250, 300, 3), 255, np.uint8)
+    expected[100:, :100] = whole[:150, 700:]
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_large_reads_go_in_bounded_blocks_with_the_same_pixels(tmp_path, gradient, monkeypatch):
+    import workbench.io._slide as slide_mod
+
+    path = tmp_path / "p.tif"
+    write_pyramid(path, gradient, mpp=0.5, levels=3)
+    with Slide(path) as s:
+        cases = [
+            dict(location_xy=(-50, 20), size_xy=(700, 500)),
+            dict(location_xy=(-50, 20), size_xy=(300, 200), mpp=1.3),
+            dict(location_xy=(10, -40), size_xy=(200, 150), level=1),
+        ]
+        one_block = [s.read_region(**c) for c in cases]
+        thumb = s.thumbnail(mpp=0.9)
+        monkeypatch.setattr(slide_mod, "_BLOCK_PIXELS", 2_000)
+        spy = _ReadSpy(monkeypatch)
+        blocks = [s.read_region(**c) for c in cases]
+        thumb_blocks = s.thumbnail(mpp=0.9)
+    assert spy.largest <= 2_000
+    np.testing.assert_array_equal(blocks[0], one_block[0])
+    np.testing.assert_array_equal(blocks[2], one_block[2])
+    # Resampled blocks join without seams; Pillow's box filter takes a source pixel whole or
+    # not at all, and block offsets can tip a tie at a few output pixels (this image wraps
+    # from 255 to 0, which makes such a pixel stand out).
+    for got, want in ((blocks[1], one_block[1]), (thumb_blocks, thumb)):
+        diff = np.abs(got.astype(int) - want)
+        assert diff.mean() < 0.5 and (diff > 2).mean() < 0.01
+
+
+def _write_single_level(path, image, *, mpp=0.5):
+    import tifffile
+
+    res = 1e4 / mpp
+    tifffile.imwrite(
+        path,
+        image,
+        tile=(128, 128),
+        compression="jpeg",
+        photometric="rgb",
+        resolution=(res, res),
+        resolutionunit="CENTIMETER",
+    )
+
+
+def test_coarse_read_of_a_single_level_slide_is_blockwise_and_area_averaged(tmp_path, monkeypatch):
+    import workbench.io._slide as slide_mod
+
+    rng = np.random.default_rng(0)
+    img = np.repeat(np.repeat(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), 64, 0), 64, 1)
+    path = tmp_path / "single.tif"
+    _write_single_level(path, img)  # 1024 x 1024, one level
+    monkeypatch.setattr(slide_mod, "_BLOCK_PIXELS", 2**15)
+    with Slide(path) as s:
+        assert s.level_count == 1
+        spy = _ReadSpy(monkeypatch)
+        # mpp 32 = 64 level-0 px per output px; 100 x 100 output, only 16 x 16 on the slide
+        out = s.read_region((0, 0), (100, 100), mpp=32.0)
+    assert spy.largest <= 2**15 and spy.pixels < 1.2 * 1024 * 1024
+    assert (out[16:] == 255).all() and (out[:, 16:] == 255).all()
+    assert np.abs(out[:16, :16].astype(int) - rng_blocks(img)).mean() < 3  # JPEG
+
+
+def rng_blocks(img: np.ndarray) -> np.ndarray:
+    return img.reshape(16, 64, 16, 64, 3).mean(axis=(1, 3))
+
+
+def test_reading_a_closed_slide_raises_slide_open_error(tmp_path, gradient):
+    path = tmp_path / "p.tif"
+    write_pyramid(path, gradient, levels=1)
+    s = Slide(path)
+    s.close()
+    with pytest.raises(SlideOpenError, match="closed"):
+        s.read_region((0, 0), (8, 8))
+
+
+@pytest.mark.realdata
+def test_real_coarse_read_without_coarse_level_uses_associated_thumbnail(real_data, monkeypatch):
+    import workbench.io._slide as slide_mod
+
+    path = real_data / "slides" / "CMU-1-Small-Region.svs"  # one level, 574 x 768 thumbnail
+    with Slide(path) as s:
+        mpp = s.mpp * 8  # coarser than the associated thumbnail (about 3.9 px per px)
+        from_level0 = s.read_region((0, 0), (277, 370), mpp=mpp)
+        thumb_from_level0 = s.thumbnail(max_size=256)
+        monkeypatch.setattr(slide_mod, "_ASSOCIATED_THUMBNAIL_PIXELS", 10_000)
+        spy = _ReadSpy(monkeypatch)
+        from_thumb = s.read_region((0, 0), (277, 370), mpp=mpp)
+        thumb = s.thumbnail(max_size=256)
+        finer = s.read_region((0, 0), (100, 100), mpp=s.mpp * 2)  # finer than the thumbnail
+    assert len(spy.sizes) == 1  # only the finer read decoded slide tiles
+    assert from_thumb.shape == from_level0.shape and thumb.shape == thumb_from_level0.shape
+    assert np.abs(from_thumb.astype(float) - from_level0).mean() < 6
+    assert np.abs(thumb.astype(float) - thumb_from_level0).mean() < 6
+    assert finer.shape == (100, 100, 3)

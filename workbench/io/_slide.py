@@ -23,6 +23,20 @@ if TYPE_CHECKING:  # pragma: no cover
 # without limit (OpenSlide's own default is 32 MiB).
 DEFAULT_CACHE_BYTES = 64 * 2**20
 
+# The largest region (output pixels) read_region and thumbnail return unless told otherwise:
+# 2**28 px is a 16,384² RGB array of 768 MiB. Larger requests are almost always a mistake
+# (level-0 coordinates taken for another level's, a whole slide at 0.25 µm/px) and would end
+# in an unexplained MemoryError; they raise InvalidRegionError saying how to read in tiles.
+DEFAULT_MAX_REGION_PIXELS = 2**28
+
+# Source pixels decoded per OpenSlide call when a region is large, partly outside the slide or
+# resampled: bounds the transient RGBA buffers (4 bytes/px, twice) whatever the request.
+_BLOCK_PIXELS = 2**24
+
+# A coarse request on a slide without a coarse enough level would decode more than this many
+# source pixels: read it from the file's own associated thumbnail instead when that suffices.
+_ASSOCIATED_THUMBNAIL_PIXELS = 2**26
+
 # A magic number check before OpenSlide sees the file: a text file named .svs then gets a
 # clear message rather than OpenSlide's "Unsupported or missing image file".
 _MAGIC = {
@@ -148,6 +162,12 @@ class Slide:
     cache_bytes
         Size of OpenSlide's decoded-tile cache for this slide.
 
+    max_region_pixels
+        The largest region (in output pixels) this slide's :meth:`read_region` and
+        :meth:`thumbnail` return; by default the class-wide ``Slide.max_region_pixels``
+        (:data:`DEFAULT_MAX_REGION_PIXELS`, 2**28). Change the class attribute to change it
+        for every slide.
+
     Raises
     ------
     SlideOpenError
@@ -159,15 +179,22 @@ class Slide:
     ...     tile = s.read_region((1000, 2000), (512, 512), mpp=1.0)
     """
 
+    #: Class-wide read limit in output pixels; a ``max_region_pixels=`` argument overrides it.
+    max_region_pixels: int = DEFAULT_MAX_REGION_PIXELS
+
     def __init__(
         self,
         path: str | os.PathLike,
         *,
         mpp: float | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        max_region_pixels: int | None = None,
     ) -> None:
         self._array_levels: list[np.ndarray] | None = None
         self._osr = None
+        self._assoc_thumb: tuple | None = None
+        if max_region_pixels is not None:
+            self.max_region_pixels = _pixel_limit(max_region_pixels)
         path = Path(path)
         _check_file(path)
         if mpp is not None and _float_or_none(mpp) is None:
@@ -256,6 +283,7 @@ class Slide:
         mpp: float | None = None,
         name: str = "array",
         n_levels: int | None = None,
+        max_region_pixels: int | None = None,
     ) -> Slide:
         """An in-memory slide from an ``(rows, cols, 3)`` uint8 RGB (or RGBA) array.
 
@@ -282,7 +310,10 @@ class Slide:
             levels.append(_downsample2(prev))
         self = cls.__new__(cls)
         self._osr = None
+        self._assoc_thumb = None
         self._array_levels = levels
+        if max_region_pixels is not None:
+            self.max_region_pixels = _pixel_limit(max_region_pixels)
         h, w = arr.shape[:2]
         dims = tuple((int(lv.shape[1]), int(lv.shape[0])) for lv in levels)
         self._info = SlideInfo(
@@ -348,17 +379,21 @@ class Slide:
 
     def __getstate__(self) -> dict:
         # Picklable for dask workers: the file is reopened on the other side.
+        extra = {}
+        if "max_region_pixels" in self.__dict__:
+            extra["max_region_pixels"] = self.__dict__["max_region_pixels"]
         if self._array_levels is not None:
-            return {"array": self._array_levels[0], "info": self._info}
-        return {"path": self._info.path, "info": self._info}
+            return {"array": self._array_levels[0], "info": self._info, **extra}
+        return {"path": self._info.path, "info": self._info, **extra}
 
     def __setstate__(self, state: dict) -> None:
+        limit = state.get("max_region_pixels")
         if "array" in state:
-            other = Slide.from_array(state["array"], mpp=state["info"].mpp)
+            other = Slide.from_array(state["array"], mpp=state["info"].mpp, max_region_pixels=limit)
             self.__dict__.update(other.__dict__)
             self._info = state["info"]
         else:
-            other = Slide(state["path"], mpp=state["info"].mpp)
+            other = Slide(state["path"], mpp=state["info"].mpp, max_region_pixels=limit)
             self.__dict__.update(other.__dict__)
 
     # ------------------------------------------------------------------ levels
@@ -371,11 +406,16 @@ class Slide:
         return best
 
     def _raw_read(self, location_xy: tuple[int, int], level: int, size_xy: tuple[int, int]):
-        """Read ``size_xy`` pixels at ``level`` from level-0 ``location_xy``; white outside."""
+        """Read ``size_xy`` pixels at ``level`` from level-0 ``location_xy``; white outside.
+
+        One OpenSlide call; callers keep ``size_xy`` within ``_BLOCK_PIXELS``.
+        """
         if self._array_levels is not None:
             return self._array_read(location_xy, level, size_xy)
         if self._osr is None:
-            raise ValueError(f"slide {self.path!r} is closed")
+            raise SlideOpenError(
+                self.path, "the slide was closed; open it again (or read inside its with-block)"
+            )
         import openslide
 
         try:
@@ -387,23 +427,14 @@ class Slide:
         if (arr[..., 3] == 255).all():
             # A view of the RGB channels: copying them would cost ~10 % of a tile read.
             return arr[..., :3]
-        # Composite transparent pixels (outside the scanned area) onto white.
-        a = arr[..., 3:4].astype(np.float32) / 255.0
-        rgb = arr[..., :3].astype(np.float32) * a + 255.0 * (1.0 - a)
-        return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+        return _composite_on_white(arr)
 
     def _array_read(self, location_xy, level, size_xy) -> np.ndarray:
         src = self._array_levels[level]
         ds = self._info.level_downsamples[level]
         x0 = int(math.floor(location_xy[0] / ds))
         y0 = int(math.floor(location_xy[1] / ds))
-        w, h = int(size_xy[0]), int(size_xy[1])
-        out = np.full((h, w, 3), 255, dtype=np.uint8)
-        sx0, sy0 = max(x0, 0), max(y0, 0)
-        sx1, sy1 = min(x0 + w, src.shape[1]), min(y0 + h, src.shape[0])
-        if sx1 > sx0 and sy1 > sy0:
-            out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = src[sy0:sy1, sx0:sx1]
-        return out
+        return _crop_padded(src, x0, y0, int(size_xy[0]), int(size_xy[1]))
 
     # ------------------------------------------------------------------ reading
     def read_region(
@@ -413,8 +444,13 @@ class Slide:
         *,
         mpp: float | None = None,
         level: int | None = None,
+        max_pixels: int | None = None,
     ) -> np.ndarray:
         """Read a region as an ``(rows, cols, 3)`` uint8 RGB array.
+
+        Only the part of the region that lies on the slide is decoded (in blocks of at most
+        2**24 source pixels); the rest is white. Memory therefore stays close to the size of
+        the result whatever the request.
 
         Parameters
         ----------
@@ -424,40 +460,62 @@ class Slide:
             ``(width, height)`` of the output in pixels, at the requested ``mpp`` or ``level``
             (at level 0 when neither is given).
         mpp
-            Output resolution in microns per pixel. The finest level that is not finer than
-            needed is read and resampled, so the work stays proportional to the output.
+            Output resolution in microns per pixel. The coarsest level that is not coarser
+            than needed is read and resampled, so the work stays proportional to the output;
+            when the file has no such level and the read would decode more than 2**26 pixels,
+            the file's own associated thumbnail is used if it is fine enough.
         level
             Read this pyramid level directly (no resampling). Exclusive with ``mpp``.
+        max_pixels
+            Refuse outputs larger than this many pixels; by default the slide's
+            ``max_region_pixels`` (2**28, a 768 MiB array).
 
         Raises
         ------
         InvalidRegionError
-            Zero or negative size, or a region that does not overlap the slide.
+            A non-finite location, a zero or negative size, a region that does not overlap
+            the slide, or one above the pixel limit (the message says how to read it in
+            tiles).
         MissingResolutionError
             ``mpp`` was asked for and the slide's resolution is unknown.
         """
         if mpp is not None and level is not None:
-            raise ValueError("give either mpp= or level=, not both")
-        x, y = (float(v) for v in location_xy)
-        w, h = (int(v) for v in size_xy)
-        if w <= 0 or h <= 0:
-            raise InvalidRegionError(f"region size must be positive, got size_xy={(w, h)}")
+            raise InvalidRegionError("give either mpp= or level=, not both")
+        x, y = _finite_pair(location_xy, "location_xy", "(x, y) in level-0 pixels")
+        w, h = _region_size(size_xy)
+        self._check_budget(w, h, max_pixels)
         if level is not None:
-            if not 0 <= level < self.level_count:
+            if not isinstance(level, int | np.integer) or not 0 <= level < self.level_count:
                 raise InvalidRegionError(
                     f"level {level} does not exist; this slide has levels 0..{self.level_count - 1}"
                 )
+            level = int(level)
             scale = self._info.level_downsamples[level]
         elif mpp is not None:
             if _float_or_none(mpp) is None:
-                raise ValueError(f"mpp must be a positive number, got {mpp!r}")
+                raise InvalidRegionError(
+                    f"mpp must be a positive number of microns per pixel, got {mpp!r}"
+                )
             scale = float(mpp) / self.require_mpp()
         else:
             scale = 1.0
         self._check_overlap(x, y, w * scale, h * scale)
         if level is not None or scale == 1.0:
-            return self._raw_read((int(round(x)), int(round(y))), level or 0, (w, h))
+            return self._read_level((int(round(x)), int(round(y))), level or 0, (w, h))
         return self._read_scaled((x, y), (w, h), scale)
+
+    def _check_budget(self, w: int, h: int, max_pixels: int | None, *, hint: str = "") -> None:
+        limit = self.max_region_pixels if max_pixels is None else _pixel_limit(max_pixels)
+        if w * h <= limit:
+            return
+        tile = 1 << max(8, min(12, int(math.log2(max(1, limit)) // 2)))
+        raise InvalidRegionError(
+            f"a region of {w:,} × {h:,} = {w * h:,} pixels ({w * h * 3 / 2**30:.1f} GiB as RGB) "
+            f"exceeds the read limit of {limit:,} pixels; read it in tiles (a loop over "
+            f"read_region with tiles of e.g. {tile:,} × {tile:,}, or pp.tile_tissue)"
+            f"{hint}, or raise the limit with max_pixels= for this call, "
+            "Slide(..., max_region_pixels=) for this slide or Slide.max_region_pixels for all"
+        )
 
     def _check_overlap(self, x: float, y: float, w0: float, h0: float) -> None:
         W, H = self.dimensions
@@ -467,50 +525,230 @@ class Slide:
                 f"outside the slide (level-0 size {W}×{H}); location_xy is (x, y) in level-0 pixels"
             )
 
+    def _read_level(self, loc0: tuple[int, int], level: int, size_xy: tuple[int, int]):
+        """``size_xy`` pixels of ``level`` from level-0 ``loc0``, decoding only the inside."""
+        if self._array_levels is not None:
+            return self._raw_read(loc0, level, size_xy)  # slices only the inside already
+        w, h = size_xy
+        ds = self._info.level_downsamples[level]
+        lw, lh = self._info.level_dimensions[level]
+        px, py = loc0[0] / ds, loc0[1] / ds  # top-left in this level's pixels
+        c0, c1 = max(0, math.ceil(-px - 1e-9)), min(w, math.ceil(lw - px - 1e-9))
+        r0, r1 = max(0, math.ceil(-py - 1e-9)), min(h, math.ceil(lh - py - 1e-9))
+        if (c0, r0, c1, r1) == (0, 0, w, h) and w * h <= _BLOCK_PIXELS:
+            return self._raw_read(loc0, level, size_xy)  # the common case: one call, no copy
+        out = np.full((h, w, 3), 255, dtype=np.uint8)
+        if c1 <= c0 or r1 <= r0:
+            return out
+        cols = min(c1 - c0, _BLOCK_PIXELS)
+        rows = max(1, _BLOCK_PIXELS // cols)
+        for r in range(r0, r1, rows):
+            rh = min(rows, r1 - r)
+            for c in range(c0, c1, cols):
+                cw = min(cols, c1 - c)
+                loc = (int(round(loc0[0] + c * ds)), int(round(loc0[1] + r * ds)))
+                out[r : r + rh, c : c + cw] = self._raw_read(loc, level, (cw, rh))
+        return out
+
     def _read_scaled(self, location_xy, size_xy, scale: float) -> np.ndarray:
         """Read an output of ``size_xy`` covering ``size_xy * scale`` level-0 pixels."""
         level = self.best_level_for_downsample(scale)
         ds = self._info.level_downsamples[level]
         rel = scale / ds  # source pixels (at `level`) per output pixel, >= ~1
+        x, y = location_xy
         w, h = size_xy
         if abs(rel - 1.0) < 1e-3:
-            return self._raw_read(
-                (int(round(location_xy[0])), int(round(location_xy[1]))), level, (w, h)
-            )
+            return self._read_level((int(round(x)), int(round(y))), level, (w, h))
+        W, H = self.dimensions
+        # Output pixels that overlap the slide; the others stay white and are never read.
+        c0, c1 = max(0, math.floor(-x / scale)), min(w, math.ceil((W - x) / scale))
+        r0, r1 = max(0, math.floor(-y / scale)), min(h, math.ceil((H - y) / scale))
         sw, sh = max(1, int(math.ceil(w * rel))), max(1, int(math.ceil(h * rel)))
-        src = self._raw_read(
-            (int(round(location_xy[0])), int(round(location_xy[1]))), level, (sw, sh)
-        )
-        return _resize(src, (w, h))
+        small = sw * sh <= min(_BLOCK_PIXELS, _ASSOCIATED_THUMBNAIL_PIXELS)
+        if (c0, r0, c1, r1) == (0, 0, w, h) and small:
+            src = self._raw_read((int(round(x)), int(round(y))), level, (sw, sh))
+            return _resize(src, (w, h))
+        out = np.full((h, w, 3), 255, dtype=np.uint8)
+        box0 = (x + c0 * scale, y + r0 * scale, x + c1 * scale, y + r1 * scale)  # level 0
+        source_px = (box0[2] - box0[0]) * (box0[3] - box0[1]) / ds**2
+        self._resample_into(out[r0:r1, c0:c1], box0, level, scale, source_px)
+        return out
 
-    def thumbnail(self, *, mpp: float | None = None, max_size: int | None = None) -> np.ndarray:
+    def _resample_into(self, dst, box0, level: int, scale: float, source_px: float) -> None:
+        """Fill ``dst`` with the level-0 box ``box0`` (x0, y0, x1, y1), resampled."""
+        thumb = self._associated_thumbnail() if source_px > _ASSOCIATED_THUMBNAIL_PIXELS else None
+        if thumb is not None and scale >= max(thumb[1], thumb[2]):
+            arr, tx, ty = thumb
+            box = (box0[0] / tx, box0[1] / ty, box0[2] / tx, box0[3] / ty)
+
+            def read(rx: int, ry: int, rw: int, rh: int) -> np.ndarray:
+                return _crop_padded(arr, rx, ry, rw, rh)
+
+        else:
+            ds = self._info.level_downsamples[level]
+            box = tuple(v / ds for v in box0)
+
+            def read(rx: int, ry: int, rw: int, rh: int) -> np.ndarray:
+                return self._raw_read((int(round(rx * ds)), int(round(ry * ds))), level, (rw, rh))
+
+        _resample_blocks(dst, box, read)
+
+    def thumbnail(
+        self,
+        *,
+        mpp: float | None = None,
+        max_size: int | None = None,
+        max_pixels: int | None = None,
+    ) -> np.ndarray:
         """The whole slide at ``mpp`` microns per pixel, or fitting in ``max_size`` pixels.
 
         Exactly one of ``mpp`` and ``max_size`` must be given. The output covers the whole
-        level-0 extent; its size is ``round(dimensions * mpp0 / mpp)``.
+        level-0 extent; its size is ``round(dimensions * mpp0 / mpp)``. The coarsest level
+        that is fine enough is read in blocks (or, for a slide without coarse levels, the
+        file's associated thumbnail when it is fine enough), so memory stays close to the
+        output's size. ``max_pixels`` is the read limit, as for :meth:`read_region`.
         """
         if (mpp is None) == (max_size is None):
-            raise ValueError("give exactly one of mpp= or max_size=")
+            raise InvalidRegionError("give exactly one of mpp= or max_size=")
         W, H = self.dimensions
         if mpp is not None:
+            if _float_or_none(mpp) is None:
+                raise InvalidRegionError(
+                    f"mpp must be a positive number of microns per pixel, got {mpp!r}"
+                )
             scale = float(mpp) / self.require_mpp()
         else:
-            if int(max_size) <= 0:
-                raise ValueError(f"max_size must be positive, got {max_size}")
-            scale = max(W, H) / float(max_size)
+            if _float_or_none(max_size) is None or int(max_size) <= 0:
+                raise InvalidRegionError(f"max_size must be a positive number, got {max_size!r}")
+            scale = max(W, H) / float(int(max_size))
         ow, oh = max(1, int(round(W / scale))), max(1, int(round(H / scale)))
+        self._check_budget(ow, oh, max_pixels, hint=", ask for a coarser mpp= or a max_size=")
         # Scale per axis so the output covers the slide exactly.
         level = self.best_level_for_downsample(scale)
         lw, lh = self._info.level_dimensions[level]
-        src = self._raw_read((0, 0), level, (lw, lh))
+        if lw * lh <= min(_BLOCK_PIXELS, _ASSOCIATED_THUMBNAIL_PIXELS):
+            src = self._raw_read((0, 0), level, (lw, lh))
+            if (lw, lh) == (ow, oh):
+                return src
+            return _resize(src, (ow, oh))
         if (lw, lh) == (ow, oh):
-            return src
-        return _resize(src, (ow, oh))
+            return self._read_level((0, 0), level, (lw, lh))
+        out = np.empty((oh, ow, 3), dtype=np.uint8)
+        ds = self._info.level_downsamples[level]
+        box0 = (0.0, 0.0, lw * ds, lh * ds)  # the whole level, as the small case resizes it
+        self._resample_into(out, box0, level, scale, float(lw * lh))
+        return out
+
+    def _associated_thumbnail(self) -> tuple[np.ndarray, float, float] | None:
+        """The file's associated ``thumbnail`` image and its level-0 px per pixel, if usable.
+
+        Usable when it shows the whole level-0 extent (same aspect ratio within 2 %).
+        """
+        if self._assoc_thumb is None:
+            found: tuple = ()
+            if self._osr is not None:
+                import openslide
+
+                try:
+                    img = self._osr.associated_images.get("thumbnail")
+                except (openslide.OpenSlideError, KeyError):  # pragma: no cover - damaged
+                    img = None
+                if img is not None:
+                    W, H = self.dimensions
+                    tx, ty = W / img.size[0], H / img.size[1]
+                    if tx > 1 and abs(tx / ty - 1.0) < 0.02:
+                        found = (np.asarray(img.convert("RGB")), tx, ty)
+            self._assoc_thumb = found
+        return self._assoc_thumb or None
 
     def thumbnail_scale(self, thumbnail_shape: Sequence[int]) -> tuple[float, float]:
         """Level-0 pixels per thumbnail pixel along ``(x, y)`` for a thumbnail of that shape."""
         W, H = self.dimensions
         return W / float(thumbnail_shape[1]), H / float(thumbnail_shape[0])
+
+
+def _pixel_limit(value: object) -> int:
+    try:
+        limit = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        limit = 0
+    if limit <= 0:
+        raise InvalidRegionError(f"a pixel limit must be a positive integer, got {value!r}")
+    return limit
+
+
+def _finite_pair(values: object, name: str, meaning: str) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in values)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise InvalidRegionError(f"{name} must be two numbers {meaning}, got {values!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise InvalidRegionError(f"{name} must be two finite numbers {meaning}, got {values!r}")
+    return a, b
+
+
+def _region_size(size_xy: object) -> tuple[int, int]:
+    w, h = _finite_pair(size_xy, "size_xy", "(width, height) in pixels")
+    w, h = int(w), int(h)
+    if w <= 0 or h <= 0:
+        raise InvalidRegionError(f"region size must be positive, got size_xy={(w, h)}")
+    return w, h
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    """RGB of an RGBA array composited onto white, in integers (no float copies)."""
+    rgb = np.array(rgba[..., :3])
+    alpha = rgba[..., 3]
+    part = alpha != 255
+    a = alpha[part].astype(np.uint16)[:, None]
+    rgb[part] = ((rgb[part].astype(np.uint16) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+    return rgb
+
+
+def _crop_padded(src: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+    """``src[y0:y0+h, x0:x0+w]`` with white where the window leaves ``src``."""
+    sx0, sy0 = max(x0, 0), max(y0, 0)
+    sx1, sy1 = min(x0 + w, src.shape[1]), min(y0 + h, src.shape[0])
+    if (sx0, sy0, sx1, sy1) == (x0, y0, x0 + w, y0 + h):
+        return src[sy0:sy1, sx0:sx1]
+    out = np.full((h, w, 3), 255, dtype=np.uint8)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = src[sy0:sy1, sx0:sx1]
+    return out
+
+
+def _resample_blocks(dst: np.ndarray, box: tuple[float, ...], read) -> None:
+    """Resample the source box ``(x0, y0, x1, y1)`` into ``dst``, block by block.
+
+    ``read(x, y, w, h)`` returns source pixels (white outside the source). Each block reads
+    at most about ``_BLOCK_PIXELS`` source pixels plus a margin for the filter, and Pillow's
+    ``box=`` places it exactly, so the blocks join without seams.
+    """
+    from PIL import Image
+
+    oh, ow = dst.shape[:2]
+    x0, y0, x1, y1 = box
+    rx, ry = (x1 - x0) / ow, (y1 - y0) / oh  # source pixels per output pixel
+    margin = 2
+    method = Image.Resampling.BOX if rx >= 1 and ry >= 1 else Image.Resampling.BILINEAR
+    pad = 2 * margin + 2  # the margin on both sides, plus rounding out to whole pixels
+    if (ow * rx + pad) * (ry + pad) <= _BLOCK_PIXELS:
+        bw = ow
+    else:
+        bw = max(1, int((math.sqrt(_BLOCK_PIXELS) - pad) / rx))
+    bh = max(1, int((_BLOCK_PIXELS / (bw * rx + pad) - pad) / ry))
+    for r in range(0, oh, bh):
+        rr = min(bh, oh - r)
+        sy0, sy1 = y0 + r * ry, y0 + (r + rr) * ry
+        iy0, iy1 = math.floor(sy0) - margin, math.ceil(sy1) + margin
+        for c in range(0, ow, bw):
+            cc = min(bw, ow - c)
+            sx0, sx1 = x0 + c * rx, x0 + (c + cc) * rx
+            ix0, ix1 = math.floor(sx0) - margin, math.ceil(sx1) + margin
+            src = read(ix0, iy0, ix1 - ix0, iy1 - iy0)
+            img = Image.fromarray(np.ascontiguousarray(src))
+            part = img.resize((cc, rr), method, box=(sx0 - ix0, sy0 - iy0, sx1 - ix0, sy1 - iy0))
+            dst[r : r + rr, c : c + cc] = np.asarray(part)
 
 
 def _downsample2(arr: np.ndarray) -> np.ndarray:

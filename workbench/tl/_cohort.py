@@ -201,13 +201,14 @@ def read_slides(folder: str | PathLike, *, pattern: str = "*.h5ad") -> list[AnnD
     folder
         Folder holding one ``.h5ad`` per slide.
     pattern
-        Glob pattern of the files.
+        Glob pattern of the files; hidden files (``.*``, e.g. temporary files of a killed
+        writer) are skipped.
     """
-    from pathlib import Path
-
     import anndata
 
-    paths = sorted(Path(folder).glob(pattern))
+    from workbench.io import list_results
+
+    paths = list_results(folder, pattern)  # hidden and half-written files are never results
     if not paths:
         raise FileNotFoundError(f"no {pattern} files in {folder}")
     out = []
