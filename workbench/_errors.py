@@ -52,6 +52,10 @@ class NotBrightfieldWarning(UserWarning):
     """A slide does not look like brightfield H&E (e.g. fluorescence), yet an H&E model reads it."""
 
 
+class InvalidImageError(WorkbenchError, ValueError):
+    """An image array is not what the function needs (shape, dtype, empty)."""
+
+
 class MarkerError(WorkbenchError, ValueError):
     """Marker discovery got inputs it cannot use (missing features, one outcome group, unfitted)."""
 
