@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import anndata as ad
 import pytest
@@ -44,7 +43,10 @@ def test_demo_runs_end_to_end_then_resumes(tmp_path, capsys):
     assert 0.0 <= evaluation["focus_hit_rate"] <= 1.0
     assert len(list((out / "slides").glob("*.h5ad"))) == 9
     refine = json.loads((out / "refine.json").read_text())
-    assert refine["slide_id"] in {Path(s).stem for s in training["test_slides"]}
+    assert refine["slide_id"] in set(training["test_slides"])
+    assert training["label"] == "grade_group" and training["classes"][-1] == "high grade (3)"
+    clinical = (out / "clinical.csv").read_text()  # the label column, written as a user would
+    assert "grade_group" in clinical.splitlines()[0]
     assert len(refine["iou_per_click"]) == refine["n_clicks"] + 1
     assert refine["iou_per_click"][-1] > refine["iou_per_click"][0]
     assert (out / refine["geojson"]).exists()
@@ -95,8 +97,14 @@ def test_parser_defaults():
 def test_train_extract_discover_report_commands(tiny_cohort, tmp_path, capsys):
     root = tiny_cohort.root
     model = tmp_path / "model"
-    assert main(["train", str(root), "--out", str(model), "--epochs", "1", "--no-progress"]) == 0
+    clinical = str(root / "clinical.csv")  # its slide column holds paths: accepted
+    train = ["train", str(root / "slides"), "--clinical", clinical, "--label", "grade",
+             "--annotations", str(root / "annotations"), "--out", str(model), "--epochs", "1",
+             "--no-progress"]  # fmt: skip
+    assert main(train) == 0
+    assert "predict 'grade' (1, 2, 3)" in capsys.readouterr().out
     assert (model / "model.safetensors").exists() and (model / "config.json").exists()
+    assert json.loads((model / "training.json").read_text())["classes"] == ["1", "2", "3"]
 
     slides = tmp_path / "slides"
     args = ["extract", str(root / "slides"), "--model", str(model), "--out", str(slides)]
@@ -110,13 +118,37 @@ def test_train_extract_discover_report_commands(tiny_cohort, tmp_path, capsys):
     assert main(missing) == 1
     assert "no such file" in capsys.readouterr().err
 
-    clinical = str(root / "clinical.csv")
     assert main(["discover", str(slides), clinical, "--out", str(tmp_path)]) == 0
     assert (tmp_path / "markers.csv").read_text().count("\n") > 5
     assert ad.read_h5ad(tmp_path / "discovery.h5ad").n_obs == len(tiny_cohort.clinical)
 
     assert main(["report", str(tmp_path)]) == 0
     assert "Candidate markers" in (tmp_path / "report.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--label", "stage"], "no label column 'stage'"),
+        (["--label", "grade", "--encoder", "uni"], "unknown encoder 'uni'"),
+        (["--label", "grade", "--encoder", "nope/enc.pt2"], "no encoder file"),
+    ],
+)
+def test_train_command_explains_bad_inputs(tiny_cohort, tmp_path, capsys, extra, message):
+    root = tiny_cohort.root
+    args = ["train", str(root / "slides"), "--clinical", str(root / "clinical.csv"),
+            "--out", str(tmp_path / "m"), "--no-progress", *extra]  # fmt: skip
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_command_rejects_bad_option_values(capsys):
+    for bad in (["--validation", "1.5"], ["--mpp", "S1=abc"], ["--kind", "vit"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "slides", "--clinical", "c.csv", "--label", "y", *bad])
+        assert exc.value.code == 2
+    assert "mpp" in capsys.readouterr().err
 
 
 def test_report_of_a_missing_run_is_a_clear_error(tmp_path, capsys):

@@ -82,8 +82,15 @@ class DemoRun:
         return self.manifest()
 
 
+#: The demo's label: a column the cohort step adds to the clinical table, as a user would.
+LABEL = "grade_group"
+CLASSES = ["low grade (1-2)", "high grade (3)"]  # binary: the last is the positive class
+
+
 def _cohort_step(run: DemoRun) -> Step:
     def go(root: Path) -> dict:
+        import pandas as pd
+
         from workbench.datasets import make_cohort
 
         cohort = make_cohort(
@@ -93,9 +100,24 @@ def _cohort_step(run: DemoRun) -> Step:
             seed=run.seed,
             progress=run.progress,
         )
-        return {"n_slides": len(cohort.clinical)}
+        # The label to learn goes into a clinical table of the run: what a user brings.
+        table = pd.read_csv(run.cohort_dir / "clinical.csv", dtype={"patient_id": str})
+        table[LABEL] = [CLASSES[int(g >= 3)] for g in table["grade"]]
+        atomic_write_text(root / "clinical.csv", table.to_csv(index=False))
+        return {"n_slides": len(cohort), "label": LABEL}
 
-    return Step("cohort", ["cohort/clinical.csv", "cohort/cohort.json"], go)
+    return Step("cohort", ["cohort/clinical.csv", "cohort/cohort.json", "clinical.csv"], go)
+
+
+def user_cohort(run: DemoRun):
+    """The cohort as a user opens it: slide folder, clinical CSV, annotation folder."""
+    from workbench._steps import open_cohort
+
+    return open_cohort(
+        run.cohort_dir / "slides",
+        run.root / "clinical.csv",
+        annotations=run.cohort_dir / "annotations",
+    )
 
 
 def _summary_step(run: DemoRun) -> Step:
@@ -140,16 +162,16 @@ def _summary_step(run: DemoRun) -> Step:
 
 
 def _split(run: DemoRun) -> tuple[list[str], list[str]]:
-    """Seeded, grade-stratified train/test split of the cohort's slides (one per patient)."""
+    """Seeded, grade-stratified train/test split of the cohort's slide ids (one per patient)."""
     import numpy as np
 
     from workbench.datasets import load_cohort
 
-    clinical = load_cohort(run.cohort_dir).clinical
+    grades = load_cohort(run.cohort_dir).labels("grade")
     rng = np.random.default_rng(run.seed)
     train, test = [], []
-    for _, group in clinical.groupby("grade"):
-        slides = list(group["slide"].astype(str))
+    for grade in sorted(set(grades)):
+        slides = sorted(grades.index[grades == grade])
         rng.shuffle(slides)
         n_test = max(1, int(round(len(slides) * run.test_fraction)))
         test += slides[:n_test]
@@ -159,47 +181,43 @@ def _split(run: DemoRun) -> tuple[list[str], list[str]]:
 
 def _train_step(run: DemoRun) -> Step:
     def go(root: Path) -> dict:
-        from workbench.datasets import load_cohort
-        from workbench.tl import SlideTrainer
+        from workbench._steps import train_step
 
-        cohort = load_cohort(run.cohort_dir)
         train, test = _split(run)
-        trainer = SlideTrainer(kind="sew", epochs=run.epochs, seed=run.seed, progress=run.progress)
-        trainer.fit(cohort, slide_ids=[_slide_stem(s) for s in train])
-        trainer.save(root / "model")
-        history = [
-            {k: float(v) for k, v in h.items() if isinstance(v, int | float)}
-            for h in trainer.history_
-        ]
-        record = {"train_slides": train, "test_slides": test, "history": history}
+        trainer = train_step(
+            user_cohort(run),
+            root / "model",
+            label=LABEL,
+            classes=CLASSES,
+            kind="sew",
+            epochs=run.epochs,
+            seed=run.seed,
+            slide_ids=train,
+            progress=run.progress,
+        )
+        record = json.loads((root / "model" / "training.json").read_text())
+        record["test_slides"] = test
         atomic_write_text(root / "training.json", json.dumps(record, indent=2))
-        return {"n_train": len(train), "n_test": len(test), "epochs": run.epochs}
+        return {"n_train": len(train), "n_test": len(test), "epochs": len(trainer.history_)}
 
     return Step("train", ["model/config.json", "training.json"], go)
 
 
-def _slide_stem(slide: str) -> str:
-    return Path(slide).stem
-
-
 def _extract_step(run: DemoRun) -> Step:
     def go(root: Path) -> dict:
-        from workbench.datasets import load_cohort
-        from workbench.tl import extract_cohort
+        from workbench._steps import extract_step
 
-        cohort = load_cohort(run.cohort_dir)
-        slides = {_slide_stem(s): cohort.slide_path(s) for s in cohort.clinical["slide"]}
-        table = extract_cohort(slides, root / "model", root / "slides", progress=run.progress)
-        failed = table[table["status"] == "failed"] if "status" in table else table.iloc[:0]
+        cohort = user_cohort(run)
+        table = extract_step(cohort, root / "model", root / "slides", progress=run.progress)
+        failed = table[table["status"] == "failed"]
         if len(failed):
             raise RuntimeError(f"extraction failed for {len(failed)} slide(s):\n{failed}")
-        return {"n_slides": len(slides)}
+        return {"n_slides": len(cohort)}
 
     def outputs() -> list[str]:
         from workbench.datasets import load_cohort
 
-        clinical = load_cohort(run.cohort_dir).clinical
-        return [f"slides/{_slide_stem(s)}.h5ad" for s in clinical["slide"].astype(str)]
+        return [f"slides/{sid}.h5ad" for sid in load_cohort(run.cohort_dir).slide_ids]
 
     return Step("extract", outputs, go)
 
@@ -208,41 +226,42 @@ def _evaluate_step(run: DemoRun) -> Step:
     def go(root: Path) -> dict:
         import anndata as ad
         import numpy as np
-        from sklearn.metrics import roc_auc_score
 
         from workbench.datasets import load_cohort
-        from workbench.tl import focus_in_mask, label_from_grade
+        from workbench.tl import classification_metrics, focus_in_mask
 
-        cohort = load_cohort(run.cohort_dir)
+        truth = load_cohort(run.cohort_dir)  # the synthetic truth: lesion masks
+        labels = user_cohort(run).labels(LABEL)
+        grades = truth.labels("grade")
         test = json.loads((root / "training.json").read_text())["test_slides"]
-        grade = cohort.clinical.set_index(cohort.clinical["slide"].astype(str))["grade"]
-        y, p, hits, n_focus, per_slide = [], [], 0, 0, []
-        for slide in test:
-            a = ad.read_h5ad(root / "slides" / f"{_slide_stem(slide)}.h5ad")
+        y, probs, hits, n_focus, per_slide = [], [], 0, 0, []
+        for sid in test:
+            a = ad.read_h5ad(root / "slides" / f"{sid}.h5ad")
             ex = a.uns["explain"]
-            prob = float(np.asarray(ex["probabilities"]).ravel()[1])
-            label = int(label_from_grade(int(grade[slide])))
-            inside = focus_in_mask(a, *cohort.lesion_mask(slide))
+            names = [str(c) for c in ex["class_names"]]
+            p = np.asarray(ex["probabilities"], dtype=float).ravel()
+            inside = focus_in_mask(a, *truth.lesion_mask(sid))
             hits += int(inside.sum())
             n_focus += len(inside)
-            y.append(label)
-            p.append(prob)
+            y.append(names.index(str(labels[sid])))
+            probs.append(p)
             per_slide.append(
-                {"slide": slide, "grade": int(grade[slide]), "p_high_grade": prob,
+                {"slide": sid, "grade": int(grades[sid]), "label": str(labels[sid]),
+                 "p_high_grade": float(p[names.index(CLASSES[1])]),
                  "focus_in_lesion": int(inside.sum()), "n_focus": len(inside)}
             )  # fmt: skip
-        y_arr, p_arr = np.asarray(y), np.asarray(p)
-        auc = float(roc_auc_score(y_arr, p_arr)) if len(set(y)) == 2 else None
-        acc = float(((p_arr >= 0.5).astype(int) == y_arr).mean())
+        metrics = classification_metrics(np.asarray(y), np.asarray(probs))
         record = {
-            "task": "high grade (grade 3) vs grades 1-2, slide level",
+            "task": f"{LABEL}: {CLASSES[1]} vs {CLASSES[0]}, slide level",
+            "label": LABEL,
             "n_test": len(test),
-            "models": {"self-calibrated (SEW)": {"auc": auc, "accuracy": acc, "n_test": len(test)}},
+            "models": {"self-calibrated (SEW)": {**metrics, "n_test": len(test)}},
             "focus_hit_rate": hits / max(n_focus, 1),
             "per_slide": per_slide,
         }
         atomic_write_text(root / "evaluation.json", json.dumps(record, indent=2))
-        return {"auc": auc, "accuracy": acc, "focus_hit_rate": record["focus_hit_rate"]}
+        return {"auc": metrics["auc"], "accuracy": metrics["accuracy"],
+                "focus_hit_rate": record["focus_hit_rate"]}  # fmt: skip
 
     return Step("evaluate", ["evaluation.json"], go)
 
@@ -260,8 +279,8 @@ def _refine_step(run: DemoRun, *, max_clicks: int = 8, target_iou: float = 0.9) 
 
         cohort = load_cohort(run.cohort_dir)
         test = json.loads((root / "training.json").read_text())["test_slides"]
-        slide = max(test, key=lambda s: int(cohort.lesion_mask(s)[0].sum()))
-        sid = _slide_stem(slide)
+        sid = max(test, key=lambda s: int(cohort.lesion_mask(s)[0].sum()))
+        slide = sid
         h5ad = root / "slides" / f"{sid}.h5ad"
         refiner = RegionRefiner(
             cohort.slide_path(slide),
@@ -320,18 +339,10 @@ def _refine_step(run: DemoRun, *, max_clicks: int = 8, target_iou: float = 0.9) 
 
 def _discover_step(run: DemoRun) -> Step:
     def go(root: Path) -> dict:
-        from workbench.datasets import load_cohort
-        from workbench.io import write_h5ad
-        from workbench.tl import discover, read_slides
+        from workbench._steps import discover_step
 
-        cohort = load_cohort(run.cohort_dir)
-        adatas = read_slides(root / "slides")
-        clinical = cohort.clinical.copy()
-        clinical["slide"] = clinical["slide"].astype(str).map(_slide_stem)
-        result = discover(adatas, clinical, seed=run.seed)
-        write_h5ad(result, root / "discovery.h5ad")
+        result = discover_step(root / "slides", user_cohort(run), root, seed=run.seed)
         screen = result.uns["survival_screen"]
-        screen.to_csv(root / "markers.csv")
         return {"n_markers": int(len(screen)), "n_called": int(screen["called"].sum())}
 
     return Step("discover", ["discovery.h5ad", "markers.csv"], go)

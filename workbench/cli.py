@@ -45,48 +45,132 @@ def _cohort(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from workbench.datasets import load_cohort
-    from workbench.tl import SlideTrainer
+def _mpp_option(value: str | None):
+    """``--mpp 0.25`` for every slide, or ``--mpp S1=0.25,S2=0.5`` per slide."""
+    if value is None:
+        return None
+    if "=" not in value:
+        return float(value)
+    out = {}
+    for part in value.split(","):
+        sid, _, mpp = part.partition("=")
+        out[sid.strip()] = float(mpp)
+    return out
 
-    cohort = load_cohort(args.cohort)
-    trainer = SlideTrainer(
-        kind=args.kind, epochs=args.epochs, seed=args.seed, progress=not args.no_progress
-    ).fit(cohort)
-    path = trainer.save(args.out)
-    print(f"{args.kind} model trained on {len(trainer.samples_)} slides, saved in {path}")
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _mpp_arg(text: str):
+    try:
+        mpp = _mpp_option(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"give µm per pixel as a number (0.25) or per slide (S1=0.25,S2=0.5), got {text!r}"
+        ) from None
+    values = mpp.values() if isinstance(mpp, dict) else [mpp]
+    if not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"mpp must be positive, got {text!r}")
+    return mpp
+
+
+def _share(text: str) -> float:
+    value = _positive_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {text}")
+    return value
+
+
+def _train(args: argparse.Namespace) -> int:
+    from workbench._steps import open_cohort, train_step
+
+    cohort = open_cohort(
+        args.slides,
+        args.clinical,
+        annotations=args.annotations,
+        lesion_class=args.lesion_class,
+        mpp=args.mpp,
+        slide_col=args.slide_col,
+        patient_col=args.patient_col,
+        on_unmatched=args.on_unmatched,
+    )
+    trainer = train_step(
+        cohort,
+        args.out,
+        label=args.label,
+        classes=args.classes.split(",") if args.classes else None,
+        kind=args.kind,
+        epochs=args.epochs,
+        seed=args.seed,
+        encoder=args.encoder,
+        stain=args.stain,
+        validation=args.validation,
+        folds=args.folds,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{args.kind} model trained on {len(trainer.samples_)} slides to predict "
+        f"{args.label!r} ({', '.join(map(str, trainer.classes_))}), saved in {args.out}"
+    )
+    if trainer.validation_:
+        v = trainer.validation_
+        print(f"validation ({len(v['slides'])} slides): {_metrics_line(v)}")
+    if trainer.cv_ is not None:
+        for row in trainer.cv_.to_dict("records"):
+            print(f"  fold {row['fold']} ({row['n_test']} slides): {_metrics_line(row)}")
     return 0
+
+
+def _metrics_line(m: dict) -> str:
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    return (
+        f"AUC {fmt(m.get('auc'))}, accuracy {fmt(m.get('accuracy'))}, "
+        f"balanced accuracy {fmt(m.get('balanced_accuracy'))}"
+    )
 
 
 def _slide_paths(inputs: list[Path]) -> dict[str, Path]:
     from workbench import WorkbenchError
+    from workbench.io import list_slides, slide_id
 
-    suffixes = {".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".bif", ".dcm"}
     paths: list[Path] = []
     for item in inputs:
         if item.is_dir():
-            paths += sorted(p for p in item.iterdir() if p.suffix.lower() in suffixes)
+            paths += list_slides(item)
         else:
             paths.append(item)
     if not paths:
         raise WorkbenchError(f"no slide files found in {[str(i) for i in inputs]}")
-    return {p.stem: p for p in paths}
+    return {slide_id(p): p for p in paths}
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from workbench.tl import extract_cohort
+    from workbench._steps import extract_step
+    from workbench.io import Cohort
 
     slides = _slide_paths(args.slides)
-    client = args.client
-    table = extract_cohort(
+    if args.clinical is not None or isinstance(args.mpp, dict):
+        # a cohort: the slides the table lists, per-slide mpp overrides
+        slides = Cohort(slides, args.clinical, mpp=args.mpp, on_unmatched=args.on_unmatched)
+    table = extract_step(
         slides,
         args.model,
         args.out,
-        client=client,
+        client=args.client,
         n_workers=args.workers,
-        mpp=args.mpp,
+        mpp=None if isinstance(args.mpp, dict) else args.mpp,
         top_k=args.top_k,
         overwrite=args.overwrite,
+        encoder=args.encoder,
         progress=not args.no_progress,
     )
     counts = table["status"].value_counts().to_dict()
@@ -98,28 +182,18 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _discover(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from workbench._steps import discover_step
 
-    from workbench.io import write_h5ad
-    from workbench.tl import discover, read_slides
-
-    adatas = read_slides(args.slides)
-    clinical = pd.read_csv(args.clinical)
-    if "slide" in clinical:  # a path in the slide column matches its file's stem
-        clinical["slide"] = [Path(str(s)).stem for s in clinical["slide"]]
-    cohort = discover(
-        adatas,
-        clinical,
+    cohort = discover_step(
+        args.slides,
+        args.clinical,
+        args.out,
         validation_fraction=args.validation_fraction,
         on_unmatched=args.on_unmatched,
         seed=args.seed,
     )
     out = Path(args.out)
-    write_h5ad(cohort, out / "discovery.h5ad")
     screen = cohort.uns["survival_screen"]
-    from workbench.io import atomic_write_text
-
-    atomic_write_text(out / "markers.csv", screen.to_csv())
     called = int(screen["called"].sum())
     print(f"{len(screen)} markers screened, {called} called at q < 0.05; see {out / 'markers.csv'}")
     print(screen.head(10)[["hr", "p_cox", "q_cox", "p_logrank", "q_logrank"]].to_string())
@@ -173,14 +247,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train",
-        help="train a model on a synthetic cohort folder (label: high grade)",
-        description="Train the self-calibrated model (or a baseline) on every slide of a "
-        "cohort folder written by `workbench cohort`, and save it as safetensors + JSON.",
+        help="train a model on your slides and a label column of your clinical table",
+        description="Train the self-calibrated model (or a baseline) on a folder of slides and "
+        "a label column of a clinical CSV (one row per slide: patient_id, slide, the label, "
+        "optionally time/event), and save it as safetensors + JSON. With --annotations, lesion "
+        "polygons (QuPath GeoJSON, one file per slide, named after it) supervise regions and "
+        "magnified crops; without, the model learns from the slide labels alone.",
     )
-    train.add_argument("cohort", type=Path, help="cohort folder (`workbench cohort`)")
-    train.add_argument("--out", type=Path, default=Path("runs/model"), help="checkpoint folder")
+    train.add_argument("slides", type=Path, help="folder of slide files")
+    train.add_argument(
+        "--clinical", type=Path, required=True, help="clinical CSV, one row per slide"
+    )
+    train.add_argument(
+        "--label", required=True, help="clinical column to learn (two or more classes)"
+    )
+    train.add_argument("--classes", help="class order, comma-separated (binary: last = positive)")
+    train.add_argument("--annotations", type=Path, help="folder of per-slide GeoJSON annotations")
+    train.add_argument("--lesion-class", default="Tumor", help="annotation class of the lesion")
     train.add_argument("--kind", default="sew", choices=["sew", "global", "abmil"])
-    train.add_argument("--epochs", type=int, default=16)
+    train.add_argument("--encoder", help="tile encoder: 'builtin' or a .pt2 file (export_encoder)")
+    train.add_argument("--stain", choices=["macenko", "reinhard"], help="stain normalisation")
+    train.add_argument(
+        "--validation", type=_share, help="share of patients held out for early stopping"
+    )
+    train.add_argument("--folds", type=int, help="k-fold cross-validation before the final fit")
+    train.add_argument("--mpp", type=_mpp_arg, help="µm/px: a number, or S1=0.25,S2=0.5 per slide")
+    train.add_argument("--slide-col", default="slide", help="clinical column of the slides")
+    train.add_argument(
+        "--patient-col", default="patient_id", help="clinical column of the patients"
+    )
+    train.add_argument("--on-unmatched", default="raise", choices=["raise", "drop"],
+                       help="rows without a slide file / slides without a row")  # fmt: skip
+    train.add_argument("--out", type=Path, default=Path("runs/model"), help="checkpoint folder")
+    train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_train)
@@ -194,7 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("slides", type=Path, nargs="+", help="slide files and/or folders")
     extract.add_argument("--model", type=Path, required=True, help="checkpoint folder")
     extract.add_argument("--out", type=Path, required=True, help="output folder")
-    extract.add_argument("--mpp", type=float, help="µm/px for slides that do not record it")
+    extract.add_argument("--mpp", type=_mpp_arg, help="µm/px: a number, or S1=0.25,S2=0.5")
+    extract.add_argument("--clinical", type=Path, help="clinical CSV: only the slides it lists")
+    extract.add_argument("--on-unmatched", default="raise", choices=["raise", "drop"],
+                         help="with --clinical: rows without a file / files without a row")  # fmt: skip
+    extract.add_argument(
+        "--encoder", help="the .pt2 tile encoder, if not where the model recorded it"
+    )
     extract.add_argument("--top-k", type=int, help="focus regions per slide")
     extract.add_argument(
         "--client", help="'local' for a local dask cluster, or a scheduler address"

@@ -68,16 +68,83 @@ def test_tampered_weights_raise(saved):
         load_checkpoint(path)
 
 
-def test_tampered_config_raises(saved):
-    _, path = saved
+def _rewrite(path, edit, *, reseal: bool):
+    """Edit config.json; with ``reseal`` also recompute its checksum (a consistent forgery)."""
+    from workbench.models._checkpoint import _config_digest
+
     cfg = json.loads((path / "config.json").read_text())
-    cfg["config"]["hidden"] = 32  # weights no longer fit
+    edit(cfg)
+    if reseal:
+        cfg["config_sha256"] = _config_digest(cfg)
     (path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="do not fit"):
+
+
+def test_edited_config_is_caught_by_its_checksum(saved):
+    _, path = saved
+    _rewrite(path, lambda c: c["config"].update(class_names=["high", "low"]), reseal=False)
+    with pytest.raises(CheckpointError, match="changed after saving"):
+        load_checkpoint(path)
+
+
+def test_reversed_class_names_raise(tmp_path):
+    model = GlobalOnly(in_features=4, hidden=8, class_names=["low", "high"])
+    save_checkpoint(model, tmp_path)
+    _rewrite(tmp_path, lambda c: c["config"]["class_names"].reverse(), reseal=False)
+    with pytest.raises(CheckpointError, match="checksum does not match"):
+        load_checkpoint(tmp_path)
+
+
+def test_resealed_config_that_does_not_fit_the_weights_raises(saved):
+    _, path = saved
+    _rewrite(path, lambda c: c["config"].update(hidden=32), reseal=True)
+    with pytest.raises(CheckpointError, match=r"do not fit.*shape: .*global_branch"):
         load_checkpoint(path)
     (path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("hidden", 200_000),
+        ("in_features", -1),
+        ("top_k", 1.5),
+        ("dropout", 7.0),
+        ("n_classes", True),
+    ],
+)
+def test_config_values_are_range_checked_before_building(saved, monkeypatch, key, value):
+    _, path = saved
+    _rewrite(path, lambda c: c["config"].update({key: value}), reseal=True)
+
+    def never(*args, **kwargs):  # pragma: no cover - must not be reached
+        raise AssertionError("the model was built from an out-of-range configuration")
+
+    monkeypatch.setattr(SelfCalibratedModel, "__init__", never)
+    with pytest.raises(CheckpointError, match=f"{key}=.*outside the supported range"):
+        load_checkpoint(path)
+
+
+def test_format_1_checkpoints_are_refused_with_advice(saved):
+    _, path = saved
+    _rewrite(path, lambda c: c.update(version=1), reseal=False)
+    with pytest.raises(CheckpointError, match="earlier workbench.*train the model again"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_files_get_the_usual_permissions_and_no_leftovers(tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    save_checkpoint(GlobalOnly(in_features=4, hidden=8), tmp_path / "m")
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "m" / name).stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in (tmp_path / "m").iterdir() if not p.name.startswith(".")) == [
+        "config.json",
+        "model.safetensors",
+    ]
 
 
 def test_pickle_file_is_refused(tmp_path):
@@ -100,9 +167,12 @@ def test_consistently_tampered_files_still_raise(saved):
     _, path = saved
     junk = b"not a safetensors file" * 4
     (path / "model.safetensors").write_bytes(junk)
-    cfg = json.loads((path / "config.json").read_text())
-    cfg["weights_sha256"] = hashlib.sha256(junk).hexdigest()
-    cfg["weights_bytes"] = len(junk)
-    (path / "config.json").write_text(json.dumps(cfg))
+    _rewrite(
+        path,
+        lambda c: c.update(
+            weights_sha256=hashlib.sha256(junk).hexdigest(), weights_bytes=len(junk)
+        ),
+        reseal=True,
+    )
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_checkpoint(path)

@@ -139,14 +139,16 @@ TINY_MODEL = {"hidden": 16, "detail_width": 8, "embed_dim": 16, "top_k": 2}
 def trained_on_tiny(tiny_cohort):
     from workbench.tl import SlideTrainer
 
+    cohort = tiny_cohort.assign(high_grade=lambda t: (t["grade"] == 3).astype(int))
     return SlideTrainer(
         kind="sew",
+        label="high_grade",
         epochs=6,
         lr=5e-3,
         progress=False,
         settings=TINY_SETTINGS,
         model_kwargs=TINY_MODEL,
-    ).fit(tiny_cohort)
+    ).fit(cohort)
 
 
 @pytest.mark.slow
@@ -155,11 +157,10 @@ def test_training_lowers_the_loss_on_tiny_cohort(trained_on_tiny, tiny_cohort):
     assert len(h) == 6 and h[-1]["slide"] < h[0]["slide"] and h[-1]["node"] < h[0]["node"]
     assert h[-1]["detail"] < h[1 + 1]["detail"]  # detail losses on from epoch 2 (20 % of 6)
     labels = {s.name: s.label for s in trained_on_tiny.samples_}
-    grades = dict(
-        zip(tiny_cohort.clinical["patient_id"], tiny_cohort.clinical["grade"], strict=True)
-    )
+    grades = tiny_cohort.labels("grade")
     assert sorted(labels) == [f"S{i:03d}" for i in range(6)]
-    assert all(labels[f"S{p[1:]}"] == int(g == 3) for p, g in grades.items())
+    assert all(labels[sid] == int(g == 3) for sid, g in grades.items())
+    assert trained_on_tiny.classes_ == [0, 1]
     assert "fitted on" in repr(trained_on_tiny)
 
 
@@ -173,34 +174,25 @@ def test_trained_model_round_trips_and_extracts_cohort(trained_on_tiny, tiny_coh
     model = load_checkpoint(path)
     assert model.preprocessing["crop_size"] == 64
     assert model.checkpoint_extra_["kind"] == "sew"
+    assert model.checkpoint_extra_["label"] == "high_grade"
+    assert model.config["class_names"] == ["0", "1"] and model.config["label"] == "high_grade"
     sid = "S000"
     a = extract(tiny_cohort.slide_path(sid), trained_on_tiny.model_)
     b = extract(tiny_cohort.slide_path(sid), model)
     assert np.allclose(a.uns["explain"]["probabilities"], b.uns["explain"]["probabilities"])
+    assert b.uns["explain"]["label"] == "high_grade" and b.uns["explain"]["encoder"] == "builtin"
     ids = ["S000", "S001"]
-    slides = {s: tiny_cohort.slide_path(s) for s in ids}
     with Client(
         processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None
     ) as client:
-        table = extract_cohort(slides, path, tmp_path / "run", client=client, progress=False)
+        table = extract_cohort(
+            tiny_cohort.subset(ids), path, tmp_path / "run", client=client, progress=False
+        )
     assert table["status"].tolist() == ["done", "done"]
     import anndata as ad
 
     back = ad.read_h5ad(tmp_path / "run" / f"{ids[0]}.h5ad")
     assert np.allclose(back.uns["explain"]["probabilities"], b.uns["explain"]["probabilities"])
-
-
-@pytest.mark.slow
-def test_train_default_saves_a_loadable_model(tiny_cohort, tmp_path):
-    from workbench.models import SelfCalibratedModel, load_checkpoint
-    from workbench.tl import train_default
-
-    trainer = train_default(tiny_cohort, tmp_path / "run", epochs=2, progress=False)
-    model = load_checkpoint(tmp_path / "run" / "model", expect=SelfCalibratedModel)
-    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
-    assert model.preprocessing["thumbnail_mpp"] == 4.0  # tiny slides: 2048 µm / 512 px
-    assert model.config["class_names"] == ["low grade (1-2)", "high grade (3)"]
-    assert len(trainer.history_) == 2
 
 
 @pytest.mark.slow
@@ -212,6 +204,30 @@ def test_extract_cohort_names_files_by_slide_id(trained_on_tiny, tiny_cohort, tm
     import anndata as ad
 
     assert ad.read_h5ad(tmp_path / "S003.h5ad").uns["slide_id"] == "S003"
+
+
+def test_extract_cohort_takes_a_list_a_folder_or_a_cohort_with_mpp_overrides(
+    he_like_image, model, tmp_path, write_pyramid_tiff
+):
+    from workbench.io import Cohort
+
+    folder = tmp_path / "slides"
+    write_pyramid_tiff(folder / "S1.ome.tiff", he_like_image, mpp=2.0)
+    write_pyramid_tiff(folder / "TCGA-XX-0001.5A1B.tif", he_like_image, mpp=None)
+    first = extract_cohort([folder / "S1.ome.tiff"], model, tmp_path / "a", progress=False)
+    assert first["slide_id"].tolist() == ["S1"] and first["status"].tolist() == ["done"]
+    # a folder: the slide without an mpp fails (named), the other is done
+    second = extract_cohort(folder, model, tmp_path / "b", progress=False).set_index("slide_id")
+    assert second.loc["S1", "status"] == "done"
+    assert "MissingResolutionError" in second.loc["TCGA-XX-0001.5A1B", "error"]
+    # a cohort carries the override for that slide
+    cohort = Cohort.from_folder(folder, mpp={"TCGA-XX-0001.5A1B": 2.0})
+    third = extract_cohort(cohort, model, tmp_path / "b", progress=False).set_index("slide_id")
+    assert third["status"].to_dict() == {"S1": "skipped", "TCGA-XX-0001.5A1B": "done"}
+    import anndata as ad
+
+    out = ad.read_h5ad(tmp_path / "b" / "TCGA-XX-0001.5A1B.h5ad")
+    assert out.uns["slide_id"] == "TCGA-XX-0001.5A1B" and out.uns["explain"]["slide"]["mpp"] == 2.0
 
 
 def test_focus_in_mask_hand_checked():

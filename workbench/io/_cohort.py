@@ -578,6 +578,31 @@ class Cohort:
         new._subset_hook(keys)
         return new
 
+    def assign(self, **columns) -> Cohort:
+        """A copy of the cohort with clinical columns added or replaced (like
+        :meth:`pandas.DataFrame.assign`): values are a Series indexed by slide id, a sequence
+        in :attr:`slide_ids` order, a scalar, or a function of the clinical table.
+
+        >>> cohort = cohort.assign(high_grade=lambda t: t["grade"] >= 3)  # doctest: +SKIP
+        """
+        protected = {self.slide_col, self.patient_col, self.time_col, self.event_col} - {None}
+        clash = sorted(protected & set(columns))
+        if clash:
+            raise CohortError(f"assign cannot replace the identifier/survival columns {clash}")
+        new = self.subset(self.slide_ids)
+        table = new.clinical.copy()
+        for name, value in columns.items():
+            if callable(value):
+                value = value(table)
+            if isinstance(value, pd.Series):
+                by_id = set(self.slide_ids) <= set(map(str, value.index))
+                if by_id:
+                    value = value.set_axis(value.index.map(str)).reindex(self.slide_ids)
+                value = value.to_numpy()
+            table[name] = value
+        new.clinical = table
+        return new
+
     def _subset_hook(self, keys: list[str]) -> None:
         """Subclasses restrict what else they carry to the subset's slides."""
 

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from workbench.models._abmil import TileABMIL
 from workbench.models._attention import GatedAttentionPool
+from workbench.models._augment import stain_jitter
 from workbench.models._cgam import ChannelScaleBias, ClickGuidedGate
 from workbench.models._checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from workbench.models._detail import DetailBranch
+from workbench.models._encoder import (
+    BUILTIN_ENCODERS,
+    EncoderDetail,
+    ModuleEncoder,
+    TileEncoder,
+    export_encoder,
+    load_encoder,
+)
 from workbench.models._focus import FocusPredictor, attribution_target
 from workbench.models._global import GlobalBranch
 from workbench.models._global_only import GlobalOnly
@@ -23,19 +32,23 @@ from workbench.models._losses import (
     slide_loss,
 )
 from workbench.models._model import SelfCalibratedModel
-from workbench.models._trainer import SlideSample, Trainer, default_device
+from workbench.models._trainer import SlideSample, Trainer, default_device, predict_samples
 
 __all__ = [
+    "BUILTIN_ENCODERS",
     "ChannelScaleBias",
     "ClickGuidedGate",
     "DetailBranch",
+    "EncoderDetail",
     "FocusPredictor",
     "GatedAttentionPool",
     "GlobalBranch",
     "GlobalOnly",
+    "ModuleEncoder",
     "SelfCalibratedModel",
     "SlideSample",
     "TileABMIL",
+    "TileEncoder",
     "Trainer",
     "attribution_target",
     "back_calibration_loss",
@@ -45,12 +58,16 @@ __all__ = [
     "default_device",
     "detail_mask_loss",
     "dice_loss",
+    "export_encoder",
     "focus_loss",
     "graph_nms",
     "load_checkpoint",
+    "load_encoder",
     "node_loss",
     "normalized_adjacency",
+    "predict_samples",
     "read_checkpoint_config",
     "save_checkpoint",
     "slide_loss",
+    "stain_jitter",
 ]

@@ -1,16 +1,25 @@
 """Checkpoints as two plain files: ``model.safetensors`` (weights) + ``config.json``.
 
-Nothing is ever unpickled: weights are read with safetensors, the configuration is JSON, and
-the JSON records the SHA-256 of the weights, so a truncated or edited file is refused with
-:class:`workbench.CheckpointError` before any tensor reaches a model.
+Nothing is ever unpickled: weights are read with safetensors and the configuration is JSON.
+``config.json`` records the SHA-256 of the weights *and* a SHA-256 of its own content, so a
+truncated or edited weights file, and an edited configuration (reversed class names, another
+layer size …), are refused with :class:`workbench.CheckpointError` before any tensor reaches a
+model. The configuration's numbers are range-checked before anything is built, and the model
+is first laid out on torch's ``meta`` device (no memory) to check every tensor's shape against
+the file, so a configuration cannot make the loader allocate more than the weights file holds.
+
+A model trained with a frozen tile encoder keeps only its own heads in the weights file; the
+configuration records the encoder (its spec and SHA-256), and :func:`load_checkpoint` attaches
+the encoder passed to it — or the ``.pt2`` file recorded, when it is still there — and refuses
+any other.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -29,7 +38,25 @@ __all__ = [
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 _FORMAT = "workbench-checkpoint"
-_VERSION = 1
+_VERSION = 2
+
+# Inclusive ranges of the numbers a configuration may hold (checked before building).
+_RANGES: dict[str, tuple[float, float]] = {
+    "in_features": (1, 100_000),
+    "n_classes": (2, 10_000),
+    "hidden": (1, 4096),
+    "gcn_layers": (1, 64),
+    "transformer_layers": (0, 64),
+    "heads": (1, 64),
+    "dropout": (0.0, 1.0),
+    "focus_hidden": (1, 4096),
+    "top_k": (1, 1024),
+    "nms_hops": (0, 64),
+    "detail_width": (4, 512),
+    "embed_dim": (1, 8192),
+    "attn_dim": (1, 8192),
+}
+_ENCODER_RANGES = {"embed_dim": (1, 65_536), "input_size": (8, 8192), "mpp": (1e-3, 1e3)}
 
 
 def _model_classes() -> dict[str, type[nn.Module]]:
@@ -40,17 +67,11 @@ def _model_classes() -> dict[str, type[nn.Module]]:
     return {cls.__name__: cls for cls in (SelfCalibratedModel, GlobalOnly, TileABMIL)}
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _config_digest(config: dict) -> str:
+    """SHA-256 of everything in ``config.json`` except the digest itself (canonical JSON)."""
+    body = {k: v for k, v in config.items() if k != "config_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def save_checkpoint(
@@ -58,10 +79,11 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model`` to ``directory`` as ``model.safetensors`` + ``config.json``.
 
-    Both files are written atomically (temporary file, then rename); the configuration is
-    written last and carries the weights' checksum, so a crash in between leaves a
-    checkpoint that :func:`load_checkpoint` refuses rather than one that silently mixes old
-    and new files.
+    Both files are written atomically (:func:`workbench.io.atomic_write_bytes`: a temporary
+    file, then a rename; the usual file permissions); the configuration is written last and
+    carries the weights' checksum and its own, so a crash in between leaves a checkpoint
+    that :func:`load_checkpoint` refuses rather than one that silently mixes old and new
+    files.
 
     Parameters
     ----------
@@ -70,7 +92,8 @@ def save_checkpoint(
     directory
         Folder to write into (created if missing).
     extra
-        JSON-able metadata to keep beside the configuration (e.g. the training history).
+        JSON-able metadata to keep beside the configuration (e.g. the training history);
+        covered by the checksum too.
 
     Returns
     -------
@@ -79,11 +102,12 @@ def save_checkpoint(
     """
     from safetensors.torch import save
 
+    from workbench.io._atomic import atomic_write_bytes
+
     name = type(model).__name__
     if name not in _model_classes():
         raise TypeError(f"cannot checkpoint a {name}; expected one of {sorted(_model_classes())}")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     data = save(state, metadata={"format": _FORMAT, "model": name})
     config = {
@@ -96,9 +120,13 @@ def save_checkpoint(
         "weights_bytes": len(data),
         "extra": extra or {},
     }
+    try:
+        config["config_sha256"] = _config_digest(config)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"the model configuration or extra is not plain JSON: {exc}") from None
     text = json.dumps(config, indent=2, sort_keys=True)
-    _atomic_bytes(directory / WEIGHTS_FILE, data)
-    _atomic_bytes(directory / CONFIG_FILE, text.encode("utf-8"))
+    atomic_write_bytes(directory / WEIGHTS_FILE, data)
+    atomic_write_bytes(directory / CONFIG_FILE, text.encode("utf-8"))
     return directory
 
 
@@ -114,8 +142,46 @@ def _folder(path: str | os.PathLike) -> Path:
     return path
 
 
+def _check_ranges(cfg: dict, where: str) -> None:
+    """Refuse numbers outside :data:`_RANGES` (before any allocation)."""
+    for key, (lo, hi) in _RANGES.items():
+        if key not in cfg:
+            continue
+        v = cfg[key]
+        kind = float if key == "dropout" else int
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+        ok = ok and math.isfinite(float(v)) and (kind is float or float(v).is_integer())
+        if not ok or not lo <= float(v) <= hi:
+            raise CheckpointError(
+                f"{where}: config value {key}={v!r} is outside the supported range "
+                f"[{lo}, {hi}]; the checkpoint is damaged or not from this workbench"
+            )
+    names = cfg.get("class_names")
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+    ):
+        raise CheckpointError(f"{where}: class_names must be a list of strings")
+    enc = cfg.get("encoder")
+    if enc is not None:
+        if not isinstance(enc, dict) or not isinstance(enc.get("sha256"), str):
+            raise CheckpointError(f"{where}: the encoder record is malformed")
+        for key, (lo, hi) in _ENCODER_RANGES.items():
+            v = enc.get(key)
+            if not isinstance(v, int | float) or not lo <= float(v) <= hi:
+                raise CheckpointError(
+                    f"{where}: encoder {key}={v!r} is outside the supported range [{lo}, {hi}]"
+                )
+
+
 def read_checkpoint_config(path: str | os.PathLike) -> dict:
-    """The parsed ``config.json`` of a checkpoint folder (checked for shape, not weights)."""
+    """The parsed ``config.json`` of a checkpoint folder, checked (format, checksum, ranges).
+
+    Raises
+    ------
+    workbench.CheckpointError
+        Missing or invalid JSON, another format or version, a configuration changed after
+        saving (its checksum does not match), or numbers outside the supported ranges.
+    """
     folder = _folder(path)
     cfg_path = folder / CONFIG_FILE
     try:
@@ -130,19 +196,62 @@ def read_checkpoint_config(path: str | os.PathLike) -> dict:
         ) from None
     if not isinstance(config, dict) or config.get("format") != _FORMAT:
         raise CheckpointError(f"{str(cfg_path)!r} is not a workbench checkpoint configuration")
+    if config.get("version") == 1:
+        raise CheckpointError(
+            f"{str(cfg_path)!r} was saved by an earlier workbench (checkpoint format 1, whose "
+            "configuration has no checksum); train the model again to get a format "
+            f"{_VERSION} checkpoint"
+        )
     if config.get("version") != _VERSION:
         raise CheckpointError(
             f"checkpoint format version {config.get('version')!r} is not supported "
             f"(this workbench reads version {_VERSION})"
         )
-    for key in ("model", "config", "weights_sha256"):
+    for key in ("model", "config", "weights_sha256", "config_sha256"):
         if key not in config:
             raise CheckpointError(f"{str(cfg_path)!r} lacks the {key!r} entry")
+    try:
+        digest = _config_digest(config)
+    except (TypeError, ValueError):
+        digest = None
+    if digest != config["config_sha256"]:
+        raise CheckpointError(
+            f"{str(cfg_path)!r} was changed after saving (its checksum does not match): "
+            "class names, layer sizes or settings may no longer be what the weights were "
+            "trained with. Restore the file or re-train the model"
+        )
+    if not isinstance(config["config"], dict):
+        raise CheckpointError(f"{str(cfg_path)!r}: 'config' must be a mapping")
+    _check_ranges(config["config"], str(cfg_path))
     return config
 
 
+def _resolve_encoder(spec: dict, encoder, folder: Path):
+    from workbench._errors import EncoderError
+    from workbench.models._encoder import check_encoder, load_encoder
+
+    if encoder is None:
+        recorded = spec.get("file")
+        if recorded and Path(recorded).is_file():
+            encoder = recorded
+        else:
+            where = f" (recorded file {recorded!r} is not there)" if recorded else ""
+            raise EncoderError(
+                f"the checkpoint in {str(folder)!r} was trained with the frozen tile encoder "
+                f"{spec.get('name')!r}{where}; pass it: load_checkpoint(..., encoder=<the .pt2 "
+                "file or module>) or --encoder FILE.pt2"
+            )
+    enc = load_encoder(encoder)
+    check_encoder(spec, enc)
+    return enc
+
+
 def load_checkpoint(
-    path: str | os.PathLike, *, device: str | torch.device = "cpu", expect: type | None = None
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    expect: type | None = None,
+    encoder=None,
 ) -> nn.Module:
     """Rebuild a model saved by :func:`save_checkpoint` (in eval mode).
 
@@ -154,6 +263,9 @@ def load_checkpoint(
         Where to put the model.
     expect
         Optional model class the checkpoint must hold.
+    encoder
+        For a model trained with a frozen tile encoder: that encoder (a ``.pt2`` path or a
+        module; by default the ``.pt2`` file the checkpoint records, if it still exists).
 
     Returns
     -------
@@ -163,8 +275,11 @@ def load_checkpoint(
     Raises
     ------
     workbench.CheckpointError
-        Missing files, invalid JSON, weights whose checksum does not match (truncated or
-        tampered), weights that safetensors cannot parse, or tensors that do not fit the model.
+        Missing files, invalid JSON, a configuration or weights changed after saving
+        (truncated or tampered), numbers outside the supported ranges, weights that
+        safetensors cannot parse, or tensors that do not fit the model.
+    workbench.EncoderError
+        The model needs its tile encoder and none (or another one) was given.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load
@@ -202,17 +317,43 @@ def load_checkpoint(
         raise CheckpointError(
             f"{str(weights_path)!r} is not a readable safetensors file: {exc}"
         ) from None
+    cls, cfg = classes[name], config["config"]
     try:
-        model = classes[name](**config["config"])
-    except (TypeError, AssertionError, ValueError) as exc:
+        with torch.device("meta"):  # lay the model out without memory
+            skeleton = cls(**cfg)
+    except (TypeError, AssertionError, ValueError, KeyError) as exc:
         raise CheckpointError(
             f"the configuration in {CONFIG_FILE} does not build a {name}: {exc}"
         ) from None
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:
+        missing = sorted(set(expected) - set(got))
+        unexpected = sorted(set(got) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+        detail = "; ".join(
+            f"{label}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
+            if keys
+        )
+        raise CheckpointError(f"the weights do not fit a {name} of this configuration ({detail})")
+    model = cls(**cfg)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # pragma: no cover - shapes were checked above
         raise CheckpointError(
             f"the weights do not fit a {name} of this configuration: {exc}"
         ) from None
+    if cfg.get("encoder"):
+        model.attach_encoder(_resolve_encoder(cfg["encoder"], encoder, folder))
+    elif encoder is not None:
+        from workbench.models._encoder import load_encoder
+
+        if load_encoder(encoder) is not None:
+            from workbench._errors import EncoderError
+
+            raise EncoderError(
+                "this checkpoint uses the built-in detail network; it takes no tile encoder"
+            )
     model.checkpoint_extra_ = config.get("extra", {})
     return model.to(device).eval()

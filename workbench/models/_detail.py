@@ -66,6 +66,10 @@ class DetailBranch(nn.Module):
     the region answer to the map (usable for multiple-instance training on slide labels).
     """
 
+    #: Draws per-pixel lesion maps that a mask loss can train (the frozen-encoder detail
+    #: branch, :class:`~workbench.models.EncoderDetail`, gives one logit per crop).
+    pixel_maps = True
+
     def __init__(
         self,
         *,

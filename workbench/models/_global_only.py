@@ -23,7 +23,7 @@ class GlobalOnly(nn.Module):
     ----------
     in_features, n_classes, hidden, gcn_layers, transformer_layers, heads, dropout
         Passed to :class:`GlobalBranch`.
-    preprocessing, class_names
+    preprocessing, class_names, label
         As in :class:`SelfCalibratedModel`.
     """
 
@@ -39,6 +39,7 @@ class GlobalOnly(nn.Module):
         dropout: float = 0.1,
         preprocessing: dict | None = None,
         class_names: list[str] | None = None,
+        label: str | None = None,
     ) -> None:
         super().__init__()
         self.config = {
@@ -51,6 +52,7 @@ class GlobalOnly(nn.Module):
             "dropout": dropout,
             "preprocessing": copy.deepcopy(preprocessing or {}),
             "class_names": list(class_names) if class_names else None,
+            "label": label,
         }
         self.global_branch = GlobalBranch(**{k: self.config[k] for k in GLOBAL_BRANCH_OPTIONS})
 

@@ -21,12 +21,22 @@ __all__ = [
 ]
 
 
-def slide_loss(logits: torch.Tensor, label: torch.Tensor | int) -> torch.Tensor:
-    """Cross-entropy of slide logits ``(C,)`` or ``(B, C)`` against class indices."""
+def slide_loss(
+    logits: torch.Tensor, label: torch.Tensor | int, *, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy of slide logits ``(C,)`` or ``(B, C)`` against class indices.
+
+    ``weight`` ``(C,)`` scales each class's term (class weights against imbalance); for one
+    slide the loss is multiplied by its class's weight, so an epoch of one-slide steps
+    weighs the classes as a weighted batch would.
+    """
     if logits.ndim == 1:
         logits = logits.unsqueeze(0)
     label = torch.as_tensor(label, dtype=torch.long, device=logits.device).reshape(-1)
-    return F.cross_entropy(logits, label)
+    loss = F.cross_entropy(logits, label, reduction="none")
+    if weight is not None:
+        loss = loss * weight.to(logits.device, logits.dtype)[label]
+    return loss.mean()
 
 
 def node_loss(node_logits: torch.Tensor, node_labels: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from workbench.models._detail import DetailBranch
+from workbench.models._encoder import EncoderDetail, TileEncoder
 from workbench.models._focus import FocusPredictor
 from workbench.models._global import GLOBAL_BRANCH_OPTIONS, GlobalBranch
 
@@ -45,11 +46,19 @@ class SelfCalibratedModel(nn.Module):
         radius pushes later picks out of it.
     detail_width, embed_dim
         Passed to :class:`DetailBranch`.
+    encoder
+        ``None`` for the built-in compact detail network, or the ``spec()`` of a frozen
+        :class:`~workbench.models.TileEncoder`: the detail branch is then an
+        :class:`~workbench.models.EncoderDetail` (trainable heads on the encoder's
+        embeddings), and the encoder itself is attached with :meth:`attach_encoder` (it is not
+        part of this model's weights).
     preprocessing
         JSON-able settings the data side needs to feed this model (thumbnail mpp, detail mpp,
         crop size, feature names …); stored in checkpoints, not used by the network.
     class_names
         Names of the slide classes, for reports.
+    label
+        The clinical column the classes come from (for reports).
     """
 
     def __init__(
@@ -67,8 +76,10 @@ class SelfCalibratedModel(nn.Module):
         nms_hops: int = 1,
         detail_width: int = 16,
         embed_dim: int = 64,
+        encoder: dict | None = None,
         preprocessing: dict | None = None,
         class_names: list[str] | None = None,
+        label: str | None = None,
     ) -> None:
         super().__init__()
         if class_names is not None:
@@ -86,14 +97,19 @@ class SelfCalibratedModel(nn.Module):
             "nms_hops": nms_hops,
             "detail_width": detail_width,
             "embed_dim": embed_dim,
+            "encoder": copy.deepcopy(encoder) if encoder else None,
             "preprocessing": copy.deepcopy(preprocessing or {}),
             "class_names": list(class_names) if class_names else None,
+            "label": label,
         }
         self.global_branch = GlobalBranch(**{k: self.config[k] for k in GLOBAL_BRANCH_OPTIONS})
         self.focus = FocusPredictor(
             token_dim=hidden, hidden=focus_hidden, top_k=top_k, hops=nms_hops
         )
-        self.detail = DetailBranch(in_channels=3, width=detail_width, embed_dim=embed_dim)
+        if encoder:
+            self.detail = EncoderDetail(in_dim=int(encoder["embed_dim"]), embed_dim=embed_dim)
+        else:
+            self.detail = DetailBranch(in_channels=3, width=detail_width, embed_dim=embed_dim)
         self.project = nn.Sequential(
             nn.Linear(hidden, embed_dim), nn.GELU(), nn.Linear(embed_dim, embed_dim)
         )
@@ -102,6 +118,18 @@ class SelfCalibratedModel(nn.Module):
     @property
     def preprocessing(self) -> dict:
         return self.config["preprocessing"]
+
+    @property
+    def tile_encoder(self) -> TileEncoder | None:
+        """The attached frozen tile encoder (``None`` with the built-in detail network)."""
+        return getattr(self.detail, "encoder", None)
+
+    def attach_encoder(self, encoder: TileEncoder) -> None:
+        """Attach the frozen tile encoder this model was built for (see ``encoder``)."""
+        from workbench.models._encoder import check_encoder
+
+        check_encoder(self.config.get("encoder"), encoder)
+        self.detail.attach(encoder)
 
     # ------------------------------------------------------------------------------------
     def forward_global(self, features: torch.Tensor, edge_index: torch.Tensor) -> dict:
@@ -131,7 +159,13 @@ class SelfCalibratedModel(nn.Module):
         """Indices of the focus regions (graph NMS over the focus scores)."""
         return self.focus.select(focus_scores, edge_index, k=k, candidates=candidates)
 
-    def forward_detail(self, crops: torch.Tensor, tokens: torch.Tensor | None = None) -> dict:
+    def forward_detail(
+        self,
+        crops: torch.Tensor | None,
+        tokens: torch.Tensor | None = None,
+        *,
+        embeddings: torch.Tensor | None = None,
+    ) -> dict:
         """Detail branch on magnified crops of focus regions.
 
         Parameters
@@ -140,6 +174,8 @@ class SelfCalibratedModel(nn.Module):
             ``(K, 3, S, S)`` float images in ``[0, 1]``.
         tokens
             ``(K, hidden)`` node tokens of the same regions, to be projected (optional).
+        embeddings
+            Instead of ``crops``: cached ``(K, E)`` embeddings of a frozen tile encoder.
 
         Returns
         -------
@@ -148,9 +184,17 @@ class SelfCalibratedModel(nn.Module):
             ``detail_logits`` (n_classes,) from the mean embedding, and ``projected`` (K, E)
             when tokens are given.
         """
-        det = self.detail(crops)
+        if embeddings is not None:
+            if not isinstance(self.detail, EncoderDetail):
+                raise ValueError("embeddings= needs a model built with a frozen tile encoder")
+            det = self.detail.from_embeddings(embeddings)
+        else:
+            det = self.detail(crops)
+        logits = det["logits"]
+        if crops is not None and logits.shape[-2:] != crops.shape[-2:]:
+            logits = logits.expand(-1, -1, *crops.shape[-2:])  # one logit per crop, as a map
         out = {
-            "lesion_logits": det["logits"],
+            "lesion_logits": logits,
             "lesion_prob": det["lesion_prob"],
             "embedding": det["embedding"],
             "detail_logits": self.detail_classifier(det["embedding"].mean(0)),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,10 +12,12 @@ import torch
 from torch import nn
 
 from workbench.models._abmil import TileABMIL
+from workbench.models._augment import stain_jitter
 from workbench.models._focus import attribution_target
 from workbench.models._global_only import GlobalOnly
 from workbench.models._losses import (
     back_calibration_loss,
+    binary_kl,
     consistency_loss,
     curriculum_weights,
     detail_mask_loss,
@@ -23,7 +27,7 @@ from workbench.models._losses import (
 )
 from workbench.models._model import SelfCalibratedModel
 
-__all__ = ["SlideSample", "Trainer", "default_device"]
+__all__ = ["SlideSample", "Trainer", "default_device", "predict_samples"]
 
 
 def default_device() -> torch.device:
@@ -54,6 +58,13 @@ class SlideSample:
         branch learns from the slide label only, by multiple-instance pooling).
     tiles
         ``(T, 3, S, S)`` uint8 tissue tiles for :class:`TileABMIL`, or ``None``.
+    crop_embeddings
+        ``(M, E)`` frozen-encoder embeddings of the crops (computed once, instead of running
+        the encoder every epoch), or ``None``.
+    tile_embeddings
+        ``(T, E)`` frozen-encoder embeddings of the tiles, or ``None``.
+    node_xy
+        ``(N, 2)`` level-0 centres of the regions (where to read more crops), or ``None``.
     name
         Slide identifier.
     """
@@ -66,6 +77,9 @@ class SlideSample:
     crop_nodes: torch.Tensor | None = None
     crop_masks: torch.Tensor | None = None
     tiles: torch.Tensor | None = None
+    crop_embeddings: torch.Tensor | None = None
+    tile_embeddings: torch.Tensor | None = None
+    node_xy: torch.Tensor | None = None
     name: str = ""
 
 
@@ -74,11 +88,68 @@ def _to_float_image(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
+def _first_rows(crop_nodes: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """Row of the first crop of every chosen node."""
+    return torch.stack([torch.nonzero(crop_nodes == n)[0, 0] for n in chosen])
+
+
+@torch.no_grad()
+def predict_samples(
+    model: nn.Module,
+    samples: Sequence[SlideSample],
+    *,
+    crop_sources: Sequence[Callable] | None = None,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Slide class probabilities ``(n, n_classes)`` of cached samples, as at inference.
+
+    For :class:`SelfCalibratedModel` the focus regions are chosen among all regions and their
+    crops come from ``crop_sources[i](nodes)`` (a callable returning ``(K, 3, S, S)`` uint8
+    crops, or ``(K, E)`` embeddings for a frozen encoder, of those regions — e.g.
+    :class:`workbench.tl._engine.CropReader`); without sources the choice is limited to the
+    sample's cached crops. :class:`GlobalOnly` reads the graph only; :class:`TileABMIL` pools
+    every cached tile.
+    """
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for i, s in enumerate(samples):
+        x = s.features.to(dev).float()
+        ei = s.edge_index.to(dev)
+        if isinstance(model, SelfCalibratedModel):
+            g = model.forward_global(x, ei)
+            if crop_sources is not None:
+                idx = model.select_focus(g["focus_scores"], ei)
+                got = crop_sources[i](idx.cpu().tolist())
+            else:
+                nodes = s.crop_nodes.to(dev)
+                idx = model.select_focus(g["focus_scores"], ei, candidates=nodes)
+                rows = _first_rows(nodes, idx).cpu()
+                got = (s.crop_embeddings if s.crop_embeddings is not None else s.crops)[rows]
+            if got.dtype == torch.uint8:
+                det = model.forward_detail(_to_float_image(got, dev))
+            else:
+                det = model.forward_detail(None, embeddings=got.to(dev))
+            logits = g["logits"] + det["detail_logits"]
+        elif isinstance(model, GlobalOnly):
+            logits = model(x, ei)["logits"]
+        else:
+            if s.tile_embeddings is not None:
+                emb = model.embed_raw(s.tile_embeddings.to(dev))
+            else:
+                emb = model.embed_tiles(_to_float_image(s.tiles, dev))
+            logits = model.pool_embeddings(emb)["logits"]
+        out.append(torch.softmax(logits.float(), -1).cpu().numpy())
+    model.train(was_training)
+    return np.stack(out).astype(np.float64) if out else np.zeros((0, 0))
+
+
 class Trainer:
     """Fits a :class:`SelfCalibratedModel`, :class:`GlobalOnly` or :class:`TileABMIL`.
 
-    One optimiser step per slide (Adam), slides shuffled every epoch with a seeded generator.
-    For the self-calibrated model the losses follow the curriculum of
+    One optimiser step per slide (AdamW, cosine schedule), slides shuffled every epoch with a
+    seeded generator. For the self-calibrated model the losses follow the curriculum of
     :func:`~workbench.models.curriculum_weights`: slide, node and focus losses from the start,
     detail losses from ``detail_start`` of the epochs, consistency and back-calibration
     ramping in after that (never, when ``consistency=False``: the ablation).
@@ -88,11 +159,11 @@ class Trainer:
     model
         The model to train (modified in place).
     epochs
-        Passes over the training slides.
+        Passes over the training slides (at most, with early stopping).
     lr, weight_decay
         AdamW settings.
     seed
-        Seeds torch and the shuffling.
+        Seeds torch, the shuffling and the augmentation.
     device
         ``None`` = CUDA when available, else CPU.
     detail_start, ramp
@@ -101,13 +172,25 @@ class Trainer:
         Whether the feature-consistency and back-calibration losses are used.
     tiles_per_step
         Tiles sampled per slide and step when training :class:`TileABMIL` (inference uses all).
+    class_weights
+        ``(n_classes,)`` weights of the slide loss (e.g. inverse class frequencies), or ``None``.
+    augment
+        Stain augmentation of crops and tiles (``{"sigma": 0.05, "bias": 0.02}``, see
+        :func:`~workbench.models.stain_jitter`), or ``None``. Cached frozen-encoder embeddings
+        are not augmented.
+    patience
+        Early stopping: with a ``validate`` callback in :meth:`fit`, stop after this many
+        epochs without a lower validation loss and keep the best epoch's weights.
     progress
         Show a tqdm progress bar.
 
     Attributes
     ----------
     history_
-        One dict per epoch: mean losses, training accuracy and the curriculum weights.
+        One dict per epoch: mean losses, training accuracy, the curriculum weights and, with
+        validation, ``val_loss`` and the other numbers ``validate`` returned.
+    best_epoch_
+        The epoch whose weights were kept (the last one without validation).
     """
 
     def __init__(
@@ -123,6 +206,9 @@ class Trainer:
         ramp: float = 0.2,
         consistency: bool = True,
         tiles_per_step: int = 16,
+        class_weights: Sequence[float] | torch.Tensor | None = None,
+        augment: dict | None = None,
+        patience: int | None = None,
         progress: bool = True,
     ) -> None:
         if not isinstance(model, SelfCalibratedModel | GlobalOnly | TileABMIL):
@@ -130,6 +216,7 @@ class Trainer:
                 f"Trainer trains SelfCalibratedModel, GlobalOnly or TileABMIL, not {type(model).__name__}"
             )
         assert epochs >= 1, "epochs must be at least 1"
+        assert patience is None or patience >= 1, "patience must be at least 1"
         self.model = model
         self.epochs = epochs
         self.lr = lr
@@ -140,9 +227,15 @@ class Trainer:
         self.ramp = ramp
         self.consistency = consistency
         self.tiles_per_step = tiles_per_step
+        self.class_weights = (
+            None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        )
+        self.augment = dict(augment) if augment else None
+        self.patience = patience
         self.progress = progress
         self.history_: list[dict] = []
         self.n_slides_: int | None = None
+        self.best_epoch_: int | None = None
 
     def __repr__(self) -> str:
         fitted = f"fitted on {self.n_slides_} slides" if self.n_slides_ else "not fitted"
@@ -160,32 +253,53 @@ class Trainer:
         std = feats.std(0).nan_to_num(1.0)
         self.model.global_branch.set_feature_scaling(mean, std)
 
-    def _sew_step(self, s: SlideSample, w: dict) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    def _images(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        images = _to_float_image(x, self.device)
+        if self.augment:
+            images = stain_jitter(images, generator=gen, **self.augment)
+        return images
+
+    def _slide_loss(self, logits: torch.Tensor, label: int) -> torch.Tensor:
+        return slide_loss(logits, label, weight=self.class_weights)
+
+    def _sew_step(
+        self, s: SlideSample, w: dict, gen: torch.Generator
+    ) -> tuple[torch.Tensor, dict, torch.Tensor]:
         model: SelfCalibratedModel = self.model
         dev = self.device
         x = s.features.to(dev).float()
         ei = s.edge_index.to(dev)
         out = model.forward_global(x, ei)
         logits = out["logits"]
-        parts = {"slide": slide_loss(logits, s.label)}
+        parts = {"slide": self._slide_loss(logits, s.label)}
         log_prob = torch.log_softmax(logits, dim=-1)[s.label]
         attribution = attribution_target(log_prob, out["tokens"])
         parts["focus"] = focus_loss(out["focus_logits"], attribution)
         if s.node_labels is not None:
             parts["node"] = node_loss(out["node_logits"], s.node_labels.to(dev))
         final_logits = logits
-        if w["detail"] > 0 and s.crops is not None and len(s.crops):
-            crops = _to_float_image(s.crops, dev)
+        have_crops = (
+            s.crop_nodes is not None
+            and len(s.crop_nodes)
+            and (s.crop_embeddings is not None or s.crops is not None)
+        )
+        if w["detail"] > 0 and have_crops:
             crop_nodes = s.crop_nodes.to(dev)
-            det = model.detail(crops)
+            if s.crop_embeddings is not None:
+                det = model.detail.from_embeddings(s.crop_embeddings.to(dev))
+            else:
+                det = model.detail(self._images(s.crops, gen))
             if s.crop_masks is not None:
-                parts["detail"] = detail_mask_loss(det["logits"], s.crop_masks.to(dev).float())
+                masks = s.crop_masks.to(dev).float()
+                if getattr(model.detail, "pixel_maps", True):
+                    parts["detail"] = detail_mask_loss(det["logits"], masks)
+                else:  # one lesion logit per crop: its target is the crop's lesion share
+                    pooled = det["logits"].flatten(1).mean(1)
+                    parts["detail"] = binary_kl(pooled, masks.flatten(1).mean(1))
             chosen = model.select_focus(out["focus_scores"], ei, candidates=crop_nodes)
-            # First crop row of every chosen node.
-            rows = torch.stack([torch.nonzero(crop_nodes == n)[0, 0] for n in chosen])
-            emb = det["embedding"][rows]
+            emb = det["embedding"][_first_rows(crop_nodes, chosen)]
             final_logits = logits + model.detail_classifier(emb.mean(0))
-            mil = slide_loss(final_logits, s.label)
+            mil = self._slide_loss(final_logits, s.label)
             parts["detail"] = parts.get("detail", 0.0) + mil
             if w["consistency"] > 0:
                 parts["consistency"] = consistency_loss(model.project(out["tokens"][chosen]), emb)
@@ -195,9 +309,9 @@ class Trainer:
         total = sum(w[k] * v for k, v in parts.items())
         return total, parts, final_logits
 
-    def _global_step(self, s: SlideSample, w: dict) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    def _global_step(self, s: SlideSample, w: dict, gen) -> tuple[torch.Tensor, dict, torch.Tensor]:
         out = self.model(s.features.to(self.device).float(), s.edge_index.to(self.device))
-        parts = {"slide": slide_loss(out["logits"], s.label)}
+        parts = {"slide": self._slide_loss(out["logits"], s.label)}
         if s.node_labels is not None:
             parts["node"] = node_loss(out["node_logits"], s.node_labels.to(self.device))
         return sum(parts.values()), parts, out["logits"]
@@ -205,16 +319,36 @@ class Trainer:
     def _abmil_step(
         self, s: SlideSample, w: dict, gen: torch.Generator
     ) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        if s.tiles is None or not len(s.tiles):
+        model: TileABMIL = self.model
+        source = s.tile_embeddings if s.tile_embeddings is not None else s.tiles
+        if source is None or not len(source):
             raise ValueError(f"slide {s.name!r} has no tiles; TileABMIL needs SlideSample.tiles")
-        n = len(s.tiles)
-        idx = torch.randperm(n, generator=gen)[: self.tiles_per_step]
-        out = self.model(_to_float_image(s.tiles[idx], self.device))
-        parts = {"slide": slide_loss(out["logits"], s.label)}
+        idx = torch.randperm(len(source), generator=gen)[: self.tiles_per_step]
+        if s.tile_embeddings is not None:
+            emb = model.embed_raw(s.tile_embeddings[idx].to(self.device))
+        else:
+            emb = model.embed_tiles(self._images(s.tiles[idx], gen))
+        out = model.pool_embeddings(emb)
+        parts = {"slide": self._slide_loss(out["logits"], s.label)}
         return parts["slide"], parts, out["logits"]
 
-    def fit(self, samples: list[SlideSample]) -> Trainer:
-        """Train on ``samples``; returns ``self`` with ``history_`` filled."""
+    def fit(
+        self,
+        samples: list[SlideSample],
+        *,
+        validate: Callable[[nn.Module], dict] | None = None,
+    ) -> Trainer:
+        """Train on ``samples``; returns ``self`` with ``history_`` filled.
+
+        Parameters
+        ----------
+        samples
+            The training slides.
+        validate
+            Called with the model after every epoch; returns a dict with ``"loss"`` (the
+            validation loss early stopping watches) and any other numbers to record, each
+            stored in ``history_`` with a ``val_`` prefix.
+        """
         from tqdm.auto import tqdm
 
         samples = list(samples)
@@ -231,8 +365,15 @@ class Trainer:
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
         )
+        if isinstance(model, SelfCalibratedModel):
+            step_fn = self._sew_step
+        elif isinstance(model, GlobalOnly):
+            step_fn = self._global_step
+        else:
+            step_fn = self._abmil_step
         self.history_ = []
         self.n_slides_ = len(samples)
+        best_loss, best_state, waited = math.inf, None, 0
         bar = tqdm(
             range(self.epochs), desc=f"train {type(model).__name__}", disable=not self.progress
         )
@@ -249,12 +390,7 @@ class Trainer:
             correct = 0
             for i in rng.permutation(len(samples)):
                 s = samples[int(i)]
-                if isinstance(model, SelfCalibratedModel):
-                    loss, parts, logits = self._sew_step(s, w)
-                elif isinstance(model, GlobalOnly):
-                    loss, parts, logits = self._global_step(s, w)
-                else:
-                    loss, parts, logits = self._abmil_step(s, w, gen)
+                loss, parts, logits = step_fn(s, w, gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -267,7 +403,27 @@ class Trainer:
             record = {"epoch": epoch + 1, **{k: v / len(samples) for k, v in sums.items()}}
             record["accuracy"] = correct / len(samples)
             record["weights"] = dict(w)
+            postfix = {"loss": f"{record['loss']:.3f}", "acc": f"{record['accuracy']:.2f}"}
+            if validate is not None:
+                model.eval()
+                val = validate(model)
+                record.update({f"val_{k}": float(v) for k, v in val.items()})
+                postfix["val"] = f"{record['val_loss']:.3f}"
+                # Only once the detail branch is on do validation losses compare like with like.
+                if w["detail"] > 0 or not isinstance(model, SelfCalibratedModel):
+                    if record["val_loss"] < best_loss - 1e-6:
+                        best_loss, waited = record["val_loss"], 0
+                        best_state = copy.deepcopy(model.state_dict())
+                        self.best_epoch_ = epoch + 1
+                    else:
+                        waited += 1
             self.history_.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
+            bar.set_postfix(**postfix)
+            if validate is not None and self.patience is not None and waited >= self.patience:
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        else:
+            self.best_epoch_ = len(self.history_)
         model.eval()
         return self

@@ -10,6 +10,7 @@ from workbench.tl._extract import (
     extract_cohort,
     focus_annotations,
     focus_in_mask,
+    load_model,
     predict_tiles,
 )
 from workbench.tl._markers import FeatureUniqueness, markers
@@ -24,25 +25,27 @@ from workbench.tl._survival import (
 )
 from workbench.tl._train import (
     SlideTrainer,
-    label_from_grade,
+    classification_metrics,
+    encode_labels,
     prepare_cohort,
     prepare_slide,
     suggest_settings,
-    train_default,
 )
 
 __all__ = [
     "FeatureUniqueness",
     "SlideTrainer",
     "benjamini_hochberg",
+    "classification_metrics",
     "cohort",
     "discover",
+    "encode_labels",
     "export_geojson",
     "extract",
     "extract_cohort",
     "focus_annotations",
     "focus_in_mask",
-    "label_from_grade",
+    "load_model",
     "markers",
     "outcome_groups",
     "predict_tiles",
@@ -55,6 +58,5 @@ __all__ = [
     "spatial_many",
     "split_patients",
     "survival",
-    "train_default",
     "validate_clinical",
 ]

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench._constants import (
-    ADJACENCY,
     EXPLAIN,
     FOCUS_CLASS,
     FOCUS_COLOR,
@@ -21,137 +20,50 @@ from workbench._constants import (
     SPATIAL,
     X_FOCUS,
 )
+from workbench.tl._engine import (  # DEFAULT_PREPROCESSING, as_slide: for older imports
+    DEFAULT_PREPROCESSING,  # noqa: F401
+    as_slide,  # noqa: F401
+    edge_index_of,
+    mask_at,
+    open_slide,
+    read_crops,
+    read_tiles,
+    region_graph_for,
+    settings_of,
+    tissue_grid,
+    to_tensor_images,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata
     import pandas as pd
-    import torch
 
     from workbench.io import Slide
 
 logger = logging.getLogger(__name__)
 
 
-#: Settings a model's ``preprocessing`` dict may carry, with the defaults used when absent.
-DEFAULT_PREPROCESSING: dict[str, Any] = {
-    "thumbnail_mpp": 8.0,
-    "thumbnail_max_px": 1280,
-    "n_segments": 1500,
-    "detail_mpp": 0.5,
-    "crop_size": 256,
-}
-
-
-def _settings(model) -> dict:
-    pre = dict(DEFAULT_PREPROCESSING)
-    pre.update(getattr(model, "preprocessing", {}) or {})
-    return pre
-
-
-def thumbnail_mpp_for(slide: Slide, settings: dict) -> float:
-    """Thumbnail resolution for a slide: ``thumbnail_mpp``, coarsened if needed so the
-    thumbnail's longer side stays within ``thumbnail_max_px`` (bounds the superpixel cost
-    on very large slides)."""
-    mpp = float(settings["thumbnail_mpp"])
-    cap = settings.get("thumbnail_max_px")
-    if cap:
-        long_um = max(slide.dimensions) * slide.require_mpp()
-        mpp = max(mpp, long_um / float(cap))
-    return mpp
-
-
-def tissue_grid(slide: Slide, settings: dict) -> np.ndarray:
-    """Level-0 top-left corners ``(T, 2)`` of the tissue tiles at the detail magnification.
-
-    Tissue is detected on the same thumbnail resolution as the region graph (detection on
-    fine, near-full-resolution thumbnails misses pale stroma), so the tile baseline and the
-    region graph see the same tissue.
-    """
-    from workbench.pp import detect_tissue, tile_tissue
-
-    mask = detect_tissue(slide.thumbnail(mpp=thumbnail_mpp_for(slide, settings)))
-    grid = tile_tissue(
-        slide,
-        mpp=float(settings["detail_mpp"]),
-        tile_size=int(settings["crop_size"]),
-        min_tissue=float(settings.get("min_tissue", 0.5)),
-        tissue_mask=mask,
-    )
-    return np.column_stack([grid.obs["x"].to_numpy(), grid.obs["y"].to_numpy()]).reshape(-1, 2)
-
-
-def as_slide(slide: Slide | str | os.PathLike, *, mpp: float | None = None) -> Slide:
-    """A :class:`~workbench.io.Slide` from a path or a slide (``mpp`` overrides the file's)."""
-    from workbench.io import Slide
-
-    if isinstance(slide, Slide):
-        if mpp is not None and slide.mpp != mpp:
-            if slide.info.vendor == "array":
-                raise ValueError("give mpp= to Slide.from_array, not to extract")
-            return Slide(slide.path, mpp=mpp)
-        return slide
-    return Slide(slide, mpp=mpp)
-
-
-def load_model(model):
-    """A model object from a model or a checkpoint folder."""
+def load_model(model, *, encoder=None):
+    """A model object from a model or a checkpoint folder (``encoder``: the frozen tile
+    encoder a checkpoint was trained with, when it is not at its recorded path)."""
     if isinstance(model, str | os.PathLike):
         from workbench.models import load_checkpoint
 
-        return load_checkpoint(model)
+        return load_checkpoint(model, encoder=encoder)
+    if encoder is not None and getattr(model, "tile_encoder", None) is None:
+        from workbench.models import load_encoder
+
+        model.attach_encoder(load_encoder(encoder))
     return model
 
 
-def edge_index_of(adata: anndata.AnnData) -> torch.Tensor:
-    """``(2, E)`` long tensor of the region adjacency in ``obsp["adjacency"]``."""
-    import scipy.sparse as sp
-    import torch
+def _default_slide_id(slide) -> str:
+    from workbench.io import slide_id
 
-    coo = sp.coo_matrix(adata.obsp[ADJACENCY])
-    keep = coo.row < coo.col
-    return torch.from_numpy(np.vstack([coo.row[keep], coo.col[keep]]).astype(np.int64))
-
-
-def read_crops(
-    slide: Slide, centers_xy: np.ndarray, *, mpp: float, size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Square crops of ``size`` px at ``mpp`` centred on level-0 points.
-
-    Returns
-    -------
-    crops
-        ``(K, size, size, 3)`` uint8.
-    boxes
-        ``(K, 4)`` level-0 ``(x, y, width, height)`` of each crop.
-    """
-    side0 = size * mpp / slide.require_mpp()
-    centers_xy = np.asarray(centers_xy, dtype=np.float64).reshape(-1, 2)
-    crops = np.empty((len(centers_xy), size, size, 3), dtype=np.uint8)
-    boxes = np.empty((len(centers_xy), 4), dtype=np.float64)
-    for i, (cx, cy) in enumerate(centers_xy):
-        x0, y0 = cx - side0 / 2.0, cy - side0 / 2.0
-        crops[i] = slide.read_region((x0, y0), (size, size), mpp=mpp)
-        boxes[i] = (x0, y0, side0, side0)
-    return crops, boxes
-
-
-def _to_tensor_images(crops: np.ndarray, device) -> torch.Tensor:
-    import torch
-
-    return (
-        torch.from_numpy(np.ascontiguousarray(crops))
-        .permute(0, 3, 1, 2)
-        .float()
-        .div(255.0)
-        .to(device)
-    )
-
-
-def _default_slide_id(slide: Slide) -> str:
     path = str(slide.path)
     if path.startswith("<array:") and path.endswith(">"):
         return path[len("<array:") : -1]
-    return Path(path).stem
+    return slide_id(path)
 
 
 def _class_names(model, n: int) -> list[str]:
@@ -169,11 +81,13 @@ def extract(
     device: str | None = None,
     lesion_threshold: float = 0.5,
     slide_id: str | None = None,
+    encoder=None,
 ) -> anndata.AnnData:
     """Explain one slide: region graph, focus regions, their lesion maps, slide probabilities.
 
     Only the thumbnail and ``top_k`` magnified crops are read from the file, never the whole
-    of level 0.
+    of level 0, through the same engine (:mod:`workbench.tl._engine`) and with the same
+    settings as in training, stain normalisation included.
 
     Parameters
     ----------
@@ -193,7 +107,11 @@ def extract(
     lesion_threshold
         Probability above which a lesion-map pixel counts as lesion (for outlines/export).
     slide_id
-        Identifier stored in ``uns["slide_id"]`` (default: the file stem).
+        Identifier stored in ``uns["slide_id"]`` (default: :func:`workbench.io.slide_id` of the
+        file name).
+    encoder
+        The frozen tile encoder a checkpoint was trained with, when it is not at the path
+        the checkpoint records (a ``.pt2`` file or a module).
 
     Returns
     -------
@@ -204,11 +122,14 @@ def extract(
         focus regions, the global node head's estimate elsewhere), ``uns["slide_id"]``,
         ``obsm["X_focus"]``
         (node tokens, the focused discriminative features) and ``uns["explain"]`` with
-        ``model``, ``class_names``, ``probabilities`` (slide, final), ``global_probabilities``,
-        ``predicted_class``, ``predicted_label``, ``slide`` (metadata), ``lesion_threshold`` and
+        ``model``, ``label`` (the clinical column it learnt), ``class_names``,
+        ``probabilities`` (slide, final), ``global_probabilities``, ``predicted_class``,
+        ``predicted_label``, ``slide`` (metadata), ``stain`` (the normalisation method or
+        ``None``), ``encoder`` (its name, or ``"builtin"``), ``lesion_threshold`` and
         ``focus`` = {``obs_index``, ``region_id``, ``centers_xy``, ``boxes_xywh`` (level-0),
-        ``focus_score``, ``lesion_prob``, ``crops`` (K, S, S, 3 uint8), ``lesion_maps``
-        (K, S, S float32 probabilities), ``detail_mpp``, ``crop_size``}.
+        ``focus_score``, ``lesion_prob``, ``crops`` (K, S, S, 3 uint8, as the model saw them:
+        stain-normalised when it was trained so), ``lesion_maps`` (K, S, S float32
+        probabilities), ``detail_mpp``, ``crop_size``}.
 
     Raises
     ------
@@ -217,22 +138,18 @@ def extract(
     """
     import torch
 
-    from workbench.pp import region_graph
-
-    model = load_model(model)
+    model = load_model(model, encoder=encoder)
     from workbench.models import SelfCalibratedModel
 
     if not isinstance(model, SelfCalibratedModel):
         raise TypeError(f"extract needs a SelfCalibratedModel, got {type(model).__name__}")
-    pre = _settings(model)
-    slide = as_slide(slide, mpp=mpp)
+    pre = settings_of(model)
+    slide = open_slide(slide, pre, mpp=mpp)
     slide.require_mpp()
     dev = torch.device(device or "cpu")
     model = model.to(dev).eval()
     if graph is None:
-        adata = region_graph(
-            slide, thumbnail_mpp=thumbnail_mpp_for(slide, pre), n_segments=int(pre["n_segments"])
-        )
+        adata = region_graph_for(slide, pre)
     else:
         adata = graph.copy()
     names = pre.get("feature_names")
@@ -251,7 +168,7 @@ def extract(
         idx = model.select_focus(g["focus_scores"], ei, k=k)
         centers = np.asarray(adata.obsm[SPATIAL])[idx.cpu().numpy()]
         crops, boxes = read_crops(slide, centers, mpp=dmpp, size=size)
-        det = model.forward_detail(_to_tensor_images(crops, dev), g["tokens"][idx])
+        det = model.forward_detail(to_tensor_images(crops, dev), g["tokens"][idx])
         logits = g["logits"] + det["detail_logits"]
         probs = torch.softmax(logits, -1).cpu().numpy().astype(np.float64)
         gprobs = torch.softmax(g["logits"], -1).cpu().numpy().astype(np.float64)
@@ -274,14 +191,19 @@ def extract(
         adata.obs["region_id"].to_numpy()[idx_np] if "region_id" in adata.obs else idx_np + 1
     )
     adata.uns[SLIDE_ID] = str(slide_id or _default_slide_id(slide))
+    stain = pre.get("stain")
+    enc = model.tile_encoder
     adata.uns[EXPLAIN] = {
         "model": type(model).__name__,
+        "label": model.config.get("label") or "",
         "class_names": classes,
         "probabilities": probs,
         "global_probabilities": gprobs,
         "predicted_class": pred,
         "predicted_label": classes[pred],
         "slide": slide.info.to_dict(),
+        "stain": str(stain.get("method")) if isinstance(stain, Mapping) else "none",
+        "encoder": enc.name if enc is not None else "builtin",
         "lesion_threshold": float(lesion_threshold),
         "focus": {
             "obs_index": idx_np,
@@ -316,6 +238,7 @@ def predict_tiles(
     batch_size: int = 32,
     device: str | None = None,
     progress: bool = False,
+    encoder=None,
 ) -> dict:
     """Slide prediction of the exhaustive-tiling :class:`~workbench.models.TileABMIL`.
 
@@ -331,9 +254,9 @@ def predict_tiles(
     import torch
     from tqdm.auto import tqdm
 
-    model = load_model(model)
-    pre = _settings(model)
-    slide = as_slide(slide, mpp=mpp)
+    model = load_model(model, encoder=encoder)
+    pre = settings_of(model)
+    slide = open_slide(slide, pre, mpp=mpp)
     dev = torch.device(device or "cpu")
     model = model.to(dev).eval()
     size, dmpp = int(pre["crop_size"]), float(pre["detail_mpp"])
@@ -345,13 +268,8 @@ def predict_tiles(
     embs = []
     with torch.no_grad():
         for start in tqdm(range(0, len(xy), batch_size), disable=not progress, desc="tiles"):
-            batch = np.stack(
-                [
-                    slide.read_region(tuple(p), (size, size), mpp=dmpp)
-                    for p in xy[start : start + batch_size]
-                ]
-            )
-            embs.append(model.embed_tiles(_to_tensor_images(batch, dev)))
+            batch = read_tiles(slide, xy[start : start + batch_size], mpp=dmpp, size=size)
+            embs.append(model.embed_tiles(to_tensor_images(batch, dev)))
         out = model.pool_embeddings(torch.cat(embs))
     return {
         "probabilities": torch.softmax(out["logits"], -1).cpu().numpy().astype(np.float64),
@@ -363,32 +281,34 @@ def predict_tiles(
 
 # ---------------------------------------------------------------------------------------
 def cohort_slides(cohort) -> list[tuple[str, dict]]:
-    """``(slide_id, clinical row)`` of every slide of a synthetic cohort, in table order.
-
-    The id is the file stem of the ``slide`` column (``slides/S000.tif`` -> ``S000``).
-    """
-    out = []
-    for _, row in cohort.clinical.iterrows():
-        out.append((Path(str(row["slide"])).name.split(".")[0], row.to_dict()))
-    return out
+    """``(slide_id, clinical row)`` of every slide of a cohort, in table order (kept for
+    older code: iterate over ``cohort.slide_ids`` and ``cohort.clinical`` instead)."""
+    return [
+        (sid, row.to_dict())
+        for sid, (_, row) in zip(cohort.slide_ids, cohort.clinical.iterrows(), strict=True)
+    ]
 
 
-def _slide_table(slides) -> dict[str, Any]:
-    """``{slide_id: path}`` from a mapping, a list of paths, or a synthetic cohort."""
-    if hasattr(slides, "slide_path") and hasattr(slides, "clinical"):
-        return {sid: str(slides.slide_path(sid)) for sid, _ in cohort_slides(slides)}
+def _slide_table(slides) -> list[tuple[str, Any, float | None]]:
+    """``(slide_id, path or Slide, mpp override)`` from a Cohort, a folder, a mapping or a
+    list of paths (ids by :func:`workbench.io.slide_id`)."""
+    from workbench.io import Cohort
+
+    if isinstance(slides, Cohort):
+        return [(sid, str(slides.slide_path(sid)), slides.mpp_of(sid)) for sid in slides.slide_ids]
     if isinstance(slides, Mapping):
         # Slide objects are kept as they are (usable without a dask client).
-        return {str(k): v if hasattr(v, "read_region") else str(v) for k, v in slides.items()}
+        return [
+            (str(k), v if hasattr(v, "read_region") else str(v), None) for k, v in slides.items()
+        ]
+    if isinstance(slides, str | os.PathLike) and Path(slides).is_dir():
+        slides = Cohort.from_folder(slides)
+        return _slide_table(slides)
     if isinstance(slides, str | os.PathLike):
         slides = [slides]
-    out: dict[str, str] = {}
-    for p in slides:
-        sid = Path(p).stem
-        if sid in out:
-            raise ValueError(f"two slides share the id {sid!r}; pass a {{id: path}} mapping")
-        out[sid] = str(p)
-    return out
+    from workbench.io._cohort import _slide_table as paths_by_id
+
+    return [(sid, str(p), None) for sid, p in paths_by_id(list(slides)).items()]
 
 
 def _status_row(sid: str, path, out, status: str, error: str = "") -> dict:
@@ -403,11 +323,11 @@ def _status_row(sid: str, path, out, status: str, error: str = "") -> dict:
 
 
 def _extract_to_file(
-    path, model, out_path: str, mpp: float | None, top_k: int | None, slide_id: str
+    path, model, out_path: str, mpp: float | None, top_k: int | None, slide_id: str, encoder=None
 ) -> str:
     from workbench.io import write_h5ad
 
-    adata = extract(path, model, mpp=mpp, top_k=top_k, slide_id=slide_id)
+    adata = extract(path, model, mpp=mpp, top_k=top_k, slide_id=slide_id, encoder=encoder)
     write_h5ad(adata, out_path)
     return out_path
 
@@ -423,6 +343,7 @@ def extract_cohort(
     top_k: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    encoder=None,
 ) -> pd.DataFrame:
     """Run :func:`extract` on many slides, one ``<slide_id>.h5ad`` per slide in ``out_dir``.
 
@@ -433,7 +354,9 @@ def extract_cohort(
     Parameters
     ----------
     slides
-        ``{slide_id: path}``, a list of paths (ids = file stems), or a synthetic cohort.
+        A :class:`~workbench.io.Cohort` (its per-slide mpp overrides apply), a folder of
+        slides, ``{slide_id: path}``, or a list of paths (ids by
+        :func:`workbench.io.slide_id`).
     model
         A :class:`~workbench.models.SelfCalibratedModel` or its checkpoint folder.
     out_dir
@@ -446,13 +369,15 @@ def extract_cohort(
     n_workers
         Workers of the local cluster.
     mpp
-        Override for slides without a recorded resolution.
+        Resolution for slides that record none (a cohort's own overrides come first).
     top_k
         Focus regions per slide (default: the model's).
     overwrite
         Recompute slides whose output exists.
     progress
         Show a tqdm progress bar.
+    encoder
+        The frozen tile encoder the checkpoint was trained with, if not at its recorded path.
 
     Returns
     -------
@@ -468,26 +393,26 @@ def extract_cohort(
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     todo = []
-    for sid, path in table.items():
+    for sid, path, own_mpp in table:
         out = out_dir / f"{sid}.h5ad"
         if out.exists() and not overwrite:
             rows.append(_status_row(sid, path, out, "skipped"))
         else:
-            todo.append((sid, path, str(out)))
+            todo.append((sid, path, str(out), own_mpp if own_mpp is not None else mpp))
     if todo and client is None:
-        model = load_model(model)
-        for sid, path, out in tqdm(todo, desc="extract", disable=not progress):
+        model = load_model(model, encoder=encoder)
+        for sid, path, out, slide_mpp in tqdm(todo, desc="extract", disable=not progress):
             try:
-                _extract_to_file(path, model, out, mpp, top_k, sid)
+                _extract_to_file(path, model, out, slide_mpp, top_k, sid)
                 rows.append(_status_row(sid, path, out, "done"))
             except Exception as exc:  # report and carry on with the other slides
                 logger.warning("extract failed on %s: %s", path, exc)
                 rows.append(_status_row(sid, path, out, "failed", f"{type(exc).__name__}: {exc}"))
     elif todo:
         rows.extend(
-            _extract_distributed(todo, model, out_dir, client, n_workers, mpp, top_k, progress)
+            _extract_distributed(todo, model, out_dir, client, n_workers, top_k, progress, encoder)
         )
-    order = {sid: i for i, sid in enumerate(table)}
+    order = {sid: i for i, (sid, _, _) in enumerate(table)}
     df = pd.DataFrame(rows, columns=["slide_id", "path", "output", "status", "error"])
     df = df.sort_values("slide_id", key=lambda s: s.map(order)).reset_index(drop=True)
     logger.info("extract_cohort: %s", df["status"].value_counts().to_dict())
@@ -495,7 +420,7 @@ def extract_cohort(
 
 
 def _extract_distributed(
-    todo, model, out_dir, client, n_workers, mpp, top_k, progress
+    todo, model, out_dir, client, n_workers, top_k, progress, encoder
 ) -> list[dict]:
     from distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
@@ -507,6 +432,11 @@ def _extract_distributed(
         from workbench.models import save_checkpoint
 
         ckpt = str(save_checkpoint(model, out_dir / ".model"))
+    enc = encoder
+    if enc is None and getattr(model, "tile_encoder", None) is not None:
+        enc = getattr(model.tile_encoder, "file", None)  # a module cannot travel; a file can
+    if enc is not None and not isinstance(enc, str | os.PathLike):
+        raise TypeError("with a dask client, pass the tile encoder as a .pt2 file path")
     own_client = own_cluster = None
     if client == "local":
         own_cluster = LocalCluster(
@@ -518,12 +448,10 @@ def _extract_distributed(
     rows = []
     try:
         futures = {
-            client.submit(_extract_to_file, path, ckpt, out, mpp, top_k, sid, pure=False): (
-                sid,
-                path,
-                out,
-            )
-            for sid, path, out in todo
+            client.submit(
+                _extract_to_file, path, ckpt, out, slide_mpp, top_k, sid, enc, pure=False
+            ): (sid, path, out)
+            for sid, path, out, slide_mpp in todo
         }
         for fut in tqdm(
             as_completed(futures), total=len(futures), desc="extract", disable=not progress
@@ -559,11 +487,8 @@ def focus_in_mask(adata: anndata.AnnData, mask: np.ndarray, downsample: float) -
     -------
     Boolean array, one entry per focus region; its mean is the *focus hit rate*.
     """
-    mask = np.asarray(mask, dtype=bool)
     centres = np.asarray(adata.uns[EXPLAIN]["focus"]["centers_xy"], dtype=float).reshape(-1, 2)
-    rows = np.clip((centres[:, 1] / downsample).astype(int), 0, mask.shape[0] - 1)
-    cols = np.clip((centres[:, 0] / downsample).astype(int), 0, mask.shape[1] - 1)
-    return mask[rows, cols]
+    return mask_at(mask, downsample, centres[:, 0], centres[:, 1])
 
 
 def focus_annotations(adata: anndata.AnnData, *, threshold: float | None = None) -> list:
@@ -624,14 +549,11 @@ def export_geojson(
 
 
 __all__ = [
-    "DEFAULT_PREPROCESSING",
-    "as_slide",
-    "edge_index_of",
     "export_geojson",
     "extract",
     "extract_cohort",
     "focus_annotations",
     "focus_in_mask",
+    "load_model",
     "predict_tiles",
-    "read_crops",
 ]

@@ -1,0 +1,224 @@
+"""The steps of a run, each implemented once: the CLI's commands and the demo call these.
+
+Every step is a short sequence of public calls (``io.Cohort``, ``tl.SlideTrainer``,
+``tl.extract_cohort``, ``tl.discover``) plus the files it writes into a run folder, so that
+``workbench train …`` on a user's folder and the demo's train step are the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import anndata
+    import pandas as pd
+
+    from workbench.io import Cohort
+    from workbench.tl import SlideTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def open_cohort(
+    slides: str | os.PathLike,
+    clinical: str | os.PathLike | pd.DataFrame | None = None,
+    *,
+    annotations: str | os.PathLike | None = None,
+    lesion_class: str | Sequence[str] | None = "Tumor",
+    mpp: float | Mapping[str, float] | None = None,
+    slide_col: str = "slide",
+    patient_col: str = "patient_id",
+    on_unmatched: str = "raise",
+) -> Cohort:
+    """``io.Cohort.from_folder`` with the CLI's options."""
+    from workbench.io import Cohort
+
+    return Cohort.from_folder(
+        slides,
+        clinical,
+        slide_col=slide_col,
+        patient_col=patient_col,
+        mpp=mpp,
+        annotations_dir=annotations,
+        lesion_class=lesion_class,
+        on_unmatched=on_unmatched,
+    )
+
+
+def train_step(
+    cohort: Cohort,
+    out: str | os.PathLike,
+    *,
+    label: str,
+    classes: Sequence[str] | None = None,
+    kind: str = "sew",
+    epochs: int = 30,
+    seed: int = 0,
+    encoder: Any = None,
+    stain: str | None = None,
+    validation: float | None = None,
+    folds: int | None = None,
+    slide_ids: Sequence[str] | None = None,
+    settings: dict | None = None,
+    progress: bool = True,
+) -> SlideTrainer:
+    """Train on ``cohort``'s ``label`` column and save the checkpoint folder ``out``.
+
+    Also writes ``out/training.json``: label, classes, the slides used, the history and the
+    validation / cross-validation results.
+    """
+    from workbench.io import atomic_write_text
+    from workbench.tl import SlideTrainer
+
+    if classes is not None:
+        # Values of the column keep their type; classes given as text match them by text.
+        values = {str(v): v for v in cohort.labels(label).unique()}
+        classes = [values.get(str(c), c) for c in classes]
+    trainer = SlideTrainer(
+        kind=kind,
+        label=label,
+        classes=classes,
+        epochs=epochs,
+        seed=seed,
+        encoder=encoder,
+        stain=stain,
+        validation=validation,
+        folds=folds,
+        settings=dict(settings or {}),
+        progress=progress,
+    )
+    trainer.fit(cohort, slide_ids=slide_ids)
+    out = Path(out)
+    trainer.save(out)
+    history = [
+        {k: float(v) for k, v in h.items() if isinstance(v, int | float)} for h in trainer.history_
+    ]
+    record = {
+        "kind": kind,
+        "label": label,
+        "classes": [str(c) for c in trainer.classes_],
+        "train_slides": [s.name for s in trainer.samples_],
+        "validation": trainer.validation_,
+        "cv": None if trainer.cv_ is None else trainer.cv_.to_dict("records"),
+        "best_epoch": trainer.best_epoch_,
+        "history": history,
+    }
+    atomic_write_text(out / "training.json", json.dumps(record, indent=2, default=_json_default))
+    return trainer
+
+
+def extract_step(
+    slides,
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    client: Any = None,
+    n_workers: int = 2,
+    mpp: float | None = None,
+    top_k: int | None = None,
+    overwrite: bool = False,
+    encoder: Any = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Explain every slide of a cohort (or folder, or list) into ``out/<slide_id>.h5ad``."""
+    from workbench.tl import extract_cohort
+
+    return extract_cohort(
+        slides,
+        model,
+        out,
+        client=client,
+        n_workers=n_workers,
+        mpp=mpp,
+        top_k=top_k,
+        overwrite=overwrite,
+        encoder=encoder,
+        progress=progress,
+    )
+
+
+def clinical_table(clinical, *, slide_col: str = "slide") -> pd.DataFrame:
+    """A clinical table (Cohort, DataFrame or CSV) whose slide column holds slide ids."""
+    import pandas as pd
+
+    from workbench.io import Cohort, slide_id
+
+    if isinstance(clinical, Cohort):
+        return clinical.clinical.copy()
+    table = clinical.copy() if isinstance(clinical, pd.DataFrame) else _read_csv(clinical)
+    if slide_col in table:
+        table[slide_col] = [slide_id(s) for s in table[slide_col].astype(str)]
+    return table
+
+
+def _read_csv(path) -> pd.DataFrame:
+    import pandas as pd
+
+    from workbench import ClinicalTableError
+
+    try:
+        return pd.read_csv(path, dtype={"slide": str, "patient_id": str})
+    except FileNotFoundError:
+        raise ClinicalTableError(f"no clinical table at {str(path)!r}; check the path") from None
+    except pd.errors.EmptyDataError:
+        raise ClinicalTableError(f"the clinical table {str(path)!r} is empty") from None
+
+
+def discover_step(
+    slides_dir: str | os.PathLike,
+    clinical,
+    out: str | os.PathLike,
+    *,
+    validation_fraction: float = 0.5,
+    on_unmatched: str = "raise",
+    seed: int = 0,
+) -> anndata.AnnData:
+    """Phenotypes, spatial markers and the survival screen; writes ``discovery.h5ad`` and
+    ``markers.csv`` into ``out``.
+
+    ``clinical`` is a :class:`~workbench.io.Cohort` (its table and column names are used), a
+    DataFrame or a CSV path (its slide column may hold ids, file names or paths).
+    """
+    from workbench.io import Cohort, atomic_write_text, write_h5ad
+    from workbench.tl import discover, read_slides
+
+    keys = {}
+    if isinstance(clinical, Cohort):
+        if not clinical.has_survival:
+            from workbench import ClinicalTableError
+
+            raise ClinicalTableError(
+                "discovery needs survival: the clinical table has no time/event columns"
+            )
+        keys = {
+            "patient_key": clinical.patient_col,
+            "slide_key": clinical.slide_col,
+            "duration_key": clinical.time_col,
+            "event_key": clinical.event_col,
+        }
+    adatas = read_slides(slides_dir)
+    result = discover(
+        adatas,
+        clinical_table(clinical),
+        validation_fraction=validation_fraction,
+        on_unmatched=on_unmatched,
+        seed=seed,
+        **keys,
+    )
+    out = Path(out)
+    write_h5ad(result, out / "discovery.h5ad")
+    atomic_write_text(out / "markers.csv", result.uns["survival_screen"].to_csv())
+    return result
+
+
+def _json_default(v):
+    import numpy as np
+
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"not JSON-able: {type(v).__name__}")

@@ -1,0 +1,454 @@
+"""Tile encoders: the network that turns a magnified crop into an embedding.
+
+The interface (:class:`TileEncoder`) is a torch module with a few declared properties:
+
+``forward(images)``
+    ``images`` is a ``(B, 3, H, W)`` float tensor in ``[0, 1]`` (RGB, as read from the slide);
+    the result is a dict with ``"embedding"`` ``(B, embed_dim)`` and, when the encoder draws a
+    lesion map, ``"lesion_logits"`` ``(B, 1, H, W)``. Resizing to ``input_size`` and the
+    normalisation (``mean``/``std``) happen inside, so callers always pass plain crops.
+``embed_dim``, ``input_size``, ``mpp``, ``mean``, ``std``
+    Embedding size, the crop side in pixels and the resolution (µm/px) it expects (the
+    crops are read at that mpp and size), and the per-channel normalisation.
+``frozen``
+    A frozen encoder is never trained, so its embeddings are computed once per crop and
+    cached per slide (a large ViT runs once per crop, not once per epoch).
+``spec()``
+    A JSON description recorded in checkpoints, with a SHA-256 of the weights (or of the
+    ``.pt2`` file), so a checkpoint refuses to run with another encoder.
+
+Where encoders come from (:func:`load_encoder`):
+
+* the built-in compact network — :class:`~workbench.models.DetailBranch`, trained with the
+  model, which also draws per-pixel lesion maps (``None`` / ``"builtin"``);
+* any ``torch.nn.Module`` passed from Python (how a pathology foundation model built on
+  one's own machine with timm or open_clip comes in: UNI, CONCH, Virchow, H-optimus …),
+  wrapped by :class:`ModuleEncoder` and frozen;
+* a ``.pt2`` file written by :func:`export_encoder` (``torch.export``): a program with its
+  weights and our metadata, loaded with :func:`torch.export.load` — no timm, no Python code
+  unpickled, nothing downloaded. This is what ``workbench train --encoder FILE.pt2`` takes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench._errors import EncoderError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BUILTIN_ENCODERS",
+    "EncoderDetail",
+    "ModuleEncoder",
+    "TileEncoder",
+    "check_encoder",
+    "export_encoder",
+    "file_sha256",
+    "load_encoder",
+    "module_sha256",
+]
+
+#: Names that select the built-in compact network (the model's own :class:`DetailBranch`).
+BUILTIN_ENCODERS = ("builtin", "compact")
+#: ImageNet statistics, what most pretrained encoders (and timm's defaults) expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Name of the metadata entry inside a ``.pt2`` file written by :func:`export_encoder`.
+PT2_METADATA = "workbench_encoder.json"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def module_sha256(module: nn.Module) -> str:
+    """SHA-256 of a module's class name and its state (names, dtypes, shapes and values)."""
+    digest = hashlib.sha256(type(module).__name__.encode())
+    for name, value in sorted(module.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+class TileEncoder(nn.Module):
+    """Base class of tile encoders (see the module documentation for the interface)."""
+
+    embed_dim: int
+    input_size: int | None = None
+    mpp: float | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    frozen: bool = True
+    name: str = "encoder"
+
+    def spec(self) -> dict:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+
+def _interpret(out: Any, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(embedding, lesion_logits or None)`` from what a wrapped module returned."""
+    lesion = None
+    if isinstance(out, dict):
+        if "embedding" not in out:
+            raise EncoderError(
+                f"the encoder returned a dict without 'embedding' (keys {sorted(out)}); return "
+                "{'embedding': (B, E)[, 'lesion_logits': (B, 1, H, W)]}"
+            )
+        emb, lesion = out["embedding"], out.get("lesion_logits")
+    elif isinstance(out, tuple | list):
+        if not out:
+            raise EncoderError("the encoder returned an empty tuple")
+        emb = out[0]
+        lesion = out[1] if len(out) > 1 else None
+    else:
+        emb = out
+    if not torch.is_tensor(emb):
+        raise EncoderError(f"the encoder returned a {type(emb).__name__}, not a tensor")
+    if emb.ndim == 4:  # a CNN feature map: global average pooling
+        emb = emb.mean(dim=(2, 3))
+    if emb.ndim != 2 or emb.shape[0] != batch:
+        raise EncoderError(
+            f"the encoder must return (B, E) embeddings for B={batch} crops, got shape "
+            f"{tuple(emb.shape)} (a timm model: create it with num_classes=0)"
+        )
+    if lesion is not None and (lesion.ndim != 4 or lesion.shape[:2] != (batch, 1)):
+        raise EncoderError(f"lesion_logits must be (B, 1, h, w), got shape {tuple(lesion.shape)}")
+    return emb, lesion
+
+
+class ModuleEncoder(TileEncoder):
+    """A frozen ``torch.nn.Module`` used as tile encoder.
+
+    Parameters
+    ----------
+    module
+        Maps normalised ``(B, 3, input_size, input_size)`` images to ``(B, E)`` embeddings
+        (or a ``(B, C, h, w)`` feature map, pooled; or a dict/tuple with the embedding first
+        and optional ``(B, 1, h, w)`` lesion logits).
+    input_size
+        Crop side the module expects; crops are read at this size (and resized if not).
+    mpp
+        Resolution (µm/px) the module was trained at; crops are read at it.
+    mean, std
+        Per-channel normalisation applied to ``[0, 1]`` RGB before the module.
+    name
+        A name for reports and checkpoints (default: the module's class name).
+    embed_dim
+        Embedding size; found by running the module once when not given.
+    sha256
+        Identity recorded in checkpoints (default: :func:`module_sha256`; the file's
+        SHA-256 for a ``.pt2`` file).
+    file
+        The ``.pt2`` file it was loaded from, if any.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        input_size: int = 224,
+        mpp: float = 0.5,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        name: str | None = None,
+        embed_dim: int | None = None,
+        sha256: str | None = None,
+        file: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise EncoderError(f"an encoder must be a torch.nn.Module, got {type(module).__name__}")
+        if int(input_size) < 8 or float(mpp) <= 0:
+            raise EncoderError(f"bad encoder geometry: input_size={input_size}, mpp={mpp}")
+        self.module = module
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.input_size = int(input_size)
+        self.mpp = float(mpp)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.name = name or type(module).__name__
+        self.file = file
+        self.frozen = True
+        self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+        self.sha256 = sha256 or module_sha256(module)
+        if embed_dim is None:
+            probe = torch.zeros(1, 3, self.input_size, self.input_size)
+            with torch.no_grad():
+                emb, _ = _interpret(self.module(self._normalise(probe)), 1)
+            embed_dim = int(emb.shape[1])
+        self.embed_dim = int(embed_dim)
+
+    def train(self, mode: bool = True) -> ModuleEncoder:
+        # Frozen: the wrapped module always stays in inference mode (dropout, norm statistics).
+        super().train(False)
+        return self
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self._mean.to(images)) / self._std.to(images)
+
+    def forward(self, images: torch.Tensor) -> dict:
+        """``{"embedding": (B, E)[, "lesion_logits": (B, 1, H, W)]}`` of ``[0, 1]`` crops."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise EncoderError(f"crops must be (B, 3, H, W), got {tuple(images.shape)}")
+        size = images.shape[2:]
+        x = images
+        if tuple(size) != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            emb, lesion = _interpret(self.module(self._normalise(x)), images.shape[0])
+        out = {"embedding": emb.float()}
+        if lesion is not None:
+            out["lesion_logits"] = F.interpolate(
+                lesion.float(), size=tuple(size), mode="bilinear", align_corners=False
+            )
+        return out
+
+    def spec(self) -> dict:
+        """JSON description recorded in checkpoints."""
+        return {
+            "source": "file" if self.file else "module",
+            "name": self.name,
+            "file": self.file,
+            "sha256": self.sha256,
+            "embed_dim": self.embed_dim,
+            "input_size": self.input_size,
+            "mpp": self.mpp,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.name!r}, embed_dim={self.embed_dim}, input_size={self.input_size}, "
+            f"mpp={self.mpp}, frozen"
+        )
+
+
+def export_encoder(
+    module: nn.Module,
+    path: str | os.PathLike,
+    *,
+    input_size: int = 224,
+    mpp: float = 0.5,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+    name: str | None = None,
+) -> Path:
+    """Write ``module`` as a ``.pt2`` encoder file (``torch.export``, any batch size).
+
+    Run this once where the model can be built (e.g. ``timm.create_model("hf-hub:MahmoodLab/
+    uni", pretrained=True, num_classes=0)`` on your own machine); the file then loads anywhere
+    with :func:`load_encoder` without timm and without unpickling Python code. The metadata
+    (name, input size, mpp, normalisation, embedding size) travels inside the file.
+
+    Returns
+    -------
+    pathlib.Path
+        The file (written atomically).
+    """
+    from workbench.io._atomic import atomic_path
+
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise EncoderError(f"encoder files end in .pt2, got {path.name!r}")
+    module = module.eval()
+    wrapped = ModuleEncoder(module, input_size=input_size, mpp=mpp, mean=mean, std=std, name=name)
+    example = torch.zeros(2, 3, int(input_size), int(input_size))
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    meta = {k: v for k, v in wrapped.spec().items() if k not in ("source", "file", "sha256")}
+    meta["format"] = "workbench-encoder"
+    with atomic_path(path) as tmp:
+        torch.export.save(program, tmp, extra_files={PT2_METADATA: json.dumps(meta)})
+    logger.info(
+        "export_encoder: wrote %s (%s, %d-d embeddings)", path, meta["name"], meta["embed_dim"]
+    )
+    return path
+
+
+def _load_pt2(path: Path, overrides: dict) -> ModuleEncoder:
+    extra = {PT2_METADATA: ""}
+    try:
+        program = torch.export.load(str(path), extra_files=extra)
+    except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
+        raise EncoderError(
+            f"cannot load the encoder file {str(path)!r} ({type(exc).__name__}: {exc}); write it "
+            "with workbench.models.export_encoder (torch.export)"
+        ) from None
+    meta: dict = {}
+    if extra[PT2_METADATA]:
+        try:
+            meta = json.loads(extra[PT2_METADATA])
+        except json.JSONDecodeError:
+            raise EncoderError(f"the metadata inside {str(path)!r} is not JSON") from None
+    kwargs = {
+        k: meta[k] for k in ("input_size", "mpp", "mean", "std", "name", "embed_dim") if k in meta
+    }
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    if "name" not in kwargs:
+        kwargs["name"] = path.stem
+    return ModuleEncoder(
+        program.module(), sha256=file_sha256(path), file=str(path.resolve()), **kwargs
+    )
+
+
+def load_encoder(
+    source: str | os.PathLike | nn.Module | None = None,
+    *,
+    input_size: int | None = None,
+    mpp: float | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    name: str | None = None,
+) -> TileEncoder | None:
+    """A tile encoder from a name, a ``.pt2`` file or a module; ``None`` for the built-in one.
+
+    Parameters
+    ----------
+    source
+        ``None``, ``"builtin"`` or ``"compact"`` (the model's own compact network, trained with
+        it); a path to a ``.pt2`` file (:func:`export_encoder`); a :class:`TileEncoder`; or any
+        ``torch.nn.Module`` (wrapped by :class:`ModuleEncoder`, frozen).
+    input_size, mpp, mean, std, name
+        Geometry and normalisation of a module (defaults 224 px, 0.5 µm/px, ImageNet
+        statistics) or overrides of what a ``.pt2`` file records.
+
+    Raises
+    ------
+    EncoderError
+        An unknown name, a missing file, a file that is not a ``.pt2`` program (pickled
+        checkpoints are refused), or a module whose outputs do not fit the interface.
+    """
+    if source is None or (isinstance(source, str) and source.lower() in BUILTIN_ENCODERS):
+        return None
+    overrides = {"input_size": input_size, "mpp": mpp, "mean": mean, "std": std, "name": name}
+    if isinstance(source, TileEncoder):
+        return source
+    if isinstance(source, nn.Module):
+        return ModuleEncoder(source, **{k: v for k, v in overrides.items() if v is not None})
+    if not isinstance(source, str | os.PathLike):
+        raise EncoderError(f"cannot make a tile encoder from a {type(source).__name__}")
+    path = Path(source)
+    if path.is_file():
+        if path.suffix != ".pt2":
+            raise EncoderError(
+                f"{str(path)!r} is not a .pt2 encoder file; only torch.export programs are read "
+                "(pickled .pt/.pth/.bin checkpoints are refused). Export the model once with "
+                "workbench.models.export_encoder"
+            )
+        return _load_pt2(path, overrides)
+    if path.suffix or os.sep in str(source) or "/" in str(source):
+        raise EncoderError(f"no encoder file at {str(path)!r}; check the path")
+    raise EncoderError(
+        f"unknown encoder {str(source)!r}: give {' or '.join(map(repr, BUILTIN_ENCODERS))} (the "
+        "built-in network), a .pt2 file written by workbench.models.export_encoder, or a "
+        "torch.nn.Module from Python. Foundation models (UNI, CONCH, Virchow …) are built on "
+        "your own machine and exported once; nothing is downloaded here"
+    )
+
+
+def check_encoder(spec: dict | None, encoder: TileEncoder) -> None:
+    """Refuse an encoder other than the one described by ``spec`` (same SHA-256 and size).
+
+    Raises
+    ------
+    EncoderError
+        The model was built for the built-in network, or for another encoder.
+    """
+    if not spec:
+        raise EncoderError("this model uses the built-in detail network; it takes no tile encoder")
+    sha = getattr(encoder, "sha256", None)
+    if sha != spec.get("sha256") or int(encoder.embed_dim) != int(spec.get("embed_dim", -1)):
+        raise EncoderError(
+            f"this model was trained with the encoder {spec.get('name')!r} "
+            f"(sha256 {str(spec.get('sha256'))[:12]}…, {spec.get('embed_dim')}-d"
+            + (f", file {spec['file']}" if spec.get("file") else "")
+            + f"), not with {getattr(encoder, 'name', type(encoder).__name__)!r} "
+            f"(sha256 {str(sha)[:12]}…, {encoder.embed_dim}-d); pass the encoder it was trained "
+            "with, or train again"
+        )
+
+
+class EncoderDetail(nn.Module):
+    """The detail branch around a frozen tile encoder: trainable heads on its embeddings.
+
+    Stands in for :class:`~workbench.models.DetailBranch` in the assembled models and gives the
+    same outputs: ``embedding`` ``(B, embed_dim)`` (a projection of the encoder's
+    embedding), ``lesion_prob`` ``(B,)`` (a linear lesion head) and ``logits`` — the encoder's
+    lesion map when it has one, else ``(B, 1, 1, 1)``: one lesion logit per crop.
+
+    The encoder itself is attached with :meth:`attach` and is not a registered sub-module, so
+    its weights never enter this model's state dict or checkpoint (the checkpoint records
+    the encoder's ``spec`` and SHA-256 instead).
+
+    Parameters
+    ----------
+    in_dim
+        The encoder's embedding size.
+    embed_dim
+        Size of the projected embedding.
+    """
+
+    pixel_maps = False
+
+    def __init__(self, *, in_dim: int, embed_dim: int = 64) -> None:
+        super().__init__()
+        assert in_dim > 0 and embed_dim > 0, "in_dim and embed_dim must be positive"
+        self.in_dim = int(in_dim)
+        self.embed_dim = int(embed_dim)
+        self.norm = nn.LayerNorm(in_dim)
+        self.project = nn.Sequential(
+            nn.Linear(in_dim, embed_dim), nn.GELU(), nn.Linear(embed_dim, embed_dim)
+        )
+        self.lesion_head = nn.Linear(in_dim, 1)
+        object.__setattr__(self, "encoder", None)
+
+    def attach(self, encoder: TileEncoder) -> None:
+        if int(encoder.embed_dim) != self.in_dim:
+            raise EncoderError(
+                f"the encoder gives {encoder.embed_dim}-d embeddings, this model expects {self.in_dim}"
+            )
+        object.__setattr__(self, "encoder", encoder)
+
+    def encode(self, images: torch.Tensor) -> dict:
+        """Run the attached encoder (no gradients)."""
+        if self.encoder is None:
+            raise EncoderError(
+                "no tile encoder attached; load the checkpoint with encoder=… (the .pt2 file or "
+                "module it was trained with)"
+            )
+        return self.encoder(images)
+
+    def from_embeddings(self, raw: torch.Tensor, lesion_logits: torch.Tensor | None = None) -> dict:
+        """Heads on (cached) encoder embeddings ``(B, in_dim)``."""
+        h = self.norm(raw.float())
+        pooled = self.lesion_head(h).squeeze(-1)
+        if lesion_logits is None:
+            logits = pooled.view(-1, 1, 1, 1)
+            prob = torch.sigmoid(pooled)
+        else:
+            logits = lesion_logits
+            prob = torch.sigmoid(0.5 * (pooled + lesion_logits.flatten(1).amax(1)))
+        return {"embedding": self.project(h), "lesion_prob": prob, "logits": logits}
+
+    def forward(self, images: torch.Tensor) -> dict:
+        enc = self.encode(images)
+        return self.from_embeddings(enc["embedding"].to(images.device), enc.get("lesion_logits"))
