@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["stain_jitter"]
+__all__ = ["apply_stain_jitter", "stain_jitter"]
 
 # Rows: optical-density colour of haematoxylin, eosin and DAB (Ruifrok & Johnston 2001).
 _HED = torch.tensor(
@@ -49,9 +49,20 @@ def stain_jitter(
     assert images.ndim == 4 and images.shape[1] == 3, "images must be (B, 3, H, W)"
     assert sigma >= 0 and bias >= 0, "sigma and bias must be >= 0"
     b = images.shape[0]
-    dev = images.device
     alpha = 1.0 + (torch.rand(b, 3, generator=generator) * 2 - 1) * sigma
     beta = (torch.rand(b, 3, generator=generator) * 2 - 1) * bias
+    return apply_stain_jitter(images, alpha, beta)
+
+
+def apply_stain_jitter(
+    images: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor
+) -> torch.Tensor:
+    """The jitter of :func:`stain_jitter` with given per-image factors ``alpha`` and shifts
+    ``beta`` (both ``(B, 3)``, stains in H, E, DAB order)."""
+    b = images.shape[0]
+    dev = images.device
+    alpha = torch.as_tensor(alpha, dtype=torch.float32).reshape(b, 3)
+    beta = torch.as_tensor(beta, dtype=torch.float32).reshape(b, 3)
     hed = _HED.to(dev, torch.float32)
     inv = _HED_INV.to(dev, torch.float32)
     od = -torch.log(images.float().clamp(min=1.0 / 255.0, max=1.0))  # (B, 3, H, W)

@@ -1,0 +1,222 @@
+"""tl.SlideTrainer: training on a cohort's own label column."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from workbench import ClinicalTableError
+from workbench.io import Cohort
+from workbench.tl import SlideTrainer, classification_metrics, encode_labels, extract
+from workbench.tl._train import _patient_split
+
+SETTINGS = {"thumbnail_mpp": 4.0, "n_segments": 60, "detail_mpp": 2.0, "crop_size": 32}
+SMALL = {"hidden": 8, "detail_width": 4, "embed_dim": 8, "top_k": 2}
+
+
+def _disc(rng, *, dark: bool) -> np.ndarray:
+    """A 192x256 H&E-like slide: a pink tissue disc, with a dark purple core when ``dark``."""
+    rows, cols = np.mgrid[0:192, 0:256]
+    img = np.full((192, 256, 3), 245.0)
+    img[(rows - 96) ** 2 + (cols - 120) ** 2 < 75**2] = (230, 150, 190)
+    if dark:
+        img[(rows - 90) ** 2 + (cols - 130) ** 2 < 30**2] = (90, 40, 130)
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory, write_pyramid_tiff):
+    """Eight small TIFF slides of four patients (two slides each), labels "tumour"/"normal"."""
+    root = tmp_path_factory.mktemp("train_cohort")
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(4):
+        tumour = p % 2 == 0
+        for k in range(2):
+            sid = f"P{p}-{k}"
+            write_pyramid_tiff(root / "slides" / f"{sid}.tif", _disc(rng, dark=tumour), mpp=2.0)
+            rows.append({"patient_id": f"P{p}", "slide": sid,
+                         "diagnosis": "tumour" if tumour else "normal", "code": p % 2})  # fmt: skip
+    return Cohort.from_folder(root / "slides", pd.DataFrame(rows))
+
+
+def _trainer(**kw) -> SlideTrainer:
+    base = {"kind": "sew", "label": "diagnosis", "epochs": 3, "lr": 5e-3, "progress": False,
+            "settings": SETTINGS, "model_kwargs": SMALL, "n_candidates": 4}  # fmt: skip
+    base.update(kw)
+    return SlideTrainer(**base)
+
+
+def test_encode_labels_orders_classes():
+    idx, classes = encode_labels(pd.Series(["b", "a", "b"]))
+    assert classes == ["a", "b"] and idx.tolist() == [1, 0, 1]
+    idx, classes = encode_labels(pd.Series([10, 2, 2]))
+    assert classes == [2, 10] and idx.tolist() == [1, 0, 0]  # numbers sort as numbers
+    idx, classes = encode_labels(pd.Series(["no", "yes"]), classes=["yes", "no"])
+    assert idx.tolist() == [1, 0]
+    with pytest.raises(ClinicalTableError, match=r"\['maybe'\] are not among the classes"):
+        encode_labels(pd.Series(["yes", "maybe"]), classes=["yes", "no"])
+
+
+def test_patient_split_keeps_patients_together_and_stratifies():
+    y = np.array([0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1])
+    groups = [f"P{i // 2}" for i in range(12)]
+    folds = _patient_split(y, groups, 3, seed=0)
+    assert len(folds) == 3
+    for train, test in folds:
+        assert not {groups[i] for i in train} & {groups[i] for i in test}
+        assert set(y[test]) == {0, 1}
+    with pytest.raises(ClinicalTableError, match="at least two"):
+        _patient_split(np.array([0, 1, 1]), ["a", "b", "c"], 2, seed=0)
+
+
+def test_classification_metrics_hand_checked():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]])
+    m = classification_metrics(y, p)
+    assert m["auc"] == 1.0 and m["accuracy"] == 0.75 and m["balanced_accuracy"] == 0.75
+    assert classification_metrics(np.array([1, 1]), p[:2])["auc"] is None
+    three = classification_metrics(np.array([0, 1, 2]), np.eye(3))
+    assert three["auc"] == 1.0 and three["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"kind": "vit"}, "kind must be one of"),
+        ({"class_weight": "inverse"}, "class_weight must be one of"),
+        ({"stain": "vahadane"}, "stain must be None"),
+        ({"validation": 1.0}, "validation must be a share"),
+        ({"folds": 1}, "folds must be at least 2"),
+    ],
+)
+def test_bad_options_are_refused(kw, message):
+    with pytest.raises(ValueError, match=message):
+        SlideTrainer(**kw)
+
+
+def test_label_problems_are_named(cohort):
+    with pytest.raises(ClinicalTableError, match="say which clinical column.*diagnosis"):
+        SlideTrainer(progress=False).fit(cohort)
+    with pytest.raises(ClinicalTableError, match="no label column 'stage'"):
+        _trainer(label="stage").fit(cohort)
+    one = cohort.assign(diagnosis="tumour")
+    with pytest.raises(ClinicalTableError, match="single class"):
+        _trainer().fit(one)
+
+
+@pytest.mark.slow
+def test_string_labels_validation_split_early_stopping_and_checkpoint(cohort, tmp_path):
+    from workbench.models import load_checkpoint
+
+    t = _trainer(epochs=6, validation=0.5, patience=2, classes=["normal", "tumour"]).fit(cohort)
+    assert t.classes_ == ["normal", "tumour"]
+    held = t.validation_["slides"]
+    patients = {cohort.patient_of(s) for s in held}
+    assert len(held) == 2 * len(patients)  # a patient's two slides are held out together
+    assert {s.name for s in t.samples_}.isdisjoint(held)
+    assert {"auc", "accuracy", "balanced_accuracy", "loss"} <= set(t.validation_)
+    assert all("val_loss" in h for h in t.history_)
+    assert 1 <= t.best_epoch_ <= len(t.history_) <= 6
+    assert t.model_.config["class_names"] == ["normal", "tumour"]
+    path = t.save(tmp_path / "m")
+    back = load_checkpoint(path)
+    assert back.config["label"] == "diagnosis"
+    assert back.checkpoint_extra_["validation"]["slides"] == held
+    a = extract(cohort.slide_path("P0-0"), back)
+    assert a.uns["explain"]["label"] == "diagnosis"
+    assert a.uns["explain"]["predicted_label"] in ("normal", "tumour")
+
+
+@pytest.mark.slow
+def test_integer_labels_cross_validation_and_class_weights(cohort):
+    imbalanced = cohort.subset(["P0-0", "P0-1", "P1-0", "P1-1", "P2-0", "P2-1", "P3-0"])
+    t = _trainer(label="code", folds=2, epochs=2).fit(imbalanced)
+    assert t.classes_ == [0, 1]
+    cv = t.cv_
+    assert list(cv["fold"]) == [1, 2] and (cv["n_test"] > 0).all()
+    assert {"auc", "accuracy", "balanced_accuracy", "epochs"} <= set(cv.columns)
+    tested = ";".join(cv["test_slides"]).split(";")
+    assert sorted(tested) == sorted(imbalanced.slide_ids)  # every slide tested once
+    weights = t._class_weights(np.array([s.label for s in t.samples_]), 2)
+    assert weights[1] > weights[0]  # class 1 (3 slides) weighs more than class 0 (4)
+
+
+@pytest.mark.slow
+def test_global_and_abmil_train_on_the_same_cohort(cohort):
+    g = _trainer(kind="global", model_kwargs={"hidden": 8}).fit(cohort)
+    assert type(g.model_).__name__ == "GlobalOnly" and g.samples_[0].crops.shape[0] == 0
+    a = _trainer(kind="abmil", model_kwargs={"detail_width": 4, "embed_dim": 8}, max_tiles=6)
+    a = a.fit(cohort)
+    assert a.samples_[0].tiles.shape[0] <= 6
+
+
+def test_training_without_annotations_is_multiple_instance_only(cohort):
+    t = _trainer(epochs=2).fit(cohort)
+    assert all(s.node_labels is None and s.crop_masks is None for s in t.samples_)
+    assert "node" not in t.history_[-1] and "detail" in t.history_[-1]
+
+
+def test_stain_augmentation_matches_pp_augment_stain():
+    from workbench.models._augment import apply_stain_jitter
+    from workbench.pp import augment_stain
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    draws = np.random.default_rng(7)
+    alpha, beta = draws.uniform(0.9, 1.1, 3), draws.uniform(-0.05, 0.05, 3)
+    ref = augment_stain(img, sigma=0.1, bias=0.05, rng=7)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    out = apply_stain_jitter(x, torch.tensor(alpha)[None], torch.tensor(beta)[None])
+    got = (out[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_frozen_encoder_through_the_trainer(cohort, tmp_path):
+    from workbench.models import ModuleEncoder, load_checkpoint
+
+    class Pool(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(3, 6)
+
+        def forward(self, x):
+            return self.proj(x.mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    enc = ModuleEncoder(Pool(), input_size=24, mpp=3.0, name="pool")
+    settings = {k: v for k, v in SETTINGS.items() if k not in ("detail_mpp", "crop_size")}
+    t = _trainer(encoder=enc, settings=settings, epochs=2).fit(cohort)
+    assert t.settings_["detail_mpp"] == 3.0 and t.settings_["crop_size"] == 24  # the encoder's
+    assert all(s.crop_embeddings.shape[1] == 6 for s in t.samples_)
+    path = t.save(tmp_path / "m")
+    with pytest.raises(Exception, match="pass it"):
+        load_checkpoint(path)
+    back = load_checkpoint(path, encoder=enc)
+    a = extract(cohort.slide_path("P1-0"), back)
+    assert a.uns["explain"]["encoder"] == "pool"
+    assert a.uns["explain"]["focus"]["crops"].shape[1:] == (24, 24, 3)
+    assert a.uns["explain"]["focus"]["lesion_maps"].shape[1:] == (24, 24)
+
+
+def test_stain_normalisation_is_stored_and_reapplied(cohort, tmp_path):
+    if not hasattr(__import__("workbench.pp").pp, "StainNormalizer"):
+        pytest.skip("workbench.pp.StainNormalizer is not there yet")
+    from workbench.models import load_checkpoint
+    from workbench.pp import StainNormalizer
+
+    t = _trainer(stain="macenko", epochs=1).fit(cohort)
+    spec = t.model_.preprocessing["stain"]
+    assert spec["method"] == "macenko"
+    path = t.save(tmp_path / "m")
+    model = load_checkpoint(path)
+    a = extract(cohort.slide_path("P0-0"), model)
+    assert a.uns["explain"]["stain"] == "macenko"
+    norm = StainNormalizer.from_dict(spec)
+    box = a.uns["explain"]["focus"]["boxes_xywh"][0]
+    with cohort.open("P0-0") as s:
+        raw = s.read_region(tuple(box[:2]), (32, 32), mpp=2.0)
+    np.testing.assert_array_equal(a.uns["explain"]["focus"]["crops"][0], norm.transform(raw))
