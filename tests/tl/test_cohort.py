@@ -1,4 +1,4 @@
-"""tl.validate_clinical / tl.cohort: every bad table gets a ClinicalTableError naming the rows."""
+"""tl.cohort: patients x markers with the clinical table checked (rules: tests/io/test_clinical.py)."""
 
 from __future__ import annotations
 
@@ -28,38 +28,10 @@ def markers_by_slide(ids) -> pd.DataFrame:
     return pd.DataFrame(rng.normal(size=(len(ids), 3)), index=list(ids), columns=["m1", "m2", "m3"])
 
 
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (lambda d: d.drop(columns=["time"]), r"misses column\(s\) \['time'\]"),
-        (lambda d: d.assign(time=[5.0, np.nan, 3.0, 8.0, 12.0, 1.0]), r"1 missing 'time'.*P1"),
-        (lambda d: d.assign(time=[5.0, -1.0, 3.0, 8.0, -2.0, 1.0]), r"2 negative 'time'.*P1, P4"),
-        (lambda d: d.assign(time=["5", "x", 3, 8, 12, 1]), r"non-numeric 'time'.*P1"),
-        (lambda d: d.assign(event=[1, 2, 0, 0, 0, 0]), r"not 0/1.*P1"),
-        (lambda d: d.assign(event=0), "no events"),
-        (
-            lambda d: d.assign(slide=["S0", "S0", "S2", "S3", "S4", "S5"]),
-            r"slide\(s\) listed more than once \(S0\)",
-        ),
-        (
-            lambda d: d.assign(patient_id=["P0", "P0", "P2", "P3", "P4", "P5"]),
-            r"disagree on 'time'/'event' \(P0\)",
-        ),
-    ],
-)
-def test_validate_clinical_names_the_problem(edit, message):
-    with pytest.raises(ClinicalTableError, match=message):
-        tl.validate_clinical(edit(clinical()))
+def test_tl_validate_clinical_is_the_io_rule():
+    from workbench import io
 
-
-def test_validate_clinical_reads_csv_and_cleans_types(tmp_path):
-    path = tmp_path / "clinical.csv"
-    clinical().assign(event=[True, False, True, True, False, True]).to_csv(path, index=False)
-    df = tl.validate_clinical(path)
-    assert df["event"].tolist() == [1, 0, 1, 1, 0, 1]
-    assert df["time"].dtype == float
-    with pytest.raises(ClinicalTableError, match="cannot read"):
-        tl.validate_clinical(tmp_path / "missing.csv")
+    assert tl.validate_clinical is io.validate_clinical  # one place for the rules
 
 
 def test_cohort_aggregates_slides_per_patient():
@@ -122,3 +94,44 @@ def test_cohort_from_slides_reads_markers_and_marks_discovery_patients():
     del missing[1].uns["spatial_markers"]
     with pytest.raises(ClinicalTableError, match="run tl.spatial"):
         tl.cohort(missing, clin, on_unmatched="drop")
+
+
+def test_cohort_records_site_and_categorical_and_drops_rows_left_out_by_dropna(caplog):
+    clin = clinical().assign(
+        site=["a", "a", "b", "b", "c", "c"], age=[50.0, np.nan, 60, 70, 55, 65]
+    )
+    values = markers_by_slide([f"S{i}" for i in range(6)])
+    with pytest.raises(ClinicalTableError, match=r"'age' is missing for 1 patient\(s\) \(P1\)"):
+        tl.cohort(values, clin, covariates=["age"])
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        co = tl.cohort(values, clin, covariates=["age", "grade"], categorical=["grade"],
+                       dropna=True, site_key="site")  # fmt: skip
+    assert co.n_obs == 5 and "P1" not in co.obs_names  # S1 went with its row, no unmatched error
+    assert co.uns["cohort"]["site_key"] == "site"
+    assert co.uns["cohort"]["categorical"] == ["grade"]
+    assert co.obs["site"].tolist() == ["a", "b", "b", "c", "c"]
+    assert "left out 1 patient(s)" in caplog.text
+
+
+def test_auto_split_marks_only_slides_their_own_model_was_fitted_on():
+    """With cross-fitted phenotypes (each slide scored by a model fitted on other slides)
+    nobody is a discovery patient, although every slide took part in some fit."""
+    from workbench.tl._simulate import simulate_region_cohort
+
+    adatas, clin = simulate_region_cohort(8, seed=3, n_regions=60)
+    groups = ["a", "b"] * 2
+    first = tl.FeatureUniqueness(n_phenotypes=2, k_range=(2, 3)).fit(adatas[:4], groups)
+    second = tl.FeatureUniqueness(n_phenotypes=2, k_range=(2, 3)).fit(adatas[4:], groups)
+    for a in adatas[:4]:
+        second.transform(a)
+    for a in adatas[4:]:
+        first.transform(a)
+    for a in adatas:
+        tl.spatial(a, families=("direct",), min_regions=10)
+    co = tl.cohort(adatas, clin)
+    assert "discovery_split" not in co.obs
+    for a in adatas[:2]:
+        first.transform(a)
+        tl.spatial(a, families=("direct",), min_regions=10)
+    co = tl.cohort(adatas, clin)
+    assert (co.obs["discovery_split"] == "discovery").sum() == 2

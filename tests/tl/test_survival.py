@@ -1,4 +1,4 @@
-"""tl.survival / tl.discover: numbers against direct lifelines calls, honesty, bad input."""
+"""tl.survival: numbers against direct lifelines/scipy calls, honesty, the site guard, bad input."""
 
 from __future__ import annotations
 
@@ -67,7 +67,12 @@ def test_multivariable_cox_and_fitters_are_lifelines_own(gbsg2):
 
     df, co = gbsg2
     table, fits = tl.survival(
-        co, covariates=["horTh", "tgrade"], cv_top=2, cv_folds=3, return_fitters=True
+        co,
+        covariates=["horTh", "tgrade"],
+        categorical=["horTh", "tgrade"],
+        cv_top=2,
+        cv_folds=3,
+        return_fitters=True,
     )
     assert isinstance(fits["univariable"]["pnodes"], CoxPHFitter)
     multi = fits["multivariable"]["pnodes"]
@@ -148,42 +153,6 @@ def test_validation_patients_only_by_default(caplog):
     assert "double dipping" in caplog.text
 
 
-def test_split_patients_is_stratified_and_seeded():
-    ids = [f"P{i}" for i in range(20)]
-    events = [1] * 10 + [0] * 10
-    a = tl.split_patients(ids, events, seed=3)
-    assert a == tl.split_patients(ids, events, seed=3)
-    val = [p for p, v in a.items() if v == "validation"]
-    assert len(val) == 10 and sum(events[ids.index(p)] for p in val) == 5
-
-
-def test_discover_fits_on_discovery_and_tests_on_validation():
-    from workbench.tl._simulate import simulate_region_cohort
-
-    adatas, clin = simulate_region_cohort(40, seed=5, n_regions=80)
-    co = tl.discover(
-        adatas,
-        clin,
-        marker_kwargs={"n_phenotypes": 2, "k_range": (2, 4), "max_regions_per_slide": 40},
-        spatial_kwargs={"families": ("direct",)},
-        survival_kwargs={"cv_top": 1, "cv_folds": 3},
-    )
-    info = co.uns["discovery"]
-    disc, val = set(info["discovery_patients"]), set(info["validation_patients"])
-    assert not disc & val and len(disc | val) == 40
-    slide_to_patient = dict(zip(clin["slide"], clin["patient_id"], strict=True))
-    assert {slide_to_patient[s] for s in info["fit_slides"]} <= disc
-    assert set(co.uns["survival_screen_params"]["tested_patients"]) == val
-    assert (co.obs.loc[list(val), "discovery_split"] == "validation").all()
-    table = co.uns["survival_screen"]
-    assert {"hr", "p_cox", "q_cox", "p_logrank", "q_logrank", "hr_adj", "called"} <= set(
-        table.columns
-    )
-    assert all("phenotype" in a.obs and "spatial_markers" in a.uns for a in adatas)
-    with pytest.raises(ClinicalTableError, match="no row in the clinical table"):
-        tl.discover(adatas, clin.iloc[:-1])
-
-
 def test_cross_validated_concordance_is_nan_when_a_fold_cannot_be_scored(caplog):
     co = small_cohort(n=12, seed=0)  # 12 patients in 5 folds: some fold has no comparable pair
     with caplog.at_level(logging.WARNING, logger="workbench"):
@@ -191,3 +160,91 @@ def test_cross_validated_concordance_is_nan_when_a_fold_cannot_be_scored(caplog)
     cv = co.uns["survival_cv"]
     assert cv["c_index"].isna().any()
     assert "concordance is NaN" in caplog.text
+
+
+def test_site_stratified_cox_and_site_test_match_lifelines_and_scipy_on_gbsg2(gbsg2):
+    from lifelines import CoxPHFitter
+    from scipy.stats import kruskal
+
+    df, _ = gbsg2
+    clinical = pd.DataFrame(
+        {"patient_id": df.index, "time": df["time"].astype(float), "event": df["cens"],
+         "tgrade": df["tgrade"].astype(str)}
+    )  # fmt: skip
+    co = tl.cohort(df[GBSG2_MARKERS], clinical, slide_key=None, site_key="tgrade")
+    table, fits = tl.survival(co, cv_top=0, return_fitters=True)  # site from uns["cohort"]
+    assert co.uns["survival_screen_params"]["decided_by"] == "q_strat"
+    for m in GBSG2_MARKERS:
+        x = df[m].astype(float)
+        d = pd.DataFrame({"time": df["time"], "cens": df["cens"], m: (x - x.mean()) / x.std(),
+                          "g": df["tgrade"].astype(str)})  # fmt: skip
+        s = CoxPHFitter().fit(d, "time", "cens", strata=["g"]).summary.loc[m]
+        assert table.loc[m, "hr_strat"] == pytest.approx(s["exp(coef)"], rel=1e-6)
+        assert table.loc[m, "p_strat"] == pytest.approx(s["p"], rel=1e-5)
+        kw = kruskal(*[x[df["tgrade"] == g] for g in ("I", "II", "III")])
+        assert table.loc[m, "p_site"] == pytest.approx(kw.pvalue, rel=1e-9)
+        n, k = len(x), 3
+        assert table.loc[m, "site_eta2"] == pytest.approx(max((kw.statistic - k + 1) / (n - k), 0))
+    assert fits["stratified"]["pnodes"].strata == "tgrade"  # lifelines' own fitter
+    np.testing.assert_array_equal(table["called"], table["q_strat"] < 0.05)
+    # Progesterone receptor level differs by grade (a real biological association) but far
+    # from "mostly": the flag needs more than half of the rank variance between sites.
+    assert table.loc["progrec", "q_site"] < 0.05 and not table["mostly_site"].any()
+    plain = tl.survival(co, cv_top=0, stratify_site=False, key_added="plain")
+    assert "p_strat" not in plain and "p_site" in plain
+    np.testing.assert_array_equal(plain["called"], plain["q_cox"] < 0.05)
+
+
+def test_a_marker_that_is_mostly_site_is_flagged():
+    rng = np.random.default_rng(1)
+    n = 90
+    site = np.repeat(["a", "b", "c"], 30)
+    hazard = np.select([site == "a", site == "b"], [0.05, 0.1], 0.2)  # sites differ in outcome
+    time = rng.exponential(1 / hazard)
+    clin = pd.DataFrame({"patient_id": [f"P{i}" for i in range(n)], "time": time, "event": 1,
+                         "site": site})  # fmt: skip
+    values = pd.DataFrame(
+        {"stain": np.select([site == "a", site == "b"], [0.0, 1.0], 2.0) + rng.normal(0, 0.2, n),
+         "tissue": rng.normal(size=n)},
+        index=clin["patient_id"],
+    )  # fmt: skip
+    co = tl.cohort(values, clin, slide_key=None, site_key="site")
+    naive = tl.survival(co, cv_top=0, stratify_site=False, key_added="naive")
+    assert naive.loc["stain", "called"]  # a site detector looks prognostic without the guard
+    table = tl.survival(co, cv_top=0)
+    assert table.loc["stain", "mostly_site"] and table.loc["stain", "site_eta2"] > 0.8
+    assert not table.loc["tissue", "mostly_site"]
+    assert not table.loc["stain", "called"]  # within each site it carries nothing
+
+
+def test_covariates_must_be_numeric_and_complete_unless_told():
+    co = small_cohort(n=30, seed=2)
+    co.obs["age"] = np.linspace(40, 80, 30)
+    co.obs.loc["P3", "age"] = np.nan
+    with pytest.raises(ClinicalTableError, match=r"'age' is missing for 1 patient\(s\) \(P3\)"):
+        tl.survival(co, covariates=["age"], cv_top=0)
+    table = tl.survival(co, covariates=["age"], dropna=True, cv_top=2, cv_folds=3)
+    params = co.uns["survival_screen_params"]
+    assert params["dropped_missing_covariates"] == ["P3"] and "P3" not in params["tested_patients"]
+    assert np.isfinite(table.loc["good", "p_adj"])
+    text = co.copy()
+    text.obs["age"] = text.obs["age"].astype(object)
+    text.obs.loc["P3", "age"] = "sixty"
+    with pytest.raises(ClinicalTableError, match=r"'sixty' \(patient P3\).*categorical"):
+        tl.survival(text, covariates=["age"], cv_top=0)
+
+
+def test_screen_reports_families_when_the_cohort_has_them():
+    co = small_cohort(n=40, seed=4)
+    co.X[:, 1] = -2 * co.X[:, 0] + 0.01 * np.arange(40)  # "constant" becomes a complement
+    co.var_names = ["good", "mirror", "holes"]
+    tl.marker_families(co, threshold=0.7)
+    table = tl.survival(co, cv_top=0)
+    fams = co.uns["survival_families"]
+    assert table.loc["mirror", "marker_family"] == table.loc["good", "marker_family"]
+    assert len(fams) == 2 and fams["n_members"].sum() == 3
+    both = fams.loc[table.loc["good", "marker_family"]]
+    assert set(both["members"].split("; ")) == {"good", "mirror"}
+    assert co.uns["survival_screen_params"]["families"] is True
+    none = tl.survival(co, cv_top=0, families=False, key_added="no_families")
+    assert "marker_family" not in none

@@ -4,6 +4,13 @@ discover prognostic spatial markers (phenotypes, spatial statistics, cohort, sur
 from __future__ import annotations
 
 from workbench.tl._cohort import cohort, read_slides, validate_clinical
+from workbench.tl._discover import (
+    discover,
+    fold_patients,
+    match_phenotypes,
+    outcome_groups,
+    split_patients,
+)
 from workbench.tl._extract import (
     export_geojson,
     extract,
@@ -13,16 +20,12 @@ from workbench.tl._extract import (
     load_model,
     predict_tiles,
 )
+from workbench.tl._families import family_screen, marker_families
 from workbench.tl._markers import FeatureUniqueness, markers
 from workbench.tl._simulate import simulate_region_cohort
+from workbench.tl._site import center_by_site, site_association
 from workbench.tl._spatial import spatial, spatial_many
-from workbench.tl._survival import (
-    benjamini_hochberg,
-    discover,
-    outcome_groups,
-    split_patients,
-    survival,
-)
+from workbench.tl._survival import benjamini_hochberg, survival
 from workbench.tl._train import (
     SlideTrainer,
     classification_metrics,
@@ -37,16 +40,21 @@ __all__ = [
     "SlideTrainer",
     "benjamini_hochberg",
     "classification_metrics",
+    "center_by_site",
     "cohort",
     "discover",
     "encode_labels",
     "export_geojson",
     "extract",
     "extract_cohort",
+    "family_screen",
     "focus_annotations",
     "focus_in_mask",
+    "fold_patients",
     "load_model",
+    "marker_families",
     "markers",
+    "match_phenotypes",
     "outcome_groups",
     "predict_tiles",
     "prepare_cohort",
@@ -54,6 +62,7 @@ __all__ = [
     "suggest_settings",
     "read_slides",
     "simulate_region_cohort",
+    "site_association",
     "spatial",
     "spatial_many",
     "split_patients",

@@ -17,6 +17,7 @@ from anndata import AnnData
 from workbench._constants import (
     DISCOVERY_SPLIT,
     FEATURE_UNIQUENESS,
+    SITE,
     SLIDE_ID,
     SPATIAL_MARKERS,
 )
@@ -46,8 +47,11 @@ def _marker_table(
         table = a.uns[key]
         rows[sid] = table["value"].astype(float)
         annots.append(table.drop(columns=["value", "reason"], errors="ignore"))
+        # A slide "chose" the phenotypes when the model that phenotyped it was fitted on it
+        # (with cross-fitting no slide did: each was scored by a model fitted on others).
         fu = a.uns.get(FEATURE_UNIQUENESS, {})
-        fit_slides.update(str(s) for s in fu.get("params", {}).get("fit_slides", []))
+        if sid in {str(s) for s in fu.get("params", {}).get("fit_slides", [])}:
+            fit_slides.add(sid)
     if len(rows) != len(adatas):
         raise ClinicalTableError("slide ids are not unique; set uns['slide_id'] or pass slide_ids=")
     values = pd.DataFrame(rows).T
@@ -69,6 +73,10 @@ def cohort(
     on_unmatched: str = "raise",
     aggregate: str = "mean",
     split: Mapping[str, str] | None = None,
+    covariates: Sequence[str] = (),
+    categorical: Sequence[str] = (),
+    dropna: bool = False,
+    site_key: str | None = None,
 ) -> AnnData:
     """Build the patient-level AnnData from per-slide markers and a clinical table.
 
@@ -93,14 +101,19 @@ def cohort(
         How a patient's slides are combined: ``"mean"``, ``"median"`` or ``"max"`` (NaN skipped).
     split
         Patient id → ``"discovery"``/``"validation"``. By default, when the phenotypes were
-        fitted by ``tl.markers``, patients with a slide in that fit are ``"discovery"`` and the
-        rest ``"validation"``.
+        fitted by ``tl.markers``, patients with a slide that its own phenotype model was
+        fitted on are ``"discovery"`` and the rest ``"validation"``.
+    covariates, categorical, dropna, site_key
+        Checked by :func:`validate_clinical` (numeric and complete covariates unless declared
+        categorical / dropped; a complete site column, ``"tcga"`` to derive it from TCGA
+        barcodes). ``categorical`` and ``site_key`` are recorded for ``tl.survival``.
 
     Returns
     -------
     AnnData with one obs per patient (clinical columns, ``n_slides``, ``slides`` and, when
     known, ``obs["discovery_split"]``), ``X`` = markers (NaN where undefined), ``var`` =
-    marker family / phenotype / ``n_missing``, and ``uns["cohort"]`` (counts, unmatched ids).
+    marker kind (``family``) / phenotype / ``n_missing``, and ``uns["cohort"]`` (counts,
+    unmatched ids, the column names, ``site_key``).
     """
     if on_unmatched not in ("raise", "drop"):
         raise ValueError(f"on_unmatched must be 'raise' or 'drop', got {on_unmatched!r}")
@@ -112,8 +125,17 @@ def cohort(
         slide_key=slide_key,
         duration_key=duration_key,
         event_key=event_key,
+        covariates=covariates,
+        categorical=categorical,
+        dropna=dropna,
+        site_key=site_key,
     )
+    if site_key is not None and site_key not in clin.columns:
+        site_key = SITE  # derived from TCGA barcodes
+    excused = set(clin.attrs.get("dropped_slides", []))
     values, annot, fit_slides = _marker_table(slides, key, slide_ids)
+    if excused:  # rows left out by dropna=True: their slides go too (logged there)
+        values = values[~values.index.astype(str).isin(excused)]
     values.index = values.index.astype(str)
     join = slide_key or patient_key
     known = set(clin[join])
@@ -182,6 +204,9 @@ def cohort(
         "aggregate": aggregate,
         "duration_key": duration_key,
         "event_key": event_key,
+        "patient_key": patient_key,
+        "site_key": site_key or "",
+        "categorical": list(categorical),
     }
     logger.info(
         "cohort: %d patients x %d markers from %d %s",

@@ -410,6 +410,42 @@ class FeatureUniqueness:
         }
         return adata if copy else None
 
+    def feature_centroids(self) -> np.ndarray:
+        """Phenotype centroids mapped back to the raw feature space (rows follow ``phenotypes_``).
+
+        Models fitted on different slides have different standardisations and PCA bases;
+        in the raw feature space their phenotypes can be compared (``tl.discover`` matches
+        the phenotypes of its cross-fitting folds this way).
+        """
+        self._check_fitted()
+        return self.pca_.inverse_transform(self.centroids_) * self.scale_ + self.mean_
+
+    def rename_phenotypes(self, names: Mapping[str, str]) -> FeatureUniqueness:
+        """Give the phenotypes new names (e.g. the names matched across cross-fitting folds).
+
+        Parameters
+        ----------
+        names
+            Old name → new name for every phenotype; the new names must be unique.
+
+        Returns
+        -------
+        self
+        """
+        self._check_fitted()
+        missing = [p for p in self.phenotypes_ if p not in names]
+        new = [str(names[p]) for p in self.phenotypes_ if p in names]
+        if missing or len(set(new)) != len(new) or OTHER in new:
+            raise MarkerError(
+                f"rename_phenotypes needs a unique new name (not {OTHER!r}) for every "
+                f"phenotype {self.phenotypes_}; got {dict(names)}"
+            )
+        self.clusters_["phenotype"] = [
+            str(names.get(p, p)) if p else "" for p in self.clusters_["phenotype"]
+        ]
+        self.phenotypes_ = new
+        return self
+
     def __repr__(self) -> str:
         if not hasattr(self, "centroids_"):
             return f"FeatureUniqueness(n_phenotypes={self.n_phenotypes}, k_range={self.k_range}, unfitted)"

@@ -22,6 +22,18 @@ Patients (grade, infiltration, age) and their survival come from
 (Weibull proportional hazards in grade, boundary infiltration and age; ``null=True`` removes
 the grade and infiltration effects), so there is one hazard model in the package. Here the
 latent ``s`` is that model's standardised infiltration (``datasets._survival.infiltration_z``).
+
+**Sites** (``sites=k``): every patient belongs to one of ``k`` sites (labs), drawn at random.
+A site changes two things, neither of them tissue:
+
+* *stain*: the first half of the feature dimensions stands for colour; each site adds its own
+  shift there, mixing a "haematoxylin" direction and an "eosin" direction in proportion to
+  how nuclear-rich each tissue type is (:data:`HAEMATOXYLIN_SHARE`), so a site moves immune
+  cells and stroma by different amounts and centring features per site cannot fully undo it;
+* *outcome*: a baseline log hazard per site, spread evenly over ``site_log_hr`` (e.g. case
+  mix or era), so site is correlated with survival. Under the Weibull model an offset ``o``
+  on the log hazard is a scale ``lam * exp(-o / k)``: the survival draw stays the package's
+  one hazard model, with that scale per site.
 """
 
 from __future__ import annotations
@@ -40,6 +52,14 @@ from workbench._constants import (
 )
 
 TISSUE_TYPES = ("stroma", "tumour", "immune", "necrosis", "adipose")
+#: How much of a site's stain shift follows its haematoxylin direction, per tissue type.
+HAEMATOXYLIN_SHARE = {
+    "stroma": 0.2,
+    "tumour": 0.8,
+    "immune": 0.95,
+    "necrosis": 0.5,
+    "adipose": 0.05,
+}
 _MPP = 0.5  # level-0 microns per pixel, as in the synthetic image cohort
 _THUMB_SCALE = 32  # level-0 pixels per thumbnail pixel
 
@@ -62,6 +82,8 @@ def simulate_slide(
     n_features: int = 32,
     feature_seed: int = 12345,
     with_images: bool = True,
+    stain_shift: np.ndarray | None = None,
+    site: str | None = None,
 ) -> AnnData:
     """One slide's region AnnData with the documented keys and a hidden ``obs["true_type"]``.
 
@@ -81,6 +103,11 @@ def simulate_slide(
         Seed of the type-specific feature offsets (keep it fixed across a cohort).
     with_images
         Also build a label image and a thumbnail in ``uns["region_graph"]`` (for plots).
+    stain_shift
+        Per tissue type (rows in :data:`TISSUE_TYPES` order), the feature shift of this
+        slide's site (see :func:`site_stain_shifts`).
+    site
+        The slide's site, recorded in ``uns["simulation"]``.
 
     Returns
     -------
@@ -128,6 +155,8 @@ def simulate_slide(
     codes = np.array([TISSUE_TYPES.index(t) for t in types])
     feats = means[codes] + rng.normal(size=(n, n_features))
     feats[codes == 1] += 0.3 * (grade - 2) * means[-1]
+    if stain_shift is not None:
+        feats += np.asarray(stain_shift, dtype=float)[codes]
     lesion_prob = np.clip(np.where(lesion, 0.85, 0.1) + rng.normal(0, 0.05, n), 0, 1)
     focus_score = lesion_prob * rng.uniform(0.5, 1.0, n)
 
@@ -190,10 +219,65 @@ def simulate_slide(
             SLIDE_ID: slide_id,
             REGION_GRAPH: graph,
             "explain": {"probabilities": [0.0, 0.0, 0.0]},
-            "simulation": {"grade": int(grade), "infiltration": float(infiltration)},
+            "simulation": {
+                "grade": int(grade),
+                "infiltration": float(infiltration),
+                **({"site": str(site)} if site is not None else {}),
+            },
         },
     )
     return adata
+
+
+def site_stain_shifts(
+    n_sites: int, n_features: int, *, magnitude: float = 6.0, seed: int = 0
+) -> np.ndarray:
+    """Per site and tissue type, the shift a site's stain adds to the region features.
+
+    Two random directions per site in the colour half of the features (a "haematoxylin" and
+    an "eosin" one, each of length ``magnitude``), mixed per type by
+    :data:`HAEMATOXYLIN_SHARE`. For scale: two tissue types' feature means are about 11 apart
+    and a region's noise has length about ``sqrt(n_features)``.
+
+    Returns
+    -------
+    Array of shape ``(n_sites, len(TISSUE_TYPES), n_features)``.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x517E]))
+    n_colour = max(n_features // 2, 1)
+    shifts = np.zeros((n_sites, len(TISSUE_TYPES), n_features))
+    for s in range(n_sites):
+        h, e = rng.normal(size=(2, n_colour))
+        h *= magnitude / np.linalg.norm(h)
+        e *= magnitude / np.linalg.norm(e)
+        for t, name in enumerate(TISSUE_TYPES):
+            w = HAEMATOXYLIN_SHARE[name]
+            shifts[s, t, :n_colour] = w * h + (1 - w) * e
+    return shifts
+
+
+def _site_survival(patients: pd.DataFrame, site: np.ndarray, offsets, *, seed, null, model):
+    """Redraw survival with a baseline log hazard per site (as a Weibull scale per site)."""
+    from dataclasses import replace
+
+    from workbench.datasets import HazardModel
+    from workbench.datasets._survival import simulate_survival
+
+    base = model or HazardModel()
+    time = np.empty(len(patients))
+    event = np.empty(len(patients), dtype=int)
+    for j, off in enumerate(offsets):
+        rows = np.flatnonzero(site == j)
+        if not len(rows):
+            continue
+        m = replace(base, scale=base.scale * float(np.exp(-off / base.shape)))
+        drawn = simulate_survival(
+            patients["grade"].to_numpy()[rows], patients["infiltration"].to_numpy()[rows],
+            patients["age"].to_numpy()[rows], seed=seed * 1000 + j + 1, null=null, model=m,
+        )  # fmt: skip
+        time[rows] = drawn["time"].to_numpy()
+        event[rows] = drawn["event"].to_numpy()
+    return time, event
 
 
 def simulate_region_cohort(
@@ -205,6 +289,9 @@ def simulate_region_cohort(
     n_features: int = 32,
     with_images: bool = False,
     model=None,
+    sites: int | None = None,
+    site_shift: float = 10.0,
+    site_log_hr: float = 1.0,
 ) -> tuple[list[AnnData], pd.DataFrame]:
     """A cohort of one-slide patients: region AnnData per slide plus a clinical table.
 
@@ -214,7 +301,7 @@ def simulate_region_cohort(
         Number of patients (one slide each).
     null
         Survival does not depend on the slides (``datasets`` null model: no grade or
-        infiltration effect; age keeps its small one).
+        infiltration effect; age keeps its small one; the sites keep theirs).
     seed
         Seed of everything drawn here.
     n_regions
@@ -225,19 +312,37 @@ def simulate_region_cohort(
         Build label images and thumbnails too (needed by ``pl.marker_map`` only).
     model
         A ``workbench.datasets.HazardModel`` (default: its documented coefficients).
+    sites
+        Number of sites (``None``: one lab, no site effects); see the module docstring.
+    site_shift
+        Length of each site's stain directions in feature space (:func:`site_stain_shifts`).
+    site_log_hr
+        Spread of the sites' baseline log hazards (evenly spaced, centred on 0).
 
     Returns
     -------
     ``(adatas, clinical)``: the slides, and a table with columns ``patient_id``, ``slide``,
-    ``grade``, ``age``, ``time``, ``event``. The latent infiltration score is kept in each
-    slide's ``uns["simulation"]``, never in the clinical table.
+    ``grade``, ``age``, ``time``, ``event`` (and ``site`` with ``sites``). The latent
+    infiltration score is kept in each slide's ``uns["simulation"]``, never in the clinical
+    table.
     """
     from workbench.datasets import simulate_patients
     from workbench.datasets._survival import infiltration_z
 
+    if sites is not None and (int(sites) != sites or sites < 2):
+        raise ValueError(f"sites must be None or an integer >= 2, got {sites!r}")
     patients = simulate_patients(n_patients, seed=seed, null=null, model=model)
     grade = patients["grade"].to_numpy()
     infiltration = infiltration_z(patients["infiltration"].to_numpy())
+    time = patients["time"].to_numpy(dtype=float)
+    event = patients["event"].to_numpy(dtype=int)
+    site = shifts = None
+    if sites is not None:
+        srng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5173]))
+        site = srng.permutation(np.resize(np.arange(sites), n_patients))
+        offsets = site_log_hr * (np.arange(sites) / (sites - 1) - 0.5)
+        time, event = _site_survival(patients, site, offsets, seed=seed, null=null, model=model)
+        shifts = site_stain_shifts(sites, n_features, magnitude=site_shift, seed=seed)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E6]))
     adatas = []
     for i in range(n_patients):
@@ -250,6 +355,8 @@ def simulate_region_cohort(
                 n_regions=n_regions,
                 n_features=n_features,
                 with_images=with_images,
+                stain_shift=None if shifts is None else shifts[site[i]],
+                site=None if site is None else f"site{site[i] + 1}",
             )
         )
     clinical = pd.DataFrame(
@@ -258,8 +365,10 @@ def simulate_region_cohort(
             "slide": [f"S{i:04d}" for i in range(n_patients)],
             "grade": grade.astype(int),
             "age": patients["age"].to_numpy(),
-            "time": patients["time"].to_numpy(dtype=float),
-            "event": patients["event"].to_numpy(dtype=int),
+            "time": time,
+            "event": event,
         }
     )
+    if site is not None:
+        clinical["site"] = [f"site{j + 1}" for j in site]
     return adatas, clinical

@@ -416,12 +416,12 @@ def _ripley_null_l(
     among the ``n_points`` random points, with the intensity of all ``len(xy)`` regions over
     the hull's area, ``L = sqrt(2 * pairs / N / (N / area) / pi)``.
     """
-    from scipy.spatial import ConvexHull, Delaunay
+    from scipy.spatial import ConvexHull
     from scipy.spatial.distance import pdist
 
     hull = ConvexHull(xy)
     area, n_all = float(hull.volume), len(xy)
-    tri = Delaunay(xy[hull.vertices])
+    normals, offsets = hull.equations[:, :2], hull.equations[:, 2]
     lo, hi = xy[hull.vertices].min(axis=0), xy[hull.vertices].max(axis=0)
     share = area / float(np.prod(np.maximum(hi - lo, 1e-12)))
     rng = np.random.default_rng(seed)
@@ -430,7 +430,10 @@ def _ripley_null_l(
         pts = np.empty((0, 2))
         while len(pts) < n_points:  # rejection sampling in the bounding box, in batches
             cand = rng.uniform(lo, hi, size=(int(1.5 * n_points / share) + 16, 2))
-            pts = np.vstack([pts, cand[tri.find_simplex(cand) >= 0]])
+            # Inside the hull = on the inner side of every facet (what squidpy's Delaunay
+            # test decides, without its per-triangulation set-up, 0.4 s on a busy machine).
+            inside = (cand @ normals.T + offsets <= 1e-9).all(axis=1)
+            pts = np.vstack([pts, cand[inside]])
         pairs = int((pdist(pts[:n_points]) < radius).sum())
         stats.append(np.sqrt((2.0 * pairs / n_all) / (n_all / area) / np.pi))
     return float(np.mean(stats))

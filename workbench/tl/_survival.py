@@ -1,4 +1,4 @@
-"""Survival screen of cohort markers with lifelines, and the honest discovery pipeline.
+"""Survival screen of cohort markers with lifelines.
 
 For each marker (a column of the cohort AnnData):
 
@@ -6,30 +6,42 @@ For each marker (a column of the cohort AnnData):
   (``z = (x - mean) / sd``, sample sd), so hazard ratios are per standard deviation;
 * log-rank test between patients above and at-or-below the median;
 * Benjamini-Hochberg q-values across the markers that could be tested, for both tests;
-* optionally a multivariable Cox with clinical covariates (adjusted hazard ratio).
+* optionally a multivariable Cox with clinical covariates (adjusted hazard ratio);
+* when the site (batch) of each patient is known, the site guard: the Cox model stratified
+  by site (``p_strat``, which then decides the calls) and each marker's association with
+  site (``tl._site``: Kruskal-Wallis ``q_site``, ``site_eta2``, ``mostly_site``);
+* when the markers are grouped into families (``tl.marker_families``), one row per family
+  in ``uns["survival_families"]`` (``tl._families.family_screen``).
 
 **No double dipping.** When the cohort records which patients chose the markers
 (``obs["discovery_split"]``, written by ``tl.cohort`` after ``tl.markers``), only the
-``"validation"`` patients are tested unless you ask otherwise. :func:`discover` runs the whole
-chain with that split made up front.
+``"validation"`` patients are tested unless you ask otherwise. ``tl.discover`` runs the whole
+chain with that split (or cross-fitting) made up front.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
-from os import PathLike
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from workbench._constants import DISCOVERY_SPLIT, SURVIVAL_CV, SURVIVAL_SCREEN
+from workbench._constants import (
+    DISCOVERY_SPLIT,
+    MARKER_FAMILIES,
+    SURVIVAL_CV,
+    SURVIVAL_FAMILIES,
+    SURVIVAL_SCREEN,
+)
 from workbench._errors import ClinicalTableError, MarkerError
-from workbench.tl._cohort import DISCOVERY, VALIDATION, cohort, validate_clinical
+from workbench.io._clinical import _names, covariate_frame
 
 logger = logging.getLogger(__name__)
+
+DISCOVERY, VALIDATION = "discovery", "validation"
 
 
 def benjamini_hochberg(p: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -58,11 +70,13 @@ def _select_patients(adata: AnnData, patients: str | Sequence[str] | None) -> np
     if isinstance(patients, str):
         if patients == "all":
             if DISCOVERY_SPLIT in adata.obs:
-                logger.warning(
-                    "survival: testing ALL patients, including the %d that chose the markers; "
-                    "p-values are optimistic (double dipping)",
-                    int((adata.obs[DISCOVERY_SPLIT] == DISCOVERY).sum()),
-                )
+                n_disc = int((adata.obs[DISCOVERY_SPLIT] == DISCOVERY).sum())
+                if n_disc:
+                    logger.warning(
+                        "survival: testing ALL patients, including the %d that chose the "
+                        "markers; p-values are optimistic (double dipping)",
+                        n_disc,
+                    )
             return np.ones(adata.n_obs, dtype=bool)
         if patients in (DISCOVERY, VALIDATION):
             if DISCOVERY_SPLIT not in adata.obs:
@@ -82,22 +96,143 @@ def _select_patients(adata: AnnData, patients: str | Sequence[str] | None) -> np
     return adata.obs_names.isin(wanted)
 
 
-def _design(obs: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFrame:
-    missing = [c for c in covariates if c not in obs]
-    if missing:
-        raise ClinicalTableError(
-            f"covariate column(s) {missing} not in the cohort obs {list(obs.columns)}"
+def _design(
+    obs: pd.DataFrame, covariates: Sequence[str], categorical: Sequence[str], dropna: bool
+) -> tuple[pd.DataFrame | None, np.ndarray]:
+    """Covariate design of the tested patients, and which patients it keeps."""
+    keep = np.ones(len(obs), dtype=bool)
+    if not covariates:
+        return None, keep
+    design, problems = covariate_frame(obs, covariates, categorical=categorical)
+    errors = problems["unknown"] + problems["text"]
+    if problems["missing"] and not dropna:
+        errors += [m + "; fill it, or pass dropna=True" for m in problems["missing"]]
+    if errors:
+        raise ClinicalTableError("covariate problems:\n  - " + "\n  - ".join(errors))
+    if problems["missing"]:
+        keep = design.notna().all(axis=1).to_numpy()
+        logger.warning(
+            "survival: dropna=True left out %d patient(s) with missing covariates: %s",
+            int((~keep).sum()),
+            _names(obs.index[~keep]),
         )
-    cov = obs[list(covariates)]
-    return pd.get_dummies(cov, drop_first=True, dtype=float).astype(float)
+    return design, keep
 
 
-def _cox(df: pd.DataFrame, duration: str, event: str, penalizer: float):
+def _cox(df: pd.DataFrame, duration: str, event: str, penalizer: float, strata: str | None = None):
     from lifelines import CoxPHFitter
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return CoxPHFitter(penalizer=penalizer).fit(df, duration_col=duration, event_col=event)
+        return CoxPHFitter(penalizer=penalizer).fit(
+            df, duration_col=duration, event_col=event, strata=[strata] if strata else None
+        )
+
+
+def _test_marker(
+    name: str,
+    x: np.ndarray,
+    T: np.ndarray,
+    E: np.ndarray,
+    *,
+    cov: pd.DataFrame | None,
+    sites: np.ndarray | None,
+    stratum: str,
+    dkey: str,
+    ekey: str,
+    penalizer: float,
+    min_patients: int,
+    min_events: int,
+) -> tuple[dict, dict]:
+    """One marker's row of the screen, and the lifelines fitters behind it."""
+    from lifelines.statistics import logrank_test
+
+    ok = np.isfinite(x)
+    row = {"n": int(ok.sum()), "events": int(E[ok].sum()), "n_dropped_nan": int((~ok).sum())}
+    fits: dict = {}
+    if row["n"] < min_patients:
+        return {
+            **row,
+            "reason": f"{row['n']} patients with a value (< min_patients={min_patients})",
+        }, fits
+    if row["events"] < min_events:
+        reason = f"{row['events']} events among patients with a value (< min_events={min_events})"
+        return {**row, "reason": reason}, fits
+    xs = x[ok]
+    if np.ptp(xs) == 0:
+        return {**row, "reason": "constant marker"}, fits
+    reason = ""
+    z = (xs - xs.mean()) / xs.std(ddof=1)
+    df = pd.DataFrame({dkey: T[ok], ekey: E[ok], name: z})
+    try:
+        cph = _cox(df, dkey, ekey, penalizer)
+        s = cph.summary.loc[name]
+        row.update(
+            hr=float(s["exp(coef)"]), hr_lower=float(s["exp(coef) lower 95%"]),
+            hr_upper=float(s["exp(coef) upper 95%"]), coef=float(s["coef"]),
+            se=float(s["se(coef)"]), p_cox=float(s["p"]), concordance=float(cph.concordance_index_),
+        )  # fmt: skip
+        fits["univariable"] = cph
+    except Exception as exc:  # lifelines raises several types when it cannot converge
+        reason = f"Cox fit failed: {type(exc).__name__}: {exc}"[:200]
+    if sites is not None and "p_cox" in row:
+        dfs = df.assign(**{stratum: sites[ok]})
+        try:
+            cps = _cox(dfs, dkey, ekey, penalizer, strata=stratum)
+            s = cps.summary.loc[name]
+            row.update(
+                hr_strat=float(s["exp(coef)"]), hr_strat_lower=float(s["exp(coef) lower 95%"]),
+                hr_strat_upper=float(s["exp(coef) upper 95%"]), p_strat=float(s["p"]),
+            )  # fmt: skip
+            fits["stratified"] = cps
+        except Exception as exc:
+            reason = reason or f"site-stratified Cox failed: {type(exc).__name__}"
+    high = xs > np.median(xs)
+    row["n_high"] = int(high.sum())
+    if high.all() or not high.any():
+        reason = reason or "median split leaves one side empty (tied values)"
+    else:
+        lr = logrank_test(
+            T[ok][high], T[ok][~high], event_observed_A=E[ok][high], event_observed_B=E[ok][~high]
+        )
+        row.update(logrank_stat=float(lr.test_statistic), p_logrank=float(lr.p_value))
+    if cov is not None and "p_cox" in row:
+        dfm = pd.concat([df.reset_index(drop=True), cov[ok].reset_index(drop=True)], axis=1)
+        strata = None
+        if sites is not None:
+            dfm[stratum] = sites[ok]
+            strata = stratum
+        try:
+            cphm = _cox(dfm, dkey, ekey, penalizer, strata=strata)
+            sm = cphm.summary.loc[name]
+            row.update(hr_adj=float(sm["exp(coef)"]), p_adj=float(sm["p"]))
+            fits["multivariable"] = cphm
+        except Exception as exc:
+            reason = reason or f"multivariable Cox failed: {type(exc).__name__}"
+    return {**row, "reason": reason}, fits
+
+
+def _sites(
+    sub: AnnData, site_key: str | None, stratify: bool
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Site labels of the tested patients (for the association) and for stratification."""
+    if not site_key:
+        return None, None
+    if site_key not in sub.obs:
+        raise ClinicalTableError(
+            f"site_key={site_key!r} is not an obs column of the cohort {list(sub.obs.columns)}"
+        )
+    raw = sub.obs[site_key]
+    if raw.isna().any():
+        raise ClinicalTableError(
+            f"obs[{site_key!r}] is missing for patients {_names(sub.obs_names[raw.isna()])}"
+        )
+    sites = raw.astype(str).to_numpy()
+    n_sites = len(np.unique(sites))
+    if n_sites < 2:
+        logger.warning("survival: every tested patient is from one site; no site guard")
+        return sites, None
+    return sites, (sites if stratify else None)
 
 
 def survival(
@@ -105,9 +240,16 @@ def survival(
     *,
     markers: Sequence[str] | None = None,
     covariates: Sequence[str] = (),
+    categorical: Sequence[str] | None = None,
+    dropna: bool = False,
     patients: str | Sequence[str] | None = None,
     duration_key: str | None = None,
     event_key: str | None = None,
+    site_key: str | None = None,
+    stratify_site: bool = True,
+    site_threshold: float = 0.5,
+    families: bool | None = None,
+    family_threshold: float = 0.7,
     fdr: float = 0.05,
     min_patients: int = 10,
     min_events: int = 3,
@@ -127,23 +269,44 @@ def survival(
     markers
         Marker names to screen (default: all of ``var_names``).
     covariates
-        Clinical ``obs`` columns for the multivariable Cox and the clinical CV baseline
-        (categorical columns are one-hot encoded, first level dropped).
+        Clinical ``obs`` columns for the multivariable Cox and the clinical CV baseline.
+        They must be numeric and complete, except those declared ``categorical``.
+    categorical
+        Covariates to one-hot encode (first level dropped); default: what ``tl.cohort``
+        recorded. A text value in an undeclared covariate raises
+        :class:`~workbench.ClinicalTableError`.
+    dropna
+        Leave out the patients with a missing covariate (logged) instead of raising.
     patients
         Who is tested: default ``"validation"`` when ``obs["discovery_split"]`` exists (the
         patients that did not choose the markers), else everyone; ``"all"``, ``"discovery"``
         or a list of patient ids to override.
     duration_key, event_key
         ``obs`` columns (default: the ones recorded by ``tl.cohort``, else time/event).
+    site_key
+        ``obs`` column with each patient's site (default: the one ``tl.cohort`` recorded).
+        Adds the site association columns and, with ``stratify_site``, the site-stratified
+        Cox, whose q-value then decides ``called``.
+    stratify_site
+        Fit the Cox models stratified by site (each site its own baseline hazard).
+    site_threshold
+        Between-site share of a marker's rank variance (eta squared) from which a marker
+        significantly associated with site is flagged ``mostly_site``.
+    families
+        Report one row per marker family in ``uns["survival_families"]``: default when
+        ``uns["marker_families"]`` exists; ``True`` groups the markers first if needed
+        (``tl.marker_families`` with ``family_threshold``); ``False`` never.
+    family_threshold
+        |Spearman rho| threshold when the families are made here.
     fdr
-        Level at which ``called`` is set from the Cox q-value.
+        Level at which ``called`` is set from the deciding q-value.
     min_patients, min_events
         Fewer usable patients / events for a marker → NaN with a reason.
     penalizer
         Passed to ``lifelines.CoxPHFitter`` (0 = plain partial likelihood).
     cv_folds, cv_top
         Cross-validated concordance (``lifelines.utils.k_fold_cross_validation``) for the
-        ``cv_top`` markers with the smallest Cox p-values; 0 skips it.
+        ``cv_top`` markers with the smallest p-values; 0 skips it.
     seed
         Seed of the CV folds.
     return_fitters
@@ -153,19 +316,24 @@ def survival(
 
     Returns
     -------
-    The screen table (one row per marker, sorted by Cox p-value): ``n``, ``events``,
+    The screen table (one row per marker, sorted by the deciding p-value): ``n``, ``events``,
     ``n_dropped_nan``, ``hr``, ``hr_lower``, ``hr_upper``, ``coef``, ``se``, ``p_cox``,
     ``q_cox``, ``concordance``, ``logrank_stat``, ``p_logrank``, ``q_logrank``, ``n_high``,
-    (``hr_adj``, ``p_adj``, ``q_adj`` with covariates), ``called``, ``reason``. Writes
-    ``uns[key_added]`` (the table), ``uns[key_added + "_params"]`` (settings and the patients
-    tested) and, with ``cv_top > 0``, ``uns["survival_cv"]``. With ``return_fitters=True``
-    returns ``(table, {"univariable": {marker: CoxPHFitter}, "multivariable": {...}})``.
+    (``hr_adj``, ``p_adj``, ``q_adj`` with covariates; ``hr_strat``, ``hr_strat_lower``,
+    ``hr_strat_upper``, ``p_strat``, ``q_strat``, ``p_site``, ``q_site``, ``site_eta2``,
+    ``n_sites``, ``mostly_site`` with a site; ``marker_family``, ``family_called`` with
+    families), ``called``, ``reason``. Writes ``uns[key_added]`` (the table),
+    ``uns[key_added + "_params"]`` (settings, the patients tested, which q decides),
+    ``uns["survival_families"]`` with families and, with ``cv_top > 0``,
+    ``uns["survival_cv"]``. With ``return_fitters=True`` returns ``(table, {"univariable":
+    {marker: CoxPHFitter}, "stratified": {...}, "multivariable": {...}})``.
     """
-    from lifelines.statistics import logrank_test
-
     info = adata.uns.get("cohort", {})
     duration_key = duration_key or info.get("duration_key", "time")
     event_key = event_key or info.get("event_key", "event")
+    site_key = site_key or info.get("site_key") or None
+    if categorical is None:
+        categorical = [c for c in info.get("categorical", []) if c in covariates]
     for col in (duration_key, event_key):
         if col not in adata.obs:
             raise ClinicalTableError(f"obs[{col!r}] is missing; pass duration_key=/event_key=")
@@ -178,6 +346,11 @@ def survival(
             f"unknown marker(s) {unknown[:10]}; the cohort has {adata.n_vars} markers"
         )
     mask = _select_patients(adata, patients)
+    cov, keep = _design(adata.obs[mask], covariates, categorical, dropna)
+    dropped = list(map(str, adata.obs_names[mask][~keep]))
+    if not keep.all():
+        mask[np.flatnonzero(mask)[~keep]] = False
+        cov = cov[keep]
     sub = adata[mask]
     if sub.n_obs < 2:
         raise ClinicalTableError(
@@ -187,81 +360,90 @@ def survival(
     E = sub.obs[event_key].to_numpy(dtype=int)
     if not np.isfinite(T).all() or (T < 0).any():
         raise ClinicalTableError(
-            f"obs[{duration_key!r}] has NaN or negative times; run tl.validate_clinical"
+            f"obs[{duration_key!r}] has NaN or negative times; run io.validate_clinical"
         )
     if E.sum() == 0:
         raise ClinicalTableError("no events among the patients tested; survival cannot be modelled")
-    cov = _design(sub.obs, covariates) if covariates else None
+    site_labels, strata = _sites(sub, site_key, stratify_site)
     logger.info(
-        "survival: screening %d markers on %d patients (%d events)%s",
+        "survival: screening %d markers on %d patients (%d events)%s%s",
         len(markers), sub.n_obs, int(E.sum()),
-        f", {int((~mask).sum())} discovery patients left out" if (~mask).any() else "",
+        f", {int((~mask).sum())} patients left out" if (~mask).any() else "",
+        f", stratified by {site_key!r} ({len(np.unique(strata))} sites)" if strata is not None else "",
     )  # fmt: skip
 
-    rows, uni_fits, multi_fits = [], {}, {}
+    rows, fitters = [], {"univariable": {}, "stratified": {}, "multivariable": {}}
     X = sub[:, markers].X
     X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=float)
+    taken = {duration_key, event_key, *markers, *([] if cov is None else cov.columns)}
+    stratum = site_key or "site"
+    while stratum in taken:
+        stratum = f"{stratum}_"
     for j, name in enumerate(markers):
-        x = X[:, j]
-        ok = np.isfinite(x)
-        row = {
-            "marker": name,
-            "n": int(ok.sum()),
-            "events": int(E[ok].sum()),
-            "n_dropped_nan": int((~ok).sum()),
-        }
-        reason = ""
-        if row["n"] < min_patients:
-            reason = f"{row['n']} patients with a value (< min_patients={min_patients})"
-        elif row["events"] < min_events:
-            reason = (
-                f"{row['events']} events among patients with a value (< min_events={min_events})"
-            )
-        elif np.nanstd(x[ok]) == 0:
-            reason = "constant marker"
-        if reason:
-            rows.append({**row, "reason": reason})
-            continue
-        xs = x[ok]
-        z = (xs - xs.mean()) / xs.std(ddof=1)
-        df = pd.DataFrame({duration_key: T[ok], event_key: E[ok], name: z})
-        try:
-            cph = _cox(df, duration_key, event_key, penalizer)
-            s = cph.summary.loc[name]
-            row.update(
-                hr=float(s["exp(coef)"]), hr_lower=float(s["exp(coef) lower 95%"]),
-                hr_upper=float(s["exp(coef) upper 95%"]), coef=float(s["coef"]),
-                se=float(s["se(coef)"]), p_cox=float(s["p"]), concordance=float(cph.concordance_index_),
-            )  # fmt: skip
-            uni_fits[name] = cph
-        except Exception as exc:  # lifelines raises several types when it cannot converge
-            reason = f"Cox fit failed: {type(exc).__name__}: {exc}"[:200]
-        high = xs > np.median(xs)
-        row["n_high"] = int(high.sum())
-        if high.all() or not high.any():
-            reason = reason or "median split leaves one side empty (tied values)"
-        else:
-            lr = logrank_test(
-                T[ok][high],
-                T[ok][~high],
-                event_observed_A=E[ok][high],
-                event_observed_B=E[ok][~high],
-            )
-            row.update(logrank_stat=float(lr.test_statistic), p_logrank=float(lr.p_value))
-        if cov is not None and "p_cox" in row:
-            dfm = pd.concat([df.reset_index(drop=True), cov[ok].reset_index(drop=True)], axis=1)
-            try:
-                cphm = _cox(dfm, duration_key, event_key, penalizer)
-                sm = cphm.summary.loc[name]
-                row.update(hr_adj=float(sm["exp(coef)"]), p_adj=float(sm["p"]))
-                multi_fits[name] = cphm
-            except Exception as exc:
-                reason = reason or f"multivariable Cox failed: {type(exc).__name__}"
-        rows.append({**row, "reason": reason})
+        row, fits = _test_marker(
+            name, X[:, j], T, E, cov=cov, sites=strata, stratum=stratum, dkey=duration_key,
+            ekey=event_key,
+            penalizer=penalizer, min_patients=min_patients, min_events=min_events,
+        )  # fmt: skip
+        rows.append({"marker": name, **row})
+        for kind, fit in fits.items():
+            fitters[kind][name] = fit
+    table = _assemble(rows, cov is not None, strata is not None)
+    decide = "p_strat" if strata is not None else "p_cox"
+    if site_labels is not None and len(np.unique(site_labels)) >= 2:
+        from workbench.tl._site import site_association
 
+        assoc = site_association(
+            X, markers, site_labels, fdr=fdr, site_threshold=site_threshold
+        ).reindex(table.index)
+        for col in assoc.columns:
+            table[col] = assoc[col]
+        table["mostly_site"] = table["mostly_site"].fillna(False).astype(bool)
+    table["called"] = table["q" + decide[1:]] < fdr
+    table = table.sort_values(decide, na_position="last", kind="stable")
+    table.index.name = None
+
+    family_table = _families(adata, table, families, family_threshold, decide, fdr)
+    if family_table is not None:
+        adata.uns[SURVIVAL_FAMILIES] = family_table
+    adata.uns[key_added] = table
+    adata.uns[f"{key_added}_params"] = {
+        "fdr": fdr,
+        "patients": "validation"
+        if patients is None and DISCOVERY_SPLIT in adata.obs
+        else str(patients or "all"),
+        "tested_patients": list(map(str, sub.obs_names)),
+        "covariates": list(covariates),
+        "categorical": list(categorical),
+        "dropped_missing_covariates": dropped,
+        "duration_key": duration_key,
+        "event_key": event_key,
+        "site_key": site_key or "",
+        "stratified_by_site": strata is not None,
+        "site_threshold": site_threshold,
+        "decided_by": "q" + decide[1:],
+        "families": family_table is not None,
+        "penalizer": penalizer,
+    }
+    _log_result(key_added, table, family_table, fdr, decide)
+    if cv_top and cv_folds >= 2:
+        cv = _cross_validated(
+            sub, table, X, markers, T, E, cov, duration_key, event_key, cv_folds, cv_top,
+            penalizer, seed,
+        )  # fmt: skip
+        adata.uns[SURVIVAL_CV] = cv
+        logger.info("added adata.uns[%r] (%d-fold concordance)", SURVIVAL_CV, cv_folds)
+    if return_fitters:
+        return table, fitters
+    return table
+
+
+def _assemble(rows: list[dict], with_cov: bool, with_strata: bool) -> pd.DataFrame:
     cols = ["n", "events", "n_dropped_nan", "hr", "hr_lower", "hr_upper", "coef", "se", "p_cox",
             "concordance", "logrank_stat", "p_logrank", "n_high"]  # fmt: skip
-    if cov is not None:
+    if with_strata:
+        cols += ["hr_strat", "hr_strat_lower", "hr_strat_upper", "p_strat"]
+    if with_cov:
         cols += ["hr_adj", "p_adj"]
     table = pd.DataFrame(rows).set_index("marker").reindex(columns=[*cols, "reason"])
     holes = table["n_dropped_nan"][table["n_dropped_nan"] > 0]
@@ -274,52 +456,46 @@ def survival(
         )  # fmt: skip
     table["q_cox"] = benjamini_hochberg(table["p_cox"])
     table["q_logrank"] = benjamini_hochberg(table["p_logrank"])
-    if cov is not None:
+    if with_strata:
+        table["q_strat"] = benjamini_hochberg(table["p_strat"])
+    if with_cov:
         table["q_adj"] = benjamini_hochberg(table["p_adj"])
-    table["called"] = table["q_cox"] < fdr
     table["reason"] = table["reason"].fillna("").astype(str)
-    table = table.sort_values("p_cox", na_position="last")
-    table.index.name = None
-    adata.uns[key_added] = table
-    adata.uns[f"{key_added}_params"] = {
-        "fdr": fdr,
-        "patients": "validation"
-        if patients is None and DISCOVERY_SPLIT in adata.obs
-        else str(patients or "all"),
-        "tested_patients": list(map(str, sub.obs_names)),
-        "covariates": list(covariates),
-        "duration_key": duration_key,
-        "event_key": event_key,
-        "penalizer": penalizer,
-    }
-    logger.info(
-        "added adata.uns[%r] (%d markers, %d called at q < %g)",
-        key_added,
-        len(table),
-        int(table["called"].sum()),
-        fdr,
-    )
-    if cv_top and cv_folds >= 2:
-        cv = _cross_validated(
-            sub,
-            table,
-            X,
-            markers,
-            T,
-            E,
-            cov,
-            duration_key,
-            event_key,
-            cv_folds,
-            cv_top,
-            penalizer,
-            seed,
-        )
-        adata.uns[SURVIVAL_CV] = cv
-        logger.info("added adata.uns[%r] (%d-fold concordance)", SURVIVAL_CV, cv_folds)
-    if return_fitters:
-        return table, {"univariable": uni_fits, "multivariable": multi_fits}
     return table
+
+
+def _families(
+    adata: AnnData, table: pd.DataFrame, families: bool | None, threshold: float, decide: str,
+    fdr: float,
+) -> pd.DataFrame | None:  # fmt: skip
+    from workbench.tl._families import family_screen, marker_families
+
+    if families is False or (families is None and MARKER_FAMILIES not in adata.uns):
+        return None
+    if MARKER_FAMILIES not in adata.uns:
+        marker_families(adata, threshold=threshold)
+    members = adata.uns[MARKER_FAMILIES]["members"]
+    if not isinstance(members, pd.DataFrame):
+        members = pd.DataFrame(members)
+    flag = "mostly_site" if "mostly_site" in table else None
+    fam = family_screen(table, members, p_col=decide, fdr=fdr, flag_col=flag)
+    of = members["family"].reindex(table.index)
+    table["marker_family"] = of.fillna(pd.Series(table.index, index=table.index)).astype(str)
+    table["family_called"] = table["marker_family"].map(fam["called"]).fillna(False).astype(bool)
+    return fam
+
+
+def _log_result(key, table, family_table, fdr, decide) -> None:
+    fam = ""
+    if family_table is not None:
+        fam = (
+            f"; {len(family_table)} families, {int(family_table['called'].sum())} called "
+            f"(added adata.uns[{SURVIVAL_FAMILIES!r}])"
+        )
+    logger.info(
+        "added adata.uns[%r] (%d markers, %d called at q < %g by %s%s)",
+        key, len(table), int(table["called"].sum()), fdr, "q" + decide[1:], fam,
+    )  # fmt: skip
 
 
 def _cross_validated(
@@ -370,188 +546,3 @@ def _cross_validated(
             unscored[0],
         )
     return pd.DataFrame(rows)
-
-
-def split_patients(
-    patients: Sequence[str],
-    events: Sequence[int],
-    *,
-    validation_fraction: float = 0.5,
-    seed: int = 0,
-) -> dict[str, str]:
-    """Split patients into discovery and validation, stratified by event status.
-
-    Returns
-    -------
-    Mapping patient id → ``"discovery"`` / ``"validation"``.
-    """
-    if not 0 < validation_fraction < 1:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    rng = np.random.default_rng(seed)
-    patients = np.asarray([str(p) for p in patients])
-    events = np.asarray(events)
-    out = {}
-    for e in np.unique(events):
-        ids = patients[events == e]
-        ids = ids[rng.permutation(len(ids))]
-        n_val = int(round(validation_fraction * len(ids)))
-        out.update({p: VALIDATION for p in ids[:n_val]})
-        out.update({p: DISCOVERY for p in ids[n_val:]})
-    return out
-
-
-def outcome_groups(time: pd.Series, event: pd.Series) -> pd.Series:
-    """Short vs long survivors around the median follow-up (for fitting phenotypes).
-
-    ``"short"``: event before the median time; ``"long"``: followed at least to the median;
-    censored before the median: unknown (``None``).
-    """
-    med = float(np.median(time))
-    short = (event.astype(int) == 1) & (time < med)
-    long_ = time >= med
-    return pd.Series(
-        np.where(short, "short", np.where(long_, "long", None)), index=time.index, dtype=object
-    )
-
-
-def discover(
-    adatas: Sequence[AnnData],
-    clinical: pd.DataFrame | str | PathLike,
-    *,
-    validation_fraction: float = 0.5,
-    group_key: str | None = None,
-    covariates: Sequence[str] | None = None,
-    marker_kwargs: Mapping | None = None,
-    spatial_kwargs: Mapping | None = None,
-    survival_kwargs: Mapping | None = None,
-    patient_key: str = "patient_id",
-    slide_key: str = "slide",
-    duration_key: str = "time",
-    event_key: str = "event",
-    on_unmatched: str = "raise",
-    seed: int = 0,
-    return_model: bool = False,
-):
-    """From per-slide region AnnData and a clinical table to an honest ranked marker table.
-
-    1. Check the clinical table; split patients into discovery and validation (stratified by
-       event, seeded) *before* looking at any marker.
-    2. Fit feature-uniqueness phenotypes (``tl.markers``) on the discovery patients' slides,
-       grouped by ``group_key`` or, by default, short vs long survival around the discovery
-       median (patients censored before it are left out of the fit, logged); apply them to
-       every slide.
-    3. Spatial markers per slide (``tl.spatial``), the patient-level cohort (``tl.cohort``).
-    4. Survival screen on the validation patients only (``tl.survival``).
-
-    Parameters
-    ----------
-    adatas
-        Per-slide region AnnData (``uns["slide_id"]`` matches the clinical ``slide`` column).
-    clinical
-        Clinical table (DataFrame or CSV path).
-    validation_fraction
-        Share of patients held out for testing.
-    group_key
-        Clinical column defining the outcome groups for the phenotype fit (default: survival).
-    covariates
-        Clinical covariates for the multivariable Cox (default: ``grade`` and ``age`` where
-        present).
-    marker_kwargs, spatial_kwargs, survival_kwargs
-        Passed to ``tl.markers``, ``tl.spatial`` and ``tl.survival``.
-    patient_key, slide_key, duration_key, event_key
-        Clinical column names.
-    on_unmatched
-        See ``tl.cohort``.
-    seed
-        Seed of the split (and default seed of the steps).
-    return_model
-        Also return the fitted ``FeatureUniqueness`` (to phenotype new slides).
-
-    Returns
-    -------
-    The cohort AnnData with ``obs["discovery_split"]``, ``uns["survival_screen"]``,
-    ``uns["survival_cv"]`` and ``uns["discovery"]`` (who was used where, the phenotype model's
-    summary); every slide gets its phenotypes and spatial markers. With ``return_model=True``,
-    ``(cohort, model)``.
-    """
-    from workbench.tl._markers import markers, slide_id_of
-    from workbench.tl._spatial import spatial
-
-    clin = validate_clinical(
-        clinical,
-        patient_key=patient_key,
-        slide_key=slide_key,
-        duration_key=duration_key,
-        event_key=event_key,
-    )
-    adatas = list(adatas)
-    ids = [slide_id_of(a) for a in adatas]
-    by_slide = clin.set_index(slide_key)
-    matched = [i for i, s in enumerate(ids) if s in by_slide.index]
-    if len(matched) < len(ids):
-        lost = [ids[i] for i in range(len(ids)) if i not in set(matched)]
-        if on_unmatched == "raise":
-            raise ClinicalTableError(
-                f"{len(lost)} slide(s) have no row in the clinical table ({', '.join(lost[:10])}); "
-                "fix the IDs or pass on_unmatched='drop'"
-            )
-        logger.warning(
-            "discover: dropped %d slide(s) without a clinical row: %s", len(lost), lost[:10]
-        )
-    pat = clin.drop_duplicates(patient_key).set_index(patient_key)
-    split = split_patients(
-        pat.index, pat[event_key], validation_fraction=validation_fraction, seed=seed
-    )
-    if (
-        sum(v == VALIDATION for v in split.values()) < 2
-        or sum(v == DISCOVERY for v in split.values()) < 2
-    ):
-        raise ClinicalTableError(
-            f"{len(pat)} patient(s) cannot be split into discovery and validation sets"
-        )
-    disc = pat[[split[p] == DISCOVERY for p in pat.index]]
-    if group_key is None:
-        groups_by_patient = outcome_groups(disc[duration_key], disc[event_key])
-    else:
-        if group_key not in clin:
-            raise ClinicalTableError(f"group_key {group_key!r} is not a clinical column")
-        groups_by_patient = disc[group_key]
-    n_unknown = int(groups_by_patient.isna().sum())
-    if n_unknown:
-        logger.info(
-            "discover: %d discovery patient(s) have no outcome group (censored early); not used to fit",
-            n_unknown,
-        )
-    fit_slides, fit_groups, other = [], [], []
-    for i in matched:
-        p = by_slide.loc[ids[i], patient_key]
-        if split[p] == DISCOVERY and pd.notna(groups_by_patient.get(p)):
-            fit_slides.append(adatas[i])
-            fit_groups.append(groups_by_patient[p])
-        else:
-            other.append(adatas[i])
-    mk = {"random_state": seed, **(marker_kwargs or {})}
-    model = markers(fit_slides, fit_groups, apply_to=other, **mk)
-    sk = {"seed": seed, **(spatial_kwargs or {})}
-    for i in matched:
-        spatial(adatas[i], **sk)
-    co = cohort(
-        [adatas[i] for i in matched], clin, patient_key=patient_key, slide_key=slide_key,
-        duration_key=duration_key, event_key=event_key, on_unmatched="drop", split=split,
-    )  # fmt: skip
-    if covariates is None:
-        covariates = [c for c in ("grade", "age") if c in co.obs]
-    sv = {"covariates": covariates, "seed": seed, **(survival_kwargs or {})}
-    survival(co, patients=VALIDATION, **sv)
-    co.uns["discovery"] = {
-        "validation_fraction": validation_fraction,
-        "seed": seed,
-        "group_key": group_key or "survival (short/long around the discovery median)",
-        "discovery_patients": [p for p, v in split.items() if v == DISCOVERY],
-        "validation_patients": [p for p, v in split.items() if v == VALIDATION],
-        "fit_slides": list(model.slide_ids_fit_),
-        "model": repr(model),
-        "phenotypes": list(model.phenotypes_),
-    }
-    logger.info("added adata.uns['discovery'] (patients used for fitting vs testing)")
-    return (co, model) if return_model else co
