@@ -1,18 +1,44 @@
 """Validation benchmark of marker discovery; prints one JSON object per line.
 
-1. ``planted``: a simulated cohort (``workbench.tl._simulate``: regions with a hidden tissue
-   type, survival from a hazard model with grade + immune infiltration at the lesion margin)
-   goes through the honest ``tl.discover`` pipeline (phenotypes fitted on the discovery half,
-   screen on the validation half). Reported: the rank and q-value of the planted marker
-   (``boundary_density`` of the phenotype that is mostly immune), the top marker, and whether
-   any marker of a decoy phenotype (mostly necrosis or adipose tissue) was called.
-2. ``null``: the same pipeline on cohorts drawn with ``null=True`` (outcome independent of the
-   slides; grade still acts). Reported: the share of cohorts with any call at q < 0.05, with
-   a Wilson 95% interval.
-3. ``gbsg2``: the screen on lifelines' GBSG2 (real clinical data, shipped with lifelines)
-   against direct ``CoxPHFitter`` / ``logrank_test`` calls: the largest differences.
+Every cohort goes through the honest ``tl.discover`` pipeline in two modes side by side:
+``split`` (phenotypes fitted on a discovery half, the other half tested) and ``crossfit``
+(``folds=5``: each fold scored by phenotypes fitted on the other four, everyone tested).
+Markers are grouped into families (``tl.marker_families``) and the screen is read one row
+per family (``uns["survival_families"]``).
 
-Run: ``.venv/bin/python benchmarks/markers.py [--patients 160] [--nulls 20] [--regions 300]``.
+Parts (``--parts``, comma-separated):
+
+``gbsg2``
+    lifelines' GBSG2 (real clinical data shipped with lifelines): the screen's Cox and
+    log-rank numbers against direct lifelines calls, the site-stratified Cox against
+    ``CoxPHFitter(strata=...)`` and the site test against ``scipy.stats.kruskal`` (tumour
+    grade standing in for a site), and the families GBSG2's five covariates form.
+``planted``
+    ``--seeds`` simulated cohorts (``tl.simulate_region_cohort``: survival from grade +
+    immune infiltration at the lesion margin). Per cohort and mode: rank and q of the
+    planted family (the family of ``boundary_density`` of the mostly-immune phenotype),
+    families vs markers called, whether a decoy family (mostly necrosis or adipose) was
+    called. Summary: rank-1 count, power, with Wilson 95% intervals.
+``null``
+    ``--nulls`` cohorts with ``null=True`` (outcome independent of the slides): share with
+    any family (and any marker) called at q < 0.05, Wilson 95% interval; and the power of
+    each mode at a family-q threshold calibrated to a 5% false-call rate on these nulls.
+``sites_null``
+    ``--site-nulls`` null cohorts with 4 sites (``sites=4``: per-site stain shift of the
+    colour features, per-site baseline hazard): false calls with the site guard off, on
+    (``site_key="site"``: within-site outcome groups, site-stratified Cox, site flags), and
+    on with site-centred features.
+``sites_planted``
+    ``--site-seeds`` planted cohorts with 4 sites: the planted family with the guard off / on
+    / on with site-centred features.
+
+Settings were chosen on development seeds that no benchmark part uses (seeds 97-99: the
+family threshold 0.7, and the site stain shift of 10, the smallest of 6/10/14/20 at which
+phenotypes split by site); the benchmark seeds start at 0 (planted), 1000 (null), 2000
+(sites null) and 3000 (sites planted). Clinical covariates are left out of these runs (the
+calls never use the adjusted Cox; it would cost a third more time).
+
+Run: ``.venv/bin/python benchmarks/markers.py [--parts ...] [--seeds 10] [--nulls 40]``.
 """
 
 from __future__ import annotations
@@ -27,13 +53,28 @@ import numpy as np
 import pandas as pd
 
 from workbench import tl
-from workbench.tl._simulate import simulate_region_cohort
 
 DECOY_TYPES = ("necrosis", "adipose")
+MODES = {"split": None, "crossfit": 5}
 
 
 def emit(**record) -> None:
-    print(json.dumps(record, default=float), flush=True)
+    print(json.dumps(record, default=_json), flush=True)
+
+
+def _json(v):
+    if isinstance(v, np.integer | np.bool_):
+        return v.item()
+    return float(v)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    if n == 0:
+        return [float("nan"), float("nan")]
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 3), round(min(1.0, centre + half), 3)]
 
 
 def phenotype_types(adatas) -> dict[str, str]:
@@ -43,162 +84,283 @@ def phenotype_types(adatas) -> dict[str, str]:
     return {p: tab.loc[p].idxmax() for p in tab.index if p != "other"}
 
 
-def run_cohort(adatas, clinical, *, seed: int, families, cv_top: int):
+def run(adatas, clinical, *, seed, folds, args, site_key=None, center=False):
+    t0 = time.perf_counter()
     co = tl.discover(
         adatas,
         clinical,
         seed=seed,
-        spatial_kwargs={"families": families, "n_perms": 100},
-        survival_kwargs={"cv_top": cv_top},
+        folds=folds,
+        site_key=site_key,
+        center_features_by_site=center,
+        covariates=[],  # the calls do not use them; the adjusted Cox would cost a third more
+        family_threshold=args.family_threshold,
+        spatial_kwargs={"families": args.families, "n_perms": 100},
+        survival_kwargs={"cv_top": 0},
     )
-    return co, co.uns["survival_screen"]
+    return co, time.perf_counter() - t0
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def planted(args) -> None:
-    t0 = time.perf_counter()
-    adatas, clinical = simulate_region_cohort(args.patients, seed=args.seed, n_regions=args.regions)
-    co, table = run_cohort(adatas, clinical, seed=args.seed, families=args.families, cv_top=5)
+def summarise_run(co, adatas, seconds) -> dict:
+    """What one discovery run found, judged against the hidden tissue types."""
+    screen = co.uns["survival_screen"]
+    fams = co.uns["survival_families"]
     types = phenotype_types(adatas)
+    pheno_of = co.var["phenotype"].astype(str)
     immune = [p for p, t in types.items() if t == "immune"]
-    decoys = [p for p, t in types.items() if t in DECOY_TYPES]
     target = f"boundary_density:{immune[0]}" if immune else None
-    ranked = list(table.index)
-    decoy_called = [
-        m for m in ranked if table.loc[m, "called"] and co.var.loc[m, "phenotype"] in decoys
+    out = {
+        "phenotype_types": types,
+        "markers_tested": int(screen["p_cox"].notna().sum()),
+        "families_tested": int(fams["p_family"].notna().sum()),
+        "markers_called": int(screen["called"].sum()),
+        "families_called": int(fams["called"].sum()),
+        "called_families": {
+            f: types.get(pheno_of.get(fams.loc[f, "best"], ""), "?")
+            for f in fams.index[fams["called"]]
+        },
+        "target": target,
+        "seconds": round(seconds, 1),
+    }
+    # A decoy family call: a called family whose strongest member is a marker of a decoy
+    # phenotype (families are named by their plainest member, which may be a decoy's while
+    # the signal comes from a complement: those are listed apart).
+    best_type = {f: types.get(pheno_of.get(fams.loc[f, "best"], ""), "") for f in fams.index}
+    out["decoy_families_called"] = [
+        f for f in fams.index[fams["called"]] if best_type[f] in DECOY_TYPES
     ]
-    cv = co.uns["survival_cv"]
-    emit(
-        benchmark="markers",
-        part="planted",
-        patients=args.patients,
-        validation_patients=len(co.uns["discovery"]["validation_patients"]),
-        regions_per_slide=args.regions,
-        markers_tested=int(table["p_cox"].notna().sum()),
-        phenotype_types=types,
-        target=target,
-        target_rank=(ranked.index(target) + 1) if target in ranked else None,
-        target_q_cox=float(table.loc[target, "q_cox"]) if target in ranked else None,
-        target_q_logrank=float(table.loc[target, "q_logrank"]) if target in ranked else None,
-        target_hr_per_sd=float(table.loc[target, "hr"]) if target in ranked else None,
-        target_cv_c_index=(
-            float(cv.loc[(cv["marker"] == target) & (cv["model"] == "marker"), "c_index"].iloc[0])
-            if target in set(cv["marker"])
-            else None
-        ),
-        top_marker=ranked[0],
-        # Markers ranked above the target, with the hidden type of their phenotype: in this
-        # simulation the infiltrate replaces stroma, so stroma's margin density is the
-        # target's compositional complement and carries the same planted signal.
-        above_target=(
-            {m: types.get(co.var.loc[m, "phenotype"], "?") for m in ranked[: ranked.index(target)]}
-            if target in ranked
-            else None
-        ),
-        called=[m for m in ranked if table.loc[m, "called"]],
-        decoy_phenotypes=decoys,
-        decoy_markers_called=decoy_called,
-        seconds=round(time.perf_counter() - t0, 1),
+    out["called_families_named_by_a_decoy"] = [
+        f for f in fams.index[fams["called"]]
+        if types.get(pheno_of.get(f, ""), "") in DECOY_TYPES and best_type[f] not in DECOY_TYPES
+    ]  # fmt: skip
+    if target in screen.index:
+        fam = screen.loc[target, "marker_family"]
+        order = list(fams.index)
+        out.update(
+            target_marker_rank=list(screen.index).index(target) + 1,
+            target_marker_q=float(screen.loc[target, "q" + _decider(co)[1:]]),
+            target_family=fam,
+            target_family_size=int(fams.loc[fam, "n_members"]),
+            target_family_rank=order.index(fam) + 1,
+            target_family_q=float(fams.loc[fam, "q_family"]),
+            target_family_hr=float(fams.loc[fam, "hr"]),
+            target_family_best=str(fams.loc[fam, "best"]),
+        )
+        if "mostly_site" in screen:
+            out["target_mostly_site"] = bool(screen.loc[target, "mostly_site"])
+            out["target_site_eta2"] = float(screen.loc[target, "site_eta2"])
+    else:
+        out.update(target_family_rank=None, target_family_q=None)
+    if "mostly_site" in screen:
+        called = screen[screen["called"]]
+        out["called_markers_mostly_site"] = int(called["mostly_site"].sum())
+    return out
+
+
+def _decider(co) -> str:
+    return co.uns["survival_screen_params"]["decided_by"].replace("q_", "p_")
+
+
+def planted_summary(records: list[dict], mode: str, label: str, **extra) -> None:
+    n = len(records)
+    rank1 = sum(r.get("target_family_rank") == 1 for r in records)
+    q01 = sum((r.get("target_family_q") or 1) < 0.01 for r in records)
+    q05 = sum((r.get("target_family_q") or 1) < 0.05 for r in records)
+    rank1_q01 = sum(
+        r.get("target_family_rank") == 1 and (r.get("target_family_q") or 1) < 0.01 for r in records
     )
+    emit(
+        benchmark="markers", part=label, mode=mode, summary=True, cohorts=n,
+        planted_family_rank1=rank1, planted_family_rank1_q01=rank1_q01,
+        power_q01=round(q01 / n, 3), power_q01_wilson95=wilson(q01, n),
+        power_q05=round(q05 / n, 3), power_q05_wilson95=wilson(q05, n),
+        median_families_called=float(np.median([r["families_called"] for r in records])),
+        median_markers_called=float(np.median([r["markers_called"] for r in records])),
+        cohorts_with_decoy_family_called=sum(bool(r["decoy_families_called"]) for r in records),
+        target="planted family rank 1 with q < 0.01 in >= 9 of 10; decoy family never called",
+        **extra,
+    )  # fmt: skip
+
+
+def planted(args, *, label="planted", sites=None, seeds=None, guards=None) -> dict:
+    seeds = seeds if seeds is not None else range(args.seeds)
+    guards = guards or {"off": (None, False)}
+    modes = MODES if sites is None else {args.site_mode: MODES[args.site_mode]}
+    records = {(m, g): [] for m in modes for g in guards}
+    for seed in seeds:
+        adatas, clinical = tl.simulate_region_cohort(
+            args.patients, seed=seed, n_regions=args.regions, sites=sites
+        )
+        for mode, folds in modes.items():
+            for guard, (site_key, center) in guards.items():
+                co, sec = run(adatas, clinical, seed=seed, folds=folds, args=args,
+                              site_key=site_key, center=center)  # fmt: skip
+                rec = summarise_run(co, adatas, sec)
+                records[(mode, guard)].append(rec)
+                emit(benchmark="markers", part=label, mode=mode,
+                     **({"guard": guard} if sites else {}), seed=int(seed),
+                     patients=args.patients,
+                     tested=len(co.uns["survival_screen_params"]["tested_patients"]), **rec)  # fmt: skip
+    for (mode, guard), recs in records.items():
+        planted_summary(recs, mode, label, **({"guard": guard, "sites": sites} if sites else {}))
+    return records
 
 
 def nulls(args) -> None:
+    mins = {m: [] for m in MODES}
+    counts = {m: {"fam": [], "mark": []} for m in MODES}
     t0 = time.perf_counter()
-    any_cox, any_lr, n_calls = 0, 0, []
     for i in range(args.nulls):
         seed = 1000 + i
-        adatas, clinical = simulate_region_cohort(
+        adatas, clinical = tl.simulate_region_cohort(
             args.null_patients, seed=seed, null=True, n_regions=args.regions
         )
-        _, table = run_cohort(adatas, clinical, seed=seed, families=args.families, cv_top=0)
-        calls = int((table["q_cox"] < 0.05).sum())
-        n_calls.append(calls)
-        any_cox += calls > 0
-        any_lr += bool((table["q_logrank"] < 0.05).any())
-    lo, hi = wilson(any_cox, args.nulls)
-    emit(
-        benchmark="markers",
-        part="null",
-        cohorts=args.nulls,
-        patients=args.null_patients,
-        share_any_call_cox_q05=any_cox / args.nulls,
-        wilson95=[round(lo, 3), round(hi, 3)],
-        share_any_call_logrank_q05=any_lr / args.nulls,
-        calls_per_cohort=n_calls,
-        target=0.05,
-        seconds=round(time.perf_counter() - t0, 1),
-    )
+        for mode, folds in MODES.items():
+            co, _ = run(adatas, clinical, seed=seed, folds=folds, args=args)
+            fams, screen = co.uns["survival_families"], co.uns["survival_screen"]
+            mins[mode].append(float(np.nanmin(fams["q_family"])))
+            counts[mode]["fam"].append(int(fams["called"].sum()))
+            counts[mode]["mark"].append(int(screen["called"].sum()))
+        if (i + 1) % 10 == 0:
+            logging.warning("null cohorts: %d of %d done", i + 1, args.nulls)
+    for mode in MODES:
+        fam = np.array(counts[mode]["fam"])
+        mark = np.array(counts[mode]["mark"])
+        q = np.sort(mins[mode])
+        # Largest family-q threshold at which at most 5% of these null cohorts call anything.
+        k = int(np.floor(0.05 * len(q)))
+        calibrated = float(q[k]) if k < len(q) else 1.0
+        emit(
+            benchmark="markers", part="null", mode=mode, cohorts=args.nulls,
+            patients=args.null_patients,
+            share_any_family_called_q05=round(float((fam > 0).mean()), 3),
+            wilson95=wilson(int((fam > 0).sum()), args.nulls),
+            share_any_marker_called_q05=round(float((mark > 0).mean()), 3),
+            marker_wilson95=wilson(int((mark > 0).sum()), args.nulls),
+            families_called_per_cohort=fam.tolist(), min_family_q=[round(v, 4) for v in mins[mode]],
+            calibrated_family_q_threshold_5pct=calibrated, target=0.05,
+            seconds=round(time.perf_counter() - t0, 1),
+        )  # fmt: skip
+    args.calibrated = {m: float(np.sort(mins[m])[int(np.floor(0.05 * len(mins[m])))])
+                       for m in MODES}  # fmt: skip
+
+
+def sites_null(args) -> None:
+    guards = {"off": (None, False), "on": ("site", False), "on+center": ("site", True)}
+    counts = {g: {"fam": [], "mark": [], "flagged": []} for g in guards}
+    t0 = time.perf_counter()
+    for i in range(args.site_nulls):
+        seed = 2000 + i
+        adatas, clinical = tl.simulate_region_cohort(
+            args.site_patients, seed=seed, null=True, n_regions=args.regions, sites=4
+        )
+        for g, (site_key, center) in guards.items():
+            co, sec = run(adatas, clinical, seed=seed, folds=MODES[args.site_mode], args=args,
+                          site_key=site_key, center=center)  # fmt: skip
+            fams, screen = co.uns["survival_families"], co.uns["survival_screen"]
+            counts[g]["fam"].append(int(fams["called"].sum()))
+            counts[g]["mark"].append(int(screen["called"].sum()))
+            if "mostly_site" in screen:
+                counts[g]["flagged"].append(int(screen["mostly_site"].sum()))
+        logging.warning("site null cohort %d of %d done", i + 1, args.site_nulls)
+    for g in guards:
+        fam, mark = np.array(counts[g]["fam"]), np.array(counts[g]["mark"])
+        emit(
+            benchmark="markers", part="sites_null", guard=g, mode=args.site_mode, sites=4,
+            cohorts=args.site_nulls, patients=args.site_patients,
+            share_any_family_called_q05=round(float((fam > 0).mean()), 3),
+            wilson95=wilson(int((fam > 0).sum()), args.site_nulls),
+            share_any_marker_called_q05=round(float((mark > 0).mean()), 3),
+            marker_wilson95=wilson(int((mark > 0).sum()), args.site_nulls),
+            families_called_per_cohort=fam.tolist(),
+            markers_flagged_mostly_site_per_cohort=counts[g]["flagged"],
+            target="<= 0.05 with the guard on", seconds=round(time.perf_counter() - t0, 1),
+        )  # fmt: skip
 
 
 def gbsg2() -> None:
     from lifelines import CoxPHFitter
     from lifelines.datasets import load_gbsg2
     from lifelines.statistics import logrank_test
+    from scipy.stats import kruskal
 
     t0 = time.perf_counter()
     df = load_gbsg2()
     df.index = [f"G{i}" for i in range(len(df))]
     names = ["age", "tsize", "pnodes", "progrec", "estrec"]
     clinical = pd.DataFrame(
-        {"patient_id": df.index, "time": df["time"].astype(float), "event": df["cens"]}
-    )
-    co = tl.cohort(df[names], clinical, slide_key=None)
-    table = tl.survival(co, cv_top=0)
-    diff = {"hr": 0.0, "p_cox": 0.0, "logrank_stat": 0.0, "p_logrank": 0.0}
+        {"patient_id": df.index, "time": df["time"].astype(float), "event": df["cens"],
+         "tgrade": df["tgrade"].astype(str)}
+    )  # fmt: skip
+    co = tl.cohort(df[names], clinical, slide_key=None, site_key="tgrade")
+    table = tl.survival(co, cv_top=0, families=True)
+    diff = {k: 0.0 for k in ("hr", "p_cox", "logrank_stat", "p_logrank", "hr_strat", "p_strat",
+                             "p_site")}  # fmt: skip
     for m in names:
         x = df[m].astype(float)
-        d = pd.DataFrame({"time": df["time"], "cens": df["cens"], m: (x - x.mean()) / x.std()})
+        z = (x - x.mean()) / x.std()
+        d = pd.DataFrame({"time": df["time"], "cens": df["cens"], m: z})
         s = CoxPHFitter().fit(d, "time", "cens").summary.loc[m]
-        high = x > x.median()
-        lr = logrank_test(
-            df["time"][high],
-            df["time"][~high],
-            event_observed_A=df["cens"][high],
-            event_observed_B=df["cens"][~high],
+        ss = (
+            CoxPHFitter()
+            .fit(d.assign(tgrade=df["tgrade"].astype(str)), "time", "cens", strata=["tgrade"])
+            .summary.loc[m]
         )
-        for key, ref in (
-            ("hr", s["exp(coef)"]),
-            ("p_cox", s["p"]),
-            ("logrank_stat", lr.test_statistic),
-            ("p_logrank", lr.p_value),
-        ):
+        high = x > x.median()
+        lr = logrank_test(df["time"][high], df["time"][~high],
+                          event_observed_A=df["cens"][high], event_observed_B=df["cens"][~high])  # fmt: skip
+        kw = kruskal(*[x[df["tgrade"] == g] for g in sorted(df["tgrade"].unique())])
+        for key, ref in (("hr", s["exp(coef)"]), ("p_cox", s["p"]),
+                         ("logrank_stat", lr.test_statistic), ("p_logrank", lr.p_value),
+                         ("hr_strat", ss["exp(coef)"]), ("p_strat", ss["p"]),
+                         ("p_site", kw.pvalue)):  # fmt: skip
             diff[key] = max(diff[key], abs(float(table.loc[m, key]) - float(ref)))
+    fams = co.uns["survival_families"]
+    members = co.uns["marker_families"]["members"]
     emit(
-        benchmark="markers",
-        part="gbsg2",
-        patients=int(co.n_obs),
-        markers=names,
-        max_abs_diff_vs_direct_lifelines=diff,
+        benchmark="markers", part="gbsg2", patients=int(co.n_obs), markers=names,
+        max_abs_diff_vs_direct_lifelines_scipy=diff,
         equal=all(v < 1e-8 for v in diff.values()),
         called=[m for m in table.index if table.loc[m, "called"]],
+        families={f: fams.loc[f, "members"] for f in fams.index},
+        families_called=[f for f in fams.index if fams.loc[f, "called"]],
+        max_abs_rho_between_families=float(_max_between(co, members)),
+        site_stand_in="tgrade", mostly_site=[m for m in table.index if table.loc[m, "mostly_site"]],
         seconds=round(time.perf_counter() - t0, 1),
-    )
+    )  # fmt: skip
+
+
+def _max_between(co, members) -> float:
+    corr = co.uns["marker_families"]["correlation"]
+    fam = members["family"]
+    best = 0.0
+    for a in corr.index:
+        for b in corr.columns:
+            if fam.get(a) != fam.get(b):
+                best = max(best, abs(float(corr.loc[a, b])))
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default="gbsg2,planted,null,sites_null,sites_planted")
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--patients", type=int, default=300)
+    parser.add_argument("--nulls", type=int, default=40)
     parser.add_argument("--null-patients", type=int, default=100)
-    parser.add_argument("--nulls", type=int, default=20)
+    parser.add_argument("--site-nulls", type=int, default=20)
+    parser.add_argument("--site-patients", type=int, default=160)
+    parser.add_argument("--site-seeds", type=int, default=5)
+    parser.add_argument("--site-mode", default="crossfit", choices=list(MODES))
     parser.add_argument("--regions", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--family-threshold", type=float, default=0.7)
     parser.add_argument(
-        "--families",
-        default="direct,nhood,cooc,moran,ripley",
-        help="comma-separated tl.spatial families",
+        "--families", default="direct,nhood,cooc,moran,ripley", help="tl.spatial families"
     )
-    parser.add_argument("--parts", default="gbsg2,planted,null")
     args = parser.parse_args()
     args.families = tuple(args.families.split(","))
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("workbench").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     parts = args.parts.split(",")
     if "gbsg2" in parts:
@@ -207,6 +369,14 @@ def main() -> None:
         planted(args)
     if "null" in parts:
         nulls(args)
+    if "sites_null" in parts:
+        sites_null(args)
+    if "sites_planted" in parts:
+        planted(
+            args, label="sites_planted", sites=4,
+            seeds=range(3000, 3000 + args.site_seeds),
+            guards={"off": (None, False), "on": ("site", False), "on+center": ("site", True)},
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -230,7 +230,7 @@ def simulate_slide(
 
 
 def site_stain_shifts(
-    n_sites: int, n_features: int, *, magnitude: float = 6.0, seed: int = 0
+    n_sites: int, n_features: int, *, magnitude: float = 10.0, seed: int = 0
 ) -> np.ndarray:
     """Per site and tissue type, the shift a site's stain adds to the region features.
 
