@@ -29,9 +29,12 @@ DEFAULT_CACHE_BYTES = 64 * 2**20
 # in an unexplained MemoryError; they raise InvalidRegionError saying how to read in tiles.
 DEFAULT_MAX_REGION_PIXELS = 2**28
 
-# Source pixels decoded per OpenSlide call when a region is large, partly outside the slide or
-# resampled: bounds the transient RGBA buffers (4 bytes/px, twice) whatever the request.
+# A region up to this many source pixels, wholly on the slide, is read in one OpenSlide call
+# (as before); anything larger, partly outside the slide or resampled from more than this is
+# read in chunks of _CHUNK_PIXELS, which bounds the transient RGBA buffers (4 bytes/px, about
+# twice) whatever the request.
 _BLOCK_PIXELS = 2**24
+_CHUNK_PIXELS = 2**22
 
 # A coarse request on a slide without a coarse enough level would decode more than this many
 # source pixels: read it from the file's own associated thumbnail instead when that suffices.
@@ -448,8 +451,8 @@ class Slide:
     ) -> np.ndarray:
         """Read a region as an ``(rows, cols, 3)`` uint8 RGB array.
 
-        Only the part of the region that lies on the slide is decoded (in blocks of at most
-        2**24 source pixels); the rest is white. Memory therefore stays close to the size of
+        Only the part of the region that lies on the slide is decoded (in chunks of at most
+        2**22 source pixels); the rest is white. Memory therefore stays close to the size of
         the result whatever the request.
 
         Parameters
@@ -540,8 +543,9 @@ class Slide:
         out = np.full((h, w, 3), 255, dtype=np.uint8)
         if c1 <= c0 or r1 <= r0:
             return out
-        cols = min(c1 - c0, _BLOCK_PIXELS)
-        rows = max(1, _BLOCK_PIXELS // cols)
+        chunk = min(_CHUNK_PIXELS, _BLOCK_PIXELS)
+        cols = min(c1 - c0, chunk)
+        rows = max(1, chunk // cols)
         for r in range(r0, r1, rows):
             rh = min(rows, r1 - r)
             for c in range(c0, c1, cols):
@@ -721,7 +725,7 @@ def _resample_blocks(dst: np.ndarray, box: tuple[float, ...], read) -> None:
     """Resample the source box ``(x0, y0, x1, y1)`` into ``dst``, block by block.
 
     ``read(x, y, w, h)`` returns source pixels (white outside the source). Each block reads
-    at most about ``_BLOCK_PIXELS`` source pixels plus a margin for the filter, and Pillow's
+    at most ``_CHUNK_PIXELS`` source pixels, filter margin included, and Pillow's
     ``box=`` places it exactly, so the blocks join without seams.
     """
     from PIL import Image
@@ -732,11 +736,12 @@ def _resample_blocks(dst: np.ndarray, box: tuple[float, ...], read) -> None:
     margin = 2
     method = Image.Resampling.BOX if rx >= 1 and ry >= 1 else Image.Resampling.BILINEAR
     pad = 2 * margin + 2  # the margin on both sides, plus rounding out to whole pixels
-    if (ow * rx + pad) * (ry + pad) <= _BLOCK_PIXELS:
+    chunk = min(_CHUNK_PIXELS, _BLOCK_PIXELS)
+    if (ow * rx + pad) * (ry + pad) <= chunk:
         bw = ow
     else:
-        bw = max(1, int((math.sqrt(_BLOCK_PIXELS) - pad) / rx))
-    bh = max(1, int((_BLOCK_PIXELS / (bw * rx + pad) - pad) / ry))
+        bw = max(1, int((math.sqrt(chunk) - pad) / rx))
+    bh = max(1, int((chunk / (bw * rx + pad) - pad) / ry))
     for r in range(0, oh, bh):
         rr = min(bh, oh - r)
         sy0, sy1 = y0 + r * ry, y0 + (r + rr) * ry
