@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from workbench._constants import SURVIVAL_SCREEN
+from workbench._constants import SURVIVAL_FAMILIES, SURVIVAL_SCREEN
 
 if TYPE_CHECKING:
     import anndata
@@ -38,7 +38,8 @@ def kaplan_meier(
     adata
         Cohort AnnData after ``tl.survival``.
     marker
-        Marker name (default: the top row of the screen).
+        Marker name (default: the strongest member of the top family when the screen has
+        families, else the top row of the screen).
     key
         ``uns`` key of the screen.
     ax
@@ -54,7 +55,9 @@ def kaplan_meier(
     from lifelines import KaplanMeierFitter
 
     table, params = _screen(adata, key)
-    marker = marker or str(table.index[0])
+    if marker is None:
+        fam = adata.uns.get(_families_key(key))
+        marker = str(fam["best"].iloc[0]) if fam is not None and len(fam) else str(table.index[0])
     if marker not in table.index:
         raise KeyError(f"marker {marker!r} is not in the screen; e.g. {list(table.index[:5])}")
     tested = params.get("tested_patients")
@@ -82,15 +85,56 @@ def kaplan_meier(
     return ax
 
 
+def _families_key(key: str) -> str:
+    return SURVIVAL_FAMILIES if key == SURVIVAL_SCREEN else f"{key}_families"
+
+
+def _rows(
+    adata: anndata.AnnData, key: str, families: bool | None, top: int
+) -> tuple[pd.DataFrame, dict, bool, str]:
+    """The rows to draw: families (when asked or available) or markers, with HR columns."""
+    import pandas as pd
+
+    table, params = _screen(adata, key)
+    fkey = _families_key(key)
+    if families is None:
+        families = fkey in adata.uns
+    if families:
+        if fkey not in adata.uns:
+            raise KeyError(
+                f"adata.uns[{fkey!r}] is missing; group the markers first "
+                "(workbench.tl.marker_families, then tl.survival) or pass families=False"
+            )
+        fam = adata.uns[fkey]
+        fam = fam if isinstance(fam, pd.DataFrame) else pd.DataFrame(fam)
+        rows = fam[fam["hr"].notna()].head(top).copy()
+        rows["q"] = rows["q_family"]
+        return rows, params, True, "hr"
+    stratified = str(params.get("decided_by", "q_cox")) == "q_strat" and "hr_strat" in table
+    hr = "hr_strat" if stratified else "hr"
+    rows = table[table[hr].notna()].head(top).copy()
+    rows["q"] = rows["q_strat" if stratified else "q_cox"]
+    if stratified:
+        rows[["hr", "hr_lower", "hr_upper"]] = rows[
+            ["hr_strat", "hr_strat_lower", "hr_strat_upper"]
+        ]
+    return rows, params, False, hr
+
+
 def forest(
     adata: anndata.AnnData,
     *,
     key: str = SURVIVAL_SCREEN,
+    families: bool | None = None,
     top: int = 15,
     adjusted: bool = False,
     ax: Axes | None = None,
 ) -> Axes:
-    """Hazard ratios per standard deviation (95% CI) of the top markers, called ones in red.
+    """Hazard ratios per standard deviation (95% CI), one row per marker family or marker.
+
+    Called rows are red; rows whose marker is mostly site (``mostly_site``, the site guard
+    of ``tl.survival``) are drawn as open squares and labelled ``[site]``. With a site-stratified
+    screen the stratified hazard ratios are shown.
 
     Parameters
     ----------
@@ -98,10 +142,14 @@ def forest(
         Cohort AnnData after ``tl.survival``.
     key
         ``uns`` key of the screen.
+    families
+        One row per marker family (``uns["survival_families"]``): the best member's hazard
+        ratio, labelled with the family's name, its size and, when another member is
+        strongest, that member. Default: when the screen has families.
     top
-        Number of markers (smallest Cox p first).
+        Number of rows (smallest p first).
     adjusted
-        Also mark the covariate-adjusted hazard ratio (when the screen has one).
+        Also mark the covariate-adjusted hazard ratio (markers only, when the screen has one).
     ax
         Axes to draw on.
 
@@ -110,23 +158,29 @@ def forest(
     The axes.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    table, params = _screen(adata, key)
-    rows = table[table["hr"].notna()].head(top)
+    rows, params, by_family, _ = _rows(adata, key, families, top)
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 0.35 * max(len(rows), 1) + 1.2))
+        _, ax = plt.subplots(figsize=(6.5, 0.35 * max(len(rows), 1) + 1.4))
     y = np.arange(len(rows))[::-1]
-    colours = np.where(rows["called"].to_numpy(dtype=bool), "C3", "0.3")
+    called = rows["called"].to_numpy(dtype=bool)
+    site = (
+        rows["mostly_site"].fillna(False).to_numpy(dtype=bool)
+        if "mostly_site" in rows
+        else np.zeros(len(rows), dtype=bool)
+    )
     err = np.vstack([rows["hr"] - rows["hr_lower"], rows["hr_upper"] - rows["hr"]])
     for k in range(len(rows)):
+        colour = "C3" if called[k] else "0.3"
         ax.errorbar(
-            rows["hr"].iloc[k], y[k], xerr=err[:, [k]], fmt="o", color=colours[k], capsize=2
-        )
-    if adjusted and "hr_adj" in rows:
+            rows["hr"].iloc[k], y[k], xerr=err[:, [k]], fmt="s" if site[k] else "o",
+            color=colour, mfc="white" if site[k] else colour, capsize=2,
+        )  # fmt: skip
+    if adjusted and not by_family and "hr_adj" in rows:
         ax.scatter(
             rows["hr_adj"], y, marker="d", facecolor="none", edgecolor="k", label="adjusted HR"
         )
-        ax.legend(fontsize="small")
     ax.axvline(1.0, color="0.6", lw=1, ls="--")
     ax.set_xscale("log")
     from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
@@ -137,11 +191,37 @@ def forest(
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yticks(y)
-    ax.set_yticklabels(
-        [f"{m}  (q={q:.2g})" for m, q in zip(rows.index, rows["q_cox"], strict=True)], fontsize=7
+    labels = []
+    for name, row in rows.iterrows():
+        text = str(name)
+        if by_family:
+            n = int(row["n_members"])
+            more = f" +{n - 1}" if n > 1 else ""
+            best = f", best {row['best']}" if str(row["best"]) != str(name) else ""
+            text = f"{name}{more}{best}"
+        labels.append(
+            f"{text}{' [site]' if row.get('mostly_site', False) else ''}  (q={row['q']:.2g})"
+        )
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlabel(
+        "hazard ratio per SD (95% CI)"
+        + (", stratified by site" if params.get("stratified_by_site") else "")
     )
-    ax.set_xlabel("hazard ratio per SD (95% CI)")
+    what = "marker families" if by_family else "markers"
     ax.set_title(
-        f"survival screen, {len(params.get('tested_patients', []))} patients, FDR {params.get('fdr', '')}"
+        f"survival screen ({what}), {len(params.get('tested_patients', []))} patients, "
+        f"FDR {params.get('fdr', '')}",
+        fontsize=9,
     )
+    handles = [Line2D([], [], color="C3", marker="o", ls="", label="called")]
+    if site.any():
+        handles.append(
+            Line2D([], [], color="0.3", marker="s", mfc="white", ls="", label="mostly site")
+        )
+    if adjusted and not by_family and "hr_adj" in rows:
+        handles.append(
+            Line2D([], [], color="k", marker="d", mfc="none", ls="", label="adjusted HR")
+        )
+    if called.any() or site.any() or len(handles) > 1:
+        ax.legend(handles=handles, fontsize="small", loc="best")
     return ax

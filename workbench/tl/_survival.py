@@ -324,7 +324,8 @@ def survival(
     ``n_sites``, ``mostly_site`` with a site; ``marker_family``, ``family_called`` with
     families), ``called``, ``reason``. Writes ``uns[key_added]`` (the table),
     ``uns[key_added + "_params"]`` (settings, the patients tested, which q decides),
-    ``uns["survival_families"]`` with families and, with ``cv_top > 0``,
+    ``uns["survival_families"]`` with families (``uns[key_added + "_families"]`` for
+    another ``key_added``) and, with ``cv_top > 0``,
     ``uns["survival_cv"]``. With ``return_fitters=True`` returns ``(table, {"univariable":
     {marker: CoxPHFitter}, "stratified": {...}, "multivariable": {...}})``.
     """
@@ -404,8 +405,9 @@ def survival(
     table.index.name = None
 
     family_table = _families(adata, table, families, family_threshold, decide, fdr)
+    family_key = SURVIVAL_FAMILIES if key_added == SURVIVAL_SCREEN else f"{key_added}_families"
     if family_table is not None:
-        adata.uns[SURVIVAL_FAMILIES] = family_table
+        adata.uns[family_key] = family_table
     adata.uns[key_added] = table
     adata.uns[f"{key_added}_params"] = {
         "fdr": fdr,
@@ -425,7 +427,7 @@ def survival(
         "families": family_table is not None,
         "penalizer": penalizer,
     }
-    _log_result(key_added, table, family_table, fdr, decide)
+    _log_result(key_added, family_key, table, family_table, fdr, decide)
     if cv_top and cv_folds >= 2:
         cv = _cross_validated(
             sub, table, X, markers, T, E, cov, duration_key, event_key, cv_folds, cv_top,
@@ -485,12 +487,12 @@ def _families(
     return fam
 
 
-def _log_result(key, table, family_table, fdr, decide) -> None:
+def _log_result(key, family_key, table, family_table, fdr, decide) -> None:
     fam = ""
     if family_table is not None:
         fam = (
             f"; {len(family_table)} families, {int(family_table['called'].sum())} called "
-            f"(added adata.uns[{SURVIVAL_FAMILIES!r}])"
+            f"(added adata.uns[{family_key!r}])"
         )
     logger.info(
         "added adata.uns[%r] (%d markers, %d called at q < %g by %s%s)",
