@@ -160,22 +160,44 @@ def _section_model(root: Path) -> str:
                 f"<p>Focus hit rate (share of top-K focus regions centred in a true lesion): "
                 f"<b>{_fmt(evaluation['focus_hit_rate'])}</b>.</p>"
             )
-    training = _read_json(root / "training.json")
-    history = (training or {}).get("history")
+    training = _read_json(root / "training.json") or {}
+    if training.get("label"):
+        classes = ", ".join(str(c) for c in training.get("classes", []))
+        out.append(
+            f"<p>Label learnt: <b>{html.escape(str(training['label']))}</b> (classes: "
+            f"{html.escape(classes)}), {len(training.get('train_slides', []))} training slides, "
+            f"{html.escape(str(training.get('kind', 'sew')))} model.</p>"
+        )
+    validation = training.get("validation")
+    if validation:
+        out.append(
+            f"<p>Validation ({len(validation.get('slides', []))} held-out slides, early "
+            f"stopping; best epoch {_fmt(validation.get('best_epoch'))}): AUC "
+            f"{_fmt(validation.get('auc'))}, accuracy {_fmt(validation.get('accuracy'))}, "
+            f"balanced accuracy {_fmt(validation.get('balanced_accuracy'))}.</p>"
+        )
+    if training.get("cv"):
+        cols = ["fold", "n_train", "n_test", "epochs", "auc", "accuracy", "balanced_accuracy"]
+        out.append("<p>Cross-validation by patient:</p>" + _table(training["cv"], cols))
+    history = training.get("history")
     if history:
         fig, ax = plt.subplots(figsize=(6, 3))
         epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
-        terms = [k for k in history[0] if k not in ("epoch", "accuracy")]
+        keys = list(dict.fromkeys(k for h in history for k in h))
+        terms = [k for k in keys if k not in ("epoch", "accuracy") and not k.startswith("val_")]
         for key in terms:
             ax.plot(epochs, [h.get(key, np.nan) for h in history], label=key)
+        if "val_loss" in keys:
+            ax.plot(epochs, [h.get("val_loss", np.nan) for h in history], "k:", label="val_loss")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss (total and terms)")
         ax.legend(fontsize=7, loc="upper left")
-        if "accuracy" in history[0]:
+        if "accuracy" in keys:
             acc = ax.twinx()
-            acc.plot(epochs, [h["accuracy"] for h in history], "k--", lw=1, label="accuracy")
+            acc.plot(epochs, [h.get("accuracy", np.nan) for h in history], "k--", lw=1,
+                     label="training accuracy")  # fmt: skip
             acc.set_ylim(0, 1.05)
-            acc.set_ylabel("training accuracy")
+            acc.set_ylabel("accuracy")
             acc.legend(fontsize=7, loc="upper right")
         ax.set_title("training history")
         out.append(_fig_to_img(fig, alt="training history"))
@@ -275,14 +297,45 @@ def _section_markers(root: Path, fdr: float = 0.05) -> tuple[str, str]:
     cols = ["marker", "hr", "hr_lower", "hr_upper", "p_cox", "q_cox", "p_logrank", "q_logrank"]
     classes = ["called" if bool(r.get("called")) else "" for r in rows]
     n_called = int(table["called"].fillna(False).astype(bool).sum()) if "called" in table else 0
+    info = cohort.uns.get("discovery", {})
+    if info.get("mode") == "crossfit":
+        who = (
+            f"Phenotypes were cross-fitted in <b>{info.get('folds')}</b> folds: each of the "
+            f"<b>{n_val}</b> patients was tested with phenotypes fitted on the other folds."
+        )
+    else:
+        who = (
+            f"Phenotypes and markers were chosen on <b>{n_disc}</b> discovery patients and "
+            f"tested on <b>{n_val}</b> validation patients who took no part in choosing them."
+        )
+    params = cohort.uns.get("survival_screen_params", {})
+    if params.get("stratified_by_site"):
+        who += f" Cox models are stratified by site ({html.escape(str(params['site_key']))})."
+        cols += ["hr_strat", "q_strat", "site_eta2", "mostly_site"]
     markers_html = [
-        f"<p>Phenotypes and markers were chosen on <b>{n_disc}</b> discovery patients and "
-        f"tested on <b>{n_val}</b> validation patients who took no part in choosing them. "
-        f"Univariable Cox (standardised marker) and log-rank (median split) per marker, "
-        f"Benjamini–Hochberg across {len(table)} markers: <b>{n_called}</b> called at "
+        f"<p>{who} Univariable Cox (standardised marker) and log-rank (median split) per "
+        f"marker, Benjamini–Hochberg across {len(table)} markers: <b>{n_called}</b> called at "
         f"q &lt; {fdr}.</p>",
-        _table(rows, [c for c in cols if c in table.columns or c == "marker"], classes=classes),
     ]
+    fams = cohort.uns.get("survival_families")
+    if fams is not None and len(fams):
+        fams = fams if isinstance(fams, pd.DataFrame) else pd.DataFrame(fams)
+        n_fam = int(fams["called"].astype(bool).sum())
+        markers_html.append(
+            f"<p>Markers whose values move together (|Spearman ρ| ≥ "
+            f"{cohort.uns['marker_families']['params']['threshold']}) form <b>{len(fams)}</b> "
+            f"families; <b>{n_fam}</b> called (Simes within a family, Benjamini–Hochberg "
+            "across families). A family marked “mostly site” is led by a marker whose values "
+            "differ mainly between sites.</p>"
+        )
+        frows = [{"family": i, **r} for i, r in fams.head(10).to_dict("index").items()]
+        fcols = ["family", "n_members", "best", "hr", "p_family", "q_family"]
+        fcols += ["mostly_site"] if "mostly_site" in fams else []
+        fclasses = ["called" if bool(r.get("called")) else "" for r in frows]
+        markers_html.append(_table(frows, fcols, classes=fclasses))
+    markers_html.append(
+        _table(rows, [c for c in cols if c in table.columns or c == "marker"], classes=classes)
+    )
     cv = cohort.uns.get("survival_cv")
     if cv is not None:
         cvdf = cv if isinstance(cv, pd.DataFrame) else pd.DataFrame(cv)
@@ -295,7 +348,8 @@ def _section_markers(root: Path, fdr: float = 0.05) -> tuple[str, str]:
     except (KeyError, ValueError) as exc:
         markers_html.append(f'<p class="note">forest plot unavailable: {html.escape(str(exc))}</p>')
     km_html = []
-    for marker in [m for m in table.index if np.isfinite(table.loc[m, "p_cox"])][:2]:
+    best = list(fams["best"]) if fams is not None and len(fams) else list(table.index)
+    for marker in [m for m in best if np.isfinite(table.loc[m, "p_cox"])][:2]:
         try:
             fig, ax = plt.subplots(figsize=(5, 3.5))
             pl.kaplan_meier(cohort, marker, ax=ax)
