@@ -67,3 +67,28 @@ def test_plots_need_tl_markers_first(slides):
     del bare.uns["feature_uniqueness"]
     with pytest.raises(KeyError, match="tl.markers"):
         pl.uniqueness(bare)
+
+
+def test_marker_families_heatmap_orders_and_outlines_families():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=50)
+    values = pd.DataFrame(
+        {"a": x, "b": -x + rng.normal(0, 0.05, 50), "c": rng.normal(size=50),
+         "d": 2 * x + rng.normal(0, 0.05, 50)},
+        index=[f"P{i}" for i in range(50)],
+    )  # fmt: skip
+    clin = pd.DataFrame({"patient_id": values.index, "time": rng.exponential(5, 50), "event": 1})
+    co = tl.cohort(values, clin, slide_key=None)
+    tl.marker_families(co)
+    ax = pl.marker_families(co)
+    order = [t.get_text() for t in ax.get_xticklabels()]
+    assert order[-1] == "c" and set(order[:3]) == {"a", "b", "d"}  # the family of three first
+    image = ax.get_images()[0].get_array()
+    assert image.shape == (4, 4) and np.allclose(np.diag(image), 1)
+    assert len(ax.patches) == 1  # one outline: singletons are not boxed
+    plt.close(ax.figure)
+    with pytest.raises(KeyError, match="tl.marker_families"):
+        pl.marker_families(tl.cohort(values, clin, slide_key=None))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from workbench.pl._explain import focus_gallery, slide_overlay
-from workbench.pl._markers import marker_map, uniqueness
+from workbench.pl._markers import marker_families, marker_map, uniqueness
 from workbench.pl._survival import forest, kaplan_meier
 
 __all__ = [
     "focus_gallery",
     "forest",
     "kaplan_meier",
+    "marker_families",
     "marker_map",
     "slide_overlay",
     "uniqueness",

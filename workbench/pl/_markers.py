@@ -1,4 +1,5 @@
-"""Plots of the phenotypes written by ``tl.markers`` (they read, they never refit)."""
+"""Plots of the phenotypes written by ``tl.markers`` and of the marker families written by
+``tl.marker_families`` (they read, they never refit)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from workbench._constants import FEATURE_UNIQUENESS, PHENOTYPE, REGION_GRAPH, X_UNIQUENESS
+from workbench._constants import (
+    FEATURE_UNIQUENESS,
+    MARKER_FAMILIES,
+    PHENOTYPE,
+    REGION_GRAPH,
+    X_UNIQUENESS,
+)
 
 if TYPE_CHECKING:
     import anndata
@@ -170,4 +177,70 @@ def uniqueness(
     ax.set_ylabel(f"PC{j + 1}")
     ax.set_title("feature uniqueness (clusters: group:index, score)")
     ax.legend(markerscale=3, fontsize="small")
+    return ax
+
+
+def marker_families(
+    adata: anndata.AnnData,
+    *,
+    key: str = MARKER_FAMILIES,
+    max_markers: int = 60,
+    ax: Axes | None = None,
+) -> Axes:
+    """|Spearman rho| between the cohort's markers, ordered and outlined by marker family.
+
+    Parameters
+    ----------
+    adata
+        Cohort AnnData after ``tl.marker_families``.
+    key
+        ``uns`` key of the families.
+    max_markers
+        Markers drawn at most (the largest families first).
+    ax
+        Axes to draw on.
+
+    Returns
+    -------
+    The axes.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    if key not in adata.uns:
+        raise KeyError(f"adata.uns[{key!r}] is missing; run workbench.tl.marker_families first")
+    stored = adata.uns[key]
+    members = pd.DataFrame(stored["members"])
+    corr = pd.DataFrame(stored["correlation"])
+    members = members[members.index.isin(corr.index)]
+    sizes = members.groupby("family").size().sort_values(ascending=False, kind="stable")
+    order = []
+    for fam in sizes.index:
+        block = members[members["family"] == fam]
+        order += [fam] + [m for m in block.index if m != fam]
+    order = order[:max_markers]
+    mat = corr.loc[order, order].abs().to_numpy()
+    if ax is None:
+        side = 2.5 + 0.16 * len(order)
+        _, ax = plt.subplots(figsize=(side + 1.5, side))
+    im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
+    start = 0
+    for fam in sizes.index:
+        n = int(min(sizes[fam], max(len(order) - start, 0)))
+        if n <= 0:
+            break
+        if n > 1:
+            ax.add_patch(Rectangle((start - 0.5, start - 0.5), n, n, fill=False, ec="w", lw=1.5))
+        start += n
+    ax.set_xticks(range(len(order)))
+    ax.set_yticks(range(len(order)))
+    ax.set_xticklabels(order, rotation=90, fontsize=6)
+    ax.set_yticklabels(order, fontsize=6)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="|Spearman rho|")
+    params = stored.get("params", {})
+    ax.set_title(
+        f"{len(sizes)} marker families (|rho| >= {params.get('threshold', '?')}, "
+        f"{params.get('n_patients', '?')} {params.get('patients', '')} patients)",
+        fontsize=9,
+    )
     return ax
