@@ -176,3 +176,24 @@ def test_report_leaves_the_callers_matplotlib_backend_alone(run_dir, tmp_path):
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before)
+
+
+def test_report_names_the_label_and_shows_validation_and_folds(tmp_path):
+    training = {
+        "label": "grade_group",
+        "classes": ["low grade (1-2)", "high grade (3)"],
+        "kind": "sew",
+        "train_slides": ["S000", "S001", "S002"],
+        "validation": {"slides": ["S003"], "best_epoch": 4, "auc": 0.875, "accuracy": 0.75,
+                       "balanced_accuracy": 0.7083},
+        "cv": [{"fold": 1, "n_train": 3, "n_test": 2, "epochs": 5, "auc": 0.6667, "accuracy": 0.5,
+                "balanced_accuracy": 0.5}],
+        "history": [{"epoch": e, "loss": 1.0 / e, "val_loss": 1.2 / e, "val_auc": 0.9,
+                     "accuracy": 0.5} for e in range(1, 5)],
+    }  # fmt: skip
+    (tmp_path / "training.json").write_text(json.dumps(training))
+    html = write_report(tmp_path).read_text()
+    assert "Label learnt: <b>grade_group</b>" in html and "high grade (3)" in html
+    assert "0.875" in html and "0.708" in html  # validation AUC, balanced accuracy
+    assert "Cross-validation by patient" in html and "0.667" in html
+    assert html.count("data:image/png;base64,") == 1  # the history plot

@@ -88,6 +88,35 @@ def _share(text: str) -> float:
     return value
 
 
+#: Preprocessing settings ``workbench train --set KEY=VALUE`` may change, with their types.
+SETTINGS = {
+    "thumbnail_mpp": float,
+    "thumbnail_max_px": int,
+    "n_segments": int,
+    "detail_mpp": float,
+    "crop_size": int,
+    "min_tissue": float,
+}
+
+
+def _setting(text: str) -> tuple[str, float | int]:
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or key not in SETTINGS:
+        raise argparse.ArgumentTypeError(
+            f"give KEY=VALUE with KEY one of {', '.join(SETTINGS)}; got {text!r}"
+        )
+    try:
+        number = SETTINGS[key](value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{key} needs a {SETTINGS[key].__name__}, got {value!r}"
+        ) from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{key} must be positive, got {value!r}")
+    return key, number
+
+
 def _train(args: argparse.Namespace) -> int:
     from workbench._steps import open_cohort, train_step
 
@@ -113,6 +142,7 @@ def _train(args: argparse.Namespace) -> int:
         stain=args.stain,
         validation=args.validation,
         folds=args.folds,
+        settings=dict(args.set or []),
         progress=not args.no_progress,
     )
     print(
@@ -278,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--on-unmatched", default="raise", choices=["raise", "drop"],
                        help="rows without a slide file / slides without a row")  # fmt: skip
+    train.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
+                       help=f"preprocessing setting ({', '.join(SETTINGS)}); repeatable")  # fmt: skip
     train.add_argument("--out", type=Path, default=Path("runs/model"), help="checkpoint folder")
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--seed", type=int, default=0)

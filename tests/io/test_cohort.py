@@ -254,3 +254,14 @@ def test_synthetic_cohort_is_a_cohort_with_truth(tiny_cohort):
     sub = tiny_cohort.subset(["S004", "S001"])
     assert isinstance(sub, SyntheticCohort) and sub.truth["slide_id"].tolist() == ["S004", "S001"]
     assert sub.labels("grade").index.tolist() == ["S004", "S001"]
+
+
+def test_annotations_of_slides_left_out_of_the_table_are_ignored(folder):
+    root, slides, _, clinical = folder
+    ann = root / "annotations"
+    write_geojson(ann / "A1.geojson", [_square(0, 0, 8)])
+    write_geojson(ann / "B1.geojson", [_square(0, 0, 8)])
+    cohort = Cohort.from_folder(
+        slides, clinical.drop(index=2), annotations_dir=ann, on_unmatched="drop"
+    )
+    assert "B1" not in cohort and cohort.annotation_file("A1").name == "A1.geojson"

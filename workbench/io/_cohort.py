@@ -237,7 +237,7 @@ class Cohort:
         self._mpp = self._resolution_overrides(mpp)
         self.lesion_class = lesion_class
         self.annotations_dir = Path(annotations_dir) if annotations_dir is not None else None
-        self._annotation_files = self._find_annotations()
+        self._annotation_files = self._find_annotations(list(paths))
         self._annotation_cache: dict[str, list] = {}
         self._dimensions: dict[str, tuple[int, int]] = {}
 
@@ -376,12 +376,15 @@ class Cohort:
             raise CohortError(f"mpp must be a positive number of µm per pixel ({_names(bad)})")
         return out
 
-    def _find_annotations(self) -> dict[str, Path]:
+    def _find_annotations(self, all_ids: list[str]) -> dict[str, Path]:
+        """Annotation files of the cohort's slides; files of slides given but left out of the
+        cohort (no clinical row) are ignored, files that match no slide at all are refused."""
         if self.annotations_dir is None:
             return {}
         if not self.annotations_dir.is_dir():
             raise CohortError(f"no annotation folder at {str(self.annotations_dir)!r}")
-        found, unknown = _match_annotation_files(self.annotations_dir, self.slide_ids)
+        found, unknown = _match_annotation_files(self.annotations_dir, all_ids)
+        found = {k: v for k, v in found.items() if k in self._paths}
         if unknown:
             raise CohortError(
                 f"{len(unknown)} annotation file(s) in {str(self.annotations_dir)!r} match no "

@@ -43,13 +43,14 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-def load_model(model, *, encoder=None):
+def load_model(model, *, encoder=None, expect: type | None = None):
     """A model object from a model or a checkpoint folder (``encoder``: the frozen tile
-    encoder a checkpoint was trained with, when it is not at its recorded path)."""
+    encoder a checkpoint was trained with, when it is not at its recorded path; ``expect``:
+    the model class a checkpoint must hold)."""
     if isinstance(model, str | os.PathLike):
         from workbench.models import load_checkpoint
 
-        return load_checkpoint(model, encoder=encoder)
+        return load_checkpoint(model, encoder=encoder, expect=expect)
     if encoder is not None and getattr(model, "tile_encoder", None) is None:
         from workbench.models import load_encoder
 
@@ -138,9 +139,9 @@ def extract(
     """
     import torch
 
-    model = load_model(model, encoder=encoder)
     from workbench.models import SelfCalibratedModel
 
+    model = load_model(model, encoder=encoder, expect=SelfCalibratedModel)
     if not isinstance(model, SelfCalibratedModel):
         raise TypeError(f"extract needs a SelfCalibratedModel, got {type(model).__name__}")
     pre = settings_of(model)
@@ -254,7 +255,9 @@ def predict_tiles(
     import torch
     from tqdm.auto import tqdm
 
-    model = load_model(model, encoder=encoder)
+    from workbench.models import TileABMIL
+
+    model = load_model(model, encoder=encoder, expect=TileABMIL)
     pre = settings_of(model)
     slide = open_slide(slide, pre, mpp=mpp)
     dev = torch.device(device or "cpu")
@@ -400,7 +403,9 @@ def extract_cohort(
         else:
             todo.append((sid, path, str(out), own_mpp if own_mpp is not None else mpp))
     if todo and client is None:
-        model = load_model(model, encoder=encoder)
+        from workbench.models import SelfCalibratedModel
+
+        model = load_model(model, encoder=encoder, expect=SelfCalibratedModel)
         for sid, path, out, slide_mpp in tqdm(todo, desc="extract", disable=not progress):
             try:
                 _extract_to_file(path, model, out, slide_mpp, top_k, sid)
