@@ -75,3 +75,8 @@ class UnknownSlideError(CohortError, KeyError):
 class EncoderError(WorkbenchError, ValueError):
     """A tile encoder cannot be used: unknown name, missing or unreadable file, wrong outputs, or
     another encoder than the one a checkpoint was trained with."""
+
+
+class MosaicDataError(WorkbenchError, FileNotFoundError):
+    """The real tissue tiles a mosaic cohort is composed from are missing or too few to split
+    into train and test."""

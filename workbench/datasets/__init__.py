@@ -26,6 +26,33 @@ Slides are drawn tile by tile from a coarse layout (8 µm/px) with nuclei placed
 hash of a global cell grid, so memory stays bounded at any size (the ``large`` 40960² slide
 included) and the same seed gives byte-identical files.
 
+Grade on the thumbnail or only in the nuclei
+--------------------------------------------
+By default (``grade_cue="both"``) grade shapes the lesions too, so a thumbnail alone reveals
+it (grade 3 = large, rough, many lesions). ``make_cohort(..., grade_cue="detail")`` makes a
+task that needs the magnified view: lesion count, size, outline and satellites are drawn
+from one distribution whatever the grade (the same seed gives the same lesions at every
+grade), every grade grows solid sheets on the same nucleus grid with the same nuclear size
+distribution, elongation, darkness and cytoplasm, and grade shows only inside the nuclei:
+grade 3 has ragged outlines, prominent nucleoli, coarse clumped chromatin and mitotic
+figures, grade 1 smooth nuclei without nucleoli or mitoses. These details are a few pixels
+at 0.5 µm/px and average out at >= 4 µm/px (the mean colour of a lesion matches across
+grades within a grey level).
+
+Sites
+-----
+``make_cohort(..., sites=k)`` draws ``k`` sites (:func:`draw_sites`): each stains its slides
+with its own H and E colours and strengths and has its own baseline hazard (log-hazards
+evenly spread over [-0.6, 0.6]), so site is associated with survival (also when ``null``) and
+colour features carry site. Patients are dealt to sites evenly; ``clinical.csv`` gains a
+``site`` column. Without ``sites`` the output is what it always was.
+
+Real-tissue mosaics
+-------------------
+:func:`make_mosaic_cohort` composes slides from the real H&E tiles and tumour patches of the
+shared data (tumour-positive slides with a tumour cluster, negatives without), split by
+source image into train and test slides; see :mod:`workbench.datasets._mosaic`.
+
 Survival model
 --------------
 Times are in months. For each patient::
@@ -55,9 +82,16 @@ from workbench.datasets._cohort import (
     make_cohort,
 )
 from workbench.datasets._montage import montage, thumbnail
+from workbench.datasets._mosaic import (
+    MOSAIC_CLINICAL_COLUMNS,
+    MOSAIC_TRUTH_COLUMNS,
+    MosaicDataError,
+    make_mosaic_cohort,
+)
 from workbench.datasets._slide import MPP, SIZES, SlideTruth, make_slide, slide_truth
 from workbench.datasets._survival import (
     HazardModel,
+    draw_sites,
     infiltration_z,
     simulate_patients,
     simulate_survival,
@@ -65,15 +99,20 @@ from workbench.datasets._survival import (
 
 __all__ = [
     "CLINICAL_COLUMNS",
+    "MOSAIC_CLINICAL_COLUMNS",
+    "MOSAIC_TRUTH_COLUMNS",
     "MPP",
     "SIZES",
     "TRUTH_COLUMNS",
     "HazardModel",
+    "MosaicDataError",
     "SlideTruth",
     "SyntheticCohort",
+    "draw_sites",
     "infiltration_z",
     "load_cohort",
     "make_cohort",
+    "make_mosaic_cohort",
     "make_slide",
     "montage",
     "simulate_patients",

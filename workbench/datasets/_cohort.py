@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,13 @@ from workbench._constants import LESION_CLASS, LESION_COLOR
 from workbench._errors import WorkbenchError
 from workbench.datasets._layout import LAYOUT_DOWNSAMPLE
 from workbench.datasets._slide import MPP, SlideTruth, make_slide, resolve_size, slide_truth
-from workbench.datasets._survival import HazardModel, infiltration_z, simulate_patients
+from workbench.datasets._survival import (
+    SITE_LOG_HR_SPREAD,
+    HazardModel,
+    draw_sites,
+    infiltration_z,
+    simulate_patients,
+)
 from workbench.io._cohort import Cohort
 
 #: Bumped whenever the same arguments would draw different pixels or tables.
@@ -174,14 +181,19 @@ def _write_masks(root: Path, sid: str, truth: SlideTruth) -> None:
         scale_xy=(ds, ds),
         offset_xy=(0.0, 0.0),
     )
+    # Feature ids from the slide id and rank (not random), so a redrawn cohort is identical.
+    for i, ann in enumerate(annotations):
+        ann.id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"workbench-synthetic/{sid}/lesion/{i}"))
     write_geojson(root / _geojson_rel(sid), annotations)
 
 
-def _params(n_patients: int, size, seed: int, null: bool) -> dict:
+def _params(
+    n_patients: int, size, seed: int, null: bool, grade_cue: str = "both", sites: int | None = None
+) -> dict:
     width, height = resolve_size(size)
     model = HazardModel()
     used = model.null() if null else model
-    return {
+    params = {
         "generator": "workbench.datasets",
         "generator_version": GENERATOR_VERSION,
         "n_patients": int(n_patients),
@@ -210,11 +222,36 @@ def _params(n_patients: int, size, seed: int, null: bool) -> dict:
             "lesion_geojson": "annotations/{slide_id}_lesion.geojson",
         },
     }
+    # New options are recorded only when used, so a default cohort.json stays as it was.
+    if grade_cue != "both":
+        params["grade_cue"] = grade_cue
+        params["grade_cue_note"] = (
+            "lesion count, size and outline are drawn independently of grade; grade shows "
+            "only inside the nuclei (ragged outlines, nucleoli, coarse chromatin, mitoses), "
+            "visible at <= 1 um/px"
+        )
+    if sites is not None:
+        params["sites"] = int(sites)
+        params["site_model"] = {
+            "stain": "per site: H and E optical-density colours and strengths (stain_vectors "
+            "rows H, E; stain_scale h, e) used for all of its slides",
+            "baseline_hazard": "eta += log_hazard of the patient's site (also when null)",
+            "log_hazard_spread": SITE_LOG_HR_SPREAD,
+            "assignment": "balanced: sites cycled over patients, then shuffled",
+            "sites": draw_sites(int(sites), seed=seed),
+        }
+        params["hazard_model"]["eta"] += " + site_log_hazard"
+    return params
 
 
 def _same_params(old: dict, new: dict) -> bool:
     keys = ("generator_version", "n_patients", "dimensions", "seed", "null")
-    return all(old.get(k) == new.get(k) for k in keys)
+    same = all(old.get(k) == new.get(k) for k in keys)
+    return (
+        same
+        and old.get("grade_cue", "both") == new.get("grade_cue", "both")
+        and old.get("sites") == new.get("sites")
+    )
 
 
 def make_cohort(
@@ -224,6 +261,8 @@ def make_cohort(
     size: str | tuple[int, int] = "tiny",
     seed: int = 0,
     null: bool = False,
+    grade_cue: str = "both",
+    sites: int | None = None,
     progress: bool = True,
 ) -> SyntheticCohort:
     """Write (or finish writing) a synthetic cohort and return it.
@@ -246,6 +285,18 @@ def make_cohort(
         Seed of the whole cohort.
     null
         Remove the planted survival effects.
+    grade_cue
+        ``"both"`` (default): grade shows in lesion size, count and outline (visible on the
+        thumbnail) and in the nuclei. ``"detail"``: lesions are drawn independently of
+        grade, which shows only in the nuclei at <= 1 µm/px (a task the thumbnail alone
+        cannot solve); see :mod:`workbench.datasets`.
+    sites
+        ``None`` (default): one site, today's slides and tables. ``k``: every patient comes
+        from one of ``k`` sites ``"A"``, ``"B"`` … (balanced), each with its own stain
+        (H and E colours and strengths, so its slides share a tint) and its own baseline
+        hazard (so site is associated with survival, also when ``null``); ``clinical.csv``
+        gains a ``site`` column, ``truth.csv`` ``site`` and ``site_log_hazard``, and
+        ``cohort.json`` records every site's stain and hazard under ``site_model``.
     progress
         Show a tqdm bar over slides.
 
@@ -256,10 +307,17 @@ def make_cohort(
     """
     from tqdm.auto import tqdm
 
+    from workbench.datasets._render import GRADE_CUES
     from workbench.io import atomic_write_text
 
+    if grade_cue not in GRADE_CUES:
+        raise ValueError(f"grade_cue must be one of {GRADE_CUES}, got {grade_cue!r}")
+    if sites is not None and (
+        isinstance(sites, bool) or not isinstance(sites, int | np.integer) or not 1 <= sites <= 26
+    ):
+        raise ValueError(f"sites must be None or an integer from 1 to 26, got {sites!r}")
     root = Path(root)
-    params = _params(n_patients, size, seed, null)
+    params = _params(n_patients, size, seed, null, grade_cue, sites)
     meta = root / "cohort.json"
     if meta.exists():
         try:
@@ -272,13 +330,20 @@ def make_cohort(
             raise WorkbenchError(
                 f"{str(root)!r} holds a cohort made with other arguments "
                 f"(n_patients={old.get('n_patients')}, size={old.get('size')}, "
-                f"seed={old.get('seed')}, null={old.get('null')}); choose another folder "
-                "or delete this one"
+                f"seed={old.get('seed')}, null={old.get('null')}, "
+                f"grade_cue={old.get('grade_cue', 'both')!r}, sites={old.get('sites')}); "
+                "choose another folder or delete this one"
             )
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(meta, json.dumps(params, indent=2))
 
-    patients = simulate_patients(n_patients, seed=seed, null=null)
+    patients = simulate_patients(n_patients, seed=seed, null=null, sites=sites)
+    stains = {}
+    if sites is not None:
+        stains = {
+            d["site"]: {"vectors": d["stain_vectors"], "scale": d["stain_scale"]}
+            for d in params["site_model"]["sites"]
+        }
     rows = []
     bar = tqdm(patients.itertuples(index=False), total=len(patients), desc="cohort",
                unit="slide", disable=not progress)  # fmt: skip
@@ -291,6 +356,10 @@ def make_cohort(
             "infiltration": float(p.infiltration),
             "seed": int(p.slide_seed),
         }
+        if grade_cue != "both":
+            kwargs["grade_cue"] = grade_cue
+        if sites is not None:
+            kwargs["stain"] = stains[p.site]
         if slide.exists():
             truth = slide_truth(slide, **kwargs)
         else:
@@ -314,8 +383,12 @@ def make_cohort(
     table = patients.merge(measured, on="slide_id", how="left")
     table["infiltration_z"] = np.round(infiltration_z(table["infiltration"]), 5)
     table["linear_predictor"] = np.round(table["linear_predictor"], 5)
-    clinical = table[CLINICAL_COLUMNS].copy()
-    truth = table[TRUTH_COLUMNS].copy()
+    clinical_cols, truth_cols = list(CLINICAL_COLUMNS), list(TRUTH_COLUMNS)
+    if sites is not None:
+        clinical_cols.append("site")
+        truth_cols += ["site", "site_log_hazard"]
+    clinical = table[clinical_cols].copy()
+    truth = table[truth_cols].copy()
     atomic_write_text(root / "clinical.csv", clinical.to_csv(index=False))
     atomic_write_text(root / "truth.csv", truth.to_csv(index=False))
     return SyntheticCohort(root=root, clinical=clinical, truth=truth, params=params)

@@ -37,6 +37,11 @@ _LESION_SHAPES = {
         "sat": (3, 6)},
 }  # fmt: skip
 
+#: ``grade_cue="detail"``: one lesion morphology for every grade (count, size, axis ratio,
+#: outline roughness and satellites are drawn from these ranges whatever the grade).
+_DETAIL_SHAPE = {"n": (1, 2), "r": (0.07, 0.115), "ratio": (1.0, 1.6), "low": (0.08, 0.3),
+                 "high": (0.0, 0.3), "sat": (0, 4)}  # fmt: skip
+
 
 @dataclass
 class Layout:
@@ -61,6 +66,10 @@ class Layout:
     band_mask: np.ndarray
     stain_scale: tuple[float, float]
     downsample: int = LAYOUT_DOWNSAMPLE
+    grade_cue: str = "both"
+    #: ``(2, 3)`` optical-density colours of haematoxylin and eosin (a site's stain), or
+    #: ``None`` for the generator's standard H&E.
+    stain_vectors: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -155,11 +164,17 @@ def build_layout(
     seed: int,
     mpp: float = 0.5,
     decoy: bool = True,
+    grade_cue: str = "both",
+    stain: dict | None = None,
 ) -> Layout:
     """Draw the coarse plan of a slide of ``width`` x ``height`` level-0 pixels.
 
     Separate random streams feed the tissue, the lesions, the infiltrate, the necrosis and
     the stain, so the decoy (necrosis) is drawn independently of grade and infiltration.
+    With ``grade_cue="detail"`` the lesion stream does not look at the grade at all: the
+    same seed gives the same lesions at every grade. ``stain`` (a site's ``vectors``, a
+    ``(2, 3)`` H and E optical-density matrix, and ``scale``, its two strengths) tints the
+    slide like another lab's staining.
     """
     from scipy import ndimage
 
@@ -198,7 +213,12 @@ def build_layout(
     tissue_depth = ndimage.distance_transform_edt(tissue)
 
     # --- lesions: round and few at grade 1, large and infiltrative at grade 3 ----------------
-    shape = _LESION_SHAPES[int(grade)]
+    if grade_cue == "detail":
+        shape = dict(_DETAIL_SHAPE)
+        shape["low"] = float(rng_lesion.uniform(*shape["low"]))
+        shape["high"] = float(rng_lesion.uniform(*shape["high"]))
+    else:
+        shape = _LESION_SHAPES[int(grade)]
     n_lesions = int(rng_lesion.integers(shape["n"][0], shape["n"][1] + 1))
     lesion_field = np.full((hl, wl), -np.inf, dtype=np.float32)
     taken = np.zeros((hl, wl), dtype=bool)
@@ -258,7 +278,16 @@ def build_layout(
 
     # --- stroma fibre direction and per-slide stain strength --------------------------------
     angle = math.pi * _noise(rng_misc, (hl, wl), 4.0)
-    stain = (float(np.exp(rng_stain.normal(0, 0.07))), float(np.exp(rng_stain.normal(0, 0.07))))
+    stain_scale = (
+        float(np.exp(rng_stain.normal(0, 0.07))),
+        float(np.exp(rng_stain.normal(0, 0.07))),
+    )
+    vectors = None
+    if stain is not None:
+        vectors = np.asarray(stain["vectors"], dtype=np.float32).reshape(2, 3)
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        sh, se = (float(v) for v in stain.get("scale", (1.0, 1.0)))
+        stain_scale = (stain_scale[0] * sh, stain_scale[1] * se)
 
     return Layout(
         width=int(width),
@@ -278,5 +307,7 @@ def build_layout(
         lesion_mask=lesion,
         necrosis_mask=necrosis,
         band_mask=band,
-        stain_scale=stain,
+        stain_scale=stain_scale,
+        grade_cue=str(grade_cue),
+        stain_vectors=vectors,
     )

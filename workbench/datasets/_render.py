@@ -90,6 +90,27 @@ TUMOUR_LOOKS = {
                   0.04, 0.0),
 }  # fmt: skip
 
+#: ``grade_cue="detail"``: grade shows only inside the nuclei, seen at <= 1 µm/px. Every
+#: grade grows solid sheets (no glands) on the same nucleus grid, with the same nuclear size
+#: distribution, elongation, darkness, cytoplasm and vesicular chromatin, so a lesion's colour
+#: and texture on a thumbnail (>= 4 µm/px) do not depend on its grade. Grade 3 nuclei have
+#: ragged outlines, prominent nucleoli (90 %), coarse clumped chromatin and 3 % mitotic
+#: figures; grade 1 nuclei are smooth, without nucleoli or mitoses, with fine chromatin;
+#: grade 2 lies between. Grade 3 is a touch paler (``darkness``) to make up for the dark
+#: nucleoli and mitoses, so the mean colour of a lesion matches across grades.
+DETAIL_LOOKS = {
+    1: TumourLook(26, 0.93, 8.4, 0.15, 1.30, 0.5, 0.0, 1.50, 0.10, 0.30, 0.0, 0.10, 0.18,
+                  0.0, 0.0),
+    2: TumourLook(26, 0.93, 8.4, 0.15, 1.30, 0.5, 0.06, 1.485, 0.10, 0.30, 0.45, 0.25, 0.18,
+                  0.012, 0.0),
+    3: TumourLook(26, 0.93, 8.4, 0.15, 1.30, 0.5, 0.12, 1.465, 0.10, 0.30, 0.90, 0.40, 0.18,
+                  0.03, 0.0),
+}  # fmt: skip
+
+#: Which cue carries grade: ``"both"`` (lesion shape and size as well as nuclei, the
+#: default) or ``"detail"`` (nuclei only).
+GRADE_CUES = ("both", "detail")
+
 #: Most nuclei lining one gland lumen.
 _LINING_SLOTS = 16
 
@@ -199,7 +220,8 @@ class SlideRenderer:
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self.look = TUMOUR_LOOKS[layout.grade]
+        looks = DETAIL_LOOKS if layout.grade_cue == "detail" else TUMOUR_LOOKS
+        self.look = looks[layout.grade]
         self.textures = _make_textures(layout.texture_seed)
         key = layout.cell_seed
         self._keys = {
@@ -503,11 +525,12 @@ class SlideRenderer:
         h_scale, e_scale = lay.stain_scale
         hema *= tissue * np.float32(h_scale)
         eosin *= tissue * np.float32(e_scale)
+        h_vec, e_vec = (_HEMATOXYLIN, _EOSIN) if lay.stain_vectors is None else lay.stain_vectors
         # Beer-Lambert: transmitted light falls exponentially with optical density
         out = np.empty((h, w, 3), dtype=np.uint8)
         for c in range(3):
-            od = hema * _HEMATOXYLIN[c]
-            od += eosin * _EOSIN[c]
+            od = hema * h_vec[c]
+            od += eosin * e_vec[c]
             od += np.float32(_GLASS_OD)
             np.negative(od, out=od)
             np.exp(od, out=od)

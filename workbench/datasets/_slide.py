@@ -113,7 +113,11 @@ def resolve_size(size: str | tuple[int, int]) -> tuple[int, int]:
     return width, height
 
 
-def _check_inputs(grade: int, infiltration: float, vendor: str) -> None:
+def _check_inputs(grade: int, infiltration: float, vendor: str, grade_cue: str = "both") -> None:
+    from workbench.datasets._render import GRADE_CUES
+
+    if grade_cue not in GRADE_CUES:
+        raise ValueError(f"grade_cue must be one of {GRADE_CUES}, got {grade_cue!r}")
     if grade not in (1, 2, 3):
         raise ValueError(f"grade must be 1, 2 or 3, got {grade!r}")
     if not 0.0 <= float(infiltration) <= 1.0:
@@ -131,15 +135,18 @@ def slide_truth(
     seed: int,
     decoy: bool = True,
     tile: int = 256,
+    grade_cue: str = "both",
+    stain: dict | None = None,
 ) -> SlideTruth:
     """The ground truth :func:`make_slide` would plant, without drawing any pixels."""
     from workbench.datasets._pyramid import level_shapes
 
     width, height = resolve_size(size)
-    _check_inputs(grade, infiltration, "aperio")
+    _check_inputs(grade, infiltration, "aperio", grade_cue)
     layout = build_layout(
-        width, height, grade=grade, infiltration=infiltration, seed=seed, mpp=MPP, decoy=decoy
-    )
+        width, height, grade=grade, infiltration=infiltration, seed=seed, mpp=MPP, decoy=decoy,
+        grade_cue=grade_cue, stain=stain,
+    )  # fmt: skip
     return _truth(Path(path), layout, len(level_shapes(width, height, tile)), seed)
 
 
@@ -173,6 +180,8 @@ def make_slide(
     tile: int = 256,
     quality: int = 85,
     progress: bool = False,
+    grade_cue: str = "both",
+    stain: dict | None = None,
 ) -> SlideTruth:
     """Write one synthetic H&E slide as a pyramidal tiled JPEG TIFF that OpenSlide opens.
 
@@ -207,6 +216,15 @@ def make_slide(
         TIFF tile side and JPEG quality.
     progress
         Show a tqdm bar over level-0 tiles.
+    grade_cue
+        ``"both"``: grade shapes the lesions (size, count, outline) and the nuclei, so it
+        shows on the thumbnail. ``"detail"``: lesions are drawn independently of grade (the
+        same seed gives the same lesions at every grade) and grade shows only in the nuclei
+        (size variation, irregular outlines, nucleoli, mitoses) at <= 1 µm/px; a lesion's
+        colour and texture on a thumbnail are the same at every grade.
+    stain
+        A site's staining: ``{"vectors": (2, 3) H and E optical-density colours,
+        "scale": (h, e) strengths}``; ``None`` = the standard stain.
 
     Returns
     -------
@@ -218,11 +236,12 @@ def make_slide(
     from workbench.io import atomic_path
 
     width, height = resolve_size(size)
-    _check_inputs(grade, infiltration, vendor)
+    _check_inputs(grade, infiltration, vendor, grade_cue)
     path = Path(path)
     layout = build_layout(
-        width, height, grade=grade, infiltration=infiltration, seed=seed, mpp=MPP, decoy=decoy
-    )
+        width, height, grade=grade, infiltration=infiltration, seed=seed, mpp=MPP, decoy=decoy,
+        grade_cue=grade_cue, stain=stain,
+    )  # fmt: skip
     renderer = SlideRenderer(layout)
     description = None
     if vendor == "aperio":

@@ -90,6 +90,7 @@ def simulate_survival(
     seed: int = 0,
     null: bool = False,
     model: HazardModel | None = None,
+    baseline_log_hr: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Draw survival times for given covariates, without drawing any image.
 
@@ -103,12 +104,15 @@ def simulate_survival(
         Remove the grade and infiltration effects (see :meth:`HazardModel.null`).
     model
         Coefficients; the documented defaults when ``None``.
+    baseline_log_hr
+        Per patient, a log multiplier of the baseline hazard (a site's own baseline: case
+        mix, era, treatment); added to ``eta`` and kept even with ``null=True``.
 
     Returns
     -------
     DataFrame
         ``time`` (months, > 0), ``event`` (1 = death observed, 0 = censored),
-        ``linear_predictor`` (``eta`` under the model actually used).
+        ``linear_predictor`` (``eta`` under the model actually used, site term included).
     """
     model = model or HazardModel()
     if null:
@@ -119,6 +123,8 @@ def simulate_survival(
         raise ValueError("grade, infiltration and age must have the same length")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EB]))
     eta = linear_predictor(grade, infiltration, age, model)
+    if baseline_log_hr is not None:
+        eta = eta + np.asarray(baseline_log_hr, dtype=float).reshape(n)
     event_time = model.scale * (rng.exponential(size=n) / np.exp(eta)) ** (1 / model.shape)
     censor = np.minimum(rng.exponential(model.censor_mean, size=n), model.admin_time)
     time = np.maximum(np.minimum(event_time, censor), 0.1)
@@ -131,12 +137,66 @@ def simulate_survival(
     )
 
 
+#: Log hazard ratio between the highest- and lowest-risk site (their baselines differ by
+#: ``exp(1.2)`` ~ 3.3x): sites spread evenly over ``[-0.6, 0.6]``.
+SITE_LOG_HR_SPREAD = 1.2
+
+
+def site_names(k: int) -> list[str]:
+    """Names of ``k`` sites: ``"A"``, ``"B"`` … (at most 26)."""
+    if not 1 <= int(k) <= 26:
+        raise ValueError(f"sites must be between 1 and 26, got {k!r}")
+    return [chr(ord("A") + i) for i in range(int(k))]
+
+
+def draw_sites(k: int, *, seed: int = 0) -> list[dict]:
+    """Draw ``k`` sites: each a stain (H and E colours and strengths) and a baseline hazard.
+
+    Each site's haematoxylin and eosin optical-density colours are the standard ones turned
+    by up to about 12 degrees (another lab's dyes, fixation and scanner), with strengths
+    ``exp(N(0, 0.18))``; so slides of one site share a tint that a colour feature picks up.
+    Baseline log-hazards are evenly spaced over ``[-0.6, 0.6]`` (:data:`SITE_LOG_HR_SPREAD`)
+    in a random order, so site is associated with outcome but with nothing in the tissue.
+
+    Returns
+    -------
+    list of dict
+        ``site``, ``stain_vectors`` (2 x 3, rows H and E), ``stain_scale`` (h, e),
+        ``log_hazard``.
+    """
+    from workbench.datasets._render import _EOSIN, _HEMATOXYLIN
+
+    names = site_names(k)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x517E5]))
+    half = SITE_LOG_HR_SPREAD / 2
+    log_hr = np.linspace(-half, half, len(names)) if len(names) > 1 else np.zeros(1)
+    log_hr = rng.permutation(log_hr)
+    out = []
+    for i, name in enumerate(names):
+        vectors = []
+        for base in (_HEMATOXYLIN, _EOSIN):
+            v = base.astype(np.float64) + rng.normal(0.0, 0.12, size=3)
+            v = np.clip(v, 0.03, None)
+            vectors.append(v / np.linalg.norm(v))
+        scale = np.exp(rng.normal(0.0, 0.18, size=2))
+        out.append(
+            {
+                "site": name,
+                "stain_vectors": np.round(np.asarray(vectors), 5).tolist(),
+                "stain_scale": np.round(scale, 4).tolist(),
+                "log_hazard": round(float(log_hr[i]), 5),
+            }
+        )
+    return out
+
+
 def simulate_patients(
     n_patients: int,
     *,
     seed: int = 0,
     null: bool = False,
     model: HazardModel | None = None,
+    sites: int | None = None,
 ) -> pd.DataFrame:
     """Draw the patients of a cohort: covariates, survival and per-slide seeds.
 
@@ -145,11 +205,17 @@ def simulate_patients(
     normal (mean 62, SD 10, clipped to 30-90). Nothing here draws pixels, so large cohorts
     are cheap (use it to check what a survival analysis can recover).
 
+    With ``sites=k`` every patient also comes from one of ``k`` sites (balanced: cycled,
+    then shuffled, from a random stream of its own, so the other columns are the same as
+    without sites), and the site's baseline log-hazard (:func:`draw_sites`) is added to
+    ``eta``: site is then associated with survival, also in a ``null`` cohort.
+
     Returns
     -------
     DataFrame
         ``patient_id`` (``P000``), ``slide_id`` (``S000``), ``grade``, ``infiltration``,
-        ``age``, ``slide_seed``, ``time``, ``event``, ``linear_predictor``.
+        ``age``, ``slide_seed``, ``time``, ``event``, ``linear_predictor``; with sites also
+        ``site`` and ``site_log_hazard``.
     """
     if n_patients < 1:
         raise ValueError(f"n_patients must be at least 1, got {n_patients}")
@@ -169,5 +235,15 @@ def simulate_patients(
             "slide_seed": slide_seed.astype(np.int64),
         }
     )
-    surv = simulate_survival(grade, infiltration, age, seed=seed, null=null, model=model)
+    site_hr = None
+    if sites is not None:
+        drawn = draw_sites(sites, seed=seed)
+        site_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x517E]))
+        index = site_rng.permutation(np.resize(np.arange(len(drawn)), n_patients))
+        table["site"] = [drawn[i]["site"] for i in index]
+        site_hr = np.asarray([drawn[i]["log_hazard"] for i in index], dtype=float)
+        table["site_log_hazard"] = site_hr
+    surv = simulate_survival(
+        grade, infiltration, age, seed=seed, null=null, model=model, baseline_log_hr=site_hr
+    )
     return pd.concat([table, surv], axis=1)
