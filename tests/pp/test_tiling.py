@@ -41,3 +41,23 @@ def test_tiling_errors(half_tissue):
     no_mpp = Slide.from_array(np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(MissingResolutionError):
         tile_tissue(no_mpp, mpp=1.0)
+
+
+def test_default_mask_follows_the_tile_grid_and_agrees_with_a_fine_one():
+    rng = np.random.default_rng(3)
+    img = np.full((4096, 3072, 3), 244, np.uint8)
+    rows, cols = np.mgrid[0:4096, 0:3072]
+    blob = (rows - 1900) ** 2 / 1500**2 + (cols - 1400) ** 2 / 1100**2 < 1
+    img[blob] = np.clip(rng.normal((205, 120, 175), 12, (int(blob.sum()), 3)), 0, 255)
+    slide = Slide.from_array(img, mpp=0.5)
+    quick = tile_tissue(slide, mpp=0.5, tile_size=256)
+    # 16 x 12 tiles, 8 mask pixels per tile side, but never under 256 on the long side
+    assert quick.uns["tiling"]["mask_shape"] == [256, 192]
+    fine = tile_tissue(slide, mpp=0.5, tile_size=256, mask_px_per_tile=64)
+    assert fine.uns["tiling"]["mask_shape"] == [1024, 768]
+    a = quick.obs.set_index(["col", "row"])["tissue_fraction"]
+    b = fine.obs.set_index(["col", "row"])["tissue_fraction"]
+    assert abs(len(a) - len(b)) <= 2
+    common = a.index.intersection(b.index)
+    assert len(common) >= 0.95 * len(b)
+    np.testing.assert_allclose(a[common], b[common], atol=0.1)

@@ -67,3 +67,10 @@ def test_fine_resolution_with_many_dark_nuclei_is_still_all_tissue():
     mask = detect_tissue(img)
     assert mask[:, 440:].mean() > 0.95
     assert mask[:, :360].mean() < 0.02
+
+
+def test_optical_density_table_matches_the_formula():
+    rgb = np.arange(256, dtype=np.uint8)[None, :, None].repeat(3, axis=2)
+    expected = -np.log10((rgb.astype(np.float64) + 1.0) / 256.0)
+    np.testing.assert_allclose(optical_density(rgb), expected, rtol=1e-6)
+    np.testing.assert_allclose(optical_density(rgb.astype(np.float32)), expected, rtol=1e-6)

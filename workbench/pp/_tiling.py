@@ -27,6 +27,7 @@ def tile_tissue(
     min_tissue: float = 0.5,
     tissue_mask: np.ndarray | None = None,
     mask_max_size: int = 2048,
+    mask_px_per_tile: int = 8,
 ) -> anndata.AnnData:
     """Tiles of ``tile_size`` pixels at ``mpp`` (or pyramid ``level``) that cover tissue.
 
@@ -44,15 +45,20 @@ def tile_tissue(
         Keep tiles whose tissue fraction is at least this (0 keeps every tile).
     tissue_mask
         Boolean tissue mask over the whole slide at any resolution; by default
-        :func:`detect_tissue` on a thumbnail of at most ``mask_max_size`` pixels.
+        :func:`detect_tissue` on a thumbnail with about ``mask_px_per_tile`` pixels per tile
+        side (at least 256 and at most ``mask_max_size`` pixels on its long side). That is
+        fine enough to measure each tile's tissue fraction and, read from a coarse pyramid
+        level, fast (the tile grid decides the resolution, not the slide size).
+    mask_max_size, mask_px_per_tile
+        Bounds of that thumbnail.
 
     Returns
     -------
     AnnData without features (``X`` is empty): ``obs`` has ``x``, ``y`` (level-0 top-left),
     ``col``, ``row`` (grid position), ``tissue_fraction``; ``obsm["spatial"]`` level-0 tile
-    centres; ``uns["tiling"]`` has ``mpp``, ``level``, ``tile_size``, ``tile_size_level0``
-    and ``slide``. Read a tile with ``slide.read_region((x, y), (tile_size, tile_size),
-    mpp=mpp)`` (or ``level=level``).
+    centres; ``uns["tiling"]`` has ``mpp``, ``level``, ``tile_size``, ``tile_size_level0``,
+    ``grid_shape``, ``mask_shape`` (the tissue mask used) and ``slide``. Read a tile with
+    ``slide.read_region((x, y), (tile_size, tile_size), mpp=mpp)`` (or ``level=level``).
     """
     import anndata as ad
     import pandas as pd
@@ -74,7 +80,9 @@ def tile_tissue(
     n_cols, n_rows = int(np.ceil(W / step0)), int(np.ceil(H / step0))
 
     if tissue_mask is None:
-        tissue_mask = detect_tissue(slide.thumbnail(max_size=mask_max_size))
+        side = int(np.ceil(max(W, H) / step0 * max(1, int(mask_px_per_tile))))
+        side = int(np.clip(side, 256, max(256, int(mask_max_size))))
+        tissue_mask = detect_tissue(slide.thumbnail(max_size=min(side, max(W, H))))
     mask = np.asarray(tissue_mask, dtype=bool)
     # Tissue fraction of each tile from an integral image of the mask.
     mh, mw = mask.shape
@@ -121,6 +129,7 @@ def tile_tissue(
         "tile_size_level0": float(step0),
         "min_tissue": float(min_tissue),
         "grid_shape": [int(n_rows), int(n_cols)],
+        "mask_shape": [int(mh), int(mw)],
         "slide": slide.info.to_dict(),
     }
     logger.info("tile_tissue: %d of %d tiles kept on %s", int(keep.sum()), keep.size, slide.path)

@@ -13,12 +13,35 @@ _MIN_OD = 0.08
 _MAX_OD = 0.35
 
 
+# Optical density of every uint8 intensity: a table look-up instead of a log per pixel.
+_OD_TABLE = (-np.log10((np.arange(256, dtype=np.float32) + 1.0) / 256.0)).astype(np.float32)
+
+
 def optical_density(rgb: np.ndarray) -> np.ndarray:
     """Per-channel optical density ``-log10((I + 1) / 256)`` of a uint8 RGB image."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError(f"expected an RGB image of shape (rows, cols, 3), got {rgb.shape}")
+    if rgb.dtype == np.uint8:
+        return _OD_TABLE[rgb[..., :3]]
     return -np.log10((rgb[..., :3].astype(np.float32) + 1.0) / 256.0)
+
+
+def _tissue_score(rgb: np.ndarray) -> np.ndarray:
+    """Mean optical density weighted up where the colour is saturated (float32)."""
+    rgb = np.asarray(rgb)[..., :3]
+    if rgb.dtype != np.uint8:  # the plain formula (slower) for other dtypes
+        rgbf = rgb.astype(np.float32)
+        sat = (rgbf.max(axis=2) - rgbf.min(axis=2)) / 255.0
+        return optical_density(rgbf).mean(axis=2) * (0.5 + sat)
+    t = _OD_TABLE
+    od = t[rgb[..., 0]] + t[rgb[..., 1]] + t[rgb[..., 2]]
+    od *= np.float32(1.0 / 3.0)
+    sat = (rgb.max(axis=2) - rgb.min(axis=2)).astype(np.float32)
+    sat *= np.float32(1.0 / 255.0)
+    sat += np.float32(0.5)
+    od *= sat
+    return od
 
 
 def detect_tissue(
@@ -57,10 +80,10 @@ def detect_tissue(
     """
     from skimage import filters, morphology
 
-    od = optical_density(rgb)
-    rgbf = np.asarray(rgb)[..., :3].astype(np.float32)
-    sat = (rgbf.max(axis=2) - rgbf.min(axis=2)) / 255.0
-    score = od.mean(axis=2) * (0.5 + sat)
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] < 3:
+        raise ValueError(f"expected an RGB image of shape (rows, cols, 3), got {rgb.shape}")
+    score = _tissue_score(rgb)
     # Dark nuclei form a histogram mode of their own, strongest at fine resolution, and a
     # plain Otsu would then split nuclei from stroma instead of tissue from glass. A light
     # smoothing (scaled with the image) and Otsu on the log score fix that: in log space
