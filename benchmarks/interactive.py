@@ -1,12 +1,26 @@
-"""Interactive refinement benchmark: NoC@85/90, mIoU per click, failures, seconds per click.
+"""Interactive refinement benchmark: NoC@80/85/90, failures, mIoU per click, seconds per click.
 
-Runs every method (CGAM and the three baselines) with the standard click simulator on
-(a) synthetic lesion views, (b) the held-out test split of the shared real masks
-(``masks/ocdc`` and ``masks/camelyon``; every third image in sorted order — the base network
-never saw them), and (c) a latency run on 1024 x 1024 views (real test images upsampled).
-Prints one JSON line per (dataset, method).
+Every method (CGAM and its baselines f-BRS, no refinement, random walker) with the standard
+click simulator (next click at the deepest error, up to 20 clicks or IoU 0.90) on:
 
-    .venv/bin/python benchmarks/interactive.py [--real-root ../shared/data] [--quick]
+``lodo:<set>``
+    leave-one-dataset-out: the network trained *without* ``<set>``
+    (``python -m workbench.interactive.train_base --preset fold:<set>``) on every pair of
+    ``<set>`` (region sets: whole images; nucleus sets: object-centred views of single nuclei);
+``indomain:<set>``
+    the packaged network on the ``test`` part of ``<set>`` (never trained on);
+``val:<set>``
+    the fold networks on the ``val`` parts of their training sets: what settings were chosen
+    on (reported with ``"role": "validation"``, never as a result);
+``synthetic:procedural`` / ``synthetic:cohort``
+    procedural views (seeds 50,000+) and lesion views of an unseen synthetic cohort (seed 2024);
+``latency1024``
+    seconds per click on 1024 x 1024 views (real test images resized), torch threads as given.
+
+Prints one JSON line per (evaluation set, method), appends them to ``--jsonl`` and draws the
+mIoU-per-click figure (``--plot``).
+
+    .venv/bin/python benchmarks/interactive.py [--quick] [--evals lodo,indomain,synthetic,latency]
 """
 
 from __future__ import annotations
@@ -19,124 +33,290 @@ from pathlib import Path
 
 import numpy as np
 
-
-def synthetic_views(n: int, size: int):
-    """Views around lesions of the synthetic cohort if it is available, else procedural."""
-    from workbench.interactive._data import synthetic_lesion_views
-
-    # Seeds 50_000+ are disjoint from the training seeds (10_000 .. 10_059).
-    return "procedural", [
-        (f"p{i}", im, m)
-        for i, (im, m) in enumerate(synthetic_lesion_views(n, size=size, seed=50_000))
-    ]
+ROOT = Path(__file__).resolve().parents[1]
+NETWORK_METHODS = ("cgam", "fbrs", "none")
 
 
-def upsample(image: np.ndarray, mask: np.ndarray, side: int):
+def _default_root() -> str:
+    return os.environ.get("WORKBENCH_REAL_DATA") or str(ROOT.parent / "shared" / "data")
+
+
+def resize_view(image: np.ndarray, mask: np.ndarray, side: int):
     from PIL import Image
 
     im = np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
-    m = (
-        np.asarray(
-            Image.fromarray(mask.astype(np.uint8) * 255).resize((side, side), Image.BILINEAR)
-        )
-        > 127
-    )
-    return im, m
+    m = Image.fromarray(mask.astype(np.uint8) * 255).resize((side, side), Image.BILINEAR)
+    return im, np.asarray(m) > 127
 
 
-def run(method: str, views, *, max_clicks: int, model, rw_work: int) -> dict:
-    from workbench.interactive import RefinementEngine, evaluate_clicks, summarize
+def make_engine(method: str, model, *, rw_work: int):
+    from workbench.interactive import RefinementEngine
 
-    kwargs: dict = {"work_size": rw_work} if method == "random_walker" else {}
-    if method.endswith("_cached"):
-        # The literal reading of the spec: backbone features once per view (no click maps
-        # into the backbone); clicks act only through the gate / scale-bias optimisation.
-        method, kwargs = method.removesuffix("_cached"), {"reencode": False}
-    engine = RefinementEngine(model if method != "random_walker" else None, method=method, **kwargs)
+    if method == "random_walker":
+        return RefinementEngine(method="random_walker", work_size=rw_work)
+    variants = {
+        "cgam_all_network": ("cgam", {"network_clicks": None}),
+        "cgam_cached": ("cgam", {"reencode": False}),
+        "fbrs_cached": ("fbrs", {"reencode": False}),
+    }
+    base, kwargs = variants.get(method, (method, {}))
+    return RefinementEngine(model, method=base, **kwargs)
+
+
+def run(method: str, views, *, model, max_clicks: int, rw_work: int) -> dict:
+    from workbench.interactive import evaluate_clicks, summarize
+
+    engine = make_engine(method, model, rw_work=rw_work)
     runs = [evaluate_clicks(engine, im, gt, max_clicks=max_clicks) for _, im, gt in views]
     return summarize(runs, max_clicks=max_clicks)
 
 
+def eval_sets(args) -> list[dict]:
+    """What to evaluate: name, role, weights (None = packaged) and a loader of views."""
+    from workbench.interactive._data import (
+        NUCLEUS_DATASETS,
+        REAL_DATASETS,
+        benchmark_views,
+        cohort_views,
+        load_mask_pairs,
+        synthetic_lesion_views,
+    )
+
+    root = Path(args.real_root)
+    have_real = (root / "masks").is_dir()
+    n_obj = 6 if args.quick else args.nucleus_views
+    n_region = 3 if args.quick else 1000
+    folds = Path(args.folds)
+    sets: list[dict] = []
+    wanted = args.evals.split(",")
+    datasets = args.datasets.split(",")
+
+    def real(dataset, split, seed):
+        def load():
+            n = n_obj if dataset in NUCLEUS_DATASETS else n_region
+            return benchmark_views(root, dataset, split=split, max_views=n, seed=seed)
+
+        return load
+
+    for dataset in datasets:
+        if dataset not in REAL_DATASETS:
+            raise SystemExit(f"unknown dataset {dataset!r}; choose from {', '.join(REAL_DATASETS)}")
+        if "lodo" in wanted:
+            sets.append(
+                {
+                    "eval": f"lodo:{dataset}",
+                    "role": "test",
+                    "weights": folds / f"fold_{dataset}.safetensors",
+                    "source": f"all pairs of {dataset}; network trained without {dataset}",
+                    "views": real(dataset, "all", 11),
+                    "needs_real": True,
+                }
+            )
+        if "indomain" in wanted:
+            sets.append(
+                {
+                    "eval": f"indomain:{dataset}",
+                    "role": "test",
+                    "weights": None,
+                    "source": f"test split of {dataset} (every third source group)",
+                    "views": real(dataset, "test", 12),
+                    "needs_real": True,
+                }
+            )
+    if "val" in wanted:
+        for held in datasets:
+            for dataset in REAL_DATASETS:
+                if dataset == held:
+                    continue
+                sets.append(
+                    {
+                        "eval": f"val:{held}:{dataset}",
+                        "role": "validation",
+                        "weights": folds / f"fold_{held}.safetensors",
+                        "source": f"val split of {dataset}, network of fold {held}",
+                        "views": real(dataset, "val", 13),
+                        "needs_real": True,
+                    }
+                )
+    if "synthetic" in wanted:
+        n_syn = 3 if args.quick else args.n_synthetic
+        sets.append(
+            {
+                "eval": "synthetic:procedural",
+                "role": "test",
+                "weights": None,
+                "source": "procedural lesion views, seeds 50,000+ (training used 10,000+)",
+                "views": lambda: [
+                    (f"p{i}", im, m)
+                    for i, (im, m) in enumerate(
+                        synthetic_lesion_views(n_syn, size=320, seed=50_000)
+                    )
+                ],
+                "needs_real": False,
+            }
+        )
+        sets.append(
+            {
+                "eval": "synthetic:cohort",
+                "role": "test",
+                "weights": None,
+                "source": "lesion-centred views of a synthetic cohort (tiny, seed 2024)",
+                "views": lambda: cohort_views(
+                    Path(args.cohort_root), n_patients=2 if args.quick else 6, seed=2024
+                ),
+                "needs_real": False,
+            }
+        )
+    if "latency" in wanted:
+
+        def latency_views():
+            if not have_real:
+                base = [(f"p{i}", im, m) for i, (im, m) in enumerate(synthetic_lesion_views(4))]
+            else:
+                base = benchmark_views(root, "ocdc", split="test")[:2]
+                base += [
+                    (p.name, p.image, p.mask)
+                    for p in load_mask_pairs(root, "monuseg", split="test")[:2]
+                ]
+            return [(n, *resize_view(im, m, 1024)) for n, im, m in base[: 2 if args.quick else 4]]
+
+        sets.append(
+            {
+                "eval": "latency1024",
+                "role": "test",
+                "weights": None,
+                "source": "ocdc + monuseg test images resized to 1024x1024",
+                "views": latency_views,
+                "needs_real": False,
+            }
+        )
+    return sets
+
+
+def plot_curves(lines: list[dict], path: Path) -> None:
+    """mIoU per click per method, one panel per evaluation set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = [e for e in dict.fromkeys(line["eval"] for line in lines) if e != "latency1024"]
+    if not evals:
+        return
+    cols = min(4, len(evals))
+    rows = int(np.ceil(len(evals) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+    colours = {"cgam": "#d62728", "fbrs": "#1f77b4", "none": "#7f7f7f", "random_walker": "#2ca02c"}
+    for ax, name in zip(axes.ravel(), evals, strict=False):
+        for line in lines:
+            if line["eval"] != name:
+                continue
+            curve = line["miou_per_click"]
+            ax.plot(
+                range(1, len(curve) + 1),
+                curve,
+                label=line["method"],
+                color=colours.get(line["method"]),
+                lw=1.6,
+            )
+        ax.set_title(f"{name} (n={line['n_views']})", fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.axhline(0.85, color="grey", lw=0.6, ls="--")
+        ax.set_xlabel("clicks", fontsize=8)
+        ax.set_ylabel("mIoU", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(evals) :]:
+        ax.set_axis_off()
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    from workbench.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_root = os.environ.get("WORKBENCH_REAL_DATA") or str(
-        Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    )
-    parser.add_argument("--real-root", default=default_root)
-    parser.add_argument("--methods", default="cgam,fbrs,none,random_walker,cgam_cached,fbrs_cached")
-    parser.add_argument("--datasets", default="cohort,synthetic,ocdc,camelyon,latency1024")
+    parser.add_argument("--real-root", default=_default_root())
+    parser.add_argument("--folds", default=str(ROOT / "data" / "generated" / "interactive"))
+    parser.add_argument("--methods", default="cgam,fbrs,none,random_walker")
+    parser.add_argument("--evals", default="lodo,indomain,synthetic,latency")
+    parser.add_argument("--datasets", default="ocdc,camelyon,monusac,monuseg,tnbc")
     parser.add_argument(
-        "--cohort-root",
-        default=str(
-            Path(__file__).resolve().parents[1] / "data" / "generated" / "bench_interactive"
-        ),
+        "--cohort-root", default=str(ROOT / "data" / "generated" / "bench_interactive")
     )
-    parser.add_argument("--n-patients", type=int, default=6)
     parser.add_argument("--n-synthetic", type=int, default=8)
+    parser.add_argument("--nucleus-views", type=int, default=30)
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--rw-work-size", type=int, default=160)
-    parser.add_argument("--quick", action="store_true", help="fewer views, for a smoke run")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--latency-threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="a few views each, for a smoke run")
+    parser.add_argument("--jsonl", default=None, help="append the JSON lines to this file")
+    parser.add_argument("--plot", default=None, help="write the mIoU-per-click figure here")
     args = parser.parse_args()
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
     from workbench.interactive import load_base_model
-    from workbench.interactive._data import cohort_views, real_mask_pairs
 
-    model = load_base_model()
+    packaged = load_base_model()
     methods = args.methods.split(",")
-    datasets = args.datasets.split(",")
-    n_syn = 3 if args.quick else args.n_synthetic
-    meta = {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    for dataset in datasets:
-        if dataset == "cohort":
-            source = f"synthetic cohort (tiny, seed 2024, {args.n_patients} slides), lesion-centred views"
-            views = cohort_views(
-                Path(args.cohort_root), n_patients=2 if args.quick else args.n_patients, seed=2024
+    lines: list[dict] = []
+    for spec in eval_sets(args):
+        if spec["needs_real"] and not Path(args.real_root, "masks").is_dir():
+            print(json.dumps({"eval": spec["eval"], "skipped": "shared masks not found"}))
+            continue
+        weights = spec["weights"]
+        if weights is not None and not Path(weights).exists():
+            print(
+                json.dumps(
+                    {
+                        "eval": spec["eval"],
+                        "skipped": f"no fold network at {weights}; train it with "
+                        "python -m workbench.interactive.train_base --preset fold:<set> --out ...",
+                    }
+                )
             )
-        elif dataset == "synthetic":
-            source, views = synthetic_views(n_syn, 320)
-        elif dataset in ("ocdc", "camelyon"):
-            if not Path(args.real_root, "masks", dataset).is_dir():
-                print(json.dumps({"dataset": dataset, "skipped": "shared masks not found"}))
-                continue
-            source = "shared test split"
-            views = real_mask_pairs(args.real_root, dataset, split="test", min_fraction=0.01)
-            if args.quick:
-                views = views[:3]
-        elif dataset == "latency1024":
-            if Path(args.real_root, "masks", "ocdc").is_dir():
-                base = real_mask_pairs(args.real_root, "ocdc", split="test", min_fraction=0.01)
-                source = "ocdc test split upsampled to 1024x1024"
-            else:
-                source, base = synthetic_views(4, 320)
-                source += " upsampled to 1024x1024"
-            views = [(n, *upsample(im, m, 1024)) for n, im, m in base[: 2 if args.quick else 4]]
-        else:
-            raise SystemExit(f"unknown dataset {dataset!r}")
+            continue
+        model = packaged if weights is None else load_base_model(weights)
+        views = spec["views"]()
+        if not views:
+            print(json.dumps({"eval": spec["eval"], "skipped": "no views"}))
+            continue
+        threads = args.latency_threads if spec["eval"] == "latency1024" else args.threads
+        torch.set_num_threads(threads)
         for method in methods:
-            if dataset == "latency1024" and method == "random_walker":
+            if spec["eval"] == "latency1024" and method == "random_walker":
                 continue
             start = time.perf_counter()
             summary = run(
-                method, views, max_clicks=args.max_clicks, model=model, rw_work=args.rw_work_size
+                method, views, model=model, max_clicks=args.max_clicks, rw_work=args.rw_work_size
             )
-            curve = summary.pop("miou_per_click")
+            curve = summary["miou_per_click"]
             line = {
-                "dataset": dataset,
-                "source": source,
+                "eval": spec["eval"],
+                "role": spec["role"],
+                "source": spec["source"],
                 "method": method,
                 **{k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()},
                 "miou@1,3,5,10,20": [curve[i] for i in (0, 2, 4, 9, 19) if i < len(curve)],
                 "view_px": list(views[0][2].shape),
+                "weights": "packaged" if weights is None else Path(weights).name,
+                "torch_threads": threads,
+                "cpu_count": os.cpu_count(),
+                "load_avg_1min": round(os.getloadavg()[0], 2),
                 "wall_s": round(time.perf_counter() - start, 1),
-                **meta,
             }
+            lines.append(line)
             print(json.dumps(line), flush=True)
+            if args.jsonl:
+                Path(args.jsonl).parent.mkdir(parents=True, exist_ok=True)
+                with open(args.jsonl, "a") as fh:
+                    fh.write(json.dumps(line) + "\n")
+    if args.plot and lines:
+        plot_curves([ln for ln in lines if ln["role"] == "test"], Path(args.plot))
 
 
 if __name__ == "__main__":

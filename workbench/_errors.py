@@ -56,6 +56,15 @@ class InvalidImageError(WorkbenchError, ValueError):
     """An image array is not what the function needs (shape, dtype, empty)."""
 
 
+class RefinementError(WorkbenchError, ValueError):
+    """Click refinement got an unknown method or option, or a save it cannot do."""
+
+
+class InvalidViewError(RefinementError):
+    """A refinement view is empty, too small (under 8 px a side) or not RGB, or a mask or
+    navigation request does not fit it."""
+
+
 class MarkerError(WorkbenchError, ValueError):
     """Marker discovery got inputs it cannot use (missing features, one outcome group, unfitted)."""
 

@@ -1,8 +1,9 @@
 """End to end in a real browser: JupyterLab 4 + Debian's Chromium driven by playwright.
 
 A notebook shows a :class:`RegionRefiner` on a synthetic slide; the test clicks positive
-inside the lesion (left click) and negative outside it (shift-click), presses Save, and checks
-that the kernel saw both clicks, the mask changed, and the GeoJSON was written. A screenshot
+inside the lesion (left click) and negative outside it (shift-click), presses Save, checks
+that the kernel saw both clicks, the mask changed and the GeoJSON was written, then presses
+the zoom-in button and waits for the view at the new magnification. A screenshot
 is kept under ``test-artifacts/``.
 """
 
@@ -51,8 +52,7 @@ image, truth = lesion_view(512, seed=7)
 slide = Slide.from_array(image, mpp=0.5, name="synthetic")
 refiner = RegionRefiner(slide, output=Path("out") / "lesion.geojson", view_size=256,
                         view_downsample=2.0, overview_size=192)
-x0, y0 = refiner._view_origin
-sub = truth[int(y0)::2, int(x0)::2][:256, :256]
+sub = refiner.view_mask_of(truth, 1.0)  # the true lesion on the view's pixels
 inside = distance_transform_edt(np.pad(sub, 1))[1:-1, 1:-1]
 outside = distance_transform_edt(np.pad(~sub, 1))[1:-1, 1:-1]
 ri, ci = np.unravel_index(np.argmax(inside), sub.shape)
@@ -69,7 +69,7 @@ def _logged(x, y, positive=None):
 refiner.handle_click = _logged
 Path("points.json").write_text(json.dumps({
     "inside": [int(ci), int(ri)], "outside": [int(co), int(ro)],
-    "view": list(refiner._view_image.shape[:2])}))
+    "view": list(refiner.view_image.shape[:2])}))
 refiner
 """
 
@@ -253,6 +253,12 @@ def test_refiner_in_jupyterlab(jupyterlab):
             assert data["features"][0]["properties"]["classification"]["name"] == "Tumor"
             page.wait_for_function(
                 "() => /saved/.test(document.querySelector('.wb-refiner-status')?.innerText || '')",
+                timeout=30_000,
+            )
+            # Zoom in with the toolbar button: the view is read again at twice the magnification.
+            page.locator(".wb-refiner-zoom-in").click()
+            page.wait_for_function(
+                "() => /, 1 px\\/px/.test(document.querySelector('.wb-refiner-status')?.innerText || '')",
                 timeout=30_000,
             )
             page.screenshot(path=str(ARTIFACTS / "refiner_browser.png"), full_page=True)

@@ -29,7 +29,7 @@ def test_refiner_opens_real_slides_and_saves(real_data, tmp_path, name):
         overview_size=256,
     )
     h, w = ref.mask.shape
-    assert ref._view_image.shape == (h, w, 3) and not ref.mask.any()
+    assert ref.view_image.shape == (h, w, 3) and not ref.mask.any()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         mask = ref.handle_click(w / 2, h / 2, positive=True)

@@ -57,3 +57,35 @@ def test_scale_bias_identity_and_reset():
     sb.reset_parameters()
     assert torch.equal(sb(f), f)
     assert _count(sb) == 10
+
+
+def test_gate_points_match_the_map_and_flat_parameters_round_trip():
+    torch.manual_seed(1)
+    gate = ClickGuidedGate(feature_channels=6, click_channels=2, hidden=5)
+    with torch.no_grad():
+        for p in gate.parameters():
+            p.normal_()
+    features = torch.randn(1, 6, 7, 9)
+    clicks = torch.rand(1, 2, 7, 9)
+    full = gate(features, clicks)[0].flatten(1).T
+    pts = gate.gate_points(features[0].flatten(1).T, clicks[0].flatten(1).T)
+    assert torch.allclose(full, pts, atol=1e-6)
+    theta = gate.flat_parameters()
+    assert theta.numel() == sum(p.numel() for p in gate.parameters())
+    other = ClickGuidedGate(feature_channels=6, click_channels=2, hidden=5)
+    assert not torch.equal(other(features, clicks), gate(features, clicks))
+    other.load_flat_parameters(theta)
+    assert torch.equal(other(features, clicks), gate(features, clicks))
+
+
+def test_scale_bias_points_and_flat_parameters():
+    sb = ChannelScaleBias(feature_channels=3)
+    with torch.no_grad():
+        sb.scale.copy_(torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1))
+        sb.bias.fill_(0.5)
+    f = torch.randn(4, 3)
+    assert torch.allclose(sb.gate_points(f), f * torch.tensor([1.0, 2.0, 3.0]) + 0.5)
+    theta = sb.flat_parameters()
+    sb.reset_parameters()
+    sb.load_flat_parameters(theta)
+    assert float(sb.scale.detach()[0, 2, 0, 0]) == 3.0

@@ -1,5 +1,6 @@
 """Click-guided lesion refinement: click state, the CGAM engine and baselines, the click
-simulator with NoC metrics, and the JupyterLab widget :class:`RegionRefiner`.
+simulator with NoC metrics, the headless :class:`RefinementSession` (views, navigation,
+save) and the JupyterLab widget :class:`RegionRefiner` bound to it.
 
 Nothing else in the package imports this module; ipywidgets loads only when
 :class:`RegionRefiner` is first used.
@@ -7,23 +8,30 @@ Nothing else in the package imports this module; ipywidgets loads only when
 
 from __future__ import annotations
 
-from workbench.interactive._base import load_base_model, save_base_model
-from workbench.interactive._clicks import Click, ClickState, click_maps
+from workbench._errors import InvalidViewError, RefinementError
+from workbench.interactive._base import load_base_model, read_base_config, save_base_model
+from workbench.interactive._clicks import Click, ClickState, click_maps, soft_click_maps
 from workbench.interactive._engine import METHODS, RefinementEngine
+from workbench.interactive._session import RefinementSession
 from workbench.interactive._simulate import evaluate_clicks, iou, next_click, summarize
 
 __all__ = [
     "METHODS",
     "Click",
     "ClickState",
+    "InvalidViewError",
     "RefinementEngine",
+    "RefinementError",
+    "RefinementSession",
     "RegionRefiner",
     "click_maps",
     "evaluate_clicks",
     "iou",
     "load_base_model",
     "next_click",
+    "read_base_config",
     "save_base_model",
+    "soft_click_maps",
     "summarize",
 ]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Click", "ClickState", "click_maps"]
+__all__ = ["Click", "ClickState", "click_maps", "soft_click_maps"]
 
 
 @dataclass(frozen=True)
@@ -128,4 +128,31 @@ def click_maps(
         disk = (rows[r0:r1] - cy) ** 2 + (cols[:, c0:c1] - cx) ** 2 <= r2
         channel = 0 if click.positive else 1
         maps[channel, r0:r1, c0:c1][disk] = 1.0
+    return maps
+
+
+def soft_click_maps(
+    clicks: tuple[Click, ...] | list[Click],
+    shape_rc: tuple[int, int],
+    *,
+    radius: float,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """Soft click maps, shape ``(2, H, W)`` float32 (positive, negative), for the CGAM gate.
+
+    Each click contributes ``exp(-(d / radius)^2)`` at distance ``d`` (output pixels) and a
+    channel is the maximum over its clicks. Unlike the network's binary disks these maps
+    reach over a click's neighbourhood, so an optimised gate can change the features there,
+    and hardly anywhere else.
+    """
+    h, w = shape_rc
+    maps = np.zeros((2, h, w), dtype=np.float32)
+    rows = np.arange(h, dtype=np.float32)[:, None]
+    cols = np.arange(w, dtype=np.float32)[None, :]
+    for click in clicks:
+        cx = (click.x + 0.5) * scale - 0.5
+        cy = (click.y + 0.5) * scale - 0.5
+        g = np.exp(-((rows - cy) ** 2 + (cols - cx) ** 2) / float(radius) ** 2)
+        channel = 0 if click.positive else 1
+        np.maximum(maps[channel], g, out=maps[channel])
     return maps

@@ -1,70 +1,254 @@
-"""Views with ground-truth lesion masks, for training the base network and for benchmarks.
+"""Views with ground-truth masks, for training the base network and for benchmarks.
 
-Two sources: the shared real image/mask pairs (``masks/{ocdc,camelyon}``, with a fixed
-train/test split so benchmark images are never trained on) and procedurally generated
-H&E-like lesion views (seeded, no files needed).
+Sources:
+
+- the shared real image/mask pairs in ``<root>/masks/<set>``: two region-mask sets (``ocdc``
+  tumour regions, ``camelyon`` metastases) and three nucleus-mask sets (``monusac``,
+  ``monuseg``, ``tnbc``), whose connected components are single objects. Every set is split
+  by *source group* (patient for the TCGA nucleus sets, source image otherwise), in sorted
+  group order: ``test`` = every third group, ``val`` = every sixth group starting at the
+  second (used to choose settings, never to report), the rest for training;
+- procedurally generated H&E-like lesion views (seeded, no files needed);
+- lesion-centred views of a synthetic cohort.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["cohort_views", "lesion_view", "real_mask_pairs", "synthetic_lesion_views"]
+__all__ = [
+    "NUCLEUS_DATASETS",
+    "REAL_DATASETS",
+    "REGION_DATASETS",
+    "SPLITS",
+    "MaskPair",
+    "benchmark_views",
+    "cohort_views",
+    "lesion_view",
+    "load_mask_pairs",
+    "object_views",
+    "real_mask_pairs",
+    "source_group",
+    "synthetic_lesion_views",
+]
 
-REAL_DATASETS = ("ocdc", "camelyon")
+REGION_DATASETS = ("ocdc", "camelyon")
+NUCLEUS_DATASETS = ("monusac", "monuseg", "tnbc")
+REAL_DATASETS = REGION_DATASETS + NUCLEUS_DATASETS
+SPLITS = ("test", "val", "train", "fit", "not_val", "all")
+OBJECT_VIEW = 192  # side of an object-centred view (nucleus sets)
 
 
-def _is_test(index: int) -> bool:
-    # Every third image (in sorted file-name order) is held out for the benchmark.
-    return index % 3 == 0
+@dataclass(frozen=True)
+class MaskPair:
+    """One real image with its binary mask."""
+
+    dataset: str
+    name: str
+    group: str
+    split: str  # "test", "val" or "train" (the fit part)
+    image: np.ndarray  # (H, W, 3) uint8
+    mask: np.ndarray  # (H, W) bool
 
 
-def real_mask_pairs(
-    root: str | Path, dataset: str, *, split: str = "test", min_fraction: float = 0.0
-) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Image / mask pairs of ``root/masks/<dataset>`` as ``(name, rgb uint8, bool mask)``.
+def source_group(dataset: str, stem: str) -> str:
+    """The unit a split must not cut: patient (TCGA nucleus sets) or source image.
+
+    MoNuSAC and MoNuSeg names start with a TCGA barcode whose first 12 characters name the
+    patient; TNBC names end with the number of the source image (the augmented copies of one
+    image share it); OCDC and CAMELYON pairs are separate patches.
+    """
+    if dataset in ("monusac", "monuseg") and stem.startswith("TCGA-"):
+        return stem[:12]
+    if dataset == "tnbc":
+        return stem.rsplit("_", 1)[-1]
+    return stem
+
+
+def _split_of(index: int) -> str:
+    if index % 3 == 0:
+        return "test"
+    if index % 6 == 1:
+        return "val"
+    return "train"
+
+
+def _in_split(split_of_group: str, split: str) -> bool:
+    if split == "all":
+        return True
+    if split == "train":  # everything an in-domain network may train on
+        return split_of_group != "test"
+    if split == "not_val":  # everything but validation (a leave-one-dataset-out fold)
+        return split_of_group != "val"
+    if split == "fit":
+        return split_of_group == "train"
+    return split_of_group == split
+
+
+def load_mask_pairs(
+    root: str | Path, dataset: str, *, split: str = "all", min_fraction: float = 0.0
+) -> list[MaskPair]:
+    """The image / mask pairs of ``root/masks/<dataset>`` in ``split``.
 
     Parameters
     ----------
     root
         The shared data folder (contains ``masks/``).
     dataset
-        ``"ocdc"`` or ``"camelyon"``.
+        One of :data:`REAL_DATASETS`.
     split
-        ``"train"``, ``"test"`` (every third file in sorted order) or ``"all"``.
+        ``"test"``, ``"val"``, ``"train"`` (everything but test: what an in-domain network
+        trains on), ``"fit"`` (train without val), ``"not_val"`` (test and fit: what a
+        leave-one-dataset-out fold trains on) or ``"all"``.
     min_fraction
-        Skip pairs whose lesion covers less than this fraction of the image (empty masks
-        have no lesion to click on).
+        Skip pairs whose mask covers less than this fraction (empty masks have nothing to
+        click on).
     """
     from PIL import Image
 
     if dataset not in REAL_DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(REAL_DATASETS)}")
-    if split not in ("train", "test", "all"):
-        raise ValueError(f"unknown split {split!r}; choose 'train', 'test' or 'all'")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     folder = Path(root) / "masks" / dataset
-    images = sorted((folder / "images").glob("*.jpg"))
+    images = sorted(p for p in (folder / "images").glob("*") if p.suffix.lower() in _IMAGE_EXT)
+    groups = sorted({source_group(dataset, p.stem) for p in images})
+    split_of_group = {g: _split_of(i) for i, g in enumerate(groups)}
     out = []
-    for i, path in enumerate(images):
-        if split != "all" and _is_test(i) != (split == "test"):
+    for path in images:
+        group = source_group(dataset, path.stem)
+        if not _in_split(split_of_group[group], split):
             continue
-        mask_path = folder / "masks" / path.name
-        if not mask_path.exists():
-            candidates = sorted((folder / "masks").glob(path.stem + ".*"))
-            if not candidates:
-                continue
-            mask_path = candidates[0]
+        candidates = sorted((folder / "masks").glob(path.stem + ".*"))
+        if not candidates:
+            continue
         image = np.asarray(Image.open(path).convert("RGB"))
-        mask = np.asarray(Image.open(mask_path).convert("L")) > 127
+        mask = np.asarray(Image.open(candidates[0]).convert("L")) > 127
         if mask.shape != image.shape[:2]:
             mask = np.asarray(Image.fromarray(mask).resize(image.shape[1::-1], Image.NEAREST))
         if mask.mean() < min_fraction:
             continue
-        out.append((path.stem, image, mask))
+        out.append(MaskPair(dataset, path.stem, group, split_of_group[group], image, mask))
     return out
+
+
+_IMAGE_EXT = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
+
+
+def real_mask_pairs(
+    root: str | Path, dataset: str, *, split: str = "test", min_fraction: float = 0.0
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Image / mask pairs as ``(name, rgb uint8, bool mask)`` (see :func:`load_mask_pairs`)."""
+    return [
+        (p.name, p.image, p.mask)
+        for p in load_mask_pairs(root, dataset, split=split, min_fraction=min_fraction)
+    ]
+
+
+def nucleus_objects(mask: np.ndarray, *, min_area: int = 80, max_side: int = 120):
+    """Connected components of a nucleus mask usable as click targets.
+
+    Returns ``(labels, [(label, slice_rows, slice_cols), ...])`` for components of at least
+    ``min_area`` pixels, at most ``max_side`` wide, not touching the image border.
+    """
+    labels, n = ndi.label(mask)
+    if n == 0:
+        return labels, []
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    h, w = mask.shape
+    out = []
+    for k, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None or areas[k] < min_area:
+            continue
+        rs, cs = sl
+        if rs.start == 0 or cs.start == 0 or rs.stop == h or cs.stop == w:
+            continue
+        if max(rs.stop - rs.start, cs.stop - cs.start) > max_side:
+            continue
+        out.append((k, rs, cs))
+    return labels, out
+
+
+def object_view(
+    image: np.ndarray,
+    labels: np.ndarray,
+    obj: tuple,
+    *,
+    rng: np.random.Generator,
+    side: int = OBJECT_VIEW,
+    context: float = 2.5,
+    jitter: float = 0.15,
+) -> tuple[np.ndarray, np.ndarray]:
+    """An object-centred view: a square crop about ``context`` times the object's size,
+    shifted by up to ``jitter`` of its side, resized to ``side`` pixels (the digital zoom a
+    user applies to outline one nucleus). The target is that object alone."""
+    from PIL import Image
+
+    k, rs, cs = obj
+    h, w = labels.shape
+    extent = max(rs.stop - rs.start, cs.stop - cs.start)
+    crop = int(np.clip(round(context * extent * rng.uniform(0.85, 1.2)), 48, min(h, w)))
+    cy = (rs.start + rs.stop) / 2 + rng.uniform(-jitter, jitter) * crop
+    cx = (cs.start + cs.stop) / 2 + rng.uniform(-jitter, jitter) * crop
+    r0 = int(np.clip(round(cy - crop / 2), 0, h - crop))
+    c0 = int(np.clip(round(cx - crop / 2), 0, w - crop))
+    im = image[r0 : r0 + crop, c0 : c0 + crop]
+    m = labels[r0 : r0 + crop, c0 : c0 + crop] == k
+    im = np.asarray(Image.fromarray(im).resize((side, side), Image.BILINEAR))
+    m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((side, side), Image.BILINEAR))
+    return im, m > 127
+
+
+def _round_robin(lists: list[list]) -> list:
+    lists = [list(lst) for lst in lists]
+    out = []
+    while any(lists):
+        for lst in lists:
+            if lst:
+                out.append(lst.pop(0))
+    return out
+
+
+def object_views(
+    pairs: list[MaskPair], *, max_views: int = 40, seed: int = 0, side: int = OBJECT_VIEW
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Object-centred views of single nuclei, spread evenly over the source groups.
+
+    Objects are drawn round-robin over groups (patients) and images, seeded, so a set with
+    many objects in one image does not dominate.
+    """
+    rng = np.random.default_rng(seed)
+    per_group: dict[str, list] = {}
+    for pair in pairs:
+        labels, objs = nucleus_objects(pair.mask)
+        order = rng.permutation(len(objs))
+        per_group.setdefault(pair.group, []).append([(pair, labels, objs[i]) for i in order])
+    queues = [_round_robin(lists) for lists in per_group.values()]
+    views = []
+    while len(views) < max_views and any(queues):
+        for q in queues:
+            if q and len(views) < max_views:
+                pair, labels, obj = q.pop(0)
+                im, m = object_view(pair.image, labels, obj, rng=rng, side=side)
+                if m.any():
+                    views.append((f"{pair.name}#{obj[0]}", im, m))
+    return views
+
+
+def benchmark_views(
+    root: str | Path, dataset: str, *, split: str, max_views: int = 40, seed: int = 0
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Evaluation views of a real set: whole pairs (region sets, lesion ≥ 1% of the image)
+    or object-centred single-nucleus views (nucleus sets)."""
+    if dataset in REGION_DATASETS:
+        pairs = load_mask_pairs(root, dataset, split=split, min_fraction=0.01)
+        return [(p.name, p.image, p.mask) for p in pairs][:max_views]
+    pairs = load_mask_pairs(root, dataset, split=split)
+    return object_views(pairs, max_views=max_views, seed=seed)
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
@@ -139,8 +323,6 @@ def cohort_views(
     about ``fill`` of the view; the ground truth is the cohort's lesion mask cut to the same
     window. Training uses seed 7 and the benchmark seed 2024, so they never share a slide.
     """
-    from scipy import ndimage as ndi
-
     from workbench.datasets import make_cohort
     from workbench.io import Slide
 

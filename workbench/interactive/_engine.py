@@ -1,23 +1,32 @@
 """The refinement engine: clicks in, lesion mask out, with CGAM and three baselines.
 
-Per view the image is resized once to the network's working size. On each click the
-segmentation network (a :class:`~workbench.models.DetailBranch` with two click-map input
-channels) runs once without gradients and its features are cached; then only a small
-module between the cached features and the per-pixel head is optimised:
+Per view the image is resized once to the network's working size. The base network
+(:class:`~workbench.models.ClickSegmenter`: RGB + positive/negative click disks + the previous
+mask) turns the clicks into features; a small module between those features and the
+per-pixel head is then optimised on the clicks:
 
 ``"cgam"``
-    the click-guided attention gate (:class:`~workbench.models.ClickGuidedGate`), loss =
-    squared hinge on the clicked pixels + a penalty on logit changes outside the newest
-    click's neighbourhood; gate parameters carry over from click to click.
+    the click-guided attention gate (:class:`~workbench.models.ClickGuidedGate`). From the
+    second click on it is optimised with Adam (``steps`` steps) on a squared hinge loss over
+    the *disk* of every click (each click counts equally) plus a penalty on logit changes
+    outside the newest click's neighbourhood; its state carries over from click to click.
+    The network sees the first ``network_clicks`` clicks; later clicks act through the gate
+    only (the features of the last network click stay cached).
 ``"fbrs"``
-    f-BRS-style per-channel scale and bias (:class:`~workbench.models.ChannelScaleBias`), loss =
-    squared hinge on the clicked pixels + an L2 pull of the parameters to the identity.
+    f-BRS-style per-channel scale and bias (:class:`~workbench.models.ChannelScaleBias`),
+    optimised the same way from the second click on, with an L2 pull to the identity instead
+    of the locality penalty; the network sees every click.
 ``"none"``
-    no optimisation: the clicks act only through the network's click-map inputs.
+    no optimisation: the clicks act only through the network's inputs.
 ``"random_walker"``
     no network: :func:`skimage.segmentation.random_walker` seeded by the click disks.
 
-Nothing here knows about widgets; the widget and the benchmark both drive this class.
+The gate and the head are pointwise, so an optimisation step evaluates them only on the
+feature pixels under the click disks and on a fixed sample of pixels outside the newest
+click's neighbourhood: its cost does not grow with the view.
+
+Nothing here knows about widgets or slides; the session, the widget and the benchmark all
+drive this class.
 """
 
 from __future__ import annotations
@@ -28,29 +37,34 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from workbench.interactive._clicks import Click, ClickState, click_maps
+from workbench._errors import InvalidViewError, RefinementError
+from workbench.interactive._clicks import Click, ClickState, click_maps, soft_click_maps
 
 __all__ = ["METHODS", "RefinementEngine"]
 
 METHODS = ("cgam", "fbrs", "none", "random_walker")
+MIN_VIEW_SIDE = 8
 
 
 @dataclass
 class _Snapshot:
-    mask: np.ndarray
-    logits: object  # torch tensor (1, 1, h, w) or None
+    mask: np.ndarray  # view resolution
+    work_mask: np.ndarray | None  # working resolution (the network's "previous mask")
     module_state: dict | None
+    features: object  # the network features in use after this click (torch) or None
     seconds: float
+    steps: int = 0
 
 
 @dataclass
 class _View:
     image: np.ndarray  # view pixels, uint8 (H, W, 3)
-    work: object  # torch (1, 3, h, w) float in [0, 1]
+    work: object  # torch (1, 3, h, w) float in [0, 1] (numpy for the random walker)
     work_rc: tuple[int, int]
     scale: float  # work pixels per view pixel
     prior: np.ndarray | None  # view-resolution prior logits from the initial mask
-    features: object = None  # cached backbone features (when not re-encoding per click)
+    prior_work: np.ndarray | None  # the same at the working resolution
+    blank_features: object = None  # features without clicks (reencode=False)
     history: list[_Snapshot] = field(default_factory=list)
 
 
@@ -59,12 +73,26 @@ def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"view must be an (H, W, 3) RGB array, got shape {arr.shape}")
+        raise InvalidViewError(f"a view must be an (H, W, 3) RGB array, got shape {arr.shape}")
+    if min(arr.shape[:2]) < MIN_VIEW_SIDE:
+        raise InvalidViewError(
+            f"a view of {arr.shape[1]}x{arr.shape[0]} pixels is too small to refine; it needs "
+            f"at least {MIN_VIEW_SIDE} pixels a side (zoom in, or move away from the slide's edge)"
+        )
     arr = arr[:, :, :3]
     if arr.dtype != np.uint8:
         arr = np.clip(arr.astype(np.float64) * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255)
         arr = arr.astype(np.uint8)
     return np.ascontiguousarray(arr)
+
+
+def _resize_bool(mask: np.ndarray, shape_rc: tuple[int, int]) -> np.ndarray:
+    if mask.shape == tuple(shape_rc):
+        return mask.copy()
+    from PIL import Image
+
+    small = Image.fromarray(mask.astype(np.uint8) * 255).resize(shape_rc[::-1], Image.BILINEAR)
+    return np.asarray(small) > 127
 
 
 class RefinementEngine:
@@ -73,38 +101,49 @@ class RefinementEngine:
     Parameters
     ----------
     model
-        Base segmentation network, a ``DetailBranch`` built with ``extra_channels=2``.
-        ``None`` loads the packaged base network (:func:`load_base_model`); not needed for
-        ``method="random_walker"``.
+        Base network: a :class:`~workbench.models.ClickSegmenter` (or an older
+        ``DetailBranch`` with two click channels). ``None`` loads the packaged network
+        (:func:`load_base_model`); not needed for ``method="random_walker"``.
     method
         One of ``"cgam"`` (default), ``"fbrs"``, ``"none"``, ``"random_walker"``.
     work_size
         Longest side, in pixels, at which the network sees the view (views are never
         upsampled). Masks are always returned at the view's own size.
     steps
-        Most optimisation steps per click (Adam); stops early once every clicked pixel is on
-        the right side of the threshold.
+        Adam steps per click from the second click on (CGAM, f-BRS). The loop ends early
+        only when the loss is exactly zero (every pixel of every click disk beyond the
+        margin, nothing changed outside), where a step could not change anything.
     lr
         Adam learning rate for the gate / scale-bias parameters.
     click_radius
         Radius, in working pixels, of the click disks fed to the network.
+    loss_radius
+        Radius, in working pixels, of the disk around each click that the CGAM / f-BRS loss
+        covers (default: ``click_radius``). The simulated user clicks the deepest point of an
+        error region, so everything within that depth shares the click's label; a real user
+        also clicks well inside a wrong region.
+    gate_radius
+        Decay length of the gate's soft click maps, as a fraction of the view's longest side.
     neighbourhood
         Radius of the newest click's neighbourhood as a fraction of the view's longest side;
         CGAM penalises logit changes outside it.
     locality_weight
         Weight of that penalty (CGAM) or of the L2 pull to the identity (f-BRS).
+    margin
+        Margin of the squared hinge loss on the click disks, in logits.
+    network_clicks
+        CGAM only: how many clicks the network itself sees; later clicks act through the
+        gate alone. ``None``: the network sees every click.
     prior_strength
         Logit added (+) inside / subtracted (-) outside an initial mask, so a loaded outline
         survives clicks elsewhere.
-    margin
-        Margin of the squared hinge loss on the clicked pixels, in logits.
-    stop_margin
-        Early stop once every clicked pixel's logit is on the right side by this much
-        (0: on the right side of the threshold).
     reencode
-        ``True`` (default): the backbone runs once per click with the click maps as input
-        (cached for the optimisation steps of that click). ``False``: once per view without
-        click maps, so clicks act only through the optimised module.
+        ``True`` (default): the network runs on each click it sees, with the click maps and
+        the previous mask as inputs. ``False``: once per view without clicks, so clicks act
+        only through the optimised module.
+    penalty_points
+        How many feature pixels outside the newest click's neighbourhood the locality
+        penalty samples (evenly spread).
     """
 
     def __init__(
@@ -114,30 +153,41 @@ class RefinementEngine:
         method: str = "cgam",
         work_size: int = 384,
         steps: int = 20,
-        lr: float = 0.1,
+        lr: float = 0.05,
         click_radius: float = 5.0,
-        neighbourhood: float = 0.3,
-        locality_weight: float = 0.3,
-        prior_strength: float = 4.0,
+        loss_radius: float | None = None,
+        gate_radius: float = 0.08,
+        neighbourhood: float = 0.2,
+        locality_weight: float = 1.0,
         margin: float = 1.0,
-        stop_margin: float = 0.0,
+        network_clicks: int | None = 8,
+        prior_strength: float = 4.0,
         reencode: bool = True,
+        penalty_points: int = 768,
     ) -> None:
         if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+            raise RefinementError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if work_size < 32:
-            raise ValueError(f"work_size must be at least 32 pixels, got {work_size}")
+            raise RefinementError(f"work_size must be at least 32 pixels, got {work_size}")
+        if steps < 0 or (network_clicks is not None and network_clicks < 1):
+            raise RefinementError(
+                f"steps must be >= 0 and network_clicks >= 1 (or None), got steps={steps}, "
+                f"network_clicks={network_clicks}"
+            )
         self.method = method
         self.work_size = int(work_size)
         self.steps = int(steps)
         self.lr = float(lr)
         self.click_radius = float(click_radius)
+        self.loss_radius = float(click_radius if loss_radius is None else loss_radius)
+        self.gate_radius = float(gate_radius)
         self.neighbourhood = float(neighbourhood)
         self.locality_weight = float(locality_weight)
-        self.prior_strength = float(prior_strength)
         self.margin = float(margin)
-        self.stop_margin = float(stop_margin)
+        self.network_clicks = None if network_clicks is None else int(network_clicks)
+        self.prior_strength = float(prior_strength)
         self.reencode = bool(reencode)
+        self.penalty_points = int(penalty_points)
         self.model = None
         self.module = None
         if method != "random_walker":
@@ -159,6 +209,14 @@ class RefinementEngine:
         self.clicks: ClickState | None = None
         self.last_seconds: float = 0.0
         self.last_steps: int = 0
+        # Offsets of the loss disk's sample points (working pixels), about 80 per click
+        # whatever the radius.
+        rl = self.loss_radius
+        stride = max(1, int(round(rl / 5.0)))
+        r = int(np.ceil(rl))
+        dy, dx = np.mgrid[-r : r + 1 : stride, -r : r + 1 : stride]
+        keep = dy**2 + dx**2 <= rl**2
+        self._disk = np.stack([dx[keep], dy[keep]], axis=1).astype(np.float32)  # (k, 2) x, y
 
     # ---------------------------------------------------------------- view -------------
     def set_view(self, image: np.ndarray, *, initial_mask: np.ndarray | None = None) -> np.ndarray:
@@ -166,6 +224,12 @@ class RefinementEngine:
 
         The starting mask is ``initial_mask`` (e.g. a saved outline or a lesion prediction)
         or, when there is none, an empty mask.
+
+        Raises
+        ------
+        InvalidViewError
+            The image is not RGB, or smaller than 8 pixels a side; or ``initial_mask`` does
+            not have the view's shape.
         """
         image = _as_rgb_uint8(image)
         h, w = image.shape[:2]
@@ -175,23 +239,38 @@ class RefinementEngine:
         else:
             mask = np.asarray(initial_mask).astype(bool)
             if mask.shape != (h, w):
-                raise ValueError(
+                raise InvalidViewError(
                     f"initial_mask has shape {mask.shape}, but the view is {(h, w)}; "
                     "pass a mask of the view's size"
                 )
             mask = mask.copy()
             prior = np.where(mask, self.prior_strength, -self.prior_strength).astype(np.float32)
         scale = min(1.0, self.work_size / max(h, w))
-        work_rc = (max(int(round(h * scale)), 8), max(int(round(w * scale)), 8))
-        work = None
-        if self.model is not None or self.method == "random_walker":
-            work = self._resize_image(image, work_rc)
-        self._view = _View(image=image, work=work, work_rc=work_rc, scale=scale, prior=prior)
-        self._view.history.append(_Snapshot(mask=mask, logits=None, module_state=None, seconds=0.0))
+        scale = max(scale, min(1.0, MIN_VIEW_SIDE / min(h, w)))
+        work_rc = (max(int(round(h * scale)), 1), max(int(round(w * scale)), 1))
+        work = self._resize_image(image, work_rc)
+        work_mask = _resize_bool(mask, work_rc)
+        prior_work = None
+        if prior is not None:
+            prior_work = np.where(work_mask, self.prior_strength, -self.prior_strength).astype(
+                np.float32
+            )
+        self._view = _View(
+            image=image,
+            work=work,
+            work_rc=work_rc,
+            scale=scale,
+            prior=prior,
+            prior_work=prior_work,
+        )
+        self._view.history.append(
+            _Snapshot(mask=mask, work_mask=work_mask, module_state=None, features=None, seconds=0.0)
+        )
         self.clicks = ClickState((h, w))
         if self.module is not None:
             self.module.reset_parameters()
         self.last_seconds = 0.0
+        self.last_steps = 0
         return mask.copy()
 
     def _resize_image(self, image: np.ndarray, work_rc: tuple[int, int]):
@@ -204,12 +283,13 @@ class RefinementEngine:
         torch = self._torch
         t = torch.tensor(image).permute(2, 0, 1)[None].float() / 255.0
         if work_rc != image.shape[:2]:
-            t = torch.nn.functional.interpolate(t, size=work_rc, mode="area")
+            mode = "area" if work_rc[0] <= image.shape[0] else "bilinear"
+            t = torch.nn.functional.interpolate(t, size=work_rc, mode=mode)
         return t.contiguous()
 
     def _require_view(self) -> _View:
         if self._view is None:
-            raise RuntimeError("no view set: call set_view(image) first")
+            raise InvalidViewError("no view set: call set_view(image) first")
         return self._view
 
     # --------------------------------------------------------------- state -------------
@@ -222,18 +302,23 @@ class RefinementEngine:
     def shape_rc(self) -> tuple[int, int]:
         return self._require_view().image.shape[:2]
 
+    @property
+    def image(self) -> np.ndarray:
+        """The view being refined (uint8 RGB)."""
+        return self._require_view().image
+
+    @property
+    def steps_per_click(self) -> list[int]:
+        """Optimisation steps taken on each click so far (0 where none)."""
+        return [s.steps for s in self._require_view().history[1:]]
+
     def undo(self) -> np.ndarray:
         """Remove the newest click; restores exactly the mask and gate state before it."""
         view = self._require_view()
         if len(view.history) > 1:
             view.history.pop()
             self.clicks.undo()
-            state = view.history[-1].module_state
-            if self.module is not None:
-                if state is None:
-                    self.module.reset_parameters()
-                else:
-                    self.module.load_state_dict(state)
+            self._restore(view.history[-1].module_state)
         return self.mask
 
     def reset(self) -> np.ndarray:
@@ -241,15 +326,23 @@ class RefinementEngine:
         view = self._require_view()
         del view.history[1:]
         self.clicks.reset()
-        if self.module is not None:
-            self.module.reset_parameters()
+        self._restore(None)
         return self.mask
+
+    def _restore(self, state: dict | None) -> None:
+        if self.module is None:
+            return
+        if state is None:
+            self.module.reset_parameters()
+        else:
+            self.module.load_state_dict(state)
 
     # --------------------------------------------------------------- clicks ------------
     def add_click(self, x: float, y: float, positive: bool = True) -> np.ndarray:
         """Add a click at view pixel ``(x, y)`` and return the refined mask.
 
-        A click outside the view is ignored with a warning and the mask is unchanged.
+        A click outside the view is ignored with a :class:`UserWarning` and the mask is
+        unchanged (a stray click must not end a refinement session).
         """
         view = self._require_view()
         click = Click(float(x), float(y), bool(positive))
@@ -257,109 +350,188 @@ class RefinementEngine:
             return self.mask
         start = time.perf_counter()
         if self.method == "random_walker":
-            self.last_steps = 0
-            mask, logits, state = self._random_walker(view), None, None
+            snap = _Snapshot(self._random_walker(view), None, None, None, 0.0)
         else:
-            mask, logits, state = self._network_step(view)
-        seconds = time.perf_counter() - start
-        self.last_seconds = seconds
-        view.history.append(
-            _Snapshot(mask=mask, logits=logits, module_state=state, seconds=seconds)
-        )
-        return mask.copy()
+            snap = self._network_step(view)
+        snap.seconds = time.perf_counter() - start
+        self.last_seconds = snap.seconds
+        self.last_steps = snap.steps
+        view.history.append(snap)
+        return snap.mask.copy()
 
     # ------------------------------------------------------------ network --------------
-    def _network_step(self, view: _View):
+    def _encode(self, view: _View, clicks, prev_work: np.ndarray):
+        torch = self._torch
+        if not self.reencode:
+            if view.blank_features is None:
+                with torch.inference_mode():
+                    view.blank_features = self.model.encode(view.work).clone()
+            return view.blank_features
+        maps = click_maps(clicks, view.work_rc, radius=self.click_radius, scale=view.scale)
+        extra = [torch.from_numpy(maps)[None]]
+        if self.model.extra_channels >= 3:
+            extra.append(torch.from_numpy(prev_work.astype(np.float32))[None, None])
+        with torch.inference_mode():
+            features = self.model.encode(view.work, torch.cat(extra, dim=1))
+        return features.clone()  # a normal tensor: autograd may flow from it
+
+    def _head_points(self, x):
+        F = self._torch.nn.functional
+        first = getattr(self.model, "head_in", None) or self.model.head_hidden
+        out = self.model.head_out
+        hidden = F.relu(F.linear(x, first.weight.flatten(1), first.bias))
+        return F.linear(hidden, out.weight.flatten(1), out.bias)[:, 0]
+
+    def _disk_samples(self, view: _View, clicks, fh: int, fw: int):
+        """Bilinear weights from feature pixels to every work pixel of every click disk."""
+        hw, ww = view.work_rc
+        pts, owner = [], []
+        for k, c in enumerate(clicks):
+            cx = (c.x + 0.5) * view.scale - 0.5
+            cy = (c.y + 0.5) * view.scale - 0.5
+            p = self._disk + np.array([round(cx), round(cy)], np.float32)
+            p = p[(p[:, 0] >= 0) & (p[:, 0] < ww) & (p[:, 1] >= 0) & (p[:, 1] < hw)]
+            if not len(p):
+                p = np.array([[min(max(round(cx), 0), ww - 1), min(max(round(cy), 0), hw - 1)]])
+            pts.append(p)
+            owner.append(np.full(len(p), k))
+        pts = np.concatenate(pts).astype(np.float64)
+        owner = np.concatenate(owner)
+        # Work pixel centre -> feature grid coordinate (as bilinear interpolation with
+        # align_corners=False sees it), clamped at the border like F.interpolate.
+        u = np.clip((pts[:, 0] + 0.5) * fw / ww - 0.5, 0, fw - 1)
+        v = np.clip((pts[:, 1] + 0.5) * fh / hw - 0.5, 0, fh - 1)
+        j0, i0 = np.floor(u).astype(int), np.floor(v).astype(int)
+        j1, i1 = np.minimum(j0 + 1, fw - 1), np.minimum(i0 + 1, fh - 1)
+        du, dv = u - j0, v - i0
+        corners = [
+            (i0, j0, (1 - dv) * (1 - du)),
+            (i0, j1, (1 - dv) * du),
+            (i1, j0, dv * (1 - du)),
+            (i1, j1, dv * du),
+        ]
+        flat = np.concatenate([i * fw + j for i, j, _ in corners])
+        unique, inverse = np.unique(flat, return_inverse=True)
+        weights = np.zeros((len(pts), len(unique)), np.float32)
+        n = len(pts)
+        for k, (_, _, wgt) in enumerate(corners):
+            np.add.at(weights, (np.arange(n), inverse[k * n : (k + 1) * n]), wgt)
+        prior = np.zeros(n, np.float32)
+        if view.prior_work is not None:
+            r = np.clip(pts[:, 1].astype(int), 0, hw - 1)
+            c = np.clip(pts[:, 0].astype(int), 0, ww - 1)
+            prior = view.prior_work[r, c]
+        sign = np.array([1.0 if clicks[k].positive else -1.0 for k in owner], np.float32)
+        # Every click counts equally, whatever the number of its disk pixels inside the view.
+        counts = np.bincount(owner, minlength=len(clicks)).astype(np.float32)
+        point_weight = 1.0 / (counts[owner] * len(clicks))
+        return unique, weights, prior, sign, point_weight
+
+    def _penalty_points(self, view: _View, fh: int, fw: int) -> np.ndarray:
+        newest = self.clicks.last
+        h, w = view.image.shape[:2]
+        fy = (np.arange(fh) + 0.5) * (h / fh) - 0.5
+        fx = (np.arange(fw) + 0.5) * (w / fw) - 0.5
+        d2 = (fy[:, None] - newest.y) ** 2 + (fx[None, :] - newest.x) ** 2
+        outside = np.flatnonzero((d2 > (self.neighbourhood * max(h, w)) ** 2).ravel())
+        if len(outside) > self.penalty_points:
+            outside = outside[np.linspace(0, len(outside) - 1, self.penalty_points).astype(int)]
+        return outside
+
+    def _network_step(self, view: _View) -> _Snapshot:
         torch = self._torch
         F = torch.nn.functional
         clicks = self.clicks.clicks
-        h, w = view.image.shape[:2]
-        maps = torch.from_numpy(
-            click_maps(clicks, view.work_rc, radius=self.click_radius, scale=view.scale)
-        )[None]
-        if self.reencode or view.features is None:
-            with torch.inference_mode():
-                enc_maps = maps if self.reencode else torch.zeros_like(maps)
-                features = self.model.encode(view.work, enc_maps)
-            # Leave inference mode so autograd can flow through the cached features.
-            features = features.clone()
-            if not self.reencode:
-                view.features = features
+        last = view.history[-1]
+        n = len(clicks)
+        sees_click = self.method != "cgam" or self.network_clicks is None
+        sees_click = sees_click or n <= self.network_clicks
+        if sees_click or last.features is None:
+            features = self._encode(view, clicks, last.work_mask)
         else:
-            features = view.features
+            features = last.features
         fh, fw = features.shape[2:]
-
-        # Click positions in the feature grid's normalised coordinates: sampling there with
-        # grid_sample gives exactly the value bilinear upsampling puts on the clicked pixel.
-        xs = torch.tensor([(c.x + 0.5) / w * 2 - 1 for c in clicks], dtype=torch.float32)
-        ys = torch.tensor([(c.y + 0.5) / h * 2 - 1 for c in clicks], dtype=torch.float32)
-        grid = torch.stack([xs, ys], dim=1).view(1, 1, -1, 2)
-        sign = torch.tensor([1.0 if c.positive else -1.0 for c in clicks])
-        prior_at = torch.zeros(len(clicks))
-        if view.prior is not None:
-            prior_at = torch.tensor(
-                [
-                    view.prior[min(max(c.rc[0], 0), h - 1), min(max(c.rc[1], 0), w - 1)]
-                    for c in clicks
-                ]
-            )
-
-        def click_logits(low):
-            vals = F.grid_sample(low, grid, mode="bilinear", align_corners=False)
-            return vals.view(-1) + prior_at
+        h, w = view.image.shape[:2]
+        guide = None
+        if self.method == "cgam":
+            guide = torch.from_numpy(
+                soft_click_maps(
+                    clicks, (fh, fw), radius=self.gate_radius * max(fh, fw), scale=fw / w
+                )
+            )[None]
 
         steps = 0
-        if self.module is None:
-            with torch.no_grad():
-                low = self.model.head_lowres(features)
-        else:
-            gate_maps = F.adaptive_avg_pool2d(maps, (fh, fw))
-            with torch.no_grad():
-                reference = self.model.head_lowres(self.module(features, gate_maps))
-            low = reference
-            outside = None
-            if self.method == "cgam":
-                newest = clicks[-1]
-                fy = (torch.arange(fh, dtype=torch.float32) + 0.5) * (h / fh) - 0.5
-                fx = (torch.arange(fw, dtype=torch.float32) + 0.5) * (w / fw) - 0.5
-                d2 = (fy[:, None] - newest.y) ** 2 + (fx[None, :] - newest.x) ** 2
-                radius = self.neighbourhood * max(h, w)
-                outside = (d2 > radius**2).float()[None, None]
-                n_out = outside.sum().clamp(min=1.0)
-            init = [p.detach().clone() for p in self.module.parameters()]
-            params = [p for p in self.module.parameters()]
-            for p in params:
-                p.requires_grad_(True)
-            optimiser = torch.optim.Adam(params, lr=self.lr)
-            for _ in range(self.steps):
-                with torch.no_grad():
-                    if bool(torch.all(sign * click_logits(low) >= self.stop_margin)):
-                        break
-                optimiser.zero_grad(set_to_none=True)
-                low = self.model.head_lowres(self.module(features, gate_maps))
-                hinge = torch.relu(self.margin - sign * click_logits(low)).pow(2).mean()
-                if outside is not None:
-                    penalty = ((low - reference).pow(2) * outside).sum() / n_out
-                else:
-                    penalty = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, init, strict=True))
-                loss = hinge + self.locality_weight * penalty
-                loss.backward()
-                optimiser.step()
-                steps += 1
-                low = low.detach()
-            with torch.no_grad():
-                if steps:
-                    low = self.model.head_lowres(self.module(features, gate_maps))
-            for p in params:
-                p.requires_grad_(False)
-        self.last_steps = steps
+        if self.module is not None and n >= 2 and self.steps > 0:
+            steps = self._optimise(view, clicks, features, guide)
         with torch.no_grad():
-            logits = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-        logits = logits.numpy()
+            gated = features if self.module is None else self.module(features, guide)
+            low = self.model.head_lowres(gated)
+            work_logits = F.interpolate(
+                low, size=view.work_rc, mode="bilinear", align_corners=False
+            )
+            view_logits = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+        work_logits = work_logits[0, 0].numpy()
+        view_logits = view_logits[0, 0].numpy()
         if view.prior is not None:
-            logits = logits + view.prior
+            work_logits = work_logits + view.prior_work
+            view_logits = view_logits + view.prior
         state = copy.deepcopy(self.module.state_dict()) if self.module is not None else None
-        return logits > 0, low.detach(), state
+        return _Snapshot(
+            mask=view_logits > 0,
+            work_mask=work_logits > 0,
+            module_state=state,
+            features=features,
+            seconds=0.0,
+            steps=steps,
+        )
+
+    def _optimise(self, view: _View, clicks, features, guide) -> int:
+        """Adam on the module's parameters (one flat vector, a hand-written update: a few
+        tensor operations per step, no optimiser object to build)."""
+        torch = self._torch
+        fh, fw = features.shape[2:]
+        flat = features[0].flatten(1).T  # (fh * fw, C)
+        guide_flat = guide[0].flatten(1).T if guide is not None else None
+        unique, weights, prior, sign, point_weight = self._disk_samples(view, clicks, fh, fw)
+        n_disk = len(unique)
+        idx = torch.from_numpy(unique)
+        if self.method == "cgam":
+            idx = torch.cat([idx, torch.from_numpy(self._penalty_points(view, fh, fw))])
+        f_pts = flat[idx]
+        g_pts = guide_flat[idx] if guide_flat is not None else None
+        w_disk = torch.from_numpy(weights)
+        prior_t = torch.from_numpy(prior)
+        sign_t = torch.from_numpy(sign)
+        pw_t = torch.from_numpy(point_weight.astype(np.float32))
+        module = self.module
+        theta0 = module.flat_parameters()
+        with torch.no_grad():
+            reference = self._head_points(module.gate_points_flat(theta0, f_pts, g_pts))[n_disk:]
+        theta = theta0.clone().requires_grad_(True)
+        m = torch.zeros_like(theta)
+        v = torch.zeros_like(theta)
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        steps = 0
+        for t in range(1, self.steps + 1):
+            out = self._head_points(module.gate_points_flat(theta, f_pts, g_pts))
+            logits = w_disk @ out[:n_disk] + prior_t
+            loss = (torch.relu(self.margin - sign_t * logits).pow(2) * pw_t).sum()
+            if self.method == "cgam":
+                penalty = (out[n_disk:] - reference).pow(2).mean()
+            else:
+                penalty = (theta - theta0).pow(2).sum()
+            loss = loss + self.locality_weight * penalty
+            if float(loss.detach()) == 0.0:
+                break  # nothing left to fix and nothing changed: a step would be a no-op
+            (grad,) = torch.autograd.grad(loss, theta)
+            with torch.no_grad():
+                m.mul_(beta1).add_(grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                step = self.lr * (m / (1 - beta1**t)) / ((v / (1 - beta2**t)).sqrt() + eps)
+                theta -= step
+            steps += 1
+        module.load_flat_parameters(theta.detach())
+        return steps
 
     # ------------------------------------------------------------- walker ---------------
     def _random_walker(self, view: _View) -> np.ndarray:
@@ -390,3 +562,8 @@ class RefinementEngine:
 
             prob = resize(prob, (h, w), order=1)
         return prob > 0.5
+
+    def __repr__(self) -> str:
+        view = "no view" if self._view is None else f"view {self.shape_rc[1]}x{self.shape_rc[0]}"
+        n = 0 if self.clicks is None else len(self.clicks)
+        return f"RefinementEngine(method={self.method!r}, {view}, {n} clicks)"

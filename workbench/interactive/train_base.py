@@ -1,16 +1,38 @@
-"""Train the base click-conditioned segmenter: ``python -m workbench.interactive.train_base``.
+"""Train the click network under refinement: ``python -m workbench.interactive.train_base``.
 
-Data: procedural H&E-like lesion views, lesion-centred views of a synthetic cohort (seed 7;
-the benchmark uses seed 2024), plus the *training* split of the shared real
-mask pairs when the shared data folder is present (every third real image is held out for
-the benchmark and never used here). Clicks are simulated as in RITM-style training: a few
-random positive/negative clicks, then a few rounds of corrective clicks placed by the
-benchmark's click simulator on the network's own errors.
+RITM-style iterative training of a :class:`~workbench.models.ClickSegmenter` whose inputs are
+the view, positive/negative click disks and the previous mask. For every batch a few
+random clicks are drawn (the first at the object's centre half of the time, as the
+benchmark's simulated user does), then 0–3 rounds of the network's own prediction followed
+by a corrective click from the benchmark's click simulator, the prediction becoming the next
+round's previous mask; the loss (BCE + soft Dice, click disks weighted up) is taken on the
+last round.
+
+Data (see :mod:`workbench.interactive._train_data`): crops of the shared real region pairs,
+object-centred views of single nuclei from the nucleus sets, composites of real textures
+(shared tiles and the inside/outside of real masks), procedural views and a synthetic cohort
+(seed 7; the benchmark's cohort uses seed 2024). All at the engine's working resolution, with
+strong stain (HED), colour, scale, flip and rotation augmentation.
+
+Presets (``--preset``):
+
+``pretrain``
+    no real pair at all: tile composites, procedural and cohort views. Shared by every fold.
+``fold:<set>``
+    leave-one-dataset-out: every real set except ``<set>`` (their ``val`` part held out for
+    choosing settings), starting from the pretrained weights.
+``indomain``
+    the ``train`` part of every real set (each set's ``test`` part is never seen), starting
+    from the pretrained weights: the packaged network.
+
+The whole schedule runs on CPU (one thread) in about 20 min for ``pretrain`` and 15 min for
+each of the others; the run is seeded and reproducible.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -20,196 +42,324 @@ import numpy as np
 from workbench.interactive._clicks import Click, click_maps
 from workbench.interactive._simulate import next_click
 
-
-def _resize(image: np.ndarray, mask: np.ndarray, scale: float):
-    from PIL import Image
-
-    h, w = mask.shape
-    size = (max(int(w * scale), 8), max(int(h * scale), 8))
-    im = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-    m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.BILINEAR)) > 127
-    return im, m
+PRESETS = ("pretrain", "indomain", "fold:<set>")
+DEFAULT_PRETRAIN = Path("data/generated/interactive/pretrain.safetensors")
+_DEFAULT_ITERATIONS = {"pretrain": 1500, "finetune": 1000}
 
 
-def _random_clicks(rng, mask: np.ndarray) -> list[Click]:
+def _default_root() -> str:
+    return os.environ.get("WORKBENCH_REAL_DATA") or str(
+        Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    )
+
+
+def _initial_clicks(rng: np.random.Generator, mask: np.ndarray) -> list[Click]:
+    """First positive click (centre half of the time) plus a few random extra clicks."""
+    from scipy.ndimage import binary_dilation, distance_transform_edt
+
     clicks: list[Click] = []
-    if rng.random() < 0.1:
+    h, w = mask.shape
+    depth = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    if depth.max() <= 0:
         return clicks
-    if mask.any():
-        from scipy.ndimage import distance_transform_edt
 
-        depth = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-        deep = np.flatnonzero(depth >= 0.5 * depth.max())
-        inside = np.flatnonzero(mask)
-        n_pos = int(rng.integers(1, 3))
-        for k in range(n_pos):
-            i = int(rng.choice(deep if k == 0 else inside))
-            clicks.append(Click(float(i % mask.shape[1]), float(i // mask.shape[1]), True))
-    outside = np.flatnonzero(~mask)
-    if outside.size:
-        for _ in range(int(rng.integers(0, 3))):
-            i = int(rng.choice(outside))
-            clicks.append(Click(float(i % mask.shape[1]), float(i // mask.shape[1]), False))
+    def at(index: int, positive: bool) -> Click:
+        return Click(float(index % w), float(index // w), positive)
+
+    if rng.random() < 0.5:
+        clicks.append(at(int(np.argmax(depth)), True))
+    else:
+        inner = np.flatnonzero(depth >= min(3.0, depth.max()))
+        clicks.append(at(int(rng.choice(inner)), True))
+    if rng.random() < 0.3:
+        inside = np.flatnonzero(depth >= min(2.0, depth.max()))
+        for _ in range(int(rng.integers(1, 3))):
+            clicks.append(at(int(rng.choice(inside)), True))
+    if rng.random() < 0.35:
+        near = binary_dilation(mask, iterations=int(rng.integers(4, 24))) & ~mask
+        pool = np.flatnonzero(near if (rng.random() < 0.6 and near.any()) else ~mask)
+        if pool.size:
+            for _ in range(int(rng.integers(1, 4))):
+                clicks.append(at(int(rng.choice(pool)), False))
     return clicks
+
+
+def _perturbed(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+    """A plausible but wrong starting outline: the truth eroded/dilated and warped."""
+    from scipy import ndimage as ndi
+
+    out = mask.copy()
+    k = int(rng.integers(2, 12))
+    out = (
+        ndi.binary_dilation(out, iterations=k)
+        if rng.random() < 0.5
+        else ndi.binary_erosion(out, iterations=k)
+    )
+    from workbench.interactive._train_data import _smooth_field
+
+    noise = _smooth_field(rng, mask.shape[0], mask.shape[0] / 10)[: mask.shape[0], : mask.shape[1]]
+    return out ^ (noise > 2.0)
+
+
+def _config_for(preset: str, real_root: str | None) -> dict:
+    from workbench.interactive._data import REAL_DATASETS
+
+    if preset == "pretrain":
+        return {
+            "datasets": (),
+            "split": "train",
+            "weights": {"tiles": 0.7, "procedural": 0.2, "cohort": 0.1},
+            "init": None,
+            "iterations": _DEFAULT_ITERATIONS["pretrain"],
+            "lr": 2e-3,
+            "crop": 192,
+            "large_shapes": False,
+        }
+    weights = {
+        "region": 0.3,
+        "nucleus": 0.15,
+        "tiles": 0.2,
+        "real_texture": 0.2,
+        "procedural": 0.1,
+        "cohort": 0.05,
+    }
+    if preset == "indomain":
+        datasets, split = REAL_DATASETS, "train"
+    elif preset.startswith("fold:"):
+        held = preset.split(":", 1)[1]
+        if held not in REAL_DATASETS:
+            raise SystemExit(f"unknown fold {held!r}; choose one of {', '.join(REAL_DATASETS)}")
+        datasets, split = tuple(d for d in REAL_DATASETS if d != held), "not_val"
+    else:
+        raise SystemExit(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return {
+        "datasets": datasets,
+        "split": split,
+        "weights": weights,
+        "init": "pretrain",
+        "iterations": _DEFAULT_ITERATIONS["finetune"],
+        "lr": 1e-3,
+        "crop": 224,
+        "large_shapes": True,
+    }
+
+
+def _cohort_views(root: Path, n_patients: int) -> list:
+    from workbench.interactive._data import cohort_views
+
+    views = []
+    for fill in (0.35, 0.6, 0.9):
+        views += cohort_views(root, n_patients=n_patients, seed=7, fill=fill)
+    return views
 
 
 def train(
     *,
-    iterations: int = 900,
-    batch: int = 8,
-    crop: int = 144,
+    preset: str,
+    out: str | Path,
     real_root: str | Path | None = None,
-    cohort_patients: int = 8,
+    init: str | Path | None = None,
+    iterations: int | None = None,
+    batch: int = 8,
+    crop: int | None = None,
+    lr: float | None = None,
     seed: int = 0,
-    out: str | Path | None = None,
+    cohort_root: str | Path | None = None,
+    cohort_patients: int = 8,
     log_every: int = 50,
+    threads: int = 1,
 ) -> dict:
-    """Train and save the base segmenter; returns the training description stored in JSON."""
+    """Train with ``preset`` and save safetensors + JSON at ``out``; returns the record."""
     import torch
     import torch.nn.functional as F
+    from tqdm.auto import tqdm
 
-    from workbench.interactive._base import BASE_CONFIG, BASE_WEIGHTS, save_base_model
-    from workbench.interactive._data import real_mask_pairs, synthetic_lesion_views
-    from workbench.models import DetailBranch
+    from workbench.interactive._base import BASE_CONFIG, load_base_model, save_base_model
+    from workbench.interactive._train_data import TrainingSampler
+    from workbench.models import ClickSegmenter
 
+    torch.set_num_threads(int(threads))
+    cfg = _config_for(preset, str(real_root) if real_root else None)
+    iterations = int(iterations or cfg["iterations"])
+    lr = float(lr or cfg["lr"])
+    crop = int(crop or cfg["crop"])
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    work = 384  # the engine's default working size
-    pool: list[tuple[np.ndarray, np.ndarray]] = []
-    for image, mask in synthetic_lesion_views(60, size=320, seed=10_000 + seed):
-        pool.append((image, mask))
-    n_synthetic = len(pool)
-    n_real = 0
-    if real_root is not None and Path(real_root, "masks").is_dir():
-        for dataset in ("ocdc", "camelyon"):
-            for _, image, mask in real_mask_pairs(real_root, dataset, split="train"):
-                s = work / max(mask.shape)
-                for scale in (0.8 * s, s):
-                    pool.append(_resize(image, mask, scale))
-                    n_real += 1
-    n_cohort = 0
-    if cohort_patients:
-        import tempfile
+    cpu0, wall0 = time.process_time(), time.perf_counter()
 
-        from workbench.interactive._data import cohort_views
-
-        with tempfile.TemporaryDirectory() as tmp:
-            for fill in (0.35, 0.6, 0.9):
-                views = cohort_views(tmp, n_patients=cohort_patients, seed=7, fill=fill)
-                for _, image, mask in views:
-                    pool.append(_resize(image, mask, work / max(mask.shape)))
-                    n_cohort += 1
-    # Sampling shares: real pairs 1/2 (hardest, most varied), procedural and cohort 1/4 each.
-    weights = np.array(
-        [1.0] * n_synthetic
-        + [2.0 * n_synthetic / max(n_real, 1)] * n_real
-        + [n_synthetic / max(n_cohort, 1)] * n_cohort
+    cohort = []
+    if cfg["weights"].get("cohort", 0) > 0 and cohort_patients:
+        root = Path(cohort_root) if cohort_root else Path("data/generated/train_cohort")
+        cohort = _cohort_views(root, cohort_patients)
+    if cfg["datasets"] and (real_root is None or not Path(real_root, "masks").is_dir()):
+        raise SystemExit(f"preset {preset!r} needs the shared real data; pass --real-root")
+    sampler = TrainingSampler(
+        real_root=real_root if real_root and Path(real_root).is_dir() else None,
+        datasets=cfg["datasets"],
+        split=cfg["split"],
+        weights=cfg["weights"],
+        crop=crop,
+        cohort_views=cohort,
+        large_shapes=cfg["large_shapes"],
     )
-    weights /= weights.sum()
 
-    def sample():
-        image, mask = pool[int(rng.choice(len(pool), p=weights))]
-        h, w = mask.shape
-        ch, cw = min(crop, h), min(crop, w)
-        r0, c0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        im = image[r0 : r0 + ch, c0 : c0 + cw].astype(np.float32) / 255.0
-        m = mask[r0 : r0 + ch, c0 : c0 + cw]
-        k = int(rng.integers(0, 4))
-        im, m = np.rot90(im, k), np.rot90(m, k)
-        if rng.random() < 0.5:
-            im, m = im[:, ::-1], m[:, ::-1]
-        im = im * rng.uniform(0.85, 1.15, 3) + rng.uniform(-0.06, 0.06)
-        if (ch, cw) != (crop, crop):
-            im = np.pad(im, ((0, crop - ch), (0, crop - cw), (0, 0)), constant_values=0.9)
-            m = np.pad(m, ((0, crop - ch), (0, crop - cw)))
-        return np.clip(im, 0, 1).astype(np.float32), np.ascontiguousarray(m)
+    if init is not None and str(init) == "none":
+        cfg["init"] = None
+    if cfg["init"] is not None:
+        init_path = Path(init) if init else DEFAULT_PRETRAIN
+        net = load_base_model(init_path).train()
+        for p in net.parameters():
+            p.requires_grad_(True)
+        init_record = str(init_path)
+    else:
+        net = ClickSegmenter(**BASE_CONFIG).train()
+        init_record = None
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=iterations, pct_start=0.1 if cfg["init"] is None else 0.05
+    )
 
-    net = DetailBranch(**BASE_CONFIG)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=iterations)
-    start = time.perf_counter()
-    running = 0.0
-    for it in range(iterations):
-        items = [sample() for _ in range(batch)]
-        images = torch.from_numpy(np.stack([i for i, _ in items])).permute(0, 3, 1, 2).contiguous()
-        masks = [m for _, m in items]
-        clicks = [_random_clicks(rng, m) for m in masks]
-        target = torch.from_numpy(np.stack(masks)).float()[:, None]
+    def guidance(clicks, prev):
+        maps = np.stack([click_maps(c, (crop, crop), radius=5.0) for c in clicks])
+        return torch.cat([torch.from_numpy(maps), prev], dim=1)
 
-        def maps_of(cl):
-            return torch.from_numpy(np.stack([click_maps(c, (crop, crop)) for c in cl]))
-
-        rounds = int(rng.integers(0, 4)) if rng.random() < 0.8 else 0
+    running, history = None, []
+    bar = tqdm(range(iterations), desc=f"train {preset}", mininterval=30)
+    source_counts: dict[str, int] = {}
+    for it in bar:
+        drawn = [sampler.draw(rng) for _ in range(batch)]
+        for src, _, _ in drawn:
+            source_counts[src] = source_counts.get(src, 0) + 1
+        images = torch.from_numpy(np.stack([im for _, im, _ in drawn])).permute(0, 3, 1, 2)
+        images = images.contiguous()
+        masks = [m for _, _, m in drawn]
+        clicks = [_initial_clicks(rng, m) for m in masks]
+        prev = torch.zeros(batch, 1, crop, crop)
+        for b in range(batch):
+            if rng.random() < 0.1:
+                prev[b, 0] = torch.from_numpy(_perturbed(rng, masks[b]).astype(np.float32))
+        rounds = int(rng.integers(1, 4)) if rng.random() < 0.8 else 0
         if rounds:
-            net.eval()
             with torch.no_grad():
                 for _ in range(rounds):
-                    pred = (net(images, maps_of(clicks))["logits"][:, 0] > 0).numpy()
+                    logits = net(images, guidance(clicks, prev))["logits"]
+                    pred = (logits[:, 0] > 0).numpy()
                     for b in range(batch):
                         c = next_click(pred[b], masks[b])
                         if c is not None:
                             clicks[b].append(c)
-            net.train()
-        logits = net(images, maps_of(clicks))["logits"]
+                    prev = torch.from_numpy(pred[:, None].astype(np.float32))
+        extra = guidance(clicks, prev)
+        target = torch.from_numpy(np.stack(masks)).float()[:, None]
+        logits = net(images, extra)["logits"]
+        weight = 1.0 + 4.0 * extra[:, :2].amax(dim=1, keepdim=True)
+        bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight)
         prob = torch.sigmoid(logits)
-        bce = F.binary_cross_entropy_with_logits(logits, target)
         inter = (prob * target).sum(dim=(1, 2, 3))
         dice = 1 - (2 * inter + 1) / (prob.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1)
         loss = bce + dice.mean()
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         sched.step()
         value = float(loss.detach())
-        running = 0.95 * running + 0.05 * value if it else value
+        running = value if running is None else 0.98 * running + 0.02 * value
         if log_every and (it + 1) % log_every == 0:
+            history.append([it + 1, round(running, 4)])
+            bar.set_postfix(loss=f"{running:.3f}")
             print(
-                f"iter {it + 1}/{iterations} loss {running:.3f} ({time.perf_counter() - start:.0f} s)"
+                f"iter {it + 1}/{iterations} loss {running:.3f} "
+                f"cpu {time.process_time() - cpu0:.0f} s wall {time.perf_counter() - wall0:.0f} s",
+                flush=True,
             )
     net.eval()
-    training = {
+    record = {
         "script": "python -m workbench.interactive.train_base",
+        "preset": preset,
+        "init": init_record,
         "iterations": iterations,
         "batch": batch,
         "crop": crop,
+        "composite_shapes": "large" if cfg["large_shapes"] else "pretrain (smaller)",
         "seed": seed,
-        "optimizer": "AdamW lr 3e-3 one-cycle, BCE + soft Dice",
-        "sampling": "real 1/2, procedural 1/4, cohort 1/4",
-        "clicks": "1-2 positive + 0-2 negative random clicks, then 0-3 rounds of simulated corrective clicks",
+        "threads": int(threads),
+        "optimizer": f"AdamW lr {lr:g} one-cycle, weight decay 1e-4, grad clip 5",
+        "loss": "BCE (click disks x5) + soft Dice, on the last of 0-3 corrective rounds",
+        "inputs": "RGB + positive/negative click disks (radius 5) + previous mask",
+        "clicks": (
+            "first positive at the object's centre (p 0.5) or inside; extra positives (p 0.3), "
+            "negatives near or away from the object (p 0.35); then 1-3 rounds (p 0.8) of "
+            "prediction + a simulated corrective click; start from a perturbed truth (p 0.1)"
+        ),
+        "augmentation": (
+            "rot90/flip, free rotation (p 0.25), HED stain jitter sigma 0.2 bias 0.05 (p 0.85), "
+            "saturation/contrast/brightness/gamma (p 0.6), blur (p 0.2), noise (p 0.3), "
+            "zoom 0.55-1.4 (real region crops)"
+        ),
         "data": {
-            "procedural_views": n_synthetic,
-            "cohort_views": n_cohort,
-            "cohort": f"make_cohort(n_patients={cohort_patients}, size='tiny', seed=7), lesion-centred views at 3 zooms",
-            "real_train_views": n_real,
-            "real_split": "shared masks/{ocdc,camelyon}, sorted names, index % 3 != 0 (test = index % 3 == 0)",
+            "datasets": list(cfg["datasets"]),
+            "split": cfg["split"],
+            "pairs": {k: v for k, v in sampler.counts.items()},
+            "weights": sampler.weights,
+            "samples_drawn": source_counts,
+            "cohort": (
+                f"make_cohort(n_patients={cohort_patients}, size='tiny', seed=7), 3 zooms"
+                if cohort
+                else None
+            ),
         },
-        "seconds": round(time.perf_counter() - start, 1),
+        "loss_history": history,
+        "cpu_seconds": round(time.process_time() - cpu0, 1),
+        "wall_seconds": round(time.perf_counter() - wall0, 1),
     }
-    save_base_model(net, out or BASE_WEIGHTS, training=training)
-    return training
+    save_base_model(net, out, training=record)
+    return record
 
 
 def main(argv: list[str] | None = None) -> None:
+    from workbench.interactive._base import BASE_WEIGHTS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=900)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=144)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="weights path (default: packaged weights)")
-    default_root = os.environ.get("WORKBENCH_REAL_DATA") or str(
-        Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    parser.add_argument("--preset", default="indomain", help="pretrain, indomain or fold:<set>")
+    parser.add_argument(
+        "--out", default=None, help="weights path (default: the packaged weights for indomain)"
     )
-    parser.add_argument("--real-root", default=default_root)
+    parser.add_argument(
+        "--init", default=None, help=f"weights to start from (default: {DEFAULT_PRETRAIN})"
+    )
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=None, help="192 (pretrain) / 224")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--real-root", default=_default_root())
+    parser.add_argument("--cohort-root", default=None)
+    parser.add_argument(
+        "--cohort-patients", type=int, default=8, help="synthetic cohort size (0: none)"
+    )
     args = parser.parse_args(argv)
-    info = train(
+    out = args.out
+    if out is None:
+        if args.preset != "indomain":
+            raise SystemExit("--out is required for presets other than indomain")
+        out = BASE_WEIGHTS
+    record = train(
+        preset=args.preset,
+        out=out,
+        real_root=args.real_root,
+        init=args.init,
         iterations=args.iterations,
         batch=args.batch,
         crop=args.crop,
-        real_root=args.real_root,
+        lr=args.lr,
         seed=args.seed,
-        out=args.out,
+        threads=args.threads,
+        cohort_root=args.cohort_root,
+        cohort_patients=args.cohort_patients,
     )
-    print(info)
+    print(json.dumps({k: v for k, v in record.items() if k != "loss_history"}))
 
 
 if __name__ == "__main__":

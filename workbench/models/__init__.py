@@ -7,6 +7,7 @@ from workbench.models._attention import GatedAttentionPool
 from workbench.models._augment import stain_jitter
 from workbench.models._cgam import ChannelScaleBias, ClickGuidedGate
 from workbench.models._checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from workbench.models._clickseg import ClickSegmenter
 from workbench.models._detail import DetailBranch
 from workbench.models._encoder import (
     BUILTIN_ENCODERS,
@@ -38,6 +39,7 @@ __all__ = [
     "BUILTIN_ENCODERS",
     "ChannelScaleBias",
     "ClickGuidedGate",
+    "ClickSegmenter",
     "DetailBranch",
     "EncoderDetail",
     "FocusPredictor",

@@ -2,7 +2,10 @@
 
 Both modules sit between a segmentation network's cached features and its per-pixel head.
 During interactive refinement only their parameters are optimised, so every extra click
-costs a few passes of a cheap head instead of a full backbone pass.
+costs a few passes of a cheap head instead of a full backbone pass. Both are pointwise
+(1x1 convolutions only), so they can also be evaluated on a subset of feature pixels
+(:meth:`ClickGuidedGate.gate_points`), which is what makes an optimisation step cost the same
+whatever the size of the view.
 """
 
 from __future__ import annotations
@@ -65,6 +68,35 @@ class ClickGuidedGate(nn.Module):
         """Gated features ``features * alpha``."""
         return features * self.attention(features, click_maps)
 
+    def gate_points(self, features: torch.Tensor, click_values: torch.Tensor) -> torch.Tensor:
+        """The gate applied to single feature vectors: ``(n, C)`` features and ``(n, K)`` click
+        map values in, ``(n, C)`` gated features out (the same numbers :meth:`forward` gives
+        at those pixels)."""
+        return self.gate_points_flat(self.flat_parameters(), features, click_values)
+
+    def flat_parameters(self) -> torch.Tensor:
+        """All parameters as one vector (a copy): what an optimiser can work on directly."""
+        return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
+
+    def load_flat_parameters(self, theta: torch.Tensor) -> None:
+        """Set the parameters from a vector made by :meth:`flat_parameters`."""
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(theta.detach().clone(), self.parameters())
+
+    def gate_points_flat(
+        self, theta: torch.Tensor, features: torch.Tensor, click_values: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`gate_points` with the parameters taken from the vector ``theta`` (few tensor
+        operations, so that many small optimisation steps stay cheap)."""
+        c, k = features.shape[1], click_values.shape[1]
+        hid = self.psi.in_channels
+        sizes = (hid * c, hid, hid * k, c * hid, c)  # the order of self.parameters()
+        w_f, b_f, w_c, w_psi, b_psi = torch.split(theta, sizes)
+        hidden = torch.addmm(b_f, features, w_f.view(hid, c).T)
+        hidden = F.relu(hidden + click_values @ w_c.view(hid, k).T)
+        alpha = 2.0 * torch.sigmoid(torch.addmm(b_psi, hidden, w_psi.view(c, hid).T))
+        return features * alpha
+
 
 class ChannelScaleBias(nn.Module):
     """f-BRS-style auxiliary parameters: one scale and one bias per feature channel.
@@ -90,3 +122,25 @@ class ChannelScaleBias(nn.Module):
     ) -> torch.Tensor:
         """Scaled and shifted features."""
         return features * self.scale + self.bias
+
+    def gate_points(
+        self, features: torch.Tensor, click_values: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The same on ``(n, C)`` feature vectors."""
+        return self.gate_points_flat(self.flat_parameters(), features, click_values)
+
+    def flat_parameters(self) -> torch.Tensor:
+        """Scale and bias as one vector (a copy)."""
+        return torch.cat([self.scale.detach().reshape(-1), self.bias.detach().reshape(-1)])
+
+    def load_flat_parameters(self, theta: torch.Tensor) -> None:
+        """Set scale and bias from a vector made by :meth:`flat_parameters`."""
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(theta.detach().clone(), self.parameters())
+
+    def gate_points_flat(
+        self, theta: torch.Tensor, features: torch.Tensor, click_values: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """:meth:`gate_points` with scale and bias taken from ``theta``."""
+        c = features.shape[1]
+        return features * theta[:c] + theta[c:]

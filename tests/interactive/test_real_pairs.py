@@ -1,0 +1,60 @@
+"""Real image/mask pairs (shared data): splits by source group, views, and refinement."""
+
+from __future__ import annotations
+
+import pytest
+
+from workbench.interactive import RefinementEngine, evaluate_clicks, load_base_model
+from workbench.interactive._data import (
+    NUCLEUS_DATASETS,
+    REAL_DATASETS,
+    benchmark_views,
+    load_mask_pairs,
+)
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def masks_root(real_data):
+    if not (real_data / "masks").is_dir():
+        pytest.skip("the shared data has no masks/ folder")
+    return real_data
+
+
+@pytest.mark.parametrize("dataset", REAL_DATASETS)
+def test_splits_partition_the_source_groups(masks_root, dataset):
+    every = load_mask_pairs(masks_root, dataset, split="all")
+    parts = {s: load_mask_pairs(masks_root, dataset, split=s) for s in ("test", "val", "fit")}
+    names = [p.name for ps in parts.values() for p in ps]
+    assert sorted(names) == sorted(p.name for p in every)  # a partition of the pairs
+    groups = {s: {p.group for p in ps} for s, ps in parts.items()}
+    assert not (groups["test"] & groups["val"]) and not (groups["test"] & groups["fit"])
+    assert not (groups["val"] & groups["fit"])  # no patient / source image in two parts
+    assert parts["test"] and parts["fit"]
+    train = {p.name for p in load_mask_pairs(masks_root, dataset, split="train")}
+    assert train == {p.name for s in ("val", "fit") for p in parts[s]}
+    if dataset in ("monusac", "monuseg"):
+        assert all(p.group == p.name[:12] for p in every)  # TCGA patient barcodes
+
+
+def test_nucleus_views_hold_one_object(masks_root):
+    from scipy import ndimage as ndi
+
+    views = benchmark_views(masks_root, NUCLEUS_DATASETS[1], split="test", max_views=6, seed=0)
+    assert len(views) == 6
+    for _, image, mask in views:
+        assert image.shape == (192, 192, 3) and 0.02 < mask.mean() < 0.5
+        assert ndi.label(mask)[1] == 1
+
+
+def test_clicks_refine_a_real_tumour_outline(masks_root):
+    """The packaged network on an OCDC test image (never trained on): the first click gives
+    a sizeable part of the tumour, and five clicks improve it."""
+    name, image, gt = benchmark_views(masks_root, "ocdc", split="test")[0]
+    engine = RefinementEngine(load_base_model(), method="cgam")
+    run = evaluate_clicks(engine, image, gt, max_clicks=5, target_iou=0.99)
+    ious = run["ious"]
+    assert ious[0] > 0.3, name
+    assert ious[-1] > ious[0] + 0.05
+    assert run["optimised_clicks"] >= 1

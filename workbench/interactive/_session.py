@@ -1,0 +1,720 @@
+"""``RefinementSession``: refine a slide's lesion outline with clicks, without any UI.
+
+The session owns the lesion outline of one slide in **level-0 pixels** (a shapely geometry),
+and a *view*: a window of the slide at some magnification that the refinement engine works
+on. Moving the view (go to a point or a focus region, zoom in/out, pan) first folds the open
+view's clicks into the slide outline, then draws the outline into the new view as its
+starting mask, so nothing is lost between views or magnifications. :meth:`save` writes the
+outline as QuPath GeoJSON and, with an AnnData, the refined lesion per region, validating
+every output path before anything is written.
+
+The widget (:class:`~workbench.interactive.RegionRefiner`), the demo and the tests all drive
+this class; nothing here imports ipywidgets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from workbench._constants import LESION_CLASS, LESION_COLOR, LESION_REFINED
+from workbench._errors import InvalidViewError, RefinementError
+
+__all__ = ["RefinementSession"]
+
+LESION_REFINED_FRACTION = LESION_REFINED + "_fraction"
+_POS_COLOUR = (0, 200, 70)
+_NEG_COLOUR = (230, 40, 40)
+_MASK_COLOUR = np.array([255, 60, 200], np.float32)
+_DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import binary_erosion
+
+    return mask & ~binary_erosion(mask, border_value=0)
+
+
+def _draw_dot(img: np.ndarray, x: float, y: float, colour, radius: int = 4) -> None:
+    h, w = img.shape[:2]
+    r0, c0 = int(round(y)), int(round(x))
+    rr, cc = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    disk = rr**2 + cc**2 <= radius**2
+    ring = disk & (rr**2 + cc**2 >= (radius - 1.5) ** 2)
+    for m, col in ((disk, colour), (ring, (255, 255, 255))):
+        ys, xs = np.nonzero(m)
+        ys, xs = ys + r0 - radius, xs + c0 - radius
+        keep = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+        img[ys[keep], xs[keep]] = col
+
+
+def _check_output_path(path: Path, what: str) -> Path:
+    """Raise :class:`~workbench.io.OutputWriteError` unless ``path`` can be written."""
+    from workbench.io import OutputWriteError
+
+    path = Path(path).expanduser()
+    if path.exists() and path.is_dir():
+        raise OutputWriteError(
+            f"the {what} path {str(path)!r} is a folder; give a file name inside it"
+        )
+    existing = path.parent
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise OutputWriteError(
+            f"cannot save the {what} to {str(path)!r}: {str(existing)!r} is a file, not a "
+            "folder; choose another location"
+        )
+    if not os.access(existing, os.W_OK):
+        raise OutputWriteError(
+            f"cannot save the {what} to {str(path)!r}: {str(existing)!r} is not writable; "
+            "choose a writable location"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputWriteError(
+            f"cannot replace the {what} {str(path)!r}: the file is read-only; choose "
+            "another name or make it writable"
+        )
+    return path
+
+
+class RefinementSession:
+    """Refine a slide's lesion outline with positive and negative clicks, headless.
+
+    Parameters
+    ----------
+    slide
+        A :class:`~workbench.io.Slide` or a path that ``Slide`` opens.
+    adata
+        Optional region AnnData of the slide (``pp.region_graph`` / ``tl.extract``). Its focus
+        regions (``uns["explain"]``) are offered as places to go, its lesion maps are the
+        starting outline when nothing was saved before, and :meth:`save` writes the refined
+        lesion back (``obs["lesion_refined"]``, ``obs["lesion_refined_fraction"]``,
+        ``uns["lesion_refined"]``).
+    geojson
+        Previously saved outline (ours or a QuPath export) to start from; polygons classified
+        ``"Tumor"`` (or unclassified) are read.
+    output
+        Where :meth:`save` writes the GeoJSON (default: ``geojson`` when given, else
+        ``<slide name>.lesion.geojson`` next to the slide, or ``lesion.geojson`` in the
+        working folder for in-memory slides).
+    adata_path
+        When given, :meth:`save` also writes the updated AnnData there.
+    view_size
+        Side of the square view in pixels.
+    view_downsample
+        Level-0 pixels per view pixel at the start (the view's magnification).
+    method, engine
+        Refinement method for a new :class:`RefinementEngine`, or a ready engine.
+    overview_size
+        Longest side of the overview thumbnail.
+    zoom_step
+        Factor of one :meth:`zoom_in` / :meth:`zoom_out`.
+    min_downsample
+        The finest magnification :meth:`zoom_in` goes to (level-0 pixels per view pixel).
+    """
+
+    def __init__(
+        self,
+        slide,
+        *,
+        adata=None,
+        geojson: str | Path | None = None,
+        output: str | Path | None = None,
+        adata_path: str | Path | None = None,
+        view_size: int = 512,
+        view_downsample: float = 2.0,
+        method: str = "cgam",
+        engine=None,
+        overview_size: int = 512,
+        zoom_step: float = 2.0,
+        min_downsample: float = 1.0,
+    ) -> None:
+        from workbench.interactive._engine import RefinementEngine
+        from workbench.io import Slide
+
+        if not (isinstance(view_size, int | np.integer) and view_size >= 8):
+            raise InvalidViewError(f"view_size must be an integer >= 8 pixels, got {view_size!r}")
+        for name, value, low in (
+            ("view_downsample", view_downsample, 0.0),
+            ("zoom_step", zoom_step, 1.0),
+            ("min_downsample", min_downsample, 0.0),
+        ):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > low):
+                raise RefinementError(f"{name} must be a finite number > {low:g}, got {value!r}")
+        self.slide = slide if isinstance(slide, Slide) else Slide(slide)
+        self.adata = adata
+        self.adata_path = Path(adata_path) if adata_path is not None else None
+        self.view_size = int(view_size)
+        self.zoom_step = float(zoom_step)
+        self.min_downsample = float(min_downsample)
+        self.engine = engine if engine is not None else RefinementEngine(method=method)
+        self.status = ""
+        self.saved_path: Path | None = None
+
+        if output is None:
+            if geojson is not None:
+                output = geojson
+            elif self.slide.path and Path(self.slide.path).exists():
+                p = Path(self.slide.path)
+                output = p.with_name(p.stem + ".lesion.geojson")
+            else:
+                output = Path.cwd() / "lesion.geojson"
+        self.output = Path(output)
+
+        self.overview = self.slide.thumbnail(max_size=int(overview_size))
+        self.overview_scale = self.slide.thumbnail_scale(self.overview.shape)
+        self._lesion = self._starting_lesion(geojson)  # shapely geometry, level-0 pixels
+        self._origin = (0.0, 0.0)
+        self._ds = float(view_downsample)
+        self._image: np.ndarray | None = None
+        self._focus = self._focus_regions()
+        start = self._focus[0][1] if self._focus else self._lesion_centre()
+        self.go_to(start)
+
+    # ---------------------------------------------------------------- lesion store -----
+    def _starting_lesion(self, geojson):
+        from shapely.geometry import shape
+        from shapely.ops import unary_union
+
+        from workbench.io import read_geojson
+
+        anns = []
+        if geojson is not None and Path(geojson).exists():
+            anns = read_geojson(geojson)
+        elif self.adata is not None and LESION_REFINED in getattr(self.adata, "uns", {}):
+            text = self.adata.uns[LESION_REFINED].get("geojson")
+            if text:
+                anns = self._annotations_from_text(str(text))
+        elif self.adata is not None and "explain" in getattr(self.adata, "uns", {}):
+            anns = self._explain_annotations()
+        polys = []
+        for ann in anns:
+            if ann.geometry_type not in ("Polygon", "MultiPolygon"):
+                continue
+            if ann.classification not in (None, LESION_CLASS):
+                continue
+            geom = shape(ann.geometry)
+            if not geom.is_valid:
+                geom = geom.buffer(0)
+            polys.append(geom)
+        return unary_union(polys) if polys else None
+
+    @staticmethod
+    def _annotations_from_text(text: str):
+        from workbench.io import read_geojson
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "lesion.geojson"
+            path.write_text(text)
+            return read_geojson(path)
+
+    def _explain_annotations(self):
+        from workbench.io import mask_to_annotations
+
+        ex = self.adata.uns["explain"]
+        focus = ex.get("focus", {})
+        thr = float(ex.get("lesion_threshold", 0.5))
+        anns = []
+        maps = focus.get("lesion_maps")
+        boxes = focus.get("boxes_xywh")
+        if maps is None or boxes is None:
+            return anns
+        for m, (x, y, w, h) in zip(np.asarray(maps), np.asarray(boxes, float), strict=False):
+            mask = m >= thr
+            if mask.any():
+                anns.extend(
+                    mask_to_annotations(
+                        mask,
+                        classification=LESION_CLASS,
+                        scale_xy=(w / mask.shape[1], h / mask.shape[0]),
+                        offset_xy=(x, y),
+                    )
+                )
+        return anns
+
+    def _focus_regions(self) -> list[tuple[str, tuple[float, float]]]:
+        if self.adata is None or "explain" not in getattr(self.adata, "uns", {}):
+            return []
+        focus = self.adata.uns["explain"].get("focus", {})
+        centres = np.asarray(focus.get("centers_xy", np.zeros((0, 2))), float)
+        scores = np.asarray(focus.get("focus_score", np.zeros(len(centres))), float)
+        probs = np.asarray(focus.get("lesion_prob", np.zeros(len(centres))), float)
+        return [
+            (f"focus {i + 1} (score {scores[i]:.2f}, lesion p {probs[i]:.2f})", tuple(c))
+            for i, c in enumerate(centres)
+        ]
+
+    @property
+    def focus_regions(self) -> list[tuple[str, tuple[float, float]]]:
+        """``(label, level-0 centre (x, y))`` of the AnnData's focus regions (may be empty)."""
+        return list(self._focus)
+
+    def _lesion_centre(self) -> tuple[float, float]:
+        if self._lesion is not None and not self._lesion.is_empty:
+            p = self._lesion.representative_point()
+            return (p.x, p.y)
+        w, h = self.slide.dimensions
+        return (w / 2.0, h / 2.0)
+
+    def _view_box(self):
+        from shapely.geometry import box
+
+        x0, y0 = self._origin
+        h, w = self._image.shape[:2]
+        return box(x0, y0, x0 + w * self._ds, y0 + h * self._ds)
+
+    def _mask_in_view(self, geom) -> np.ndarray:
+        from shapely.geometry import MultiPolygon, mapping
+
+        from workbench.io import Annotation, annotations_to_mask
+
+        h, w = self._image.shape[:2]
+        empty = np.zeros((h, w), dtype=bool)
+        if geom is None or geom.is_empty:
+            return empty
+        clipped = geom.intersection(self._view_box())
+        if clipped.is_empty:
+            return empty
+        if clipped.geom_type not in ("Polygon", "MultiPolygon"):
+            polys = [g for g in getattr(clipped, "geoms", []) if g.geom_type == "Polygon"]
+            if not polys:
+                return empty
+            clipped = MultiPolygon(polys)
+        ann = Annotation(geometry=mapping(clipped), classification=LESION_CLASS)
+        return annotations_to_mask(
+            [ann], (h, w), scale_xy=(self._ds, self._ds), offset_xy=self._origin
+        )
+
+    def _view_geometry(self, mask: np.ndarray):
+        from shapely.geometry import shape
+        from shapely.ops import unary_union
+
+        from workbench.io import mask_to_annotations
+
+        anns = mask_to_annotations(
+            mask,
+            classification=LESION_CLASS,
+            scale_xy=(self._ds, self._ds),
+            offset_xy=self._origin,
+            min_area_px=4,
+            tolerance=0.5,
+        )
+        polys = [shape(a.geometry).buffer(0) for a in anns]
+        return unary_union(polys) if polys else None
+
+    def _edited(self) -> bool:
+        return (
+            self._image is not None
+            and self.engine.clicks is not None
+            and len(self.engine.clicks) > 0
+        )
+
+    def _merged_lesion(self):
+        """The slide outline with the open view's edits in place of what it covered."""
+        from shapely.ops import unary_union
+
+        if not self._edited():
+            return self._lesion
+        inside = self._view_geometry(self.engine.mask)
+        rest = self._lesion.difference(self._view_box()) if self._lesion is not None else None
+        parts = [g for g in (rest, inside) if g is not None and not g.is_empty]
+        return unary_union(parts) if parts else None
+
+    @property
+    def lesion(self):
+        """The slide-level outline (shapely geometry in level-0 pixels, or ``None``), with the
+        open view's edits."""
+        return self._merged_lesion()
+
+    def lesion_annotations(self) -> list:
+        """The current slide-level lesion outline (with the open view's edits) as annotations."""
+        from shapely.geometry import mapping
+
+        from workbench.io import Annotation
+
+        geom = self._merged_lesion()
+        if geom is None or geom.is_empty:
+            return []
+        polys = list(geom.geoms) if hasattr(geom, "geoms") else [geom]
+        return [
+            Annotation(
+                geometry=mapping(p),
+                classification=LESION_CLASS,
+                color=LESION_COLOR,
+                measurements={"area_px": float(p.area)},
+            )
+            for p in polys
+            if p.geom_type == "Polygon" and p.area > 0
+        ]
+
+    # ---------------------------------------------------------------- navigation -------
+    def _max_downsample(self) -> float:
+        W, H = self.slide.dimensions
+        return max(max(W, H) / self.view_size, self.min_downsample)
+
+    def _read(self, x0: float, y0: float, w: int, h: int, ds: float) -> np.ndarray:
+        if self.slide.mpp is not None:
+            return self.slide.read_region((x0, y0), (w, h), mpp=ds * self.slide.mpp)
+        # No resolution recorded: read the best pyramid level and resample to the view.
+        from PIL import Image
+
+        level = self.slide.best_level_for_downsample(ds)
+        level_ds = float(self.slide.info.level_downsamples[level])
+        lw = max(int(round(w * ds / level_ds)), 1)
+        lh = max(int(round(h * ds / level_ds)), 1)
+        image = self.slide.read_region((x0, y0), (lw, lh), level=level)[:, :, :3]
+        if (lw, lh) != (w, h):
+            image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((w, h)))
+        return image
+
+    def go_to(self, centre_xy, *, downsample: float | None = None) -> np.ndarray:
+        """Open the view centred on level-0 ``centre_xy`` (at ``downsample``, default: the
+        current magnification); returns its starting mask.
+
+        The open view's clicks are folded into the slide outline first.
+
+        Raises
+        ------
+        InvalidViewError
+            ``centre_xy`` or ``downsample`` is not finite, or the view would be degenerate.
+        """
+        try:
+            cx, cy = (float(v) for v in centre_xy)
+        except (TypeError, ValueError) as exc:
+            raise InvalidViewError(
+                f"centre_xy must be a level-0 (x, y) pair, got {centre_xy!r}"
+            ) from exc
+        ds = self._ds if downsample is None else downsample
+        if not (math.isfinite(cx) and math.isfinite(cy)):
+            raise InvalidViewError(f"centre_xy must be finite, got {centre_xy!r}")
+        if not (isinstance(ds, int | float | np.floating) and math.isfinite(ds) and ds > 0):
+            raise InvalidViewError(f"downsample must be a finite number > 0, got {ds!r}")
+        self._commit_view()
+        ds = float(np.clip(ds, self.min_downsample, self._max_downsample()))
+        W, H = self.slide.dimensions
+        span = self.view_size * ds
+        x0 = float(np.clip(cx - span / 2, 0, max(W - span, 0)))
+        y0 = float(np.clip(cy - span / 2, 0, max(H - span, 0)))
+        w = int(min(self.view_size, math.floor((W - x0) / ds)))
+        h = int(min(self.view_size, math.floor((H - y0) / ds)))
+        if w < 8 or h < 8:
+            raise InvalidViewError(
+                f"a view of {max(w, 0)}x{max(h, 0)} pixels at {ds:g} level-0 px per px is too "
+                f"small to refine (the slide is {W}x{H}); zoom in (a smaller downsample)"
+            )
+        image = self._read(x0, y0, w, h, ds)
+        self._ds = ds
+        self._origin = (x0, y0)
+        self._image = np.ascontiguousarray(image[:, :, :3])
+        start = self._mask_in_view(self._lesion)
+        self.engine.set_view(self._image, initial_mask=start if start.any() else None)
+        self.status = f"view at x={x0:.0f}, y={y0:.0f} (level 0), {w}x{h} px, {ds:g} px/px"
+        return self.engine.mask
+
+    def _commit_view(self) -> None:
+        if self._edited():
+            self._lesion = self._merged_lesion()
+
+    @property
+    def view_centre_xy(self) -> tuple[float, float]:
+        """Level-0 ``(x, y)`` of the open view's centre."""
+        h, w = self._image.shape[:2]
+        return (self._origin[0] + w * self._ds / 2, self._origin[1] + h * self._ds / 2)
+
+    def go_to_overview(self, x: float, y: float) -> np.ndarray:
+        """Go to the place ``(x, y)`` of the overview thumbnail (its pixels).
+
+        A point outside the thumbnail is ignored with a :class:`UserWarning`.
+        """
+        sx, sy = self.overview_scale
+        h, w = self.overview.shape[:2]
+        if not (np.isfinite(x) and np.isfinite(y) and 0 <= x < w and 0 <= y < h):
+            warnings.warn(
+                f"overview click ({x}, {y}) is outside the {w}x{h} thumbnail; ignored",
+                UserWarning,
+                stacklevel=2,
+            )
+            return self.engine.mask
+        return self.go_to(((x + 0.5) * sx, (y + 0.5) * sy))
+
+    def select_focus(self, index: int) -> np.ndarray:
+        """Go to the ``index``-th focus region of ``adata.uns["explain"]``."""
+        if not self._focus:
+            raise RefinementError(
+                "this slide's AnnData has no focus regions (run tl.extract first)"
+            )
+        if not 0 <= int(index) < len(self._focus):
+            raise RefinementError(
+                f"focus region {index} does not exist; choose 0..{len(self._focus) - 1}"
+            )
+        return self.go_to(self._focus[int(index)][1])
+
+    def zoom(self, factor: float) -> np.ndarray:
+        """Magnify the view by ``factor`` (> 1 zooms in) around its centre."""
+        if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
+            raise InvalidViewError(f"zoom factor must be a finite number > 0, got {factor!r}")
+        return self.go_to(self.view_centre_xy, downsample=self._ds / float(factor))
+
+    def zoom_in(self) -> np.ndarray:
+        """Twice the magnification (``zoom_step``), down to ``min_downsample``."""
+        return self.zoom(self.zoom_step)
+
+    def zoom_out(self) -> np.ndarray:
+        """Half the magnification, up to the whole slide in one view."""
+        return self.zoom(1.0 / self.zoom_step)
+
+    def pan(self, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
+        """Move the view by ``(dx, dy)`` view widths/heights (``pan(0.5, 0)``: half a view to
+        the right). A direction name (``"left"``, ``"right"``, ``"up"``, ``"down"``) as ``dx``
+        moves by half a view."""
+        if isinstance(dx, str):
+            if dx not in _DIRECTIONS:
+                raise InvalidViewError(
+                    f"unknown direction {dx!r}; choose one of {', '.join(_DIRECTIONS)}"
+                )
+            ux, uy = _DIRECTIONS[dx]
+            dx, dy = 0.5 * ux, 0.5 * uy
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in (dx, dy)):
+            raise InvalidViewError(f"pan steps must be finite numbers, got {(dx, dy)!r}")
+        h, w = self._image.shape[:2]
+        cx, cy = self.view_centre_xy
+        return self.go_to((cx + dx * w * self._ds, cy + dy * h * self._ds))
+
+    @property
+    def view_origin_xy(self) -> tuple[float, float]:
+        """Level-0 ``(x, y)`` of the open view's top-left corner."""
+        return (float(self._origin[0]), float(self._origin[1]))
+
+    @property
+    def view_image(self) -> np.ndarray:
+        """The open view's RGB pixels (uint8), as the engine sees them."""
+        return self._image
+
+    @property
+    def view_downsample(self) -> float:
+        """Level-0 pixels per view pixel."""
+        return float(self._ds)
+
+    def view_mask_of(self, mask: np.ndarray, downsample: float) -> np.ndarray:
+        """Sample a whole-slide mask (drawn at ``downsample``) onto the open view's pixels.
+
+        Handy for comparing the view with a reference outline, e.g. a cohort's lesion truth.
+        """
+        mask = np.asarray(mask, dtype=bool)
+        h, w = self._image.shape[:2]
+        x0, y0 = self.view_origin_xy
+        rows = ((y0 + (np.arange(h) + 0.5) * self._ds) / downsample).astype(int)
+        cols = ((x0 + (np.arange(w) + 0.5) * self._ds) / downsample).astype(int)
+        rows = np.clip(rows, 0, mask.shape[0] - 1)
+        cols = np.clip(cols, 0, mask.shape[1] - 1)
+        return mask[np.ix_(rows, cols)]
+
+    # ---------------------------------------------------------------- clicks -----------
+    @property
+    def mask(self) -> np.ndarray:
+        """The open view's current mask (bool, view pixels)."""
+        return self.engine.mask
+
+    @property
+    def clicks(self):
+        """The open view's clicks (:class:`Click` tuple, view pixels)."""
+        return self.engine.clicks.clicks
+
+    def click(self, x: float, y: float, positive: bool = True) -> np.ndarray:
+        """A click on the view at pixel ``(x, y)``; returns the refined mask.
+
+        A click outside the view is ignored with a :class:`UserWarning` (the status says so).
+        """
+        n_before = len(self.engine.clicks)
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mask = self.engine.add_click(x, y, positive)
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=2)
+        if len(self.engine.clicks) == n_before:
+            self.status = f"click at ({x:.0f}, {y:.0f}) is outside the view; ignored"
+        else:
+            ms = (time.perf_counter() - start) * 1000
+            kind = "positive" if positive else "negative"
+            self.status = (
+                f"{kind} click {len(self.engine.clicks)} at ({x:.0f}, {y:.0f}): "
+                f"{ms:.0f} ms, lesion {mask.mean() * 100:.1f}% of view"
+            )
+        return mask
+
+    def undo(self) -> np.ndarray:
+        """Remove the newest click of the open view (exactly the mask before it)."""
+        mask = self.engine.undo()
+        self.status = f"undo: {len(self.engine.clicks)} clicks"
+        return mask
+
+    def reset(self) -> np.ndarray:
+        """Forget the open view's clicks (back to its starting mask)."""
+        mask = self.engine.reset()
+        self.status = "reset to the starting outline"
+        return mask
+
+    # ---------------------------------------------------------------- saving -----------
+    def save(self, path: str | Path | None = None, *, adata_path: str | Path | None = None) -> Path:
+        """Write the outline as QuPath GeoJSON and, with an AnnData, the refined lesion.
+
+        All or nothing: every output path is checked first (a folder, a file where a folder
+        should be, a read-only place, ``adata_path`` without an AnnData …), then both files
+        are written to temporary files and renamed into place, the GeoJSON last. On any
+        failure nothing on disk and nothing in the session or the AnnData changes.
+
+        Writes ``obs["lesion_refined"]`` (bool: at least half of the region inside the
+        outline), ``obs["lesion_refined_fraction"]`` and ``uns["lesion_refined"]`` (``geojson``
+        text, ``geojson_path``, ``n_polygons``, ``mask`` at the region-label resolution and
+        its ``scale_xy``). With ``adata_path`` (here or in the constructor) the updated
+        AnnData is written there and becomes ``self.adata`` (the object passed in stays as
+        it was); without, the AnnData passed in is updated in place.
+
+        Returns
+        -------
+        Path
+            The GeoJSON file.
+
+        Raises
+        ------
+        OutputWriteError
+            A path cannot be written (what to fix is in the message).
+        RefinementError
+            ``adata_path`` was given but the session has no AnnData, or it is the GeoJSON
+            path, or it does not end with ``.h5ad``.
+        """
+        from workbench.io import atomic_path, write_geojson
+
+        geo_path = _check_output_path(Path(path) if path is not None else self.output, "GeoJSON")
+        h5_path = Path(adata_path) if adata_path is not None else self.adata_path
+        if h5_path is not None:
+            if self.adata is None:
+                raise RefinementError(
+                    f"adata_path={str(h5_path)!r} was given but the session has no AnnData; "
+                    "pass adata= when opening the session, or drop adata_path"
+                )
+            if h5_path.suffix != ".h5ad":
+                raise RefinementError(f"adata_path must name an .h5ad file, got {str(h5_path)!r}")
+            h5_path = _check_output_path(h5_path, "AnnData")
+            if h5_path.resolve() == geo_path.resolve():
+                raise RefinementError(
+                    f"the GeoJSON and the AnnData would both be written to {str(geo_path)!r}; "
+                    "give them different names"
+                )
+        anns = self.lesion_annotations()
+        updated = self._written_back(anns, geo_path) if self.adata is not None else None
+        with atomic_path(geo_path) as tmp_geo:
+            write_geojson(tmp_geo, anns)  # checks every geometry; raises before any rename
+            if h5_path is not None:
+                with atomic_path(h5_path, suffix=".h5ad") as tmp_h5:
+                    updated.write_h5ad(tmp_h5)
+        if updated is not None:
+            if h5_path is not None:
+                self.adata = updated
+            else:
+                self._copy_refinement(updated, self.adata)
+        self.saved_path = geo_path
+        self.status = f"saved {len(anns)} lesion polygon(s) to {geo_path}"
+        return geo_path
+
+    @staticmethod
+    def _copy_refinement(src, dst) -> None:
+        for key in (LESION_REFINED, LESION_REFINED_FRACTION):
+            if key in src.obs:
+                dst.obs[key] = src.obs[key].to_numpy()
+        dst.uns[LESION_REFINED] = src.uns[LESION_REFINED]
+
+    def _written_back(self, anns, path: Path):
+        """A copy of the AnnData with the refined lesion written into it."""
+        from workbench.io import annotations_to_mask
+
+        adata = self.adata.copy()
+        rg = adata.uns.get("region_graph")
+        record = {
+            "geojson_path": str(path),
+            "geojson": json.dumps(
+                {"type": "FeatureCollection", "features": [a.to_feature() for a in anns]}
+            ),
+            "n_polygons": len(anns),
+        }
+        values = None
+        if rg is not None and "labels" in rg:
+            labels = np.asarray(rg["labels"])
+            scale_xy = tuple(float(v) for v in np.asarray(rg.get("scale_xy", self.overview_scale)))
+            mask = annotations_to_mask(anns, labels.shape, scale_xy=scale_xy)
+            record["mask"] = mask.astype(np.uint8)
+            record["scale_xy"] = np.asarray(scale_xy, float)
+            if "region_id" in adata.obs:
+                ids = adata.obs["region_id"].to_numpy().astype(np.int64)
+            else:
+                ids = np.arange(1, adata.n_obs + 1)
+            n = int(max(labels.max(), ids.max())) + 1
+            total = np.bincount(labels.ravel(), minlength=n)
+            inside = np.bincount(labels.ravel(), weights=mask.ravel().astype(float), minlength=n)
+            values = inside[ids] / np.maximum(total[ids], 1)
+        elif "spatial" in adata.obsm:
+            # No label image: a region counts as lesion when its centroid lies inside.
+            from shapely import points
+            from shapely.geometry import shape
+            from shapely.ops import unary_union
+
+            xy = np.asarray(adata.obsm["spatial"], float)
+            geom = unary_union([shape(a.geometry) for a in anns]) if anns else None
+            values = (
+                geom.contains(points(xy)).astype(float) if geom is not None else np.zeros(len(xy))
+            )
+        if values is not None:
+            adata.obs[LESION_REFINED] = values >= 0.5
+            adata.obs[LESION_REFINED_FRACTION] = values.astype(np.float32)
+        adata.uns[LESION_REFINED] = record
+        return adata
+
+    # ---------------------------------------------------------------- rendering --------
+    def render_view(self, *, opacity: float = 0.4) -> np.ndarray:
+        """The view with the mask overlay and the clicks drawn on it (uint8 RGB)."""
+        img = self._image.astype(np.float32)
+        mask = self.engine.mask
+        img[mask] = (1 - opacity) * img[mask] + opacity * _MASK_COLOUR
+        img[_outline(mask)] = _MASK_COLOUR
+        out = np.clip(img, 0, 255).astype(np.uint8)
+        for c in self.engine.clicks.clicks:
+            _draw_dot(out, c.x, c.y, _POS_COLOUR if c.positive else _NEG_COLOUR)
+        return out
+
+    def render_overview(self, *, opacity: float = 0.4) -> np.ndarray:
+        """The thumbnail with the lesion outline and the open view's box (uint8 RGB)."""
+        from workbench.io import annotations_to_mask
+
+        img = self.overview.astype(np.float32)
+        anns = self.lesion_annotations()
+        if anns:
+            mask = annotations_to_mask(anns, img.shape[:2], scale_xy=self.overview_scale)
+            img[mask] = (1 - opacity) * img[mask] + opacity * _MASK_COLOUR
+        out = np.clip(img, 0, 255).astype(np.uint8)
+        sx, sy = self.overview_scale
+        x0, y0 = self._origin
+        h, w = self._image.shape[:2]
+        c0, r0 = int(x0 / sx), int(y0 / sy)
+        c1 = min(int((x0 + w * self._ds) / sx), out.shape[1] - 1)
+        r1 = min(int((y0 + h * self._ds) / sy), out.shape[0] - 1)
+        out[r0 : r1 + 1, [c0, c1]] = (255, 200, 0)
+        out[[r0, r1], c0 : c1 + 1] = (255, 200, 0)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"RefinementSession({self.slide!r}, method={self.engine.method!r}, "
+            f"view {self._ds:g} px/px at {self.view_origin_xy}, "
+            f"clicks={len(self.engine.clicks)}, output={str(self.output)!r})"
+        )
