@@ -60,7 +60,7 @@ def test_center_by_site_removes_each_sites_average_shift():
 
 def test_simulated_sites_shift_stain_and_hazard_but_keep_tissue():
     adatas, clin = tl.simulate_region_cohort(40, seed=2, n_regions=60, sites=4)
-    assert sorted(clin["site"].unique()) == ["site1", "site2", "site3", "site4"]
+    assert sorted(clin["site"].unique()) == ["A", "B", "C", "D"]
     assert all(a.uns["simulation"]["site"] == s for a, s in zip(adatas, clin["site"], strict=True))
     obs = pd.concat(
         [pd.DataFrame(a.obsm["X_focus"]).assign(t=a.obs["true_type"].to_numpy(), s=s)

@@ -212,7 +212,8 @@ def marker_families(
     stored = adata.uns[key]
     members = pd.DataFrame(stored["members"])
     corr = pd.DataFrame(stored["correlation"])
-    members = members[members.index.isin(corr.index)]
+    n_families = members["family"].nunique()
+    members = members[members.index.isin(corr.index)]  # constant markers have no correlation
     sizes = members.groupby("family").size().sort_values(ascending=False, kind="stable")
     order = []
     for fam in sizes.index:
@@ -239,7 +240,7 @@ def marker_families(
     ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="|Spearman rho|")
     params = stored.get("params", {})
     ax.set_title(
-        f"{len(sizes)} marker families (|rho| >= {params.get('threshold', '?')}, "
+        f"{n_families} marker families (|rho| >= {params.get('threshold', '?')}, "
         f"{params.get('n_patients', '?')} {params.get('patients', '')} patients)",
         fontsize=9,
     )
