@@ -187,28 +187,13 @@ def discover_step(
     from workbench.io import Cohort, atomic_write_text, write_h5ad
     from workbench.tl import discover, read_slides
 
-    keys = {}
-    if isinstance(clinical, Cohort):
-        if not clinical.has_survival:
-            from workbench import ClinicalTableError
-
-            raise ClinicalTableError(
-                "discovery needs survival: the clinical table has no time/event columns"
-            )
-        keys = {
-            "patient_key": clinical.patient_col,
-            "slide_key": clinical.slide_col,
-            "duration_key": clinical.time_col,
-            "event_key": clinical.event_col,
-        }
-    adatas = read_slides(slides_dir)
+    table = clinical if isinstance(clinical, Cohort) else clinical_table(clinical)
     result = discover(
-        adatas,
-        clinical_table(clinical),
+        read_slides(slides_dir),
+        table,
         validation_fraction=validation_fraction,
         on_unmatched=on_unmatched,
         seed=seed,
-        **keys,
     )
     out = Path(out)
     write_h5ad(result, out / "discovery.h5ad")
