@@ -153,6 +153,137 @@ def _match_annotation_files(folder: Path, ids: Sequence[str]) -> tuple[dict[str,
     return found, unknown
 
 
+def _read_table(clinical, slide_col: str, patient_col: str) -> pd.DataFrame | None:
+    """The clinical table as a DataFrame (a copy), or ``None``."""
+    if clinical is None:
+        return None
+    if isinstance(clinical, pd.DataFrame):
+        return clinical.copy()
+    path = Path(clinical)
+    if not path.is_file():
+        raise ClinicalTableError(f"no clinical table at {str(path)!r}; check the path")
+    try:
+        return pd.read_csv(path, dtype={slide_col: str, patient_col: str})
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise ClinicalTableError(f"cannot read the clinical table {str(path)!r}: {exc}") from exc
+    except pd.errors.EmptyDataError:
+        raise ClinicalTableError(
+            f"the clinical table {str(path)!r} is empty; it needs a header row with "
+            f"{slide_col!r} and {patient_col!r} and one row per slide"
+        ) from None
+
+
+def _paths_from_table(table: pd.DataFrame, slide_col: str, root: Path | None) -> dict[str, Path]:
+    """``{slide_id: path}`` from the table's slide column (relative paths under ``root``)."""
+    if slide_col not in table:
+        raise ClinicalTableError(
+            f"the clinical table has no {slide_col!r} column to take slide paths from; "
+            f"it has {list(table.columns)}"
+        )
+    base = root or Path.cwd()
+    return _slide_table([base / str(p) for p in table[slide_col].astype(str)])
+
+
+def _survival_columns(table: pd.DataFrame, time_col, event_col) -> tuple:
+    """The survival column names, or ``(None, None)`` for a table without survival."""
+    if time_col is None or event_col is None:
+        return None, None
+    present = [c for c in (time_col, event_col) if c in table.columns]
+    if not present:
+        logger.info("cohort: no %r/%r columns, so no survival data", time_col, event_col)
+        return None, None
+    if len(present) == 1:
+        absent = event_col if present == [time_col] else time_col
+        raise ClinicalTableError(
+            f"the clinical table has {present[0]!r} but not {absent!r}; survival needs both "
+            "(or pass time_col=None, event_col=None to use the table without survival)"
+        )
+    return time_col, event_col
+
+
+def _check_table(
+    table: pd.DataFrame,
+    paths: dict[str, Path],
+    on_unmatched: str,
+    *,
+    slide_col: str,
+    patient_col: str,
+    time_col: str | None,
+    event_col: str | None,
+) -> pd.DataFrame:
+    """The validated table, slide column as ids, restricted to the slides that are there."""
+    sc, pc = slide_col, patient_col
+    for col in (sc, pc):
+        if col not in table.columns:
+            raise ClinicalTableError(
+                f"the clinical table misses the column {col!r}; it has {list(table.columns)}. "
+                "Rename it or pass slide_col=/patient_col="
+            )
+    table = table.copy()
+    raw = table[sc].astype(str)
+    table[sc] = [slide_id(v) if str(v) not in paths else str(v) for v in raw]
+    clean = validate_clinical(
+        table,
+        patient_key=pc,
+        slide_key=sc,
+        duration_key=time_col,
+        event_key=event_col,
+        require_events=False,
+    )
+    absent = clean[~clean[sc].isin(paths)]
+    unlisted = sorted(set(paths) - set(clean[sc]))
+    if (len(absent) or unlisted) and on_unmatched == "raise":
+        msg = []
+        if len(absent):
+            where = np.flatnonzero(~clean[sc].isin(paths))
+            rows = [f"{raw.iloc[i]!r} (row {i + 1})" for i in where]
+            msg.append(
+                f"{len(absent)} clinical row(s) name a slide that is not there ({_names(rows)})"
+            )
+        if unlisted:
+            msg.append(f"{len(unlisted)} slide(s) have no clinical row ({_names(unlisted)})")
+        raise ClinicalTableError(
+            "; ".join(msg) + ". Fix the slide column or the files, or pass "
+            "on_unmatched='drop' to leave them out"
+        )
+    if len(absent):
+        logger.warning(
+            "cohort: dropped %d clinical row(s) without a slide file: %s",
+            len(absent),
+            _names(absent[sc]),
+        )
+    if unlisted:
+        logger.warning(
+            "cohort: left out %d slide(s) without a clinical row: %s",
+            len(unlisted),
+            _names(unlisted),
+        )
+    clean = clean[clean[sc].isin(paths)].reset_index(drop=True)
+    if clean.empty:
+        raise ClinicalTableError("no clinical row matches a slide; check the slide column")
+    return clean
+
+
+def _resolution_overrides(mpp, ids: Sequence[str]) -> dict[str, float]:
+    """``{slide_id: mpp}`` from one number or a mapping (unknown ids refused)."""
+    if mpp is None:
+        return {}
+    if isinstance(mpp, Mapping):
+        out = {str(k): float(v) for k, v in mpp.items()}
+        unknown = sorted(set(out) - set(ids))
+        if unknown:
+            raise CohortError(
+                f"mpp overrides for {len(unknown)} slide(s) not in the cohort "
+                f"({_names(unknown)}); slide ids look like {_names(list(ids)[:3])}"
+            )
+    else:
+        out = {sid: float(mpp) for sid in ids}
+    bad = sorted(k for k, v in out.items() if not np.isfinite(v) or v <= 0)
+    if bad:
+        raise CohortError(f"mpp must be a positive number of µm per pixel ({_names(bad)})")
+    return out
+
+
 class Cohort:
     """Slide files with one validated clinical row per slide, and optional lesion annotations.
 
@@ -217,24 +348,32 @@ class Cohort:
             raise ValueError(f"on_unmatched must be 'raise' or 'drop', got {on_unmatched!r}")
         self.slide_col = slide_col
         self.patient_col = patient_col
-        table = self._read_table(clinical)
+        table = _read_table(clinical, slide_col, patient_col)
         if root is None and isinstance(clinical, str | os.PathLike):
             root = Path(clinical).parent
         self.root = Path(root) if root is not None else None
         if slides is None:
             if table is None:
                 raise CohortError("give slides, a clinical table with their paths, or both")
-            paths = self._paths_from_table(table)
+            paths = _paths_from_table(table, slide_col, self.root)
         else:
             paths = _slide_table(slides)
         if table is None:
             ids = list(paths)
             table = pd.DataFrame({slide_col: ids, patient_col: ids})
             time_col = event_col = None
-        self.time_col, self.event_col = self._survival_columns(table, time_col, event_col)
-        self.clinical = self._validate(table, paths, on_unmatched)
+        self.time_col, self.event_col = _survival_columns(table, time_col, event_col)
+        self.clinical = _check_table(
+            table,
+            paths,
+            on_unmatched,
+            slide_col=slide_col,
+            patient_col=patient_col,
+            time_col=self.time_col,
+            event_col=self.event_col,
+        )
         self._paths = {sid: paths[sid] for sid in self.clinical[slide_col]}
-        self._mpp = self._resolution_overrides(mpp)
+        self._mpp = _resolution_overrides(mpp, list(self._paths))
         self.lesion_class = lesion_class
         self.annotations_dir = Path(annotations_dir) if annotations_dir is not None else None
         self._annotation_files = self._find_annotations(list(paths))
@@ -260,121 +399,6 @@ class Cohort:
                 f"{', '.join(SLIDE_SUFFIXES[:9])} …)"
             )
         return cls(files, clinical, **kwargs)
-
-    def _read_table(self, clinical) -> pd.DataFrame | None:
-        if clinical is None:
-            return None
-        if isinstance(clinical, pd.DataFrame):
-            return clinical.copy()
-        path = Path(clinical)
-        if not path.is_file():
-            raise ClinicalTableError(f"no clinical table at {str(path)!r}; check the path")
-        try:
-            return pd.read_csv(path, dtype={self.slide_col: str, self.patient_col: str})
-        except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-            raise ClinicalTableError(
-                f"cannot read the clinical table {str(path)!r}: {exc}"
-            ) from exc
-        except pd.errors.EmptyDataError:
-            raise ClinicalTableError(
-                f"the clinical table {str(path)!r} is empty; it needs a header row with "
-                f"{self.slide_col!r} and {self.patient_col!r} and one row per slide"
-            ) from None
-
-    def _paths_from_table(self, table: pd.DataFrame) -> dict[str, Path]:
-        if self.slide_col not in table:
-            raise ClinicalTableError(
-                f"the clinical table has no {self.slide_col!r} column to take slide paths from; "
-                f"it has {list(table.columns)}"
-            )
-        base = self.root or Path.cwd()
-        return _slide_table([base / str(p) for p in table[self.slide_col].astype(str)])
-
-    @staticmethod
-    def _survival_columns(table: pd.DataFrame, time_col, event_col) -> tuple:
-        if time_col is None or event_col is None:
-            return None, None
-        present = [c for c in (time_col, event_col) if c in table.columns]
-        if not present:
-            logger.info("cohort: no %r/%r columns, so no survival data", time_col, event_col)
-            return None, None
-        if len(present) == 1:
-            absent = event_col if present == [time_col] else time_col
-            raise ClinicalTableError(
-                f"the clinical table has {present[0]!r} but not {absent!r}; survival needs both "
-                "(or pass time_col=None, event_col=None to use the table without survival)"
-            )
-        return time_col, event_col
-
-    def _validate(self, table: pd.DataFrame, paths: dict[str, Path], on_unmatched: str):
-        sc, pc = self.slide_col, self.patient_col
-        for col in (sc, pc):
-            if col not in table.columns:
-                raise ClinicalTableError(
-                    f"the clinical table misses the column {col!r}; it has {list(table.columns)}. "
-                    "Rename it or pass slide_col=/patient_col="
-                )
-        table = table.copy()
-        raw = table[sc].astype(str)
-        table[sc] = [slide_id(v) if str(v) not in paths else str(v) for v in raw]
-        clean = validate_clinical(
-            table,
-            patient_key=pc,
-            slide_key=sc,
-            duration_key=self.time_col,
-            event_key=self.event_col,
-            require_events=False,
-        )
-        absent = clean[~clean[sc].isin(paths)]
-        unlisted = sorted(set(paths) - set(clean[sc]))
-        if (len(absent) or unlisted) and on_unmatched == "raise":
-            msg = []
-            if len(absent):
-                where = np.flatnonzero(~clean[sc].isin(paths))
-                rows = [f"{raw.iloc[i]!r} (row {i + 1})" for i in where]
-                msg.append(
-                    f"{len(absent)} clinical row(s) name a slide that is not there ({_names(rows)})"
-                )
-            if unlisted:
-                msg.append(f"{len(unlisted)} slide(s) have no clinical row ({_names(unlisted)})")
-            raise ClinicalTableError(
-                "; ".join(msg) + ". Fix the slide column or the files, or pass "
-                "on_unmatched='drop' to leave them out"
-            )
-        if len(absent):
-            logger.warning(
-                "cohort: dropped %d clinical row(s) without a slide file: %s",
-                len(absent),
-                _names(absent[sc]),
-            )
-        if unlisted:
-            logger.warning(
-                "cohort: left out %d slide(s) without a clinical row: %s",
-                len(unlisted),
-                _names(unlisted),
-            )
-        clean = clean[clean[sc].isin(paths)].reset_index(drop=True)
-        if clean.empty:
-            raise ClinicalTableError("no clinical row matches a slide; check the slide column")
-        return clean
-
-    def _resolution_overrides(self, mpp) -> dict[str, float]:
-        if mpp is None:
-            return {}
-        if isinstance(mpp, Mapping):
-            out = {str(k): float(v) for k, v in mpp.items()}
-            unknown = sorted(set(out) - set(self._paths))
-            if unknown:
-                raise CohortError(
-                    f"mpp overrides for {len(unknown)} slide(s) not in the cohort "
-                    f"({_names(unknown)}); slide ids look like {_names(self.slide_ids[:3])}"
-                )
-        else:
-            out = {sid: float(mpp) for sid in self._paths}
-        bad = sorted(k for k, v in out.items() if not np.isfinite(v) or v <= 0)
-        if bad:
-            raise CohortError(f"mpp must be a positive number of µm per pixel ({_names(bad)})")
-        return out
 
     def _find_annotations(self, all_ids: list[str]) -> dict[str, Path]:
         """Annotation files of the cohort's slides; files of slides given but left out of the
