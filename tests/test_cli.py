@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import anndata as ad
+import numpy as np
 import pytest
 
 from workbench.cli import build_parser, main
@@ -154,3 +155,50 @@ def test_train_command_rejects_bad_option_values(capsys):
 def test_report_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "workbench demo" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_and_extract_with_a_pt2_encoder(tmp_path, capsys, he_like_image, write_pyramid_tiff):
+    import shutil
+
+    import pandas as pd
+    import torch
+
+    from workbench.models import export_encoder
+
+    rows = []
+    for i in range(4):
+        img = he_like_image if i % 2 else np.ascontiguousarray(he_like_image[:, ::-1])
+        if i % 2:
+            img = img.copy()
+            img[150:220, 200:280] = (60, 30, 110)  # a dark core in class "b"
+        write_pyramid_tiff(tmp_path / "slides" / f"s{i}.tif", img, mpp=2.0)
+        rows.append({"patient_id": f"p{i}", "slide": f"s{i}.tif", "y": "ab"[i % 2]})
+    pd.DataFrame(rows).to_csv(tmp_path / "c.csv", index=False)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 8, stride=8)
+
+        def forward(self, x):
+            return self.conv(x).mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    enc = export_encoder(Net(), tmp_path / "enc.pt2", input_size=32, mpp=4.0, name="net")
+    small = ["--set", "thumbnail_mpp=4", "--set", "n_segments=60", "--epochs", "2", "--no-progress"]
+    train = ["train", str(tmp_path / "slides"), "--clinical", str(tmp_path / "c.csv"),
+             "--label", "y", "--encoder", str(enc), "--out", str(tmp_path / "m"), *small]  # fmt: skip
+    assert main(train) == 0
+    config = json.loads((tmp_path / "m" / "config.json").read_text())["config"]
+    assert config["encoder"]["name"] == "net" and config["encoder"]["source"] == "file"
+    assert config["preprocessing"]["crop_size"] == 32 and config["preprocessing"]["detail_mpp"] == 4
+    capsys.readouterr()
+    extract = ["extract", str(tmp_path / "slides"), "--model", str(tmp_path / "m"), "--no-progress"]
+    assert main([*extract, "--out", str(tmp_path / "o1")]) == 0  # the recorded .pt2 is found
+    assert ad.read_h5ad(tmp_path / "o1" / "s1.h5ad").uns["explain"]["encoder"] == "net"
+    moved = tmp_path / "elsewhere.pt2"
+    shutil.move(enc, moved)
+    assert main([*extract, "--out", str(tmp_path / "o2")]) == 2
+    assert "pass it" in capsys.readouterr().err
+    assert main([*extract, "--out", str(tmp_path / "o2"), "--encoder", str(moved)]) == 0
