@@ -175,6 +175,35 @@ def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
     return relabel_sequential(labels)[0].astype(np.int32)
 
 
+def _tissue_superpixels(
+    thumb: np.ndarray, tissue_mask: np.ndarray, n_segments: int, compactness: float
+) -> np.ndarray:
+    """SLIC superpixels of the tissue: about ``n_segments`` of them over the tissue mask.
+
+    SLIC runs on the whole thumbnail from its regular seed grid (with ``n_segments`` scaled
+    up by the glass share, so about ``n_segments`` fall on tissue), then glass is cut away
+    and superpixels cut in two by the tissue edge become one region per piece. Running SLIC
+    with the mask instead seeds it by k-means over every tissue pixel, which took 80 % of the
+    region graph's time (5x slower on a 512 x 384 thumbnail) for much the same regions.
+    """
+    from skimage.measure import label as connected
+    from skimage.segmentation import slic
+
+    share = float(tissue_mask.mean())
+    # the tissue edge trims superpixels, so ask for a few more than the share alone says
+    n_all = int(round(n_segments * 1.15 / max(share, 0.02)))
+    labels = slic(
+        thumb,
+        n_segments=n_all,
+        compactness=compactness,
+        start_label=1,
+        channel_axis=-1,
+        enforce_connectivity=True,
+    )
+    labels[~tissue_mask] = 0
+    return connected(labels, connectivity=1, background=0).astype(np.int32)
+
+
 def _thumbnail_for(slide: Slide, thumbnail_mpp: float | None, thumbnail_max_size: int | None):
     if thumbnail_max_size is not None:
         return slide.thumbnail(max_size=thumbnail_max_size), None
@@ -233,7 +262,6 @@ def region_graph(
     """
     import anndata as ad
     import pandas as pd
-    from skimage.segmentation import slic
 
     thumb, used_mpp = _thumbnail_for(slide, thumbnail_mpp, thumbnail_max_size)
     if tissue_mask is None:
@@ -248,15 +276,7 @@ def region_graph(
             f"no tissue found on the thumbnail of {slide.path!r}; check the slide or pass a "
             "tissue_mask="
         )
-    labels = slic(
-        thumb,
-        n_segments=int(n_segments),
-        compactness=float(compactness),
-        mask=tissue_mask,
-        start_label=1,
-        channel_axis=-1,
-        enforce_connectivity=True,
-    ).astype(np.int32)
+    labels = _tissue_superpixels(thumb, tissue_mask, int(n_segments), float(compactness))
     counts = np.bincount(labels.ravel())
     small = np.flatnonzero(counts < min_region_px)
     small = small[small > 0]
