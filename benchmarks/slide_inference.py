@@ -1,260 +1,651 @@
-"""Self-calibrated model (SEW) against its baselines, printed as JSON lines.
+"""Self-calibrated model (SEW) against its baselines, on tasks that tell them apart; JSON lines.
 
-One run, on synthetic slides generated here (train and test cohorts are generated from
-different seeds, so the test slides are held apart from training):
+Models (one tile encoder for all: the compact ``DetailBranch``):
 
-1. ``accuracy``: slide AUC and accuracy of SEW, SEW without the consistency losses (the
-   ablation), GlobalOnly and TileABMIL, all trained on the same slides and labels (high
-   grade = grade 3 vs grades 1-2).
-2. ``focus``: focus hit rate (share of the top-K focus regions whose centre lies in a true
-   lesion) and lesion Dice inside the focus regions, for SEW and the ablation.
-3. ``speed``: median seconds per slide of SEW (thumbnail, region graph, global branch,
-   top-K crops, detail branch) and TileABMIL (every tissue tile at the detail
-   magnification through the same encoder) on large synthetic slides (>= 40,000 px a
-   side), and their ratio. Targets: ratio >= 20, SEW AUC >= TileABMIL AUC - 0.02, hit rate
-   >= 0.9.
+* ``sew``                 the self-calibrated model (thumbnail graph, top-K focus crops)
+* ``sew_no_consistency``  the same without the feature-consistency and back-calibration losses
+* ``global_only``         the thumbnail graph branch alone
+* ``tile_abmil``          gated attention MIL over every tissue tile at the detail magnification
 
-    python benchmarks/slide_inference.py            # full run (about 20 min on 2 cores)
-    python benchmarks/slide_inference.py --quick    # smoke run: few slides and epochs, and
-                                                    # the timing on a demo-size slide only
-    python benchmarks/slide_inference.py --workdir data/generated/bench   # keep the slides
+Tasks (train and test slides never overlap):
+
+* ``default``  synthetic cohort, label grade 3 vs 1-2, grade visible on the thumbnail too
+* ``detail``   synthetic cohort with ``grade_cue="detail"``: lesions drawn independently of
+               grade, grade only inside the nuclei (needs <= 1 µm/px)
+* ``mosaic``   real-tissue mosaic slides (``make_mosaic_cohort``), tumour-positive vs
+               negative, train and test slides from different source images
+
+Sections:
+
+``accuracy`` (per task)
+    Every model trained with several seeds on the same cached training slides; on the test
+    slides AUC, balanced accuracy and accuracy per seed, then mean ± SD over seeds and a
+    bootstrap 95 % interval (test slides resampled, statistic = mean over seeds); focus hit
+    rate (share of the top-K focus regions centred in a true lesion, on slides that have one;
+    chance = lesion share of the tissue) and lesion Dice inside the focus crops, for the two
+    SEW variants; training seconds and inference seconds per slide (region graph included).
+``speed``
+    Seconds per slide and peak resident memory of SEW and TileABMIL on a 40,960² synthetic
+    slide and on a slide over 100,000 px wide (both written tile by tile), each run in a
+    child process of its own (one torch thread).
+
+Results are appended to ``<workdir>/results/*.jsonl`` and printed; a (task, model, seed)
+already there is not run again, so sections and tasks can be run separately and resumed.
+
+    python benchmarks/slide_inference.py --section accuracy --task detail
+    python benchmarks/slide_inference.py --section speed
+    python benchmarks/slide_inference.py --quick              # small smoke run of everything
+    python benchmarks/slide_inference.py --figure             # table + docs/images plot
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
-import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
-
-def emit(record: dict) -> None:
-    print(json.dumps(record, default=float), flush=True)
-
-
-def auc(y: np.ndarray, p: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else None
-
-
-def evaluate_sew(model, cohort, ids, labels) -> dict:
-    from workbench.tl import extract, focus_in_mask
-    from workbench.tl._train import _mask_crops
-
-    probs, hits, dices, graphs, per_slide = [], [], [], {}, {}
-    for sid in ids:
-        adata = extract(cohort.slide_path(sid), model)
-        graphs[sid] = adata
-        ex = adata.uns["explain"]
-        probs.append(float(ex["probabilities"][1]))
-        mask, ds = cohort.lesion_mask(sid)
-        focus = ex["focus"]
-        inside = focus_in_mask(adata, mask, ds)
-        hits += inside.tolist()
-        per_slide[sid] = inside.tolist()
-        for box, lmap in zip(focus["boxes_xywh"], focus["lesion_maps"], strict=True):
-            truth = _mask_crops(mask, ds, box[None], lmap.shape[0])[0, 0].astype(bool)
-            pred = lmap >= 0.5
-            denom = truth.sum() + pred.sum()
-            dices.append(1.0 if denom == 0 else 2.0 * (truth & pred).sum() / denom)
-    p = np.asarray(probs)
-    return {
-        "auc": auc(labels, p),
-        "accuracy": float(np.mean((p >= 0.5) == labels)),
-        "focus_hit_rate": float(np.mean(hits)),
-        "focus_lesion_dice": float(np.mean(dices)),
-        "graphs": graphs,
-        "per_slide_hits": {k: int(sum(v)) for k, v in per_slide.items()},
-    }
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("sew", "sew_no_consistency", "global_only", "tile_abmil")
+TASKS = ("default", "detail", "mosaic")
+_KIND = {"sew": "sew", "sew_no_consistency": "sew", "global_only": "global", "tile_abmil": "abmil"}
+NO_GPU = {
+    "available": False,
+    "note": "no GPU was lent to this session: every figure is CPU-only (1 torch thread)",
+}
 
 
-def evaluate_global(model, graphs, ids, labels) -> dict:
+def emit(record: dict, out: Path | None = None) -> None:
+    line = json.dumps(record, default=_json_default)
+    print(line, flush=True)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a") as f:
+            f.write(line + "\n")
+
+
+def _json_default(v):
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(type(v))
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process since it started (MB).
+
+    ``VmHWM`` from ``/proc/self/status``: unlike ``ru_maxrss`` it starts afresh at ``exec``,
+    so a child started from a big parent does not report the parent's size.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+# ----------------------------------------------------------------------------- data
+def task_data(task: str, args) -> dict:
+    """Train and test slides of a task: cohorts, ids, labels (written once, then reused)."""
+    from workbench.datasets import make_cohort, make_mosaic_cohort
+
+    base = Path(args.workdir) / task
+    if task == "mosaic":
+        cohort = make_mosaic_cohort(
+            base / "cohort",
+            n_train=args.n_train,
+            n_test=args.n_test,
+            size=tuple(args.mosaic_size),
+            seed=args.data_seed,
+            data_dir=args.data_dir,
+            progress=False,
+        )
+        t = cohort.truth
+        ids = {s: list(t.loc[t["split"] == s, "slide_id"]) for s in ("train", "test")}
+        y = dict(zip(t["slide_id"], t["tumour"].astype(int), strict=True))
+        return {
+            "train": (cohort, ids["train"], np.array([y[s] for s in ids["train"]])),
+            "test": (cohort, ids["test"], np.array([y[s] for s in ids["test"]])),
+            "label": "tumour-positive (1) vs negative (0)",
+            "lesion_slides": [s for s in ids["test"] if y[s] == 1],
+            "lesion_fraction": dict(zip(t["slide_id"], t["lesion_fraction"], strict=True)),
+        }
+    cue = "detail" if task == "detail" else "both"
+    offset = 100 if task == "detail" else 0
+    out = {"label": "high grade (grade 3) vs grades 1-2"}
+    for split, seed, n in (("train", 1000, args.n_train), ("test", 2000, args.n_test)):
+        cohort = make_cohort(
+            base / split,
+            n_patients=n,
+            size=args.size,
+            seed=seed + offset + args.data_seed,
+            grade_cue=cue,
+            progress=False,
+        )
+        ids = list(cohort.truth["slide_id"])
+        out[split] = (cohort, ids, (cohort.truth["grade"].to_numpy() >= 3).astype(int))
+        if split == "test":
+            out["lesion_slides"] = ids  # every synthetic slide has a lesion
+            out["lesion_fraction"] = dict(
+                zip(cohort.truth["slide_id"], cohort.truth["lesion_fraction"], strict=True)
+            )
+    return out
+
+
+def _sample_to_dict(s) -> dict:
+    return {f.name: getattr(s, f.name) for f in fields(s)}
+
+
+def train_samples(task: str, data: dict, settings: dict, args) -> list:
+    """The training slides read once (graph, candidate crops and tiles), cached on disk."""
     import torch
 
-    from workbench.tl._extract import edge_index_of
+    from workbench.models import SlideSample
+    from workbench.tl import prepare_cohort
 
-    probs = []
-    with torch.no_grad():
-        for sid in ids:
-            a = graphs[sid]
-            out = model(torch.from_numpy(np.asarray(a.X, dtype=np.float32)), edge_index_of(a))
-            probs.append(float(torch.softmax(out["logits"], -1)[1]))
-    p = np.asarray(probs)
-    return {"auc": auc(labels, p), "accuracy": float(np.mean((p >= 0.5) == labels))}
-
-
-def evaluate_abmil(model, cohort, ids, labels) -> dict:
-    from workbench.tl import predict_tiles
-
-    p = np.asarray(
-        [float(predict_tiles(cohort.slide_path(s), model)["probabilities"][1]) for s in ids]
+    cache = Path(args.workdir) / task / f"train_samples_{args.n_train}.pt"
+    if cache.exists():
+        rows = torch.load(cache, weights_only=True)
+        return [SlideSample(**r) for r in rows]
+    cohort, ids, y = data["train"]
+    samples = prepare_cohort(
+        cohort,
+        dict(zip(ids, y.tolist(), strict=True)),
+        slide_ids=ids,
+        settings=settings,
+        use_annotations=True,
+        tiles=True,
+        n_candidates=8,
+        max_tiles=args.max_tiles,
+        seed=0,
+        progress=False,
     )
-    return {"auc": auc(labels, p), "accuracy": float(np.mean((p >= 0.5) == labels))}
+    tmp = cache.with_suffix(".tmp")
+    torch.save([_sample_to_dict(s) for s in samples], tmp)
+    os.replace(tmp, cache)
+    return samples
 
 
-def main(argv: list[str] | None = None) -> None:
+def test_graphs(data: dict, settings: dict) -> dict:
+    """Region graph of every test slide, with the seconds it took (part of inference)."""
+    from workbench.tl._engine import open_slide, region_graph_for
+
+    cohort, ids, _ = data["test"]
+    out = {}
+    for sid in ids:
+        t = time.perf_counter()
+        with open_slide(cohort.slide_path(sid), settings) as slide:
+            graph = region_graph_for(slide, settings)
+        out[sid] = (graph, time.perf_counter() - t)
+    return out
+
+
+# ----------------------------------------------------------------------------- models
+def fit_model(name: str, samples: list, settings: dict, seed: int, epochs: int):
+    from workbench.tl import SlideTrainer
+
+    t = time.perf_counter()
+    trainer = SlideTrainer(
+        kind=_KIND[name],
+        epochs=epochs,
+        seed=seed,
+        consistency=name != "sew_no_consistency",
+        settings=dict(settings),
+        progress=False,
+    ).fit(samples=samples)
+    return trainer, time.perf_counter() - t
+
+
+def _dice(truth: np.ndarray, pred: np.ndarray) -> float:
+    denom = truth.sum() + pred.sum()
+    return 1.0 if denom == 0 else float(2.0 * (truth & pred).sum() / denom)
+
+
+def evaluate(name: str, model, data: dict, graphs: dict) -> dict:
+    """Probabilities, per-slide seconds and (for SEW) focus hits and Dice on the test slides."""
+    import torch
+
+    from workbench.tl import extract, focus_in_mask, predict_tiles
+    from workbench.tl._engine import edge_index_of, mask_crops
+
+    cohort, ids, _ = data["test"]
+    probs, seconds, hits, dices = [], [], {}, []
+    lesion = set(data["lesion_slides"])
+    for sid in ids:
+        graph, t_graph = graphs[sid]
+        path = cohort.slide_path(sid)
+        if name in ("sew", "sew_no_consistency"):
+            t = time.perf_counter()
+            ad = extract(path, model, graph=graph, slide_id=sid)
+            seconds.append(time.perf_counter() - t + t_graph)
+            probs.append(float(ad.uns["explain"]["probabilities"][1]))
+            if sid in lesion:
+                mask, ds = cohort.lesion_mask(sid)
+                hits[sid] = focus_in_mask(ad, mask, ds).astype(int).tolist()
+                focus = ad.uns["explain"]["focus"]
+                size = int(focus["crop_size"])
+                truth = mask_crops(mask, float(ds), np.asarray(focus["boxes_xywh"]), size)
+                for k, lmap in enumerate(focus["lesion_maps"]):
+                    dices.append(_dice(truth[k, 0].astype(bool), np.asarray(lmap) >= 0.5))
+        elif name == "global_only":
+            t = time.perf_counter()
+            with torch.no_grad():
+                x = torch.from_numpy(np.asarray(graph.X, dtype=np.float32))
+                out = model(x, edge_index_of(graph))
+                p = torch.softmax(out["logits"], -1)[1]
+            seconds.append(time.perf_counter() - t + t_graph)
+            probs.append(float(p))
+        else:
+            t = time.perf_counter()
+            res = predict_tiles(path, model, batch_size=64)
+            seconds.append(time.perf_counter() - t)
+            probs.append(float(res["probabilities"][1]))
+    out = {"probabilities": probs, "seconds": seconds}
+    if hits:
+        flat = [h for v in hits.values() for h in v]
+        out["focus_hit_rate"] = float(np.mean(flat))
+        out["focus_hits"] = hits
+        out["focus_lesion_dice"] = float(np.mean(dices))
+    return out
+
+
+def _metrics(y: np.ndarray, p: np.ndarray) -> dict:
+    from workbench.tl import classification_metrics
+
+    return classification_metrics(y, np.column_stack([1 - p, p]))
+
+
+def bootstrap(y: np.ndarray, P: np.ndarray, *, key: str, n_boot: int, seed: int = 0):
+    """95 % interval of the mean over seeds of a metric, resampling test slides."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, size=n)
+        if len(set(y[idx].tolist())) < 2:
+            continue
+        values.append(np.mean([_metrics(y[idx], p[idx])[key] for p in P]))
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+
+def bootstrap_hits(H: list[dict], *, n_boot: int, seed: int = 0):
+    """95 % interval of the mean focus hit rate, resampling slides (hits per slide per seed)."""
+    rng = np.random.default_rng(seed)
+    slides = sorted(H[0])
+    arr = np.array([[np.mean(h[s]) for s in slides] for h in H])  # seeds x slides
+    vals = [arr[:, rng.integers(0, len(slides), len(slides))].mean() for _ in range(n_boot)]
+    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
+
+
+def _done(path: Path) -> dict:
+    rows = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("section") == "accuracy":
+                rows[(r["model"], r["seed"])] = r
+    return rows
+
+
+def run_accuracy(task: str, args) -> None:
+    import torch
+
+    from workbench.models import save_checkpoint
+    from workbench.tl import suggest_settings
+
+    out = Path(args.workdir) / "results" / f"{task}.jsonl"
+    done = _done(out)
+    todo = [(m, s) for s in args.seeds for m in args.models if (m, s) not in done]
+    t0 = time.perf_counter()
+    data = task_data(task, args)
+    cohort, train_ids, y_train = data["train"]
+    _, test_ids, y_test = data["test"]
+    settings = suggest_settings(cohort.slide_path(train_ids[0]))
+    emit({"section": "data", "task": task, "label": data["label"], "n_train": len(train_ids),
+          "n_train_positive": int(y_train.sum()), "n_test": len(test_ids),
+          "n_test_positive": int(y_test.sum()), "settings": settings,
+          "seconds": time.perf_counter() - t0, "todo": len(todo)})  # fmt: skip
+    if todo:
+        t = time.perf_counter()
+        samples = train_samples(task, data, settings, args)
+        t_prep = time.perf_counter() - t
+        graphs = test_graphs(data, settings)
+        for model_name, seed in todo:
+            torch.manual_seed(seed)
+            trainer, t_train = fit_model(model_name, samples, settings, seed, args.epochs)
+            res = evaluate(model_name, trainer.model_, data, graphs)
+            p = np.asarray(res["probabilities"])
+            row = {
+                "section": "accuracy",
+                "task": task,
+                "model": model_name,
+                "seed": seed,
+                **_metrics(y_test, p),
+                "train_seconds": t_train,
+                "prepare_seconds_all_models": t_prep,
+                "infer_seconds_per_slide_median": statistics.median(res["seconds"]),
+                "infer_seconds_per_slide_mean": float(np.mean(res["seconds"])),
+                "epochs": args.epochs,
+                "n_train": len(train_ids),
+                "n_test": len(test_ids),
+                "probabilities": [round(v, 4) for v in res["probabilities"]],
+                "labels": y_test.tolist(),
+                "test_ids": test_ids,
+            }
+            for k in ("focus_hit_rate", "focus_lesion_dice", "focus_hits"):
+                if k in res:
+                    row[k] = res[k]
+            emit(row, out)
+            if seed == args.seeds[0]:
+                save_checkpoint(trainer.model_, Path(args.workdir) / "models" / task / model_name)
+        done = _done(out)
+    summarise(task, done, y_test, data, args, out)
+
+
+def summarise(task: str, done: dict, y: np.ndarray, data: dict, args, out: Path) -> None:
+    summary = {}
+    for m in args.models:
+        rows = [done[(m, s)] for s in args.seeds if (m, s) in done]
+        if not rows:
+            continue
+        P = np.array([r["probabilities"] for r in rows])
+        aucs = [r["auc"] for r in rows]
+        baccs = [r["balanced_accuracy"] for r in rows]
+        s = {
+            "section": "summary",
+            "task": task,
+            "model": m,
+            "seeds": [r["seed"] for r in rows],
+            "auc_mean": float(np.mean(aucs)),
+            "auc_sd": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else 0.0,
+            "auc_ci95": bootstrap(y, P, key="auc", n_boot=args.n_boot),
+            "balanced_accuracy_mean": float(np.mean(baccs)),
+            "balanced_accuracy_sd": float(np.std(baccs, ddof=1)) if len(baccs) > 1 else 0.0,
+            "balanced_accuracy_ci95": bootstrap(y, P, key="balanced_accuracy", n_boot=args.n_boot),
+            "train_seconds_mean": float(np.mean([r["train_seconds"] for r in rows])),
+            "infer_seconds_per_slide_median": float(
+                np.median([r["infer_seconds_per_slide_median"] for r in rows])
+            ),
+        }
+        if "focus_hit_rate" in rows[0]:
+            hr = [r["focus_hit_rate"] for r in rows]
+            s["focus_hit_rate_mean"] = float(np.mean(hr))
+            s["focus_hit_rate_sd"] = float(np.std(hr, ddof=1)) if len(hr) > 1 else 0.0
+            s["focus_hit_rate_ci95"] = bootstrap_hits(
+                [r["focus_hits"] for r in rows], n_boot=args.n_boot
+            )
+            s["focus_hit_rate_chance"] = float(
+                np.mean([data["lesion_fraction"][sid] for sid in data["lesion_slides"]])
+            )
+            s["focus_lesion_dice_mean"] = float(np.mean([r["focus_lesion_dice"] for r in rows]))
+        summary[m] = s
+        emit(s, out)
+    if not {"sew", "global_only", "tile_abmil"} <= set(summary):
+        return
+    sew, glob, abmil = summary["sew"], summary["global_only"], summary["tile_abmil"]
+    targets = {
+        "section": "targets",
+        "task": task,
+        "sew_auc_minus_abmil_auc": sew["auc_mean"] - abmil["auc_mean"],
+        "sew_auc_minus_global_auc": sew["auc_mean"] - glob["auc_mean"],
+        "infer_seconds_ratio_abmil_over_sew_on_test_slides": abmil["infer_seconds_per_slide_median"]
+        / sew["infer_seconds_per_slide_median"],
+    }
+    if "sew_no_consistency" in summary and "focus_hit_rate_mean" in sew:
+        targets["focus_hit_rate_drop_without_consistency"] = (
+            sew["focus_hit_rate_mean"] - summary["sew_no_consistency"]["focus_hit_rate_mean"]
+        )
+    if task == "detail":
+        targets["target_sew_auc_ge_abmil_minus_0.02"] = targets["sew_auc_minus_abmil_auc"] >= -0.02
+        targets["target_sew_auc_ge_global_plus_0.10"] = targets["sew_auc_minus_global_auc"] >= 0.10
+    if task == "mosaic":
+        targets["target_focus_hit_rate_ge_0.8"] = sew.get("focus_hit_rate_mean", 0) >= 0.8
+        targets["focus_hit_rate_chance"] = sew.get("focus_hit_rate_chance")
+        targets["target_sew_auc_ge_0.9"] = sew["auc_mean"] >= 0.9
+    emit(targets, out)
+
+
+# ----------------------------------------------------------------------------- speed
+_CHILD_WRITE = """
+import json, sys, time
+from workbench.datasets import make_slide
+w, h = (int(v) for v in sys.argv[2].split("x"))
+t = time.perf_counter()
+truth = make_slide(sys.argv[1], size=(w, h), grade=3, infiltration=0.5, seed=77)
+hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0]
+print(json.dumps({"seconds": time.perf_counter() - t, "levels": truth.level_count,
+                  "peak_rss_mb": int(hwm.split()[1]) / 1024}))
+"""
+
+
+def _child(args_list: list[str]) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, *args_list], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    if res.returncode != 0:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def run_child(kind: str, slide: str, model: str) -> None:
+    """One timed inference in this (child) process; prints seconds and own peak RSS."""
+    import torch
+
+    torch.set_num_threads(1)
+    from workbench.models import load_checkpoint
+    from workbench.tl import extract, predict_tiles
+
+    m = load_checkpoint(model)
+    before = _rss_mb()
+    t = time.perf_counter()
+    if kind == "sew":
+        ad = extract(slide, m)
+        extra = {"regions": int(ad.n_obs), "focus": len(ad.uns["explain"]["focus"]["obs_index"])}
+    else:
+        res = predict_tiles(slide, m, batch_size=64)
+        extra = {"tiles": int(res["n_tiles"])}
+    print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": _rss_mb(),
+                      "rss_before_mb": before, **extra}))  # fmt: skip
+
+
+def _speed_models(args) -> dict:
+    """Checkpoints of SEW and TileABMIL: the accuracy run's, or fresh (untrained) ones.
+
+    Inference cost does not depend on the weights (K crops for SEW, every tissue tile for
+    the tile model), so untrained models time the same; the JSON says which were used.
+    """
+    from workbench.models import save_checkpoint
+    from workbench.tl import SlideTrainer
+
+    out = {}
+    for name in ("sew", "tile_abmil"):
+        for task in ("detail", "default", "mosaic"):
+            d = Path(args.workdir) / "models" / task / name
+            if (d / "config.json").exists():
+                out[name] = (str(d), f"trained on the {task} task (seed {args.seeds[0]})")
+                break
+        else:
+            from workbench.datasets import make_cohort
+            from workbench.tl import prepare_cohort, suggest_settings
+
+            c = make_cohort(Path(args.workdir) / "speed_fit", n_patients=2, size="tiny",
+                            progress=False)  # fmt: skip
+            settings = suggest_settings(c.slide_path(c.slide_ids[0]))
+            samples = prepare_cohort(c, [0, 1], settings=settings, tiles=True, progress=False)
+            tr = SlideTrainer(kind=_KIND[name], epochs=1, settings=settings, progress=False)
+            tr.fit(samples=samples)
+            d = Path(args.workdir) / "models" / "speed" / name
+            save_checkpoint(tr.model_, d)
+            out[name] = (str(d), "one epoch on two slides (timing only)")
+    return out
+
+
+def run_speed(args) -> None:
+    out = Path(args.workdir) / "results" / "speed.jsonl"
+    models = _speed_models(args)
+    slides = []
+    for size in args.speed_sizes:
+        path = Path(args.workdir) / f"speed_{size}.tif"
+        write = None
+        if not path.exists():
+            write = _child(["-c", _CHILD_WRITE, str(path), size])
+        slides.append((size, path, write))
+    for size, path, write in slides:
+        from workbench.io import Slide
+
+        with Slide(path) as s:
+            dims = list(s.dimensions)
+        row = {"section": "speed", "slide": size, "dimensions": dims, "write": write,
+               "gpu": NO_GPU, "threads": 1, "models": {k: v[1] for k, v in models.items()}}  # fmt: skip
+        for _rep in range(args.speed_repeats):
+            for name in ("sew", "tile_abmil"):
+                kind = "sew" if name == "sew" else "abmil"
+                res = _child([__file__, "--child", kind, "--slide", str(path), "--model",
+                              models[name][0]])  # fmt: skip
+                row.setdefault(name, []).append(res)
+        for name in ("sew", "tile_abmil"):
+            ok = [r for r in row[name] if "seconds" in r]
+            row[f"{name}_seconds_median"] = (
+                statistics.median(r["seconds"] for r in ok) if ok else None
+            )
+            row[f"{name}_peak_rss_mb_max"] = max((r["peak_rss_mb"] for r in ok), default=None)
+        if row["sew_seconds_median"] and row["tile_abmil_seconds_median"]:
+            row["speedup_abmil_over_sew"] = (
+                row["tile_abmil_seconds_median"] / row["sew_seconds_median"]
+            )
+            row["target_speedup_ge_20"] = row["speedup_abmil_over_sew"] >= 20
+        if dims[0] >= 100_000 and row["sew_peak_rss_mb_max"] is not None:
+            row["target_sew_peak_rss_le_2gb"] = row["sew_peak_rss_mb_max"] <= 2048
+        emit(row, out)
+
+
+# ----------------------------------------------------------------------------- figure
+def figure(args) -> None:
+    """Markdown table and the AUC-vs-seconds plot from the results files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for task in TASKS:
+        path = Path(args.workdir) / "results" / f"{task}.jsonl"
+        if path.exists():
+            last = {}
+            for line in path.read_text().splitlines():
+                r = json.loads(line)
+                if r.get("section") == "summary":
+                    last[r["model"]] = r
+            rows += list(last.values())
+    if not rows:
+        print("no summary rows yet: run --section accuracy first")
+        return
+    print("| task | model | AUC (mean ± SD) [95% CI] | bal. acc. | focus hit (chance) | s/slide |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        hit = ""
+        if "focus_hit_rate_mean" in r:
+            hit = f"{r['focus_hit_rate_mean']:.2f} ({r['focus_hit_rate_chance']:.2f})"
+        lo, hi = r["auc_ci95"]
+        print(f"| {r['task']} | {r['model']} | {r['auc_mean']:.2f} ± {r['auc_sd']:.2f} "
+              f"[{lo:.2f}, {hi:.2f}] | {r['balanced_accuracy_mean']:.2f} | {hit} | "
+              f"{r['infer_seconds_per_slide_median']:.2f} |")  # fmt: skip
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colours = {"default": "#1f77b4", "detail": "#d62728", "mosaic": "#2ca02c"}
+    markers = {"sew": "o", "sew_no_consistency": "s", "global_only": "^", "tile_abmil": "D"}
+    for r in rows:
+        ax.errorbar(r["infer_seconds_per_slide_median"], r["auc_mean"], yerr=r["auc_sd"],
+                    fmt=markers[r["model"]], color=colours[r["task"]], ms=7, capsize=3,
+                    alpha=0.9)  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("inference seconds per test slide (median, 1 CPU thread)")
+    ax.set_ylabel("test AUC (mean ± SD over seeds)")
+    ax.set_ylim(0.3, 1.05)
+    ax.axhline(0.5, color="0.7", lw=0.8, ls="--")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, marker="o", ls="", label=t) for t, c in colours.items()]
+    handles += [Line2D([], [], color="0.3", marker=m, ls="", label=k) for k, m in markers.items()]
+    ax.legend(handles=handles, fontsize=7, ncol=2, loc="lower right")
+    ax.set_title("SEW and baselines: accuracy vs cost, every task", fontsize=10)
+    fig.tight_layout()
+    target = ROOT / "docs" / "images" / "bench_auc_vs_seconds.png"
+    fig.savefig(target, dpi=130)
+    print(f"wrote {target}")
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--quick", action="store_true", help="tiny cohorts, few epochs, one large slide"
-    )
-    ap.add_argument("--n-train", type=int, default=18)
-    ap.add_argument("--n-test", type=int, default=12)
-    ap.add_argument("--size", default="tiny", help="synthetic slide size of the cohorts")
+    ap.add_argument("--section", choices=("accuracy", "speed", "all"), default="all")
+    ap.add_argument("--task", choices=(*TASKS, "all"), default="all")
+    ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--quick", action="store_true", help="small smoke run")
+    ap.add_argument("--n-train", type=int, default=36)
+    ap.add_argument("--n-test", type=int, default=24)
+    ap.add_argument("--size", default="tiny", help="synthetic slide size")
+    ap.add_argument("--mosaic-size", nargs=2, type=int, default=[3072, 2304])
     ap.add_argument("--epochs", type=int, default=16)
-    ap.add_argument("--n-large", type=int, default=1, help="large slides for the timing")
-    ap.add_argument("--large-size", default="large")
-    # One torch thread: on a shared 2-core machine two threads made both models slower.
+    ap.add_argument("--max-tiles", type=int, default=96, help="tiles cached per training slide")
+    ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--data-dir", default=None, help="shared real data (for the mosaic task)")
+    ap.add_argument("--speed-sizes", nargs="+", default=["40960x40960", "102400x25600"])
+    ap.add_argument("--speed-repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", default=None, help="keep generated slides here (default: temp)")
-    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--workdir", default=str(ROOT / "data" / "generated" / "bench"))
+    ap.add_argument("--figure", action="store_true", help="print the table, draw the plot")
+    ap.add_argument("--child", choices=("sew", "abmil"), help=argparse.SUPPRESS)
+    ap.add_argument("--slide", help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:
+        run_child(args.child, args.slide, args.model)
+        return 0
     if args.quick:
-        args.n_train, args.n_test, args.size, args.epochs = 8, 6, "tiny", 12
-        args.n_large, args.large_size = 1, "demo"
-
+        args.n_train, args.n_test, args.epochs, args.seeds = 6, 6, 3, [0]
+        args.mosaic_size, args.n_boot, args.max_tiles = [1536, 1152], 200, 32
+        args.speed_sizes = ["8192x6144"]
+        args.workdir = str(Path(args.workdir).with_name(Path(args.workdir).name + "_quick"))
+    if args.figure:
+        figure(args)
+        return 0
     import torch
 
     torch.set_num_threads(args.threads)
-    from workbench.datasets import make_cohort
-    from workbench.tl import SlideTrainer, extract, predict_tiles
-    from workbench.tl._extract import cohort_slides
-    from workbench.tl._train import label_from_grade, prepare_cohort, suggest_settings
+    if args.data_dir is None:
+        from workbench.datasets._mosaic import default_data_dir
 
-    tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
-    root = Path(args.workdir or tmp.name)
+        found = default_data_dir() or (ROOT.parent / "shared" / "data")
+        args.data_dir = str(found)
+    emit({"benchmark": "slide_inference", "python": platform.python_version(),
+          "torch": torch.__version__, "threads": args.threads, "device": "cpu", "gpu": NO_GPU,
+          "cpus": os.cpu_count(), "args": vars(args)})  # fmt: skip
     t0 = time.perf_counter()
-    emit(
-        {
-            "benchmark": "slide_inference",
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": args.threads,
-            "device": "cpu",
-            "args": vars(args),
-        }
-    )
-    train = make_cohort(
-        root / "train",
-        n_patients=args.n_train,
-        size=args.size,
-        seed=1000 + args.seed,
-        progress=False,
-    )
-    test = make_cohort(
-        root / "test", n_patients=args.n_test, size=args.size, seed=2000 + args.seed, progress=False
-    )
-    train_ids = [sid for sid, _ in cohort_slides(train)]
-    test_rows = cohort_slides(test)
-    test_ids = [sid for sid, _ in test_rows]
-    y_test = np.asarray([label_from_grade(row["grade"]) for _, row in test_rows])
-    settings = suggest_settings(train.slide_path(train_ids[0]))
-    samples = prepare_cohort(train, settings=settings, tiles=True, seed=args.seed, progress=False)
-    t_data = time.perf_counter() - t0
-
-    def fit(kind: str, consistency: bool = True):
-        t = time.perf_counter()
-        trainer = SlideTrainer(
-            kind=kind, epochs=args.epochs, seed=args.seed, consistency=consistency, progress=False
-        )
-        trainer.fit(samples=samples)
-        return trainer.model_, time.perf_counter() - t
-
-    sew, t_sew = fit("sew")
-    ablation, t_abl = fit("sew", consistency=False)
-    glob, t_glob = fit("global")
-    abmil, t_abmil = fit("abmil")
-
-    r_sew = evaluate_sew(sew, test, test_ids, y_test)
-    r_abl = evaluate_sew(ablation, test, test_ids, y_test)
-    r_glob = evaluate_global(glob, r_sew["graphs"], test_ids, y_test)
-    r_abmil = evaluate_abmil(abmil, test, test_ids, y_test)
-    emit(
-        {
-            "section": "accuracy",
-            "n_train": len(train_ids),
-            "n_test": len(test_ids),
-            "test_high_grade": int(y_test.sum()),
-            "label": "high grade (grade 3) vs grades 1-2",
-            "settings": settings,
-            "sew": {k: r_sew[k] for k in ("auc", "accuracy")},
-            "sew_no_consistency": {k: r_abl[k] for k in ("auc", "accuracy")},
-            "global_only": r_glob,
-            "tile_abmil": r_abmil,
-            "train_seconds": {
-                "sew": t_sew,
-                "sew_no_consistency": t_abl,
-                "global_only": t_glob,
-                "tile_abmil": t_abmil,
-            },
-            "data_seconds": t_data,
-            "target_auc_vs_abmil": (
-                None
-                if r_sew["auc"] is None or r_abmil["auc"] is None
-                else r_sew["auc"] >= r_abmil["auc"] - 0.02
-            ),
-        }
-    )
-    emit(
-        {
-            "section": "focus",
-            "top_k": int(sew.focus.top_k),
-            "sew": {k: r_sew[k] for k in ("focus_hit_rate", "focus_lesion_dice")},
-            "sew_no_consistency": {k: r_abl[k] for k in ("focus_hit_rate", "focus_lesion_dice")},
-            "target_hit_rate": r_sew["focus_hit_rate"] >= 0.9,
-        }
-    )
-
-    if not args.skip_speed:
-        from workbench.datasets import make_slide
-        from workbench.io import Slide
-
-        t_sew_s, t_abmil_s, sizes, tiles = [], [], [], []
-        for i in range(args.n_large):
-            path = root / f"large_{i}.tiff"
-            if not path.exists():
-                make_slide(
-                    path,
-                    size=args.large_size,
-                    grade=3 - i % 2,
-                    infiltration=0.5,
-                    seed=77 + i,
-                    progress=False,
-                )
-            sizes.append(list(Slide(path).dimensions))
-            t = time.perf_counter()
-            extract(path, sew)
-            t_sew_s.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            res = predict_tiles(path, abmil, batch_size=64)
-            t_abmil_s.append(time.perf_counter() - t)
-            tiles.append(res["n_tiles"])
-        med_sew, med_abmil = statistics.median(t_sew_s), statistics.median(t_abmil_s)
-        emit(
-            {
-                "section": "speed",
-                "slides": len(t_sew_s),
-                "dimensions": sizes,
-                "abmil_tiles": tiles,
-                "sew_seconds": t_sew_s,
-                "abmil_seconds": t_abmil_s,
-                "sew_median_s": med_sew,
-                "abmil_median_s": med_abmil,
-                "speedup": med_abmil / med_sew,
-                "target_speedup": med_abmil / med_sew >= 20,
-            }
-        )
+    if args.section in ("accuracy", "all"):
+        for task in TASKS if args.task == "all" else (args.task,):
+            run_accuracy(task, args)
+    if args.section in ("speed", "all"):
+        run_speed(args)
     emit({"section": "done", "total_seconds": time.perf_counter() - t0})
-    if tmp is not None:
-        tmp.cleanup()
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
