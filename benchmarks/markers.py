@@ -31,6 +31,11 @@ Parts (``--parts``, comma-separated):
 ``sites_planted``
     ``--site-seeds`` planted cohorts with 4 sites: the planted family with the guard off / on
     / on with site-centred features.
+``pixel_sites``
+    One pixel-level 4-site null cohort (``datasets.make_cohort(sites=4, null=True)``: a stain
+    per site, a baseline hazard per site): a model trained without and with Macenko stain
+    normalisation, extraction, then discovery with the guard off and on. Reported: how much
+    of each phenotype comes from one site, the markers' site association, calls.
 
 Settings were chosen on development seeds that no benchmark part uses (seeds 97-99: the
 family threshold 0.7, and the site stain shift of 10, the smallest of 6/10/14/20 at which
@@ -278,6 +283,61 @@ def sites_null(args) -> None:
         )  # fmt: skip
 
 
+def pixel_sites(args) -> None:
+    """One pixel-level 4-site null cohort: phenotypes from a trained model's region tokens."""
+    from pathlib import Path
+
+    from workbench import datasets
+
+    t0 = time.perf_counter()
+    root = Path(args.pixel_root)
+    cohort = datasets.make_cohort(
+        root / "cohort", n_patients=args.pixel_patients, size="tiny", sites=4, null=True,
+        seed=4000, progress=False,
+    )  # fmt: skip
+    sites = cohort.clinical.set_index(cohort.slide_col)["site"]
+    for stain in ("none", "macenko"):
+        t1 = time.perf_counter()
+        trainer = tl.SlideTrainer(
+            label="grade", epochs=args.pixel_epochs, stain=None if stain == "none" else stain,
+            progress=False,
+        ).fit(cohort)  # fmt: skip
+        out = root / f"regions_{stain}"
+        tl.extract_cohort(cohort, trainer.model_, out, progress=False, overwrite=True)
+        slides = tl.read_slides(out)
+        prep = time.perf_counter() - t1
+        for guard, site_key in (("off", None), ("on", "site")):
+            t2 = time.perf_counter()
+            co = tl.discover(
+                slides, cohort, folds=5, site_key=site_key, covariates=[],
+                family_threshold=args.family_threshold,
+                spatial_kwargs={"families": args.families, "n_perms": 100},
+                survival_kwargs={"cv_top": 0},
+            )  # fmt: skip
+            obs = pd.concat(
+                [a.obs[["phenotype"]].assign(site=sites[a.uns["slide_id"]]) for a in slides]
+            )
+            obs = obs[obs["phenotype"].astype(str) != "other"]
+            share = pd.crosstab(obs["phenotype"].astype(str), obs["site"], normalize="index")
+            screen, fams = co.uns["survival_screen"], co.uns["survival_families"]
+            emit(
+                benchmark="markers", part="pixel_sites", stain=stain, guard=guard, sites=4,
+                patients=int(co.n_obs), null=True, epochs=args.pixel_epochs,
+                phenotypes=int(len(share)),
+                phenotype_largest_site_share={p: round(float(share.loc[p].max()), 3)
+                                              for p in share.index},
+                median_marker_site_eta2=float(np.nanmedian(screen["site_eta2"]))
+                if "site_eta2" in screen else None,
+                families_called=int(fams["called"].sum()),
+                markers_called=int(screen["called"].sum()),
+                markers_mostly_site=int(screen["mostly_site"].sum())
+                if "mostly_site" in screen else None,
+                seconds_train_extract=round(prep, 1),
+                seconds_discover=round(time.perf_counter() - t2, 1),
+            )  # fmt: skip
+    logging.warning("pixel sites part: %.0f s", time.perf_counter() - t0)
+
+
 def gbsg2() -> None:
     from lifelines import CoxPHFitter
     from lifelines.datasets import load_gbsg2
@@ -353,6 +413,9 @@ def main() -> None:
     parser.add_argument("--site-seeds", type=int, default=5)
     parser.add_argument("--site-mode", default="crossfit", choices=list(MODES))
     parser.add_argument("--regions", type=int, default=300)
+    parser.add_argument("--pixel-patients", type=int, default=60)
+    parser.add_argument("--pixel-epochs", type=int, default=12)
+    parser.add_argument("--pixel-root", default="data/generated/bench_markers_sites")
     parser.add_argument("--family-threshold", type=float, default=0.7)
     parser.add_argument(
         "--families", default="direct,nhood,cooc,moran,ripley", help="tl.spatial families"
@@ -371,6 +434,8 @@ def main() -> None:
         nulls(args)
     if "sites_null" in parts:
         sites_null(args)
+    if "pixel_sites" in parts:
+        pixel_sites(args)
     if "sites_planted" in parts:
         planted(
             args, label="sites_planted", sites=4,
