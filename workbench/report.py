@@ -227,13 +227,16 @@ def _section_explain(root: Path, n_examples: int) -> str:
             probs = np.asarray(probs, dtype=float).ravel()
             names = list(explain.get("class_names", [f"class {i}" for i in range(len(probs))]))
             label = ", ".join(f"{n}: {p:.2f}" for n, p in zip(names, probs, strict=False))
+            if explain.get("label"):
+                label = f"{explain['label']} — {label}"
+        sid = str(a.uns.get("slide_id", f.name.removesuffix(".h5ad")))
         fig, ax = plt.subplots(figsize=(5, 4))
         pl.slide_overlay(a, ax=ax)
-        ax.set_title(f"{f.stem}", fontsize=9)
-        overlay = _fig_to_img(fig, alt=f"overlay {f.stem}")
-        gallery = _fig_to_img(pl.focus_gallery(a), alt=f"focus gallery {f.stem}")
+        ax.set_title(sid, fontsize=9)
+        overlay = _fig_to_img(fig, alt=f"overlay {sid}")
+        gallery = _fig_to_img(pl.focus_gallery(a), alt=f"focus gallery {sid}")
         out.append(
-            f'<h3>{html.escape(f.stem)}</h3><p class="note">slide-level probabilities: '
+            f'<h3>{html.escape(sid)}</h3><p class="note">slide-level probabilities: '
             f'{html.escape(label)}</p><div class="figs"><figure>{overlay}</figure>'
             f"<figure>{gallery}</figure></div>"
         )
