@@ -175,6 +175,8 @@ def discover_step(
     out: str | os.PathLike,
     *,
     validation_fraction: float = 0.5,
+    folds: int | None = None,
+    site_key: str | None = None,
     on_unmatched: str = "raise",
     seed: int = 0,
 ) -> anndata.AnnData:
@@ -192,6 +194,8 @@ def discover_step(
         read_slides(slides_dir),
         table,
         validation_fraction=validation_fraction,
+        folds=folds,
+        site_key=site_key,
         on_unmatched=on_unmatched,
         seed=seed,
     )

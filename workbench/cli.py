@@ -219,6 +219,8 @@ def _discover(args: argparse.Namespace) -> int:
         args.clinical,
         args.out,
         validation_fraction=args.validation_fraction,
+        folds=args.folds,
+        site_key=args.site,
         on_unmatched=args.on_unmatched,
         seed=args.seed,
     )
@@ -226,6 +228,9 @@ def _discover(args: argparse.Namespace) -> int:
     screen = cohort.uns["survival_screen"]
     called = int(screen["called"].sum())
     print(f"{len(screen)} markers screened, {called} called at q < 0.05; see {out / 'markers.csv'}")
+    fams = cohort.uns.get("survival_families")
+    if fams is not None:
+        print(f"{len(fams)} marker families, {int(fams['called'].sum())} called")
     print(screen.head(10)[["hr", "p_cox", "q_cox", "p_logrank", "q_logrank"]].to_string())
     return 0
 
@@ -352,6 +357,19 @@ def build_parser() -> argparse.ArgumentParser:
     disc.add_argument("clinical", type=Path, help="clinical CSV")
     disc.add_argument("--out", type=Path, required=True, help="output folder")
     disc.add_argument("--validation-fraction", type=float, default=0.5)
+    disc.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        help="cross-fitting folds (every patient tested by phenotypes fitted on other folds); "
+        "default: one discovery/validation split",
+    )
+    disc.add_argument(
+        "--site",
+        default=None,
+        help="clinical column with each slide's site (or 'tcga': from TCGA barcodes); turns "
+        "on the site guard (site-stratified Cox, site association of every marker)",
+    )
     disc.add_argument("--on-unmatched", default="raise", choices=["raise", "drop"])
     disc.add_argument("--seed", type=int, default=0)
     disc.set_defaults(func=_discover)
