@@ -535,37 +535,47 @@ def run_speed(args) -> None:
 
 
 # ----------------------------------------------------------------------------- figure
-def figure(args) -> None:
-    """Markdown table and the AUC-vs-seconds plot from the results files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def summary_rows(workdir: str | os.PathLike) -> list[dict]:
+    """The latest ``summary`` line of every (task, model) in ``<workdir>/results``."""
     rows = []
     for task in TASKS:
-        path = Path(args.workdir) / "results" / f"{task}.jsonl"
+        path = Path(workdir) / "results" / f"{task}.jsonl"
         if path.exists():
             last = {}
             for line in path.read_text().splitlines():
                 r = json.loads(line)
                 if r.get("section") == "summary":
                     last[r["model"]] = r
-            rows += list(last.values())
-    if not rows:
-        print("no summary rows yet: run --section accuracy first")
-        return
-    print("| task | model | AUC (mean ± SD) [95% CI] | bal. acc. | focus hit (chance) | s/slide |")
-    print("|---|---|---|---|---|---|")
+            rows += [last[m] for m in MODELS if m in last]
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A small Markdown table of the summary rows (README / report)."""
+    out = [
+        "| task | model | AUC mean ± SD [95% CI] | balanced acc. | focus hit (chance) | s / slide |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         hit = ""
         if "focus_hit_rate_mean" in r:
             hit = f"{r['focus_hit_rate_mean']:.2f} ({r['focus_hit_rate_chance']:.2f})"
         lo, hi = r["auc_ci95"]
-        print(f"| {r['task']} | {r['model']} | {r['auc_mean']:.2f} ± {r['auc_sd']:.2f} "
-              f"[{lo:.2f}, {hi:.2f}] | {r['balanced_accuracy_mean']:.2f} | {hit} | "
-              f"{r['infer_seconds_per_slide_median']:.2f} |")  # fmt: skip
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        out.append(
+            f"| {r['task']} | {r['model']} | {r['auc_mean']:.2f} ± {r['auc_sd']:.2f} "
+            f"[{lo:.2f}, {hi:.2f}] | {r['balanced_accuracy_mean']:.2f} | {hit} | "
+            f"{r['infer_seconds_per_slide_median']:.2f} |"
+        )
+    return "\n".join(out)
+
+
+def plot_auc_vs_seconds(rows: list[dict], ax=None):
+    """AUC (mean ± SD over seeds) against inference seconds per slide, every model and task."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.2))
     colours = {"default": "#1f77b4", "detail": "#d62728", "mosaic": "#2ca02c"}
     markers = {"sew": "o", "sew_no_consistency": "s", "global_only": "^", "tile_abmil": "D"}
     for r in rows:
@@ -577,15 +587,27 @@ def figure(args) -> None:
     ax.set_ylabel("test AUC (mean ± SD over seeds)")
     ax.set_ylim(0.3, 1.05)
     ax.axhline(0.5, color="0.7", lw=0.8, ls="--")
-    from matplotlib.lines import Line2D
-
     handles = [Line2D([], [], color=c, marker="o", ls="", label=t) for t, c in colours.items()]
     handles += [Line2D([], [], color="0.3", marker=m, ls="", label=k) for k, m in markers.items()]
     ax.legend(handles=handles, fontsize=7, ncol=2, loc="lower right")
-    ax.set_title("SEW and baselines: accuracy vs cost, every task", fontsize=10)
-    fig.tight_layout()
+    ax.set_title("SEW and baselines: accuracy against cost, every task", fontsize=10)
+    return ax
+
+
+def figure(args) -> None:
+    """Print the Markdown table and write ``docs/images/bench_auc_vs_seconds.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # a script, not a notebook
+    rows = summary_rows(args.workdir)
+    if not rows:
+        print("no summary rows yet: run --section accuracy first")
+        return
+    print(markdown_table(rows))
+    ax = plot_auc_vs_seconds(rows)
+    ax.figure.tight_layout()
     target = ROOT / "docs" / "images" / "bench_auc_vs_seconds.png"
-    fig.savefig(target, dpi=130)
+    ax.figure.savefig(target, dpi=130)
     print(f"wrote {target}")
 
 

@@ -105,3 +105,18 @@ def test_real_cmu_and_tcga_superpixels(real_data):
     assert 400 < b.n_obs < 1600
     W, H = tcga.dimensions
     assert (b.obsm["spatial"][:, 0] < W).all() and (b.obsm["spatial"][:, 1] < H).all()
+
+
+def test_superpixels_stay_on_tissue_are_connected_and_near_the_asked_count(he_like_image):
+    from scipy import ndimage
+
+    from workbench.pp import detect_tissue
+
+    a = region_graph(Slide.from_array(he_like_image, mpp=8.0), n_segments=300)
+    labels = a.uns["region_graph"]["labels"]
+    tissue = detect_tissue(he_like_image)
+    assert not (labels[~tissue] > 0).any()  # glass is never part of a region
+    assert (labels[tissue] > 0).mean() > 0.97  # and tissue is (bar regions under 4 px)
+    assert 0.75 * 300 < a.n_obs < 1.35 * 300
+    for k in range(1, a.n_obs + 1, 7):  # every region is one piece
+        assert ndimage.label(labels == k)[1] == 1
