@@ -21,6 +21,7 @@ from workbench._errors import (
     NotBrightfieldWarning,
     NoTissueError,
     SlideOpenError,
+    StainError,
     UnknownSlideError,
     WorkbenchError,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "NoTissueError",
     "NotBrightfieldWarning",
     "SlideOpenError",
+    "StainError",
     "UnknownSlideError",
     "WorkbenchError",
     "__version__",

@@ -69,6 +69,10 @@ class MarkerError(WorkbenchError, ValueError):
     """Marker discovery got inputs it cannot use (missing features, one outcome group, unfitted)."""
 
 
+class StainError(WorkbenchError, ValueError):
+    """An image cannot be stain-normalised (wrong shape or dtype, no stained tissue, one stain)."""
+
+
 class CohortError(WorkbenchError, ValueError):
     """Slides, clinical table and annotations of a cohort do not fit together (duplicate slide
     ids, annotations or resolution overrides for slides that are not in the cohort)."""
