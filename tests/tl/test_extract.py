@@ -243,3 +243,21 @@ def test_focus_in_mask_hand_checked():
     mask[0, 0] = True  # level-0 x, y in [0, 16)
     mask[3, 3] = True
     np.testing.assert_array_equal(focus_in_mask(a, mask, 16), [True, False, True, False])
+
+
+@pytest.mark.realdata
+def test_a_fluorescence_slide_is_flagged_before_it_is_graded(real_data, model):
+    from workbench import NotBrightfieldWarning
+
+    with pytest.warns(NotBrightfieldWarning):
+        extract(real_data / "slides" / "hamamatsu-dapi-7-levels.ndpi", model)
+
+
+def test_an_he_slide_is_not_flagged(array_slide, model):
+    import warnings
+
+    from workbench import NotBrightfieldWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotBrightfieldWarning)
+        extract(array_slide, model)

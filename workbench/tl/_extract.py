@@ -67,6 +67,15 @@ def _default_slide_id(slide) -> str:
     return slide_id(path)
 
 
+def _warn_if_not_brightfield(slide, name: str) -> None:
+    """``NotBrightfieldWarning`` when the slide (its own colours, before any stain
+    normalisation) does not look like brightfield H&E (fluorescence, dark background …)."""
+    from workbench.pp import check_brightfield
+
+    raw = getattr(slide, "_slide", slide)  # a StainedSlide's own slide
+    check_brightfield(raw.thumbnail(max_size=512), name=name, warn=True, stacklevel=4)
+
+
 def _class_names(model, n: int) -> list[str]:
     names = getattr(model, "config", {}).get("class_names")
     return list(names) if names else [f"class {i}" for i in range(n)]
@@ -147,6 +156,8 @@ def extract(
     pre = settings_of(model)
     slide = open_slide(slide, pre, mpp=mpp)
     slide.require_mpp()
+    sid = str(slide_id or _default_slide_id(slide))
+    _warn_if_not_brightfield(slide, sid)
     dev = torch.device(device or "cpu")
     model = model.to(dev).eval()
     if graph is None:
@@ -191,7 +202,7 @@ def extract(
     region_ids = (
         adata.obs["region_id"].to_numpy()[idx_np] if "region_id" in adata.obs else idx_np + 1
     )
-    adata.uns[SLIDE_ID] = str(slide_id or _default_slide_id(slide))
+    adata.uns[SLIDE_ID] = sid
     stain = pre.get("stain")
     enc = model.tile_encoder
     adata.uns[EXPLAIN] = {
