@@ -158,3 +158,30 @@ def test_applications_use_the_headless_session_not_the_widget():
                 if widget:
                     offenders.append(f"{module}: from {node.module} import ...")
     assert offenders == []
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """What the package imports at run time is in pyproject's dependencies (nothing a user's
+    install would lack)."""
+    import re
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
+    declared = set()
+    for dep in project["dependencies"]:  # "dask[distributed]" declares distributed too
+        declared.add(re.split(r"[<>=!~\[ ;]", dep, maxsplit=1)[0].lower().replace("_", "-"))
+        extras = re.search(r"\[([^\]]+)\]", dep)
+        declared |= {e.strip() for e in extras.group(1).split(",")} if extras else set()
+    dists = packages_distributions()
+    stdlib = set(sys.stdlib_module_names)
+    missing = {}
+    for module, targets in IMPORTS.items():
+        for t in targets:
+            top = t.split(".")[0]
+            if top in stdlib or top in ("workbench", "__future__"):
+                continue
+            names = {d.lower().replace("_", "-") for d in dists.get(top, [top])}
+            if not names & declared:
+                missing.setdefault(top, module)
+    assert missing == {}, f"undeclared imports (module: first user): {missing}"
