@@ -297,20 +297,19 @@ def _model_kwargs(marker_kwargs: Mapping | None, seed: int) -> tuple[dict, str]:
     return mk, key_added
 
 
-def _single_split(adatas, patient_of, pat, split, groups, marker_kwargs, seed):
+def _single_split(adatas, patient_of, split, groups, marker_kwargs, seed):
     from workbench.tl._markers import FeatureUniqueness
 
     mk, key_added = _model_kwargs(marker_kwargs, seed)
-    fit, fit_groups, other = [], [], []
+    fit, fit_groups = [], []
     for a, p in zip(adatas, patient_of, strict=True):
         if split[p] == DISCOVERY and pd.notna(groups.get(p)):
             fit.append(a)
             fit_groups.append(groups[p])
-        else:
-            other.append(a)
     model = FeatureUniqueness(**mk).fit(fit, fit_groups)
     for a in adatas:
         model.transform(a, key_added=key_added)
+    logger.info("added obs[%r] and uns['feature_uniqueness'] to %d slides", key_added, len(adatas))
     return model
 
 
@@ -332,6 +331,10 @@ def _crossfit(adatas, patient_of, pat, fold_of, folds, groups_for, marker_kwargs
         model.rename_phenotypes(mapping)
     for a, p in zip(adatas, patient_of, strict=True):
         models[fold_of[p]].transform(a, key_added=key_added)
+    logger.info(
+        "added obs[%r] to %d slides, each from the phenotypes of the folds it is not in "
+        "(%d matched phenotypes)", key_added, len(adatas), len(matching),
+    )  # fmt: skip
     return models, matching
 
 
@@ -502,7 +505,7 @@ def discover(
                 "discover: %d discovery patient(s) have no outcome group (censored early); "
                 "not used to fit", n_unknown,
             )  # fmt: skip
-        model = _single_split(adatas, patient_of, pat, split, groups, marker_kwargs, seed)
+        model = _single_split(adatas, patient_of, split, groups, marker_kwargs, seed)
         record.update(
             mode="split", validation_fraction=validation_fraction,
             discovery_patients=disc,
