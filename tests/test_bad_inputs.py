@@ -95,6 +95,7 @@ class CliCase:
     argv: tuple[str, ...]
     exit_code: int
     match: str
+    files: dict[str, str] = field(default_factory=dict)  # written under {tmp} first
 
 
 @pytest.fixture(scope="module")
@@ -810,7 +811,301 @@ AREAS: dict[str, list[Case]] = {
     "brightfield": BRIGHTFIELD_CASES,
 }
 ALL_CASES = [(area, case) for area, cases in AREAS.items() for case in cases]
-CLI_CASES: list[CliCase] = []  # the CLI room adds its rows here
+
+
+def _cli(id: str, *argv: str, match: str, files: dict[str, str] | None = None) -> CliCase:
+    return CliCase(id, tuple(argv), 2, match, dict(files or {}))
+
+
+_CSV = {"c.csv": "patient_id,slide,time,event\nP1,S1,10,1\n"}
+_EMPTY_SLIDES = {"s/.keep": ""}  # a folder with nothing but a hidden file
+
+#: Mistakes a user makes on the command line: each ends in one line on stderr and exit code 2.
+CLI_CASES: list[CliCase] = [
+    _cli("unknown-command", "frobnicate", match="invalid choice"),
+    _cli("no-command", match="required"),
+    _cli("demo-n-patients-0", "demo", "--n-patients", "0", match="at least 6"),
+    _cli("demo-n-patients-text", "demo", "--n-patients", "many", match="not a whole number"),
+    _cli("demo-epochs-0", "demo", "--epochs", "0", match="at least 1"),
+    _cli("demo-seed-negative", "demo", "--seed", "-1", match="at least 0"),
+    _cli(
+        "demo-out-is-file", "demo", "--out", "{tmp}/f.txt", match="is a file", files={"f.txt": "x"}
+    ),  # fmt: skip
+    _cli(
+        "demo-out-inside-file",
+        "demo",
+        "--out",
+        "{tmp}/f.txt/run",
+        match="is a file",
+        files={"f.txt": "x"},
+    ),  # fmt: skip
+    _cli("cohort-out-is-file", "cohort", "{tmp}/f.txt", match="is a file", files={"f.txt": "x"}),
+    _cli("cohort-n-patients-0", "cohort", "{tmp}/c", "--n-patients", "0", match="at least 1"),
+    _cli(
+        "train-missing-slides",
+        "train",
+        "{tmp}/nothing",
+        "--clinical",
+        "{tmp}/c.csv",
+        "--label",
+        "grade",
+        match="no slide folder",
+        files=_CSV,
+    ),  # fmt: skip
+    _cli(
+        "train-missing-clinical",
+        "train",
+        "{tmp}/s",
+        "--clinical",
+        "{tmp}/no.csv",
+        "--label",
+        "grade",
+        match="no clinical CSV",
+        files=_EMPTY_SLIDES,
+    ),  # fmt: skip
+    _cli(
+        "train-clinical-is-folder",
+        "train",
+        "{tmp}/s",
+        "--clinical",
+        "{tmp}/s",
+        "--label",
+        "grade",
+        match="is a folder",
+        files=_EMPTY_SLIDES,
+    ),  # fmt: skip
+    _cli(
+        "train-folds-1",
+        "train",
+        "{tmp}/s",
+        "--clinical",
+        "{tmp}/c.csv",
+        "--label",
+        "grade",
+        "--folds",
+        "1",
+        match="at least 2",
+        files={**_CSV, **_EMPTY_SLIDES},
+    ),  # fmt: skip
+    _cli(
+        "train-validation-1",
+        "train",
+        "{tmp}/s",
+        "--clinical",
+        "{tmp}/c.csv",
+        "--label",
+        "grade",
+        "--validation",
+        "1",
+        match="between 0 and 1",
+        files={**_CSV, **_EMPTY_SLIDES},
+    ),  # fmt: skip
+    _cli(
+        "train-no-slides",
+        "train",
+        "{tmp}/s",
+        "--clinical",
+        "{tmp}/c.csv",
+        "--label",
+        "grade",
+        match="no slide files",
+        files={**_CSV, **_EMPTY_SLIDES},
+    ),  # fmt: skip
+    _cli(
+        "train-mpp-text",
+        "train",
+        "{tmp}/s",
+        "--clinical",
+        "{tmp}/c.csv",
+        "--label",
+        "grade",
+        "--mpp",
+        "fine",
+        match="µm per pixel",
+        files={**_CSV, **_EMPTY_SLIDES},
+    ),  # fmt: skip
+    _cli(
+        "train-mpp-negative",
+        "train",
+        "{tmp}/s",
+        "--clinical",
+        "{tmp}/c.csv",
+        "--label",
+        "grade",
+        "--mpp",
+        "-0.5",
+        match="positive",
+        files={**_CSV, **_EMPTY_SLIDES},
+    ),  # fmt: skip
+    _cli(
+        "extract-missing-slides",
+        "extract",
+        "{tmp}/nothing",
+        "--model",
+        "{tmp}",
+        "--out",
+        "{tmp}/o",
+        match="no slide file or folder",
+    ),  # fmt: skip
+    _cli(
+        "extract-missing-model",
+        "extract",
+        "{tmp}",
+        "--model",
+        "{tmp}/m",
+        "--out",
+        "{tmp}/o",
+        match="no checkpoint folder",
+    ),  # fmt: skip
+    _cli(
+        "extract-top-k-0",
+        "extract",
+        "{tmp}",
+        "--model",
+        "{tmp}",
+        "--out",
+        "{tmp}/o",
+        "--top-k",
+        "0",
+        match="at least 1",
+    ),  # fmt: skip
+    _cli(
+        "extract-workers-0",
+        "extract",
+        "{tmp}",
+        "--model",
+        "{tmp}",
+        "--out",
+        "{tmp}/o",
+        "--workers",
+        "0",
+        match="at least 1",
+    ),  # fmt: skip
+    _cli(
+        "extract-timeout-0",
+        "extract",
+        "{tmp}",
+        "--model",
+        "{tmp}",
+        "--out",
+        "{tmp}/o",
+        "--connect-timeout",
+        "0",
+        match="positive",
+    ),  # fmt: skip
+    _cli(
+        "extract-out-is-file",
+        "extract",
+        "{tmp}",
+        "--model",
+        "{tmp}",
+        "--out",
+        "{tmp}/f.txt",
+        match="is a file",
+        files={"f.txt": "x"},
+    ),  # fmt: skip
+    _cli(
+        "extract-no-slides",
+        "extract",
+        "{tmp}/s",
+        "--model",
+        "{tmp}",
+        "--out",
+        "{tmp}/o",
+        match="no slide files",
+        files=_EMPTY_SLIDES,
+    ),  # fmt: skip
+    _cli(
+        "discover-missing-folder",
+        "discover",
+        "{tmp}/nothing",
+        "{tmp}/c.csv",
+        "--out",
+        "{tmp}/o",
+        match="no folder of per-slide .h5ad",
+        files=_CSV,
+    ),  # fmt: skip
+    _cli(
+        "discover-empty-folder",
+        "discover",
+        "{tmp}/s",
+        "{tmp}/c.csv",
+        "--out",
+        "{tmp}/o",
+        match="no .h5ad files",
+        files={**_CSV, **_EMPTY_SLIDES},
+    ),  # fmt: skip
+    _cli(
+        "discover-truncated-h5ad",
+        "discover",
+        "{tmp}/s",
+        "{tmp}/c.csv",
+        "--out",
+        "{tmp}/o",
+        match="truncated or not an .h5ad",
+        files={**_CSV, "s/S1.h5ad": "not hdf5"},
+    ),  # fmt: skip
+    _cli(
+        "discover-only-partial",
+        "discover",
+        "{tmp}/s",
+        "{tmp}/c.csv",
+        "--out",
+        "{tmp}/o",
+        match="no .h5ad files",
+        files={**_CSV, "s/.partial/S1.h5ad": "half"},
+    ),  # fmt: skip
+    _cli(
+        "discover-missing-clinical",
+        "discover",
+        "{tmp}/s",
+        "{tmp}/no.csv",
+        "--out",
+        "{tmp}/o",
+        match="no clinical CSV",
+        files=_EMPTY_SLIDES,
+    ),  # fmt: skip
+    _cli(
+        "discover-out-is-file",
+        "discover",
+        "{tmp}/s",
+        "{tmp}/c.csv",
+        "--out",
+        "{tmp}/c.csv",
+        match="is a file",
+        files={**_CSV, **_EMPTY_SLIDES},
+    ),  # fmt: skip
+    _cli(
+        "discover-fraction-2",
+        "discover",
+        "{tmp}/s",
+        "{tmp}/c.csv",
+        "--out",
+        "{tmp}/o",
+        "--validation-fraction",
+        "2",
+        match="between 0 and 1",
+        files={**_CSV, **_EMPTY_SLIDES},
+    ),  # fmt: skip
+    _cli(
+        "discover-folds-1",
+        "discover",
+        "{tmp}/s",
+        "{tmp}/c.csv",
+        "--out",
+        "{tmp}/o",
+        "--folds",
+        "1",
+        match="at least 2",
+        files={**_CSV, **_EMPTY_SLIDES},
+    ),  # fmt: skip
+    _cli("report-missing-run", "report", "{tmp}/nothing", match="no run folder"),
+    _cli(
+        "report-run-is-file", "report", "{tmp}/f.txt", match="is a file", files={"f.txt": "x"}
+    ),  # fmt: skip
+    _cli("report-out-is-folder", "report", "{tmp}", "--out", "{tmp}", match="is a folder"),
+    _cli("report-examples-negative", "report", "{tmp}", "--examples", "-1", match="at least 0"),
+]
 
 
 @pytest.mark.parametrize(
@@ -836,9 +1131,16 @@ if CLI_CASES:  # defined once the CLI room has rows, so an empty list is not a s
 
         from workbench.cli import main
 
+        for name, text in case.files.items():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_text(text)
         code = main([a.replace("{tmp}", str(tmp_path)) for a in case.argv])
-        assert code == case.exit_code
-        assert re.search(case.match, capsys.readouterr().err)
+        err = capsys.readouterr().err
+        assert code == case.exit_code, err
+        assert re.search(case.match, err), err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1, f"not one line: {err!r}"
+        assert "Traceback" not in err
 
 
 def test_the_matrix_is_large_and_its_ids_are_unique():

@@ -10,18 +10,15 @@ from workbench.cli import build_parser, main
 
 
 def test_help_lists_the_commands(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["--help"])
-    assert exc.value.code == 0
+    assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "demo" in out and "cohort" in out
 
 
 def test_bad_size_is_rejected_with_the_choices(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["demo", "--size", "huge"])
-    assert exc.value.code == 2
-    assert "tiny" in capsys.readouterr().err
+    assert main(["demo", "--size", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert "tiny" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -116,8 +113,14 @@ def test_train_extract_discover_report_commands(tiny_cohort, tmp_path, capsys):
     assert "'skipped': 6" in capsys.readouterr().out
     missing = ["extract", str(tmp_path / "missing.svs"), "--model", str(model), "--out",
                str(tmp_path / "o"), "--no-progress"]  # fmt: skip
-    assert main(missing) == 1
-    assert "no such file" in capsys.readouterr().err
+    assert main(missing) == 2  # a mistake in the command: one line, exit code 2
+    assert "no slide file or folder" in capsys.readouterr().err
+    (tmp_path / "broken.svs").write_bytes(b"not a slide")  # a slide that fails: exit code 1
+    broken = ["extract", str(tmp_path / "broken.svs"), "--model", str(model), "--out",
+              str(tmp_path / "o"), "--no-progress"]  # fmt: skip
+    assert main(broken) == 1
+    err = capsys.readouterr().err
+    assert "failed broken" in err and "Traceback" not in err
 
     assert main(["discover", str(slides), clinical, "--out", str(tmp_path)]) == 0
     assert (tmp_path / "markers.csv").read_text().count("\n") > 5
@@ -144,12 +147,17 @@ def test_train_command_explains_bad_inputs(tiny_cohort, tmp_path, capsys, extra,
     assert not (tmp_path / "m").exists()
 
 
-def test_train_command_rejects_bad_option_values(capsys):
-    for bad in (["--validation", "1.5"], ["--mpp", "S1=abc"], ["--kind", "vit"]):
-        with pytest.raises(SystemExit) as exc:
-            main(["train", "slides", "--clinical", "c.csv", "--label", "y", *bad])
-        assert exc.value.code == 2
-    assert "mpp" in capsys.readouterr().err
+def test_train_command_rejects_bad_option_values(tmp_path, capsys):
+    (tmp_path / "c.csv").write_text("slide,y\nS1,a\n")
+    base = ["train", str(tmp_path), "--clinical", str(tmp_path / "c.csv"), "--label", "y"]
+    for bad, phrase in (
+        (["--validation", "1.5"], "between 0 and 1"),
+        (["--mpp", "S1=abc"], "mpp"),
+        (["--kind", "vit"], "invalid choice"),
+    ):
+        assert main([*base, *bad]) == 2
+        err = capsys.readouterr().err
+        assert phrase in err and len(err.strip().splitlines()) == 1
 
 
 def test_report_of_a_missing_run_is_a_clear_error(tmp_path, capsys):

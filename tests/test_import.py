@@ -137,11 +137,6 @@ def test_only_the_widget_module_imports_ipywidgets():
     assert users == ["workbench.interactive._widget"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the demo's refine step still drives the RegionRefiner widget class; it moves to the "
-    "headless RefinementSession next (then this check passes and the xfail must go)",
-)
 def test_applications_use_the_headless_session_not_the_widget():
     apps = {"workbench.cli", "workbench._demo", "workbench._steps", "workbench.report"}
     offenders = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 from workbench._errors import (
     CheckpointError,
     ClinicalTableError,
+    ClusterError,
     CohortError,
     EncoderError,
     GeoJSONError,
@@ -20,6 +21,8 @@ from workbench._errors import (
     MosaicDataError,
     NotBrightfieldWarning,
     NoTissueError,
+    OptionError,
+    ResultFileError,
     SlideOpenError,
     StainError,
     UnknownSlideError,
@@ -43,6 +46,7 @@ def __getattr__(name: str):
 __all__ = [
     "CheckpointError",
     "ClinicalTableError",
+    "ClusterError",
     "CohortError",
     "EncoderError",
     "GeoJSONError",
@@ -54,6 +58,8 @@ __all__ = [
     "MosaicDataError",
     "NoTissueError",
     "NotBrightfieldWarning",
+    "OptionError",
+    "ResultFileError",
     "SlideOpenError",
     "StainError",
     "UnknownSlideError",

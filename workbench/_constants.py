@@ -8,6 +8,7 @@ ADJACENCY = "adjacency"  # obsp: symmetric 0/1 region adjacency
 REGION_GRAPH = "region_graph"  # uns: labels, thumbnail, thumbnail_mpp, scale_xy, slide
 TILING = "tiling"  # uns: tile grid parameters written by pp.tile_tissue
 EXPLAIN = "explain"  # uns: slide probabilities, focus boxes, crops and lesion maps (tl.extract)
+EXTRACT_FINGERPRINT = "extract_fingerprint"  # uns: model, settings, slide that made a file
 
 # --- GeoJSON / QuPath classifications --------------------------------------------------------
 LESION_CLASS = "Tumor"

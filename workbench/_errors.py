@@ -93,3 +93,17 @@ class EncoderError(WorkbenchError, ValueError):
 class MosaicDataError(WorkbenchError, FileNotFoundError):
     """The real tissue tiles a mosaic cohort is composed from are missing or too few to split
     into train and test."""
+
+
+class OptionError(WorkbenchError, ValueError):
+    """An option has a value it does not accept (a count of 0, a share outside (0, 1) …); the
+    message names the option and the valid values."""
+
+
+class ClusterError(WorkbenchError, RuntimeError):
+    """A dask cluster cannot be started or reached (no scheduler at the address, a timeout)."""
+
+
+class ResultFileError(WorkbenchError, OSError):
+    """A result written by an earlier step (a per-slide ``.h5ad``, a run folder's files) is
+    missing, truncated or not what that step writes."""

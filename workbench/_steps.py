@@ -24,6 +24,96 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
+def output_folder(
+    path: str | os.PathLike, *, what: str = "output folder", create: bool = True
+) -> Path:
+    """``path`` as a folder a step may write into (created if missing, with ``create``).
+
+    Raises
+    ------
+    OutputWriteError
+        ``path`` (or a folder above it) is a file, or the folder cannot be created.
+    """
+    from workbench.io import OutputWriteError
+
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"is inside {str(p)!r}, which is a file"
+                raise OutputWriteError(
+                    f"the {what} {str(path)!r} {where}; choose a folder (a new or existing one)"
+                )
+            break
+    if not create:
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(
+            f"cannot create the {what} {str(path)!r}: {exc.strerror or exc}; choose a writable "
+            "location"
+        ) from exc
+    return path
+
+
+def start_step(
+    folder: str | os.PathLike, *, what: str = "output folder", create: bool = True
+) -> Path:
+    """Where a step starts: make sure ``folder`` can be written and remove the temporary files
+    that an interrupted earlier run left in it (:func:`workbench.io.clean_partial`). With
+    ``create=False`` a missing folder is left for the step to make once its inputs checked
+    out (a step that fails on bad input leaves nothing behind)."""
+    from workbench.io import clean_partial
+
+    folder = output_folder(folder, what=what, create=create)
+    removed = clean_partial(folder, recursive=True)
+    if removed:
+        logger.info("removed %d temporary file(s) left by an interrupted run", len(removed))
+    return folder
+
+
+def slide_results(folder: str | os.PathLike) -> list[Path]:
+    """The per-slide ``.h5ad`` files of ``folder`` (what ``tl.extract_cohort`` writes), each
+    checked to open as HDF5.
+
+    Raises
+    ------
+    ResultFileError
+        The folder is missing or holds no ``.h5ad`` file, or a file is truncated or not HDF5
+        (named, with what to do).
+    """
+    import h5py
+
+    from workbench import ResultFileError
+    from workbench.io import list_results
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ResultFileError(
+            f"the slide results folder {str(folder)!r} {what}; give the folder that "
+            "`workbench extract --out` wrote"
+        )
+    paths = list_results(folder, "*.h5ad")
+    if not paths:
+        raise ResultFileError(
+            f"no .h5ad files in {str(folder)!r}; run `workbench extract SLIDES --model MODEL "
+            f"--out {folder}` first"
+        )
+    for p in paths:
+        try:
+            with h5py.File(p, "r"):
+                pass
+        except OSError as exc:
+            reason = str(exc).split("(", 1)[-1].rstrip(")") if "(" in str(exc) else str(exc)
+            raise ResultFileError(
+                f"{str(p)!r} cannot be read ({reason}): it is truncated or not an .h5ad file; "
+                "delete it and run `workbench extract` again (finished slides are skipped)"
+            ) from None
+    return paths
+
+
 def open_cohort(
     slides: str | os.PathLike,
     clinical: str | os.PathLike | pd.DataFrame | None = None,
@@ -75,6 +165,7 @@ def train_step(
     from workbench.io import atomic_write_text
     from workbench.tl import SlideTrainer
 
+    out = start_step(out, what="checkpoint folder", create=False)
     if classes is not None:
         # Values of the column keep their type; classes given as text match them by text.
         values = {str(v): v for v in cohort.labels(label).unique()}
@@ -93,7 +184,6 @@ def train_step(
         progress=progress,
     )
     trainer.fit(cohort, slide_ids=slide_ids)
-    out = Path(out)
     trainer.save(out)
     history = [
         {k: float(v) for k, v in h.items() if isinstance(v, int | float)} for h in trainer.history_
@@ -124,8 +214,13 @@ def extract_step(
     overwrite: bool = False,
     encoder: Any = None,
     progress: bool = True,
+    connect_timeout: float = 10.0,
 ) -> pd.DataFrame:
-    """Explain every slide of a cohort (or folder, or list) into ``out/<slide_id>.h5ad``."""
+    """Explain every slide of a cohort (or folder, or list) into ``out/<slide_id>.h5ad``.
+
+    Resumable: a slide whose file records the same model and settings is skipped, any other
+    file is computed again (see :func:`workbench.tl.extract_cohort`).
+    """
     from workbench.tl import extract_cohort
 
     return extract_cohort(
@@ -139,6 +234,7 @@ def extract_step(
         overwrite=overwrite,
         encoder=encoder,
         progress=progress,
+        connect_timeout=connect_timeout,
     )
 
 
@@ -161,12 +257,23 @@ def _read_csv(path) -> pd.DataFrame:
 
     from workbench import ClinicalTableError
 
+    if Path(path).is_dir():
+        raise ClinicalTableError(f"{str(path)!r} is a folder; give the clinical CSV file")
     try:
         return pd.read_csv(path, dtype={"slide": str, "patient_id": str})
     except FileNotFoundError:
         raise ClinicalTableError(f"no clinical table at {str(path)!r}; check the path") from None
     except pd.errors.EmptyDataError:
-        raise ClinicalTableError(f"the clinical table {str(path)!r} is empty") from None
+        raise ClinicalTableError(
+            f"the clinical table {str(path)!r} is empty; it needs a header line (patient_id, "
+            "slide, time, event …) and one row per slide"
+        ) from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClinicalTableError(
+            f"cannot read the clinical table {str(path)!r} as CSV ({detail}); save it as "
+            "comma-separated text with a header line"
+        ) from None
 
 
 def discover_step(
@@ -189,6 +296,8 @@ def discover_step(
     from workbench.io import Cohort, atomic_write_text, write_h5ad
     from workbench.tl import discover, read_slides
 
+    out = start_step(out)
+    slide_results(slides_dir)  # a missing, empty or damaged folder: one clear error
     table = clinical if isinstance(clinical, Cohort) else clinical_table(clinical)
     result = discover(
         read_slides(slides_dir),
@@ -199,7 +308,6 @@ def discover_step(
         on_unmatched=on_unmatched,
         seed=seed,
     )
-    out = Path(out)
     write_h5ad(result, out / "discovery.h5ad")
     atomic_write_text(out / "markers.csv", result.uns["survival_screen"].to_csv())
     return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -58,13 +59,14 @@ def _mpp_option(value: str | None):
     return out
 
 
+# ----------------------------------------------------------------- option value types
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -76,16 +78,94 @@ def _mpp_arg(text: str):
             f"give µm per pixel as a number (0.25) or per slide (S1=0.25,S2=0.5), got {text!r}"
         ) from None
     values = mpp.values() if isinstance(mpp, dict) else [mpp]
-    if not all(v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"mpp must be positive, got {text!r}")
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"mpp must be a positive number of µm per pixel, got {text!r}"
+        )
     return mpp
 
 
 def _share(text: str) -> float:
-    value = _positive_float(text)
-    if not value < 1:
-        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {text}")
+    """A fraction strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1 (e.g. 0.2), got {text}")
     return value
+
+
+def _whole(low: int, what: str = ""):
+    """A whole number >= ``low`` (``what`` says why, in the message)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}{what}, got {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {low}"  # argparse names the type in some messages
+    return parse
+
+
+def _out_folder(text: str) -> Path:
+    """An output folder: new or existing, but not a file (nor inside one)."""
+    path = Path(text)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                inside = "" if p == path else f" (inside {str(p)!r}, which is a file)"
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} is a file{inside}; give a folder for the results (new or existing)"
+                )
+            break
+    return path
+
+
+def _out_file(text: str) -> Path:
+    """An output file: not an existing folder, and its folder not a file."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a folder; give a file name, e.g. report.html"
+        )
+    _out_folder(str(path.parent))
+    return path
+
+
+def _existing_folder(what: str, hint: str = ""):
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if not path.exists():
+            raise argparse.ArgumentTypeError(f"no {what} at {text!r}{hint}; check the path")
+        if not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is a file; give the {what}")
+        return path
+
+    return parse
+
+
+def _existing_file(what: str):
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if not path.exists():
+            raise argparse.ArgumentTypeError(f"no {what} at {text!r}; check the path")
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is a folder; give the {what} file")
+        return path
+
+    return parse
+
+
+def _existing_path(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no slide file or folder at {text!r}; check the path")
+    return path
 
 
 #: Preprocessing settings ``workbench train --set KEY=VALUE`` may change, with their types.
@@ -169,17 +249,20 @@ def _metrics_line(m: dict) -> str:
 
 
 def _slide_paths(inputs: list[Path]) -> dict[str, Path]:
-    from workbench import WorkbenchError
-    from workbench.io import list_slides, slide_id
+    from workbench import CohortError
+    from workbench.io import is_hidden, list_slides, slide_id
 
     paths: list[Path] = []
     for item in inputs:
         if item.is_dir():
-            paths += list_slides(item)
+            paths += [p for p in list_slides(item) if not is_hidden(p)]
         else:
             paths.append(item)
     if not paths:
-        raise WorkbenchError(f"no slide files found in {[str(i) for i in inputs]}")
+        raise CohortError(
+            f"no slide files in {', '.join(repr(str(i)) for i in inputs)}; give slide files "
+            "(.svs, .tif, .ndpi …) or folders of them"
+        )
     return {slide_id(p): p for p in paths}
 
 
@@ -202,6 +285,7 @@ def _extract(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         encoder=args.encoder,
         progress=not args.no_progress,
+        connect_timeout=args.connect_timeout,
     )
     counts = table["status"].value_counts().to_dict()
     print(f"extract: {counts} → {Path(args.out).resolve()}")
@@ -243,27 +327,47 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (and exit code 2)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    """``-v`` and ``--debug`` after the command too (``workbench demo --debug``)."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log what each step does")  # fmt: skip
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="workbench",
         description="Pathology Workbench: explain, refine and discover on whole-slide images.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    seed_help = "random seed (a whole number >= 0)"
 
     demo = sub.add_parser(
         "demo",
         help="run the demo end to end on a synthetic cohort (resumable)",
-        description="Generate the synthetic demo cohort and summarise it in a run folder. "
-        "A second run skips the steps that are done.",
+        description="Generate the synthetic demo cohort, train, explain, refine, discover and "
+        "report, in a run folder. Each step records a fingerprint of its inputs and settings in "
+        "run.json; a rerun skips the steps whose fingerprint and outputs are unchanged and "
+        "reruns the first changed step and every step after it.",
     )
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
+    demo.add_argument("--out", type=_out_folder, default=Path("runs/demo"), help="run folder")
     demo.add_argument(
         "--size", default="tiny", choices=["tiny", "demo", "large"], help="slide size"
     )
-    demo.add_argument("--n-patients", type=int, default=36, help="number of synthetic patients")
-    demo.add_argument("--epochs", type=int, default=16, help="training epochs of the model")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--n-patients", type=_whole(6, " (every grade in training and test)"),
+                      default=36, help="number of synthetic patients (at least 6)")  # fmt: skip
+    demo.add_argument("--epochs", type=_whole(1), default=16, help="training epochs of the model")
+    demo.add_argument("--seed", type=_whole(0), default=0, help=seed_help)
     demo.add_argument("--force", action="store_true", help="redo every step")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.set_defaults(func=_demo)
@@ -272,10 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
         "cohort",
         help="write a synthetic pyramidal cohort (slides, ground truth, clinical CSV)",
     )
-    cohort.add_argument("out", type=Path, help="cohort folder")
+    cohort.add_argument("out", type=_out_folder, help="cohort folder")
     cohort.add_argument("--size", default="tiny", choices=["tiny", "demo", "large"])
-    cohort.add_argument("--n-patients", type=int, default=12)
-    cohort.add_argument("--seed", type=int, default=0)
+    cohort.add_argument("--n-patients", type=_whole(1), default=12)
+    cohort.add_argument("--seed", type=_whole(0), default=0, help=seed_help)
     cohort.add_argument("--null", action="store_true", help="no planted survival effect")
     cohort.add_argument("--no-progress", action="store_true")
     cohort.set_defaults(func=_cohort)
@@ -289,15 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
         "polygons (QuPath GeoJSON, one file per slide, named after it) supervise regions and "
         "magnified crops; without, the model learns from the slide labels alone.",
     )
-    train.add_argument("slides", type=Path, help="folder of slide files")
-    train.add_argument(
-        "--clinical", type=Path, required=True, help="clinical CSV, one row per slide"
-    )
+    train.add_argument("slides", type=_existing_folder("slide folder"), help="folder of slides")
+    train.add_argument("--clinical", type=_existing_file("clinical CSV"), required=True,
+                       help="clinical CSV, one row per slide")  # fmt: skip
     train.add_argument(
         "--label", required=True, help="clinical column to learn (two or more classes)"
     )
     train.add_argument("--classes", help="class order, comma-separated (binary: last = positive)")
-    train.add_argument("--annotations", type=Path, help="folder of per-slide GeoJSON annotations")
+    train.add_argument("--annotations", type=_existing_folder("annotation folder"),
+                       help="folder of per-slide GeoJSON annotations")  # fmt: skip
     train.add_argument("--lesion-class", default="Tumor", help="annotation class of the lesion")
     train.add_argument("--kind", default="sew", choices=["sew", "global", "abmil"])
     train.add_argument("--encoder", help="tile encoder: 'builtin' or a .pt2 file (export_encoder)")
@@ -305,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--validation", type=_share, help="share of patients held out for early stopping"
     )
-    train.add_argument("--folds", type=int, help="k-fold cross-validation before the final fit")
+    train.add_argument("--folds", type=_whole(2), help="k-fold cross-validation (k >= 2) first")
     train.add_argument("--mpp", type=_mpp_arg, help="µm/px: a number, or S1=0.25,S2=0.5 per slide")
     train.add_argument("--slide-col", default="slide", help="clinical column of the slides")
     train.add_argument(
@@ -315,9 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rows without a slide file / slides without a row")  # fmt: skip
     train.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
                        help=f"preprocessing setting ({', '.join(SETTINGS)}); repeatable")  # fmt: skip
-    train.add_argument("--out", type=Path, default=Path("runs/model"), help="checkpoint folder")
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", type=_out_folder, default=Path("runs/model"),
+                       help="checkpoint folder")  # fmt: skip
+    train.add_argument("--epochs", type=_whole(1), default=30)
+    train.add_argument("--seed", type=_whole(0), default=0, help=seed_help)
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_train)
 
@@ -325,23 +430,31 @@ def build_parser() -> argparse.ArgumentParser:
         "extract",
         help="explain slides with a trained model: one .h5ad per slide (resumable)",
         description="Run the model on slide files or folders of them. Each slide's region "
-        "AnnData is written atomically; slides already done are skipped.",
+        "AnnData is written atomically and records the model and settings that made it; a "
+        "rerun skips the slides whose file records the same ones and recomputes the others.",
     )
-    extract.add_argument("slides", type=Path, nargs="+", help="slide files and/or folders")
-    extract.add_argument("--model", type=Path, required=True, help="checkpoint folder")
-    extract.add_argument("--out", type=Path, required=True, help="output folder")
+    extract.add_argument("slides", type=_existing_path, nargs="+",
+                         help="slide files and/or folders")  # fmt: skip
+    extract.add_argument("--model", type=_existing_folder("checkpoint folder", " (`workbench "
+                         "train --out`)"), required=True, help="checkpoint folder")  # fmt: skip
+    extract.add_argument("--out", type=_out_folder, required=True, help="output folder")
     extract.add_argument("--mpp", type=_mpp_arg, help="µm/px: a number, or S1=0.25,S2=0.5")
-    extract.add_argument("--clinical", type=Path, help="clinical CSV: only the slides it lists")
+    extract.add_argument("--clinical", type=_existing_file("clinical CSV"),
+                         help="clinical CSV: only the slides it lists")  # fmt: skip
     extract.add_argument("--on-unmatched", default="raise", choices=["raise", "drop"],
                          help="with --clinical: rows without a file / files without a row")  # fmt: skip
     extract.add_argument(
         "--encoder", help="the .pt2 tile encoder, if not where the model recorded it"
     )
-    extract.add_argument("--top-k", type=int, help="focus regions per slide")
+    extract.add_argument("--top-k", type=_whole(1), help="focus regions per slide (default: "
+                         "the model's)")  # fmt: skip
     extract.add_argument(
         "--client", help="'local' for a local dask cluster, or a scheduler address"
     )
-    extract.add_argument("--workers", type=int, default=2, help="workers of a local cluster")
+    extract.add_argument("--workers", type=_whole(1), default=2,
+                         help="workers of a local cluster (at least 1)")  # fmt: skip
+    extract.add_argument("--connect-timeout", type=_positive_float, default=10.0,
+                         help="seconds to wait for the --client scheduler")  # fmt: skip
     extract.add_argument("--overwrite", action="store_true", help="recompute finished slides")
     extract.add_argument("--no-progress", action="store_true")
     extract.set_defaults(func=_extract)
@@ -353,13 +466,16 @@ def build_parser() -> argparse.ArgumentParser:
         "slide, time, event, covariates) to discovery.h5ad and a ranked markers.csv. "
         "Phenotypes are fitted on discovery patients and tested on the others.",
     )
-    disc.add_argument("slides", type=Path, help="folder of per-slide .h5ad (`workbench extract`)")
-    disc.add_argument("clinical", type=Path, help="clinical CSV")
-    disc.add_argument("--out", type=Path, required=True, help="output folder")
-    disc.add_argument("--validation-fraction", type=float, default=0.5)
+    disc.add_argument("slides", type=_existing_folder("folder of per-slide .h5ad files",
+                      " (`workbench extract --out`)"),
+                      help="folder of per-slide .h5ad (`workbench extract`)")  # fmt: skip
+    disc.add_argument("clinical", type=_existing_file("clinical CSV"), help="clinical CSV")
+    disc.add_argument("--out", type=_out_folder, required=True, help="output folder")
+    disc.add_argument("--validation-fraction", type=_share, default=0.5,
+                      help="share of patients tested (the rest choose the phenotypes)")  # fmt: skip
     disc.add_argument(
         "--folds",
-        type=int,
+        type=_whole(2),
         default=None,
         help="cross-fitting folds (every patient tested by phenotypes fitted on other folds); "
         "default: one discovery/validation split",
@@ -371,31 +487,81 @@ def build_parser() -> argparse.ArgumentParser:
         "on the site guard (site-stratified Cox, site association of every marker)",
     )
     disc.add_argument("--on-unmatched", default="raise", choices=["raise", "drop"])
-    disc.add_argument("--seed", type=int, default=0)
+    disc.add_argument("--seed", type=_whole(0), default=0, help=seed_help)
     disc.set_defaults(func=_discover)
 
     report = sub.add_parser(
         "report",
         help="write the self-contained HTML report of a run folder",
     )
-    report.add_argument("run", type=Path, help="run folder (e.g. runs/demo)")
-    report.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html)")
-    report.add_argument("--examples", type=int, default=2, help="slides shown in detail")
+    report.add_argument("run", type=_existing_folder("run folder", "; run `workbench demo` "
+                        "first, or give the folder of a run"), help="run folder (e.g. "
+                        "runs/demo)")  # fmt: skip
+    report.add_argument("--out", type=_out_file, help="HTML file (default: RUN/report.html)")
+    report.add_argument("--examples", type=_whole(0), default=2, help="slides shown in detail")
     report.set_defaults(func=_report)
+    for p in (demo, cohort, train, extract, disc, report):
+        _common(p)
     return parser
 
 
+#: What a user's mistake raises, besides WorkbenchError: the OS errors of a path they gave.
+_PATH_ERRORS = (
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    FileExistsError,
+)
+_PATH_HINTS = {
+    FileNotFoundError: "no such file or folder; check the path",
+    NotADirectoryError: "a file where a folder is needed; check the path",
+    IsADirectoryError: "a folder where a file is needed; check the path",
+    PermissionError: "permission denied; choose a location you can read and write",
+    FileExistsError: "already exists; choose another name",
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as one line that says what to fix."""
+    if not isinstance(exc, WorkbenchError) and isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {_PATH_HINTS.get(type(exc), exc.strerror or str(exc))}"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0]
+    for line in lines[1:]:  # a list of problems: "…: - a - b" becomes "…: a; b"
+        line = line.lstrip("-* ").strip()
+        text += (" " if text.endswith(":") else "; ") + line
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 done, 1 some slides failed, 2 a mistake
+    in the command or its inputs, said in one line on stderr; 130 interrupted)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad option (2, already said in one line)
+        return int(exc.code or 0)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     try:
         return int(args.func(args) or 0)
-    except WorkbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (WorkbenchError, *_PATH_ERRORS) as exc:
+        if args.debug:
+            raise
+        print(f"workbench {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(
+            f"workbench {args.command}: interrupted; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.io import atomic_write_text
+from workbench.io import atomic_write_text, clean_partial, list_results
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,15 @@ def _file_to_img(path: Path, *, alt: str) -> str:
 
 def _missing(what: str, how: str) -> str:
     return f'<p class="missing">No {html.escape(what)} in this run ({html.escape(how)}).</p>'
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    logger.warning("report: cannot read %s (%s)", path, exc)
+    return (
+        f'<p class="missing">{html.escape(path.name)} cannot be read ({html.escape(type(exc).__name__)}'
+        f": {html.escape(str(exc)[:200])}); it is damaged: delete it and rerun the step that "
+        "writes it.</p>"
+    )
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -210,7 +219,8 @@ def _section_explain(root: Path, n_examples: int) -> str:
 
     from workbench import pl
 
-    files = sorted((root / "slides").glob("*.h5ad"))
+    # list_results: temporary files of an interrupted run (in .partial/, hidden) never show
+    files = list_results(root / "slides", "*.h5ad")
     if not files:
         return _missing("slide explanations", "the demo's extract step writes slides/*.h5ad")
     out = [
@@ -219,7 +229,11 @@ def _section_explain(root: Path, n_examples: int) -> str:
         "regions (boxes); then the magnified focus regions with their lesion maps.</p>"
     ]
     for f in files[:n_examples]:
-        a = ad.read_h5ad(f)
+        try:
+            a = ad.read_h5ad(f)
+        except (OSError, KeyError, ValueError) as exc:
+            out.append(_unreadable(f, exc))
+            continue
         explain = a.uns.get("explain", {})
         probs = explain.get("slide_probabilities", explain.get("probabilities"))
         label = ""
@@ -285,7 +299,11 @@ def _section_markers(root: Path, fdr: float = 0.05) -> tuple[str, str]:
     if not path.exists():
         missing = _missing("marker discovery", "the demo's discover step writes discovery.h5ad")
         return missing, missing
-    cohort = ad.read_h5ad(path)
+    try:
+        cohort = ad.read_h5ad(path)
+    except (OSError, KeyError, ValueError) as exc:
+        missing = _unreadable(path, exc)
+        return missing, missing
     screen = cohort.uns.get("survival_screen")
     if screen is None:
         missing = _missing("survival screen", "discovery.h5ad has no uns['survival_screen']")
@@ -389,8 +407,14 @@ def write_report(
     if not root.is_dir():
         from workbench._errors import WorkbenchError
 
-        raise WorkbenchError(f"run folder {str(root)!r} does not exist; run `workbench demo` first")
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise WorkbenchError(f"run folder {str(root)!r} {what}; run `workbench demo` first")
     path = Path(path) if path is not None else root / "report.html"
+    if path.is_dir():
+        from workbench.io import OutputWriteError
+
+        raise OutputWriteError(f"{str(path)!r} is a folder; give the report a file name")
+    clean_partial(root, recursive=True)  # what an interrupted run left is never read
     manifest = _read_json(root / "run.json") or {}
     markers_html, km_html = _section_markers(root)
     sections = [

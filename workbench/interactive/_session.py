@@ -165,8 +165,10 @@ class RefinementSession:
             if geojson is not None:
                 output = geojson
             elif self.slide.path and Path(self.slide.path).exists():
+                from workbench.io import slide_id
+
                 p = Path(self.slide.path)
-                output = p.with_name(p.stem + ".lesion.geojson")
+                output = p.with_name(slide_id(p) + ".lesion.geojson")
             else:
                 output = Path.cwd() / "lesion.geojson"
         self.output = Path(output)

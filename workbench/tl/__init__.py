@@ -18,6 +18,7 @@ from workbench.tl._extract import (
     focus_annotations,
     focus_in_mask,
     load_model,
+    model_fingerprint,
     predict_tiles,
 )
 from workbench.tl._families import family_screen, marker_families
@@ -55,6 +56,7 @@ __all__ = [
     "marker_families",
     "markers",
     "match_phenotypes",
+    "model_fingerprint",
     "outcome_groups",
     "predict_tiles",
     "prepare_cohort",

@@ -1,0 +1,115 @@
+"""A ``kill -9`` at the worst moment: while a result is half saved.
+
+A child process runs ``tl.extract_cohort`` on two slides and is killed (SIGKILL, no clean-up
+of any kind) after the second slide's file is written to its temporary name and before it is
+renamed into place. What must hold afterwards: the finished slide is intact, the half-saved
+one is invisible to every reader, and a plain rerun removes the leftovers, keeps the finished
+slide and computes the other.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.io import PARTIAL_DIR, list_results
+from workbench.models import SelfCalibratedModel, save_checkpoint
+from workbench.pp import feature_names
+from workbench.tl import extract_cohort, read_slides
+
+PRE = {"thumbnail_mpp": 4.0, "n_segments": 120, "detail_mpp": 1.0, "crop_size": 64}
+
+CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    flag, model, out, s1, s2 = sys.argv[1:]
+    real_replace = os.replace
+
+    def replace_then_hang(src, dst):
+        if str(dst).endswith("s2.h5ad"):  # s2 is written, not yet renamed: hang here
+            open(flag, "w").close()
+            time.sleep(600)
+        return real_replace(src, dst)
+
+    os.replace = replace_then_hang
+    from workbench.tl import extract_cohort
+    extract_cohort({"s1": s1, "s2": s2}, model, out, progress=False)
+    """
+)
+
+
+@pytest.fixture
+def setup(tmp_path, write_pyramid_tiff):
+    rng = np.random.default_rng(5)
+    img = np.full((384, 512, 3), 240, np.uint8)
+    img[60:320, 80:420] = (200, 120, 170)
+    img[140:220, 200:300] = (110, 50, 140)
+    img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    slides = {
+        "s1": write_pyramid_tiff(tmp_path / "s1.tif", img, mpp=2.0),
+        "s2": write_pyramid_tiff(tmp_path / "s2.tif", np.ascontiguousarray(img[::-1]), mpp=2.0),
+    }
+    torch.manual_seed(0)
+    model = SelfCalibratedModel(
+        in_features=len(feature_names()),
+        hidden=16,
+        detail_width=8,
+        embed_dim=16,
+        top_k=3,
+        preprocessing={**PRE, "feature_names": feature_names()},
+        class_names=["low", "high"],
+    ).eval()
+    return slides, save_checkpoint(model, tmp_path / "model"), tmp_path / "out"
+
+
+def _kill_while_saving(tmp_path, slides, ckpt, out) -> None:
+    flag = tmp_path / "saving-s2"
+    args = [str(flag), str(ckpt), str(out), str(slides["s1"]), str(slides["s2"])]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, *args], env=env)
+    try:
+        while not flag.exists():  # a hang guard, not a speed check
+            if child.poll() is not None:
+                pytest.fail(f"the child ended (code {child.returncode}) before saving s2")
+            time.sleep(0.1)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_kill_9_while_saving_loses_nothing_and_rerun_resumes(tmp_path, setup):
+    slides, ckpt, out = setup
+    _kill_while_saving(tmp_path, slides, ckpt, out)
+
+    # The killed run left s1 complete and s2 only as a temporary file in .partial/.
+    assert (out / "s1.h5ad").is_file()
+    assert not (out / "s2.h5ad").exists()
+    leftovers = list((out / PARTIAL_DIR).iterdir())
+    assert leftovers and all(p.name.startswith("s2.h5ad") for p in leftovers)
+    # No reader mistakes the temporary file for a result.
+    assert [p.name for p in list_results(out, "*.h5ad")] == ["s1.h5ad"]
+    assert [a.uns["slide_id"] for a in read_slides(out)] == ["s1"]
+    before = (out / "s1.h5ad").stat().st_mtime_ns
+
+    # A plain rerun: leftovers removed, s1 kept (same model and settings), s2 computed.
+    table = extract_cohort(slides, ckpt, out, progress=False)
+    assert dict(zip(table["slide_id"], table["status"], strict=True)) == {
+        "s1": "skipped",
+        "s2": "done",
+    }
+    assert (out / "s1.h5ad").stat().st_mtime_ns == before
+    assert not (out / PARTIAL_DIR).exists()
+    assert sorted(a.uns["slide_id"] for a in read_slides(out)) == ["s1", "s2"]
