@@ -41,6 +41,9 @@ from workbench.io._cohort import Cohort
 
 #: Bumped whenever the same arguments would draw different pixels or tables.
 GENERATOR_VERSION = 1
+#: Version of the ``grade_cue="detail"`` nuclei (recorded only in detail cohorts, so a
+#: detail cohort drawn with older looks is not resumed with new ones).
+DETAIL_CUE_VERSION = 2
 
 CLINICAL_COLUMNS = ["patient_id", "slide", "grade", "age", "time", "event"]
 TRUTH_COLUMNS = [
@@ -225,10 +228,12 @@ def _params(
     # New options are recorded only when used, so a default cohort.json stays as it was.
     if grade_cue != "both":
         params["grade_cue"] = grade_cue
+        params["grade_cue_version"] = DETAIL_CUE_VERSION
         params["grade_cue_note"] = (
             "lesion count, size and outline are drawn independently of grade; grade shows "
-            "only inside the nuclei (ragged outlines, nucleoli, coarse chromatin, mitoses), "
-            "visible at <= 1 um/px"
+            "only inside the nuclei (ragged outlines, open chromatin with coarse clumps, "
+            "large nucleoli, mitoses; same nuclear size and mean colour), visible at "
+            "<= 1 um/px"
         )
     if sites is not None:
         params["sites"] = int(sites)
@@ -250,6 +255,7 @@ def _same_params(old: dict, new: dict) -> bool:
     return (
         same
         and old.get("grade_cue", "both") == new.get("grade_cue", "both")
+        and old.get("grade_cue_version") == new.get("grade_cue_version")
         and old.get("sites") == new.get("sites")
     )
 
@@ -308,7 +314,7 @@ def make_cohort(
     from tqdm.auto import tqdm
 
     from workbench.datasets._render import GRADE_CUES
-    from workbench.io import atomic_write_text
+    from workbench.io import atomic_write_text, clean_partial
 
     if grade_cue not in GRADE_CUES:
         raise ValueError(f"grade_cue must be one of {GRADE_CUES}, got {grade_cue!r}")
@@ -331,10 +337,12 @@ def make_cohort(
                 f"{str(root)!r} holds a cohort made with other arguments "
                 f"(n_patients={old.get('n_patients')}, size={old.get('size')}, "
                 f"seed={old.get('seed')}, null={old.get('null')}, "
-                f"grade_cue={old.get('grade_cue', 'both')!r}, sites={old.get('sites')}); "
+                f"grade_cue={old.get('grade_cue', 'both')!r} "
+                f"(version {old.get('grade_cue_version')}), sites={old.get('sites')}); "
                 "choose another folder or delete this one"
             )
     root.mkdir(parents=True, exist_ok=True)
+    clean_partial(root, recursive=True)  # temporary files of a killed earlier call
     atomic_write_text(meta, json.dumps(params, indent=2))
 
     patients = simulate_patients(n_patients, seed=seed, null=null, sites=sites)
