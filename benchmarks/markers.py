@@ -43,7 +43,14 @@ phenotypes split by site); the benchmark seeds start at 0 (planted), 1000 (null)
 (sites null) and 3000 (sites planted). Clinical covariates are left out of these runs (the
 calls never use the adjusted Cox; it would cost a third more time).
 
-Run: ``.venv/bin/python benchmarks/markers.py [--parts ...] [--seeds 10] [--nulls 40]``.
+Every cohort's own record is printed as soon as it is done (``"cohort": true`` for the null
+parts); ``--resume LOG [LOG ...]`` reads such lines from earlier (interrupted) runs, skips the
+cohorts they cover and folds their records into the summaries, so a killed run loses at most
+one cohort. With both ``planted`` and ``null`` records at hand, a ``split_vs_crossfit`` line
+compares the two modes at equal false-call rate.
+
+Run: ``.venv/bin/python benchmarks/markers.py [--parts ...] [--seeds 10] [--nulls 40]
+[--resume old.log]``.
 """
 
 from __future__ import annotations
@@ -65,6 +72,28 @@ MODES = {"split": None, "crossfit": 5}
 
 def emit(**record) -> None:
     print(json.dumps(record, default=_json), flush=True)
+
+
+#: Per-cohort records of earlier runs (``--resume``), keyed by (part, mode, guard, seed).
+DONE: dict[tuple, dict] = {}
+
+
+def _key(part, mode, guard, seed) -> tuple:
+    return (part, mode, guard or "", int(seed))
+
+
+def load_resume(paths) -> None:
+    for path in paths or ():
+        for line in open(path):
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            rec = json.loads(line)
+            if rec.get("benchmark") != "markers" or rec.get("summary") or "seed" not in rec:
+                continue
+            DONE[_key(rec["part"], rec.get("mode"), rec.get("guard"), rec["seed"])] = rec
+    if DONE:
+        logging.warning("resume: %d cohort records from %s", len(DONE), ", ".join(paths))
 
 
 def _json(v):
@@ -193,93 +222,178 @@ def planted(args, *, label="planted", sites=None, seeds=None, guards=None) -> di
     modes = MODES if sites is None else {args.site_mode: MODES[args.site_mode]}
     records = {(m, g): [] for m in modes for g in guards}
     for seed in seeds:
+        todo = []
+        for mode in modes:
+            for guard in guards:
+                old = DONE.get(_key(label, mode, guard if sites else None, seed))
+                if old is not None:
+                    records[(mode, guard)].append(old)
+                    emit(**{**old, "resumed": True})
+                else:
+                    todo.append((mode, guard))
+        if not todo:
+            continue
         adatas, clinical = tl.simulate_region_cohort(
             args.patients, seed=seed, n_regions=args.regions, sites=sites
         )
-        for mode, folds in modes.items():
-            for guard, (site_key, center) in guards.items():
-                co, sec = run(adatas, clinical, seed=seed, folds=folds, args=args,
-                              site_key=site_key, center=center)  # fmt: skip
-                rec = summarise_run(co, adatas, sec)
-                records[(mode, guard)].append(rec)
-                emit(benchmark="markers", part=label, mode=mode,
-                     **({"guard": guard} if sites else {}), seed=int(seed),
-                     patients=args.patients,
-                     tested=len(co.uns["survival_screen_params"]["tested_patients"]), **rec)  # fmt: skip
+        for mode, guard in todo:
+            site_key, center = guards[guard]
+            co, sec = run(adatas, clinical, seed=seed, folds=modes[mode], args=args,
+                          site_key=site_key, center=center)  # fmt: skip
+            rec = summarise_run(co, adatas, sec)
+            records[(mode, guard)].append(rec)
+            emit(benchmark="markers", part=label, mode=mode,
+                 **({"guard": guard} if sites else {}), seed=int(seed),
+                 patients=args.patients,
+                 tested=len(co.uns["survival_screen_params"]["tested_patients"]), **rec)  # fmt: skip
     for (mode, guard), recs in records.items():
         planted_summary(recs, mode, label, **({"guard": guard, "sites": sites} if sites else {}))
     return records
 
 
-def nulls(args) -> None:
-    mins = {m: [] for m in MODES}
-    counts = {m: {"fam": [], "mark": []} for m in MODES}
-    t0 = time.perf_counter()
-    for i in range(args.nulls):
-        seed = 1000 + i
-        adatas, clinical = tl.simulate_region_cohort(
-            args.null_patients, seed=seed, null=True, n_regions=args.regions
-        )
-        for mode, folds in MODES.items():
-            co, _ = run(adatas, clinical, seed=seed, folds=folds, args=args)
-            fams, screen = co.uns["survival_families"], co.uns["survival_screen"]
-            mins[mode].append(float(np.nanmin(fams["q_family"])))
-            counts[mode]["fam"].append(int(fams["called"].sum()))
-            counts[mode]["mark"].append(int(screen["called"].sum()))
-        if (i + 1) % 10 == 0:
-            logging.warning("null cohorts: %d of %d done", i + 1, args.nulls)
+def _null_record(co) -> dict:
+    fams, screen = co.uns["survival_families"], co.uns["survival_screen"]
+    decide = co.uns["survival_screen_params"]["decided_by"]
+    rec = {
+        "families_called": int(fams["called"].sum()),
+        "markers_called": int(screen["called"].sum()),
+        "min_family_q": float(np.nanmin(fams["q_family"])),
+        "min_marker_q": float(np.nanmin(screen[decide])),
+        "families_tested": int(fams["p_family"].notna().sum()),
+        "markers_tested": int(screen["p_cox"].notna().sum()),
+    }
+    if "mostly_site" in screen:
+        rec["markers_mostly_site"] = int(screen["mostly_site"].sum())
+    return rec
+
+
+def _null_cohorts(args, *, part, seeds, patients, sites, guards, modes) -> dict:
+    """Run (or resume) null cohorts; one record per cohort, mode and guard."""
+    records = {(m, g): [] for m in modes for g in guards}
+    for i, seed in enumerate(seeds):
+        todo = []
+        for m in modes:
+            for g in guards:
+                old = DONE.get(_key(part, m, g if sites else None, seed))
+                if old is not None:
+                    records[(m, g)].append(old)
+                    emit(**{**old, "resumed": True})
+                else:
+                    todo.append((m, g))
+        if todo:
+            adatas, clinical = tl.simulate_region_cohort(
+                patients, seed=seed, null=True, n_regions=args.regions, sites=sites
+            )
+            for m, g in todo:
+                site_key, center = guards[g]
+                co, sec = run(adatas, clinical, seed=seed, folds=modes[m], args=args,
+                              site_key=site_key, center=center)  # fmt: skip
+                rec = {**_null_record(co), "seconds": round(sec, 1)}
+                records[(m, g)].append(rec)
+                emit(benchmark="markers", part=part, cohort=True, mode=m,
+                     **({"guard": g, "sites": sites} if sites else {}), seed=int(seed),
+                     patients=patients, **rec)  # fmt: skip
+        if (i + 1) % 5 == 0:
+            logging.warning("%s: %d of %d cohorts done", part, i + 1, len(seeds))
+    return records
+
+
+def _null_summary(recs: list[dict]) -> dict:
+    n = len(recs)
+    fam = np.array([r["families_called"] for r in recs])
+    mark = np.array([r["markers_called"] for r in recs])
+    out = {
+        "cohorts": n,
+        "share_any_family_called_q05": round(float((fam > 0).mean()), 3),
+        "wilson95": wilson(int((fam > 0).sum()), n),
+        "share_any_marker_called_q05": round(float((mark > 0).mean()), 3),
+        "marker_wilson95": wilson(int((mark > 0).sum()), n),
+        "families_called_per_cohort": fam.tolist(),
+        "median_families_tested": float(np.median([r["families_tested"] for r in recs])),
+        "median_markers_tested": float(np.median([r["markers_tested"] for r in recs])),
+        "min_family_q": [round(r["min_family_q"], 4) for r in recs],
+    }
+    if recs and "markers_mostly_site" in recs[0]:
+        out["markers_flagged_mostly_site_per_cohort"] = [r["markers_mostly_site"] for r in recs]
+    return out
+
+
+def calibrated_threshold(min_q: list[float], rate: float = 0.05) -> float:
+    """Largest family-q threshold at which at most ``rate`` of the null cohorts call anything.
+
+    A cohort calls at threshold ``t`` when its smallest family q is below ``t``; with the
+    sorted minima ``q_(1) <= ...``, thresholds up to ``q_(k+1)`` (``k = floor(rate * n)``)
+    let at most ``k`` cohorts call.
+    """
+    q = np.sort(np.asarray(min_q, dtype=float))
+    k = int(np.floor(rate * len(q)))
+    return float(q[k]) if k < len(q) else 1.0
+
+
+def nulls(args) -> dict:
+    records = _null_cohorts(
+        args, part="null", seeds=range(1000, 1000 + args.nulls), patients=args.null_patients,
+        sites=None, guards={"off": (None, False)}, modes=MODES,
+    )  # fmt: skip
+    out = {}
     for mode in MODES:
-        fam = np.array(counts[mode]["fam"])
-        mark = np.array(counts[mode]["mark"])
-        q = np.sort(mins[mode])
-        # Largest family-q threshold at which at most 5% of these null cohorts call anything.
-        k = int(np.floor(0.05 * len(q)))
-        calibrated = float(q[k]) if k < len(q) else 1.0
+        recs = records[(mode, "off")]
+        thr = calibrated_threshold([r["min_family_q"] for r in recs])
+        out[mode] = thr
         emit(
-            benchmark="markers", part="null", mode=mode, cohorts=args.nulls,
-            patients=args.null_patients,
-            share_any_family_called_q05=round(float((fam > 0).mean()), 3),
-            wilson95=wilson(int((fam > 0).sum()), args.nulls),
-            share_any_marker_called_q05=round(float((mark > 0).mean()), 3),
-            marker_wilson95=wilson(int((mark > 0).sum()), args.nulls),
-            families_called_per_cohort=fam.tolist(), min_family_q=[round(v, 4) for v in mins[mode]],
-            calibrated_family_q_threshold_5pct=calibrated, target=0.05,
-            seconds=round(time.perf_counter() - t0, 1),
+            benchmark="markers", part="null", mode=mode, summary=True,
+            patients=args.null_patients, **_null_summary(recs),
+            calibrated_family_q_threshold_5pct=thr, target=0.05,
+            seconds=round(sum(r["seconds"] for r in recs), 1),
         )  # fmt: skip
-    args.calibrated = {m: float(np.sort(mins[m])[int(np.floor(0.05 * len(mins[m])))])
-                       for m in MODES}  # fmt: skip
+    return out
+
+
+def compare_modes(planted_records: dict, thresholds: dict) -> None:
+    """Split vs cross-fitting: power at q < 0.05 / 0.01 and at equal (5%) false-call rate."""
+    rows = {}
+    for mode in MODES:
+        recs = planted_records.get((mode, "off"), [])
+        if not recs or mode not in thresholds:
+            return
+        q = np.array([r.get("target_family_q") or 1.0 for r in recs])
+        r1 = np.array([r.get("target_family_rank") == 1 for r in recs])
+        thr = thresholds[mode]
+        rows[mode] = {
+            "cohorts": len(recs),
+            "calibrated_threshold": thr,
+            "power_at_calibrated": round(float((q < thr).mean()), 3),
+            "power_at_calibrated_wilson95": wilson(int((q < thr).sum()), len(recs)),
+            "power_q05": round(float((q < 0.05).mean()), 3),
+            "power_q01": round(float((q < 0.01).mean()), 3),
+            "rank1_and_q01": int((r1 & (q < 0.01)).sum()),
+            "median_planted_family_log10_q": round(float(np.median(np.log10(q))), 2),
+        }
+    emit(
+        benchmark="markers", part="split_vs_crossfit", modes=rows,
+        crossfit_power_ge_split_at_equal_false_call_rate=bool(
+            rows["crossfit"]["power_at_calibrated"] >= rows["split"]["power_at_calibrated"]
+        ),
+        note="thresholds calibrated on the null cohorts (5% of them call anything)",
+    )  # fmt: skip
+
+
+SITE_GUARDS = {"off": (None, False), "on": ("site", False), "on+center": ("site", True)}
 
 
 def sites_null(args) -> None:
-    guards = {"off": (None, False), "on": ("site", False), "on+center": ("site", True)}
-    counts = {g: {"fam": [], "mark": [], "flagged": []} for g in guards}
-    t0 = time.perf_counter()
-    for i in range(args.site_nulls):
-        seed = 2000 + i
-        adatas, clinical = tl.simulate_region_cohort(
-            args.site_patients, seed=seed, null=True, n_regions=args.regions, sites=4
-        )
-        for g, (site_key, center) in guards.items():
-            co, sec = run(adatas, clinical, seed=seed, folds=MODES[args.site_mode], args=args,
-                          site_key=site_key, center=center)  # fmt: skip
-            fams, screen = co.uns["survival_families"], co.uns["survival_screen"]
-            counts[g]["fam"].append(int(fams["called"].sum()))
-            counts[g]["mark"].append(int(screen["called"].sum()))
-            if "mostly_site" in screen:
-                counts[g]["flagged"].append(int(screen["mostly_site"].sum()))
-        logging.warning("site null cohort %d of %d done", i + 1, args.site_nulls)
-    for g in guards:
-        fam, mark = np.array(counts[g]["fam"]), np.array(counts[g]["mark"])
+    modes = {args.site_mode: MODES[args.site_mode]}
+    records = _null_cohorts(
+        args, part="sites_null", seeds=range(2000, 2000 + args.site_nulls),
+        patients=args.site_patients, sites=4, guards=SITE_GUARDS, modes=modes,
+    )  # fmt: skip
+    for g in SITE_GUARDS:
+        recs = records[(args.site_mode, g)]
         emit(
             benchmark="markers", part="sites_null", guard=g, mode=args.site_mode, sites=4,
-            cohorts=args.site_nulls, patients=args.site_patients,
-            share_any_family_called_q05=round(float((fam > 0).mean()), 3),
-            wilson95=wilson(int((fam > 0).sum()), args.site_nulls),
-            share_any_marker_called_q05=round(float((mark > 0).mean()), 3),
-            marker_wilson95=wilson(int((mark > 0).sum()), args.site_nulls),
-            families_called_per_cohort=fam.tolist(),
-            markers_flagged_mostly_site_per_cohort=counts[g]["flagged"],
-            target="<= 0.05 with the guard on", seconds=round(time.perf_counter() - t0, 1),
+            summary=True, patients=args.site_patients, **_null_summary(recs),
+            target="<= 0.05 with the guard on",
+            seconds=round(sum(r["seconds"] for r in recs), 1),
         )  # fmt: skip
 
 
@@ -417,6 +531,7 @@ def main() -> None:
     parser.add_argument("--pixel-epochs", type=int, default=12)
     parser.add_argument("--pixel-root", default="data/generated/bench_markers_sites")
     parser.add_argument("--family-threshold", type=float, default=0.7)
+    parser.add_argument("--resume", nargs="*", default=[], help="logs of earlier runs to reuse")
     parser.add_argument(
         "--families", default="direct,nhood,cooc,moran,ripley", help="tl.spatial families"
     )
@@ -426,12 +541,12 @@ def main() -> None:
     logging.getLogger("workbench").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     parts = args.parts.split(",")
+    load_resume(args.resume)
     if "gbsg2" in parts:
         gbsg2()
-    if "planted" in parts:
-        planted(args)
+    planted_records = planted(args) if "planted" in parts else {}
     if "null" in parts:
-        nulls(args)
+        compare_modes(planted_records, nulls(args))
     if "sites_null" in parts:
         sites_null(args)
     if "pixel_sites" in parts:
@@ -440,7 +555,7 @@ def main() -> None:
         planted(
             args, label="sites_planted", sites=4,
             seeds=range(3000, 3000 + args.site_seeds),
-            guards={"off": (None, False), "on": ("site", False), "on+center": ("site", True)},
+            guards=SITE_GUARDS,
         )  # fmt: skip
 
 
