@@ -55,7 +55,7 @@ def make_engine(method: str, model, *, rw_work: int):
     if method == "random_walker":
         return RefinementEngine(method="random_walker", work_size=rw_work)
     variants = {
-        "cgam_all_network": ("cgam", {"network_clicks": None}),
+        "cgam_n8": ("cgam", {"network_clicks": 8}),  # the reference: clicks 9+ via the gate only
         "cgam_cached": ("cgam", {"reencode": False}),
         "fbrs_cached": ("fbrs", {"reencode": False}),
     }
@@ -206,7 +206,13 @@ def plot_curves(lines: list[dict], path: Path) -> None:
     cols = min(4, len(evals))
     rows = int(np.ceil(len(evals) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
-    colours = {"cgam": "#d62728", "fbrs": "#1f77b4", "none": "#7f7f7f", "random_walker": "#2ca02c"}
+    colours = {
+        "cgam": "#d62728",
+        "cgam_n8": "#ff9896",
+        "fbrs": "#1f77b4",
+        "none": "#7f7f7f",
+        "random_walker": "#2ca02c",
+    }
     for ax, name in zip(axes.ravel(), evals, strict=False):
         for line in lines:
             if line["eval"] != name:
@@ -240,7 +246,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real-root", default=_default_root())
     parser.add_argument("--folds", default=str(ROOT / "data" / "generated" / "interactive"))
-    parser.add_argument("--methods", default="cgam,fbrs,none,random_walker")
+    parser.add_argument("--methods", default="cgam,cgam_n8,fbrs,none,random_walker")
     parser.add_argument("--evals", default="lodo,indomain,synthetic,latency")
     parser.add_argument("--datasets", default="ocdc,camelyon,monusac,monuseg,tnbc")
     parser.add_argument(

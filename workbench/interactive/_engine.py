@@ -10,8 +10,9 @@ per-pixel head is then optimised on the clicks:
     second click on it is optimised with Adam (``steps`` steps) on a squared hinge loss over
     the *disk* of every click (each click counts equally) plus a penalty on logit changes
     outside the newest click's neighbourhood; its state carries over from click to click.
-    The network sees the first ``network_clicks`` clicks; later clicks act through the gate
-    only (the features of the last network click stay cached).
+    With ``network_clicks=N`` (the reference uses 8) the network sees only the first N
+    clicks and later clicks act through the gate alone (the features of the last network
+    click stay cached); by default the network sees every click.
 ``"fbrs"``
     f-BRS-style per-channel scale and bias (:class:`~workbench.models.ChannelScaleBias`),
     optimised the same way from the second click on, with an L2 pull to the identity instead
@@ -66,6 +67,7 @@ class _View:
     prior_work: np.ndarray | None  # the same at the working resolution
     blank_features: object = None  # features without clicks (reencode=False)
     history: list[_Snapshot] = field(default_factory=list)
+    loss_radii: list[float] = field(default_factory=list)  # per click, working pixels
 
 
 def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -84,6 +86,16 @@ def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
         arr = np.clip(arr.astype(np.float64) * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255)
         arr = arr.astype(np.uint8)
     return np.ascontiguousarray(arr)
+
+
+def _disk_offsets(radius: float) -> np.ndarray:
+    """Sample offsets ``(k, 2)`` (x, y) of a disk of ``radius`` working pixels: about 80
+    points whatever the radius."""
+    stride = max(1, int(round(radius / 5.0)))
+    r = int(np.ceil(radius))
+    dy, dx = np.mgrid[-r : r + 1 : stride, -r : r + 1 : stride]
+    keep = dy**2 + dx**2 <= radius**2
+    return np.stack([dx[keep], dy[keep]], axis=1).astype(np.float32)
 
 
 def _resize_bool(mask: np.ndarray, shape_rc: tuple[int, int]) -> np.ndarray:
@@ -133,7 +145,9 @@ class RefinementEngine:
         Margin of the squared hinge loss on the click disks, in logits.
     network_clicks
         CGAM only: how many clicks the network itself sees; later clicks act through the
-        gate alone. ``None``: the network sees every click.
+        gate alone (the CGAM reference uses 8). ``None`` (default, chosen on validation
+        data: with 8, NoC@85 was 0.4-0.8 clicks worse on the validation parts of CAMELYON and
+        MoNuSeg): the network sees every click.
     prior_strength
         Logit added (+) inside / subtracted (-) outside an initial mask, so a loaded outline
         survives clicks elsewhere.
@@ -160,10 +174,12 @@ class RefinementEngine:
         neighbourhood: float = 0.2,
         locality_weight: float = 1.0,
         margin: float = 1.0,
-        network_clicks: int | None = 8,
+        network_clicks: int | None = None,
         prior_strength: float = 4.0,
         reencode: bool = True,
         penalty_points: int = 768,
+        adaptive_disk: float = 0.0,
+        max_loss_radius: float = 24.0,
     ) -> None:
         if method not in METHODS:
             raise RefinementError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -209,14 +225,8 @@ class RefinementEngine:
         self.clicks: ClickState | None = None
         self.last_seconds: float = 0.0
         self.last_steps: int = 0
-        # Offsets of the loss disk's sample points (working pixels), about 80 per click
-        # whatever the radius.
-        rl = self.loss_radius
-        stride = max(1, int(round(rl / 5.0)))
-        r = int(np.ceil(rl))
-        dy, dx = np.mgrid[-r : r + 1 : stride, -r : r + 1 : stride]
-        keep = dy**2 + dx**2 <= rl**2
-        self._disk = np.stack([dx[keep], dy[keep]], axis=1).astype(np.float32)  # (k, 2) x, y
+        self.adaptive_disk = float(adaptive_disk)
+        self.max_loss_radius = float(max_loss_radius)
 
     # ---------------------------------------------------------------- view -------------
     def set_view(self, image: np.ndarray, *, initial_mask: np.ndarray | None = None) -> np.ndarray:
@@ -317,6 +327,7 @@ class RefinementEngine:
         view = self._require_view()
         if len(view.history) > 1:
             view.history.pop()
+            view.loss_radii.pop()
             self.clicks.undo()
             self._restore(view.history[-1].module_state)
         return self.mask
@@ -325,6 +336,7 @@ class RefinementEngine:
         """Forget all clicks; back to the starting mask."""
         view = self._require_view()
         del view.history[1:]
+        view.loss_radii.clear()
         self.clicks.reset()
         self._restore(None)
         return self.mask
@@ -349,6 +361,7 @@ class RefinementEngine:
         if not self.clicks.add(click):
             return self.mask
         start = time.perf_counter()
+        view.loss_radii.append(self._loss_radius_of(view, click))
         if self.method == "random_walker":
             snap = _Snapshot(self._random_walker(view), None, None, None, 0.0)
         else:
@@ -358,6 +371,26 @@ class RefinementEngine:
         self.last_steps = snap.steps
         view.history.append(snap)
         return snap.mask.copy()
+
+    def _loss_radius_of(self, view: _View, click: Click) -> float:
+        """Radius (working pixels) of the disk the click loss covers for ``click``.
+
+        Fixed (``loss_radius``), or with ``adaptive_disk > 0`` that fraction of the click's
+        distance to the nearest pixel the current mask already gives the click's label (the
+        click sits inside a region the mask has wrong; about how far that region reaches),
+        between ``loss_radius`` and ``max_loss_radius``.
+        """
+        if self.adaptive_disk <= 0 or self.method not in ("cgam", "fbrs"):
+            return self.loss_radius
+        prev = view.history[-1].work_mask
+        same = prev if click.positive else ~prev
+        if not same.any():
+            return self.max_loss_radius
+        cx = (click.x + 0.5) * view.scale - 0.5
+        cy = (click.y + 0.5) * view.scale - 0.5
+        rows, cols = np.nonzero(same)
+        d = float(np.sqrt(((rows - cy) ** 2 + (cols - cx) ** 2).min()))
+        return float(np.clip(self.adaptive_disk * d, self.loss_radius, self.max_loss_radius))
 
     # ------------------------------------------------------------ network --------------
     def _encode(self, view: _View, clicks, prev_work: np.ndarray):
@@ -389,7 +422,7 @@ class RefinementEngine:
         for k, c in enumerate(clicks):
             cx = (c.x + 0.5) * view.scale - 0.5
             cy = (c.y + 0.5) * view.scale - 0.5
-            p = self._disk + np.array([round(cx), round(cy)], np.float32)
+            p = _disk_offsets(view.loss_radii[k]) + np.array([round(cx), round(cy)], np.float32)
             p = p[(p[:, 0] >= 0) & (p[:, 0] < ww) & (p[:, 1] >= 0) & (p[:, 1] < hw)]
             if not len(p):
                 p = np.array([[min(max(round(cx), 0), ww - 1), min(max(round(cy), 0), hw - 1)]])
@@ -552,8 +585,7 @@ class RefinementEngine:
             view.work,
             labels,
             beta=130,
-            mode="cg_j",
-            tol=1e-3,
+            mode="bf",  # a direct sparse solve: exact, and 40x faster than "cg_j" here
             channel_axis=-1,
             return_full_prob=True,
         )[0]

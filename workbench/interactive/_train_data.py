@@ -205,6 +205,9 @@ class TrainingSampler:
         Strength of the HED stain jitter.
     large_shapes
         Composite shapes up to 0.45 of the crop and 85% of its area (``False``: 0.38, 75%).
+    texture_zoom
+        Range of the magnification applied to the shared tiles' texture in tile composites
+        (below 1: lower magnification than the tiles' 0.5 µm/px, as in a region-level view).
     """
 
     def __init__(
@@ -222,6 +225,7 @@ class TrainingSampler:
         stain_sigma: float = 0.2,
         stain_bias: float = 0.05,
         large_shapes: bool = True,
+        texture_zoom: tuple[float, float] = (0.8, 2.0),
     ) -> None:
         from workbench.interactive._data import synthetic_lesion_views
 
@@ -233,6 +237,7 @@ class TrainingSampler:
         self.stain_sigma = float(stain_sigma)
         self.stain_bias = float(stain_bias)
         self.large_shapes = bool(large_shapes)
+        self.texture_zoom = (float(texture_zoom[0]), float(texture_zoom[1]))
         self.regions: list[_RegionPair] = []
         self.nuclei: list[tuple[np.ndarray, np.ndarray, list]] = []
         self.tiles: dict[str, list[np.ndarray]] = {}
@@ -325,7 +330,8 @@ class TrainingSampler:
         classes = sorted(self.tiles)
         fg_cls = TUMOUR if (TUMOUR in self.tiles and rng.random() < 0.4) else rng.choice(classes)
         bg_cls = rng.choice([c for c in classes if c != fg_cls])
-        zoom = float(np.exp(rng.uniform(np.log(0.8), np.log(2.0))))
+        lo, hi = self.texture_zoom
+        zoom = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         fg = _texture(rng, self._tile(rng, fg_cls), self.crop, zoom)
         bg = _texture(rng, self._tile(rng, bg_cls), self.crop, zoom * rng.uniform(0.85, 1.15))
         return _blend(rng, fg, bg, random_shape(rng, self.crop, large=self.large_shapes))

@@ -44,7 +44,7 @@ from workbench.interactive._simulate import next_click
 
 PRESETS = ("pretrain", "indomain", "fold:<set>")
 DEFAULT_PRETRAIN = Path("data/generated/interactive/pretrain.safetensors")
-_DEFAULT_ITERATIONS = {"pretrain": 1500, "finetune": 1000}
+_DEFAULT_ITERATIONS = {"pretrain": 1500, "finetune": 1800}
 
 
 def _default_root() -> str:
@@ -53,8 +53,11 @@ def _default_root() -> str:
     )
 
 
-def _initial_clicks(rng: np.random.Generator, mask: np.ndarray) -> list[Click]:
-    """First positive click (centre half of the time) plus a few random extra clicks."""
+def _initial_clicks(
+    rng: np.random.Generator, mask: np.ndarray, *, extra: bool = True
+) -> list[Click]:
+    """First positive click (centre half of the time) plus, with ``extra``, a few random extra
+    clicks."""
     from scipy.ndimage import binary_dilation, distance_transform_edt
 
     clicks: list[Click] = []
@@ -71,6 +74,8 @@ def _initial_clicks(rng: np.random.Generator, mask: np.ndarray) -> list[Click]:
     else:
         inner = np.flatnonzero(depth >= min(3.0, depth.max()))
         clicks.append(at(int(rng.choice(inner)), True))
+    if not extra:
+        return clicks
     if rng.random() < 0.3:
         inside = np.flatnonzero(depth >= min(2.0, depth.max()))
         for _ in range(int(rng.integers(1, 3))):
@@ -114,6 +119,8 @@ def _config_for(preset: str, real_root: str | None) -> dict:
             "lr": 2e-3,
             "crop": 192,
             "large_shapes": False,
+            "first_click_share": 0.0,
+            "texture_zoom": (0.8, 2.0),
         }
     weights = {
         "region": 0.3,
@@ -126,10 +133,14 @@ def _config_for(preset: str, real_root: str | None) -> dict:
     if preset == "indomain":
         datasets, split = REAL_DATASETS, "train"
     elif preset.startswith("fold:"):
-        held = preset.split(":", 1)[1]
-        if held not in REAL_DATASETS:
-            raise SystemExit(f"unknown fold {held!r}; choose one of {', '.join(REAL_DATASETS)}")
-        datasets, split = tuple(d for d in REAL_DATASETS if d != held), "not_val"
+        held = preset.split(":", 1)[1].split("+")
+        unknown = [h for h in held if h not in REAL_DATASETS]
+        if unknown or not held:
+            raise SystemExit(
+                f"unknown fold {preset!r}; name held-out sets from {', '.join(REAL_DATASETS)} "
+                "joined by '+' (e.g. fold:ocdc or fold:monusac+monuseg+tnbc)"
+            )
+        datasets, split = tuple(d for d in REAL_DATASETS if d not in held), "not_val"
     else:
         raise SystemExit(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     return {
@@ -141,6 +152,8 @@ def _config_for(preset: str, real_root: str | None) -> dict:
         "lr": 1e-3,
         "crop": 224,
         "large_shapes": True,
+        "first_click_share": 0.35,
+        "texture_zoom": (0.5, 2.0),
     }
 
 
@@ -201,7 +214,9 @@ def train(
         crop=crop,
         cohort_views=cohort,
         large_shapes=cfg["large_shapes"],
+        texture_zoom=cfg["texture_zoom"],
     )
+    first_share = float(cfg["first_click_share"])
 
     if init is not None and str(init) == "none":
         cfg["init"] = None
@@ -233,21 +248,27 @@ def train(
         images = torch.from_numpy(np.stack([im for _, im, _ in drawn])).permute(0, 3, 1, 2)
         images = images.contiguous()
         masks = [m for _, _, m in drawn]
-        clicks = [_initial_clicks(rng, m) for m in masks]
+        # "single" samples are the first click on an empty view: one positive click, no
+        # previous mask, no corrective round (what a user sees first).
+        single = rng.random(batch) < first_share if first_share > 0 else np.zeros(batch, bool)
+        clicks = [_initial_clicks(rng, m, extra=not single[b]) for b, m in enumerate(masks)]
         prev = torch.zeros(batch, 1, crop, crop)
         for b in range(batch):
-            if rng.random() < 0.1:
+            if rng.random() < 0.1 and not single[b]:
                 prev[b, 0] = torch.from_numpy(_perturbed(rng, masks[b]).astype(np.float32))
         rounds = int(rng.integers(1, 4)) if rng.random() < 0.8 else 0
-        if rounds:
+        if rounds and not single.all():
             with torch.no_grad():
                 for _ in range(rounds):
                     logits = net(images, guidance(clicks, prev))["logits"]
                     pred = (logits[:, 0] > 0).numpy()
                     for b in range(batch):
+                        if single[b]:
+                            continue
                         c = next_click(pred[b], masks[b])
                         if c is not None:
                             clicks[b].append(c)
+                    pred[single] = False
                     prev = torch.from_numpy(pred[:, None].astype(np.float32))
         extra = guidance(clicks, prev)
         target = torch.from_numpy(np.stack(masks)).float()[:, None]
@@ -288,14 +309,17 @@ def train(
         "loss": "BCE (click disks x5) + soft Dice, on the last of 0-3 corrective rounds",
         "inputs": "RGB + positive/negative click disks (radius 5) + previous mask",
         "clicks": (
-            "first positive at the object's centre (p 0.5) or inside; extra positives (p 0.3), "
+            f"a share {first_share:g} of samples: one positive click alone (at the object's "
+            "centre p 0.5, else inside), empty previous mask, no corrective round; the others: "
+            "first positive at the centre (p 0.5) or inside; extra positives (p 0.3), "
             "negatives near or away from the object (p 0.35); then 1-3 rounds (p 0.8) of "
             "prediction + a simulated corrective click; start from a perturbed truth (p 0.1)"
         ),
         "augmentation": (
             "rot90/flip, free rotation (p 0.25), HED stain jitter sigma 0.2 bias 0.05 (p 0.85), "
             "saturation/contrast/brightness/gamma (p 0.6), blur (p 0.2), noise (p 0.3), "
-            "zoom 0.55-1.4 (real region crops)"
+            "zoom 0.55-1.4 (real region crops), texture zoom "
+            f"{cfg['texture_zoom'][0]:g}-{cfg['texture_zoom'][1]:g} (tile composites)"
         ),
         "data": {
             "datasets": list(cfg["datasets"]),
