@@ -101,3 +101,13 @@ def test_slides_without_a_group_are_left_out_and_logged(slides, caplog):
         )
     assert model.n_slides_fit_ == 10
     assert "2 of 12 slides have no group" in caplog.text
+
+
+def test_slide_id_of_a_path_follows_the_one_rule():
+    import anndata as ad
+
+    from workbench.tl._markers import slide_id_of
+
+    a = ad.AnnData(np.zeros((2, 1), np.float32))
+    a.uns["region_graph"] = {"slide": {"path": "cohort/slides/TCGA-AB-1234.DX1.ome.tiff"}}
+    assert slide_id_of(a) == "TCGA-AB-1234.DX1"

@@ -36,7 +36,8 @@ OTHER = "other"
 
 
 def slide_id_of(adata: AnnData, *, fallback: str | None = None) -> str:
-    """The slide identifier stored in ``uns`` (``slide_id``, else the slide path's stem).
+    """The slide identifier stored in ``uns`` (``slide_id``, else :func:`workbench.io.slide_id` of
+    the slide path).
 
     Parameters
     ----------
@@ -46,15 +47,15 @@ def slide_id_of(adata: AnnData, *, fallback: str | None = None) -> str:
         Returned when nothing is recorded; without it a missing id raises :class:`MarkerError`.
     """
     sid = adata.uns.get(SLIDE_ID)
-    for where in ("region_graph", "explain"):  # tl.extract names files by the slide's stem
+    for where in ("region_graph", "explain"):  # the one slide-id rule, as tl.extract
         if sid is not None:
             break
         slide = adata.uns.get(where, {}).get("slide", {})
         path = slide.get("path") if isinstance(slide, Mapping) else None
         if path:
-            from pathlib import PurePath
+            from workbench.io import slide_id
 
-            sid = PurePath(str(path)).stem
+            sid = slide_id(path)  # the one slide-id rule (S1.ome.tiff -> S1)
     if sid is None:
         if fallback is not None:
             return fallback
