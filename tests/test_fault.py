@@ -1,20 +1,26 @@
-"""A ``kill -9`` at the worst moment: while a result is half saved.
+"""``kill -9`` at the worst moments.
 
-A child process runs ``tl.extract_cohort`` on two slides and is killed (SIGKILL, no clean-up
-of any kind) after the second slide's file is written to its temporary name and before it is
-renamed into place. What must hold afterwards: the finished slide is intact, the half-saved
-one is invisible to every reader, and a plain rerun removes the leftovers, keeps the finished
-slide and computes the other.
+1. A child process runs ``tl.extract_cohort`` on two slides and is killed (SIGKILL, no
+   clean-up of any kind) after the second slide's file is written to its temporary name and
+   before it is renamed into place: the finished slide is intact, the half-saved one is
+   invisible to every reader, and a plain rerun removes the leftovers, keeps the finished slide
+   and computes the other.
+2. The whole demo on a tiny cohort is killed at ten moments spread over all of its steps
+   (seeded random delays after each step starts), restarted after each kill, then left to
+   finish: its outputs equal those of an uninterrupted run and nothing temporary is left.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +119,95 @@ def test_kill_9_while_saving_loses_nothing_and_rerun_resumes(tmp_path, setup):
     assert (out / "s1.h5ad").stat().st_mtime_ns == before
     assert not (out / PARTIAL_DIR).exists()
     assert sorted(a.uns["slide_id"] for a in read_slides(out)) == ["s1", "s2"]
+
+
+# ------------------------------------------------------------------------- the whole demo
+DEMO = ["demo", "--n-patients", "6", "--epochs", "1", "--no-progress"]
+STEPS = ["cohort", "summary", "train", "extract", "evaluate", "refine", "discover", "report"]
+#: Kill k happens while step ``KILL_AT[k]`` runs (or while the run starts, when that step
+#: is done already): two kills in the cohort step, then at least one in every step.
+KILL_AT = [0, 0, 1, 2, 2, 3, 4, 5, 6, 7]
+HANG_GUARD_S = 900  # a demo that does not move for this long is stuck: fail, never wait on
+
+
+def _demo_cmd(out: Path) -> list[str]:
+    return [sys.executable, "-m", "workbench.cli", *DEMO, "--out", str(out)]
+
+
+def _done_steps(out: Path) -> list[str]:
+    try:
+        return list(json.loads((out / "run.json").read_text())["steps"])
+    except (OSError, ValueError, KeyError):
+        return []  # no record yet (or one half written by a killed writer: never, atomic)
+
+
+def _run_to_end(out: Path) -> None:
+    done = subprocess.run(_demo_cmd(out), capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _comparable(out: Path) -> dict:
+    """What an interrupted run must reproduce exactly (timings and run ids left out)."""
+    import anndata as ad
+    import pandas as pd
+
+    from workbench.tl import model_fingerprint
+
+    run = json.loads((out / "run.json").read_text())
+    steps = {
+        name: {k: v for k, v in rec.items() if k not in ("seconds", "run", "after")}
+        for name, rec in run["steps"].items()
+    }
+    files = sorted(
+        str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() or p.name == ".partial"
+    )
+    slides = {
+        p.name: ad.read_h5ad(p).obs.select_dtypes("number").round(9).to_json(orient="split")
+        for p in sorted((out / "slides").glob("*.h5ad"))
+    }
+    return {
+        "steps": steps,
+        "files": files,
+        "model": model_fingerprint(out / "model"),
+        "evaluation": json.loads((out / "evaluation.json").read_text()),
+        "refine": json.loads((out / "refine.json").read_text()),
+        # as JSON text: NaN (an untestable marker) compares equal to NaN there
+        "markers": pd.read_csv(out / "markers.csv", index_col=0).round(9).to_json(orient="split"),
+        "slides": slides,
+    }
+
+
+@pytest.mark.slow
+def test_demo_killed_at_ten_moments_finishes_as_if_never_interrupted(tmp_path):
+    reference, faulty = tmp_path / "reference", tmp_path / "faulty"
+    _run_to_end(reference)
+
+    rng = random.Random(20261202)
+    kills = []
+    for target in KILL_AT:
+        child = subprocess.Popen(
+            _demo_cmd(faulty), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            start = time.monotonic()
+            # Wait until the target step is running (every step before it recorded) …
+            while len(_done_steps(faulty)) < target and child.poll() is None:
+                assert time.monotonic() - start < HANG_GUARD_S, "the demo stopped moving"
+                time.sleep(0.05)
+            # … then kill it a random moment later: inside that step, or at its very end.
+            time.sleep(rng.uniform(0.0, 4.0))
+            if child.poll() is None:
+                os.kill(child.pid, signal.SIGKILL)
+                kills.append((target, len(_done_steps(faulty))))
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+    assert len(kills) >= 8, f"too few kills landed: {kills}"
+    assert {at for at, _ in kills} >= set(range(len(STEPS) - 1)), kills  # every step hit
+
+    _run_to_end(faulty)  # the plain rerun a user would make
+    assert not list(faulty.rglob(".partial")), "temporary files were left behind"
+    got, want = _comparable(faulty), _comparable(reference)
+    for key in want:
+        assert got[key] == want[key], f"{key} differs after the kills {kills}"
