@@ -225,7 +225,8 @@ def plot_curves(lines: list[dict], path: Path) -> None:
                 color=colours.get(line["method"]),
                 lw=1.6,
             )
-        ax.set_title(f"{name} (n={line['n_views']})", fontsize=9)
+        n_views = next(ln["n_views"] for ln in lines if ln["eval"] == name)
+        ax.set_title(f"{name} (n={n_views})", fontsize=9)
         ax.set_ylim(0, 1)
         ax.axhline(0.85, color="grey", lw=0.6, ls="--")
         ax.set_xlabel("clicks", fontsize=8)
