@@ -154,8 +154,11 @@ def _comparable(out: Path) -> dict:
     from workbench.tl import model_fingerprint
 
     run = json.loads((out / "run.json").read_text())
+    # Left out: timings, run ids, and how many slides the last extract run computed itself
+    # (after a kill the rerun computes only the slides the killed one had not finished).
+    volatile = ("seconds", "run", "after", "computed")
     steps = {
-        name: {k: v for k, v in rec.items() if k not in ("seconds", "run", "after")}
+        name: {k: v for k, v in rec.items() if k not in volatile}
         for name, rec in run["steps"].items()
     }
     files = sorted(
