@@ -27,34 +27,10 @@ logger = logging.getLogger(__name__)
 def output_folder(
     path: str | os.PathLike, *, what: str = "output folder", create: bool = True
 ) -> Path:
-    """``path`` as a folder a step may write into (created if missing, with ``create``).
+    """``path`` as a folder a step may write into (see :func:`workbench.io._atomic.output_folder`)."""
+    from workbench.io._atomic import output_folder as _output_folder
 
-    Raises
-    ------
-    OutputWriteError
-        ``path`` (or a folder above it) is a file, or the folder cannot be created.
-    """
-    from workbench.io import OutputWriteError
-
-    path = Path(path)
-    for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                where = "is a file" if p == path else f"is inside {str(p)!r}, which is a file"
-                raise OutputWriteError(
-                    f"the {what} {str(path)!r} {where}; choose a folder (a new or existing one)"
-                )
-            break
-    if not create:
-        return path
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputWriteError(
-            f"cannot create the {what} {str(path)!r}: {exc.strerror or exc}; choose a writable "
-            "location"
-        ) from exc
-    return path
+    return _output_folder(path, what=what, create=create)
 
 
 def start_step(

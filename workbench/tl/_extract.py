@@ -546,23 +546,9 @@ def _check_options(n_workers, top_k, connect_timeout) -> None:
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
-    from workbench.io import OutputWriteError
+    from workbench.io._atomic import output_folder
 
-    for p in (out_dir, *out_dir.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise OutputWriteError(
-                    f"the output folder {str(out_dir)!r} cannot be made: {str(p)!r} is a file; "
-                    "choose a folder for the per-slide results"
-                )
-            break
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputWriteError(
-            f"cannot create the output folder {str(out_dir)!r}: {exc.strerror or exc}; choose a "
-            "writable location"
-        ) from exc
+    output_folder(out_dir, what="output folder for the per-slide results")
 
 
 def extract_cohort(
