@@ -813,298 +813,59 @@ AREAS: dict[str, list[Case]] = {
 ALL_CASES = [(area, case) for area, cases in AREAS.items() for case in cases]
 
 
-def _cli(id: str, *argv: str, match: str, files: dict[str, str] | None = None) -> CliCase:
-    return CliCase(id, tuple(argv), 2, match, dict(files or {}))
-
-
 _CSV = {"c.csv": "patient_id,slide,time,event\nP1,S1,10,1\n"}
-_EMPTY_SLIDES = {"s/.keep": ""}  # a folder with nothing but a hidden file
+_EMPTY = {"s/.keep": ""}  # a folder with nothing but a hidden file
+_BOTH = {**_CSV, **_EMPTY}
+_FILE = {"f.txt": "x"}
+_TRUNCATED = {**_CSV, "s/S1.h5ad": "not hdf5"}
+_PARTIAL_ONLY = {**_CSV, "s/.partial/S1.h5ad": "half"}
 
 #: Mistakes a user makes on the command line: each ends in one line on stderr and exit code 2.
+#: (id, command line with ``{tmp}`` for a fresh folder, phrase of the error, files made first)
+# fmt: off
+_CLI_TABLE = [
+    ("unknown-command", "frobnicate", "invalid choice", None),
+    ("no-command", "", "required", None),
+    ("demo-n-patients-0", "demo --n-patients 0", "at least 6", None),
+    ("demo-n-patients-text", "demo --n-patients many", "not a whole number", None),
+    ("demo-epochs-0", "demo --epochs 0", "at least 1", None),
+    ("demo-seed-negative", "demo --seed -1", "at least 0", None),
+    ("demo-out-is-file", "demo --out {tmp}/f.txt", "is a file", _FILE),
+    ("demo-out-inside-file", "demo --out {tmp}/f.txt/run", "is a file", _FILE),
+    ("cohort-out-is-file", "cohort {tmp}/f.txt", "is a file", _FILE),
+    ("cohort-n-patients-0", "cohort {tmp}/c --n-patients 0", "at least 1", None),
+    ("train-missing-slides", "train {tmp}/nothing --clinical {tmp}/c.csv --label grade", "no slide folder", _CSV),
+    ("train-missing-clinical", "train {tmp}/s --clinical {tmp}/no.csv --label grade", "no clinical CSV", _EMPTY),
+    ("train-clinical-is-folder", "train {tmp}/s --clinical {tmp}/s --label grade", "is a folder", _EMPTY),
+    ("train-folds-1", "train {tmp}/s --clinical {tmp}/c.csv --label grade --folds 1", "at least 2", _BOTH),
+    ("train-validation-1", "train {tmp}/s --clinical {tmp}/c.csv --label grade --validation 1", "between 0 and 1", _BOTH),
+    ("train-no-slides", "train {tmp}/s --clinical {tmp}/c.csv --label grade", "no slide files", _BOTH),
+    ("train-mpp-text", "train {tmp}/s --clinical {tmp}/c.csv --label grade --mpp fine", "µm per pixel", _BOTH),
+    ("train-mpp-negative", "train {tmp}/s --clinical {tmp}/c.csv --label grade --mpp -0.5", "positive", _BOTH),
+    ("extract-missing-slides", "extract {tmp}/nothing --model {tmp} --out {tmp}/o", "no slide file or folder", None),
+    ("extract-missing-model", "extract {tmp} --model {tmp}/m --out {tmp}/o", "no checkpoint folder", None),
+    ("extract-top-k-0", "extract {tmp} --model {tmp} --out {tmp}/o --top-k 0", "at least 1", None),
+    ("extract-workers-0", "extract {tmp} --model {tmp} --out {tmp}/o --workers 0", "at least 1", None),
+    ("extract-timeout-0", "extract {tmp} --model {tmp} --out {tmp}/o --connect-timeout 0", "positive", None),
+    ("extract-out-is-file", "extract {tmp} --model {tmp} --out {tmp}/f.txt", "is a file", _FILE),
+    ("extract-no-slides", "extract {tmp}/s --model {tmp} --out {tmp}/o", "no slide files", _EMPTY),
+    ("discover-missing-folder", "discover {tmp}/nothing {tmp}/c.csv --out {tmp}/o", "no folder of per-slide .h5ad", _CSV),
+    ("discover-empty-folder", "discover {tmp}/s {tmp}/c.csv --out {tmp}/o", "no .h5ad files", _BOTH),
+    ("discover-truncated-h5ad", "discover {tmp}/s {tmp}/c.csv --out {tmp}/o", "truncated or not an .h5ad", _TRUNCATED),
+    ("discover-only-partial", "discover {tmp}/s {tmp}/c.csv --out {tmp}/o", "no .h5ad files", _PARTIAL_ONLY),
+    ("discover-missing-clinical", "discover {tmp}/s {tmp}/no.csv --out {tmp}/o", "no clinical CSV", _EMPTY),
+    ("discover-out-is-file", "discover {tmp}/s {tmp}/c.csv --out {tmp}/c.csv", "is a file", _BOTH),
+    ("discover-fraction-2", "discover {tmp}/s {tmp}/c.csv --out {tmp}/o --validation-fraction 2", "between 0 and 1", _BOTH),
+    ("discover-folds-1", "discover {tmp}/s {tmp}/c.csv --out {tmp}/o --folds 1", "at least 2", _BOTH),
+    ("report-missing-run", "report {tmp}/nothing", "no run folder", None),
+    ("report-run-is-file", "report {tmp}/f.txt", "is a file", _FILE),
+    ("report-out-is-folder", "report {tmp} --out {tmp}", "is a folder", None),
+    ("report-examples-negative", "report {tmp} --examples -1", "at least 0", None),
+]
+# fmt: on
 CLI_CASES: list[CliCase] = [
-    _cli("unknown-command", "frobnicate", match="invalid choice"),
-    _cli("no-command", match="required"),
-    _cli("demo-n-patients-0", "demo", "--n-patients", "0", match="at least 6"),
-    _cli("demo-n-patients-text", "demo", "--n-patients", "many", match="not a whole number"),
-    _cli("demo-epochs-0", "demo", "--epochs", "0", match="at least 1"),
-    _cli("demo-seed-negative", "demo", "--seed", "-1", match="at least 0"),
-    _cli(
-        "demo-out-is-file", "demo", "--out", "{tmp}/f.txt", match="is a file", files={"f.txt": "x"}
-    ),  # fmt: skip
-    _cli(
-        "demo-out-inside-file",
-        "demo",
-        "--out",
-        "{tmp}/f.txt/run",
-        match="is a file",
-        files={"f.txt": "x"},
-    ),  # fmt: skip
-    _cli("cohort-out-is-file", "cohort", "{tmp}/f.txt", match="is a file", files={"f.txt": "x"}),
-    _cli("cohort-n-patients-0", "cohort", "{tmp}/c", "--n-patients", "0", match="at least 1"),
-    _cli(
-        "train-missing-slides",
-        "train",
-        "{tmp}/nothing",
-        "--clinical",
-        "{tmp}/c.csv",
-        "--label",
-        "grade",
-        match="no slide folder",
-        files=_CSV,
-    ),  # fmt: skip
-    _cli(
-        "train-missing-clinical",
-        "train",
-        "{tmp}/s",
-        "--clinical",
-        "{tmp}/no.csv",
-        "--label",
-        "grade",
-        match="no clinical CSV",
-        files=_EMPTY_SLIDES,
-    ),  # fmt: skip
-    _cli(
-        "train-clinical-is-folder",
-        "train",
-        "{tmp}/s",
-        "--clinical",
-        "{tmp}/s",
-        "--label",
-        "grade",
-        match="is a folder",
-        files=_EMPTY_SLIDES,
-    ),  # fmt: skip
-    _cli(
-        "train-folds-1",
-        "train",
-        "{tmp}/s",
-        "--clinical",
-        "{tmp}/c.csv",
-        "--label",
-        "grade",
-        "--folds",
-        "1",
-        match="at least 2",
-        files={**_CSV, **_EMPTY_SLIDES},
-    ),  # fmt: skip
-    _cli(
-        "train-validation-1",
-        "train",
-        "{tmp}/s",
-        "--clinical",
-        "{tmp}/c.csv",
-        "--label",
-        "grade",
-        "--validation",
-        "1",
-        match="between 0 and 1",
-        files={**_CSV, **_EMPTY_SLIDES},
-    ),  # fmt: skip
-    _cli(
-        "train-no-slides",
-        "train",
-        "{tmp}/s",
-        "--clinical",
-        "{tmp}/c.csv",
-        "--label",
-        "grade",
-        match="no slide files",
-        files={**_CSV, **_EMPTY_SLIDES},
-    ),  # fmt: skip
-    _cli(
-        "train-mpp-text",
-        "train",
-        "{tmp}/s",
-        "--clinical",
-        "{tmp}/c.csv",
-        "--label",
-        "grade",
-        "--mpp",
-        "fine",
-        match="µm per pixel",
-        files={**_CSV, **_EMPTY_SLIDES},
-    ),  # fmt: skip
-    _cli(
-        "train-mpp-negative",
-        "train",
-        "{tmp}/s",
-        "--clinical",
-        "{tmp}/c.csv",
-        "--label",
-        "grade",
-        "--mpp",
-        "-0.5",
-        match="positive",
-        files={**_CSV, **_EMPTY_SLIDES},
-    ),  # fmt: skip
-    _cli(
-        "extract-missing-slides",
-        "extract",
-        "{tmp}/nothing",
-        "--model",
-        "{tmp}",
-        "--out",
-        "{tmp}/o",
-        match="no slide file or folder",
-    ),  # fmt: skip
-    _cli(
-        "extract-missing-model",
-        "extract",
-        "{tmp}",
-        "--model",
-        "{tmp}/m",
-        "--out",
-        "{tmp}/o",
-        match="no checkpoint folder",
-    ),  # fmt: skip
-    _cli(
-        "extract-top-k-0",
-        "extract",
-        "{tmp}",
-        "--model",
-        "{tmp}",
-        "--out",
-        "{tmp}/o",
-        "--top-k",
-        "0",
-        match="at least 1",
-    ),  # fmt: skip
-    _cli(
-        "extract-workers-0",
-        "extract",
-        "{tmp}",
-        "--model",
-        "{tmp}",
-        "--out",
-        "{tmp}/o",
-        "--workers",
-        "0",
-        match="at least 1",
-    ),  # fmt: skip
-    _cli(
-        "extract-timeout-0",
-        "extract",
-        "{tmp}",
-        "--model",
-        "{tmp}",
-        "--out",
-        "{tmp}/o",
-        "--connect-timeout",
-        "0",
-        match="positive",
-    ),  # fmt: skip
-    _cli(
-        "extract-out-is-file",
-        "extract",
-        "{tmp}",
-        "--model",
-        "{tmp}",
-        "--out",
-        "{tmp}/f.txt",
-        match="is a file",
-        files={"f.txt": "x"},
-    ),  # fmt: skip
-    _cli(
-        "extract-no-slides",
-        "extract",
-        "{tmp}/s",
-        "--model",
-        "{tmp}",
-        "--out",
-        "{tmp}/o",
-        match="no slide files",
-        files=_EMPTY_SLIDES,
-    ),  # fmt: skip
-    _cli(
-        "discover-missing-folder",
-        "discover",
-        "{tmp}/nothing",
-        "{tmp}/c.csv",
-        "--out",
-        "{tmp}/o",
-        match="no folder of per-slide .h5ad",
-        files=_CSV,
-    ),  # fmt: skip
-    _cli(
-        "discover-empty-folder",
-        "discover",
-        "{tmp}/s",
-        "{tmp}/c.csv",
-        "--out",
-        "{tmp}/o",
-        match="no .h5ad files",
-        files={**_CSV, **_EMPTY_SLIDES},
-    ),  # fmt: skip
-    _cli(
-        "discover-truncated-h5ad",
-        "discover",
-        "{tmp}/s",
-        "{tmp}/c.csv",
-        "--out",
-        "{tmp}/o",
-        match="truncated or not an .h5ad",
-        files={**_CSV, "s/S1.h5ad": "not hdf5"},
-    ),  # fmt: skip
-    _cli(
-        "discover-only-partial",
-        "discover",
-        "{tmp}/s",
-        "{tmp}/c.csv",
-        "--out",
-        "{tmp}/o",
-        match="no .h5ad files",
-        files={**_CSV, "s/.partial/S1.h5ad": "half"},
-    ),  # fmt: skip
-    _cli(
-        "discover-missing-clinical",
-        "discover",
-        "{tmp}/s",
-        "{tmp}/no.csv",
-        "--out",
-        "{tmp}/o",
-        match="no clinical CSV",
-        files=_EMPTY_SLIDES,
-    ),  # fmt: skip
-    _cli(
-        "discover-out-is-file",
-        "discover",
-        "{tmp}/s",
-        "{tmp}/c.csv",
-        "--out",
-        "{tmp}/c.csv",
-        match="is a file",
-        files={**_CSV, **_EMPTY_SLIDES},
-    ),  # fmt: skip
-    _cli(
-        "discover-fraction-2",
-        "discover",
-        "{tmp}/s",
-        "{tmp}/c.csv",
-        "--out",
-        "{tmp}/o",
-        "--validation-fraction",
-        "2",
-        match="between 0 and 1",
-        files={**_CSV, **_EMPTY_SLIDES},
-    ),  # fmt: skip
-    _cli(
-        "discover-folds-1",
-        "discover",
-        "{tmp}/s",
-        "{tmp}/c.csv",
-        "--out",
-        "{tmp}/o",
-        "--folds",
-        "1",
-        match="at least 2",
-        files={**_CSV, **_EMPTY_SLIDES},
-    ),  # fmt: skip
-    _cli("report-missing-run", "report", "{tmp}/nothing", match="no run folder"),
-    _cli(
-        "report-run-is-file", "report", "{tmp}/f.txt", match="is a file", files={"f.txt": "x"}
-    ),  # fmt: skip
-    _cli("report-out-is-folder", "report", "{tmp}", "--out", "{tmp}", match="is a folder"),
-    _cli("report-examples-negative", "report", "{tmp}", "--examples", "-1", match="at least 0"),
+    CliCase(id_, tuple(cmd.split()), 2, match, dict(files or {}))
+    for id_, cmd, match, files in _CLI_TABLE
 ]
 
 
