@@ -85,3 +85,44 @@ def _write_pyramid_tiff(path, rgb: np.ndarray, *, mpp: float | None = 0.5, tile:
 def write_pyramid_tiff():
     """``write_pyramid_tiff(path, rgb, mpp=0.5)`` -> path of a small OpenSlide-readable TIFF."""
     return _write_pyramid_tiff
+
+
+#: Preprocessing of the tiny self-calibrated models the extraction and fault tests share.
+TINY_PRE = {"thumbnail_mpp": 4.0, "n_segments": 120, "detail_mpp": 1.0, "crop_size": 64}
+
+
+@pytest.fixture(scope="session")
+def tiny_sew():
+    """``tiny_sew(seed=0)`` -> a small untrained SelfCalibratedModel (eval mode, 2 classes)."""
+    import torch
+
+    from workbench.models import SelfCalibratedModel
+    from workbench.pp import feature_names
+
+    def make(seed: int = 0):
+        torch.manual_seed(seed)
+        return SelfCalibratedModel(
+            in_features=len(feature_names()),
+            hidden=16,
+            detail_width=8,
+            embed_dim=16,
+            top_k=3,
+            preprocessing={**TINY_PRE, "feature_names": feature_names()},
+            class_names=["low", "high"],
+        ).eval()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_slide_image():
+    """``tiny_slide_image(seed)`` -> a 384 x 512 RGB image: tissue with a darker lesion."""
+
+    def make(seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        img = np.full((384, 512, 3), 240, np.uint8)
+        img[60:320, 80:420] = (200, 120, 170)
+        img[140:220, 200:300] = (110, 50, 140)
+        return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+
+    return make

@@ -24,14 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from workbench.io import PARTIAL_DIR, list_results
-from workbench.models import SelfCalibratedModel, save_checkpoint
-from workbench.pp import feature_names
+from workbench.models import save_checkpoint
 from workbench.tl import extract_cohort, read_slides
-
-PRE = {"thumbnail_mpp": 4.0, "n_segments": 120, "detail_mpp": 1.0, "crop_size": 64}
 
 CHILD = textwrap.dedent(
     """
@@ -53,27 +49,13 @@ CHILD = textwrap.dedent(
 
 
 @pytest.fixture
-def setup(tmp_path, write_pyramid_tiff):
-    rng = np.random.default_rng(5)
-    img = np.full((384, 512, 3), 240, np.uint8)
-    img[60:320, 80:420] = (200, 120, 170)
-    img[140:220, 200:300] = (110, 50, 140)
-    img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+def setup(tmp_path, write_pyramid_tiff, tiny_sew, tiny_slide_image):
+    img = tiny_slide_image(5)
     slides = {
         "s1": write_pyramid_tiff(tmp_path / "s1.tif", img, mpp=2.0),
         "s2": write_pyramid_tiff(tmp_path / "s2.tif", np.ascontiguousarray(img[::-1]), mpp=2.0),
     }
-    torch.manual_seed(0)
-    model = SelfCalibratedModel(
-        in_features=len(feature_names()),
-        hidden=16,
-        detail_width=8,
-        embed_dim=16,
-        top_k=3,
-        preprocessing={**PRE, "feature_names": feature_names()},
-        class_names=["low", "high"],
-    ).eval()
-    return slides, save_checkpoint(model, tmp_path / "model"), tmp_path / "out"
+    return slides, save_checkpoint(tiny_sew(0), tmp_path / "model"), tmp_path / "out"
 
 
 def _kill_while_saving(tmp_path, slides, ckpt, out) -> None:

@@ -4,29 +4,16 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from workbench import MissingResolutionError
 from workbench.io import Slide, read_geojson, write_h5ad
-from workbench.models import SelfCalibratedModel, save_checkpoint
-from workbench.pp import feature_names
+from workbench.models import save_checkpoint
 from workbench.tl import export_geojson, extract, extract_cohort
-
-PRE = {"thumbnail_mpp": 4.0, "n_segments": 120, "detail_mpp": 1.0, "crop_size": 64}
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return SelfCalibratedModel(
-        in_features=len(feature_names()),
-        hidden=16,
-        detail_width=8,
-        embed_dim=16,
-        top_k=3,
-        preprocessing={**PRE, "feature_names": feature_names()},
-        class_names=["low", "high"],
-    ).eval()
+def model(tiny_sew):
+    return tiny_sew(0)
 
 
 @pytest.fixture

@@ -9,50 +9,29 @@ import socket
 import anndata as ad
 import numpy as np
 import pytest
-import torch
 
 from workbench import CheckpointError, ClusterError, OptionError
 from workbench._constants import EXTRACT_FINGERPRINT
 from workbench.io import OutputWriteError, Slide
-from workbench.models import SelfCalibratedModel, save_checkpoint
-from workbench.pp import feature_names
+from workbench.models import save_checkpoint
 from workbench.tl import extract_cohort, model_fingerprint
-
-PRE = {"thumbnail_mpp": 4.0, "n_segments": 120, "detail_mpp": 1.0, "crop_size": 64}
-
-
-def _model(seed: int) -> SelfCalibratedModel:
-    torch.manual_seed(seed)
-    return SelfCalibratedModel(
-        in_features=len(feature_names()),
-        hidden=16,
-        detail_width=8,
-        embed_dim=16,
-        top_k=3,
-        preprocessing={**PRE, "feature_names": feature_names()},
-        class_names=["low", "high"],
-    ).eval()
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, tiny_sew):
     """Two different small models, each also saved as a checkpoint folder."""
     root = tmp_path_factory.mktemp("models")
     out = {}
     for name, seed in (("a", 0), ("b", 1)):
-        m = _model(seed)
+        m = tiny_sew(seed)
         out[name] = (m, save_checkpoint(m, root / name))
     return out
 
 
 @pytest.fixture(scope="module")
-def slide_files(tmp_path_factory, write_pyramid_tiff):
-    rng = np.random.default_rng(3)
+def slide_files(tmp_path_factory, write_pyramid_tiff, tiny_slide_image):
     root = tmp_path_factory.mktemp("slides")
-    img = np.full((384, 512, 3), 240, np.uint8)
-    img[60:320, 80:420] = (200, 120, 170)
-    img[140:220, 200:300] = (110, 50, 140)
-    img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    img = tiny_slide_image(3)
     return {
         "s1": write_pyramid_tiff(root / "s1.tif", img, mpp=2.0),
         "s2": write_pyramid_tiff(root / "s2.tif", np.ascontiguousarray(img[:, ::-1]), mpp=2.0),
