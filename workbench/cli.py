@@ -113,17 +113,15 @@ def _whole(low: int, what: str = ""):
 
 
 def _out_folder(text: str) -> Path:
-    """An output folder: new or existing, but not a file (nor inside one)."""
-    path = Path(text)
-    for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                inside = "" if p == path else f" (inside {str(p)!r}, which is a file)"
-                raise argparse.ArgumentTypeError(
-                    f"{text!r} is a file{inside}; give a folder for the results (new or existing)"
-                )
-            break
-    return path
+    """An output folder: new or existing, but not a file (nor inside one); the same check the
+    steps make (:func:`workbench.io._atomic.output_folder`), made before anything runs."""
+    from workbench.io import OutputWriteError
+    from workbench.io._atomic import output_folder
+
+    try:
+        return output_folder(text, what="folder for the results", create=False)
+    except OutputWriteError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _out_file(text: str) -> Path:
