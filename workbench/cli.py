@@ -402,7 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder of per-slide GeoJSON annotations")  # fmt: skip
     train.add_argument("--lesion-class", default="Tumor", help="annotation class of the lesion")
     train.add_argument("--kind", default="sew", choices=["sew", "global", "abmil"])
-    train.add_argument("--encoder", help="tile encoder: 'builtin' or a .pt2 file (export_encoder)")
+    train.add_argument(
+        "--encoder", help="tile encoder: 'builtin', 'texture' or a .pt2 file (export_encoder)"
+    )
     train.add_argument("--stain", choices=["macenko", "reinhard"], help="stain normalisation")
     train.add_argument(
         "--validation", type=_share, help="share of patients held out for early stopping"

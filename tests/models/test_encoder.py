@@ -202,3 +202,30 @@ def test_checkpoint_without_its_encoder_file_says_what_to_pass(tmp_path):
     save_checkpoint(plain, tmp_path / "plain")
     with pytest.raises(EncoderError, match="built-in detail network"):
         load_checkpoint(tmp_path / "plain", encoder=TinyViTish())
+
+
+def test_frozen_embeddings_are_standardised_with_training_statistics(grid, tmp_path):
+    """The trainer stores the training crops' (tiles') embedding mean and SD in the model, so
+    a hand-made encoder whose dimensions differ in scale by orders of magnitude trains too;
+    the statistics travel with the checkpoint."""
+    enc = ModuleEncoder(TinyViTish(), input_size=32, mpp=1.0)
+    samples = _encoder_samples(grid, enc)
+    for s in samples:  # one dimension a thousand times the others
+        s.crop_embeddings = s.crop_embeddings * torch.tensor([1000.0] + [1.0] * 23)
+    model = SelfCalibratedModel(in_features=6, hidden=8, embed_dim=8, top_k=2, encoder=enc.spec())
+    Trainer(model, epochs=1, progress=False).fit(samples)
+    raw = torch.cat([s.crop_embeddings for s in samples])
+    assert torch.allclose(model.detail.raw_mean, raw.mean(0), rtol=1e-4, atol=1e-5)
+    assert torch.allclose(model.detail.raw_std, raw.std(0), rtol=1e-4, atol=1e-5)
+    model.attach_encoder(enc)
+    save_checkpoint(model, tmp_path / "m")
+    back = load_checkpoint(tmp_path / "m", encoder=enc)
+    assert torch.equal(back.detail.raw_std, model.detail.raw_std)
+    # tile MIL: no cached embeddings, so the attached encoder runs once on the training tiles
+    abmil = TileABMIL(embed_dim=8, encoder=enc.spec())
+    abmil.attach_encoder(enc)
+    for s in samples:
+        s.tile_embeddings, s.tiles = None, s.crops
+    Trainer(abmil, epochs=1, progress=False).fit(samples)
+    tiles = torch.cat([s.crops for s in samples]).float() / 255
+    assert torch.allclose(abmil.raw_mean, enc(tiles)["embedding"].mean(0), atol=1e-5)

@@ -220,3 +220,16 @@ def test_stain_normalisation_is_stored_and_reapplied(cohort, tmp_path):
     with cohort.open("P0-0") as s:
         raw = s.read_region(tuple(box[:2]), (32, 32), mpp=2.0)
     np.testing.assert_array_equal(a.uns["explain"]["focus"]["crops"][0], norm.transform(raw))
+
+
+def test_texture_encoder_through_the_trainer_and_back(cohort, tmp_path):
+    from workbench.models import TextureEncoder, load_checkpoint
+
+    settings = {k: v for k, v in SETTINGS.items() if k not in ("detail_mpp", "crop_size")}
+    enc = TextureEncoder(input_size=24, mpp=3.0)
+    t = _trainer(encoder=enc, settings=settings, epochs=2).fit(cohort)
+    assert all(s.crop_embeddings.shape[1] == enc.embed_dim for s in t.samples_)
+    back = load_checkpoint(t.save(tmp_path / "m"))  # nothing to pass: a built-in encoder
+    a = extract(cohort.slide_path("P1-0"), back)
+    assert a.uns["explain"]["encoder"] == "texture"
+    assert a.uns["explain"]["focus"]["crops"].shape[1:] == (24, 24, 3)

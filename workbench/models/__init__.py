@@ -33,6 +33,7 @@ from workbench.models._losses import (
     slide_loss,
 )
 from workbench.models._model import SelfCalibratedModel
+from workbench.models._texture import TextureEncoder
 from workbench.models._trainer import SlideSample, Trainer, default_device, predict_samples
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "ModuleEncoder",
     "SelfCalibratedModel",
     "SlideSample",
+    "TextureEncoder",
     "TileABMIL",
     "TileEncoder",
     "Trainer",

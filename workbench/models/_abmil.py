@@ -9,7 +9,7 @@ from torch import nn
 
 from workbench.models._attention import GatedAttentionPool
 from workbench.models._detail import DetailBranch
-from workbench.models._encoder import TileEncoder, check_encoder
+from workbench.models._encoder import TileEncoder, check_encoder, set_scaling
 
 __all__ = ["TileABMIL"]
 
@@ -72,6 +72,9 @@ class TileABMIL(nn.Module):
             e = int(encoder["embed_dim"])
             self.encoder = None
             self.project = nn.Sequential(nn.LayerNorm(e), nn.Linear(e, embed_dim), nn.GELU())
+            # Standardisation of the raw embeddings, set by the trainer (see EncoderDetail).
+            self.register_buffer("raw_mean", torch.zeros(e))
+            self.register_buffer("raw_std", torch.ones(e))
         else:
             self.encoder = DetailBranch(in_channels=3, width=detail_width, embed_dim=embed_dim)
         object.__setattr__(self, "_tile_encoder", None)
@@ -93,9 +96,15 @@ class TileABMIL(nn.Module):
         check_encoder(self.config.get("encoder"), encoder)
         object.__setattr__(self, "_tile_encoder", encoder)
 
+    def set_embedding_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the per-dimension mean and standard deviation of the frozen encoder's output."""
+        if self.encoder is not None:
+            raise ValueError("the built-in tile network learns its own scale; nothing to set")
+        set_scaling(self.raw_mean, self.raw_std, mean, std)
+
     def embed_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """Tile embeddings ``(T, embed_dim)`` from (cached) frozen-encoder embeddings."""
-        return self.project(raw.float())
+        return self.project((raw.float() - self.raw_mean) / self.raw_std)
 
     def embed_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
         """Tile embeddings ``(T, embed_dim)`` of float tiles ``(T, 3, S, S)`` in [0, 1]."""

@@ -230,6 +230,19 @@ def _resolve_encoder(spec: dict, encoder, folder: Path):
     from workbench._errors import EncoderError
     from workbench.models._encoder import check_encoder, load_encoder
 
+    if encoder is None and spec.get("source") == "builtin":
+        # A built-in frozen encoder has no file: it is rebuilt from its name and geometry.
+        try:
+            enc = load_encoder(
+                str(spec.get("name")), input_size=int(spec["input_size"]), mpp=float(spec["mpp"])
+            )
+        except (EncoderError, ValueError) as err:
+            raise EncoderError(
+                f"the checkpoint in {str(folder)!r} names the built-in encoder "
+                f"{spec.get('name')!r}, which this version cannot build: {err}"
+            ) from None
+        check_encoder(spec, enc)
+        return enc
     if encoder is None:
         recorded = spec.get("file")
         if recorded and Path(recorded).is_file():

@@ -21,6 +21,8 @@ Where encoders come from (:func:`load_encoder`):
 
 * the built-in compact network — :class:`~workbench.models.DetailBranch`, trained with the
   model, which also draws per-pixel lesion maps (``None`` / ``"builtin"``);
+* the built-in frozen texture encoder — :class:`~workbench.models.TextureEncoder`, stain and
+  local-binary-pattern statistics that need no training (``"texture"``);
 * any ``torch.nn.Module`` passed from Python (how a pathology foundation model built on
   one's own machine with timm or open_clip comes in: UNI, CONCH, Virchow, H-optimus …),
   wrapped by :class:`ModuleEncoder` and frozen;
@@ -60,6 +62,8 @@ __all__ = [
 
 #: Names that select the built-in compact network (the model's own :class:`DetailBranch`).
 BUILTIN_ENCODERS = ("builtin", "compact")
+#: Name of the built-in frozen encoder of stain and texture measures (:class:`TextureEncoder`).
+TEXTURE_ENCODER = "texture"
 #: ImageNet statistics, what most pretrained encoders (and timm's defaults) expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -325,7 +329,8 @@ def load_encoder(
     ----------
     source
         ``None``, ``"builtin"`` or ``"compact"`` (the model's own compact network, trained with
-        it); a path to a ``.pt2`` file (:func:`export_encoder`); a :class:`TileEncoder`; or any
+        it); ``"texture"`` (:class:`~workbench.models.TextureEncoder`, frozen, no weights; its
+        ``input_size`` and ``mpp`` can be overridden); a path to a ``.pt2`` file (:func:`export_encoder`); a :class:`TileEncoder`; or any
         ``torch.nn.Module`` (wrapped by :class:`ModuleEncoder`, frozen).
     input_size, mpp, mean, std, name
         Geometry and normalisation of a module (defaults 224 px, 0.5 µm/px, ImageNet
@@ -340,6 +345,11 @@ def load_encoder(
     if source is None or (isinstance(source, str) and source.lower() in BUILTIN_ENCODERS):
         return None
     overrides = {"input_size": input_size, "mpp": mpp, "mean": mean, "std": std, "name": name}
+    if isinstance(source, str) and source.lower() == TEXTURE_ENCODER:
+        from workbench.models._texture import TextureEncoder
+
+        geometry = {"input_size": input_size, "mpp": mpp}
+        return TextureEncoder(**{k: v for k, v in geometry.items() if v is not None})
     if isinstance(source, TileEncoder):
         return source
     if isinstance(source, nn.Module):
@@ -359,7 +369,7 @@ def load_encoder(
         raise EncoderError(f"no encoder file at {str(path)!r}; check the path")
     raise EncoderError(
         f"unknown encoder {str(source)!r}: give {' or '.join(map(repr, BUILTIN_ENCODERS))} (the "
-        "built-in network), a .pt2 file written by workbench.models.export_encoder, or a "
+        f"built-in network), {TEXTURE_ENCODER!r} (built-in texture measures), a .pt2 file written by workbench.models.export_encoder, or a "
         "torch.nn.Module from Python. Foundation models (UNI, CONCH, Virchow …) are built on "
         "your own machine and exported once; nothing is downloaded here"
     )
@@ -385,6 +395,13 @@ def check_encoder(spec: dict | None, encoder: TileEncoder) -> None:
             f"(sha256 {str(sha)[:12]}…, {encoder.embed_dim}-d); pass the encoder it was trained "
             "with, or train again"
         )
+
+
+def set_scaling(mean_buf, std_buf, mean, std) -> None:
+    """Copy a mean and standard deviation into buffers; near-constant dimensions keep 1."""
+    std = torch.as_tensor(std, dtype=torch.float32)
+    mean_buf.copy_(torch.as_tensor(mean, dtype=torch.float32))
+    std_buf.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
 
 class EncoderDetail(nn.Module):
@@ -419,7 +436,16 @@ class EncoderDetail(nn.Module):
             nn.Linear(in_dim, embed_dim), nn.GELU(), nn.Linear(embed_dim, embed_dim)
         )
         self.lesion_head = nn.Linear(in_dim, 1)
+        # Per-dimension standardisation of the raw embeddings (identity until the trainer sets
+        # it from the training crops): hand-made features such as the texture encoder's mix
+        # scales that a layer norm alone would let the largest dominate.
+        self.register_buffer("raw_mean", torch.zeros(in_dim))
+        self.register_buffer("raw_std", torch.ones(in_dim))
         object.__setattr__(self, "encoder", None)
+
+    def set_embedding_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the per-dimension mean and standard deviation of the raw embeddings."""
+        set_scaling(self.raw_mean, self.raw_std, mean, std)
 
     def attach(self, encoder: TileEncoder) -> None:
         if int(encoder.embed_dim) != self.in_dim:
@@ -439,7 +465,7 @@ class EncoderDetail(nn.Module):
 
     def from_embeddings(self, raw: torch.Tensor, lesion_logits: torch.Tensor | None = None) -> dict:
         """Heads on (cached) encoder embeddings ``(B, in_dim)``."""
-        h = self.norm(raw.float())
+        h = self.norm((raw.float() - self.raw_mean) / self.raw_std)
         pooled = self.lesion_head(h).squeeze(-1)
         if lesion_logits is None:
             logits = pooled.view(-1, 1, 1, 1)

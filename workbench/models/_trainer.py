@@ -246,12 +246,46 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------
     def _set_scaling(self, samples: list[SlideSample]) -> None:
-        if isinstance(self.model, TileABMIL):
+        if not isinstance(self.model, TileABMIL):
+            feats = torch.cat([s.features.float() for s in samples])
+            mean = feats.mean(0)
+            std = feats.std(0).nan_to_num(1.0)
+            self.model.global_branch.set_feature_scaling(mean, std)
+        self._set_embedding_scaling(samples)
+
+    @torch.no_grad()
+    def _set_embedding_scaling(self, samples: list[SlideSample], most: int = 2048) -> None:
+        """Standardise a frozen encoder's embeddings with statistics of the training crops
+        (or tiles): the cached embeddings, else the encoder run once on up to ``most``."""
+        model = self.model
+        if isinstance(model, TileABMIL):
+            if model.encoder is not None:  # the built-in tile network
+                return
+            cached, images, target = "tile_embeddings", "tiles", model
+        elif isinstance(model, SelfCalibratedModel) and hasattr(
+            model.detail, "set_embedding_scaling"
+        ):
+            cached, images, target = "crop_embeddings", "crops", model.detail
+        else:
             return
-        feats = torch.cat([s.features.float() for s in samples])
-        mean = feats.mean(0)
-        std = feats.std(0).nan_to_num(1.0)
-        self.model.global_branch.set_feature_scaling(mean, std)
+        rows = [getattr(s, cached) for s in samples if getattr(s, cached) is not None]
+        if not rows:
+            encoder = model.tile_encoder
+            pool = [getattr(s, images) for s in samples if getattr(s, images) is not None]
+            if encoder is None or not pool:
+                return
+            gen = torch.Generator().manual_seed(self.seed)
+            per = max(1, most // len(pool))
+            for x in pool:
+                pick = torch.randperm(len(x), generator=gen)[:per]
+                if len(pick):
+                    rows.append(encoder(_to_float_image(x[pick], self.device))["embedding"].cpu())
+        if not rows:
+            return
+        raw = torch.cat([r.float() for r in rows])
+        if len(raw) < 2:
+            return
+        target.set_embedding_scaling(raw.mean(0), raw.std(0).nan_to_num(1.0))
 
     def _images(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         images = _to_float_image(x, self.device)
