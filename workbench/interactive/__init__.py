@@ -24,6 +24,7 @@ __all__ = [
     "RefinementError",
     "RefinementSession",
     "RegionRefiner",
+    "benchmark_views",
     "click_maps",
     "evaluate_clicks",
     "iou",
@@ -41,4 +42,8 @@ def __getattr__(name: str):
         from workbench.interactive._widget import RegionRefiner
 
         return RegionRefiner
+    if name == "benchmark_views":  # loads scipy.ndimage: only when asked for
+        from workbench.interactive._data import benchmark_views
+
+        return benchmark_views
     raise AttributeError(f"module 'workbench.interactive' has no attribute {name!r}")
