@@ -1,6 +1,8 @@
 """Self-calibrated model (SEW) against its baselines, on tasks that tell them apart; JSON lines.
 
-Models (one tile encoder for all: the compact ``DetailBranch``):
+Models (one tile encoder for all, ``--encoder``: ``builtin`` = the compact ``DetailBranch``
+trained with each model, or ``texture`` = the frozen ``models.TextureEncoder`` of stain and
+local-binary-pattern measures):
 
 * ``sew``                 the self-calibrated model (thumbnail graph, top-K focus crops)
 * ``sew_no_consistency``  the same without the feature-consistency and back-calibration losses
@@ -35,7 +37,8 @@ already there is not run again, so sections and tasks can be run separately and 
     python benchmarks/slide_inference.py --section accuracy --task detail
     python benchmarks/slide_inference.py --section speed
     python benchmarks/slide_inference.py --quick              # small smoke run of everything
-    python benchmarks/slide_inference.py --figure             # table + docs/images plot
+    python benchmarks/slide_inference.py --section accuracy --task detail --encoder texture
+    python benchmarks/slide_inference.py --figure             # table, plot and report in docs/
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("sew", "sew_no_consistency", "global_only", "tile_abmil")
+#: Tile encoders shared by SEW's detail branch and the tile baseline: the compact network
+#: trained with each model, or the frozen texture measures (``models.TextureEncoder``).
+ENCODERS = ("builtin", "texture")
 TASKS = ("default", "detail", "mosaic")
 _KIND = {"sew": "sew", "sew_no_consistency": "sew", "global_only": "global", "tile_abmil": "abmil"}
 NO_GPU = {
@@ -195,12 +201,13 @@ def test_graphs(data: dict, settings: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- models
-def fit_model(name: str, samples: list, settings: dict, seed: int, epochs: int):
+def fit_model(name: str, samples: list, settings: dict, seed: int, epochs: int, encoder=None):
     from workbench.tl import SlideTrainer
 
     t = time.perf_counter()
     trainer = SlideTrainer(
         kind=_KIND[name],
+        encoder=None if name == "global_only" else encoder,
         epochs=epochs,
         seed=seed,
         consistency=name != "sew_no_consistency",
@@ -307,7 +314,7 @@ def run_accuracy(task: str, args) -> None:
     from workbench.models import save_checkpoint
     from workbench.tl import suggest_settings
 
-    out = Path(args.workdir) / "results" / f"{task}.jsonl"
+    out = results_path(args.workdir, task, args.encoder)
     done = _done(out)
     todo = [(m, s) for s in args.seeds for m in args.models if (m, s) not in done]
     t0 = time.perf_counter()
@@ -326,12 +333,15 @@ def run_accuracy(task: str, args) -> None:
         graphs = test_graphs(data, settings)
         for model_name, seed in todo:
             torch.manual_seed(seed)
-            trainer, t_train = fit_model(model_name, samples, settings, seed, args.epochs)
+            trainer, t_train = fit_model(
+                model_name, samples, settings, seed, args.epochs, encoder=args.encoder
+            )
             res = evaluate(model_name, trainer.model_, data, graphs)
             p = np.asarray(res["probabilities"])
             row = {
                 "section": "accuracy",
                 "task": task,
+                "encoder": args.encoder,
                 "model": model_name,
                 "seed": seed,
                 **_metrics(y_test, p),
@@ -351,7 +361,8 @@ def run_accuracy(task: str, args) -> None:
                     row[k] = res[k]
             emit(row, out)
             if seed == args.seeds[0]:
-                save_checkpoint(trainer.model_, Path(args.workdir) / "models" / task / model_name)
+                folder = task if args.encoder == "builtin" else f"{task}_{args.encoder}"
+                save_checkpoint(trainer.model_, Path(args.workdir) / "models" / folder / model_name)
         done = _done(out)
     summarise(task, done, y_test, data, args, out)
 
@@ -368,6 +379,7 @@ def summarise(task: str, done: dict, y: np.ndarray, data: dict, args, out: Path)
         s = {
             "section": "summary",
             "task": task,
+            "encoder": args.encoder,
             "model": m,
             "seeds": [r["seed"] for r in rows],
             "auc_mean": float(np.mean(aucs)),
@@ -400,6 +412,7 @@ def summarise(task: str, done: dict, y: np.ndarray, data: dict, args, out: Path)
     targets = {
         "section": "targets",
         "task": task,
+        "encoder": args.encoder,
         "sew_auc_minus_abmil_auc": sew["auc_mean"] - abmil["auc_mean"],
         "sew_auc_minus_global_auc": sew["auc_mean"] - glob["auc_mean"],
         "infer_seconds_ratio_abmil_over_sew_on_test_slides": abmil["infer_seconds_per_slide_median"]
@@ -473,11 +486,12 @@ def _speed_models(args) -> dict:
     from workbench.tl import SlideTrainer
 
     out = {}
+    suffix = "" if args.encoder == "builtin" else f"_{args.encoder}"
     for name in ("sew", "tile_abmil"):
         for task in ("detail", "default", "mosaic"):
-            d = Path(args.workdir) / "models" / task / name
+            d = Path(args.workdir) / "models" / f"{task}{suffix}" / name
             if (d / "config.json").exists():
-                out[name] = (str(d), f"trained on the {task} task (seed {args.seeds[0]})")
+                out[name] = (str(d), f"trained on the {task} task (the last seed run)")
                 break
         else:
             from workbench.datasets import make_cohort
@@ -487,9 +501,10 @@ def _speed_models(args) -> dict:
                             progress=False)  # fmt: skip
             settings = suggest_settings(c.slide_path(c.slide_ids[0]))
             samples = prepare_cohort(c, [0, 1], settings=settings, tiles=True, progress=False)
-            tr = SlideTrainer(kind=_KIND[name], epochs=1, settings=settings, progress=False)
+            tr = SlideTrainer(kind=_KIND[name], epochs=1, settings=settings, progress=False,
+                              encoder=None if args.encoder == "builtin" else args.encoder)  # fmt: skip
             tr.fit(samples=samples)
-            d = Path(args.workdir) / "models" / "speed" / name
+            d = Path(args.workdir) / "models" / f"speed{suffix}" / name
             save_checkpoint(tr.model_, d)
             out[name] = (str(d), "one epoch on two slides (timing only)")
     return out
@@ -510,7 +525,8 @@ def run_speed(args) -> None:
 
         with Slide(path) as s:
             dims = list(s.dimensions)
-        row = {"section": "speed", "slide": size, "dimensions": dims, "write": write,
+        row = {"section": "speed", "slide": size, "encoder": args.encoder, "dimensions": dims,
+               "write": write,
                "gpu": NO_GPU, "threads": 1, "models": {k: v[1] for k, v in models.items()}}  # fmt: skip
         for _rep in range(args.speed_repeats):
             for name in ("sew", "tile_abmil"):
@@ -535,26 +551,35 @@ def run_speed(args) -> None:
 
 
 # ----------------------------------------------------------------------------- figure
+def results_path(workdir: str | os.PathLike, task: str, encoder: str = "builtin") -> Path:
+    """Where the accuracy lines of a task (and tile encoder) go."""
+    name = task if encoder == "builtin" else f"{task}_{encoder}"
+    return Path(workdir) / "results" / f"{name}.jsonl"
+
+
 def summary_rows(workdir: str | os.PathLike) -> list[dict]:
-    """The latest ``summary`` line of every (task, model) in ``<workdir>/results``."""
+    """The latest ``summary`` line of every (task, encoder, model) in ``<workdir>/results``."""
     rows = []
     for task in TASKS:
-        path = Path(workdir) / "results" / f"{task}.jsonl"
-        if path.exists():
-            last = {}
-            for line in path.read_text().splitlines():
-                r = json.loads(line)
-                if r.get("section") == "summary":
-                    last[r["model"]] = r
-            rows += [last[m] for m in MODELS if m in last]
+        for encoder in ENCODERS:
+            path = results_path(workdir, task, encoder)
+            if path.exists():
+                last = {}
+                for line in path.read_text().splitlines():
+                    r = json.loads(line)
+                    if r.get("section") == "summary":
+                        r.setdefault("encoder", encoder)
+                        last[r["model"]] = r
+                rows += [last[m] for m in MODELS if m in last]
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
     """A small Markdown table of the summary rows (README / report)."""
     out = [
-        "| task | model | AUC mean ± SD [95% CI] | balanced acc. | focus hit (chance) | s / slide |",
-        "|---|---|---|---|---|---|",
+        "| task | encoder | model | AUC mean ± SD [95% CI] | balanced acc. | focus hit (chance) "
+        "| s / slide |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         hit = ""
@@ -562,7 +587,7 @@ def markdown_table(rows: list[dict]) -> str:
             hit = f"{r['focus_hit_rate_mean']:.2f} ({r['focus_hit_rate_chance']:.2f})"
         lo, hi = r["auc_ci95"]
         out.append(
-            f"| {r['task']} | {r['model']} | {r['auc_mean']:.2f} ± {r['auc_sd']:.2f} "
+            f"| {r['task']} | {r.get('encoder', 'builtin')} | {r['model']} | {r['auc_mean']:.2f} ± {r['auc_sd']:.2f} "
             f"[{lo:.2f}, {hi:.2f}] | {r['balanced_accuracy_mean']:.2f} | {hit} | "
             f"{r['infer_seconds_per_slide_median']:.2f} |"
         )
@@ -581,7 +606,7 @@ def plot_auc_vs_seconds(rows: list[dict], ax=None):
     for r in rows:
         ax.errorbar(r["infer_seconds_per_slide_median"], r["auc_mean"], yerr=r["auc_sd"],
                     fmt=markers[r["model"]], color=colours[r["task"]], ms=7, capsize=3,
-                    alpha=0.9)  # fmt: skip
+                    alpha=0.9, mfc="none" if r.get("encoder") == "texture" else None)  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("inference seconds per test slide (median, 1 CPU thread)")
     ax.set_ylabel("test AUC (mean ± SD over seeds)")
@@ -589,13 +614,88 @@ def plot_auc_vs_seconds(rows: list[dict], ax=None):
     ax.axhline(0.5, color="0.7", lw=0.8, ls="--")
     handles = [Line2D([], [], color=c, marker="o", ls="", label=t) for t, c in colours.items()]
     handles += [Line2D([], [], color="0.3", marker=m, ls="", label=k) for k, m in markers.items()]
+    if any(r.get("encoder") == "texture" for r in rows):
+        handles.append(Line2D([], [], color="0.3", marker="o", mfc="none", ls="",
+                              label="hollow: texture encoder"))  # fmt: skip
     ax.legend(handles=handles, fontsize=7, ncol=2, loc="lower right")
     ax.set_title("SEW and baselines: accuracy against cost, every task", fontsize=10)
     return ax
 
 
+def target_rows(workdir: str | os.PathLike) -> list[dict]:
+    """The latest ``targets`` line of every (task, encoder) in ``<workdir>/results``."""
+    rows = []
+    for task in TASKS:
+        for encoder in ENCODERS:
+            path = results_path(workdir, task, encoder)
+            if path.exists():
+                last = None
+                for line in path.read_text().splitlines():
+                    r = json.loads(line)
+                    if r.get("section") == "targets":
+                        last = {"encoder": encoder, **r}
+                if last:
+                    rows.append(last)
+    return rows
+
+
+def speed_rows(workdir: str | os.PathLike) -> list[dict]:
+    """The latest ``speed`` line of every slide size in ``<workdir>/results/speed.jsonl``."""
+    path = Path(workdir) / "results" / "speed.jsonl"
+    last: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("section") == "speed":
+                last[(r["slide"], r.get("encoder", "builtin"))] = r
+    return list(last.values())
+
+
+def report_markdown(
+    rows: list[dict], targets: list[dict], image: str, speed: list[dict] | None = None
+) -> str:
+    """The benchmark report: the table, the plot and every target line, as Markdown."""
+    out = [
+        "# Self-calibrated model benchmark (`benchmarks/slide_inference.py`)",
+        "",
+        "Written by `python benchmarks/slide_inference.py --figure` from the JSON lines in the",
+        "benchmark's `results/` folder: mean ± SD over training seeds, bootstrap 95% interval",
+        "over test slides, inference seconds per test slide (median, 1 CPU thread).",
+        "",
+        markdown_table(rows),
+        "",
+        f"![AUC vs seconds]({image})",
+        "",
+        "## Targets",
+        "",
+    ]
+    for t in targets:
+        flags = {k: v for k, v in t.items() if k.startswith("target_")}
+        numbers = {
+            k: round(v, 3) if isinstance(v, float) else v
+            for k, v in t.items()
+            if k not in flags and k not in ("section", "task", "encoder")
+        }
+        met = ", ".join(f"{k[7:]}: {'met' if v else '**missed**'}" for k, v in flags.items())
+        out.append(f"- **{t['task']}** ({t['encoder']} encoder): {met or 'no target'}; {numbers}")
+    if speed:
+        out += ["", "## Speed (one slide, each model in its own process, 1 CPU thread)", "",
+                "| slide | encoder | SEW s | SEW peak RSS GB | tile ABMIL s | tiles "
+                "| ABMIL peak RSS GB | ABMIL / SEW |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in speed:
+            tiles = r["tile_abmil"][0].get("tiles", "") if r.get("tile_abmil") else ""
+            out.append(
+                f"| {r['slide']} | {r.get('encoder', 'builtin')} | {r['sew_seconds_median']:.1f} | "
+                f"{r['sew_peak_rss_mb_max'] / 1024:.2f} | {r['tile_abmil_seconds_median']:.0f} | "
+                f"{tiles} | {r['tile_abmil_peak_rss_mb_max'] / 1024:.2f} | "
+                f"{r['speedup_abmil_over_sew']:.1f}x |"
+            )
+    return "\n".join(out) + "\n"
+
+
 def figure(args) -> None:
-    """Print the Markdown table and write ``docs/images/bench_auc_vs_seconds.png``."""
+    """Print the Markdown table, write ``docs/images/bench_auc_vs_seconds.png`` and the
+    report ``docs/benchmark_slide_inference.md`` (table, plot, targets)."""
     import matplotlib
 
     matplotlib.use("Agg")  # a script, not a notebook
@@ -609,6 +709,14 @@ def figure(args) -> None:
     target = ROOT / "docs" / "images" / "bench_auc_vs_seconds.png"
     ax.figure.savefig(target, dpi=130)
     print(f"wrote {target}")
+    report = ROOT / "docs" / "benchmark_slide_inference.md"
+    tmp = report.with_suffix(".md.tmp")
+    text = report_markdown(
+        rows, target_rows(args.workdir), "images/" + target.name, speed_rows(args.workdir)
+    )
+    tmp.write_text(text)
+    os.replace(tmp, report)
+    print(f"wrote {report}")
 
 
 # ----------------------------------------------------------------------------- main
@@ -617,6 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--section", choices=("accuracy", "speed", "all"), default="all")
     ap.add_argument("--task", choices=(*TASKS, "all"), default="all")
     ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    ap.add_argument("--encoder", choices=ENCODERS, default="builtin",
+                    help="tile encoder of SEW's detail branch and of tile ABMIL")  # fmt: skip
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--n-train", type=int, default=36)

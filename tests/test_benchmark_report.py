@@ -1,0 +1,83 @@
+"""benchmarks/slide_inference.py --figure: the table, report and targets read back from JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "slide_inference", ROOT / "benchmarks" / "slide_inference.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _summary(task, model, auc, encoder=None, **extra):
+    row = {"section": "summary", "task": task, "model": model, "seeds": [0, 1, 2],
+           "auc_mean": auc, "auc_sd": 0.01, "auc_ci95": [auc - 0.1, min(1.0, auc + 0.1)],
+           "balanced_accuracy_mean": auc, "infer_seconds_per_slide_median": 0.5, **extra}  # fmt: skip
+    if encoder:
+        row["encoder"] = encoder
+    return row
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_report_reads_every_task_and_encoder_and_marks_missed_targets(bench, tmp_path):
+    res = tmp_path / "results"
+    old = _summary("detail", "sew", 0.40)
+    _write(res / "detail.jsonl", [old, _summary("detail", "sew", 0.48)])  # the last one counts
+    _write(
+        bench.results_path(tmp_path, "detail", "texture"),
+        [
+            _summary(
+                "detail",
+                "sew",
+                0.97,
+                "texture",
+                focus_hit_rate_mean=0.9,
+                focus_hit_rate_chance=0.11,
+            ),  # fmt: skip
+            _summary("detail", "tile_abmil", 0.95, "texture"),
+            {
+                "section": "targets",
+                "task": "detail",
+                "encoder": "texture",
+                "target_sew_auc_ge_abmil_minus_0.02": True,
+                "target_sew_auc_ge_global_plus_0.10": False,
+                "sew_auc_minus_global_auc": 0.05,
+            },
+        ],  # fmt: skip
+    )
+    _write(res / "speed.jsonl", [{"section": "speed", "slide": "40960x40960",
+           "sew_seconds_median": 3.7, "sew_peak_rss_mb_max": 640.0,
+           "tile_abmil_seconds_median": 139.0, "tile_abmil_peak_rss_mb_max": 910.0,
+           "tile_abmil": [{"tiles": 10445}], "speedup_abmil_over_sew": 37.6}])  # fmt: skip
+    assert bench.results_path(tmp_path, "detail").name == "detail.jsonl"
+    assert bench.results_path(tmp_path, "detail", "texture").name == "detail_texture.jsonl"
+    rows = bench.summary_rows(tmp_path)
+    assert [(r["encoder"], r["model"], r["auc_mean"]) for r in rows] == [
+        ("builtin", "sew", 0.48),
+        ("texture", "sew", 0.97),
+        ("texture", "tile_abmil", 0.95),
+    ]
+    text = bench.report_markdown(
+        rows, bench.target_rows(tmp_path), "images/x.png", bench.speed_rows(tmp_path)
+    )
+    assert "| detail | texture | sew | 0.97 ± 0.01" in text and "0.90 (0.11)" in text
+    assert "sew_auc_ge_abmil_minus_0.02: met" in text
+    assert "sew_auc_ge_global_plus_0.10: **missed**" in text
+    assert "| 40960x40960 | builtin | 3.7 | 0.62 | 139 | 10445 | 0.89 | 37.6x |" in text
+    assert "![AUC vs seconds](images/x.png)" in text
