@@ -557,21 +557,25 @@ def results_path(workdir: str | os.PathLike, task: str, encoder: str = "builtin"
     return Path(workdir) / "results" / f"{name}.jsonl"
 
 
-def summary_rows(workdir: str | os.PathLike) -> list[dict]:
-    """The latest ``summary`` line of every (task, encoder, model) in ``<workdir>/results``."""
+def _latest(workdir: str | os.PathLike, section: str) -> list[dict]:
+    """Every ``section`` line of every (task, encoder) results file, in file order, each
+    tagged with its encoder (lines written before the encoder existed are ``builtin``)."""
     rows = []
     for task in TASKS:
         for encoder in ENCODERS:
             path = results_path(workdir, task, encoder)
             if path.exists():
-                last = {}
                 for line in path.read_text().splitlines():
                     r = json.loads(line)
-                    if r.get("section") == "summary":
-                        r.setdefault("encoder", encoder)
-                        last[r["model"]] = r
-                rows += [last[m] for m in MODELS if m in last]
+                    if r.get("section") == section:
+                        rows.append({**r, "encoder": r.get("encoder", encoder)})
     return rows
+
+
+def summary_rows(workdir: str | os.PathLike) -> list[dict]:
+    """The latest ``summary`` line of every (task, encoder, model), in task/encoder/model order."""
+    last = {(r["task"], r["encoder"], r["model"]): r for r in _latest(workdir, "summary")}
+    return [last[(t, e, m)] for t in TASKS for e in ENCODERS for m in MODELS if (t, e, m) in last]
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -623,20 +627,8 @@ def plot_auc_vs_seconds(rows: list[dict], ax=None):
 
 
 def target_rows(workdir: str | os.PathLike) -> list[dict]:
-    """The latest ``targets`` line of every (task, encoder) in ``<workdir>/results``."""
-    rows = []
-    for task in TASKS:
-        for encoder in ENCODERS:
-            path = results_path(workdir, task, encoder)
-            if path.exists():
-                last = None
-                for line in path.read_text().splitlines():
-                    r = json.loads(line)
-                    if r.get("section") == "targets":
-                        last = {"encoder": encoder, **r}
-                if last:
-                    rows.append(last)
-    return rows
+    """The latest ``targets`` line of every (task, encoder)."""
+    return list({(r["task"], r["encoder"]): r for r in _latest(workdir, "targets")}.values())
 
 
 def speed_rows(workdir: str | os.PathLike) -> list[dict]:

@@ -77,7 +77,7 @@ def test_load_encoder_by_name_and_geometry():
     enc = load_encoder("texture", input_size=64, mpp=1.0)
     assert isinstance(enc, TextureEncoder) and (enc.input_size, enc.mpp) == (64, 1.0)
     assert enc.sha256 != load_encoder("texture").sha256  # the geometry is part of its identity
-    with pytest.raises(ValueError, match="bad texture encoder geometry"):
+    with pytest.raises(EncoderError, match="bad texture encoder geometry"):
         TextureEncoder(input_size=4)
     with pytest.raises(EncoderError, match="'texture'"):
         load_encoder("textures")  # the error lists the built-in names

@@ -236,7 +236,7 @@ def _resolve_encoder(spec: dict, encoder, folder: Path):
             enc = load_encoder(
                 str(spec.get("name")), input_size=int(spec["input_size"]), mpp=float(spec["mpp"])
             )
-        except (EncoderError, ValueError) as err:
+        except EncoderError as err:
             raise EncoderError(
                 f"the checkpoint in {str(folder)!r} names the built-in encoder "
                 f"{spec.get('name')!r}, which this version cannot build: {err}"

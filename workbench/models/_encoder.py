@@ -101,6 +101,20 @@ class TileEncoder(nn.Module):
     frozen: bool = True
     name: str = "encoder"
 
+    def _spec(self, source: str, file: str | None) -> dict:
+        """The JSON description every encoder records in checkpoints."""
+        return {
+            "source": source,
+            "name": self.name,
+            "file": file,
+            "sha256": self.sha256,
+            "embed_dim": self.embed_dim,
+            "input_size": self.input_size,
+            "mpp": self.mpp,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
     def spec(self) -> dict:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
 
@@ -227,17 +241,7 @@ class ModuleEncoder(TileEncoder):
 
     def spec(self) -> dict:
         """JSON description recorded in checkpoints."""
-        return {
-            "source": "file" if self.file else "module",
-            "name": self.name,
-            "file": self.file,
-            "sha256": self.sha256,
-            "embed_dim": self.embed_dim,
-            "input_size": self.input_size,
-            "mpp": self.mpp,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
+        return self._spec("file" if self.file else "module", self.file)
 
     def extra_repr(self) -> str:
         return (

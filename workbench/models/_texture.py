@@ -28,6 +28,7 @@ import json
 import torch
 import torch.nn.functional as F
 
+from workbench._errors import EncoderError
 from workbench.models._encoder import TileEncoder
 
 __all__ = ["TextureEncoder"]
@@ -124,7 +125,10 @@ class TextureEncoder(TileEncoder):
     def __init__(self, *, input_size: int = 256, mpp: float = 0.5) -> None:
         super().__init__()
         if int(input_size) < 16 or float(mpp) <= 0:
-            raise ValueError(f"bad texture encoder geometry: input_size={input_size}, mpp={mpp}")
+            raise EncoderError(
+                f"bad texture encoder geometry: input_size={input_size} (at least 16), "
+                f"mpp={mpp} (positive)"
+            )
         self.input_size = int(input_size)
         self.mpp = float(mpp)
         self.embed_dim = len(self.feature_names)
@@ -187,18 +191,7 @@ class TextureEncoder(TileEncoder):
 
     def spec(self) -> dict:
         """JSON description recorded in checkpoints (reloaded by name: no file needed)."""
-        return {
-            "source": "builtin",
-            "name": self.name,
-            "file": None,
-            "sha256": self.sha256,
-            "embed_dim": self.embed_dim,
-            "input_size": self.input_size,
-            "mpp": self.mpp,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "version": TEXTURE_VERSION,
-        }
+        return {**self._spec("builtin", None), "version": TEXTURE_VERSION}
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, input_size={self.input_size}, mpp={self.mpp}, frozen"
