@@ -172,6 +172,39 @@ def test_cgam_loss_covers_the_disk_not_one_pixel(base_model, view):
     assert (before[far_px] != after[far_px]).mean() < 0.05
 
 
+def test_loss_disk_grows_with_the_wrong_region_and_keeps_clear_of_other_clicks(base_model):
+    """A click whose label the mask has nowhere yet keeps the small disk; a later click far
+    inside a wrong region gets a disk of ``adaptive_disk`` times its distance to the mask
+    (capped at ``max_loss_radius``); a click of the other sign shrinks both disks to half
+    their distance, so grown disks never claim a pixel the user labelled otherwise."""
+    image = np.full((256, 256, 3), 200, np.uint8)
+    engine = RefinementEngine(base_model, method="cgam", steps=2)
+    engine.set_view(image)  # 256 px: work scale 1
+    engine._view.history[-1].mask[:] = False
+    engine._view.history[-1].work_mask[:] = False
+    engine.add_click(40, 40, True)
+    assert engine._view.loss_radii[0] == engine.loss_radius  # nothing positive before it
+    # Pretend the mask after the first click is a blob at (40, 40) of radius 10.
+    rr, cc = np.mgrid[:256, :256]
+    blob = np.hypot(rr - 40, cc - 40) <= 10
+    engine._view.history[-1].work_mask = blob
+    engine.add_click(40, 80, True)  # 30 px from the blob's edge
+    assert engine._view.loss_radii[1] == pytest.approx(0.8 * 30, abs=1.0)
+    engine.add_click(40, 230, True)  # far: capped
+    assert engine._view.loss_radii[2] == engine.max_loss_radius
+    engine.add_click(40, 100, False)  # 20 px below the second click
+    radii = engine._effective_radii(engine._view, engine.clicks.clicks)
+    assert radii[1] == pytest.approx(10.0) and radii[3] <= 10.0
+    assert radii[2] == engine.max_loss_radius  # 130 px away: untouched
+    fixed = RefinementEngine(base_model, method="cgam", adaptive_disk=0.0)
+    fixed.set_view(image)
+    fixed.add_click(40, 40, True)
+    fixed.add_click(40, 200, True)
+    assert fixed._view.loss_radii == [fixed.loss_radius] * 2
+    engine.undo()
+    assert len(engine._view.loss_radii) == 3
+
+
 def test_every_click_changes_the_mask_where_it_was_made(base_model):
     """The simulated user clicks an error pixel; each click must fix that pixel."""
     image, gt = lesion_view(224, seed=5)
