@@ -4,22 +4,13 @@ views it is tested on, and the variants it compares."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_interactive", ROOT / "benchmarks" / "interactive.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("interactive")
 
 
 def _args(folds, evals, datasets="ocdc,camelyon,monusac,monuseg,tnbc"):
