@@ -8,8 +8,10 @@ per-pixel head is then optimised on the clicks:
 ``"cgam"``
     the click-guided attention gate (:class:`~workbench.models.ClickGuidedGate`). From the
     second click on it is optimised with Adam (``steps`` steps) on a squared hinge loss over
-    the *disk* of every click (each click counts equally) plus a penalty on logit changes
-    outside the newest click's neighbourhood; its state carries over from click to click.
+    a disk around every click (each click counts equally; the disk grows with the wrong region
+    the click sits in and keeps clear of clicks of the other sign, see ``adaptive_disk``)
+    plus a penalty on logit changes outside the newest click's neighbourhood; its state
+    carries over from click to click.
     With ``network_clicks=N`` (the reference uses 8) the network sees only the first N
     clicks and later clicks act through the gate alone (the features of the last network
     click stay cached); by default the network sees every click.
