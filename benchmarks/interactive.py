@@ -22,6 +22,9 @@ click simulator (next click at the deepest error, up to 20 clicks or IoU 0.90) o
 ``latency1024``
     seconds per click on 1024 x 1024 views (real test images resized), torch threads as given.
 
+Where a set mixes one-lesion masks with fragmented ones (largest piece < 90% of the mask),
+each line also carries ``one_object`` and ``fragmented`` summaries of the two kinds of view.
+
 Prints one JSON line per (evaluation set, method), appends them to ``--jsonl`` and draws the
 mIoU-per-click figure (``--plot``).
 
@@ -70,12 +73,38 @@ def make_engine(method: str, model, *, rw_work: int):
     return RefinementEngine(model, method=base, **kwargs)
 
 
+def largest_object_share(mask: np.ndarray) -> float:
+    """The share of the mask's pixels in its largest connected component (1 for one object)."""
+    from scipy import ndimage as ndi
+
+    labels, n = ndi.label(mask)
+    if n == 0:
+        return 0.0
+    return float(np.bincount(labels.ravel())[1:].max() / labels.astype(bool).sum())
+
+
 def run(method: str, views, *, model, max_clicks: int, rw_work: int) -> dict:
+    """Summary over every view, plus the same summary split by the shape of the truth: views
+    whose mask is one lesion (largest component >= 90% of it) and fragmented ones (several
+    pieces, as in CAMELYON's blocky masks), when a set has both."""
     from workbench.interactive import evaluate_clicks, summarize
 
     engine = make_engine(method, model, rw_work=rw_work)
     runs = [evaluate_clicks(engine, im, gt, max_clicks=max_clicks) for _, im, gt in views]
-    return summarize(runs, max_clicks=max_clicks)
+    summary = summarize(runs, max_clicks=max_clicks)
+    one = [largest_object_share(gt) >= 0.9 for _, _, gt in views]
+    if any(one) and not all(one):
+        for key, keep in (("one_object", True), ("fragmented", False)):
+            kept = [r for r, o in zip(runs, one, strict=True) if o == keep]
+            part = summarize(kept, max_clicks=max_clicks)
+            curve = part["miou_per_click"]
+            summary[key] = {
+                "n_views": part["n_views"],
+                **{k: round(part[k], 4) for k in ("noc80", "noc85", "noc90")},
+                "failures85": part["failures85"],
+                "miou@1,3,5,10,20": [curve[i] for i in (0, 2, 4, 9, 19) if i < len(curve)],
+            }
+    return summary
 
 
 def fold_weights(folds: Path, dataset: str) -> Path:

@@ -55,3 +55,26 @@ def test_old_fixed_disk_gate_is_a_benchmark_variant(bench):
     assert isinstance(old, RefinementEngine) and old.method == new.method == "cgam"
     assert old.adaptive_disk == 0.0 and old.locality_weight == 1.0
     assert new.adaptive_disk > 0.0 and new.max_loss_radius > new.loss_radius
+
+
+def test_sets_mixing_one_lesion_and_fragmented_masks_are_also_summarised_apart(bench):
+    import numpy as np
+
+    from workbench.models import ClickSegmenter
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    one = np.zeros((48, 48), bool)
+    one[10:30, 10:30] = True
+    pieces = np.zeros((48, 48), bool)
+    pieces[4:14, 4:14] = pieces[30:40, 30:40] = pieces[4:14, 30:40] = True
+    assert bench.largest_object_share(one) == 1.0
+    assert abs(bench.largest_object_share(pieces) - 1 / 3) < 1e-9
+    model = ClickSegmenter(extra_channels=3, widths=(8, 16, 16), feature_channels=8)
+    views = [("a", image, one), ("b", image, pieces), ("c", image, one)]
+    out = bench.run("none", views, model=model.eval(), max_clicks=3, rw_work=32)
+    assert out["n_views"] == 3
+    assert out["one_object"]["n_views"] == 2 and out["fragmented"]["n_views"] == 1
+    assert len(out["fragmented"]["miou@1,3,5,10,20"]) == 2  # clicks 1 and 3 of 3
+    # A set of one kind only carries no split.
+    assert "one_object" not in bench.run("none", views[::2], model=model, max_clicks=2, rw_work=32)
