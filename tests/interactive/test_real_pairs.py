@@ -50,7 +50,9 @@ def test_nucleus_views_hold_one_object(masks_root):
 
 def test_clicks_refine_a_real_tumour_outline(masks_root):
     """The packaged network on an OCDC test image (never trained on): the first click gives
-    a sizeable part of the tumour, and five clicks improve it. Every click from the second on
+    a sizeable part of the tumour, and five clicks reach IoU 0.85 and at least halve what the
+    first click got wrong (a stronger network, which starts higher, must still improve it
+    that much). Every click from the second on
     is offered to the gate; where the network alone already honours the clicks the loss is
     zero and no step is taken (``steps`` says which), and with cached click-free features the
     gate is optimised on every click from the second."""
@@ -59,7 +61,8 @@ def test_clicks_refine_a_real_tumour_outline(masks_root):
     run = evaluate_clicks(engine, image, gt, max_clicks=5, target_iou=0.99)
     ious = run["ious"]
     assert ious[0] > 0.3, name
-    assert ious[-1] > ious[0] + 0.3
+    assert ious[-1] >= 0.85, ious
+    assert 1 - ious[-1] <= 0.5 * (1 - ious[0]), ious
     assert run["steps"][0] == 0 and len(run["steps"]) == run["n_clicks"] == 5
     cached = RefinementEngine(load_base_model(), method="cgam", reencode=False)
     run = evaluate_clicks(cached, image, gt, max_clicks=5, target_iou=0.99)
