@@ -52,10 +52,10 @@ def test_clicks_refine_a_real_tumour_outline(masks_root):
     """The packaged network on an OCDC test image (never trained on): the first click gives
     a sizeable part of the tumour, and five clicks reach IoU 0.85 and at least halve what the
     first click got wrong (a stronger network, which starts higher, must still improve it
-    that much). Every click from the second on
-    is offered to the gate; where the network alone already honours the clicks the loss is
-    zero and no step is taken (``steps`` says which), and with cached click-free features the
-    gate is optimised on every click from the second."""
+    that much). Every click from the second on is offered to the gate; where the network
+    alone already honours the clicks the loss is zero and no step is taken (``steps`` says
+    which), and with cached click-free features the gate is optimised on every click from
+    the second."""
     name, image, gt = benchmark_views(masks_root, "ocdc", split="test")[0]
     engine = RefinementEngine(load_base_model(), method="cgam")
     run = evaluate_clicks(engine, image, gt, max_clicks=5, target_iou=0.99)

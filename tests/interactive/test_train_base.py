@@ -1,0 +1,53 @@
+"""The click network's training script: presets, the record it writes, and reruns."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from workbench.interactive import load_base_model, train_base
+
+
+def test_unknown_presets_and_folds_say_what_to_choose():
+    with pytest.raises(SystemExit, match="choose one of pretrain, indomain"):
+        train_base._config_for("finetune", None)
+    with pytest.raises(SystemExit, match="unknown fold 'fold:colon'.*fold:monusac"):
+        train_base._config_for("fold:colon", None)
+    with pytest.raises(SystemExit, match="--out is required"):
+        train_base.main(["--preset", "pretrain"])
+
+
+def test_fold_presets_hold_out_every_named_set_and_the_val_parts():
+    cfg = train_base._config_for("fold:monusac+monuseg+tnbc", None)
+    assert cfg["datasets"] == ("ocdc", "camelyon") and cfg["split"] == "not_val"
+    assert train_base._config_for("indomain", None)["split"] == "train"
+    assert cfg["iterations"] == train_base._DEFAULT_ITERATIONS["finetune"]
+    assert train_base._config_for("pretrain", None)["datasets"] == ()
+
+
+@pytest.mark.realdata
+def test_a_seeded_run_is_repeatable_and_records_how_it_was_trained(real_data, tmp_path):
+    def tiny(preset, out, **kw):
+        return train_base.train(
+            preset=preset, out=out, real_root=real_data, iterations=4, batch=2, crop=96,
+            cohort_patients=0, log_every=2, **kw,
+        )  # fmt: skip
+
+    first = tiny("pretrain", tmp_path / "a.safetensors")
+    tiny("pretrain", tmp_path / "b.safetensors")
+    meta_a = json.loads((tmp_path / "a.json").read_text())
+    meta_b = json.loads((tmp_path / "b.json").read_text())
+    assert meta_a["sha256"] == meta_b["sha256"]  # same seed, same thread count: same weights
+    assert first["iterations"] == 4 and [h[0] for h in first["loss_history"]] == [2, 4]
+    assert sum(first["data"]["samples_drawn"].values()) == 4 * 2
+    load_base_model(tmp_path / "a.safetensors")  # loads, checksum verified
+
+    other = tiny("pretrain", tmp_path / "c.safetensors", seed=1)
+    assert other["seed"] == 1
+    assert json.loads((tmp_path / "c.json").read_text())["sha256"] != meta_a["sha256"]
+
+    fold = tiny("fold:ocdc", tmp_path / "fold.safetensors", init=tmp_path / "a.safetensors")
+    assert fold["init"] == str(tmp_path / "a.safetensors")
+    assert "ocdc" not in fold["data"]["datasets"] and "camelyon" in fold["data"]["datasets"]
+    assert "ocdc" not in fold["data"]["pairs"] and fold["data"]["pairs"]["camelyon"] > 0
