@@ -51,3 +51,35 @@ def test_a_seeded_run_is_repeatable_and_records_how_it_was_trained(real_data, tm
     assert fold["init"] == str(tmp_path / "a.safetensors")
     assert "ocdc" not in fold["data"]["datasets"] and "camelyon" in fold["data"]["datasets"]
     assert "ocdc" not in fold["data"]["pairs"] and fold["data"]["pairs"]["camelyon"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--iterations", "0"], "--iterations: must be at least 1"),
+        (["--batch", "0"], "--batch: must be at least 1"),
+    ],
+)
+def test_cli_mistakes_end_in_one_line_and_exit_code_2(argv, message, tmp_path, capsys):
+    out = [
+        "--preset",
+        "pretrain",
+        "--cohort-patients",
+        "0",
+        "--out",
+        str(tmp_path / "w.safetensors"),
+    ]
+    with pytest.raises(SystemExit) as exc:
+        train_base.main(out + argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "w.safetensors").exists()
+
+
+@pytest.mark.realdata
+def test_a_missing_init_checkpoint_is_one_line_and_exit_code_2(real_data, tmp_path, capsys):
+    argv = ["--preset", "fold:ocdc", "--real-root", str(real_data), "--cohort-patients", "0"]
+    argv += ["--init", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "w.safetensors")]
+    with pytest.raises(SystemExit) as exc:
+        train_base.main(argv)
+    assert exc.value.code == 2 and "base network weights not found" in capsys.readouterr().err
+    assert not (tmp_path / "w.safetensors").exists()

@@ -196,7 +196,9 @@ def train(
 
     torch.set_num_threads(int(threads))
     cfg = _config_for(preset, str(real_root) if real_root else None)
-    iterations = int(iterations or cfg["iterations"])
+    iterations = int(cfg["iterations"] if iterations is None else iterations)
+    if iterations < 1 or batch < 1:
+        raise SystemExit(f"iterations and batch must be at least 1, got {iterations} and {batch}")
     lr = float(lr or cfg["lr"])
     crop = int(crop or cfg["crop"])
     rng = np.random.default_rng(seed)
@@ -345,6 +347,8 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> None:
+    from workbench import WorkbenchError
+    from workbench.cli import _whole
     from workbench.interactive._base import BASE_WEIGHTS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -355,16 +359,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--init", default=None, help=f"weights to start from (default: {DEFAULT_PRETRAIN})"
     )
-    parser.add_argument("--iterations", type=int, default=None)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=None, help="192 (pretrain) / 224")
+    parser.add_argument("--iterations", type=_whole(1), default=None)
+    parser.add_argument("--batch", type=_whole(1), default=8)
+    parser.add_argument("--crop", type=_whole(32), default=None, help="192 (pretrain) / 224")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=_whole(1), default=1)
     parser.add_argument("--real-root", default=_default_root())
     parser.add_argument("--cohort-root", default=None)
     parser.add_argument(
-        "--cohort-patients", type=int, default=8, help="synthetic cohort size (0: none)"
+        "--cohort-patients", type=_whole(0), default=8, help="synthetic cohort size (0: none)"
     )
     args = parser.parse_args(argv)
     out = args.out
@@ -372,7 +376,15 @@ def main(argv: list[str] | None = None) -> None:
         if args.preset != "indomain":
             raise SystemExit("--out is required for presets other than indomain")
         out = BASE_WEIGHTS
-    record = train(
+    try:
+        record = _train_from(args, out)
+    except WorkbenchError as exc:  # e.g. --init names no checkpoint: one line, exit 2
+        parser.error(str(exc))
+    print(json.dumps({k: v for k, v in record.items() if k != "loss_history"}))
+
+
+def _train_from(args: argparse.Namespace, out) -> dict:
+    return train(
         preset=args.preset,
         out=out,
         real_root=args.real_root,
@@ -386,7 +398,6 @@ def main(argv: list[str] | None = None) -> None:
         cohort_root=args.cohort_root,
         cohort_patients=args.cohort_patients,
     )
-    print(json.dumps({k: v for k, v in record.items() if k != "loss_history"}))
 
 
 if __name__ == "__main__":
