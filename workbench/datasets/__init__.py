@@ -53,6 +53,12 @@ Real-tissue mosaics
 shared data (tumour-positive slides with a tumour cluster, negatives without), split by
 source image into train and test slides; see :mod:`workbench.datasets._mosaic`.
 
+Real biopsy images (EBHI-Seg)
+-----------------------------
+:func:`ebhi_images` indexes the shared EBHI-Seg colorectal biopsy images and their
+gland/tumour masks, with one fixed case-level split (:func:`ebhi_case_split`) that every
+trainer and benchmark uses; see :mod:`workbench.datasets._ebhi`.
+
 Survival model
 --------------
 Times are in months. For each patient::
@@ -81,6 +87,13 @@ from workbench.datasets._cohort import (
     load_cohort,
     make_cohort,
 )
+from workbench.datasets._ebhi import (
+    EBHI_CLASSES,
+    EBHI_SPLITS,
+    EbhiImage,
+    ebhi_case_split,
+    ebhi_images,
+)
 from workbench.datasets._montage import montage, thumbnail
 from workbench.datasets._mosaic import (
     MOSAIC_CLINICAL_COLUMNS,
@@ -99,16 +112,21 @@ from workbench.datasets._survival import (
 
 __all__ = [
     "CLINICAL_COLUMNS",
+    "EBHI_CLASSES",
+    "EBHI_SPLITS",
     "MOSAIC_CLINICAL_COLUMNS",
     "MOSAIC_TRUTH_COLUMNS",
     "MPP",
     "SIZES",
     "TRUTH_COLUMNS",
+    "EbhiImage",
     "HazardModel",
     "MosaicDataError",
     "SlideTruth",
     "SyntheticCohort",
     "draw_sites",
+    "ebhi_case_split",
+    "ebhi_images",
     "infiltration_z",
     "load_cohort",
     "make_cohort",
