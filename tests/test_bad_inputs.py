@@ -95,7 +95,8 @@ class CliCase:
     argv: tuple[str, ...]
     exit_code: int
     match: str
-    files: dict[str, str] = field(default_factory=dict)  # written under {tmp} first
+    # written under {tmp} first: text, bytes, or ("link", target) for a symbolic link
+    files: dict[str, str | bytes | tuple[str, str]] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -819,6 +820,16 @@ _BOTH = {**_CSV, **_EMPTY}
 _FILE = {"f.txt": "x"}
 _TRUNCATED = {**_CSV, "s/S1.h5ad": "not hdf5"}
 _PARTIAL_ONLY = {**_CSV, "s/.partial/S1.h5ad": "half"}
+_TWO_FOLDERS = {"A/S000.tif": "slide a", "B/S000.tif": "slide b", "B/S001.tif": "c"}
+_TWO_FORMATS = {"A/S000.tif": "slide a", "A/S000.svs": "slide b", "A/S001.tif": "c"}
+_DANGLING = {"s/S1.tif": "x", "s/S2.svs": ("link", "{tmp}/gone/S2.svs")}
+_LOOP = {"s/S1.tif": "x", "s/a.svs": ("link", "b.svs"), "s/b.svs": ("link", "a.svs")}
+_UTF16 = {"s/S1.tif": "x", "c.csv": "patient_id,slide,grade\nP1,S1,1\n".encode("utf-16")}
+_TRAILING = {
+    "s/S1.tif": "x",
+    "s/S2.tif": "x",
+    "c.csv": "patient_id,slide,grade\nP1,S1,1\nP2,S2,2\n,,\n,,\n",
+}
 
 #: Mistakes a user makes on the command line: each ends in one line on stderr and exit code 2.
 #: (id, command line with ``{tmp}`` for a fresh folder, phrase of the error, files made first)
@@ -849,6 +860,13 @@ _CLI_TABLE = [
     ("extract-timeout-0", "extract {tmp} --model {tmp} --out {tmp}/o --connect-timeout 0", "positive", None),
     ("extract-out-is-file", "extract {tmp} --model {tmp} --out {tmp}/f.txt", "is a file", _FILE),
     ("extract-no-slides", "extract {tmp}/s --model {tmp} --out {tmp}/o", "no slide files", _EMPTY),
+    ("extract-same-id-two-folders", "extract {tmp}/A {tmp}/B --model {tmp} --out {tmp}/o", "S000: .*A/S000.tif, .*B/S000.tif", _TWO_FOLDERS),
+    ("extract-same-id-two-formats", "extract {tmp}/A --model {tmp} --out {tmp}/o", "S000: .*S000.svs, .*S000.tif", _TWO_FORMATS),
+    ("extract-dangling-link", "extract {tmp}/s --model {tmp} --out {tmp}/o", "S2.svs: a symbolic link to .*gone/S2.svs', which does not exist", _DANGLING),
+    ("extract-link-loop", "extract {tmp}/s --model {tmp} --out {tmp}/o", "a.svs: a symbolic link loop; b.svs: a symbolic link loop", _LOOP),
+    ("train-dangling-link", "train {tmp}/s --clinical {tmp}/c.csv --label grade", "S2.svs: a symbolic link to", {**_DANGLING, **_CSV}),
+    ("train-clinical-utf16", "train {tmp}/s --clinical {tmp}/c.csv --label grade", "UTF-16.*save it as UTF-8 CSV", _UTF16),
+    ("train-clinical-trailing-empty-rows", "train {tmp}/s --clinical {tmp}/c.csv --label stage", "no label column 'stage'", _TRAILING),
     ("discover-missing-folder", "discover {tmp}/nothing {tmp}/c.csv --out {tmp}/o", "no folder of per-slide .h5ad", _CSV),
     ("discover-empty-folder", "discover {tmp}/s {tmp}/c.csv --out {tmp}/o", "no .h5ad files", _BOTH),
     ("discover-truncated-h5ad", "discover {tmp}/s {tmp}/c.csv --out {tmp}/o", "truncated or not an .h5ad", _TRUNCATED),
@@ -892,9 +910,15 @@ if CLI_CASES:  # defined once the CLI room has rows, so an empty list is not a s
 
         from workbench.cli import main
 
-        for name, text in case.files.items():
-            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / name).write_text(text)
+        for name, content in case.files.items():
+            path = tmp_path / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, tuple):  # ("link", target): a symbolic link
+                path.symlink_to(content[1].replace("{tmp}", str(tmp_path)))
+            elif isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
         code = main([a.replace("{tmp}", str(tmp_path)) for a in case.argv])
         err = capsys.readouterr().err
         assert code == case.exit_code, err

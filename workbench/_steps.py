@@ -229,27 +229,9 @@ def clinical_table(clinical, *, slide_col: str = "slide") -> pd.DataFrame:
 
 
 def _read_csv(path) -> pd.DataFrame:
-    import pandas as pd
+    from workbench.io import read_clinical
 
-    from workbench import ClinicalTableError
-
-    if Path(path).is_dir():
-        raise ClinicalTableError(f"{str(path)!r} is a folder; give the clinical CSV file")
-    try:
-        return pd.read_csv(path, dtype={"slide": str, "patient_id": str})
-    except FileNotFoundError:
-        raise ClinicalTableError(f"no clinical table at {str(path)!r}; check the path") from None
-    except pd.errors.EmptyDataError:
-        raise ClinicalTableError(
-            f"the clinical table {str(path)!r} is empty; it needs a header line (patient_id, "
-            "slide, time, event …) and one row per slide"
-        ) from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ClinicalTableError(
-            f"cannot read the clinical table {str(path)!r} as CSV ({detail}); save it as "
-            "comma-separated text with a header line"
-        ) from None
+    return read_clinical(path)
 
 
 def discover_step(

@@ -246,9 +246,11 @@ def _metrics_line(m: dict) -> str:
     )
 
 
-def _slide_paths(inputs: list[Path]) -> dict[str, Path]:
+def _slide_paths(inputs: list[Path]) -> list[Path]:
+    """The slide files given (folders listed); the ids are taken by the one rule of
+    :class:`workbench.io.Cohort`, which refuses two files with one slide id."""
     from workbench import CohortError
-    from workbench.io import is_hidden, list_slides, slide_id
+    from workbench.io import is_hidden, list_slides
 
     paths: list[Path] = []
     for item in inputs:
@@ -261,7 +263,7 @@ def _slide_paths(inputs: list[Path]) -> dict[str, Path]:
             f"no slide files in {', '.join(repr(str(i)) for i in inputs)}; give slide files "
             "(.svs, .tif, .ndpi …) or folders of them"
         )
-    return {slide_id(p): p for p in paths}
+    return list({p.resolve(): p for p in paths}.values())  # one file named twice is one slide
 
 
 def _extract(args: argparse.Namespace) -> int:

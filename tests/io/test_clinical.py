@@ -152,3 +152,69 @@ def test_require_events_false_accepts_a_table_without_events():
     with pytest.raises(ClinicalTableError, match="no events"):
         validate_clinical(df)
     assert validate_clinical(df, require_events=False)["event"].eq(0).all()
+
+
+# ------------------------------------------------------------------ ids stay text (issue 24)
+def _padded_csv(path):
+    """Patients 007 and 7 are two people; slides 001 and 1 are two slides."""
+    path.write_text("patient_id,slide,time,event\n007,001,5.0,1\n7,1,8.0,0\n010,010,3.0,1\n")
+    return path
+
+
+def test_read_clinical_keeps_ids_as_written(tmp_path):
+    from workbench.io import read_clinical
+
+    df = read_clinical(_padded_csv(tmp_path / "c.csv"))
+    assert df["patient_id"].tolist() == ["007", "7", "010"]
+    assert df["slide"].tolist() == ["001", "1", "010"]
+    assert df["time"].dtype == float
+
+
+def test_validate_clinical_from_a_csv_keeps_007_apart_from_7(tmp_path):
+    df = validate_clinical(_padded_csv(tmp_path / "c.csv"))
+    assert df["patient_id"].tolist() == ["007", "7", "010"]
+    assert df["slide"].tolist() == ["001", "1", "010"]
+    renamed = tmp_path / "r.csv"
+    renamed.write_text("case,image,time,event\n007,001,5,1\n7,1,8,0\n")
+    df = validate_clinical(renamed, patient_key="case", slide_key="image")
+    assert df["case"].tolist() == ["007", "7"] and df["image"].tolist() == ["001", "1"]
+
+
+def test_trailing_empty_spreadsheet_rows_are_ignored(tmp_path):
+    from workbench.io import read_clinical
+
+    path = tmp_path / "excel.csv"
+    path.write_text("patient_id,slide,time,event\nP1,S1,5,1\nP2,S2,8,0\n,,,\n,,,\n")
+    assert len(read_clinical(path)) == 2
+    df = validate_clinical(path)
+    assert df["patient_id"].tolist() == ["P1", "P2"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le"])
+def test_utf16_csv_says_save_as_utf8(tmp_path, encoding):
+    from workbench.io import read_clinical
+
+    path = tmp_path / "unicode.csv"
+    path.write_bytes("patient_id,slide,time,event\nP1,S1,5,1\n".encode(encoding))
+    with pytest.raises(ClinicalTableError, match="UTF-16.*save it as UTF-8 CSV"):
+        read_clinical(path)
+    with pytest.raises(ClinicalTableError, match="save it as UTF-8 CSV"):
+        validate_clinical(path)
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path):
+    from workbench.io import read_clinical
+
+    path = tmp_path / "bom.csv"
+    path.write_bytes("patient_id,slide,time,event\n007,S1,5,1\n".encode("utf-8-sig"))
+    df = read_clinical(path)
+    assert list(df.columns)[0] == "patient_id" and df["patient_id"].tolist() == ["007"]
+
+
+def test_read_clinical_refuses_a_folder_and_a_missing_file(tmp_path):
+    from workbench.io import read_clinical
+
+    with pytest.raises(ClinicalTableError, match="is a folder"):
+        read_clinical(tmp_path)
+    with pytest.raises(ClinicalTableError, match="no clinical table at"):
+        read_clinical(tmp_path / "nope.csv")

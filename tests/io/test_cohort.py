@@ -265,3 +265,31 @@ def test_annotations_of_slides_left_out_of_the_table_are_ignored(folder):
         slides, clinical.drop(index=2), annotations_dir=ann, on_unmatched="drop"
     )
     assert "B1" not in cohort and cohort.annotation_file("A1").name == "A1.geojson"
+
+
+def test_slide_links_that_lead_nowhere_are_named_not_skipped(tmp_path):
+    from workbench.io import list_slides
+
+    (tmp_path / "S1.tif").write_text("x")
+    (tmp_path / "S2.svs").symlink_to(tmp_path / "moved" / "S2.svs")
+    (tmp_path / "a.svs").symlink_to("b.svs")
+    (tmp_path / "b.svs").symlink_to("a.svs")
+    (tmp_path / "S3.svs").symlink_to(tmp_path / "S1.tif")  # a working link is a slide
+    with pytest.raises(CohortError, match=r"3 slide link\(s\).*S2.svs: a symbolic link to "
+                       r".*moved/S2.svs', which does not exist.*a.svs: a symbolic link loop"):  # fmt: skip
+        list_slides(tmp_path)
+    with pytest.raises(CohortError, match="b.svs: a symbolic link loop"):
+        Cohort.from_folder(tmp_path)
+    for name in ("S2.svs", "a.svs", "b.svs"):
+        (tmp_path / name).unlink()
+    assert [p.name for p in list_slides(tmp_path)] == ["S1.tif", "S3.svs"]
+
+
+def test_clinical_csv_ids_stay_text_in_a_cohort(tmp_path):
+    for name in ("001.tif", "1.tif"):
+        (tmp_path / name).write_text("x")
+    csv = tmp_path / "c.csv"
+    csv.write_text("patient_id,slide,time,event\n007,001,5,1\n7,1,8,0\n,,,\n")
+    cohort = Cohort.from_folder(tmp_path, csv)
+    assert cohort.slide_ids == ["001", "1"] and cohort.patients == ["007", "7"]
+    assert cohort.patient_of("001") == "007"

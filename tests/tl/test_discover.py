@@ -204,3 +204,26 @@ def test_results_survive_an_h5ad_round_trip(sim, tmp_path):
         assert back.uns["discovery"]["mode"] == co.uns["discovery"]["mode"]
         members = back.uns["marker_families"]["members"]
         assert list(members["family"]) == list(co.uns["marker_families"]["members"]["family"])
+
+
+def test_discover_from_a_csv_keeps_zero_padded_ids(sim, tmp_path):
+    """Patients 007 and 7 stay two patients; slide 001 matches the AnnData of slide 001."""
+    import copy
+
+    adatas, clin = sim
+    adatas = [copy.copy(a) for a in adatas]
+    new_slide = {s: f"{i + 1:03d}" for i, s in enumerate(clin["slide"])}
+    new_patient = {p: (f"{i:03d}" if i % 2 else str(i)) for i, p in enumerate(clin["patient_id"])}
+    new_patient[clin["patient_id"].iloc[7]] = "007"
+    new_patient[clin["patient_id"].iloc[8]] = "7"
+    for a in adatas:
+        a.uns = {**a.uns, "slide_id": new_slide[a.uns["slide_id"]]}
+    table = clin.assign(
+        slide=clin["slide"].map(new_slide), patient_id=clin["patient_id"].map(new_patient)
+    )
+    path = tmp_path / "clinical.csv"
+    table.to_csv(path, index=False)
+    co = tl.discover(adatas, path, **FAST)
+    assert co.n_obs == 40
+    assert {"007", "7"} <= set(co.obs_names)
+    assert co.obs.loc["007", "slides"] == "008"

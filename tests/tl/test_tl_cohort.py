@@ -135,3 +135,11 @@ def test_auto_split_marks_only_slides_their_own_model_was_fitted_on():
         tl.spatial(a, families=("direct",), min_regions=10)
     co = tl.cohort(adatas, clin)
     assert (co.obs["discovery_split"] == "discovery").sum() == 2
+
+
+def test_cohort_from_a_csv_keeps_zero_padded_ids(tmp_path):
+    path = tmp_path / "clinical.csv"
+    path.write_text("patient_id,slide,time,event\n007,001,5,1\n7,002,8,0\n7,003,8,0\n")
+    co = tl.cohort(markers_by_slide(["001", "002", "003"]), path)
+    assert sorted(co.obs_names) == ["007", "7"]
+    assert co.obs.loc["7", "n_slides"] == 2 and co.obs.loc["007", "slides"] == "001"

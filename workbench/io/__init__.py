@@ -17,7 +17,7 @@ from workbench.io._atomic import (
     list_results,
     write_h5ad,
 )
-from workbench.io._clinical import tcga_site, validate_clinical
+from workbench.io._clinical import read_clinical, tcga_site, validate_clinical
 from workbench.io._cohort import SLIDE_SUFFIXES, Cohort, list_slides, slide_id
 from workbench.io._geojson import (
     MAX_COORDINATE,
@@ -50,6 +50,7 @@ __all__ = [
     "list_results",
     "list_slides",
     "mask_to_annotations",
+    "read_clinical",
     "read_geojson",
     "tcga_site",
     "slide_id",

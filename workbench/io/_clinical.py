@@ -21,6 +21,7 @@ import logging
 import re
 from collections.abc import Sequence
 from os import PathLike
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -69,16 +70,84 @@ def tcga_site(barcodes: Sequence[str] | pd.Series) -> pd.Series:
     return match.str.upper().rename(SITE)
 
 
-def _read(clinical: str | PathLike) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(clinical)
-    except pd.errors.EmptyDataError as exc:
+#: Columns read as text by :func:`read_clinical` unless told otherwise (ids such as ``007``).
+ID_COLUMNS = ("patient_id", "slide")
+
+
+def _text_encoding_problem(head: bytes) -> str | None:
+    """Why the first bytes of a file are not UTF-8 text a CSV reader can take, or ``None``."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (
+        head and head.count(b"\x00") * 4 > len(head)
+    ):
+        return "is UTF-16 text (Excel's 'Unicode Text')"
+    return None
+
+
+def read_clinical(
+    path: str | PathLike, *, id_columns: Sequence[str | None] = ID_COLUMNS
+) -> pd.DataFrame:
+    """Read a clinical CSV with its id columns kept as text: the one reader of clinical files.
+
+    Patient and slide ids are read as written (``007`` stays ``007`` and is not ``7``; ``001``
+    matches slide ``001``). Rows with no value at all (the trailing ``,,,`` rows a spreadsheet
+    leaves) are ignored; a UTF-8 byte-order mark is accepted.
+
+    Parameters
+    ----------
+    path
+        The CSV file (comma-separated, UTF-8, a header line, one row per slide).
+    id_columns
+        Columns read as text (``None`` entries are skipped); the default is
+        ``("patient_id", "slide")``.
+
+    Returns
+    -------
+    The table as a DataFrame (the id columns as ``str``, other columns as pandas infers them);
+    raises :class:`~workbench.ClinicalTableError` when the file is missing, a folder, empty,
+    not UTF-8 (e.g. UTF-16: save it as UTF-8 CSV) or not CSV.
+    """
+    path_text = str(path)
+    p = Path(path)
+    if p.is_dir():
+        raise ClinicalTableError(f"{path_text!r} is a folder; give the clinical CSV file")
+    if not p.exists():
         raise ClinicalTableError(
-            f"the clinical table {clinical!s} is empty: it needs a header line naming the "
+            f"cannot read the clinical table: no clinical table at {path_text!r}; check the path"
+        )
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise ClinicalTableError(f"cannot read the clinical table {path_text!r}: {exc}") from None
+    problem = _text_encoding_problem(head)
+    if problem:
+        raise ClinicalTableError(
+            f"the clinical table {path_text!r} {problem}; save it as UTF-8 CSV (Excel: "
+            "File > Save As > 'CSV UTF-8 (Comma delimited)')"
+        )
+    dtype = {c: str for c in id_columns if c}
+    try:
+        df = pd.read_csv(p, dtype=dtype, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise ClinicalTableError(
+            f"the clinical table {path_text!r} is empty: it needs a header line naming the "
             f"columns ({', '.join(CLINICAL_REQUIRED)} …) and one row per slide"
-        ) from exc
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ClinicalTableError(f"cannot read the clinical table {clinical!s}: {exc}") from exc
+        ) from None
+    except UnicodeDecodeError:
+        raise ClinicalTableError(
+            f"the clinical table {path_text!r} is not UTF-8 text; save it as UTF-8 CSV (Excel: "
+            "File > Save As > 'CSV UTF-8 (Comma delimited)')"
+        ) from None
+    except (OSError, pd.errors.ParserError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClinicalTableError(
+            f"cannot read the clinical table {path_text!r} as CSV ({detail}); save it as "
+            "comma-separated text with a header line"
+        ) from None
+    empty = df.isna().all(axis=1)
+    if empty.any():
+        logger.info("clinical: ignored %d empty row(s) of %s", int(empty.sum()), path_text)
+        df = df[~empty].reset_index(drop=True)
     return df
 
 
@@ -234,7 +303,7 @@ def validate_clinical(
     time/event/covariates/site, text or missing covariates, missing sites).
     """
     if not isinstance(clinical, pd.DataFrame):
-        clinical = _read(clinical)
+        clinical = read_clinical(clinical, id_columns=(patient_key, slide_key))
     df = clinical.copy()
     survival = [k for k in (duration_key, event_key) if k]
     required = [patient_key, *survival] + ([slide_key] if slide_key else [])
@@ -360,4 +429,4 @@ def validate_clinical(
     return df
 
 
-__all__ = ["covariate_frame", "tcga_site", "validate_clinical"]
+__all__ = ["covariate_frame", "read_clinical", "tcga_site", "validate_clinical"]

@@ -10,6 +10,7 @@ Nothing here imports torch or OpenSlide; a slide file is opened only by :meth:`C
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -21,7 +22,7 @@ import pandas as pd
 
 from workbench._constants import LESION_CLASS
 from workbench._errors import ClinicalTableError, CohortError, UnknownSlideError
-from workbench.io._clinical import _names, validate_clinical
+from workbench.io._clinical import _names, read_clinical, validate_clinical
 
 if TYPE_CHECKING:  # pragma: no cover
     from workbench.io._geojson import Annotation
@@ -78,16 +79,45 @@ def slide_id(path: str | os.PathLike) -> str:
     return name
 
 
+def _broken_link(path: Path) -> str | None:
+    """Why a symbolic link cannot be followed (``None`` when it can, or is no link)."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11 reports a loop this way
+        return "a symbolic link loop"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"a symbolic link to {os.readlink(path)!r}, which does not exist"
+    return None
+
+
 def list_slides(folder: str | os.PathLike) -> list[Path]:
-    """Slide files in a folder (not its sub-folders), sorted by name; hidden files skipped."""
+    """Slide files in a folder (not its sub-folders), sorted by name; hidden files skipped.
+
+    A slide-named symbolic link that leads nowhere (dangling, or a loop) is refused with a
+    :class:`~workbench.CohortError` naming each one, rather than skipped without a word.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise CohortError(f"no slide folder at {str(folder)!r}; check the path")
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(SLIDE_SUFFIXES)
-    )
+    found, broken = [], []
+    for p in folder.iterdir():
+        if p.name.startswith(".") or not p.name.lower().endswith(SLIDE_SUFFIXES):
+            continue
+        why = _broken_link(p)
+        if why:
+            broken.append(f"{p.name}: {why}")
+        elif p.is_file():
+            found.append(p)
+    if broken:
+        raise CohortError(
+            f"{len(broken)} slide link(s) in {str(folder)!r} cannot be opened "
+            f"({'; '.join(sorted(broken)[:5])}); fix the link(s) or remove them"
+        )
+    return sorted(found)
 
 
 def _slide_table(slides) -> dict[str, Path]:
@@ -159,18 +189,7 @@ def _read_table(clinical, slide_col: str, patient_col: str) -> pd.DataFrame | No
         return None
     if isinstance(clinical, pd.DataFrame):
         return clinical.copy()
-    path = Path(clinical)
-    if not path.is_file():
-        raise ClinicalTableError(f"no clinical table at {str(path)!r}; check the path")
-    try:
-        return pd.read_csv(path, dtype={slide_col: str, patient_col: str})
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise ClinicalTableError(f"cannot read the clinical table {str(path)!r}: {exc}") from exc
-    except pd.errors.EmptyDataError:
-        raise ClinicalTableError(
-            f"the clinical table {str(path)!r} is empty; it needs a header row with "
-            f"{slide_col!r} and {patient_col!r} and one row per slide"
-        ) from None
+    return read_clinical(clinical, id_columns=(slide_col, patient_col))
 
 
 def _paths_from_table(table: pd.DataFrame, slide_col: str, root: Path | None) -> dict[str, Path]:
