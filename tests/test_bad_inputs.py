@@ -95,8 +95,9 @@ class CliCase:
     argv: tuple[str, ...]
     exit_code: int
     match: str
-    # written under {tmp} first: text, bytes, or ("link", target) for a symbolic link
-    files: dict[str, str | bytes | tuple[str, str]] = field(default_factory=dict)
+    # written under {tmp} first: text, bytes, ("link", target) for a symbolic link, or a
+    # function that writes the file at the path it is given
+    files: dict[str, object] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -825,6 +826,29 @@ _TWO_FORMATS = {"A/S000.tif": "slide a", "A/S000.svs": "slide b", "A/S001.tif": 
 _DANGLING = {"s/S1.tif": "x", "s/S2.svs": ("link", "{tmp}/gone/S2.svs")}
 _LOOP = {"s/S1.tif": "x", "s/a.svs": ("link", "b.svs"), "s/b.svs": ("link", "a.svs")}
 _UTF16 = {"s/S1.tif": "x", "c.csv": "patient_id,slide,grade\nP1,S1,1\n".encode("utf-16")}
+
+
+def _plain_export(path: Path) -> None:
+    """A tile encoder saved with plain torch.export: fixed 64-px input and batch, 3-D output."""
+    import torch
+
+    class Tokens(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch = torch.nn.Conv2d(3, 8, 16, stride=16)
+
+        def forward(self, x):
+            return self.patch(x).flatten(2).transpose(1, 2)
+
+    torch.export.save(torch.export.export(Tokens(), (torch.zeros(1, 3, 64, 64),)), path)
+
+
+_PLAIN_PT2 = {
+    "s/S1.tif": "x",
+    "s/S2.tif": "x",
+    "c.csv": "patient_id,slide,grade\nP1,S1,1\nP2,S2,2\n",
+    "plain.pt2": _plain_export,
+}
 _TRAILING = {
     "s/S1.tif": "x",
     "s/S2.tif": "x",
@@ -867,6 +891,7 @@ _CLI_TABLE = [
     ("train-dangling-link", "train {tmp}/s --clinical {tmp}/c.csv --label grade", "S2.svs: a symbolic link to", {**_DANGLING, **_CSV}),
     ("train-clinical-utf16", "train {tmp}/s --clinical {tmp}/c.csv --label grade", "UTF-16.*save it as UTF-8 CSV", _UTF16),
     ("train-clinical-trailing-empty-rows", "train {tmp}/s --clinical {tmp}/c.csv --label stage", "no label column 'stage'", _TRAILING),
+    ("train-plain-export-encoder", "train {tmp}/s --clinical {tmp}/c.csv --label grade --encoder {tmp}/plain.pt2 --out {tmp}/m", "plain.pt2' was exported for a fixed batch of 1 .*\\(B, 3, S, S\\)", _PLAIN_PT2),
     ("discover-missing-folder", "discover {tmp}/nothing {tmp}/c.csv --out {tmp}/o", "no folder of per-slide .h5ad", _CSV),
     ("discover-empty-folder", "discover {tmp}/s {tmp}/c.csv --out {tmp}/o", "no .h5ad files", _BOTH),
     ("discover-truncated-h5ad", "discover {tmp}/s {tmp}/c.csv --out {tmp}/o", "truncated or not an .h5ad", _TRUNCATED),
@@ -913,7 +938,9 @@ if CLI_CASES:  # defined once the CLI room has rows, so an empty list is not a s
         for name, content in case.files.items():
             path = tmp_path / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, tuple):  # ("link", target): a symbolic link
+            if callable(content):  # writes the file itself
+                content(path)
+            elif isinstance(content, tuple):  # ("link", target): a symbolic link
                 path.symlink_to(content[1].replace("{tmp}", str(tmp_path)))
             elif isinstance(content, bytes):
                 path.write_bytes(content)

@@ -229,3 +229,61 @@ def test_frozen_embeddings_are_standardised_with_training_statistics(grid, tmp_p
     Trainer(abmil, epochs=1, progress=False).fit(samples)
     tiles = torch.cat([s.crops for s in samples]).float() / 255
     assert torch.allclose(abmil.raw_mean, enc(tiles)["embedding"].mean(0), atol=1e-5)
+
+
+class Tokens(nn.Module):
+    """A ViT-like trunk without a head: (B, 3, S, S) -> (B, tokens, 8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, 8, 16, stride=16)
+
+    def forward(self, x):
+        return self.patch(x).flatten(2).transpose(1, 2)
+
+
+class Pooled(Tokens):
+    def forward(self, x):
+        return super().forward(x).mean(dim=1)
+
+
+def _plain_export(module, path, *, batch=None, size=64):
+    """A file made with plain ``torch.export`` (no export_encoder, no metadata)."""
+    dyn = None if batch is None else ({0: torch.export.Dim("batch", min=1, max=1024)},)
+    program = torch.export.export(module.eval(), (torch.zeros(2, 3, size, size),),
+                                  dynamic_shapes=dyn)  # fmt: skip
+    torch.export.save(program, path)
+    return path
+
+
+def test_plain_torch_export_file_says_what_it_needs(tmp_path):
+    # fixed 64-px input, fixed batch, 3-D output: what a user gets from torch.export.export
+    plain = _plain_export(Tokens(), tmp_path / "plain.pt2")
+    with pytest.raises(EncoderError, match=r"fixed batch of 2 \(input \(2, 3, 64, 64\)\).*"
+                       r"\(B, 3, S, S\).*returns \(B, E\) embeddings.*export_encoder"):  # fmt: skip
+        load_encoder(plain)
+    # any batch, but 3-D tokens out
+    tokens = _plain_export(Tokens(), tmp_path / "tokens.pt2", batch="any")
+    with pytest.raises(EncoderError, match=r"tokens.pt2.*got shape \(2, 16, 8\).*class token"
+                       r".*\(B, E\) embeddings"):  # fmt: skip
+        load_encoder(tokens)
+    # a fitting file without metadata: its 64-px input size is read from the program
+    pooled = _plain_export(Pooled(), tmp_path / "pooled.pt2", batch="any")
+    enc = load_encoder(pooled)
+    assert (enc.input_size, enc.embed_dim) == (64, 8)
+    assert enc(torch.rand(5, 3, 100, 100))["embedding"].shape == (5, 8)
+    with pytest.raises(EncoderError, match="exported for 64-px crops.*not 224 px"):
+        load_encoder(pooled, input_size=224)
+
+
+def test_a_module_that_fails_on_crops_is_an_encoder_error():
+    class Only64(nn.Module):
+        def forward(self, x):
+            assert x.shape[-1] == 64, "wants 64 px"
+            return x.mean(dim=(2, 3))
+
+    with pytest.raises(EncoderError, match=r"fails on a batch of two 224-px crops "
+                       r"\(AssertionError: wants 64 px\); give input_size="):  # fmt: skip
+        ModuleEncoder(Only64())
+    assert ModuleEncoder(Only64(), input_size=64).embed_dim == 3

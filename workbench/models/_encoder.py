@@ -141,9 +141,12 @@ def _interpret(out: Any, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]
     if emb.ndim == 4:  # a CNN feature map: global average pooling
         emb = emb.mean(dim=(2, 3))
     if emb.ndim != 2 or emb.shape[0] != batch:
+        hint = "a timm model: create it with num_classes=0"
+        if emb.ndim == 3:
+            hint = "tokens of a ViT: return one per crop, e.g. the class token out[:, 0]"
         raise EncoderError(
             f"the encoder must return (B, E) embeddings for B={batch} crops, got shape "
-            f"{tuple(emb.shape)} (a timm model: create it with num_classes=0)"
+            f"{tuple(emb.shape)} ({hint})"
         )
     if lesion is not None and (lesion.ndim != 4 or lesion.shape[:2] != (batch, 1)):
         raise EncoderError(f"lesion_logits must be (B, 1, h, w), got shape {tuple(lesion.shape)}")
@@ -208,9 +211,17 @@ class ModuleEncoder(TileEncoder):
         self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
         self.sha256 = sha256 or module_sha256(module)
         if embed_dim is None:
-            probe = torch.zeros(1, 3, self.input_size, self.input_size)
-            with torch.no_grad():
-                emb, _ = _interpret(self.module(self._normalise(probe)), 1)
+            probe = torch.zeros(2, 3, self.input_size, self.input_size)
+            try:
+                with torch.no_grad():
+                    out = self.module(self._normalise(probe))
+            except Exception as exc:  # noqa: BLE001 - any failure: the module does not fit
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise EncoderError(
+                    f"the encoder fails on a batch of two {self.input_size}-px crops "
+                    f"({type(exc).__name__}: {detail}); give input_size= the crop side it takes"
+                ) from None
+            emb, _ = _interpret(out, 2)
             embed_dim = int(emb.shape[1])
         self.embed_dim = int(embed_dim)
 
@@ -313,9 +324,54 @@ def _load_pt2(path: Path, overrides: dict) -> ModuleEncoder:
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     if "name" not in kwargs:
         kwargs["name"] = path.stem
-    return ModuleEncoder(
-        program.module(), sha256=file_sha256(path), file=str(path.resolve()), **kwargs
-    )
+    fixed = _program_input_size(program, path, kwargs.get("input_size"))
+    if fixed is not None:
+        kwargs["input_size"] = fixed
+    try:
+        return ModuleEncoder(
+            program.module(), sha256=file_sha256(path), file=str(path.resolve()), **kwargs
+        )
+    except EncoderError as exc:
+        raise EncoderError(f"the encoder file {str(path)!r}: {exc}. {_PT2_NEEDS}") from None
+
+
+#: What a ``.pt2`` encoder file must be, said in every refusal of one.
+_PT2_NEEDS = (
+    "A .pt2 encoder takes one (B, 3, S, S) image batch with any batch size B and returns (B, E) "
+    "embeddings; write it with workbench.models.export_encoder(module, path, input_size=S)"
+)
+
+
+def _program_input_size(program, path: Path, wanted: int | None) -> int | None:
+    """The crop side an exported program was traced for, when it is fixed there (else
+    ``None``); refuses a program whose input cannot be a batch of RGB crops of any size."""
+    sig = program.graph_signature
+    vals = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
+    inputs = [vals.get(name) for name in sig.user_inputs]
+    where = f"the encoder file {str(path)!r}"
+    if len(inputs) != 1 or not hasattr(inputs[0], "shape"):
+        raise EncoderError(f"{where} takes {len(inputs)} inputs. {_PT2_NEEDS}")
+    shape = list(inputs[0].shape)
+    fixed = [isinstance(d, int) for d in shape]
+    shown = "(" + ", ".join(str(d) if f else "any" for d, f in zip(shape, fixed, strict=True)) + ")"
+    if len(shape) != 4 or not fixed[1] or shape[1] != 3:
+        raise EncoderError(f"{where} takes input of shape {shown}. {_PT2_NEEDS}")
+    if fixed[0]:
+        raise EncoderError(
+            f"{where} was exported for a fixed batch of {shape[0]} (input {shown}); the crops "
+            f"of a slide come in batches of any size. {_PT2_NEEDS}"
+        )
+    if fixed[2] != fixed[3] or (fixed[2] and shape[2] != shape[3]):
+        raise EncoderError(f"{where} takes non-square crops {shown}. {_PT2_NEEDS}")
+    if not fixed[2]:
+        return None
+    size = int(shape[2])
+    if wanted is not None and int(wanted) != size:
+        raise EncoderError(
+            f"{where} was exported for {size}-px crops (input {shown}), not {int(wanted)} px; "
+            f"pass input_size={size} or export it again for {int(wanted)} px"
+        )
+    return size
 
 
 def load_encoder(
