@@ -107,3 +107,9 @@ class ClusterError(WorkbenchError, RuntimeError):
 class ResultFileError(WorkbenchError, OSError):
     """A result written by an earlier step (a per-slide ``.h5ad``, a run folder's files) is
     missing, truncated or not what that step writes."""
+
+
+class NonFiniteError(WorkbenchError, ValueError):
+    """NaN or infinite numbers where a result must be finite: an encoder's embeddings, a
+    training loss, a checkpoint's weights, a slide's class probabilities. The message names
+    what held them and the likely cause."""

@@ -176,3 +176,46 @@ def test_consistently_tampered_files_still_raise(saved):
     )
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_checkpoint(path)
+
+
+def _nan_weights(model):
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    return model
+
+
+def test_nan_weights_are_not_saved():
+    from workbench import NonFiniteError
+
+    model = _nan_weights(GlobalOnly(in_features=4, hidden=8))
+    name = next(n for n, _ in model.named_parameters())
+    with pytest.raises(
+        NonFiniteError, match=rf"NaN or infinite weights in 1 tensor\(s\) \({name}\)"
+    ):
+        save_checkpoint(model, "never-written")
+
+
+def test_checkpoint_with_nan_weights_is_refused_naming_the_tensor(tmp_path):
+    """Weights saved as NaN (a forged or older checkpoint, checksums consistent) are refused."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    model = GlobalOnly(in_features=4, hidden=8)
+    save_checkpoint(model, tmp_path)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    key = sorted(state)[-1]
+    state[key].view(-1)[0] = float("inf")
+    data = save(state, metadata={"format": "workbench-checkpoint", "model": "GlobalOnly"})
+    (tmp_path / "model.safetensors").write_bytes(data)
+    _rewrite(
+        tmp_path,
+        lambda c: c.update(
+            weights_sha256=hashlib.sha256(data).hexdigest(), weights_bytes=len(data)
+        ),
+        reseal=True,
+    )
+    with pytest.raises(
+        CheckpointError, match=rf"NaN or infinite weights in 1 tensor\(s\) \({key}\)"
+    ):
+        load_checkpoint(tmp_path)

@@ -287,3 +287,18 @@ def test_a_module_that_fails_on_crops_is_an_encoder_error():
                        r"\(AssertionError: wants 64 px\); give input_size="):  # fmt: skip
         ModuleEncoder(Only64())
     assert ModuleEncoder(Only64(), input_size=64).embed_dim == 3
+
+
+def test_an_encoder_that_returns_nan_is_refused():
+    from workbench import NonFiniteError
+
+    class Broken(TinyViTish):
+        def forward(self, x):
+            out = super().forward(x)
+            return out * torch.where(x[:, :1, 0, 0] > 0.5, float("nan"), 1.0)
+
+    enc = ModuleEncoder(Broken(), input_size=32, mpp=1.0)  # the zero probe is finite
+    assert torch.isfinite(enc(torch.zeros(2, 3, 32, 32))["embedding"]).all()
+    with pytest.raises(NonFiniteError, match=r"embeddings of encoder 'Broken' for 3 crops hold "
+                       r"72 NaN"):  # fmt: skip
+        enc(torch.ones(3, 3, 32, 32))

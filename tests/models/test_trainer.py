@@ -73,3 +73,38 @@ def test_abmil_trains(grid):
     model = TileABMIL(detail_width=8, embed_dim=8)
     h = Trainer(model, epochs=3, lr=5e-3, progress=False).fit(_samples(grid, 4)).history_
     assert len(h) == 3 and h[-1]["loss"] < h[0]["loss"] + 1.0
+
+
+def test_training_stops_at_the_first_nan_loss_naming_step_and_cause(grid):
+    from workbench import NonFiniteError
+
+    samples = _samples(grid)
+    samples[3].features[5, 2] = float("nan")
+    model = GlobalOnly(in_features=6, hidden=8)
+    with pytest.raises(NonFiniteError, match=r"training stopped at step \d+ \(epoch 1, step \d "
+                       r"of 6, slide s3\): the loss is not finite.*cause: the input\(s\) region "
+                       r"features hold NaN/inf"):  # fmt: skip
+        Trainer(model, epochs=2, progress=False).fit(samples)
+
+
+def test_nan_weights_stop_training_at_step_one_and_are_named(grid):
+    from workbench import NonFiniteError
+
+    model = SelfCalibratedModel(in_features=6, hidden=16, detail_width=8, embed_dim=16, top_k=2)
+    with torch.no_grad():
+        model.focus.mlp[0].weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match=r"step 1 \(epoch 1, step 1 of 6.*cause: the "
+                       r"network's weights focus\."):  # fmt: skip
+        Trainer(model, epochs=1, progress=False).fit(_samples(grid))
+
+
+def test_nan_probabilities_raise_instead_of_labelling_the_slide(grid):
+    from workbench import NonFiniteError
+    from workbench.models import predict_samples
+
+    samples = _samples(grid, n=2)
+    model = GlobalOnly(in_features=6, hidden=8)
+    samples[1].features[0, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"class probabilities of slide s1 hold 2 NaN.*"
+                       r"region features hold NaN/inf"):  # fmt: skip
+        predict_samples(model, samples)

@@ -248,3 +248,18 @@ def test_an_he_slide_is_not_flagged(array_slide, model):
     with warnings.catch_warnings():
         warnings.simplefilter("error", NotBrightfieldWarning)
         extract(array_slide, model)
+
+
+def test_nan_weights_give_an_error_not_a_label(array_slide, model):
+    import copy
+
+    import torch
+
+    from workbench import NonFiniteError
+
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.global_branch.classifier.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match=r"class probabilities of slide disc hold \d NaN.*"
+                       r"cause: the network's weights global_branch.classifier.weight"):  # fmt: skip
+        extract(array_slide, broken)

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from workbench._errors import CheckpointError
+from workbench._errors import CheckpointError, NonFiniteError
+from workbench.models._finite import nonfinite_names
 
 __all__ = [
     "CONFIG_FILE",
@@ -109,6 +110,12 @@ def save_checkpoint(
         raise TypeError(f"cannot checkpoint a {name}; expected one of {sorted(_model_classes())}")
     directory = Path(directory)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    bad = nonfinite_names(state)
+    if bad:
+        raise NonFiniteError(
+            f"the {name} holds NaN or infinite weights in {len(bad)} tensor(s) "
+            f"({', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}); not saved"
+        )
     data = save(state, metadata={"format": _FORMAT, "model": name})
     config = {
         "format": _FORMAT,
@@ -330,6 +337,13 @@ def load_checkpoint(
         raise CheckpointError(
             f"{str(weights_path)!r} is not a readable safetensors file: {exc}"
         ) from None
+    bad = nonfinite_names(state)
+    if bad:
+        raise CheckpointError(
+            f"{str(weights_path)!r} holds NaN or infinite weights in {len(bad)} tensor(s) "
+            f"({', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}); the model diverged before it "
+            "was saved. Train it again (a lower learning rate) or use an earlier checkpoint"
+        )
     cls, cfg = classes[name], config["config"]
     try:
         with torch.device("meta"):  # lay the model out without memory

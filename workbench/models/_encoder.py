@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench._errors import EncoderError
+from workbench.models._finite import require_finite
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +244,10 @@ class ModuleEncoder(TileEncoder):
             x = F.interpolate(x, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
         with torch.no_grad():
             emb, lesion = _interpret(self.module(self._normalise(x)), images.shape[0])
+        hint = "check the encoder (NaN weights, or an overflow in half precision)"
+        require_finite(emb, f"the embeddings of encoder {self.name!r} for {len(emb)} crops", hint)
+        if lesion is not None:
+            require_finite(lesion, f"the lesion logits of encoder {self.name!r}", hint)
         out = {"embedding": emb.float()}
         if lesion is not None:
             out["lesion_logits"] = F.interpolate(

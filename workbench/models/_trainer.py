@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from workbench._errors import NonFiniteError
 from workbench.models._abmil import TileABMIL
 from workbench.models._augment import stain_jitter
+from workbench.models._finite import nonfinite_cause, nonfinite_names, require_finite
 from workbench.models._focus import attribution_target
 from workbench.models._global_only import GlobalOnly
 from workbench.models._losses import (
@@ -140,9 +142,33 @@ def predict_samples(
             else:
                 emb = model.embed_tiles(_to_float_image(s.tiles, dev))
             logits = model.pool_embeddings(emb)["logits"]
-        out.append(torch.softmax(logits.float(), -1).cpu().numpy())
+        probs = torch.softmax(logits.float(), -1)
+        if not torch.isfinite(probs).all():
+            cause = nonfinite_cause(model, {"region features": x})
+            require_finite(
+                probs, f"the class probabilities of slide {s.name or i}", f"cause: {cause}"
+            )
+        out.append(probs.cpu().numpy())
     model.train(was_training)
     return np.stack(out).astype(np.float64) if out else np.zeros((0, 0))
+
+
+def _stop_on_nonfinite(
+    model: nn.Module, s: SlideSample, parts: dict, epoch: int, n: int, step: int
+):
+    """Raise :class:`~workbench.NonFiniteError` for a NaN/inf training loss, naming the step,
+    the loss terms that are not finite and the likely cause (inputs, else weights)."""
+    terms = nonfinite_names({k: v for k, v in parts.items() if torch.is_tensor(v)})
+    inputs = {
+        "region features": s.features,
+        "crop embeddings": s.crop_embeddings,
+        "tile embeddings": s.tile_embeddings,
+    }
+    raise NonFiniteError(
+        f"training stopped at step {step + 1} (epoch {epoch + 1}, step {step % n + 1} of {n}, "
+        f"slide {s.name or '?'}): the loss is not finite (term(s) {', '.join(terms) or 'total'}); "
+        f"cause: {nonfinite_cause(model, inputs)}"
+    )
 
 
 class Trainer:
@@ -407,7 +433,7 @@ class Trainer:
             step_fn = self._abmil_step
         self.history_ = []
         self.n_slides_ = len(samples)
-        best_loss, best_state, waited = math.inf, None, 0
+        best_loss, best_state, waited, step = math.inf, None, 0, 0
         bar = tqdm(
             range(self.epochs), desc=f"train {type(model).__name__}", disable=not self.progress
         )
@@ -425,6 +451,9 @@ class Trainer:
             for i in rng.permutation(len(samples)):
                 s = samples[int(i)]
                 loss, parts, logits = step_fn(s, w, gen)
+                if not torch.isfinite(loss.detach()):
+                    _stop_on_nonfinite(model, s, parts, epoch, len(samples), step)
+                step += 1
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -190,6 +190,7 @@ def extract(
         node_lesion = torch.softmax(g["node_logits"], -1)[:, 1].cpu().numpy()
         maps = torch.sigmoid(det["lesion_logits"][:, 0]).cpu().numpy().astype(np.float32)
         det_prob = det["lesion_prob"].cpu().numpy()
+    _require_finite_probabilities(probs, sid, model, {"region features": x})
     idx_np = idx.cpu().numpy().astype(np.int64)
     focus_score = g["focus_scores"].cpu().numpy().astype(np.float32)
     lesion = node_lesion.astype(np.float32)
@@ -244,6 +245,17 @@ def extract(
     return adata
 
 
+def _require_finite_probabilities(probs, sid: str, model, inputs: dict) -> None:
+    """A slide's class probabilities are finite, or a NonFiniteError names the slide and cause."""
+    if np.isfinite(probs).all():
+        return
+    from workbench.models._finite import nonfinite_cause, require_finite
+
+    require_finite(
+        probs, f"the class probabilities of slide {sid}", f"cause: {nonfinite_cause(model, inputs)}"
+    )
+
+
 # ---------------------------------------------------------------------------------------
 def predict_tiles(
     slide: Slide | str | os.PathLike,
@@ -288,8 +300,10 @@ def predict_tiles(
             batch = read_tiles(slide, xy[start : start + batch_size], mpp=dmpp, size=size)
             embs.append(model.embed_tiles(to_tensor_images(batch, dev)))
         out = model.pool_embeddings(torch.cat(embs))
+    probs = torch.softmax(out["logits"], -1).cpu().numpy().astype(np.float64)
+    _require_finite_probabilities(probs, _default_slide_id(slide), model, {})
     return {
-        "probabilities": torch.softmax(out["logits"], -1).cpu().numpy().astype(np.float64),
+        "probabilities": probs,
         "attention": out["attention"].cpu().numpy(),
         "n_tiles": int(len(xy)),
         "tiles_xy": xy,
