@@ -149,6 +149,72 @@ def test_an_unreachable_scheduler_fails_fast_with_one_message(models, slide_file
         extract_cohort(slide_files, models["a"][1], tmp_path / "o", client="tcp://nohost")
 
 
+class _SilentServer:
+    """A tcp server on 127.0.0.1 that accepts every connection and never sends a byte."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+@pytest.mark.slow
+def test_a_port_that_accepts_and_never_answers_fails_within_the_timeout(
+    models, slide_files, tmp_path
+):
+    """``--client`` to such a port used to hang in dask's handshake despite --connect-timeout."""
+    import subprocess
+    import sys
+
+    server = _SilentServer()
+    try:
+        cmd = [sys.executable, "-m", "workbench.cli", "extract", *map(str, slide_files.values()),
+               "--model", str(models["a"][1]), "--out", str(tmp_path / "o"), "--no-progress",
+               "--client", f"tcp://127.0.0.1:{server.port}", "--connect-timeout", "2"]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        # the generous limit only stops a hang from blocking the suite; it is not a speed test
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        server.close()
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "accepts connections but sent nothing within 2 s" in lines[0]
+
+
+def test_a_real_scheduler_passes_the_greeting_check():
+    from distributed import LocalCluster
+
+    from workbench.tl._extract import _check_reachable
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        _check_reachable(cluster.scheduler_address, 5.0)  # says its handshake first: accepted
+    server = _SilentServer()
+    try:
+        with pytest.raises(ClusterError, match="sent nothing within 0.5 s"):
+            _check_reachable(f"127.0.0.1:{server.port}", 0.5)
+    finally:
+        server.close()
+
+
 def test_an_output_folder_that_is_a_file_is_refused(models, slide_files, tmp_path):
     (tmp_path / "out").write_text("a file")
     with pytest.raises(OutputWriteError, match="is a file"):

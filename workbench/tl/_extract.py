@@ -719,14 +719,37 @@ def _check_reachable(address: str, timeout: float) -> None:
             "(e.g. tcp://scheduler:8786)"
         )
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if parts.scheme == "tcp":
+                _expect_scheduler_greeting(sock, address, timeout)
     except OSError as exc:
         why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise ClusterError(
             f"no dask scheduler answers at {address!r} ({why} within {timeout:g} s); check the "
             "address, start one with `dask scheduler`, or use client='local' (--client local)"
         ) from None
+
+
+def _expect_scheduler_greeting(sock, address: str, timeout: float) -> None:
+    """A dask scheduler speaks first on a new tcp connection (its handshake); a program that
+    accepts the connection and says nothing would make dask's own connect wait forever (its
+    handshake read has no time limit), so wait at most ``timeout`` for the first bytes."""
+    from workbench._errors import ClusterError
+
+    sock.settimeout(timeout)
+    try:
+        first = sock.recv(1)
+    except TimeoutError:
+        raise ClusterError(
+            f"something at {address!r} accepts connections but sent nothing within "
+            f"{timeout:g} s, so it is not a dask scheduler (or is stuck); check the address "
+            "and port, or raise --connect-timeout"
+        ) from None
+    if not first:
+        raise ClusterError(
+            f"something at {address!r} accepted the connection and closed it at once; it is "
+            "not a dask scheduler that takes clients; check the address and port"
+        )
 
 
 def _extract_distributed(
