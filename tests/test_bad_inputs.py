@@ -139,7 +139,34 @@ def _real_truncated(ctx: Ctx):
     return Slide(ctx.write("cut.svs", data[: len(data) // 2]))
 
 
+def _single_level(ctx: Ctx) -> Slide:
+    """A copy of the small slide's level 0 without a pyramid, read under a decode limit
+    lowered to 100,000 pixels (as a 200,000² single-level slide meets the default one)."""
+    import tifffile
+
+    with Slide(ctx.slide_path) as s:
+        img = s.read_region((0, 0), s.dimensions)
+    path = ctx.tmp / "flat.tif"
+    tifffile.imwrite(path, img, tile=(64, 64), compression="jpeg", photometric="rgb",
+                     resolution=(2e4, 2e4), resolutionunit="CENTIMETER")  # fmt: skip
+    ctx.monkeypatch.setattr(Slide, "max_decode_pixels", 100_000)
+    return Slide(path)
+
+
 SLIDE_CASES = [
+    Case(
+        "no-pyramid-thumbnail",
+        lambda c: _single_level(c).thumbnail(max_size=64),
+        InvalidRegionError,
+        "decode 480,000 pixels of flat.tif because the file has no pyramid.*vips tiffsave "
+        "flat.tif flat_pyramid.tif --tile --pyramid.*QuPath",
+    ),
+    Case(
+        "no-pyramid-coarse-region",
+        lambda c: _single_level(c).read_region((0, 0), (50, 50), mpp=8.0),
+        InvalidRegionError,
+        "a 50 × 50 px region would decode 480,000 pixels.*no pyramid.*max_decode_pixels",
+    ),
     Case("missing-file", lambda c: Slide(c.tmp / "nope.svs"), SlideOpenError, "no such file"),
     Case("empty-file", lambda c: Slide(c.write("e.svs", b"")), SlideOpenError, "empty \\(0 bytes"),
     Case(

@@ -410,3 +410,28 @@ def test_real_coarse_read_without_coarse_level_uses_associated_thumbnail(real_da
     assert np.abs(from_thumb.astype(float) - from_level0).mean() < 6
     assert np.abs(thumb.astype(float) - thumb_from_level0).mean() < 6
     assert finer.shape == (100, 100, 3)
+
+
+def test_a_large_slide_without_a_pyramid_is_refused_before_decoding(
+    tmp_path, gradient, monkeypatch
+):
+    """The 200,000² single-level case, shrunk: the decode limit is lowered, not the file grown."""
+    flat, pyramid = tmp_path / "flat.tif", tmp_path / "pyr.tif"
+    _write_single_level(flat, gradient)  # 800 x 600, one level
+    write_pyramid(pyramid, gradient)  # the same with levels 1/2 and 1/4
+    monkeypatch.setattr(Slide, "max_decode_pixels", 100_000)
+    with Slide(flat) as s:
+        spy = _ReadSpy(monkeypatch)
+        with pytest.raises(InvalidRegionError, match=r"64 × 48 px thumbnail would decode 480,000 "
+                           r"pixels of flat.tif because the file has no pyramid.*--pyramid"):  # fmt: skip
+            s.thumbnail(max_size=64)
+        with pytest.raises(InvalidRegionError, match="vips tiffsave flat.tif flat_pyramid.tif"):
+            s.read_region((0, 0), (40, 40), mpp=10.0)
+        assert spy.sizes == []  # refused before a single tile was decoded
+        # reads at level-0 resolution stay bounded by their size and are allowed
+        assert s.read_region((100, 100), (256, 256)).shape == (256, 256, 3)
+        s.max_decode_pixels = 10**6  # one slide may be allowed more
+        assert s.thumbnail(max_size=64).shape == (48, 64, 3)
+    with Slide(pyramid) as s:  # with a pyramid the coarse level is read: within the limit
+        assert s.thumbnail(max_size=64).shape == (48, 64, 3)
+        assert s.read_region((0, 0), (40, 40), mpp=10.0).shape == (40, 40, 3)

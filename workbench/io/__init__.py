@@ -27,10 +27,17 @@ from workbench.io._geojson import (
     read_geojson,
     write_geojson,
 )
-from workbench.io._slide import DEFAULT_CACHE_BYTES, DEFAULT_MAX_REGION_PIXELS, Slide, SlideInfo
+from workbench.io._slide import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_MAX_DECODE_PIXELS,
+    DEFAULT_MAX_REGION_PIXELS,
+    Slide,
+    SlideInfo,
+)
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
+    "DEFAULT_MAX_DECODE_PIXELS",
     "DEFAULT_MAX_REGION_PIXELS",
     "MAX_COORDINATE",
     "PARTIAL_DIR",

@@ -40,6 +40,14 @@ _CHUNK_PIXELS = 2**22
 # source pixels: read it from the file's own associated thumbnail instead when that suffices.
 _ASSOCIATED_THUMBNAIL_PIXELS = 2**26
 
+# A downsampled read (a thumbnail, a region at a coarse mpp) that would decode more than this
+# many source pixels, because the file has no level coarse enough (no pyramid) and no
+# associated thumbnail that suffices, is refused with advice to make a pyramid: 2**31 px is a
+# 46,000² level 0, about a minute of decoding. A 200,000² single-level slide (4 x 10**10 px)
+# would otherwise decode for half an hour or more. Reads at level-0 resolution are bounded
+# by their output size and never hit this limit.
+DEFAULT_MAX_DECODE_PIXELS = 2**31
+
 # A magic number check before OpenSlide sees the file: a text file named .svs then gets a
 # clear message rather than OpenSlide's "Unsupported or missing image file".
 _MAGIC = {
@@ -184,6 +192,9 @@ class Slide:
 
     #: Class-wide read limit in output pixels; a ``max_region_pixels=`` argument overrides it.
     max_region_pixels: int = DEFAULT_MAX_REGION_PIXELS
+    #: The most source pixels a downsampled read may decode (:data:`DEFAULT_MAX_DECODE_PIXELS`);
+    #: set it on the class or on one slide to decode a large slide without a pyramid anyway.
+    max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
 
     def __init__(
         self,
@@ -520,6 +531,32 @@ class Slide:
             "Slide(..., max_region_pixels=) for this slide or Slide.max_region_pixels for all"
         )
 
+    def _check_decode(self, source_px: float, level: int, scale: float, what: str) -> None:
+        """Refuse a downsampled read that would decode more than ``max_decode_pixels`` of
+        ``level`` (no coarser level, no associated thumbnail fine enough): say how to make a
+        pyramid instead of decoding for an hour."""
+        if self._array_levels is not None or source_px <= self.max_decode_pixels:
+            return
+        thumb = self._associated_thumbnail() if source_px > _ASSOCIATED_THUMBNAIL_PIXELS else None
+        if thumb is not None and scale >= max(thumb[1], thumb[2]):
+            return  # served from the file's own thumbnail
+        lw, lh = self._info.level_dimensions[level]
+        why = (
+            "the file has no pyramid (a single level)"
+            if self.level_count == 1
+            else f"level {level} ({lw:,} × {lh:,}) is the file's coarsest level"
+        )
+        name = Path(self.path).name
+        stem = name.split(".")[0] or "slide"
+        raise InvalidRegionError(
+            f"{what} would decode {source_px:,.0f} pixels of {name} because {why}, above the "
+            f"decode limit of {self.max_decode_pixels:,} pixels (about a minute). Give the "
+            f"slide a pyramid once, e.g. `vips tiffsave {name} {stem}_pyramid.tif --tile "
+            "--pyramid --compression jpeg --Q 90 --bigtiff` or QuPath (File > Export images > "
+            "OME TIFF, pyramidal), and use that file; or set Slide.max_decode_pixels higher to "
+            "decode it anyway (slow)"
+        )
+
     def _check_overlap(self, x: float, y: float, w0: float, h0: float) -> None:
         W, H = self.dimensions
         if x >= W or y >= H or x + w0 <= 0 or y + h0 <= 0:
@@ -564,6 +601,8 @@ class Slide:
         if abs(rel - 1.0) < 1e-3:
             return self._read_level((int(round(x)), int(round(y))), level, (w, h))
         W, H = self.dimensions
+        on_slide = (min(W, x + w * scale) - max(0.0, x)) * (min(H, y + h * scale) - max(0.0, y))
+        self._check_decode(on_slide / ds**2, level, scale, f"a {w:,} × {h:,} px region")
         # Output pixels that overlap the slide; the others stay white and are never read.
         c0, c1 = max(0, math.floor(-x / scale)), min(w, math.ceil((W - x) / scale))
         r0, r1 = max(0, math.floor(-y / scale)), min(h, math.ceil((H - y) / scale))
@@ -611,6 +650,12 @@ class Slide:
         that is fine enough is read in blocks (or, for a slide without coarse levels, the
         file's associated thumbnail when it is fine enough), so memory stays close to the
         output's size. ``max_pixels`` is the read limit, as for :meth:`read_region`.
+
+        A slide without a pyramid (one level) whose level 0 holds more than
+        :attr:`max_decode_pixels` (2**31) pixels is refused with an
+        :class:`~workbench.InvalidRegionError` that says how to make a pyramid (``vips
+        tiffsave --pyramid`` or a QuPath export), unless its associated thumbnail is fine
+        enough; the same holds for :meth:`read_region` at a coarse ``mpp``.
         """
         if (mpp is None) == (max_size is None):
             raise InvalidRegionError("give exactly one of mpp= or max_size=")
@@ -630,6 +675,7 @@ class Slide:
         # Scale per axis so the output covers the slide exactly.
         level = self.best_level_for_downsample(scale)
         lw, lh = self._info.level_dimensions[level]
+        self._check_decode(float(lw * lh), level, scale, f"a {ow:,} × {oh:,} px thumbnail")
         if lw * lh <= min(_BLOCK_PIXELS, _ASSOCIATED_THUMBNAIL_PIXELS):
             src = self._raw_read((0, 0), level, (lw, lh))
             if (lw, lh) == (ow, oh):
