@@ -363,3 +363,27 @@ def test_slide_without_resolution_zooms_by_resampling(model, tmp_path):
     assert s.view_image.shape == (128, 128, 3)
     s.zoom_in()
     assert s.view_downsample == 1.5 and s.view_image.shape == (128, 128, 3)
+
+
+def test_a_full_qupath_export_opens_with_its_annotations_not_its_detections(
+    slide_and_truth, model, tmp_path
+):
+    """Cell detections classified Tumor are not the lesion outline (issue 24)."""
+    slide, _ = slide_and_truth
+    ring = [[100.0, 120.0], [300.0, 120.0], [300.0, 260.0], [100.0, 260.0], [100.0, 120.0]]
+    feats = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+              "properties": {"objectType": "annotation", "classification": {"name": "Tumor"}}}]  # fmt: skip
+    t = np.linspace(0, 2 * np.pi, 10, endpoint=False)
+    for i in range(2000):
+        cx, cy = 350 + 3 * (i % 50), 300 + 4 * (i // 50)
+        cell = np.c_[cx + 1.2 * np.cos(t), cy + 1.2 * np.sin(t)].tolist()
+        feats.append({"type": "Feature",
+                      "geometry": {"type": "Polygon", "coordinates": [[*cell, cell[0]]]},
+                      "properties": {"objectType": "detection",
+                                     "classification": {"name": "Tumor"}}})  # fmt: skip
+    path = tmp_path / "export.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    s = RefinementSession(
+        slide, engine=RefinementEngine(model), geojson=path, view_size=192, overview_size=128
+    )
+    assert s.lesion.geom_type == "Polygon" and s.lesion.area == 200 * 140

@@ -322,3 +322,64 @@ def test_a_hole_cuts_only_its_own_polygon():
     mask = annotations_to_mask([big, donut], (40, 40))
     assert mask.all()  # the donut's hole lies inside the big square, which stays filled
     assert not annotations_to_mask([donut], (40, 40))[20, 20]
+
+
+# ------------------------------------------------------------- full QuPath exports (issue 24)
+def _export(n_detections: int, *, bad_detection: bool = False) -> dict:
+    """A QuPath 'export all objects': one lesion annotation and many Tumor cell detections."""
+    t = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    feats = [
+        _feature(
+            [[[0, 0], [400, 0], [400, 300], [0, 300], [0, 0]]],
+            objectType="annotation",
+            classification={"name": "Tumor", "color": [200, 0, 0]},
+        )  # fmt: skip
+    ]
+    for i in range(n_detections):
+        cx, cy = 500 + 20 * (i % 50), 20 * (i // 50)
+        ring = np.c_[cx + 5 * np.cos(t), cy + 4 * np.sin(t)].tolist()
+        feats.append(_feature([[*ring, ring[0]]], objectType="detection",
+                              classification={"name": "Tumor"}))  # fmt: skip
+    if bad_detection:
+        feats[-1]["geometry"]["coordinates"] = [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def test_detections_are_skipped_unless_asked_for(tmp_path, caplog):
+    import logging
+
+    path = _write(tmp_path, _export(500, bad_detection=True))
+    with caplog.at_level(logging.INFO, logger="workbench"):
+        anns = read_geojson(path)
+    assert [a.object_type for a in anns] == ["annotation"]
+    assert "skipped 500 detection(s)" in caplog.text
+    # asked for, detections are read and checked like any feature (the bow tie is named)
+    with pytest.raises(GeoJSONError, match=r"feature 500.*not a valid polygon"):
+        read_geojson(path, object_types="detection")
+    good = _write(tmp_path, _export(300))
+    assert len(read_geojson(good, object_types="detection")) == 300
+    assert len(read_geojson(good, object_types=None)) == 301
+    assert len(read_geojson(good, object_types=("annotation", "detection"))) == 301
+    with pytest.raises(ValueError, match="object_types must be None or QuPath objectType"):
+        read_geojson(good, object_types=[3])
+
+
+def test_many_polygons_are_checked_at_once_and_the_bad_one_is_named(tmp_path):
+    obj = _export(400)
+    for f in obj["features"]:
+        f["properties"]["objectType"] = "annotation"
+    obj["features"][123]["geometry"]["coordinates"] = BOW_TIE
+    with pytest.raises(GeoJSONError, match=r"feature 123 .*Self-intersection"):
+        read_geojson(_write(tmp_path, obj))
+    with pytest.warns(Warning, match="feature 123: repaired"):
+        anns = read_geojson(_write(tmp_path, obj), repair=True)
+    assert len(anns) == 401
+    out = write_geojson(tmp_path / "out.geojson", anns)
+    back = read_geojson(out)
+    assert [a.geometry for a in back] == [json.loads(json.dumps(a.geometry)) for a in anns]
+    anns[200] = Annotation(
+        {"type": "Polygon", "coordinates": [[[0, 0], [4, 4], [4, 0], [0, 4], [0, 0]]]}
+    )
+    with pytest.raises(GeoJSONError, match=r"annotation 200: the outline is not a valid"):
+        write_geojson(tmp_path / "bad.geojson", anns)
+    assert not (tmp_path / "bad.geojson").exists()

@@ -26,6 +26,7 @@ import numpy as np
 
 from workbench._constants import LESION_CLASS, LESION_COLOR, LESION_REFINED
 from workbench._errors import InvalidViewError, RefinementError
+from workbench.interactive._index import clip_to_box
 
 __all__ = ["RefinementSession"]
 
@@ -284,7 +285,7 @@ class RefinementSession:
         empty = np.zeros((h, w), dtype=bool)
         if geom is None or geom.is_empty:
             return empty
-        clipped = geom.intersection(self._view_box())
+        clipped = clip_to_box(geom, self._view_box())  # an STRtree of many polygons
         if clipped.is_empty:
             return empty
         if clipped.geom_type not in ("Polygon", "MultiPolygon"):

@@ -17,6 +17,7 @@ changed (a :class:`~workbench.GeoJSONRepairWarning`), so an outline never change
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import logging
@@ -441,7 +442,11 @@ def _measurements(meas: object, where: str) -> dict:
     return out
 
 
-def _feature_to_annotation(feature: dict, where: str, repair: bool = False) -> Annotation:
+def _feature_to_annotation(
+    feature: dict, where: str, repair: bool = False, pending: list | None = None
+) -> Annotation:
+    """One checked annotation; with ``pending``, the polygon validity check is left to
+    :func:`_check_valid_many` (one vectorised call for a whole file)."""
     if not isinstance(feature, dict) or feature.get("type") != "Feature":
         raise GeoJSONError(f"{where}: expected a GeoJSON Feature, got {str(feature)[:80]!r}")
     geometry = feature.get("geometry")
@@ -500,11 +505,61 @@ def _feature_to_annotation(feature: dict, where: str, repair: bool = False) -> A
         id=feature.get("id"),
     )
     ann.repairs.extend(checked.notes)
-    _check_valid(ann, checked, where, repair)
+    if pending is None:
+        _check_valid(ann, checked, where, repair)
+    elif checked.polygons:
+        pending.append((ann, checked, where))
     return ann
 
 
-def read_geojson(path: str | os.PathLike, *, repair: bool = False) -> list[Annotation]:
+def _check_valid_many(pending: list, repair: bool) -> None:
+    """:func:`_check_valid` for many annotations: single polygons are built and tested in one
+    vectorised shapely call; the invalid ones (and multipolygons) get the full check, in order."""
+    import shapely
+
+    single = [i for i, (_, c, _) in enumerate(pending) if len(c.polygons) == 1]
+    valid = np.zeros(len(pending), dtype=bool)
+    if single:
+        rings = [c.polygons[0] for _, c, _ in (pending[i] for i in single)]
+        coords = np.concatenate([r[:, :2] for poly in rings for r in poly]).astype(float)
+        ring_ends = np.cumsum([0] + [len(r) for poly in rings for r in poly])
+        poly_ends = np.cumsum([0] + [len(poly) for poly in rings])
+        geoms = shapely.from_ragged_array(
+            shapely.GeometryType.POLYGON, coords, (ring_ends, poly_ends)
+        )
+        valid[single] = shapely.is_valid(geoms)
+    for ok, (ann, checked, where) in zip(valid, pending, strict=True):
+        if not ok:
+            _check_valid(ann, checked, where, repair)
+
+
+def _object_type_of(feature: object) -> object:
+    """A feature's ``objectType`` as written (``"annotation"`` when absent), read cheaply."""
+    if isinstance(feature, dict):
+        props = feature.get("properties")
+        if isinstance(props, dict):
+            return props.get("objectType") or "annotation"
+    return "annotation"
+
+
+def _parse_json(text: str):
+    """``json.loads`` with the cyclic garbage collector paused: parsing a large export makes
+    millions of lists, and the collector's passes over them took ~4x the parse itself."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(text)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def read_geojson(
+    path: str | os.PathLike,
+    *,
+    repair: bool = False,
+    object_types: str | Sequence[str] | None = ("annotation",),
+) -> list[Annotation]:
     """Read annotations from a GeoJSON file (ours or QuPath's own exports).
 
     Accepts a ``FeatureCollection``, a bare list of features, or a single ``Feature``. Every
@@ -520,6 +575,17 @@ def read_geojson(path: str | os.PathLike, *, repair: bool = False) -> list[Annot
         self-intersecting or otherwise invalid polygons valid (``shapely.make_valid``, which
         keeps every lobe). Each change is listed in the annotation's ``repairs`` and in one
         :class:`~workbench.GeoJSONRepairWarning`.
+    object_types
+        QuPath ``objectType`` values to read (a feature without one is an annotation). By
+        default only ``"annotation"``: lesion outlines, not the hundreds of thousands of cell
+        ``"detection"`` objects a full QuPath export can hold, which are skipped unchecked (and
+        counted in the log). ``"detection"`` or ``("annotation", "detection")`` reads them too;
+        ``None`` reads every feature.
+
+    Returns
+    -------
+    list of Annotation
+        One per feature read, in file order.
 
     Raises
     ------
@@ -531,7 +597,7 @@ def read_geojson(path: str | os.PathLike, *, repair: bool = False) -> list[Annot
     if not path.is_file():
         raise GeoJSONError(f"no GeoJSON file at {str(path)!r}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = _parse_json(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GeoJSONError(f"{str(path)!r} is not valid JSON ({exc})") from exc
     except RecursionError as exc:
@@ -554,10 +620,21 @@ def read_geojson(path: str | os.PathLike, *, repair: bool = False) -> list[Annot
         raise GeoJSONError(
             f"{str(path)!r} is neither a FeatureCollection, a Feature nor a list of features"
         )
-    anns = [
-        _feature_to_annotation(f, _feature_where(path.name, i, f), repair)
-        for i, f in enumerate(features)
-    ]
+    wanted = _wanted_types(object_types)
+    anns, pending, skipped = [], [], {}
+    for i, f in enumerate(features):
+        kind = _object_type_of(f)
+        if wanted is not None and isinstance(kind, str) and kind not in wanted:
+            skipped[kind] = skipped.get(kind, 0) + 1
+            continue
+        anns.append(_feature_to_annotation(f, _feature_where(path.name, i, f), repair, pending))
+    _check_valid_many(pending, repair)
+    if skipped:
+        logger.info(
+            "read_geojson: %s: skipped %s (objectType); pass object_types= to read them",
+            path.name,
+            ", ".join(f"{n:,} {k}(s)" for k, n in sorted(skipped.items())),
+        )
     changed = [(i, a) for i, a in enumerate(anns) if a.repairs]
     if changed:
         lines = [f"feature {i}: " + "; ".join(a.repairs) for i, a in changed]
@@ -567,6 +644,20 @@ def read_geojson(path: str | os.PathLike, *, repair: bool = False) -> list[Annot
     return anns
 
 
+def _wanted_types(object_types) -> set[str] | None:
+    if object_types is None:
+        return None
+    if isinstance(object_types, str):
+        object_types = (object_types,)
+    wanted = set(object_types)
+    if not wanted or not all(isinstance(t, str) for t in wanted):
+        raise ValueError(
+            f"object_types must be None or QuPath objectType names (e.g. 'annotation', "
+            f"'detection'), got {object_types!r}"
+        )
+    return wanted
+
+
 def write_geojson(path: str | os.PathLike, annotations: Iterable[Annotation]) -> Path:
     """Write annotations as a QuPath-compatible ``FeatureCollection``, atomically.
 
@@ -574,20 +665,22 @@ def write_geojson(path: str | os.PathLike, annotations: Iterable[Annotation]) ->
     valid polygons); a failing one raises :class:`~workbench.GeoJSONError` naming the
     annotation, and nothing is written.
     """
-    features = []
+    features, ids = [], []
     for i, ann in enumerate(annotations):
         if not isinstance(ann, Annotation):
             raise TypeError(f"item {i} is a {type(ann).__name__}, not an Annotation")
-        feature = ann.to_feature()
-        where = _feature_where("annotation", i, {**feature, "id": ann.id})
-        where = where.replace(" feature ", " ", 1)
-        _feature_to_annotation(json.loads(json.dumps(feature, default=_json_default)), where)
-        features.append(feature)
-    text = json.dumps(
-        {"type": "FeatureCollection", "features": features},
-        allow_nan=False,
-        default=_json_default,
-    )
+        features.append(ann.to_feature())
+        ids.append(ann.id)
+    # Checked as a reader will see them: the JSON text, parsed back (a NaN is named first).
+    collection = {"type": "FeatureCollection", "features": features}
+    text = json.dumps(collection, default=_json_default)
+    pending: list = []
+    for i, (feature, fid) in enumerate(zip(_parse_json(text)["features"], ids, strict=True)):
+        where = _feature_where("annotation", i, {**feature, "id": fid}).replace(" feature ", " ", 1)
+        _feature_to_annotation(feature, where, pending=pending)
+    _check_valid_many(pending, repair=False)
+    if "NaN" in text or "Infinity" in text:  # outside the geometry: refused as before
+        text = json.dumps(collection, allow_nan=False, default=_json_default)
     return atomic_write_text(path, text)
 
 
