@@ -12,11 +12,13 @@ from workbench import EncoderError
 from workbench.models import (
     ENCODER_ARCHITECTURES,
     LocalEncoder,
+    RegistryEntry,
     SelfCalibratedModel,
     VisionTransformer,
     encoder_registry_path,
     load_checkpoint,
     load_encoder,
+    load_local_encoder,
     read_encoder_registry,
     save_checkpoint,
 )
@@ -80,6 +82,15 @@ def test_registry_encoder_by_name(registry):
     assert spec["weights"].endswith("model.safetensors") and spec["mean"] == [0.5, 0.5, 0.5]
     # the same by an explicit registry path, without the environment variable
     assert load_encoder("TINY", registry=registry["path"]).sha256 == enc.sha256
+    entry = read_encoder_registry(registry["path"])["tiny"]
+    assert isinstance(entry, RegistryEntry) and entry.path.is_absolute() and entry.mpp == 1.0
+    assert entry.std == (0.25, 0.25, 0.25) and entry.architecture == TINY
+    # overrides of the entry's geometry; another weights file for the same name (not checked)
+    other = registry["root"] / "other.safetensors"
+    _weights(other, seed=3)
+    direct = load_local_encoder("tiny", weights=other, input_size=48, mpp=0.5)
+    assert (direct.input_size, direct.mpp, direct.mean) == (48, 0.5, (0.5, 0.5, 0.5))
+    assert direct.sha256 == file_sha256(other) != enc.sha256
 
 
 def test_default_registry_location(tmp_path, monkeypatch):
