@@ -78,6 +78,25 @@ def test_tiny_vit_shapes_and_pooling(config, pooling):
     assert vit(torch.rand(1, 3, 48, 41)).shape == (1, vit.out_dim)
 
 
+def test_register_positions_as_timm_without_no_embed_class():
+    """Virchow2's layout: the class token and the registers have positions (timm adds the table
+    after concatenating them). Same as registers that carry their position in the token."""
+    config = {**SWIGLU_REG, "class_pos": True, "reg_pos": True}
+    a = _random_vit(config)
+    assert a.pos_embed.shape == (1, 1 + 4 + 16, 16)
+    b = VisionTransformer(**{**config, "reg_pos": False}).eval()
+    state = dict(a.state_dict())
+    table = state["pos_embed"]
+    state["reg_token"] = state["reg_token"] + table[:, 1:5]
+    state["pos_embed"] = torch.cat([table[:, :1], table[:, 5:]], dim=1)
+    b.load_state_dict(state)
+    for size in (32, 48):
+        x = torch.rand(2, 3, size, size)
+        torch.testing.assert_close(a.forward_tokens(x), b.forward_tokens(x))
+    with pytest.raises(EncoderError, match="reg_pos=True needs class_pos=True"):
+        VisionTransformer(**{**config, "class_pos": False})
+
+
 def test_bad_configurations_are_explained():
     with pytest.raises(EncoderError, match="num_heads=3 must divide embed_dim=16"):
         VisionTransformer(embed_dim=16, depth=1, num_heads=3, patch_size=8)
@@ -112,8 +131,9 @@ def _block_keys(i: int, *, ls: bool) -> list[str]:
 
 
 # timm's state-dict keys of vit_large_patch16_224(init_values=1e-5) (UNI), of
-# vit_*_patch14_reg4_dinov2 / SwiGLUPacked (UNI2-h, Virchow2, H-optimus: reg_token, fc1/fc2 of
-# the packed SwiGLU, no class position) and of vit_small_patch8_224 (Lunit, kaiko), written out
+# vit_*_patch14_reg4_dinov2 / SwiGLUPacked (UNI2-h, H-optimus: reg_token, fc1/fc2 of the packed
+# SwiGLU, no class position), of vit_huge_patch14_224 with reg_tokens=4 (Virchow2: positions for
+# the class token and the registers) and of vit_small_patch8_224 (Lunit, kaiko), written out
 # for depth 2 from the timm naming scheme.
 TIMM_KEYS = {
     "ls": ["cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
@@ -121,6 +141,9 @@ TIMM_KEYS = {
     "swiglu-reg": ["cls_token", "reg_token", "pos_embed", "patch_embed.proj.weight",
                    "patch_embed.proj.bias", *_block_keys(0, ls=True), *_block_keys(1, ls=True),
                    "norm.weight", "norm.bias"],
+    "swiglu-reg-pos": ["cls_token", "reg_token", "pos_embed", "patch_embed.proj.weight",
+                       "patch_embed.proj.bias", *_block_keys(0, ls=True),
+                       *_block_keys(1, ls=True), "norm.weight", "norm.bias"],
     "plain": ["cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
               *_block_keys(0, ls=False), *_block_keys(1, ls=False), "norm.weight", "norm.bias"],
 }  # fmt: skip
@@ -129,13 +152,15 @@ TIMM_SHAPES = {
            "blocks.0.ls1.gamma": (16,), "blocks.0.attn.qkv.weight": (48, 16)},
     "swiglu-reg": {"pos_embed": (1, 16, 16), "reg_token": (1, 4, 16),
                    "blocks.1.mlp.fc1.weight": (40, 16), "blocks.1.mlp.fc2.weight": (16, 20)},
+    "swiglu-reg-pos": {"pos_embed": (1, 21, 16), "reg_token": (1, 4, 16)},
     "plain": {"pos_embed": (1, 17, 16), "patch_embed.proj.weight": (16, 3, 8, 8)},
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("family", ["ls", "swiglu-reg", "plain"])
+@pytest.mark.parametrize("family", ["ls", "swiglu-reg", "swiglu-reg-pos", "plain"])
 def test_parameter_names_are_timms(family):
-    config = {"ls": UNI_LIKE, "swiglu-reg": SWIGLU_REG, "plain": DINO_S}[family]
+    config = {"ls": UNI_LIKE, "swiglu-reg": SWIGLU_REG, "plain": DINO_S,
+              "swiglu-reg-pos": {**SWIGLU_REG, "class_pos": True, "reg_pos": True}}[family]  # fmt: skip
     state = VisionTransformer(**config).state_dict()
     assert sorted(state) == sorted(TIMM_KEYS[family])
     for key, shape in TIMM_SHAPES[family].items():
@@ -193,7 +218,8 @@ def test_weights_that_do_not_fit_name_the_first_misfit(tmp_path):
         load_vit_weights(state, DINO_S)
     wide = _random_vit({**UNI_LIKE, "mlp_hidden": 48}).state_dict()
     with pytest.raises(
-        EncoderError, match=r"'blocks.0.mlp.fc1.bias' has shape \(48,\) in the file.*\(64,\)"
+        EncoderError,
+        match=r"'blocks.0.mlp.fc1.weight' has shape \(48, 16\) in the file.*needs \(64, 16\)",
     ):
         load_vit_weights(wide, UNI_LIKE)
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "uni.safetensors")

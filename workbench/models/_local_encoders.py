@@ -25,9 +25,10 @@ kaiko-vitl14   ViT-L/14  1024  24    16    14      GELU   4      yes      cls 10
 ============== ========= ===== ===== ===== ======= ====== ====== ======== ==========  =====
 
 All take 224-px crops; "IN" is the ImageNet mean and SD, "0.5" a mean and SD of 0.5 per
-channel, "own" the model's published statistics. Registers and timm's
-``no_embed_class`` go together (the position table covers the patches only); Hugging Face
-models (Phikon, Phikon-v2) keep a position for the class token. UNI2-h, Virchow2 and H-optimus
+channel, "own" the model's published statistics. UNI2-h, H-optimus and kaiko ViT-L/14 use
+timm's ``no_embed_class`` (the position table covers the patches only); Virchow2 keeps timm's
+default, where the class token and the four registers have positions too (261 entries); the
+other models have a position for the class token only. UNI2-h, Virchow2 and H-optimus
 use timm's packed SwiGLU (``mlp_ratio`` 5.33, resp. 5.3375 for Virchow2). The resolution is
 0.5 µm/px (20x) for all; models trained at several magnifications (Virchow2, Lunit, kaiko)
 use 20x as the default, which a registry entry can change.
@@ -154,7 +155,18 @@ _ARCHS = [
     ),
     EncoderArchitecture(
         "virchow2",
-        _vit(1280, 32, 16, 14, mlp="swiglu", mlp_hidden=6832, pooling="cls+mean", **_registers(4)),
+        _vit(
+            1280,
+            32,
+            16,
+            14,
+            mlp="swiglu",
+            mlp_hidden=6832,
+            pooling="cls+mean",
+            reg_tokens=4,
+            layer_scale=True,
+            reg_pos=True,
+        ),  # timm's default: class and registers have positions
         summary="Virchow2 (Paige): ViT-H/14, SwiGLU, 4 registers, class token + mean of the "
         "patch tokens, timm pytorch_model.bin / model.safetensors",
     ),

@@ -6,9 +6,10 @@ in width, depth, patch size and a handful of switches, all keyword arguments of
 
 * ``reg_tokens`` — extra learnt "register" tokens placed after the class token; they take part
   in attention and are dropped from the output;
-* ``class_pos`` — whether the position table has an entry for the class token (original ViT,
-  DINO, Hugging Face) or covers the patches only (timm's ``no_embed_class``, the DINOv2-register
-  models in timm);
+* ``class_pos`` / ``reg_pos`` — which prefix tokens have an entry in the position table: the
+  class token only (original ViT, DINO, Hugging Face, also with registers), the class token and
+  the registers (timm's default with ``reg_tokens``: Virchow2), or none, the table covering the
+  patches only (timm's ``no_embed_class``: UNI2-h, the DINOv2-register models);
 * ``layer_scale`` — a learnt per-channel factor on each residual branch (DINOv2, UNI …);
 * ``mlp`` — ``"gelu"`` (two linear layers) or ``"swiglu"``, packed as the models store it: the
   first layer gives ``mlp_hidden`` channels, the first half gates the second half through SiLU,
@@ -164,6 +165,9 @@ class VisionTransformer(nn.Module):
         Number of register tokens (0 for none).
     class_pos
         Whether the position table has an entry for the class token.
+    reg_pos
+        Whether it also has entries for the register tokens (after the class token's; needs
+        ``class_pos``).
     layer_scale
         Whether each residual branch has a learnt per-channel scale.
     qkv_bias
@@ -197,6 +201,7 @@ class VisionTransformer(nn.Module):
         mlp_ratio: float = 4.0,
         reg_tokens: int = 0,
         class_pos: bool = True,
+        reg_pos: bool = False,
         layer_scale: bool = False,
         qkv_bias: bool = True,
         norm_eps: float = 1e-6,
@@ -238,6 +243,8 @@ class VisionTransformer(nn.Module):
             )
         if isinstance(reg_tokens, bool) or not isinstance(reg_tokens, int) or reg_tokens < 0:
             raise EncoderError(f"ViT setting reg_tokens must be 0 or more, got {reg_tokens!r}")
+        if reg_pos and not class_pos:
+            raise EncoderError("ViT setting reg_pos=True needs class_pos=True (timm's layout)")
         if not float(norm_eps) > 0:
             raise EncoderError(f"ViT setting norm_eps must be positive, got {norm_eps!r}")
         self.config = {
@@ -250,6 +257,7 @@ class VisionTransformer(nn.Module):
             "mlp_hidden": mlp_hidden,
             "reg_tokens": reg_tokens,
             "class_pos": bool(class_pos),
+            "reg_pos": bool(reg_pos),
             "layer_scale": bool(layer_scale),
             "qkv_bias": bool(qkv_bias),
             "norm_eps": float(norm_eps),
@@ -261,13 +269,15 @@ class VisionTransformer(nn.Module):
         self.grid = img_size // patch_size
         self.num_prefix = 1 + reg_tokens
         self.class_pos = bool(class_pos)
+        self.reg_pos = bool(reg_pos) and reg_tokens > 0
+        self.num_prefix_pos = (1 if class_pos else 0) + (reg_tokens if self.reg_pos else 0)
         self.pooling = pooling
         self.pos_antialias = bool(pos_antialias)
         self.out_dim = 2 * embed_dim if pooling == "cls+mean" else embed_dim
         self.patch_embed = PatchEmbed(patch_size=patch_size, embed_dim=embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
-        n_pos = self.grid**2 + (1 if class_pos else 0)
+        n_pos = self.grid**2 + self.num_prefix_pos
         self.pos_embed = nn.Parameter(torch.empty(1, n_pos, embed_dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)  # (cheap on the meta device, too)
         self.blocks = nn.ModuleList(
@@ -286,7 +296,7 @@ class VisionTransformer(nn.Module):
 
     def _patch_positions(self, h: int, w: int) -> torch.Tensor:
         """Position embeddings of an ``h`` x ``w`` patch grid ``(1, h * w, D)``."""
-        table = self.pos_embed[:, 1:] if self.class_pos else self.pos_embed
+        table = self.pos_embed[:, self.num_prefix_pos :]
         if (h, w) == (self.grid, self.grid):
             return table
         grid = table.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
@@ -326,7 +336,8 @@ class VisionTransformer(nn.Module):
             cls = cls + self.pos_embed[:, :1]
         prefix = [cls]
         if self.reg_token is not None:
-            prefix.append(self.reg_token.expand(b, -1, -1))
+            reg = self.reg_token.expand(b, -1, -1)
+            prefix.append(reg + self.pos_embed[:, 1 : self.num_prefix_pos] if self.reg_pos else reg)
         x = torch.cat([*prefix, x], dim=1)
         for block in self.blocks:
             x = block(x)

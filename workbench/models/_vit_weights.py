@@ -321,6 +321,7 @@ def _fits(config: dict, state: dict, where: str, label: str) -> dict:
     pos = state.get("pos_embed")
     if pos is not None and pos.ndim == 3:
         n = pos.shape[1] - (1 if config.get("class_pos", True) else 0)
+        n -= int(config.get("reg_tokens", 0)) if config.get("reg_pos", False) else 0
         side = math.isqrt(max(n, 0))
         grid = int(config.get("img_size", 224)) // int(config["patch_size"])
         if side * side == n and side > 0 and side != grid:
