@@ -31,7 +31,9 @@ default, where the class token and the four registers have positions too (261 en
 other models have a position for the class token only. UNI2-h, Virchow2 and H-optimus
 use timm's packed SwiGLU (``mlp_ratio`` 5.33, resp. 5.3375 for Virchow2). The resolution is
 0.5 µm/px (20x) for all; models trained at several magnifications (Virchow2, Lunit, kaiko)
-use 20x as the default, which a registry entry can change.
+use 20x as the default, which a registry entry can change. For Phikon and Phikon-v2 the
+architecture ``"hf"`` (the ``config.json`` beside the weights) gives the exact settings; the
+named entries assume the published defaults.
 
 The registry (:func:`read_encoder_registry`) is a JSON file mapping a name to a weights file::
 
