@@ -256,15 +256,15 @@ def test_position_grid_is_taken_from_the_file():
 
 
 # ------------------------------------------------------------------ Hugging Face reference
-transformers = pytest.importorskip(
-    "transformers", reason="transformers (test extra) is the reference for the HF layouts"
-)
-
 HF_SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 32,
             "patch_size": 8, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}  # fmt: skip
 
 
 def _hf_models():
+    # only these tests need it; the rest of the module runs without transformers
+    pytest.importorskip(
+        "transformers", reason="transformers (test extra) is the reference for the HF layouts"
+    )
     from transformers import (
         Dinov2Config,
         Dinov2Model,
