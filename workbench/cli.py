@@ -405,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lesion-class", default="Tumor", help="annotation class of the lesion")
     train.add_argument("--kind", default="sew", choices=["sew", "global", "abmil"])
     train.add_argument(
-        "--encoder", help="tile encoder: 'builtin', 'texture' or a .pt2 file (export_encoder)"
+        "--encoder",
+        help="tile encoder: 'builtin', 'texture', a name of the local encoder registry "
+        "($WORKBENCH_ENCODERS or ~/.config/workbench/encoders.json) or a .pt2 file",
     )
     train.add_argument("--stain", choices=["macenko", "reinhard"], help="stain normalisation")
     train.add_argument(
@@ -446,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--on-unmatched", default="raise", choices=["raise", "drop"],
                          help="with --clinical: rows without a file / files without a row")  # fmt: skip
     extract.add_argument(
-        "--encoder", help="the .pt2 tile encoder, if not where the model recorded it"
+        "--encoder",
+        help="the tile encoder (.pt2 file or registry name), if not where the model recorded it",
     )
     extract.add_argument("--top-k", type=_whole(1), help="focus regions per slide (default: "
                          "the model's)")  # fmt: skip

@@ -21,6 +21,15 @@ from workbench.models._focus import FocusPredictor, attribution_target
 from workbench.models._global import GlobalBranch
 from workbench.models._global_only import GlobalOnly
 from workbench.models._graph import graph_nms, normalized_adjacency
+from workbench.models._local_encoders import (
+    ENCODER_ARCHITECTURES,
+    EncoderArchitecture,
+    LocalEncoder,
+    RegistryEntry,
+    encoder_registry_path,
+    load_local_encoder,
+    read_encoder_registry,
+)
 from workbench.models._losses import (
     back_calibration_loss,
     binary_kl,
@@ -35,6 +44,8 @@ from workbench.models._losses import (
 from workbench.models._model import SelfCalibratedModel
 from workbench.models._texture import TextureEncoder
 from workbench.models._trainer import SlideSample, Trainer, default_device, predict_samples
+from workbench.models._vit import VisionTransformer
+from workbench.models._vit_weights import hf_vit_config, load_vit_weights, read_weights
 
 __all__ = [
     "BUILTIN_ENCODERS",
@@ -42,18 +53,23 @@ __all__ = [
     "ClickGuidedGate",
     "ClickSegmenter",
     "DetailBranch",
+    "ENCODER_ARCHITECTURES",
+    "EncoderArchitecture",
     "EncoderDetail",
     "FocusPredictor",
     "GatedAttentionPool",
     "GlobalBranch",
     "GlobalOnly",
+    "LocalEncoder",
     "ModuleEncoder",
+    "RegistryEntry",
     "SelfCalibratedModel",
     "SlideSample",
     "TextureEncoder",
     "TileABMIL",
     "TileEncoder",
     "Trainer",
+    "VisionTransformer",
     "attribution_target",
     "back_calibration_loss",
     "binary_kl",
@@ -62,15 +78,21 @@ __all__ = [
     "default_device",
     "detail_mask_loss",
     "dice_loss",
+    "encoder_registry_path",
     "export_encoder",
     "focus_loss",
     "graph_nms",
+    "hf_vit_config",
     "load_checkpoint",
     "load_encoder",
+    "load_local_encoder",
+    "load_vit_weights",
     "node_loss",
     "normalized_adjacency",
     "predict_samples",
     "read_checkpoint_config",
+    "read_encoder_registry",
+    "read_weights",
     "save_checkpoint",
     "slide_loss",
     "stain_jitter",

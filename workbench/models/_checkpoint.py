@@ -250,6 +250,13 @@ def _resolve_encoder(spec: dict, encoder, folder: Path):
             ) from None
         check_encoder(spec, enc)
         return enc
+    if encoder is None and spec.get("source") == "local":
+        # A foundation model from local weights: found again by its registry name or file.
+        from workbench.models._local_encoders import encoder_from_spec
+
+        enc = encoder_from_spec(spec)
+        check_encoder(spec, enc)
+        return enc
     if encoder is None:
         recorded = spec.get("file")
         if recorded and Path(recorded).is_file():

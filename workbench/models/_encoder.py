@@ -28,7 +28,11 @@ Where encoders come from (:func:`load_encoder`):
   wrapped by :class:`ModuleEncoder` and frozen;
 * a ``.pt2`` file written by :func:`export_encoder` (``torch.export``): a program with its
   weights and our metadata, loaded with :func:`torch.export.load` — no timm, no Python code
-  unpickled, nothing downloaded. This is what ``workbench train --encoder FILE.pt2`` takes.
+  unpickled, nothing downloaded. This is what ``workbench train --encoder FILE.pt2`` takes;
+* a foundation model's own weight files (UNI, UNI2-h, Virchow2, H-optimus, Phikon, Lunit,
+  kaiko …), read into a plain-torch :class:`~workbench.models.VisionTransformer` by name:
+  ``load_encoder("uni", weights="…/pytorch_model.bin")``, or a name of the local encoder
+  registry (:mod:`workbench.models._local_encoders`), which is what ``--encoder NAME`` takes.
 """
 
 from __future__ import annotations
@@ -387,25 +391,46 @@ def load_encoder(
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
     name: str | None = None,
+    weights: str | os.PathLike | None = None,
+    registry: str | os.PathLike | None = None,
 ) -> TileEncoder | None:
-    """A tile encoder from a name, a ``.pt2`` file or a module; ``None`` for the built-in one.
+    """A tile encoder from a name, a file or a module; ``None`` for the built-in one.
 
     Parameters
     ----------
     source
         ``None``, ``"builtin"`` or ``"compact"`` (the model's own compact network, trained with
         it); ``"texture"`` (:class:`~workbench.models.TextureEncoder`, frozen, no weights; its
-        ``input_size`` and ``mpp`` can be overridden); a path to a ``.pt2`` file (:func:`export_encoder`); a :class:`TileEncoder`; or any
-        ``torch.nn.Module`` (wrapped by :class:`ModuleEncoder`, frozen).
+        ``input_size`` and ``mpp`` can be overridden); a name of the local encoder registry
+        (:func:`~workbench.models.read_encoder_registry`) or of
+        :data:`~workbench.models.ENCODER_ARCHITECTURES` with ``weights`` (a
+        :class:`~workbench.models.LocalEncoder`: UNI, UNI2-h, Virchow2, H-optimus, Phikon,
+        Lunit, kaiko from their own weight files); a path to a ``.pt2`` file
+        (:func:`export_encoder`); a :class:`TileEncoder`; or any ``torch.nn.Module`` (wrapped
+        by :class:`ModuleEncoder`, frozen).
     input_size, mpp, mean, std, name
         Geometry and normalisation of a module (defaults 224 px, 0.5 µm/px, ImageNet
-        statistics) or overrides of what a ``.pt2`` file records.
+        statistics) or overrides of what a ``.pt2`` file, registry entry or architecture
+        records (``name`` does not apply to registry encoders).
+    weights
+        The weights file (``pytorch_model.bin``, ``model.safetensors``) or folder of a named
+        architecture or registry encoder; read as tensors only, never as Python code.
+    registry
+        The registry JSON file (default ``$WORKBENCH_ENCODERS``, else
+        ``~/.config/workbench/encoders.json``).
+
+    Returns
+    -------
+    TileEncoder or None
+        The encoder, frozen; ``None`` for the built-in network.
 
     Raises
     ------
     EncoderError
-        An unknown name, a missing file, a file that is not a ``.pt2`` program (pickled
-        checkpoints are refused), or a module whose outputs do not fit the interface.
+        An unknown name (the message lists the known ones), a missing file, a checksum
+        mismatch, weights that do not fit the architecture (the first missing or unexpected
+        key, or shape), a file that is neither a ``.pt2`` program nor a named architecture's
+        weights, or a module whose outputs do not fit the interface.
     """
     if source is None or (isinstance(source, str) and source.lower() in BUILTIN_ENCODERS):
         return None
@@ -421,23 +446,27 @@ def load_encoder(
         return ModuleEncoder(source, **{k: v for k, v in overrides.items() if v is not None})
     if not isinstance(source, str | os.PathLike):
         raise EncoderError(f"cannot make a tile encoder from a {type(source).__name__}")
+    from workbench.models import _local_encoders as local
+
+    geometry = {"input_size": input_size, "mpp": mpp, "mean": mean, "std": std}
+    if weights is not None:
+        return local.load_local_encoder(str(source), weights=weights, registry=registry, **geometry)
     path = Path(source)
     if path.is_file():
         if path.suffix != ".pt2":
             raise EncoderError(
-                f"{str(path)!r} is not a .pt2 encoder file; only torch.export programs are read "
-                "(pickled .pt/.pth/.bin checkpoints are refused). Export the model once with "
-                "workbench.models.export_encoder"
+                f"{str(path)!r} is not a .pt2 encoder file. A weights file (.bin, .pth, "
+                ".safetensors) is read with its architecture: load_encoder('uni', "
+                "weights=FILE) or a registry entry; pickled models (Python code) are refused"
             )
         return _load_pt2(path, overrides)
-    if path.suffix or os.sep in str(source) or "/" in str(source):
+    looks_like_path = os.sep in str(source) or "/" in str(source) or not isinstance(source, str)
+    if not looks_like_path and local.is_local_encoder_name(source, registry):
+        return local.load_local_encoder(source, registry=registry, **geometry)
+    if looks_like_path or path.suffix:
         raise EncoderError(f"no encoder file at {str(path)!r}; check the path")
-    raise EncoderError(
-        f"unknown encoder {str(source)!r}: give {' or '.join(map(repr, BUILTIN_ENCODERS))} (the "
-        f"built-in network), {TEXTURE_ENCODER!r} (built-in texture measures), a .pt2 file written by workbench.models.export_encoder, or a "
-        "torch.nn.Module from Python. Foundation models (UNI, CONCH, Virchow …) are built on "
-        "your own machine and exported once; nothing is downloaded here"
-    )
+    reg = local.read_encoder_registry(registry)
+    raise local._unknown(str(source), reg, local.encoder_registry_path(registry))
 
 
 def check_encoder(spec: dict | None, encoder: TileEncoder) -> None:
