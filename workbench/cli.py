@@ -266,8 +266,9 @@ def _train(args: argparse.Namespace) -> int:
     if trainer.validation_:
         v = trainer.validation_
         print(
-            f"validation ({len(v['slides'])} slides of {v['n_patients']} patients, not used to "
-            f"fit the final model{' until the refit' if args.refit else ''}): {_metrics_line(v)}"
+            f"validation ({len(v['slides'])} slides of {v['n_patients']} patients, "
+            f"{'measured before the refit on all patients' if args.refit else 'not used to fit the final model'}"
+            f"): {_metrics_line(v)}"
         )
     if trainer.calibration_:
         c = trainer.calibration_

@@ -296,9 +296,13 @@ def test_repeated_cross_validation_pools_out_of_fold_predictions(cohort, tmp_pat
     thin = [str(w.message) for w in caught if issubclass(w.category, SplitWarning)]
     # 2 patients of a class over 2 folds: each fold holds 1 patient of it, and says so
     assert any("fold 1: 2 slide(s) of 1 patient(s) of 'normal'" in m for m in thin)
+    # 1 patient of a class left in each training part: no inner split, said once per repeat
+    assert any(m.startswith("repeat 2, fold(s) [1, 2] of 2: the training part") for m in thin)
+    assert sum("inner validation split" in m for m in thin) == 2
     cv = t.cv_
     assert list(cv["repeat"]) == [1, 1, 2, 2] and list(cv["fold"]) == [1, 2, 1, 2]
     assert {"n_test", "n_test_patients", "auc", "balanced_accuracy", "epochs"} <= set(cv.columns)
+    assert set(cv["calibration"]) == {"none"}  # no inner split, no temperature
     oof = t.oof_
     assert list(oof.columns[:8]) == ["patient", "slide", "repeat", "fold", "label",
                                      "probability", "raw_probability", "predicted"]  # fmt: skip
@@ -386,3 +390,38 @@ def test_refit_trains_the_final_model_on_every_patient(cohort):
         SlideTrainer(refit=True)
     with pytest.raises(ValueError, match="give folds too"):
         SlideTrainer(repeats=2)
+
+
+def _graph_samples(n: int, seed: int = 0) -> list:
+    """``n`` prepared slides (small random region graphs); class 1 has a shifted feature."""
+    from workbench.models import SlideSample
+    from workbench.pp import feature_names
+
+    rng = np.random.default_rng(seed)
+    f = len(feature_names())
+    out = []
+    for i in range(n):
+        label = i % 2
+        x = rng.normal(0, 1, (12, f)).astype(np.float32)
+        x[:, 0] += 1.5 * label
+        ring = np.arange(12)
+        edges = np.stack([np.r_[ring, (ring + 1) % 12], np.r_[(ring + 1) % 12, ring]])
+        out.append(SlideSample(torch.from_numpy(x), torch.from_numpy(edges).long(), label,
+                               name=f"S{i:02d}"))  # fmt: skip
+    return out
+
+
+def test_each_fold_stops_early_on_its_own_training_patients_never_its_test_fold():
+    samples = _graph_samples(20)
+    t = SlideTrainer(kind="global", epochs=6, patience=2, folds=2, progress=False,
+                     model_kwargs={"hidden": 8}, n_boot=100).fit(samples=samples)  # fmt: skip
+    for row in t.cv_.to_dict("records"):
+        test = set(row["test_slides"].split(";"))
+        inner = set(row["inner_validation_slides"].split(";"))
+        assert inner and not inner & test  # early stopping never sees the test fold
+        assert row["n_inner_validation"] == len(inner) and row["n_train"] + len(inner) == 10
+        assert 1 <= row["epochs"] <= 6
+    assert set(t.cv_["calibration"]) <= {"fitted", "separable", "too_few"}
+    assert len(t.oof_) == 20 and t.cv_summary_["auc"] is not None
+    assert t.cv_summary_["auc_ci"][0] <= t.cv_summary_["auc"] <= t.cv_summary_["auc_ci"][1]
+    assert t.final_model_["epochs"] == int(np.median(t.cv_["epochs"]))

@@ -271,8 +271,9 @@ class SlideTrainer:
     cv_
         With ``folds``: a DataFrame, one row per fold and repeat (``repeat``, ``fold``,
         ``n_train``, ``n_inner_validation``, ``n_test``, ``n_test_patients``, ``epochs``,
-        ``temperature``, ``auc``, ``accuracy``, ``balanced_accuracy``, ``test_slides``), or
-        ``None``.
+        ``temperature``, ``calibration`` (the fold's temperature status: ``fitted``,
+        ``separable``, ``too_few`` or ``none``), ``auc``, ``accuracy``, ``balanced_accuracy``,
+        ``test_slides``, ``inner_validation_slides``), or ``None``.
     oof_
         With ``folds``: the out-of-fold predictions, one row per slide and repeat:
         ``patient``, ``slide``, ``repeat``, ``fold``, ``label`` (the class value),
@@ -513,7 +514,9 @@ class SlideTrainer:
             progress=self.progress,
         ).fit(train, validate=validate, on_epoch=on_epoch)
 
-    def _temperature(self, model, held, readers, *, fitted_on: str) -> dict | None:
+    def _temperature(
+        self, model, held, readers, *, fitted_on: str, warn: bool = True
+    ) -> dict | None:
         """Fit the temperature on held-out slides; the record (or ``None`` when not asked)."""
         from workbench.models import predict_samples
 
@@ -521,7 +524,7 @@ class SlideTrainer:
             return None
         y = np.asarray([s.label for s in held])
         logits = predict_samples(model, held, crop_sources=readers, return_logits=True)
-        return _calibration_record(logits, y, fitted_on=fitted_on)
+        return _calibration_record(logits, y, fitted_on=fitted_on, warn=warn)
 
     # ------------------------------------------------------------------------ fit
     def fit(
@@ -802,22 +805,27 @@ class SlideTrainer:
         for r in range(repeats):
             seed = self.seed + 1000 * r
             folds = make_folds(y, patients, k, seed, classes=[str(c) for c in self.classes_])
+            inner_splits = [
+                holdout_split(y[tr], [patients[i] for i in tr], inner, seed + f, strict=False)
+                for f, (tr, _) in enumerate(folds, start=1)
+            ]
+            lacking = [f for f, split in enumerate(inner_splits, start=1) if split is None]
+            if lacking:
+                where = f"repeat {r + 1}, " if repeats > 1 else ""
+                warnings.warn(
+                    f"{where}fold(s) {lacking} of {k}: the training part holds fewer than 2 "
+                    "patients of a class, too few for an inner validation split; these folds "
+                    f"train all {self.epochs} epochs without early stopping and keep T = 1",
+                    SplitWarning,
+                    stacklevel=3,
+                )
             for f, (tr, te) in enumerate(folds, start=1):
                 tag = f"repeat {r + 1}/{repeats} fold {f}/{k}" if repeats > 1 else f"fold {f}/{k}"
                 train = [samples[i] for i in tr]
                 test = [samples[i] for i in te]
-                tr_patients = [patients[i] for i in tr]
-                split = holdout_split(y[tr], tr_patients, inner, seed + f, strict=False)
+                split = inner_splits[f - 1]
                 held, readers = [], None
-                if split is None:
-                    warnings.warn(
-                        f"{tag}: the training part has too few patients of a class for an inner "
-                        "validation split (each class needs 2); this fold trains all "
-                        f"{self.epochs} epochs without early stopping and keeps T = 1",
-                        SplitWarning,
-                        stacklevel=3,
-                    )
-                else:
+                if split is not None:
                     held = [train[i] for i in split[1]]
                     train = [train[i] for i in split[0]]
                     readers = self._readers(held, cohort, settings, encoder)
@@ -834,8 +842,8 @@ class SlideTrainer:
                     train, held, readers, settings, encoder, n_classes, tag=tag
                 )
                 calibration = self._temperature(
-                    trainer.model, held, readers, fitted_on="inner validation patients"
-                )
+                    trainer.model, held, readers, fitted_on="inner validation patients", warn=False
+                )  # a fold's status is in cv_["calibration"]
                 t = calibration["temperature"] if calibration else 1.0
                 logits = predict_samples(
                     trainer.model,
@@ -856,8 +864,10 @@ class SlideTrainer:
                         "n_test_patients": len({patients[i] for i in te}),
                         "epochs": trainer.best_epoch_,
                         "temperature": t,
+                        "calibration": calibration["status"] if calibration else "none",
                         **m,
                         "test_slides": ";".join(s.name for s in test),
+                        "inner_validation_slides": ";".join(s.name for s in held),
                     }
                 )
                 for j, i in enumerate(te):
@@ -931,7 +941,7 @@ class SlideTrainer:
             summary["balanced_accuracy"],
             summary["ece"],
             summary["ece_raw"],
-            self.cv_.drop(columns="test_slides"),
+            self.cv_.drop(columns=["test_slides", "inner_validation_slides"]),
         )
 
     # ------------------------------------------------------------------------ save
@@ -991,11 +1001,13 @@ def _positive(p: np.ndarray) -> float:
     return float(p[1] if len(p) == 2 else p.max())
 
 
-def _calibration_record(logits: np.ndarray, y: np.ndarray, *, fitted_on: str) -> dict:
+def _calibration_record(
+    logits: np.ndarray, y: np.ndarray, *, fitted_on: str, warn: bool = True
+) -> dict:
     fit = fit_temperature(logits, y)
     before = softmax_with_temperature(logits, 1.0)
     after = softmax_with_temperature(logits, fit.temperature)
-    if fit.status == "separable":
+    if fit.status == "separable" and warn:
         warnings.warn(
             f"every one of the {fit.n} {fitted_on} is classified correctly, so the temperature "
             "cannot be estimated from them (the NLL keeps falling as T shrinks); T stays 1",
