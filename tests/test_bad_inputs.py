@@ -882,6 +882,14 @@ _TRAILING = {
     "c.csv": "patient_id,slide,grade\nP1,S1,1\nP2,S2,2\n,,\n,,\n",
 }
 
+
+# 8 one-slide patients, 4 per class ('y' a/b); the "slides" are never opened: every requested
+# split is checked before anything is read. _MIXED: patient P1 carries both labels.
+_EIGHT = {"c8.csv": "patient_id,slide,y\n" + "".join(f"P{i},S{i},{'ab'[i % 2]}\n" for i in range(8)),
+          **{f"s8/S{i}.tif": "x" for i in range(8)}}  # fmt: skip
+_MIXED = {**_EIGHT, "c8.csv": _EIGHT["c8.csv"].replace("P2,S2,a", "P1,S2,a")}
+_T8 = "train {tmp}/s8 --clinical {tmp}/c8.csv --label y --out {tmp}/m --no-progress"
+
 #: Mistakes a user makes on the command line: each ends in one line on stderr and exit code 2.
 #: (id, command line with ``{tmp}`` for a fresh folder, phrase of the error, files made first)
 # fmt: off
@@ -904,6 +912,13 @@ _CLI_TABLE = [
     ("train-no-slides", "train {tmp}/s --clinical {tmp}/c.csv --label grade", "no slide files", _BOTH),
     ("train-mpp-text", "train {tmp}/s --clinical {tmp}/c.csv --label grade --mpp fine", "µm per pixel", _BOTH),
     ("train-mpp-negative", "train {tmp}/s --clinical {tmp}/c.csv --label grade --mpp -0.5", "positive", _BOTH),
+    ("train-validation-too-small", _T8 + " --validation 0.01", "validation=0.01 holds out 1 in 100 patients of each class.*'a': 4, 'b': 4.*1 in 4", _EIGHT),
+    ("train-folds-over-patients", _T8 + " --folds 9", "folds=9 needs at least 9 patients.*there are 8", _EIGHT),
+    ("train-repeats-0", _T8 + " --folds 2 --repeats 0", "at least 1", _EIGHT),
+    ("train-repeats-without-folds", _T8 + " --repeats 3", "--repeats repeats the cross-validation: give --folds", _EIGHT),
+    ("train-refit-without-validation", _T8 + " --refit", "--refit refits on all patients after --validation", _EIGHT),
+    ("train-conflicting-labels", _T8 + " --folds 2", "1 patient.*carry conflicting 'y' labels.*P1 \\(a, b\\)", _MIXED),
+    ("train-conflicting-option", _T8 + " --on-conflicting-labels keep", "invalid choice", _EIGHT),
     ("extract-missing-slides", "extract {tmp}/nothing --model {tmp} --out {tmp}/o", "no slide file or folder", None),
     ("extract-missing-model", "extract {tmp} --model {tmp}/m --out {tmp}/o", "no checkpoint folder", None),
     ("extract-top-k-0", "extract {tmp} --model {tmp} --out {tmp}/o --top-k 0", "at least 1", None),

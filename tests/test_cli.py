@@ -210,3 +210,40 @@ def test_train_and_extract_with_a_pt2_encoder(tmp_path, capsys, he_like_image, w
     assert main([*extract, "--out", str(tmp_path / "o2")]) == 2
     assert "pass it" in capsys.readouterr().err
     assert main([*extract, "--out", str(tmp_path / "o2"), "--encoder", str(moved)]) == 0
+
+
+@pytest.mark.slow
+def test_train_cross_validation_reports_pooled_figures_and_progress_lines(
+    tmp_path, capsys, he_like_image, write_pyramid_tiff
+):
+    import pandas as pd
+
+    rows = []
+    for i in range(8):  # 8 one-slide patients: 4 "a" (plain), 4 "b" (a dark core)
+        img = he_like_image.copy()
+        if i % 2:
+            img[150:220, 200:280] = (60, 30, 110)
+        write_pyramid_tiff(tmp_path / "slides" / f"s{i}.tif", img, mpp=2.0)
+        rows.append({"patient_id": f"p{i}", "slide": f"s{i}", "y": "ab"[i % 2]})
+    pd.DataFrame(rows).to_csv(tmp_path / "c.csv", index=False)
+    small = ["--set", "thumbnail_mpp=4", "--set", "n_segments=60", "--set", "detail_mpp=4",
+             "--set", "crop_size=32", "--epochs", "2", "--no-progress"]  # fmt: skip
+    train = ["train", str(tmp_path / "slides"), "--clinical", str(tmp_path / "c.csv"),
+             "--label", "y", "--kind", "global", "--folds", "4", "--repeats", "2",
+             "--out", str(tmp_path / "m"), *small]  # fmt: skip
+    with pytest.warns(Warning):  # thin folds (1 patient of a class each) are named
+        assert main(train) == 0
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
+    assert "cross-validation, 4 folds x 2 repeat(s), 8 slides of 8 patients: pooled " in out
+    assert "out-of-fold AUC" in out and "balanced accuracy" in out
+    assert out.count("  repeat ") == 8  # the per-fold table: 4 folds x 2 repeats
+    # progress lines with --no-progress: one per fold and per epoch, on stderr
+    assert "train: repeat 2/2 fold 4/4: " in err
+    assert "train: repeat 1/2 fold 1/4 epoch 1/2: loss" in err
+    assert "train: final model epoch" in err
+    oof = pd.read_csv(tmp_path / "m" / "oof_predictions.csv")
+    assert len(oof) == 16 and set(oof["fold"]) == {1, 2, 3, 4} and set(oof["repeat"]) == {1, 2}
+    record = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert record["cv_summary"]["folds"] == 4 and record["final_model"]["fit_on"] == "all patients"
+    assert record["oof_predictions"] == "oof_predictions.csv"

@@ -197,3 +197,59 @@ def test_report_names_the_label_and_shows_validation_and_folds(tmp_path):
     assert "0.875" in html and "0.708" in html  # validation AUC, balanced accuracy
     assert "Cross-validation by patient" in html and "0.667" in html
     assert html.count("data:image/png;base64,") == 1  # the history plot
+
+
+def test_report_shows_calibration_pooled_cross_validation_and_reliability(tmp_path):
+    import pandas as pd
+
+    model = tmp_path / "model"  # `workbench train --out RUN/model`: found there too
+    model.mkdir()
+    rng = np.random.default_rng(0)
+    n = 24
+    y = np.array([0, 1] * (n // 2))
+    p = np.clip(0.5 + 0.3 * (2 * y - 1) + rng.normal(0, 0.2, n), 0.01, 0.99)
+    oof = pd.DataFrame({"patient": [f"P{i}" for i in range(n)], "slide": [f"S{i}" for i in range(n)],
+                        "repeat": 1, "fold": [1 + i % 3 for i in range(n)],
+                        "label": [["benign", "malignant"][v] for v in y], "probability": p,
+                        "raw_probability": np.where(p > 0.5, 0.999, 0.001)})  # fmt: skip
+    oof.to_csv(model / "oof_predictions.csv", index=False)
+    training = {
+        "label": "diagnosis", "classes": ["benign", "malignant"], "kind": "sew",
+        "train_slides": [f"S{i}" for i in range(n)],
+        "final_model": {"fit_on": "all patients", "slides": n, "patients": n, "epochs": 7,
+                        "early_stopping": False},
+        "calibration": {"temperature": 2.345, "status": "fitted", "n": n,
+                        "fitted_on": "out-of-fold predictions", "ece_before": 0.31,
+                        "ece_after": 0.08},
+        "cv": [{"repeat": 1, "fold": f, "n_train": 16, "n_test": 8, "n_test_patients": 8,
+                "epochs": 7, "temperature": 2.0, "auc": 0.9, "accuracy": 0.8,
+                "balanced_accuracy": 0.8} for f in (1, 2, 3)],
+        "cv_summary": {"folds": 3, "repeats": 1, "n_slides": n, "n_patients": n, "auc": 0.912,
+                       "auc_ci": [0.801, 0.987], "balanced_accuracy": 0.833, "ece": 0.071,
+                       "ece_raw": 0.29},
+        "oof_predictions": "oof_predictions.csv",
+    }  # fmt: skip
+    (model / "training.json").write_text(json.dumps(training))
+    html = write_report(tmp_path).read_text()
+    assert "fit on <b>all patients</b>" in html
+    assert "T = <b>2.345</b>" in html and "0.310 → 0.080" in html
+    assert "pooled out-of-fold AUC <b>0.912</b> (95% CI 0.801–0.987, patients resampled)" in html
+    assert "n_test_patients" in html
+    assert "Reliability of the out-of-fold predictions" in html
+    assert html.count("data:image/png;base64,") == 1  # the reliability diagram
+
+
+def test_report_shows_calibrated_slide_probabilities(tmp_path, tiny_sew, he_like_image):
+    from workbench.io import Slide, write_h5ad
+    from workbench.tl import extract
+
+    model = tiny_sew(0)
+    model.calibration_ = {"temperature": 3.0}
+    a = extract(Slide.from_array(he_like_image, mpp=2.0, name="S1"), model)
+    write_h5ad(a, tmp_path / "slides" / "S1.h5ad")
+    ex = a.uns["explain"]
+    html = write_report(tmp_path).read_text()
+    pairs = zip(ex["class_names"], ex["probabilities"], strict=True)
+    shown = ", ".join(f"{n}: {p:.2f}" for n, p in pairs)
+    before = ", ".join(f"{p:.2f}" for p in ex["raw_probabilities"])
+    assert f"{shown} (calibrated, T = 3.00; before: {before})" in html

@@ -100,6 +100,12 @@ class OptionError(WorkbenchError, ValueError):
     message names the option and the valid values."""
 
 
+class SplitWarning(UserWarning):
+    """A requested split was made but is thin: a cross-validation fold holds fewer than two
+    slides or patients of a class, or a fold's training part is too small for its inner
+    validation split; the message names the counts."""
+
+
 class ClusterError(WorkbenchError, RuntimeError):
     """A dask cluster cannot be started or reached (no scheduler at the address, a timeout)."""
 

@@ -129,14 +129,18 @@ def train_step(
     stain: str | None = None,
     validation: float | None = None,
     folds: int | None = None,
+    repeats: int = 1,
+    refit: bool = False,
+    on_conflict: str = "raise",
     slide_ids: Sequence[str] | None = None,
     settings: dict | None = None,
     progress: bool = True,
 ) -> SlideTrainer:
     """Train on ``cohort``'s ``label`` column and save the checkpoint folder ``out``.
 
-    Also writes ``out/training.json``: label, classes, the slides used, the history and the
-    validation / cross-validation results.
+    Also writes ``out/training.json``: label, classes, the slides used, how the final model was
+    fit, its temperature, the history and the validation / cross-validation results (with
+    ``folds``, ``out/oof_predictions.csv`` holds the out-of-fold predictions).
     """
     from workbench.io import atomic_write_text
     from workbench.tl import SlideTrainer
@@ -156,6 +160,9 @@ def train_step(
         stain=stain,
         validation=validation,
         folds=folds,
+        repeats=repeats,
+        refit=refit,
+        on_conflict=on_conflict,
         settings=dict(settings or {}),
         progress=progress,
     )
@@ -170,11 +177,17 @@ def train_step(
         "classes": [str(c) for c in trainer.classes_],
         "train_slides": [s.name for s in trainer.samples_],
         "validation": trainer.validation_,
+        "final_model": trainer.final_model_,
+        "calibration": trainer.calibration_,
         "cv": None if trainer.cv_ is None else trainer.cv_.to_dict("records"),
+        "cv_summary": trainer.cv_summary_,
+        "oof_predictions": None if trainer.oof_ is None else "oof_predictions.csv",
+        "dropped_patients": trainer.dropped_patients_,
         "best_epoch": trainer.best_epoch_,
         "history": history,
     }
-    atomic_write_text(out / "training.json", json.dumps(record, indent=2, default=_json_default))
+    text = json.dumps(_finite_json(record), indent=2, default=_json_default)
+    atomic_write_text(out / "training.json", text)
     return trainer
 
 
@@ -269,6 +282,19 @@ def discover_step(
     write_h5ad(result, out / "discovery.h5ad")
     atomic_write_text(out / "markers.csv", result.uns["survival_screen"].to_csv())
     return result
+
+
+def _finite_json(v):
+    """``v`` with NaN and infinities as ``None`` (JSON has no NaN)."""
+    import math
+
+    if isinstance(v, dict):
+        return {k: _finite_json(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite_json(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 def _json_default(v):

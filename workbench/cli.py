@@ -11,7 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-from workbench import WorkbenchError
+from workbench import OptionError, WorkbenchError
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -195,6 +195,32 @@ def _setting(text: str) -> tuple[str, float | int]:
     return key, number
 
 
+class _ProgressLines:
+    """While training with ``--no-progress``: the trainer's progress lines (one per fold and
+    per epoch) on stderr, so a long run never sits silent."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+        self.logger = logging.getLogger("workbench.tl._train")
+        self.handler = logging.StreamHandler(sys.stderr)
+        self.handler.setFormatter(logging.Formatter("train: %(message)s"))
+        self.handler.setLevel(logging.INFO)
+
+    def __enter__(self):
+        if self.on:
+            self.level, self.propagate = self.logger.level, self.logger.propagate
+            self.logger.addHandler(self.handler)
+            self.logger.setLevel(logging.INFO)
+            self.logger.propagate = False  # not twice with -v
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.on:
+            self.logger.removeHandler(self.handler)
+            self.logger.setLevel(self.level)
+            self.logger.propagate = self.propagate
+
+
 def _train(args: argparse.Namespace) -> int:
     from workbench._steps import open_cohort, train_step
 
@@ -208,37 +234,71 @@ def _train(args: argparse.Namespace) -> int:
         patient_col=args.patient_col,
         on_unmatched=args.on_unmatched,
     )
-    trainer = train_step(
-        cohort,
-        args.out,
-        label=args.label,
-        classes=args.classes.split(",") if args.classes else None,
-        kind=args.kind,
-        epochs=args.epochs,
-        seed=args.seed,
-        encoder=args.encoder,
-        stain=args.stain,
-        validation=args.validation,
-        folds=args.folds,
-        settings=dict(args.set or []),
-        progress=not args.no_progress,
-    )
+    if args.repeats > 1 and args.folds is None:
+        raise OptionError("--repeats repeats the cross-validation: give --folds too")
+    if args.refit and args.validation is None:
+        raise OptionError("--refit refits on all patients after --validation: give --validation")
+    with _ProgressLines(args.no_progress):
+        trainer = train_step(
+            cohort,
+            args.out,
+            label=args.label,
+            classes=args.classes.split(",") if args.classes else None,
+            kind=args.kind,
+            epochs=args.epochs,
+            seed=args.seed,
+            encoder=args.encoder,
+            stain=args.stain,
+            validation=args.validation,
+            folds=args.folds,
+            repeats=args.repeats,
+            refit=args.refit,
+            on_conflict=args.on_conflicting_labels,
+            settings=dict(args.set or []),
+            progress=not args.no_progress,
+        )
+    final = trainer.final_model_
     print(
-        f"{args.kind} model trained on {len(trainer.samples_)} slides to predict "
-        f"{args.label!r} ({', '.join(map(str, trainer.classes_))}), saved in {args.out}"
+        f"{args.kind} model trained on {len(trainer.samples_)} slides ({final['fit_on']}, "
+        f"{final['epochs']} epochs) to predict {args.label!r} "
+        f"({', '.join(map(str, trainer.classes_))}), saved in {args.out}"
     )
     if trainer.validation_:
         v = trainer.validation_
-        print(f"validation ({len(v['slides'])} slides): {_metrics_line(v)}")
+        print(
+            f"validation ({len(v['slides'])} slides of {v['n_patients']} patients, "
+            f"{'measured before the refit on all patients' if args.refit else 'not used to fit the final model'}"
+            f"): {_metrics_line(v)}"
+        )
+    if trainer.calibration_:
+        c = trainer.calibration_
+        print(
+            f"temperature {c['temperature']:.3g} ({c['status']}, fitted on {c['n']} "
+            f"{c['fitted_on']}): ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}"
+        )
     if trainer.cv_ is not None:
+        s = trainer.cv_summary_
+        ci = s["auc_ci"]
+        interval = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f}, patients resampled)" if ci else ""
+        auc = "n/a" if s["auc"] is None else f"{s['auc']:.3f}"
+        print(
+            f"cross-validation, {s['folds']} folds x {s['repeats']} repeat(s), {s['n_slides']} "
+            f"slides of {s['n_patients']} patients: pooled out-of-fold AUC {auc}{interval}, "
+            f"balanced accuracy {s['balanced_accuracy']:.3f}, ECE {s['ece']:.3f}"
+        )
         for row in trainer.cv_.to_dict("records"):
-            print(f"  fold {row['fold']} ({row['n_test']} slides): {_metrics_line(row)}")
+            rep = f"repeat {row['repeat']} " if s["repeats"] > 1 else ""
+            print(
+                f"  {rep}fold {row['fold']} ({row['n_test']} slides, {row['n_test_patients']} "
+                f"patients; stopped at epoch {row['epochs']}): {_metrics_line(row)}"
+            )
+        print(f"out-of-fold predictions: {Path(args.out) / 'oof_predictions.csv'}")
     return 0
 
 
 def _metrics_line(m: dict) -> str:
     def fmt(v):
-        return "n/a" if v is None else f"{v:.3f}"
+        return "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}"
 
     return (
         f"AUC {fmt(m.get('auc'))}, accuracy {fmt(m.get('accuracy'))}, "
@@ -410,10 +470,22 @@ def build_parser() -> argparse.ArgumentParser:
         "($WORKBENCH_ENCODERS or ~/.config/workbench/encoders.json) or a .pt2 file",
     )
     train.add_argument("--stain", choices=["macenko", "reinhard"], help="stain normalisation")
-    train.add_argument(
-        "--validation", type=_share, help="share of patients held out for early stopping"
-    )
-    train.add_argument("--folds", type=_whole(2), help="k-fold cross-validation (k >= 2) first")
+    train.add_argument("--validation", type=_share, help="share of patients held out (1 in "
+                       "round(1/share) of each class) for early stopping and the temperature "
+                       "of the probabilities; the final model is fit on the rest (see "
+                       "--refit)")  # fmt: skip
+    train.add_argument("--folds", type=_whole(2), help="k-fold cross-validation by patient "
+                       "(k >= 2) first: pooled out-of-fold AUC with a bootstrap interval, "
+                       "per-fold table, oof_predictions.csv; each fold stops early on an "
+                       "inner split of its training patients")  # fmt: skip
+    train.add_argument("--repeats", type=_whole(1), default=1,
+                       help="repeat the cross-validation with new folds (small cohorts)")  # fmt: skip
+    train.add_argument("--refit", action="store_true", help="with --validation: refit the "
+                       "final model on all patients for the early-stopped epoch count "
+                       "(default: the final model is fit on the training part only)")  # fmt: skip
+    train.add_argument("--on-conflicting-labels", default="raise", choices=["raise", "drop"],
+                       help="patients whose slides carry different labels, with a split: "
+                       "refuse, or drop them (logged)")  # fmt: skip
     train.add_argument("--mpp", type=_mpp_arg, help="µm/px: a number, or S1=0.25,S2=0.5 per slide")
     train.add_argument("--slide-col", default="slide", help="clinical column of the slides")
     train.add_argument(

@@ -7,7 +7,10 @@ inputs are missing says so instead of failing. Inputs, all relative to the run f
 ``run.json``                steps, their timings and the run's configuration
 ``summary.json``            the cohort: patients, grades, events, slide metadata
 ``montage.png``             thumbnails of the cohort
-``training.json``           training history of the model (loss per epoch)
+``training.json``           training history of the model (loss per epoch), how the final
+                            model was fit, its temperature, cross-validation figures (in the
+                            run folder or its ``model/`` folder)
+``oof_predictions.csv``     out-of-fold predictions beside ``training.json`` (``--folds``)
 ``evaluation.json``         held-out slide-level metrics of each model
 ``slides/*.h5ad``           per-slide explanations (``workbench.tl.extract``)
 ``refine.json``             click-refinement record (IoU per click, the GeoJSON written)
@@ -169,13 +172,23 @@ def _section_model(root: Path) -> str:
                 f"<p>Focus hit rate (share of top-K focus regions centred in a true lesion): "
                 f"<b>{_fmt(evaluation['focus_hit_rate'])}</b>.</p>"
             )
-    training = _read_json(root / "training.json") or {}
+    where = _training_folder(root)
+    training = _read_json(where / "training.json") or {}
     if training.get("label"):
         classes = ", ".join(str(c) for c in training.get("classes", []))
         out.append(
             f"<p>Label learnt: <b>{html.escape(str(training['label']))}</b> (classes: "
             f"{html.escape(classes)}), {len(training.get('train_slides', []))} training slides, "
             f"{html.escape(str(training.get('kind', 'sew')))} model.</p>"
+        )
+    final = training.get("final_model")
+    if final:
+        out.append(
+            f"<p>The final model was fit on <b>{html.escape(str(final.get('fit_on')))}</b> "
+            f"({_fmt(final.get('slides'))} slides of {_fmt(final.get('patients'))} patients, "
+            f"{_fmt(final.get('epochs'))} epochs"
+            f"{', early stopping on the validation patients' if final.get('early_stopping') else ''}"
+            ").</p>"
         )
     validation = training.get("validation")
     if validation:
@@ -185,9 +198,39 @@ def _section_model(root: Path) -> str:
             f"{_fmt(validation.get('auc'))}, accuracy {_fmt(validation.get('accuracy'))}, "
             f"balanced accuracy {_fmt(validation.get('balanced_accuracy'))}.</p>"
         )
+    calibration = training.get("calibration")
+    if calibration:
+        out.append(
+            f"<p>Probabilities are calibrated by temperature scaling: T = "
+            f"<b>{_fmt(calibration.get('temperature'))}</b> ({html.escape(str(calibration.get('status')))}"
+            f", fitted on {_fmt(calibration.get('n'))} {html.escape(str(calibration.get('fitted_on')))}"
+            f"; ECE there {_fmt(calibration.get('ece_before'))} → "
+            f"{_fmt(calibration.get('ece_after'))}). Every probability below is calibrated.</p>"
+        )
+    summary = training.get("cv_summary")
+    if summary:
+        ci = summary.get("auc_ci")
+        interval = f" (95% CI {_fmt(ci[0])}–{_fmt(ci[1])}, patients resampled)" if ci else ""
+        out.append(
+            f"<p>Cross-validation by patient, {_fmt(summary.get('folds'))} folds × "
+            f"{_fmt(summary.get('repeats'))} repeat(s), {_fmt(summary.get('n_slides'))} slides of "
+            f"{_fmt(summary.get('n_patients'))} patients: pooled out-of-fold AUC "
+            f"<b>{_fmt(summary.get('auc'))}</b>{interval}, balanced accuracy "
+            f"{_fmt(summary.get('balanced_accuracy'))}, ECE {_fmt(summary.get('ece'))} (before "
+            f"calibration {_fmt(summary.get('ece_raw'))}). Each fold stopped early on an inner "
+            "split of its own training patients.</p>"
+        )
     if training.get("cv"):
-        cols = ["fold", "n_train", "n_test", "epochs", "auc", "accuracy", "balanced_accuracy"]
-        out.append("<p>Cross-validation by patient:</p>" + _table(training["cv"], cols))
+        cols = ["repeat", "fold", "n_train", "n_test", "n_test_patients", "epochs",
+                "temperature", "auc", "accuracy", "balanced_accuracy"]  # fmt: skip
+        rows = training["cv"]
+        intro = "Per fold" if summary else "Cross-validation by patient"
+        out.append(
+            f"<p>{intro}:</p>" + _table(rows, [c for c in cols if any(c in r for r in rows)])
+        )
+    reliability = _reliability_figure(where, training)
+    if reliability:
+        out.append(reliability)
     history = training.get("history")
     if history:
         fig, ax = plt.subplots(figsize=(6, 3))
@@ -211,6 +254,56 @@ def _section_model(root: Path) -> str:
         ax.set_title("training history")
         out.append(_fig_to_img(fig, alt="training history"))
     return "\n".join(out)
+
+
+def _training_folder(root: Path) -> Path:
+    """Where ``training.json`` is: the run folder (the demo) or its ``model/`` folder
+    (``workbench train --out RUN/model``)."""
+    for folder in (root, root / "model"):
+        if (folder / "training.json").exists():
+            return folder
+    return root
+
+
+def _reliability_figure(where: Path, training: dict) -> str:
+    """Reliability diagram of held-out predictions: the out-of-fold ones when there are,
+    else the validation patients' (on which the temperature was fitted, so optimistic)."""
+    from workbench import pl
+
+    classes = [str(c) for c in training.get("classes", [])]
+    y = p = raw = None
+    caption = ""
+    oof_path = where / "oof_predictions.csv"
+    if training.get("oof_predictions") and oof_path.exists() and len(classes) >= 2:
+        import pandas as pd
+
+        try:
+            oof = pd.read_csv(oof_path, dtype={"label": str})
+        except (OSError, ValueError) as exc:
+            return _unreadable(oof_path, exc)
+        lookup = {c: i for i, c in enumerate(classes)}
+        y = np.asarray([lookup.get(str(v), -1) for v in oof["label"]])
+        if len(classes) == 2:
+            p, raw = oof["probability"].to_numpy(), oof["raw_probability"].to_numpy()
+        elif all(f"prob_{c}" in oof for c in classes):
+            p = oof[[f"prob_{c}" for c in classes]].to_numpy()
+        caption = "out-of-fold predictions of the cross-validation (every slide held out)"
+    elif (training.get("validation") or {}).get("predictions") and len(classes) == 2:
+        preds = training["validation"]["predictions"]
+        y = np.asarray([int(r["y"]) for r in preds])
+        p = np.asarray([r["probability"] for r in preds], dtype=float)
+        raw = np.asarray([r["raw_probability"] for r in preds], dtype=float)
+        caption = "validation patients (the temperature was fitted on them, so this is optimistic)"
+    if p is None or y is None or (y < 0).any() or len(y) == 0:
+        return ""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    pl.reliability(y, p, raw=raw, ax=ax)
+    return (
+        f"<figure>{_fig_to_img(fig, alt='reliability diagram')}<figcaption>Reliability of the "
+        f"{html.escape(caption)}.</figcaption></figure>"
+    )
 
 
 def _section_explain(root: Path, n_examples: int) -> str:
@@ -241,6 +334,12 @@ def _section_explain(root: Path, n_examples: int) -> str:
             probs = np.asarray(probs, dtype=float).ravel()
             names = list(explain.get("class_names", [f"class {i}" for i in range(len(probs))]))
             label = ", ".join(f"{n}: {p:.2f}" for n, p in zip(names, probs, strict=False))
+            temperature = float(explain.get("temperature", 1.0))
+            raw = explain.get("raw_probabilities")
+            if raw is not None and temperature != 1.0:
+                raw = np.asarray(raw, dtype=float).ravel()
+                before = ", ".join(f"{p:.2f}" for p in raw)
+                label += f" (calibrated, T = {temperature:.2f}; before: {before})"
             if explain.get("label"):
                 label = f"{explain['label']} — {label}"
         sid = str(a.uns.get("slide_id", f.name.removesuffix(".h5ad")))

@@ -263,3 +263,30 @@ def test_nan_weights_give_an_error_not_a_label(array_slide, model):
     with pytest.raises(NonFiniteError, match=r"class probabilities of slide disc hold \d NaN.*"
                        r"cause: the network's weights global_branch.classifier.weight"):  # fmt: skip
         extract(array_slide, broken)
+
+
+def test_extract_applies_the_checkpoint_temperature(array_slide, model, tmp_path):
+    from workbench.tl import model_fingerprint
+    from workbench.tl._calibration import softmax_with_temperature
+
+    plain = save_checkpoint(model, tmp_path / "plain")  # saved without calibration: T = 1
+    hot = save_checkpoint(model, tmp_path / "hot", extra={"calibration": {"temperature": 3.0}})
+    a = extract(array_slide, plain).uns["explain"]
+    b = extract(array_slide, hot).uns["explain"]
+    assert a["temperature"] == 1.0 and b["temperature"] == 3.0
+    assert np.allclose(a["probabilities"], a["raw_probabilities"])
+    assert np.allclose(b["raw_probabilities"], a["raw_probabilities"])
+    expected = softmax_with_temperature(np.log(b["raw_probabilities"]), 3.0)
+    assert np.allclose(b["probabilities"], expected)
+    # softer, same class
+    assert abs(b["probabilities"][1] - 0.5) <= abs(a["probabilities"][1] - 0.5) + 1e-9
+    assert b["predicted_class"] == a["predicted_class"]
+    # the same model object with the record attached gives the same answer and fingerprint
+    model.calibration_ = {"temperature": 3.0}
+    try:
+        c = extract(array_slide, model).uns["explain"]
+        assert np.allclose(c["probabilities"], b["probabilities"])
+        assert model_fingerprint(model) == model_fingerprint(hot)
+    finally:
+        del model.calibration_
+    assert model_fingerprint(model) == model_fingerprint(plain) != model_fingerprint(hot)

@@ -233,3 +233,195 @@ def test_texture_encoder_through_the_trainer_and_back(cohort, tmp_path):
     a = extract(cohort.slide_path("P1-0"), back)
     assert a.uns["explain"]["encoder"] == "texture"
     assert a.uns["explain"]["focus"]["crops"].shape[1:] == (24, 24, 3)
+
+
+# ----------------------------------------------------------------------------- splits, CV
+def test_requested_splits_are_refused_before_any_slide_is_read(cohort, monkeypatch):
+    from workbench import OptionError
+    from workbench.tl import _train
+
+    def no_reading(*a, **k):
+        raise AssertionError("slides were read before the split was checked")
+
+    monkeypatch.setattr(_train, "_prepare_cohort", no_reading)
+    # 4 patients, 2 per class: 0.01 asks 1 in 100 of each class (the old split held out half)
+    with pytest.raises(OptionError, match=r"validation=0.01 holds out 1 in 100.*'normal': 2"):
+        _trainer(validation=0.01).fit(cohort)
+    with pytest.raises(OptionError, match=r"folds=5 needs at least 5 patients.*there are 4"):
+        _trainer(folds=5).fit(cohort)
+
+
+def test_conflicting_labels_are_refused_or_dropped(cohort, caplog, monkeypatch):
+    from workbench.tl import _train
+
+    # patient A has a tumour and a normal slide; every other slide is its own patient
+    patients = ["A", "A", "B", "C", "D", "E", "F", "G"]
+    labels = ["tumour", "normal", "normal", "normal", "tumour", "tumour", "normal", "normal"]
+    table = pd.DataFrame({"patient_id": patients, "slide": cohort.slide_ids, "diagnosis": labels})
+    mixed = Cohort({s: cohort.slide_path(s) for s in cohort.slide_ids}, table)
+    with pytest.raises(ClinicalTableError, match=r"1 patient\(s\) carry conflicting.*A \(normal, tumour\).*--on-conflicting-labels drop"):  # fmt: skip
+        _trainer(validation=0.5).fit(mixed)
+    seen = {}
+
+    def stop(c, labels, **k):  # record what would be read, then stop
+        seen["slides"] = list(c.slide_ids)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(_train, "_prepare_cohort", stop)
+    with caplog.at_level("WARNING", logger="workbench.tl._train"), pytest.raises(RuntimeError):
+        _trainer(folds=2, on_conflict="drop").fit(mixed)
+    assert (
+        "dropped 1 patient(s) carrying conflicting 'diagnosis' labels (2 slides): A" in caplog.text
+    )
+    assert seen["slides"] == cohort.slide_ids[2:]
+    # without a split nothing needs a patient label: trained as given
+    with pytest.raises(RuntimeError):
+        _trainer().fit(mixed)
+    assert len(seen["slides"]) == 8
+
+
+@pytest.mark.slow
+def test_repeated_cross_validation_pools_out_of_fold_predictions(cohort, tmp_path, caplog):
+    import warnings
+
+    from workbench import SplitWarning
+    from workbench.models import load_checkpoint
+
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        caplog.at_level("INFO", logger="workbench.tl._train"),
+    ):
+        warnings.simplefilter("always")
+        t = _trainer(folds=2, repeats=2, epochs=2, n_boot=200).fit(cohort)
+    thin = [str(w.message) for w in caught if issubclass(w.category, SplitWarning)]
+    # 2 patients of a class over 2 folds: each fold holds 1 patient of it, and says so
+    assert any("fold 1: 2 slide(s) of 1 patient(s) of 'normal'" in m for m in thin)
+    # 1 patient of a class left in each training part: no inner split, said once per repeat
+    assert any(m.startswith("repeat 2, fold(s) [1, 2] of 2: the training part") for m in thin)
+    assert sum("inner validation split" in m for m in thin) == 2
+    cv = t.cv_
+    assert list(cv["repeat"]) == [1, 1, 2, 2] and list(cv["fold"]) == [1, 2, 1, 2]
+    assert {"n_test", "n_test_patients", "auc", "balanced_accuracy", "epochs"} <= set(cv.columns)
+    assert set(cv["calibration"]) == {"none"}  # no inner split, no temperature
+    oof = t.oof_
+    assert list(oof.columns[:8]) == ["patient", "slide", "repeat", "fold", "label",
+                                     "probability", "raw_probability", "predicted"]  # fmt: skip
+    for r in (1, 2):  # every slide predicted once per repeat, by a fold that did not train on it
+        part = oof[oof["repeat"] == r]
+        assert sorted(part["slide"]) == sorted(cohort.slide_ids)
+    for row in cv.to_dict("records"):
+        tested = set(row["test_slides"].split(";"))
+        assert tested == set(oof[(oof.repeat == row["repeat"]) & (oof.fold == row["fold"])].slide)
+    assert set(oof["label"]) == {"normal", "tumour"}
+    assert ((oof["probability"] >= 0) & (oof["probability"] <= 1)).all()
+    s = t.cv_summary_
+    assert s["folds"] == 2 and s["repeats"] == 2 and s["n_slides"] == 8 and s["n_patients"] == 4
+    assert {"auc", "auc_ci", "balanced_accuracy", "ece", "ece_raw", "auc_by_repeat"} <= set(s)
+    assert len(s["auc_by_repeat"]) == 2
+    # progress lines: one per fold and per epoch, whatever the progress bar does
+    assert "repeat 2/2 fold 2/2: 4 training slides" in caplog.text
+    assert "repeat 1/2 fold 1/2 epoch 2/2: loss" in caplog.text
+    assert "pooled out-of-fold AUC" in caplog.text
+    # the final model: all patients, the folds' median epoch count, T from the pooled logits
+    assert t.final_model_["fit_on"] == "all patients" and len(t.samples_) == 8
+    assert t.calibration_["fitted_on"] == "out-of-fold predictions"
+    path = t.save(tmp_path / "m")
+    import pandas as pd
+
+    saved = pd.read_csv(path / "oof_predictions.csv")
+    assert len(saved) == 16 and list(saved["slide"]) == list(oof["slide"])
+    extra = load_checkpoint(path).checkpoint_extra_
+    assert extra["cv_summary"]["n_slides"] == 8 and extra["final_model"]["fit_on"] == "all patients"
+
+
+def _noisy(cohort):
+    """Labels that the images do not explain (two dark, two pale patients in each class), so
+    held-out slides are sometimes wrong and a temperature can be fitted."""
+    per_patient = {"P0": "tumour", "P1": "tumour", "P2": "normal", "P3": "normal"}
+    return cohort.assign(diagnosis=[per_patient[cohort.patient_of(s)] for s in cohort.slide_ids])
+
+
+@pytest.mark.slow
+def test_checkpoint_carries_its_temperature_and_extract_applies_it(cohort, tmp_path):
+    from workbench.models import load_checkpoint
+    from workbench.tl import model_fingerprint, model_temperature
+    from workbench.tl._calibration import softmax_with_temperature
+
+    t = _trainer(validation=0.5, epochs=4, patience=4, lr=2e-2, seed=1).fit(_noisy(cohort))
+    cal = t.calibration_
+    assert cal is not None and cal["fitted_on"] == "validation patients"
+    assert cal["status"] == "fitted" and cal["temperature"] != 1.0
+    assert cal["nll_after"] <= cal["nll_before"]
+    assert t.final_model_["fit_on"] == "training part"
+    assert t.validation_["temperature"] == cal["temperature"]
+    assert len(t.validation_["predictions"]) == len(t.validation_["slides"])
+    path = t.save(tmp_path / "m")
+    back = load_checkpoint(path)
+    assert back.checkpoint_extra_["calibration"]["temperature"] == cal["temperature"]
+    assert model_temperature(back) == model_temperature(t.model_) == cal["temperature"]
+    assert model_fingerprint(path) == model_fingerprint(t.model_)
+    a = extract(cohort.slide_path("P1-0"), t.model_).uns["explain"]
+    b = extract(cohort.slide_path("P1-0"), back).uns["explain"]
+    assert b["temperature"] == cal["temperature"]
+    np.testing.assert_allclose(a["probabilities"], b["probabilities"], rtol=1e-6)
+    np.testing.assert_allclose(a["raw_probabilities"], b["raw_probabilities"], rtol=1e-6)
+    expected = softmax_with_temperature(np.log(b["raw_probabilities"]), cal["temperature"])
+    np.testing.assert_allclose(b["probabilities"], expected, rtol=1e-6)
+    assert not np.allclose(b["probabilities"], b["raw_probabilities"])
+    # an old checkpoint (no calibration record) reads as T = 1
+    from workbench.models import save_checkpoint
+
+    old = save_checkpoint(back, tmp_path / "old", extra={"label": "diagnosis"})
+    c = extract(cohort.slide_path("P1-0"), old).uns["explain"]
+    assert c["temperature"] == 1.0
+    np.testing.assert_allclose(c["probabilities"], c["raw_probabilities"])
+    np.testing.assert_allclose(c["probabilities"], b["raw_probabilities"], rtol=1e-6)
+    assert model_fingerprint(old) != model_fingerprint(path)
+
+
+@pytest.mark.slow
+def test_refit_trains_the_final_model_on_every_patient(cohort):
+    t = _trainer(validation=0.5, epochs=3, patience=3, refit=True).fit(cohort)
+    assert t.final_model_["fit_on"] == "all patients" and len(t.samples_) == 8
+    assert t.final_model_["epochs"] == t.validation_["best_epoch"]
+    assert len(t.history_) == t.final_model_["epochs"]
+    assert t.validation_["slides"]  # measured before the refit
+    with pytest.raises(ValueError, match="refit refits on all patients"):
+        SlideTrainer(refit=True)
+    with pytest.raises(ValueError, match="give folds too"):
+        SlideTrainer(repeats=2)
+
+
+def _graph_samples(n: int, seed: int = 0) -> list:
+    """``n`` prepared slides (small random region graphs); class 1 has a shifted feature."""
+    from workbench.models import SlideSample
+    from workbench.pp import feature_names
+
+    rng = np.random.default_rng(seed)
+    f = len(feature_names())
+    out = []
+    for i in range(n):
+        label = i % 2
+        x = rng.normal(0, 1, (12, f)).astype(np.float32)
+        x[:, 0] += 1.5 * label
+        ring = np.arange(12)
+        edges = np.stack([np.r_[ring, (ring + 1) % 12], np.r_[(ring + 1) % 12, ring]])
+        out.append(SlideSample(torch.from_numpy(x), torch.from_numpy(edges).long(), label,
+                               name=f"S{i:02d}"))  # fmt: skip
+    return out
+
+
+def test_each_fold_stops_early_on_its_own_training_patients_never_its_test_fold():
+    samples = _graph_samples(20)
+    t = SlideTrainer(kind="global", epochs=6, patience=2, folds=2, progress=False,
+                     model_kwargs={"hidden": 8}, n_boot=100).fit(samples=samples)  # fmt: skip
+    for row in t.cv_.to_dict("records"):
+        test = set(row["test_slides"].split(";"))
+        inner = set(row["inner_validation_slides"].split(";"))
+        assert inner and not inner & test  # early stopping never sees the test fold
+        assert row["n_inner_validation"] == len(inner) and row["n_train"] + len(inner) == 10
+        assert 1 <= row["epochs"] <= 6
+    assert set(t.cv_["calibration"]) <= {"fitted", "separable", "too_few"}
+    assert len(t.oof_) == 20 and t.cv_summary_["auc"] is not None
+    assert t.cv_summary_["auc_ci"][0] <= t.cv_summary_["auc"] <= t.cv_summary_["auc_ci"][1]
+    assert t.final_model_["epochs"] == int(np.median(t.cv_["epochs"]))

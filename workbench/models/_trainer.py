@@ -102,8 +102,10 @@ def predict_samples(
     *,
     crop_sources: Sequence[Callable] | None = None,
     device: str | torch.device | None = None,
+    return_logits: bool = False,
 ) -> np.ndarray:
-    """Slide class probabilities ``(n, n_classes)`` of cached samples, as at inference.
+    """Slide class probabilities ``(n, n_classes)`` of cached samples, as at inference
+    (with ``return_logits=True`` the slide logits instead, e.g. to fit a temperature).
 
     For :class:`SelfCalibratedModel` the focus regions are chosen among all regions and their
     crops come from ``crop_sources[i](nodes)`` (a callable returning ``(K, 3, S, S)`` uint8
@@ -148,7 +150,8 @@ def predict_samples(
             require_finite(
                 probs, f"the class probabilities of slide {s.name or i}", f"cause: {cause}"
             )
-        out.append(probs.cpu().numpy())
+        scores = logits.float() if return_logits else probs
+        out.append(scores.cpu().numpy())
     model.train(was_training)
     return np.stack(out).astype(np.float64) if out else np.zeros((0, 0))
 
@@ -397,6 +400,7 @@ class Trainer:
         samples: list[SlideSample],
         *,
         validate: Callable[[nn.Module], dict] | None = None,
+        on_epoch: Callable[[dict], None] | None = None,
     ) -> Trainer:
         """Train on ``samples``; returns ``self`` with ``history_`` filled.
 
@@ -408,6 +412,9 @@ class Trainer:
             Called with the model after every epoch; returns a dict with ``"loss"`` (the
             validation loss early stopping watches) and any other numbers to record, each
             stored in ``history_`` with a ``val_`` prefix.
+        on_epoch
+            Called with each epoch's record (as stored in ``history_``) once the epoch ends,
+            e.g. to print one progress line per epoch when the progress bar is off.
         """
         from tqdm.auto import tqdm
 
@@ -482,6 +489,8 @@ class Trainer:
                         waited += 1
             self.history_.append(record)
             bar.set_postfix(**postfix)
+            if on_epoch is not None:
+                on_epoch(record)
             if validate is not None and self.patience is not None and waited >= self.patience:
                 break
         if best_state is not None:

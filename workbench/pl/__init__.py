@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from workbench.pl._calibration import reliability
 from workbench.pl._explain import focus_gallery, slide_overlay
 from workbench.pl._markers import marker_families, marker_map, uniqueness
 from workbench.pl._survival import forest, kaplan_meier
@@ -12,6 +13,7 @@ __all__ = [
     "kaplan_meier",
     "marker_families",
     "marker_map",
+    "reliability",
     "slide_overlay",
     "uniqueness",
 ]

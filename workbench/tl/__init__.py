@@ -3,6 +3,12 @@ discover prognostic spatial markers (phenotypes, spatial statistics, cohort, sur
 
 from __future__ import annotations
 
+from workbench.tl._calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    model_temperature,
+    reliability_table,
+)
 from workbench.tl._cohort import cohort, read_slides, validate_clinical
 from workbench.tl._discover import (
     discover,
@@ -45,10 +51,12 @@ __all__ = [
     "cohort",
     "discover",
     "encode_labels",
+    "expected_calibration_error",
     "export_geojson",
     "extract",
     "extract_cohort",
     "family_screen",
+    "fit_temperature",
     "focus_annotations",
     "focus_in_mask",
     "fold_patients",
@@ -57,12 +65,14 @@ __all__ = [
     "markers",
     "match_phenotypes",
     "model_fingerprint",
+    "model_temperature",
     "outcome_groups",
     "predict_tiles",
     "prepare_cohort",
     "prepare_slide",
     "suggest_settings",
     "read_slides",
+    "reliability_table",
     "simulate_region_cohort",
     "site_association",
     "spatial",

@@ -23,6 +23,7 @@ from workbench._constants import (
     SPATIAL,
     X_FOCUS,
 )
+from workbench.tl._calibration import model_temperature, softmax_with_temperature
 from workbench.tl._engine import (  # DEFAULT_PREPROCESSING, as_slide: for older imports
     DEFAULT_PREPROCESSING,  # noqa: F401
     as_slide,  # noqa: F401
@@ -136,7 +137,11 @@ def extract(
         ``obsm["X_focus"]``
         (node tokens, the focused discriminative features) and ``uns["explain"]`` with
         ``model``, ``label`` (the clinical column it learnt), ``class_names``,
-        ``probabilities`` (slide, final), ``global_probabilities``, ``predicted_class``,
+        ``probabilities`` (slide, final, calibrated: ``softmax(logits / T)`` with the
+        temperature ``T`` the checkpoint carries), ``raw_probabilities`` (the same before
+        calibration, ``softmax(logits)``), ``temperature`` (``T``; 1.0 for a model without
+        one, e.g. a checkpoint saved before calibration existed), ``global_probabilities``
+        (the global branch alone, uncalibrated), ``predicted_class``,
         ``predicted_label``, ``slide`` (metadata), ``stain`` (the normalisation method or
         ``None``), ``encoder`` (its name, or ``"builtin"``), ``lesion_threshold`` and
         ``focus`` = {``obs_index``, ``region_id``, ``centers_xy``, ``boxes_xywh`` (level-0),
@@ -185,11 +190,14 @@ def extract(
         crops, boxes = read_crops(slide, centers, mpp=dmpp, size=size)
         det = model.forward_detail(to_tensor_images(crops, dev), g["tokens"][idx])
         logits = g["logits"] + det["detail_logits"]
-        probs = torch.softmax(logits, -1).cpu().numpy().astype(np.float64)
+        raw_logits = logits.float().cpu().numpy().astype(np.float64)
         gprobs = torch.softmax(g["logits"], -1).cpu().numpy().astype(np.float64)
         node_lesion = torch.softmax(g["node_logits"], -1)[:, 1].cpu().numpy()
         maps = torch.sigmoid(det["lesion_logits"][:, 0]).cpu().numpy().astype(np.float32)
         det_prob = det["lesion_prob"].cpu().numpy()
+    temperature = model_temperature(model)
+    raw_probs = softmax_with_temperature(raw_logits, 1.0)
+    probs = softmax_with_temperature(raw_logits, temperature)
     _require_finite_probabilities(probs, sid, model, {"region features": x})
     idx_np = idx.cpu().numpy().astype(np.int64)
     focus_score = g["focus_scores"].cpu().numpy().astype(np.float32)
@@ -214,6 +222,8 @@ def extract(
         "label": model.config.get("label") or "",
         "class_names": classes,
         "probabilities": probs,
+        "raw_probabilities": raw_probs,
+        "temperature": float(temperature),
         "global_probabilities": gprobs,
         "predicted_class": pred,
         "predicted_label": classes[pred],
@@ -275,7 +285,9 @@ def predict_tiles(
     Returns
     -------
     dict
-        ``probabilities`` (n_classes,), ``attention`` (T,), ``n_tiles``, ``tiles_xy``
+        ``probabilities`` (n_classes,; calibrated with the model's temperature, as in
+        :func:`extract`), ``raw_probabilities`` (before calibration), ``temperature``,
+        ``attention`` (T,), ``n_tiles``, ``tiles_xy``
         (T, 2 level-0 top-left corners).
     """
     import torch
@@ -300,10 +312,13 @@ def predict_tiles(
             batch = read_tiles(slide, xy[start : start + batch_size], mpp=dmpp, size=size)
             embs.append(model.embed_tiles(to_tensor_images(batch, dev)))
         out = model.pool_embeddings(torch.cat(embs))
-    probs = torch.softmax(out["logits"], -1).cpu().numpy().astype(np.float64)
+    logits = out["logits"].float().cpu().numpy().astype(np.float64)
+    probs = softmax_with_temperature(logits, model_temperature(model))
     _require_finite_probabilities(probs, _default_slide_id(slide), model, {})
     return {
         "probabilities": probs,
+        "raw_probabilities": softmax_with_temperature(logits, 1.0),
+        "temperature": model_temperature(model),
         "attention": out["attention"].cpu().numpy(),
         "n_tiles": int(len(xy)),
         "tiles_xy": xy,
@@ -390,7 +405,7 @@ def _checkpoint_json(folder: Path) -> dict:
 
 
 def model_fingerprint(model) -> str:
-    """A SHA-256 that names a trained model: its class, configuration and weights.
+    """A SHA-256 that names a trained model: its class, configuration, weights and temperature.
 
     The same for a checkpoint folder and for the model saved there or loaded from it, so a
     result can say which model made it (``tl.extract_cohort`` records it in every file and
@@ -419,6 +434,7 @@ def model_fingerprint(model) -> str:
         folder = folder.parent if folder.is_file() else folder
         config = _checkpoint_json(folder)
         name, cfg = config["model"], config["config"]
+        temperature = model_temperature(_CheckpointRecord(config.get("extra")))
         weights_file = folder / config.get("weights_file", "model.safetensors")
         try:
             weights = _weights_digest(weights_file.read_bytes())
@@ -435,8 +451,19 @@ def model_fingerprint(model) -> str:
         name = type(model).__name__
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         weights, cfg = _weights_digest(save(state)), getattr(model, "config", {})
-    text = _canonical({"model": name, "config": cfg, "weights": weights})
+        temperature = model_temperature(model)
+    record = {"model": name, "config": cfg, "weights": weights}
+    if temperature != 1.0:  # a calibrated model makes other probabilities
+        record["temperature"] = temperature
+    text = _canonical(record)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class _CheckpointRecord:
+    """What :func:`model_temperature` reads, from a checkpoint's ``extra`` without torch."""
+
+    def __init__(self, extra) -> None:
+        self.checkpoint_extra_ = extra if isinstance(extra, dict) else {}
 
 
 def _weights_digest(data: bytes) -> str:

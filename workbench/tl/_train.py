@@ -4,10 +4,12 @@
 clinical column as the slide label (binary or multi-class, strings or integers), lesion
 annotations where the cohort has them (they supervise regions and magnified crops; without
 them the detail branch learns from the slide label alone), a stratified validation split by
-patient with early stopping, or k-fold cross-validation with per-fold metrics, class weights
-against imbalance, stain normalisation stored with the model and stain augmentation, and a
-pluggable tile encoder. Slides are read once through the engine (:mod:`workbench.tl._engine`)
-and every epoch trains on the cached tensors.
+patient with early stopping and temperature scaling of the probabilities, or (repeated) k-fold
+cross-validation with pooled out-of-fold figures, class weights against imbalance, stain
+normalisation stored with the model and stain augmentation, and a pluggable tile encoder.
+Slides are read once through the engine (:mod:`workbench.tl._engine`) and every epoch trains on
+the cached tensors. The split rules are in :mod:`workbench.tl._cv`, the calibration in
+:mod:`workbench.tl._calibration`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workbench._errors import ClinicalTableError
+from workbench._errors import ClinicalTableError, SplitWarning
+from workbench.tl._calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    softmax_with_temperature,
+)
+from workbench.tl._cv import (
+    ON_CONFLICT,
+    OOF_FILE,
+    check_folds,
+    check_holdout,
+    conflict_error,
+    conflicting_patients,
+    holdout_split,
+    make_folds,
+    pooled_summary,
+)
 from workbench.tl._engine import (
     DEFAULT_PREPROCESSING,
     CropReader,
@@ -45,6 +63,8 @@ logger = logging.getLogger(__name__)
 MODEL_KINDS = ("sew", "global", "abmil")
 CLASS_WEIGHTS = ("balanced", None)
 STAIN_METHODS = ("macenko", "reinhard")
+#: Share of a fold's training patients held out for early stopping when ``validation`` is unset.
+INNER_VALIDATION = 0.2
 #: Stain augmentation used when ``augment=True``.
 DEFAULT_AUGMENT = {"sigma": 0.05, "bias": 0.02}
 # Kept for code written before labels came from a clinical column.
@@ -166,13 +186,41 @@ class SlideTrainer:
         Passed to :class:`~workbench.models.Trainer` (``epochs`` is the most; early stopping
         may end sooner).
     validation
-        Share of patients held out (stratified by label, a patient's slides together) to watch
-        the validation loss: early stopping after ``patience`` epochs without improvement,
-        the best epoch's weights kept, metrics in ``validation_``. ``None``: no split.
+        Share of patients held out (stratified by label, a patient's slides together): 1 in
+        ``round(1 / validation)`` patients of every class. Training stops early after
+        ``patience`` epochs without a lower validation loss (the best epoch's weights kept),
+        the temperature of the probabilities is fitted on these patients (``calibrate``) and
+        their metrics are in ``validation_``. **The final model is then fit on the training
+        part only** (``final_model_["fit_on"] == "training part"``), unless ``refit``. A share
+        that the patients cannot give (a class with fewer than ``round(1 / validation)``
+        patients) raises :class:`~workbench.OptionError` naming the counts. ``None``: no split.
     folds
-        k-fold cross-validation by patient before the final fit: one model per fold, its
-        held-out AUC, accuracy and balanced accuracy in ``cv_`` (with ``validation``, each
-        fold stops early on an inner split of its own training part, never on its test fold).
+        k-fold cross-validation by patient before the final fit: exactly ``k`` stratified
+        folds (too few patients raises :class:`~workbench.OptionError`; a fold holding fewer
+        than two slides or patients of a class gives a :class:`~workbench.SplitWarning`). Each
+        fold's model stops early on an inner split of its own training patients (``validation``
+        of them, else 20 %), never on its test fold, and fits its own temperature there.
+        Results: the per-fold table ``cv_``, the out-of-fold predictions ``oof_`` and the
+        pooled figures with a patient-bootstrap interval ``cv_summary_``. Without
+        ``validation`` the final model is fit on all patients for the median of the folds'
+        early-stopped epochs, its temperature fitted on the pooled out-of-fold logits.
+    repeats
+        Repeated cross-validation: the ``folds`` are drawn ``repeats`` times with different
+        seeds (every slide predicted once per repeat); pooled figures are averaged over repeats.
+    refit
+        With ``validation``: after early stopping, fit the final model again on *all*
+        patients for the best epoch count (no early stopping), keeping the temperature fitted
+        on the held-out patients (``final_model_["fit_on"] == "all patients"``).
+    calibrate
+        Fit a temperature (:func:`~workbench.tl.fit_temperature`) on held-out patients; stored
+        in the checkpoint (``extra["calibration"]``) and applied by :func:`~workbench.tl.extract`.
+    on_conflict
+        A patient whose slides carry different labels cannot sit on one side of a split: with
+        ``validation`` or ``folds``, ``"raise"`` refuses (:class:`~workbench.ClinicalTableError`
+        naming them), ``"drop"`` leaves their slides out and logs a warning naming them
+        (``dropped_patients_``).
+    n_boot
+        Bootstrap resamples of the patients for the interval of the pooled out-of-fold AUC.
     patience
         Epochs without a lower validation loss before stopping.
     class_weight
@@ -213,9 +261,33 @@ class SlideTrainer:
         The cached slides the final model was trained on.
     validation_
         With ``validation``: held-out slides, their metrics and loss at the best epoch.
+    calibration_
+        The temperature record (``method``, ``temperature``, ``status``, ``n``,
+        ``nll_before``, ``nll_after``, ``ece_before``, ``ece_after``, ``fitted_on``) or
+        ``None`` (then ``T = 1``); also set on ``model_.calibration_``.
+    final_model_
+        How the final model was fit: ``fit_on`` (``"training part"`` or ``"all patients"``),
+        ``slides``, ``patients``, ``epochs``, ``early_stopping``.
     cv_
-        With ``folds``: a DataFrame, one row per fold (``auc``, ``accuracy``,
-        ``balanced_accuracy``, ``n_train``, ``n_test``, ``epochs``), or ``None``.
+        With ``folds``: a DataFrame, one row per fold and repeat (``repeat``, ``fold``,
+        ``n_train``, ``n_inner_validation``, ``n_test``, ``n_test_patients``, ``epochs``,
+        ``temperature``, ``calibration`` (the fold's temperature status: ``fitted``,
+        ``separable``, ``too_few`` or ``none``), ``auc``, ``accuracy``, ``balanced_accuracy``,
+        ``test_slides``, ``inner_validation_slides``), or ``None``.
+    oof_
+        With ``folds``: the out-of-fold predictions, one row per slide and repeat:
+        ``patient``, ``slide``, ``repeat``, ``fold``, ``label`` (the class value),
+        ``probability`` (calibrated; the positive class for two classes, the top class for
+        more), ``raw_probability`` (the same before temperature scaling), ``predicted``, and
+        for more than two classes ``prob_<class>`` columns. :meth:`save` writes it as
+        ``oof_predictions.csv``.
+    cv_summary_
+        With ``folds``: pooled out-of-fold figures (:func:`workbench.tl._cv.pooled_summary`:
+        ``auc``, ``auc_ci``, ``balanced_accuracy``, ``balanced_accuracy_ci``, ``accuracy``,
+        ``auc_by_repeat``) plus ``ece``/``ece_raw`` of the calibrated and raw
+        out-of-fold probabilities, ``folds``, ``repeats``, ``n_slides``, ``n_patients``.
+    dropped_patients_
+        Patients left out for conflicting labels (``on_conflict="drop"``).
     """
 
     kind: str = "sew"
@@ -228,6 +300,11 @@ class SlideTrainer:
     consistency: bool = True
     validation: float | None = None
     folds: int | None = None
+    repeats: int = 1
+    refit: bool = False
+    calibrate: bool = True
+    on_conflict: str = "raise"
+    n_boot: int = 1000
     patience: int = 5
     class_weight: str | None = "balanced"
     stain: Any = None
@@ -257,6 +334,18 @@ class SlideTrainer:
             )
         if self.folds is not None and int(self.folds) < 2:
             raise ValueError(f"folds must be at least 2, got {self.folds}")
+        if int(self.repeats) < 1:
+            raise ValueError(f"repeats must be at least 1, got {self.repeats}")
+        if int(self.repeats) > 1 and self.folds is None:
+            raise ValueError("repeats repeats the cross-validation: give folds too")
+        if self.on_conflict not in ON_CONFLICT:
+            raise ValueError(f"on_conflict must be one of {ON_CONFLICT}, got {self.on_conflict!r}")
+        if self.refit and self.validation is None:
+            raise ValueError(
+                "refit refits on all patients after a validation split: give validation"
+            )
+        if int(self.n_boot) < 0:
+            raise ValueError(f"n_boot must be 0 or more, got {self.n_boot}")
         if int(self.epochs) < 1 or int(self.patience) < 1:
             raise ValueError("epochs and patience must be at least 1")
 
@@ -367,7 +456,18 @@ class SlideTrainer:
             for s in samples
         ]
 
-    def _train_one(self, train, held, readers, settings: dict, encoder, n_classes: int):
+    def _train_one(
+        self,
+        train,
+        held,
+        readers,
+        settings: dict,
+        encoder,
+        n_classes: int,
+        *,
+        epochs: int | None = None,
+        tag: str = "",
+    ):
         """One model on ``train``; early stopping on ``held`` when given. Returns the trainer."""
         import torch
 
@@ -387,9 +487,23 @@ class SlideTrainer:
                     **_finite(classification_metrics(y_held, probs)),
                 }
 
+        n_epochs = int(epochs or self.epochs)
+        where = f"{tag} " if tag else ""
+
+        def on_epoch(record: dict) -> None:
+            line = (
+                f"{where}epoch {record['epoch']}/{n_epochs}: loss {record['loss']:.3f}, "
+                f"training accuracy {record['accuracy']:.2f}"
+            )
+            if "val_loss" in record:
+                line += f", validation loss {record['val_loss']:.3f}"
+                if "val_auc" in record:
+                    line += f", validation AUC {record['val_auc']:.3f}"
+            logger.info(line)
+
         return Trainer(
             model,
-            epochs=self.epochs,
+            epochs=n_epochs,
             lr=self.lr,
             seed=self.seed,
             device=self.device,
@@ -398,13 +512,19 @@ class SlideTrainer:
             augment=self._augment(),
             patience=self.patience if held else None,
             progress=self.progress,
-        ).fit(train, validate=validate)
+        ).fit(train, validate=validate, on_epoch=on_epoch)
 
-    def _split(self, samples, patients, fraction: float, seed: int):
-        y = np.asarray([s.label for s in samples])
-        folds = _patient_split(y, patients, max(2, int(round(1.0 / fraction))), seed)
-        train_idx, held_idx = folds[0]
-        return [samples[i] for i in train_idx], [samples[i] for i in held_idx]
+    def _temperature(
+        self, model, held, readers, *, fitted_on: str, warn: bool = True
+    ) -> dict | None:
+        """Fit the temperature on held-out slides; the record (or ``None`` when not asked)."""
+        from workbench.models import predict_samples
+
+        if not self.calibrate or not held:
+            return None
+        y = np.asarray([s.label for s in held])
+        logits = predict_samples(model, held, crop_sources=readers, return_logits=True)
+        return _calibration_record(logits, y, fitted_on=fitted_on, warn=warn)
 
     # ------------------------------------------------------------------------ fit
     def fit(
@@ -416,6 +536,8 @@ class SlideTrainer:
     ) -> SlideTrainer:
         """Train on a cohort (read here) or on already prepared ``samples``; returns ``self``.
 
+        Every split asked for is checked before any slide is read.
+
         Parameters
         ----------
         cohort
@@ -424,21 +546,29 @@ class SlideTrainer:
             Train on these slides only (default: all of the cohort).
         samples
             Prepared :class:`~workbench.models.SlideSample` (labels already class indices;
-            ``classes`` names them), instead of a cohort.
+            ``classes`` names them; each slide its own patient), instead of a cohort.
+
+        Returns
+        -------
+        SlideTrainer
+            ``self``, with ``model_``, ``history_``, ``calibration_``, ``final_model_``,
+            ``validation_`` and, with ``folds``, ``cv_``, ``oof_`` and ``cv_summary_``.
 
         Raises
         ------
         ClinicalTableError
-            The label column is missing, has empty values or one class; a class has too few
-            patients for the split asked for.
+            The label column is missing, has empty values or one class; with a split, a
+            patient carries conflicting labels (``on_conflict="raise"``).
+        OptionError
+            The patients cannot give the validation share or the folds asked for (the
+            message names the counts).
         EncoderError
             The encoder cannot be loaded.
         """
         from workbench.models import load_encoder
-        from workbench.models._trainer import predict_samples
 
-        encoder = load_encoder(self.encoder) if self.kind != "global" else None
-        patients = None
+        split = self.validation is not None or self.folds is not None
+        self.dropped_patients_ = []
         if samples is None:
             if cohort is None:
                 raise ValueError("give a cohort or prepared samples")
@@ -449,7 +579,12 @@ class SlideTrainer:
                 )
             if slide_ids is not None:
                 cohort = cohort.subset(slide_ids)
-            y, self.classes_ = encode_labels(cohort.labels(self.label), self.classes)
+            values = cohort.labels(self.label)
+            if split:
+                cohort, values = self._resolve_conflicts(cohort, values)
+            y, self.classes_ = encode_labels(values, self.classes)
+            self._check_splits(y, [cohort.patient_of(s) for s in cohort.slide_ids])
+            encoder = load_encoder(self.encoder) if self.kind != "global" else None
             settings = self._settings(cohort, encoder)
             norm = self._fit_stain(cohort, settings)
             if norm is not None:
@@ -476,81 +611,361 @@ class SlideTrainer:
                 list(self.classes) if self.classes is not None else list(range(max(n, 2)))
             )
             patients = [s.name or str(i) for i, s in enumerate(samples)]
+            self._check_splits(np.asarray([s.label for s in samples]), patients)
+            encoder = load_encoder(self.encoder) if self.kind != "global" else None
             cohort = None
         n_classes = len(self.classes_)
         if n_classes < 2:
             raise ClinicalTableError("training needs at least two classes")
-        self.cv_ = None
+        self.cv_ = self.oof_ = self.cv_summary_ = None
         if self.folds is not None:
-            self.cv_ = self._cross_validate(samples, patients, cohort, settings, encoder, n_classes)
-        held, readers, train = [], None, samples
-        self.validation_ = None
-        if self.validation is not None:
-            train, held = self._split(samples, patients, float(self.validation), self.seed)
-            readers = self._readers(held, cohort, settings, encoder)
-        trainer = self._train_one(train, held, readers, settings, encoder, n_classes)
-        self.model_ = trainer.model.cpu().eval()
-        self.history_ = trainer.history_
-        self.best_epoch_ = trainer.best_epoch_
-        self.samples_ = train
-        self.settings_ = settings
-        if held:
-            y_held = np.asarray([s.label for s in held])
-            probs = predict_samples(self.model_, held, crop_sources=readers)
-            self.validation_ = {
-                "slides": [s.name for s in held],
-                "loss": _cross_entropy(y_held, probs),
-                "best_epoch": self.best_epoch_,
-                **classification_metrics(y_held, probs),
-            }
+            self._cross_validate(samples, patients, cohort, settings, encoder, n_classes)
+        self._fit_final(samples, patients, cohort, settings, encoder, n_classes)
         logger.info("SlideTrainer: %r", self)
         return self
 
-    def _cross_validate(self, samples, patients, cohort, settings, encoder, n_classes):
+    def _resolve_conflicts(self, cohort: Cohort, values):
+        """Refuse, or drop, patients whose slides carry different labels."""
+        patients = [cohort.patient_of(s) for s in values.index]
+        conflicts = conflicting_patients(values.tolist(), patients)
+        if not conflicts:
+            return cohort, values
+        if self.on_conflict == "raise":
+            raise conflict_error(conflicts, self.label)
+        keep = [s for s, p in zip(values.index, patients, strict=True) if p not in conflicts]
+        logger.warning(
+            "SlideTrainer: dropped %d patient(s) carrying conflicting %r labels (%d slides): %s",
+            len(conflicts),
+            self.label,
+            len(values) - len(keep),
+            "; ".join(f"{p} ({', '.join(v)})" for p, v in conflicts.items()),
+        )
+        self.dropped_patients_ = sorted(conflicts)
+        if not keep:
+            raise ClinicalTableError("every patient carries conflicting labels; nothing is left")
+        cohort = cohort.subset(keep)
+        return cohort, cohort.labels(self.label)
+
+    def _check_splits(self, y: np.ndarray, patients: list) -> None:
+        """The splits asked for, checked before anything is read (issue: never silently other)."""
+        names = [str(c) for c in self.classes_]
+        if self.validation is not None:
+            check_holdout(y, patients, float(self.validation), classes=names)
+        if self.folds is not None:
+            check_folds(y, patients, int(self.folds), classes=names)
+
+    def _fit_final(self, samples, patients, cohort, settings, encoder, n_classes) -> None:
+        from workbench.models import predict_samples
+
+        held, readers, train, calibration = [], None, samples, None
+        self.validation_ = None
+        n_patients = len(set(patients))
+        if self.validation is not None:
+            y = np.asarray([s.label for s in samples])
+            tr, he = holdout_split(
+                y, patients, float(self.validation), self.seed, classes=self.classes_
+            )
+            train, held = [samples[i] for i in tr], [samples[i] for i in he]
+            readers = self._readers(held, cohort, settings, encoder)
+            logger.info(
+                "final model: %d training slides (%d patients), %d validation slides "
+                "(%d patients) for early stopping and the temperature",
+                len(train),
+                len({patients[i] for i in tr}),
+                len(held),
+                len({patients[i] for i in he}),
+            )
+            trainer = self._train_one(
+                train, held, readers, settings, encoder, n_classes, tag="final model"
+            )
+            calibration = self._temperature(
+                trainer.model, held, readers, fitted_on="validation patients"
+            )
+            y_held = np.asarray([s.label for s in held])
+            raw = predict_samples(trainer.model, held, crop_sources=readers, return_logits=True)
+            t = calibration["temperature"] if calibration else 1.0
+            probs = softmax_with_temperature(raw, 1.0)
+            calibrated = softmax_with_temperature(raw, t)
+            self.validation_ = {
+                "slides": [s.name for s in held],
+                "n_patients": len({patients[i] for i in he}),
+                "share": len({patients[i] for i in he}) / n_patients,
+                "loss": _cross_entropy(y_held, probs),
+                "loss_calibrated": _cross_entropy(y_held, calibrated),
+                "best_epoch": trainer.best_epoch_,
+                "temperature": t,
+                "ece_raw": expected_calibration_error(y_held, probs),
+                "ece": expected_calibration_error(y_held, calibrated),
+                **classification_metrics(y_held, probs),
+                "predictions": [
+                    {
+                        "slide": s.name,
+                        "label": _jsonable(self.classes_[int(s.label)]),
+                        "y": int(s.label),
+                        "probability": _positive(calibrated[i]),
+                        "raw_probability": _positive(probs[i]),
+                    }
+                    for i, s in enumerate(held)
+                ],
+            }
+            self.history_ = trainer.history_
+            self.best_epoch_ = trainer.best_epoch_
+            self.final_model_ = {
+                "fit_on": "training part",
+                "slides": len(train),
+                "patients": len({patients[i] for i in tr}),
+                "epochs": trainer.best_epoch_,
+                "early_stopping": True,
+            }
+            if self.refit:
+                epochs = int(trainer.best_epoch_ or self.epochs)
+                logger.info("refit on all %d slides for %d epochs", len(samples), epochs)
+                trainer = self._train_one(
+                    samples, [], None, settings, encoder, n_classes, epochs=epochs, tag="refit"
+                )
+                train = samples
+                self.history_ = trainer.history_
+                self.final_model_ = {
+                    "fit_on": "all patients",
+                    "slides": len(samples),
+                    "patients": n_patients,
+                    "epochs": epochs,
+                    "early_stopping": False,
+                    "epochs_from": "the early-stopped fit on the training part",
+                }
+        elif self.cv_ is not None:
+            epochs = int(np.median(self.cv_["epochs"].to_numpy(dtype=float)))
+            epochs = max(1, min(epochs, int(self.epochs)))
+            logger.info(
+                "final model: all %d slides for %d epochs (median early-stopped epoch of the "
+                "folds)",
+                len(samples),
+                epochs,
+            )
+            trainer = self._train_one(
+                samples, [], None, settings, encoder, n_classes, epochs=epochs, tag="final model"
+            )
+            self.history_ = trainer.history_
+            self.best_epoch_ = trainer.best_epoch_
+            if self.calibrate:
+                cols = [f"raw_logit_{i}" for i in range(n_classes)]
+                calibration = _calibration_record(
+                    self._oof_logits[cols].to_numpy(),
+                    self._oof_logits["y"].to_numpy(),
+                    fitted_on="out-of-fold predictions",
+                )
+            self.final_model_ = {
+                "fit_on": "all patients",
+                "slides": len(samples),
+                "patients": n_patients,
+                "epochs": epochs,
+                "early_stopping": False,
+                "epochs_from": "median early-stopped epoch of the folds",
+            }
+        else:
+            trainer = self._train_one(train, [], None, settings, encoder, n_classes)
+            self.history_ = trainer.history_
+            self.best_epoch_ = trainer.best_epoch_
+            self.final_model_ = {
+                "fit_on": "all patients",
+                "slides": len(samples),
+                "patients": n_patients,
+                "epochs": trainer.best_epoch_,
+                "early_stopping": False,
+            }
+        self.model_ = trainer.model.cpu().eval()
+        self.calibration_ = calibration
+        self.model_.calibration_ = calibration
+        self.samples_ = train
+        self.settings_ = settings
+        if calibration is not None:
+            logger.info(
+                "temperature %.3g fitted on %d %s (%s): NLL %.3f -> %.3f, ECE %.3f -> %.3f",
+                calibration["temperature"],
+                calibration["n"],
+                calibration["fitted_on"],
+                calibration["status"],
+                calibration["nll_before"] or float("nan"),
+                calibration["nll_after"] or float("nan"),
+                calibration["ece_before"],
+                calibration["ece_after"],
+            )
+
+    def _cross_validate(self, samples, patients, cohort, settings, encoder, n_classes) -> None:
         import pandas as pd
         from tqdm.auto import tqdm
 
-        from workbench.models._trainer import predict_samples
+        from workbench.models import predict_samples
 
         y = np.asarray([s.label for s in samples])
-        rows = []
-        folds = _patient_split(y, patients, int(self.folds), self.seed)
-        for k, (tr, te) in enumerate(
-            tqdm(folds, desc="cross-validation", disable=not self.progress)
-        ):
-            train = [samples[i] for i in tr]
-            test = [samples[i] for i in te]
-            held, readers = [], None
-            if self.validation is not None:
-                train, held = self._split(
-                    train, [patients[i] for i in tr], float(self.validation), self.seed + k + 1
+        k, repeats = int(self.folds), int(self.repeats)
+        inner = float(self.validation) if self.validation is not None else INNER_VALIDATION
+        rows, preds = [], []
+        bar = tqdm(total=k * repeats, desc="cross-validation", disable=not self.progress)
+        for r in range(repeats):
+            seed = self.seed + 1000 * r
+            folds = make_folds(y, patients, k, seed, classes=[str(c) for c in self.classes_])
+            inner_splits = [
+                holdout_split(y[tr], [patients[i] for i in tr], inner, seed + f, strict=False)
+                for f, (tr, _) in enumerate(folds, start=1)
+            ]
+            lacking = [f for f, split in enumerate(inner_splits, start=1) if split is None]
+            if lacking:
+                where = f"repeat {r + 1}, " if repeats > 1 else ""
+                warnings.warn(
+                    f"{where}fold(s) {lacking} of {k}: the training part holds fewer than 2 "
+                    "patients of a class, too few for an inner validation split; these folds "
+                    f"train all {self.epochs} epochs without early stopping and keep T = 1",
+                    SplitWarning,
+                    stacklevel=3,
                 )
-                readers = self._readers(held, cohort, settings, encoder)
-            trainer = self._train_one(train, held, readers, settings, encoder, n_classes)
-            probs = predict_samples(
-                trainer.model, test, crop_sources=self._readers(test, cohort, settings, encoder)
-            )
-            rows.append(
-                {
-                    "fold": k + 1,
-                    "n_train": len(train),
-                    "n_test": len(test),
-                    "epochs": trainer.best_epoch_,
-                    **classification_metrics(y[te], probs),
-                    "test_slides": ";".join(s.name for s in test),
-                }
-            )
-        table = pd.DataFrame(rows)
-        logger.info("SlideTrainer cross-validation:\n%s", table.drop(columns="test_slides"))
-        return table
+            for f, (tr, te) in enumerate(folds, start=1):
+                tag = f"repeat {r + 1}/{repeats} fold {f}/{k}" if repeats > 1 else f"fold {f}/{k}"
+                train = [samples[i] for i in tr]
+                test = [samples[i] for i in te]
+                split = inner_splits[f - 1]
+                held, readers = [], None
+                if split is not None:
+                    held = [train[i] for i in split[1]]
+                    train = [train[i] for i in split[0]]
+                    readers = self._readers(held, cohort, settings, encoder)
+                logger.info(
+                    "%s: %d training slides, %d inner validation slides (early stopping), %d "
+                    "test slides of %d patients",
+                    tag,
+                    len(train),
+                    len(held),
+                    len(test),
+                    len({patients[i] for i in te}),
+                )
+                trainer = self._train_one(
+                    train, held, readers, settings, encoder, n_classes, tag=tag
+                )
+                calibration = self._temperature(
+                    trainer.model, held, readers, fitted_on="inner validation patients", warn=False
+                )  # a fold's status is in cv_["calibration"]
+                t = calibration["temperature"] if calibration else 1.0
+                logits = predict_samples(
+                    trainer.model,
+                    test,
+                    crop_sources=self._readers(test, cohort, settings, encoder),
+                    return_logits=True,
+                )
+                raw = softmax_with_temperature(logits, 1.0)
+                probs = softmax_with_temperature(logits, t)
+                m = classification_metrics(y[te], probs)
+                rows.append(
+                    {
+                        "repeat": r + 1,
+                        "fold": f,
+                        "n_train": len(train),
+                        "n_inner_validation": len(held),
+                        "n_test": len(test),
+                        "n_test_patients": len({patients[i] for i in te}),
+                        "epochs": trainer.best_epoch_,
+                        "temperature": t,
+                        "calibration": calibration["status"] if calibration else "none",
+                        **m,
+                        "test_slides": ";".join(s.name for s in test),
+                        "inner_validation_slides": ";".join(s.name for s in held),
+                    }
+                )
+                for j, i in enumerate(te):
+                    preds.append(
+                        {
+                            "patient": str(patients[i]),
+                            "slide": samples[i].name,
+                            "repeat": r + 1,
+                            "fold": f,
+                            "y": int(y[i]),
+                            "probs": probs[j],
+                            "raw": raw[j],
+                            "logits": logits[j],
+                        }
+                    )
+                logger.info(
+                    "%s done: AUC %s, balanced accuracy %.3f, stopped at epoch %s of %d, T %.3g",
+                    tag,
+                    "n/a" if m["auc"] is None else f"{m['auc']:.3f}",
+                    m["balanced_accuracy"],
+                    trainer.best_epoch_,
+                    self.epochs,
+                    t,
+                )
+                bar.update(1)
+        bar.close()
+        self.cv_ = pd.DataFrame(rows)
+        self.oof_ = _oof_table(preds, self.classes_)
+        self._oof_logits = pd.DataFrame(
+            {
+                "y": [p["y"] for p in preds],
+                **{
+                    f"raw_logit_{c}": [float(p["logits"][c]) for p in preds]
+                    for c in range(n_classes)
+                },
+            }
+        )
+        yy = np.asarray([p["y"] for p in preds])
+        probs = np.stack([p["probs"] for p in preds])
+        raw = np.stack([p["raw"] for p in preds])
+        summary = pooled_summary(
+            yy,
+            probs,
+            [p["patient"] for p in preds],
+            [p["repeat"] for p in preds],
+            n_boot=int(self.n_boot),
+            seed=self.seed,
+        )
+        summary.update(
+            {
+                "ece": expected_calibration_error(yy, probs),
+                "ece_raw": expected_calibration_error(yy, raw),
+                "folds": k,
+                "repeats": repeats,
+                "n_slides": len(samples),
+                "n_patients": len(set(patients)),
+                "inner_validation": inner,
+            }
+        )
+        self.cv_summary_ = summary
+        ci = summary["auc_ci"]
+        logger.info(
+            "cross-validation (%d folds x %d repeats, %d slides of %d patients): pooled "
+            "out-of-fold AUC %s%s, balanced accuracy %.3f, ECE %.3f (raw %.3f)\n%s",
+            k,
+            repeats,
+            len(samples),
+            len(set(patients)),
+            "n/a" if summary["auc"] is None else f"{summary['auc']:.3f}",
+            "" if ci is None else f" (95% CI {ci[0]:.3f}-{ci[1]:.3f}, patients resampled)",
+            summary["balanced_accuracy"],
+            summary["ece"],
+            summary["ece_raw"],
+            self.cv_.drop(columns=["test_slides", "inner_validation_slides"]),
+        )
 
     # ------------------------------------------------------------------------ save
     def save(self, directory: str | os.PathLike) -> Path:
         """Save the trained model as a checkpoint folder (safetensors + JSON).
 
         The JSON keeps the label column and classes, the training settings, the history,
-        the validation and cross-validation results and the slides it was trained on.
+        the validation and cross-validation results, the slides it was trained on, how the
+        final model was fit (``extra["final_model"]``) and its temperature
+        (``extra["calibration"]``, read back by :func:`~workbench.tl.model_temperature`;
+        ``None`` means ``T = 1``). With ``folds`` the out-of-fold predictions are also
+        written to ``oof_predictions.csv`` in the folder.
+
+        Parameters
+        ----------
+        directory
+            The checkpoint folder (created if missing).
+
+        Returns
+        -------
+        pathlib.Path
+            The folder.
         """
+        from workbench.io import atomic_write_text
         from workbench.models import save_checkpoint
 
         if not hasattr(self, "model_"):
@@ -566,11 +981,67 @@ class SlideTrainer:
             "class_weight": self.class_weight,
             "augment": self._augment(),
             "trained_on": [s.name for s in self.samples_],
+            "final_model": _jsonable(getattr(self, "final_model_", None)),
+            "calibration": _jsonable(getattr(self, "calibration_", None)),
             "validation": _jsonable(self.validation_),
             "cv": None if self.cv_ is None else _jsonable(self.cv_.to_dict("records")),
+            "cv_summary": _jsonable(getattr(self, "cv_summary_", None)),
+            "dropped_patients": list(getattr(self, "dropped_patients_", [])),
             "history": [{k: v for k, v in h.items() if k != "weights"} for h in self.history_],
         }
-        return save_checkpoint(self.model_, directory, extra=extra)
+        folder = save_checkpoint(self.model_, directory, extra=extra)
+        if getattr(self, "oof_", None) is not None:
+            atomic_write_text(folder / OOF_FILE, self.oof_.to_csv(index=False))
+        return folder
+
+
+def _positive(p: np.ndarray) -> float:
+    """The probability a single number stands for: the positive class of two, else the top."""
+    p = np.asarray(p, dtype=float)
+    return float(p[1] if len(p) == 2 else p.max())
+
+
+def _calibration_record(
+    logits: np.ndarray, y: np.ndarray, *, fitted_on: str, warn: bool = True
+) -> dict:
+    fit = fit_temperature(logits, y)
+    before = softmax_with_temperature(logits, 1.0)
+    after = softmax_with_temperature(logits, fit.temperature)
+    if fit.status == "separable" and warn:
+        warnings.warn(
+            f"every one of the {fit.n} {fitted_on} is classified correctly, so the temperature "
+            "cannot be estimated from them (the NLL keeps falling as T shrinks); T stays 1",
+            UserWarning,
+            stacklevel=4,
+        )
+    return {
+        **fit.to_dict(),
+        "fitted_on": fitted_on,
+        "ece_before": expected_calibration_error(y, before),
+        "ece_after": expected_calibration_error(y, after),
+    }
+
+
+def _oof_table(preds: list[dict], classes: list):
+    import pandas as pd
+
+    rows = []
+    for p in preds:
+        probs, raw = np.asarray(p["probs"]), np.asarray(p["raw"])
+        row = {
+            "patient": p["patient"],
+            "slide": p["slide"],
+            "repeat": p["repeat"],
+            "fold": p["fold"],
+            "label": _jsonable(classes[p["y"]]),
+            "probability": _positive(probs),
+            "raw_probability": _positive(raw),
+            "predicted": _jsonable(classes[int(probs.argmax())]),
+        }
+        if len(probs) > 2:
+            row.update({f"prob_{c}": float(v) for c, v in zip(classes, probs, strict=True)})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _finite(d: dict) -> dict:
