@@ -17,7 +17,7 @@ from workbench.models._encoder import (
     export_encoder,
     load_encoder,
 )
-from workbench.models._focus import FocusPredictor, attribution_target
+from workbench.models._focus import FOCUS_TARGETS, FocusPredictor, attribution_target, focus_target
 from workbench.models._global import GlobalBranch
 from workbench.models._global_only import GlobalOnly
 from workbench.models._graph import graph_nms, normalized_adjacency
@@ -29,6 +29,7 @@ from workbench.models._losses import (
     detail_mask_loss,
     dice_loss,
     focus_loss,
+    mil_lesion_loss,
     node_loss,
     slide_loss,
 )
@@ -38,6 +39,7 @@ from workbench.models._trainer import SlideSample, Trainer, default_device, pred
 
 __all__ = [
     "BUILTIN_ENCODERS",
+    "FOCUS_TARGETS",
     "ChannelScaleBias",
     "ClickGuidedGate",
     "ClickSegmenter",
@@ -64,9 +66,11 @@ __all__ = [
     "dice_loss",
     "export_encoder",
     "focus_loss",
+    "focus_target",
     "graph_nms",
     "load_checkpoint",
     "load_encoder",
+    "mil_lesion_loss",
     "node_loss",
     "normalized_adjacency",
     "predict_samples",

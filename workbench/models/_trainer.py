@@ -13,7 +13,7 @@ from torch import nn
 
 from workbench.models._abmil import TileABMIL
 from workbench.models._augment import stain_jitter
-from workbench.models._focus import attribution_target
+from workbench.models._focus import focus_target
 from workbench.models._global_only import GlobalOnly
 from workbench.models._losses import (
     back_calibration_loss,
@@ -22,6 +22,7 @@ from workbench.models._losses import (
     curriculum_weights,
     detail_mask_loss,
     focus_loss,
+    mil_lesion_loss,
     node_loss,
     slide_loss,
 )
@@ -306,8 +307,8 @@ class Trainer:
         out = model.forward_global(x, ei)
         logits = out["logits"]
         parts = {"slide": self._slide_loss(logits, s.label)}
-        log_prob = torch.log_softmax(logits, dim=-1)[s.label]
-        attribution = attribution_target(log_prob, out["tokens"])
+        kind = model.config.get("focus_target", "class")
+        attribution = focus_target(logits, out["tokens"], s.label, kind=kind)
         parts["focus"] = focus_loss(out["focus_logits"], attribution)
         if s.node_labels is not None:
             parts["node"] = node_loss(out["node_logits"], s.node_labels.to(dev))
@@ -330,6 +331,9 @@ class Trainer:
                 else:  # one lesion logit per crop: its target is the crop's lesion share
                     pooled = det["logits"].flatten(1).mean(1)
                     parts["detail"] = binary_kl(pooled, masks.flatten(1).mean(1))
+            elif model.config.get("lesion_mil", False):  # no masks: the slide label, by MIL
+                prob = det["lesion_prob"].clamp(1e-6, 1 - 1e-6)
+                parts["detail"] = mil_lesion_loss(torch.logit(prob), s.label)
             chosen = model.select_focus(out["focus_scores"], ei, candidates=crop_nodes)
             emb = det["embedding"][_first_rows(crop_nodes, chosen)]
             final_logits = logits + model.detail_classifier(emb.mean(0))
