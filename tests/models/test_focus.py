@@ -40,7 +40,7 @@ def test_focus_target_lesion_rule_against_the_class_rule(toy_slide):
     # another class: the evidence for its margin over class 0
     lesion = focus_target(logits, tokens, 1, kind="lesion")
     assert torch.allclose(lesion, attribution_target(logits[1] - logits[0], tokens))
-    assert lesion.max() == pytest.approx(1.0)
+    assert float(lesion.max()) == pytest.approx(1.0, abs=1e-4)
     # the original rule: the log-probability of the slide's own class, on every slide
     own = focus_target(logits, tokens, 0, kind="class")
     assert torch.allclose(own, attribution_target(torch.log_softmax(logits, -1)[0], tokens))
@@ -59,4 +59,4 @@ def test_lesion_target_survives_a_saturated_softmax():
     lesion = focus_target(logits, tokens, 1, kind="lesion")
     # the margin's attribution follows the evidence: feature 0 of each node
     assert torch.argmax(lesion) == torch.argmax(tokens[:, 0].detach())
-    assert lesion.max() == 1.0
+    assert float(lesion.max()) > 0.999

@@ -108,6 +108,6 @@ def test_lesion_answer_learns_from_slide_labels_only_with_mil(grid, lesion_mil):
 def test_model_records_its_focus_rules():
     model = SelfCalibratedModel(in_features=6, focus_target="class", lesion_mil=False)
     assert model.config["focus_target"] == "class" and model.config["lesion_mil"] is False
-    assert SelfCalibratedModel(in_features=6).config["focus_target"] == "lesion"
+    assert SelfCalibratedModel(in_features=6).config["focus_target"] == "detail"
     with pytest.raises(AssertionError, match="focus_target"):
         SelfCalibratedModel(in_features=6, focus_target="attention")

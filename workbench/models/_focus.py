@@ -10,7 +10,7 @@ from workbench.models._graph import graph_nms
 __all__ = ["FOCUS_TARGETS", "FocusPredictor", "attribution_target", "focus_target"]
 
 #: What the focus predictor learns to match (see :func:`focus_target`).
-FOCUS_TARGETS = ("lesion", "class")
+FOCUS_TARGETS = ("lesion", "class", "detail")
 
 
 def attribution_target(
@@ -42,7 +42,7 @@ def attribution_target(
 
 def focus_target(
     logits: torch.Tensor, tokens: torch.Tensor, label: int, *, kind: str = "lesion"
-) -> torch.Tensor:
+) -> torch.Tensor | None:
     """The attribution the focus predictor is trained to match on one slide, ``(N,)`` in [0, 1].
 
     Parameters
@@ -62,16 +62,20 @@ def focus_target(
         log-probability of the slide's own class on every slide, so on negative slides the
         focus learns the evidence *for* "negative" (normal tissue), which the same predictor
         then also scores high on positive slides; it also vanishes where the softmax
-        saturates.
+        saturates. ``"detail"``: no attribution at all (returns ``None``): the trainer
+        teaches the focus the detail branch's lesion answer on the magnified crops it saw
+        (and the region labels, where they exist).
 
     Returns
     -------
-    torch.Tensor
-        ``(N,)`` detached target.
+    torch.Tensor or None
+        ``(N,)`` detached target (``None`` for ``"detail"``).
     """
     if kind not in FOCUS_TARGETS:
         raise ValueError(f"focus target must be one of {FOCUS_TARGETS}, got {kind!r}")
     label = int(label)
+    if kind == "detail":
+        return None
     if kind == "class":
         return attribution_target(torch.log_softmax(logits, dim=-1)[label], tokens)
     if label == 0:

@@ -61,8 +61,16 @@ class SelfCalibratedModel(nn.Module):
         The clinical column the classes come from (for reports).
     focus_target
         What the focus predictor learns (:func:`~workbench.models.focus_target`):
-        ``"lesion"`` (default; the evidence for a class other than class 0, zero on class-0
-        slides) or ``"class"`` (the original rule: the evidence for each slide's own class).
+        ``"detail"`` (default: no attribution; the focus learns the detail branch's lesion
+        answer on the magnified crops, which without masks is trained from the slide labels
+        by multiple-instance pooling), ``"lesion"`` (the attribution of the evidence for a
+        class other than class 0, zero on class-0 slides, plus back-calibration) or
+        ``"class"`` (the original rule: the attribution of the evidence for each slide's own
+        class). Except with ``"class"``, region labels (from annotations) are the focus
+        target wherever they exist. On the real EBHI biopsy cohort the slide classifier's own
+        evidence sits *off* the tumour (the stroma around it tells adenocarcinoma from
+        dysplasia), so attribution targets pull the focus away from the lesion; see
+        ``benchmarks/ebhi_cohort.py``.
     lesion_mil
         Train the detail branch's lesion answer from slide labels by multiple-instance
         pooling (:func:`~workbench.models.mil_lesion_loss`) on slides without masks, so that
@@ -89,7 +97,7 @@ class SelfCalibratedModel(nn.Module):
         preprocessing: dict | None = None,
         class_names: list[str] | None = None,
         label: str | None = None,
-        focus_target: str = "lesion",
+        focus_target: str = "detail",
         lesion_mil: bool = True,
     ) -> None:
         super().__init__()

@@ -308,10 +308,17 @@ class Trainer:
         logits = out["logits"]
         parts = {"slide": self._slide_loss(logits, s.label)}
         kind = model.config.get("focus_target", "class")
-        attribution = focus_target(logits, out["tokens"], s.label, kind=kind)
-        parts["focus"] = focus_loss(out["focus_logits"], attribution)
-        if s.node_labels is not None:
-            parts["node"] = node_loss(out["node_logits"], s.node_labels.to(dev))
+        labels = s.node_labels.to(dev) if s.node_labels is not None else None
+        known = labels >= 0 if labels is not None and kind != "class" else None
+        if kind != "detail":
+            target = focus_target(logits, out["tokens"], s.label, kind=kind)
+            if known is not None:  # region labels, where they exist, are the target
+                target = torch.where(known, labels.to(target.dtype), target)
+            parts["focus"] = focus_loss(out["focus_logits"], target)
+        elif known is not None and bool(known.any()):
+            parts["focus"] = binary_kl(out["focus_logits"][known], labels[known].float())
+        if labels is not None:
+            parts["node"] = node_loss(out["node_logits"], labels)
         final_logits = logits
         have_crops = (
             s.crop_nodes is not None
@@ -334,6 +341,9 @@ class Trainer:
             elif model.config.get("lesion_mil", False):  # no masks: the slide label, by MIL
                 prob = det["lesion_prob"].clamp(1e-6, 1 - 1e-6)
                 parts["detail"] = mil_lesion_loss(torch.logit(prob), s.label)
+            if kind == "detail":  # the focus learns the magnified view's lesion answer
+                seen = binary_kl(out["focus_logits"][crop_nodes], det["lesion_prob"].detach())
+                parts["focus"] = parts["focus"] + seen if "focus" in parts else seen
             chosen = model.select_focus(out["focus_scores"], ei, candidates=crop_nodes)
             emb = det["embedding"][_first_rows(crop_nodes, chosen)]
             final_logits = logits + model.detail_classifier(emb.mean(0))
