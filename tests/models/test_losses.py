@@ -52,3 +52,17 @@ def test_curriculum_schedule():
     assert w[2]["consistency"] > 0 and w[2]["consistency"] < w[3]["consistency"] <= 1
     assert w[9]["consistency"] == 1
     assert curriculum_weights(9, 10, consistency=False)["consistency"] == 0
+
+
+def test_mil_lesion_loss_negatives_push_every_crop_positives_only_the_top():
+    from workbench.models import mil_lesion_loss
+
+    logits = torch.tensor([2.0, -1.0, 0.5], requires_grad=True)
+    mil_lesion_loss(logits, 0).backward()
+    assert (logits.grad > 0).all()  # every crop of a negative slide goes down
+    logits.grad = None
+    mil_lesion_loss(logits, 1).backward()
+    assert logits.grad[0] < 0 and logits.grad[1] == 0 and logits.grad[2] == 0
+    assert mil_lesion_loss(torch.tensor([9.0, -9.0]), 1) < mil_lesion_loss(
+        torch.tensor([-9.0, -9.0]), 1
+    )

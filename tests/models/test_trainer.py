@@ -108,3 +108,41 @@ def test_nan_probabilities_raise_instead_of_labelling_the_slide(grid):
     with pytest.raises(NonFiniteError, match=r"class probabilities of slide s1 hold 2 NaN.*"
                        r"region features hold NaN/inf"):  # fmt: skip
         predict_samples(model, samples)
+
+
+@pytest.mark.parametrize("lesion_mil", [True, False])
+def test_lesion_answer_learns_from_slide_labels_only_with_mil(grid, lesion_mil):
+    from workbench.models import TextureEncoder
+
+    encoder = TextureEncoder(input_size=32)
+    dim = int(encoder.embed_dim)
+    g = torch.Generator().manual_seed(0)
+    samples = _samples(grid, 8)
+    for s in samples:
+        s.crop_masks = None  # slide labels only
+        s.node_labels = None
+        s.crop_embeddings = torch.randn(4, dim, generator=g)
+        if s.label:  # the first two crops of a positive slide show the lesion
+            s.crop_embeddings[:2, :4] += 3.0
+    torch.manual_seed(0)
+    model = SelfCalibratedModel(in_features=6, hidden=8, embed_dim=8, top_k=2,
+                                encoder=encoder.spec(), lesion_mil=lesion_mil)  # fmt: skip
+    before = model.detail.lesion_head.weight.detach().clone()
+    Trainer(model, epochs=12, lr=1e-2, progress=False).fit(samples)
+    after = model.detail.lesion_head.weight.detach()
+    if not lesion_mil:  # the original behaviour: nothing trains the lesion answer
+        assert torch.equal(before, after)
+        return
+    with torch.no_grad():
+        pos = model.detail.from_embeddings(samples[1].crop_embeddings[:2])["lesion_prob"]
+        rest = torch.cat([samples[1].crop_embeddings[2:], samples[0].crop_embeddings])
+        neg = model.detail.from_embeddings(rest)["lesion_prob"]
+    assert pos.max() > 0.5 > neg.max() and pos.mean() > neg.mean() + 0.2
+
+
+def test_model_records_its_focus_rules():
+    model = SelfCalibratedModel(in_features=6, focus_target="class", lesion_mil=False)
+    assert model.config["focus_target"] == "class" and model.config["lesion_mil"] is False
+    assert SelfCalibratedModel(in_features=6).config["focus_target"] == "detail"
+    with pytest.raises(AssertionError, match="focus_target"):
+        SelfCalibratedModel(in_features=6, focus_target="attention")

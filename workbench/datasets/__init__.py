@@ -57,7 +57,9 @@ Real biopsy images (EBHI-Seg)
 -----------------------------
 :func:`ebhi_images` indexes the shared EBHI-Seg colorectal biopsy images and their
 gland/tumour masks, with one fixed case-level split (:func:`ebhi_case_split`) that every
-trainer and benchmark uses; see :mod:`workbench.datasets._ebhi`.
+trainer and benchmark uses; see :mod:`workbench.datasets._ebhi`. :func:`make_ebhi_cohort`
+turns them into a slide-level cohort (one pyramidal slide per case, label adenocarcinoma or
+not, tumour annotations as QuPath GeoJSON); see :mod:`workbench.datasets._ebhi_cohort`.
 
 Survival model
 --------------
@@ -94,6 +96,14 @@ from workbench.datasets._ebhi import (
     ebhi_case_split,
     ebhi_images,
 )
+from workbench.datasets._ebhi_cohort import (
+    EBHI_CLINICAL_COLUMNS,
+    EBHI_MPP,
+    EBHI_TRUTH_COLUMNS,
+    EbhiCohort,
+    load_ebhi_cohort,
+    make_ebhi_cohort,
+)
 from workbench.datasets._montage import montage, thumbnail
 from workbench.datasets._mosaic import (
     MOSAIC_CLINICAL_COLUMNS,
@@ -113,12 +123,16 @@ from workbench.datasets._survival import (
 __all__ = [
     "CLINICAL_COLUMNS",
     "EBHI_CLASSES",
+    "EBHI_CLINICAL_COLUMNS",
+    "EBHI_MPP",
+    "EBHI_TRUTH_COLUMNS",
     "EBHI_SPLITS",
     "MOSAIC_CLINICAL_COLUMNS",
     "MOSAIC_TRUTH_COLUMNS",
     "MPP",
     "SIZES",
     "TRUTH_COLUMNS",
+    "EbhiCohort",
     "EbhiImage",
     "HazardModel",
     "MosaicDataError",
@@ -129,7 +143,9 @@ __all__ = [
     "ebhi_images",
     "infiltration_z",
     "load_cohort",
+    "load_ebhi_cohort",
     "make_cohort",
+    "make_ebhi_cohort",
     "make_mosaic_cohort",
     "make_slide",
     "montage",

@@ -17,7 +17,7 @@ from workbench.models._encoder import (
     export_encoder,
     load_encoder,
 )
-from workbench.models._focus import FocusPredictor, attribution_target
+from workbench.models._focus import FOCUS_TARGETS, FocusPredictor, attribution_target, focus_target
 from workbench.models._global import GlobalBranch
 from workbench.models._global_only import GlobalOnly
 from workbench.models._graph import graph_nms, normalized_adjacency
@@ -38,6 +38,7 @@ from workbench.models._losses import (
     detail_mask_loss,
     dice_loss,
     focus_loss,
+    mil_lesion_loss,
     node_loss,
     slide_loss,
 )
@@ -49,6 +50,7 @@ from workbench.models._vit_weights import hf_vit_config, load_vit_weights, read_
 
 __all__ = [
     "BUILTIN_ENCODERS",
+    "FOCUS_TARGETS",
     "ChannelScaleBias",
     "ClickGuidedGate",
     "ClickSegmenter",
@@ -81,12 +83,14 @@ __all__ = [
     "encoder_registry_path",
     "export_encoder",
     "focus_loss",
+    "focus_target",
     "graph_nms",
     "hf_vit_config",
     "load_checkpoint",
     "load_encoder",
     "load_local_encoder",
     "load_vit_weights",
+    "mil_lesion_loss",
     "node_loss",
     "normalized_adjacency",
     "predict_samples",

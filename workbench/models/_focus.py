@@ -7,7 +7,10 @@ from torch import nn
 
 from workbench.models._graph import graph_nms
 
-__all__ = ["FocusPredictor", "attribution_target"]
+__all__ = ["FOCUS_TARGETS", "FocusPredictor", "attribution_target", "focus_target"]
+
+#: What the focus predictor learns to match (see :func:`focus_target`).
+FOCUS_TARGETS = ("lesion", "class", "detail")
 
 
 def attribution_target(
@@ -35,6 +38,49 @@ def attribution_target(
     (grad,) = torch.autograd.grad(class_score, tokens, retain_graph=True)
     relevance = torch.relu((grad * tokens).sum(dim=-1)).detach()
     return relevance / (relevance.max() + eps)
+
+
+def focus_target(
+    logits: torch.Tensor, tokens: torch.Tensor, label: int, *, kind: str = "lesion"
+) -> torch.Tensor | None:
+    """The attribution the focus predictor is trained to match on one slide, ``(N,)`` in [0, 1].
+
+    Parameters
+    ----------
+    logits
+        ``(C,)`` slide logits computed from ``tokens``.
+    tokens
+        ``(N, D)`` node tokens that require grad.
+    label
+        The slide's class index.
+    kind
+        ``"lesion"`` (default): class 0 is the reference class (no lesion: "benign",
+        "negative", the lowest grade); on a slide of another class the target is the
+        attribution (:func:`attribution_target`) of that class's logit margin over class 0,
+        and on a class-0 slide it is zero everywhere (no region of it holds what makes a
+        slide positive). ``"class"`` (the original rule): the attribution of the
+        log-probability of the slide's own class on every slide, so on negative slides the
+        focus learns the evidence *for* "negative" (normal tissue), which the same predictor
+        then also scores high on positive slides; it also vanishes where the softmax
+        saturates. ``"detail"``: no attribution at all (returns ``None``): the trainer
+        teaches the focus the detail branch's lesion answer on the magnified crops it saw
+        (and the region labels, where they exist).
+
+    Returns
+    -------
+    torch.Tensor or None
+        ``(N,)`` detached target (``None`` for ``"detail"``).
+    """
+    if kind not in FOCUS_TARGETS:
+        raise ValueError(f"focus target must be one of {FOCUS_TARGETS}, got {kind!r}")
+    label = int(label)
+    if kind == "detail":
+        return None
+    if kind == "class":
+        return attribution_target(torch.log_softmax(logits, dim=-1)[label], tokens)
+    if label == 0:
+        return tokens.new_zeros(tokens.shape[0]).detach()
+    return attribution_target(logits[label] - logits[0], tokens)
 
 
 class FocusPredictor(nn.Module):

@@ -16,6 +16,7 @@ __all__ = [
     "detail_mask_loss",
     "dice_loss",
     "focus_loss",
+    "mil_lesion_loss",
     "node_loss",
     "slide_loss",
 ]
@@ -79,6 +80,21 @@ def detail_mask_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Pixel binary cross-entropy plus soft Dice of lesion logits against a 0/1 mask."""
     mask = mask.to(logits.dtype)
     return F.binary_cross_entropy_with_logits(logits, mask) + dice_loss(logits, mask)
+
+
+def mil_lesion_loss(crop_logits: torch.Tensor, label: int) -> torch.Tensor:
+    """Multiple-instance loss of per-crop lesion logits ``(K,)`` from the slide label alone.
+
+    A slide of class 0 (the reference, no lesion) has no lesion crop: every crop's logit is
+    pushed toward "not lesion". A slide of another class has at least one: its highest crop
+    logit is pushed toward "lesion" (max pooling). This is what trains the detail branch's
+    lesion answer, the target of back-calibration, where no masks exist.
+    """
+    crop_logits = crop_logits.reshape(-1)
+    if int(label) == 0:
+        return F.binary_cross_entropy_with_logits(crop_logits, torch.zeros_like(crop_logits))
+    top = crop_logits.max().reshape(1)
+    return F.binary_cross_entropy_with_logits(top, torch.ones_like(top))
 
 
 def consistency_loss(

@@ -9,7 +9,7 @@ from torch import nn
 
 from workbench.models._detail import DetailBranch
 from workbench.models._encoder import EncoderDetail, TileEncoder
-from workbench.models._focus import FocusPredictor
+from workbench.models._focus import FOCUS_TARGETS, FocusPredictor
 from workbench.models._global import GLOBAL_BRANCH_OPTIONS, GlobalBranch
 
 __all__ = ["SelfCalibratedModel"]
@@ -59,6 +59,23 @@ class SelfCalibratedModel(nn.Module):
         Names of the slide classes, for reports.
     label
         The clinical column the classes come from (for reports).
+    focus_target
+        What the focus predictor learns (:func:`~workbench.models.focus_target`):
+        ``"detail"`` (default: no attribution; the focus learns the detail branch's lesion
+        answer on the magnified crops, which without masks is trained from the slide labels
+        by multiple-instance pooling), ``"lesion"`` (the attribution of the evidence for a
+        class other than class 0, zero on class-0 slides, plus back-calibration) or
+        ``"class"`` (the original rule: the attribution of the evidence for each slide's own
+        class). Except with ``"class"``, region labels (from annotations) are the focus
+        target wherever they exist. On the real EBHI biopsy cohort the slide classifier's own
+        evidence sits *off* the tumour (the stroma around it tells adenocarcinoma from
+        dysplasia), so attribution targets pull the focus away from the lesion; see
+        ``benchmarks/ebhi_cohort.py``.
+    lesion_mil
+        Train the detail branch's lesion answer from slide labels by multiple-instance
+        pooling (:func:`~workbench.models.mil_lesion_loss`) on slides without masks, so that
+        back-calibration pulls the focus toward something learnt. ``False`` leaves it
+        untrained there (the original behaviour).
     """
 
     def __init__(
@@ -80,8 +97,11 @@ class SelfCalibratedModel(nn.Module):
         preprocessing: dict | None = None,
         class_names: list[str] | None = None,
         label: str | None = None,
+        focus_target: str = "detail",
+        lesion_mil: bool = True,
     ) -> None:
         super().__init__()
+        assert focus_target in FOCUS_TARGETS, f"focus_target must be one of {FOCUS_TARGETS}"
         if class_names is not None:
             assert len(class_names) == n_classes, "class_names must have n_classes entries"
         self.config = {
@@ -101,6 +121,8 @@ class SelfCalibratedModel(nn.Module):
             "preprocessing": copy.deepcopy(preprocessing or {}),
             "class_names": list(class_names) if class_names else None,
             "label": label,
+            "focus_target": focus_target,
+            "lesion_mil": bool(lesion_mil),
         }
         self.global_branch = GlobalBranch(**{k: self.config[k] for k in GLOBAL_BRANCH_OPTIONS})
         self.focus = FocusPredictor(

@@ -15,7 +15,7 @@ from workbench._errors import NonFiniteError
 from workbench.models._abmil import TileABMIL
 from workbench.models._augment import stain_jitter
 from workbench.models._finite import nonfinite_cause, nonfinite_names, require_finite
-from workbench.models._focus import attribution_target
+from workbench.models._focus import focus_target
 from workbench.models._global_only import GlobalOnly
 from workbench.models._losses import (
     back_calibration_loss,
@@ -24,6 +24,7 @@ from workbench.models._losses import (
     curriculum_weights,
     detail_mask_loss,
     focus_loss,
+    mil_lesion_loss,
     node_loss,
     slide_loss,
 )
@@ -335,11 +336,18 @@ class Trainer:
         out = model.forward_global(x, ei)
         logits = out["logits"]
         parts = {"slide": self._slide_loss(logits, s.label)}
-        log_prob = torch.log_softmax(logits, dim=-1)[s.label]
-        attribution = attribution_target(log_prob, out["tokens"])
-        parts["focus"] = focus_loss(out["focus_logits"], attribution)
-        if s.node_labels is not None:
-            parts["node"] = node_loss(out["node_logits"], s.node_labels.to(dev))
+        kind = model.config.get("focus_target", "class")
+        labels = s.node_labels.to(dev) if s.node_labels is not None else None
+        known = labels >= 0 if labels is not None and kind != "class" else None
+        if kind != "detail":
+            target = focus_target(logits, out["tokens"], s.label, kind=kind)
+            if known is not None:  # region labels, where they exist, are the target
+                target = torch.where(known, labels.to(target.dtype), target)
+            parts["focus"] = focus_loss(out["focus_logits"], target)
+        elif known is not None and bool(known.any()):
+            parts["focus"] = binary_kl(out["focus_logits"][known], labels[known].float())
+        if labels is not None:
+            parts["node"] = node_loss(out["node_logits"], labels)
         final_logits = logits
         have_crops = (
             s.crop_nodes is not None
@@ -359,6 +367,12 @@ class Trainer:
                 else:  # one lesion logit per crop: its target is the crop's lesion share
                     pooled = det["logits"].flatten(1).mean(1)
                     parts["detail"] = binary_kl(pooled, masks.flatten(1).mean(1))
+            elif model.config.get("lesion_mil", False):  # no masks: the slide label, by MIL
+                prob = det["lesion_prob"].clamp(1e-6, 1 - 1e-6)
+                parts["detail"] = mil_lesion_loss(torch.logit(prob), s.label)
+            if kind == "detail":  # the focus learns the magnified view's lesion answer
+                seen = binary_kl(out["focus_logits"][crop_nodes], det["lesion_prob"].detach())
+                parts["focus"] = parts["focus"] + seen if "focus" in parts else seen
             chosen = model.select_focus(out["focus_scores"], ei, candidates=crop_nodes)
             emb = det["embedding"][_first_rows(crop_nodes, chosen)]
             final_logits = logits + model.detail_classifier(emb.mean(0))
