@@ -339,8 +339,12 @@ def eval_sets(args) -> list[dict]:
     return sets
 
 
+OLD_SUFFIX = "_old_network"  # a method of an earlier network, drawn dashed for comparison
+
+
 def plot_curves(lines: list[dict], path: Path) -> None:
-    """mIoU per click per method, one panel per evaluation set."""
+    """mIoU per click per method, one panel per evaluation set (methods named
+    ``<method>_old_network`` are drawn dashed in their method's colour)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,12 +369,15 @@ def plot_curves(lines: list[dict], path: Path) -> None:
             if line["eval"] != name:
                 continue
             curve = line["miou_per_click"]
+            method = line["method"]
+            base = method.removesuffix(OLD_SUFFIX)
             ax.plot(
                 range(1, len(curve) + 1),
                 curve,
-                label=line["method"],
-                color=colours.get(line["method"]),
-                lw=1.6,
+                label=method.replace("_", " ") if base != method else method,
+                color=colours.get(base),
+                lw=1.2 if base != method else 1.6,
+                ls="--" if base != method else "-",
             )
         n_views = next(ln["n_views"] for ln in lines if ln["eval"] == name)
         ax.set_title(f"{name} (n={n_views})", fontsize=9)
