@@ -73,11 +73,12 @@ def resize_view(image: np.ndarray, mask: np.ndarray, side: int):
     return im, np.asarray(m) > 127
 
 
-def make_engine(method: str, model, *, rw_work: int):
+def make_engine(method: str, model, *, rw_work: int, threads: int = 1):
+    """The engine of a benchmark method (variants of CGAM by name), with its torch threads."""
     from workbench.interactive import RefinementEngine
 
     if method == "random_walker":
-        return RefinementEngine(method="random_walker", work_size=rw_work)
+        return RefinementEngine(method="random_walker", work_size=rw_work, threads=threads)
     variants = {
         "cgam_n8": ("cgam", {"network_clicks": 8}),  # the reference: clicks 9+ via the gate only
         # The gate as it shipped before: loss on the 5-pixel click disk only, locality weight 1.
@@ -86,7 +87,7 @@ def make_engine(method: str, model, *, rw_work: int):
         "fbrs_cached": ("fbrs", {"reencode": False}),
     }
     base, kwargs = variants.get(method, (method, {}))
-    return RefinementEngine(model, method=base, **kwargs)
+    return RefinementEngine(model, method=base, threads=threads, **kwargs)
 
 
 def largest_object_share(mask: np.ndarray) -> float:
@@ -99,13 +100,13 @@ def largest_object_share(mask: np.ndarray) -> float:
     return float(np.bincount(labels.ravel())[1:].max() / labels.astype(bool).sum())
 
 
-def run(method: str, views, *, model, max_clicks: int, rw_work: int) -> dict:
+def run(method: str, views, *, model, max_clicks: int, rw_work: int, threads: int = 1) -> dict:
     """Summary over every view, plus the same summary split by the shape of the truth: views
     whose mask is one lesion (largest component >= 90% of it) and fragmented ones (several
     pieces, as in CAMELYON's blocky masks), when a set has both."""
     from workbench.interactive import evaluate_clicks, summarize
 
-    engine = make_engine(method, model, rw_work=rw_work)
+    engine = make_engine(method, model, rw_work=rw_work, threads=threads)
     runs = [evaluate_clicks(engine, im, gt, max_clicks=max_clicks) for _, im, gt in views]
     summary = summarize(runs, max_clicks=max_clicks)
     summary["mdice_per_click"] = mean_dice_per_click(runs)
@@ -137,26 +138,37 @@ def at_clicks(curve: list[float]) -> list[float]:
     return [curve[k - 1] for k in CURVE_AT if k <= len(curve)]
 
 
-def sequential(
-    method: str, views, *, model, max_clicks: int, rw_work: int, adapt: bool
-) -> tuple[dict, list[dict]]:
-    """The sequential protocol: ``views`` in the given order with one engine; after each view
-    the engine adapts on its true mask (``adapt=True``) or not. Returns the summary of the
-    second half of the views and every view's run."""
-    from workbench.interactive import evaluate_clicks, summarize
+def sequential(method: str, views, *, model, max_clicks: int, rw_work: int) -> dict:
+    """The sequential protocol (:func:`~workbench.interactive.evaluate_sequential`): ``views``
+    in the given order, one engine adapting on each view's true mask after it, and the same
+    views with the packaged network. Returns ``{"adapted": summary, "baseline": summary}`` of
+    the second half of the views, plus what the adaptations took (``adapt``)."""
+    from workbench.interactive import evaluate_sequential
 
-    engine = make_engine(method, model, rw_work=rw_work)
-    if adapt and not hasattr(engine, "adapt"):
-        raise SystemExit("this RefinementEngine has no adapt(): the sequential protocol needs it")
-    runs = []
-    for _, image, gt in views:
-        runs.append(evaluate_clicks(engine, image, gt, max_clicks=max_clicks))
-        if adapt:
-            engine.adapt(image, gt)
-    half = runs[len(runs) // 2 :]
-    summary = summarize(half, max_clicks=max_clicks)
-    summary["mdice_per_click"] = mean_dice_per_click(half)
-    return summary, runs
+    def factory():
+        engine = make_engine(method, model, rw_work=rw_work)
+        if not hasattr(engine, "adapt"):
+            raise SystemExit(f"{method} has no adapt(): the sequential protocol needs it")
+        return engine
+
+    result = evaluate_sequential(factory, views, max_clicks=max_clicks, baseline=True)
+    half = len(views) // 2
+    out = {}
+    for key in ("adapted", "baseline"):
+        summary = dict(result["second_half"][key])
+        summary["mdice_per_click"] = mean_dice_per_click(result[key][half:])
+        out[key] = summary
+    reports = [r for r in result["adapt"] if isinstance(r, dict)]
+    out["adapt"] = {
+        "calls": len(result["adapt"]),
+        "mean_steps": round(float(np.mean([r.get("steps", 0) for r in reports])), 1)
+        if reports
+        else None,
+        "mean_seconds": round(float(np.mean([r.get("seconds", 0.0) for r in reports])), 3)
+        if reports
+        else None,
+    }
+    return out
 
 
 def fold_weights(folds: Path, dataset: str) -> Path:
@@ -488,13 +500,14 @@ def main() -> None:
         if spec.get("protocol") == "sequential":
             torch.set_num_threads(args.threads)
             for method in args.sequential_methods.split(","):
+                start = time.perf_counter()
+                out = sequential(method, views, **kw)
                 for adapt in (False, True):
-                    start = time.perf_counter()
-                    summary, _ = sequential(method, views, adapt=adapt, **kw)
-                    emit(
-                        spec, method, summary, views, weights, args.threads, start,
-                        adapt=adapt, n_sequence=len(views), scored="second half",
-                    )  # fmt: skip
+                    summary = out["adapted" if adapt else "baseline"]
+                    extra = {"adapt": adapt, "n_sequence": len(views), "scored": "second half"}
+                    if adapt:
+                        extra["adaptation"] = out["adapt"]
+                    emit(spec, method, summary, views, weights, args.threads, start, **extra)
             continue
         thread_counts = [args.threads]
         if spec["eval"] == "latency1024":
@@ -505,7 +518,7 @@ def main() -> None:
                 if spec["eval"] == "latency1024" and method == "random_walker":
                     continue
                 start = time.perf_counter()
-                summary = run(method, views, **kw)
+                summary = run(method, views, threads=threads, **kw)
                 emit(spec, method, summary, views, weights, threads, start)
     if args.plot and lines:
         plot_curves([ln for ln in lines if ln["role"] == "test"], Path(args.plot))

@@ -106,8 +106,8 @@ def test_ebhi_sets_test_unseen_cases_and_the_held_out_class(bench, tmp_path):
 
 
 class _CountingEngine:
-    """A stand-in engine: predicts the previous prediction plus a square around each positive
-    click, and records what it was taught."""
+    """A stand-in engine: a square around each positive click (bigger once taught), and a
+    record of what it was taught."""
 
     def __init__(self):
         self.taught: list[int] = []
@@ -127,9 +127,19 @@ class _CountingEngine:
             self.pred[max(int(y) - 2, 0) : int(y) + 2, max(int(x) - 2, 0) : int(x) + 2] = False
         return self.pred.copy()
 
-    def adapt(self, image, mask):
+    def adapt(self, image, mask, **kwargs):
         self.taught.append(int(mask.sum()))
         self.boost = 1
+        return {"steps": 3, "seconds": 0.01}
+
+    def reset_adaptation(self):
+        self.boost = 0
+
+    def adaptation_state(self):
+        return {"boost": self.boost}
+
+    def load_adaptation(self, state):
+        self.boost = 0 if state is None else state["boost"]
 
 
 def test_sequential_protocol_adapts_after_each_view_and_scores_the_second_half(bench, monkeypatch):
@@ -137,7 +147,7 @@ def test_sequential_protocol_adapts_after_each_view_and_scores_the_second_half(b
 
     engines = []
 
-    def fake_engine(method, model, *, rw_work):
+    def fake_engine(method, model, *, rw_work, threads=1):
         engines.append(_CountingEngine())
         return engines[-1]
 
@@ -148,15 +158,17 @@ def test_sequential_protocol_adapts_after_each_view_and_scores_the_second_half(b
         gt = np.zeros((32, 32), bool)
         gt[4 : 22 + k, 4:28] = True
         views.append((f"v{k}", image, gt))
-    plain, runs = bench.sequential("cgam", views, model=None, max_clicks=8, rw_work=32, adapt=False)
-    assert engines[-1].taught == [] and len(runs) == 5
-    assert plain["n_views"] == 3  # views 3, 4 and 5 of 5
-    taught, runs = bench.sequential("cgam", views, model=None, max_clicks=8, rw_work=32, adapt=True)
-    assert engines[-1].taught == [int(gt.sum()) for _, _, gt in views]  # every view, in order
-    assert taught["n_views"] == 3 and len(taught["mdice_per_click"]) == 8
+    out = bench.sequential("cgam", views, model=None, max_clicks=8, rw_work=32)
+    taught = [e.taught for e in engines]
+    assert [int(gt.sum()) for _, _, gt in views] in taught  # every view, in order
+    assert [] in taught  # the baseline engine is never taught
+    plain, adapted = out["baseline"], out["adapted"]
+    assert plain["n_views"] == adapted["n_views"] == 3  # views 3, 4 and 5 of 5
+    assert len(adapted["mdice_per_click"]) == 8
+    assert out["adapt"] == {"calls": 5, "mean_steps": 3.0, "mean_seconds": 0.01}
     # the second half is scored after teaching: the taught engine's bigger steps show there
-    assert taught["miou_per_click"][0] > plain["miou_per_click"][0] + 0.3
-    assert taught["miou_per_click"][2] > plain["miou_per_click"][2]
+    assert adapted["miou_per_click"][0] > plain["miou_per_click"][0] + 0.3
+    assert adapted["miou_per_click"][2] > plain["miou_per_click"][2]
 
 
 def test_sequential_protocol_needs_an_engine_that_adapts(bench, monkeypatch):
@@ -165,4 +177,12 @@ def test_sequential_protocol_needs_an_engine_that_adapts(bench, monkeypatch):
     monkeypatch.setattr(bench, "make_engine", lambda *a, **k: object())
     view = ("v", np.zeros((8, 8, 3), np.uint8), np.ones((8, 8), bool))
     with pytest.raises(SystemExit, match="no adapt"):
-        bench.sequential("cgam", [view], model=None, max_clicks=2, rw_work=8, adapt=True)
+        bench.sequential("random_walker", [view], model=None, max_clicks=2, rw_work=8)
+
+
+def test_benchmark_engines_run_with_the_thread_count_they_are_given(bench):
+    from workbench.models import ClickSegmenter
+
+    model = ClickSegmenter(extra_channels=3, widths=(8, 16, 16), feature_channels=8)
+    assert bench.make_engine("cgam", model, rw_work=64, threads=2).threads == 2
+    assert bench.make_engine("random_walker", None, rw_work=64).threads == 1
