@@ -1,4 +1,4 @@
-"""Interactive refinement benchmark: NoC@80/85/90, failures, mIoU per click, seconds per click.
+"""Interactive refinement benchmark: NoC@80/85/90, failures, mIoU/mDice per click, s per click.
 
 Every method (CGAM and its baselines f-BRS, no refinement, random walker) with the standard
 click simulator (next click at the deepest error, up to 20 clicks or IoU 0.90) on:
@@ -19,16 +19,31 @@ click simulator (next click at the deepest error, up to 20 clicks or IoU 0.90) o
     the ``pretrain`` network, which never saw a real pair;
 ``synthetic:procedural`` / ``synthetic:cohort``
     procedural views (seeds 50,000+) and lesion views of an unseen synthetic cohort (seed 2024);
+``indomain:ebhi`` / ``loco:ebhi_serrated``
+    many-object biopsy views (EBHI-Seg, every gland of a mask one target, the whole 224 px
+    image resized to 448 px): the packaged network on the ``test`` cases (unseen cases of
+    seen classes), and on the serrated adenomas, a class whose every case was held out of
+    training and tuning (leave-one-class-out). Views are drawn round-robin over cases, at
+    most ``--ebhi-views`` per set;
+``sequential:<set>``
+    the views of an EBHI-Seg set in a fixed order (by class and file name); after each view
+    the engine adapts on its true mask (:meth:`RefinementEngine.adapt`), as when a user
+    confirms an outline; NoC and mIoU@5 on the second half, with and without adaptation;
 ``latency1024``
-    seconds per click on 1024 x 1024 views (real test images resized), torch threads as given.
+    seconds per click on 1024 x 1024 views (real test images resized), at each torch thread
+    count of ``--latency-threads``.
 
 Where a set mixes one-lesion masks with fragmented ones (largest piece < 90% of the mask),
 each line also carries ``one_object`` and ``fragmented`` summaries of the two kinds of view.
+
+Every line carries NoC@80/85/90, failures at 20 clicks (NoF ``failures85`` / ``failures90``),
+mIoU and mDice after 1, 3, 5, 10 and 20 clicks and the median / p95 seconds per click.
 
 Prints one JSON line per (evaluation set, method), appends them to ``--jsonl`` and draws the
 mIoU-per-click figure (``--plot``).
 
     .venv/bin/python benchmarks/interactive.py [--quick] [--evals lodo,indomain,synthetic,latency]
+    .venv/bin/python benchmarks/interactive.py --evals ebhi,sequential --datasets ebhi
 """
 
 from __future__ import annotations
@@ -43,6 +58,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 NETWORK_METHODS = ("cgam", "fbrs", "none")
+CURVE_AT = (1, 3, 5, 10, 20)  # clicks at which mIoU and mDice are reported
 
 
 def _default_root() -> str:
@@ -57,11 +73,12 @@ def resize_view(image: np.ndarray, mask: np.ndarray, side: int):
     return im, np.asarray(m) > 127
 
 
-def make_engine(method: str, model, *, rw_work: int):
+def make_engine(method: str, model, *, rw_work: int, threads: int = 1):
+    """The engine of a benchmark method (variants of CGAM by name), with its torch threads."""
     from workbench.interactive import RefinementEngine
 
     if method == "random_walker":
-        return RefinementEngine(method="random_walker", work_size=rw_work)
+        return RefinementEngine(method="random_walker", work_size=rw_work, threads=threads)
     variants = {
         "cgam_n8": ("cgam", {"network_clicks": 8}),  # the reference: clicks 9+ via the gate only
         # The gate as it shipped before: loss on the 5-pixel click disk only, locality weight 1.
@@ -70,7 +87,7 @@ def make_engine(method: str, model, *, rw_work: int):
         "fbrs_cached": ("fbrs", {"reencode": False}),
     }
     base, kwargs = variants.get(method, (method, {}))
-    return RefinementEngine(model, method=base, **kwargs)
+    return RefinementEngine(model, method=base, threads=threads, **kwargs)
 
 
 def largest_object_share(mask: np.ndarray) -> float:
@@ -83,15 +100,16 @@ def largest_object_share(mask: np.ndarray) -> float:
     return float(np.bincount(labels.ravel())[1:].max() / labels.astype(bool).sum())
 
 
-def run(method: str, views, *, model, max_clicks: int, rw_work: int) -> dict:
+def run(method: str, views, *, model, max_clicks: int, rw_work: int, threads: int = 1) -> dict:
     """Summary over every view, plus the same summary split by the shape of the truth: views
     whose mask is one lesion (largest component >= 90% of it) and fragmented ones (several
     pieces, as in CAMELYON's blocky masks), when a set has both."""
     from workbench.interactive import evaluate_clicks, summarize
 
-    engine = make_engine(method, model, rw_work=rw_work)
+    engine = make_engine(method, model, rw_work=rw_work, threads=threads)
     runs = [evaluate_clicks(engine, im, gt, max_clicks=max_clicks) for _, im, gt in views]
     summary = summarize(runs, max_clicks=max_clicks)
+    summary["mdice_per_click"] = mean_dice_per_click(runs)
     one = [largest_object_share(gt) >= 0.9 for _, _, gt in views]
     if any(one) and not all(one):
         for key, keep in (("one_object", True), ("fragmented", False)):
@@ -105,6 +123,52 @@ def run(method: str, views, *, model, max_clicks: int, rw_work: int) -> dict:
                 "miou@1,3,5,10,20": [curve[i] for i in (0, 2, 4, 9, 19) if i < len(curve)],
             }
     return summary
+
+
+def mean_dice_per_click(runs: list[dict]) -> list[float]:
+    """Mean Dice after each click over the views (Dice = 2 IoU / (1 + IoU) per view)."""
+    if not runs:
+        return []
+    ious = np.asarray([r["ious"] for r in runs], dtype=float)
+    return [round(float(v), 4) for v in (2 * ious / (1 + ious)).mean(axis=0)]
+
+
+def at_clicks(curve: list[float]) -> list[float]:
+    """The values of a per-click curve after 1, 3, 5, 10 and 20 clicks (those it has)."""
+    return [curve[k - 1] for k in CURVE_AT if k <= len(curve)]
+
+
+def sequential(method: str, views, *, model, max_clicks: int, rw_work: int) -> dict:
+    """The sequential protocol (:func:`~workbench.interactive.evaluate_sequential`): ``views``
+    in the given order, one engine adapting on each view's true mask after it, and the same
+    views with the packaged network. Returns ``{"adapted": summary, "baseline": summary}`` of
+    the second half of the views, plus what the adaptations took (``adapt``)."""
+    from workbench.interactive import evaluate_sequential
+
+    def factory():
+        engine = make_engine(method, model, rw_work=rw_work)
+        if not hasattr(engine, "adapt"):
+            raise SystemExit(f"{method} has no adapt(): the sequential protocol needs it")
+        return engine
+
+    result = evaluate_sequential(factory, views, max_clicks=max_clicks, baseline=True)
+    half = len(views) // 2
+    out = {}
+    for key in ("adapted", "baseline"):
+        summary = dict(result["second_half"][key])
+        summary["mdice_per_click"] = mean_dice_per_click(result[key][half:])
+        out[key] = summary
+    reports = [r for r in result["adapt"] if isinstance(r, dict)]
+    out["adapt"] = {
+        "calls": len(result["adapt"]),
+        "mean_steps": round(float(np.mean([r.get("steps", 0) for r in reports])), 1)
+        if reports
+        else None,
+        "mean_seconds": round(float(np.mean([r.get("seconds", 0.0) for r in reports])), 3)
+        if reports
+        else None,
+    }
+    return out
 
 
 def fold_weights(folds: Path, dataset: str) -> Path:
@@ -122,6 +186,7 @@ def fold_weights(folds: Path, dataset: str) -> Path:
 def eval_sets(args) -> list[dict]:
     """What to evaluate: name, role, weights (None = packaged) and a loader of views."""
     from workbench.interactive._data import (
+        GLAND_DATASETS,
         NUCLEUS_DATASETS,
         REAL_DATASETS,
         benchmark_views,
@@ -134,6 +199,7 @@ def eval_sets(args) -> list[dict]:
     have_real = (root / "masks").is_dir()
     n_obj = 6 if args.quick else args.nucleus_views
     n_region = 3 if args.quick else 1000
+    n_ebhi = 4 if args.quick else args.ebhi_views
     folds = Path(args.folds)
     sets: list[dict] = []
     wanted = args.evals.split(",")
@@ -142,6 +208,7 @@ def eval_sets(args) -> list[dict]:
     def real(dataset, split, seed):
         def load():
             n = n_obj if dataset in NUCLEUS_DATASETS else n_region
+            n = n_ebhi if dataset in GLAND_DATASETS else n
             return benchmark_views(root, dataset, split=split, max_views=n, seed=seed)
 
         return load
@@ -167,9 +234,49 @@ def eval_sets(args) -> list[dict]:
                     "eval": f"indomain:{dataset}",
                     "role": "test",
                     "weights": None,
-                    "source": f"test split of {dataset} (every third source group)",
+                    "source": (
+                        f"test split of {dataset} (every third source group)"
+                        if dataset not in GLAND_DATASETS
+                        else f"{dataset} test cases (unseen cases of seen classes), whole 224 px "
+                        "images at 448 px, every gland of a mask one target"
+                    ),
                     "views": real(dataset, "test", 12),
                     "needs_real": True,
+                }
+            )
+
+    def ebhi(dataset, split, seed):
+        return lambda: benchmark_views(root, dataset, split=split, max_views=n_ebhi, seed=seed)
+
+    if "loco" in wanted:
+        sets.append(
+            {
+                "eval": "loco:ebhi_serrated",
+                "role": "test",
+                "weights": None,
+                "source": "EBHI-Seg serrated adenomas: a class whose every case was held out of "
+                "training and tuning (leave-one-class-out), 448 px views",
+                "views": ebhi("ebhi_serrated", "test", 15),
+                "needs_real": True,
+            }
+        )
+    if "sequential" in wanted:
+        for dataset, split in (("ebhi_serrated", "test"), ("ebhi", "test")):
+
+            def ordered(dataset=dataset, split=split):
+                views = benchmark_views(root, dataset, split=split, max_views=n_ebhi, seed=16)
+                return sorted(views, key=lambda v: v[0])  # fixed order: class, then file
+
+            sets.append(
+                {
+                    "eval": f"sequential:{dataset}",
+                    "role": "test",
+                    "weights": None,
+                    "source": f"{dataset} views in a fixed order (class, file); the engine "
+                    "adapts on each view's true mask after it; figures on the second half",
+                    "views": ordered,
+                    "needs_real": True,
+                    "protocol": "sequential",
                 }
             )
     if "val" in wanted:
@@ -244,8 +351,12 @@ def eval_sets(args) -> list[dict]:
     return sets
 
 
+OLD_SUFFIX = "_old_network"  # a method of an earlier network, drawn dashed for comparison
+
+
 def plot_curves(lines: list[dict], path: Path) -> None:
-    """mIoU per click per method, one panel per evaluation set."""
+    """mIoU per click per method, one panel per evaluation set (methods named
+    ``<method>_old_network`` are drawn dashed in their method's colour)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -270,12 +381,15 @@ def plot_curves(lines: list[dict], path: Path) -> None:
             if line["eval"] != name:
                 continue
             curve = line["miou_per_click"]
+            method = line["method"]
+            base = method.removesuffix(OLD_SUFFIX)
             ax.plot(
                 range(1, len(curve) + 1),
                 curve,
-                label=line["method"],
-                color=colours.get(line["method"]),
-                lw=1.6,
+                label=method.replace("_", " ") if base != method else method,
+                color=colours.get(base),
+                lw=1.2 if base != method else 1.6,
+                ls="--" if base != method else "-",
             )
         n_views = next(ln["n_views"] for ln in lines if ln["eval"] == name)
         ax.set_title(f"{name} (n={n_views})", fontsize=9)
@@ -300,17 +414,26 @@ def main() -> None:
     parser.add_argument("--real-root", default=_default_root())
     parser.add_argument("--folds", default=str(ROOT / "data" / "generated" / "interactive"))
     parser.add_argument("--methods", default="cgam,cgam_fixed_disk,cgam_n8,fbrs,none,random_walker")
-    parser.add_argument("--evals", default="lodo,indomain,synthetic,latency")
-    parser.add_argument("--datasets", default="ocdc,camelyon,monusac,monuseg,tnbc")
+    parser.add_argument("--evals", default="lodo,indomain,loco,sequential,synthetic,latency")
+    parser.add_argument("--datasets", default="ocdc,camelyon,monusac,monuseg,tnbc,ebhi")
     parser.add_argument(
         "--cohort-root", default=str(ROOT / "data" / "generated" / "bench_interactive")
     )
     parser.add_argument("--n-synthetic", type=int, default=8)
     parser.add_argument("--nucleus-views", type=int, default=30)
+    parser.add_argument("--ebhi-views", type=int, default=40, help="views per EBHI-Seg set")
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--rw-work-size", type=int, default=160)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--latency-threads", type=int, default=2)
+    parser.add_argument(
+        "--latency-threads", default="1,2", help="torch thread counts of the latency runs"
+    )
+    parser.add_argument(
+        "--sequential-methods", default="cgam", help="methods run with the sequential protocol"
+    )
+    parser.add_argument(
+        "--weights", default=None, help="network to test instead of the packaged one"
+    )
     parser.add_argument("--quick", action="store_true", help="a few views each, for a smoke run")
     parser.add_argument("--jsonl", default=None, help="append the JSON lines to this file")
     parser.add_argument("--plot", default=None, help="write the mIoU-per-click figure here")
@@ -320,9 +443,38 @@ def main() -> None:
 
     from workbench.interactive import load_base_model
 
-    packaged = load_base_model()
+    packaged = load_base_model(args.weights) if args.weights else load_base_model()
+    packaged_name = Path(args.weights).name if args.weights else "packaged"
+    packaged_sha = _sha_of(Path(args.weights) if args.weights else None)
     methods = args.methods.split(",")
     lines: list[dict] = []
+
+    def emit(spec, method, summary, views, weights, threads, start, **extra):
+        curve = summary["miou_per_click"]
+        line = {
+            "eval": spec["eval"],
+            "role": spec["role"],
+            "source": spec["source"],
+            "method": method,
+            **extra,
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()},
+            "miou@1,3,5,10,20": at_clicks(curve),
+            "mdice@1,3,5,10,20": at_clicks(summary.get("mdice_per_click", [])),
+            "view_px": list(views[0][2].shape),
+            "weights": packaged_name if weights is None else Path(weights).name,
+            "weights_sha256": packaged_sha if weights is None else _sha_of(Path(weights)),
+            "torch_threads": threads,
+            "cpu_count": os.cpu_count(),
+            "load_avg_1min": round(os.getloadavg()[0], 2),
+            "wall_s": round(time.perf_counter() - start, 1),
+        }
+        lines.append(line)
+        print(json.dumps(line), flush=True)
+        if args.jsonl:
+            Path(args.jsonl).parent.mkdir(parents=True, exist_ok=True)
+            with open(args.jsonl, "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+
     for spec in eval_sets(args):
         if spec["needs_real"] and not Path(args.real_root, "masks").is_dir():
             print(json.dumps({"eval": spec["eval"], "skipped": "shared masks not found"}))
@@ -344,38 +496,42 @@ def main() -> None:
         if not views:
             print(json.dumps({"eval": spec["eval"], "skipped": "no views"}))
             continue
-        threads = args.latency_threads if spec["eval"] == "latency1024" else args.threads
-        torch.set_num_threads(threads)
-        for method in methods:
-            if spec["eval"] == "latency1024" and method == "random_walker":
-                continue
-            start = time.perf_counter()
-            summary = run(
-                method, views, model=model, max_clicks=args.max_clicks, rw_work=args.rw_work_size
-            )
-            curve = summary["miou_per_click"]
-            line = {
-                "eval": spec["eval"],
-                "role": spec["role"],
-                "source": spec["source"],
-                "method": method,
-                **{k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()},
-                "miou@1,3,5,10,20": [curve[i] for i in (0, 2, 4, 9, 19) if i < len(curve)],
-                "view_px": list(views[0][2].shape),
-                "weights": "packaged" if weights is None else Path(weights).name,
-                "torch_threads": threads,
-                "cpu_count": os.cpu_count(),
-                "load_avg_1min": round(os.getloadavg()[0], 2),
-                "wall_s": round(time.perf_counter() - start, 1),
-            }
-            lines.append(line)
-            print(json.dumps(line), flush=True)
-            if args.jsonl:
-                Path(args.jsonl).parent.mkdir(parents=True, exist_ok=True)
-                with open(args.jsonl, "a") as fh:
-                    fh.write(json.dumps(line) + "\n")
+        kw = {"model": model, "max_clicks": args.max_clicks, "rw_work": args.rw_work_size}
+        if spec.get("protocol") == "sequential":
+            torch.set_num_threads(args.threads)
+            for method in args.sequential_methods.split(","):
+                start = time.perf_counter()
+                out = sequential(method, views, **kw)
+                for adapt in (False, True):
+                    summary = out["adapted" if adapt else "baseline"]
+                    extra = {"adapt": adapt, "n_sequence": len(views), "scored": "second half"}
+                    if adapt:
+                        extra["adaptation"] = out["adapt"]
+                    emit(spec, method, summary, views, weights, args.threads, start, **extra)
+            continue
+        thread_counts = [args.threads]
+        if spec["eval"] == "latency1024":
+            thread_counts = [int(t) for t in str(args.latency_threads).split(",")]
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            for method in methods:
+                if spec["eval"] == "latency1024" and method == "random_walker":
+                    continue
+                start = time.perf_counter()
+                summary = run(method, views, threads=threads, **kw)
+                emit(spec, method, summary, views, weights, threads, start)
     if args.plot and lines:
         plot_curves([ln for ln in lines if ln["role"] == "test"], Path(args.plot))
+
+
+def _sha_of(path: Path | None) -> str:
+    """SHA-256 of a weights file (the packaged one when ``path`` is None), first 12 digits."""
+    import hashlib
+
+    from workbench.interactive._base import BASE_WEIGHTS
+
+    data = Path(path or BASE_WEIGHTS).read_bytes()
+    return hashlib.sha256(data).hexdigest()[:12]
 
 
 if __name__ == "__main__":

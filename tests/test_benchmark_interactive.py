@@ -78,3 +78,111 @@ def test_sets_mixing_one_lesion_and_fragmented_masks_are_also_summarised_apart(b
     assert len(out["fragmented"]["miou@1,3,5,10,20"]) == 2  # clicks 1 and 3 of 3
     # A set of one kind only carries no split.
     assert "one_object" not in bench.run("none", views[::2], model=model, max_clicks=2, rw_work=32)
+
+
+def test_mean_dice_follows_iou_per_view_and_curves_are_read_at_1_3_5_10_20(bench):
+    runs = [{"ious": [0.0, 0.5, 1.0]}, {"ious": [1.0, 1.0, 1.0]}]
+    # Dice of IoU 0.5 is 2/3: the mean over views, not the Dice of the mean IoU.
+    assert bench.mean_dice_per_click(runs) == [0.5, round((2 / 3 + 1) / 2, 4), 1.0]
+    assert bench.mean_dice_per_click([]) == []
+    curve = [round(0.05 * k, 2) for k in range(1, 21)]
+    assert bench.at_clicks(curve) == [0.05, 0.15, 0.25, 0.5, 1.0]
+    assert bench.at_clicks(curve[:4]) == [0.05, 0.15]
+
+
+def test_ebhi_sets_test_unseen_cases_and_the_held_out_class(bench, tmp_path):
+    sets = bench.eval_sets(_args(tmp_path, "indomain,loco,sequential", datasets="ebhi"))
+    by_name = {s["eval"]: s for s in sets}
+    assert set(by_name) == {
+        "indomain:ebhi",
+        "loco:ebhi_serrated",
+        "sequential:ebhi_serrated",
+        "sequential:ebhi",
+    }
+    assert all(s["role"] == "test" and s["weights"] is None for s in sets)
+    assert "held out of training" in by_name["loco:ebhi_serrated"]["source"]
+    assert by_name["sequential:ebhi"].get("protocol") == "sequential"
+    assert "protocol" not in by_name["indomain:ebhi"]
+
+
+class _CountingEngine:
+    """A stand-in engine: a square around each positive click (bigger once taught), and a
+    record of what it was taught."""
+
+    def __init__(self):
+        self.taught: list[int] = []
+        self.boost = 0
+
+    def set_view(self, image):
+        import numpy as np
+
+        self.pred = np.zeros(image.shape[:2], bool)
+        return self.pred
+
+    def add_click(self, x, y, positive=True):
+        r = 4 + 4 * self.boost  # a taught engine takes bigger steps
+        if positive:
+            self.pred[max(int(y) - r, 0) : int(y) + r, max(int(x) - r, 0) : int(x) + r] = True
+        else:
+            self.pred[max(int(y) - 2, 0) : int(y) + 2, max(int(x) - 2, 0) : int(x) + 2] = False
+        return self.pred.copy()
+
+    def adapt(self, image, mask, **kwargs):
+        self.taught.append(int(mask.sum()))
+        self.boost = 1
+        return {"steps": 3, "seconds": 0.01}
+
+    def reset_adaptation(self):
+        self.boost = 0
+
+    def adaptation_state(self):
+        return {"boost": self.boost}
+
+    def load_adaptation(self, state):
+        self.boost = 0 if state is None else state["boost"]
+
+
+def test_sequential_protocol_adapts_after_each_view_and_scores_the_second_half(bench, monkeypatch):
+    import numpy as np
+
+    engines = []
+
+    def fake_engine(method, model, *, rw_work, threads=1):
+        engines.append(_CountingEngine())
+        return engines[-1]
+
+    monkeypatch.setattr(bench, "make_engine", fake_engine)
+    image = np.zeros((32, 32, 3), np.uint8)
+    views = []
+    for k in range(5):
+        gt = np.zeros((32, 32), bool)
+        gt[4 : 22 + k, 4:28] = True
+        views.append((f"v{k}", image, gt))
+    out = bench.sequential("cgam", views, model=None, max_clicks=8, rw_work=32)
+    taught = [e.taught for e in engines]
+    assert [int(gt.sum()) for _, _, gt in views] in taught  # every view, in order
+    assert [] in taught  # the baseline engine is never taught
+    plain, adapted = out["baseline"], out["adapted"]
+    assert plain["n_views"] == adapted["n_views"] == 3  # views 3, 4 and 5 of 5
+    assert len(adapted["mdice_per_click"]) == 8
+    assert out["adapt"] == {"calls": 5, "mean_steps": 3.0, "mean_seconds": 0.01}
+    # the second half is scored after teaching: the taught engine's bigger steps show there
+    assert adapted["miou_per_click"][0] > plain["miou_per_click"][0] + 0.3
+    assert adapted["miou_per_click"][2] > plain["miou_per_click"][2]
+
+
+def test_sequential_protocol_needs_an_engine_that_adapts(bench, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setattr(bench, "make_engine", lambda *a, **k: object())
+    view = ("v", np.zeros((8, 8, 3), np.uint8), np.ones((8, 8), bool))
+    with pytest.raises(SystemExit, match="no adapt"):
+        bench.sequential("random_walker", [view], model=None, max_clicks=2, rw_work=8)
+
+
+def test_benchmark_engines_run_with_the_thread_count_they_are_given(bench):
+    from workbench.models import ClickSegmenter
+
+    model = ClickSegmenter(extra_channels=3, widths=(8, 16, 16), feature_channels=8)
+    assert bench.make_engine("cgam", model, rw_work=64, threads=2).threads == 2
+    assert bench.make_engine("random_walker", None, rw_work=64).threads == 1

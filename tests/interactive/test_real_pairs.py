@@ -6,6 +6,7 @@ import pytest
 
 from workbench.interactive import RefinementEngine, evaluate_clicks, load_base_model
 from workbench.interactive._data import (
+    EBHI_HOLDOUT,
     NUCLEUS_DATASETS,
     REAL_DATASETS,
     benchmark_views,
@@ -36,6 +37,39 @@ def test_splits_partition_the_source_groups(masks_root, dataset):
     assert train == {p.name for s in ("val", "fit") for p in parts[s]}
     if dataset in ("monusac", "monuseg"):
         assert all(p.group == p.name[:12] for p in every)  # TCGA patient barcodes
+
+
+def test_ebhi_holds_the_serrated_cases_out_and_serves_them_as_an_eval_only_set(masks_root):
+    if not (masks_root / "masks" / "ebhi_seg").is_dir():
+        pytest.skip("the shared data has no EBHI-Seg folder")
+    seen = load_mask_pairs(masks_root, "ebhi", split="all")
+    held = load_mask_pairs(masks_root, "ebhi_serrated", split="all")
+    assert seen and held
+    assert not {p.group for p in seen} & {p.group for p in held}  # no case on both sides
+    assert all(p.name.split("/")[0] in EBHI_HOLDOUT for p in held)
+    assert not any(p.name.split("/")[0] in EBHI_HOLDOUT for p in seen)
+    for split in ("train", "fit", "val"):  # never trained on, never used to choose settings
+        assert load_mask_pairs(masks_root, "ebhi_serrated", split=split) == []
+    assert len(load_mask_pairs(masks_root, "ebhi_serrated", split="test")) == len(held)
+
+
+def test_ebhi_views_are_whole_many_gland_images_from_many_cases(masks_root):
+    from scipy import ndimage as ndi
+
+    if not (masks_root / "masks" / "ebhi_seg").is_dir():
+        pytest.skip("the shared data has no EBHI-Seg folder")
+    views = benchmark_views(masks_root, "ebhi", split="test", max_views=8, seed=3)
+    again = benchmark_views(masks_root, "ebhi", split="test", max_views=8, seed=3)
+    assert [v[0] for v in views] == [v[0] for v in again]  # seeded
+    assert len(views) == 8
+    test_cases = {p.name: p.group for p in load_mask_pairs(masks_root, "ebhi", split="test")}
+    assert len({test_cases[name] for name, _, _ in views}) == 8  # round-robin over cases
+    for _, image, mask in views:
+        assert image.shape == (448, 448, 3) and mask.shape == (448, 448) and mask.any()
+    # the masks stay whole: most views hold several glands, all of them the target
+    assert sum(ndi.label(mask)[1] > 1 for _, _, mask in views) >= 4
+    small = benchmark_views(masks_root, "ebhi", split="test", max_views=2, seed=3, view_side=224)
+    assert small[0][1].shape == (224, 224, 3) and small[0][0] == views[0][0]
 
 
 def test_nucleus_views_hold_one_object(masks_root):

@@ -387,3 +387,48 @@ def test_a_full_qupath_export_opens_with_its_annotations_not_its_detections(
         slide, engine=RefinementEngine(model), geojson=path, view_size=192, overview_size=128
     )
     assert s.lesion.geom_type == "Polygon" and s.lesion.area == 200 * 140
+
+
+def test_leaving_or_saving_a_view_teaches_the_engine_and_the_state_travels(
+    slide_and_truth, model, tmp_path
+):
+    slide, truth = slide_and_truth
+    s = _session(slide, model, tmp_path)
+    assert not s.engine.adapted
+    s.go_to((300.0, 300.0))
+    assert not s.engine.adapted  # a view without clicks teaches nothing
+    _refine(s, truth, n=2)
+    s.pan("right")  # leaving an edited view adapts the engine to its outline
+    assert s.engine.adapted and s.engine.adapted_images == 1
+    _refine(s, truth, n=2)
+    path = s.save()
+    assert s.engine.adapted_images == 2
+    assert s.adaptation_path == path.with_name("lesion.adaptation.safetensors")
+    assert s.adaptation_path.is_file()
+    s.pan("left")  # the saved outline was learnt already: not learnt twice
+    assert s.engine.adapted_images == 2
+    state = s.engine.adaptation_state()
+
+    again = _session(slide, model, tmp_path)  # same output: picks the adaptation up
+    assert again.engine.adapted and again.engine.adapted_images == 2
+    for k, v in again.engine.adaptation_state()["parameters"].items():
+        assert np.array_equal(v, state["parameters"][k])
+
+
+def test_learning_can_be_turned_off_and_a_damaged_state_is_ignored(
+    slide_and_truth, model, tmp_path
+):
+    slide, truth = slide_and_truth
+    s = _session(slide, model, tmp_path, learn=False)
+    _refine(s, truth, n=2)
+    s.pan("right")
+    path = s.save()
+    assert not s.engine.adapted and not s.adaptation_path.exists()
+    s.adaptation_path.write_bytes(b"damaged")
+    with pytest.warns(UserWarning, match="adaptation not loaded"):
+        fresh = _session(slide, model, tmp_path)
+    assert not fresh.engine.adapted
+    _refine(fresh, truth, n=2)
+    assert fresh.save() == path
+    assert fresh.engine.adapted  # a save replaces the damaged file with a good one
+    assert _session(slide, model, tmp_path).engine.adapted

@@ -20,8 +20,11 @@ def test_unknown_presets_and_folds_say_what_to_choose():
 
 def test_fold_presets_hold_out_every_named_set_and_the_val_parts():
     cfg = train_base._config_for("fold:monusac+monuseg+tnbc", None)
-    assert cfg["datasets"] == ("ocdc", "camelyon") and cfg["split"] == "not_val"
-    assert train_base._config_for("indomain", None)["split"] == "train"
+    assert cfg["datasets"] == ("ocdc", "camelyon", "ebhi") and cfg["split"] == "not_val"
+    indomain = train_base._config_for("indomain", None)
+    assert indomain["split"] == "train" and "ebhi" in indomain["datasets"]
+    # EBHI-Seg's val cases choose settings: the packaged network never trains on them
+    assert indomain["splits"] == {"ebhi": "fit"} and indomain["weights"]["gland"] > 0
     assert cfg["iterations"] == train_base._DEFAULT_ITERATIONS["finetune"]
     assert train_base._config_for("pretrain", None)["datasets"] == ()
 
@@ -51,6 +54,50 @@ def test_a_seeded_run_is_repeatable_and_records_how_it_was_trained(real_data, tm
     assert fold["init"] == str(tmp_path / "a.safetensors")
     assert "ocdc" not in fold["data"]["datasets"] and "camelyon" in fold["data"]["datasets"]
     assert "ocdc" not in fold["data"]["pairs"] and fold["data"]["pairs"]["camelyon"] > 0
+
+
+@pytest.mark.realdata
+def test_gland_samples_keep_every_gland_of_a_mask_and_only_the_fit_cases(real_data):
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    from workbench.interactive._data import load_mask_pairs
+    from workbench.interactive._train_data import TrainingSampler
+
+    if not (real_data / "masks" / "ebhi_seg").is_dir():
+        pytest.skip("the shared data has no EBHI-Seg folder")
+    sampler = TrainingSampler(
+        real_root=real_data, datasets=("ebhi",), splits={"ebhi": "fit"},
+        weights={"gland": 1.0}, crop=96, procedural_views=0,
+    )  # fmt: skip
+    fit = load_mask_pairs(real_data, "ebhi", split="fit", min_fraction=0.005)
+    assert sampler.counts["ebhi"] == len(fit) == len(sampler.glands)
+    val_test = load_mask_pairs(real_data, "ebhi", split="test") + load_mask_pairs(
+        real_data, "ebhi", split="val"
+    )
+    seen = {g[0].tobytes()[:4096] for g in sampler.glands}
+    assert not any(p.image.tobytes()[:4096] in seen for p in val_test[:40])
+    rng = np.random.default_rng(0)
+    drawn = [sampler.draw(rng) for _ in range(24)]
+    assert {src for src, _, _ in drawn} == {"gland"}
+    assert all(im.shape == (96, 96, 3) and m.any() for _, im, m in drawn)
+    assert sum(ndi.label(m)[1] > 1 for _, _, m in drawn) >= 6  # several glands, one target
+
+
+@pytest.mark.realdata
+def test_a_run_from_the_packaged_network_records_its_start(real_data, tmp_path):
+    from workbench.interactive._base import BASE_WEIGHTS
+
+    record = train_base.train(
+        preset="fold:monusac+monuseg+tnbc", out=tmp_path / "w.safetensors", real_root=real_data,
+        init="packaged", iterations=2, batch=2, crop=96, cohort_patients=0, log_every=1,
+    )  # fmt: skip
+    import hashlib
+
+    assert record["init"] == "packaged"
+    assert record["init_sha256"] == hashlib.sha256(BASE_WEIGHTS.read_bytes()).hexdigest()
+    assert record["data"]["held_out"] == {"ebhi": "every case with a Serrated_adenoma image"}
+    assert record["data"]["pairs"]["ebhi"] > 0 and "monusac" not in record["data"]["pairs"]
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,21 @@ Nothing else in the package imports this module; ipywidgets loads only when
 from __future__ import annotations
 
 from workbench._errors import InvalidViewError, RefinementError
+from workbench.interactive._adapt import ADAPTATION_SUFFIX, adaptation_path_for
 from workbench.interactive._base import load_base_model, read_base_config, save_base_model
 from workbench.interactive._clicks import Click, ClickState, click_maps, soft_click_maps
 from workbench.interactive._engine import METHODS, RefinementEngine
 from workbench.interactive._session import RefinementSession
-from workbench.interactive._simulate import evaluate_clicks, iou, next_click, summarize
+from workbench.interactive._simulate import (
+    evaluate_clicks,
+    evaluate_sequential,
+    iou,
+    next_click,
+    summarize,
+)
 
 __all__ = [
+    "ADAPTATION_SUFFIX",
     "METHODS",
     "Click",
     "ClickState",
@@ -24,9 +32,11 @@ __all__ = [
     "RefinementError",
     "RefinementSession",
     "RegionRefiner",
+    "adaptation_path_for",
     "benchmark_views",
     "click_maps",
     "evaluate_clicks",
+    "evaluate_sequential",
     "iou",
     "load_base_model",
     "next_click",

@@ -8,6 +8,11 @@ Sources:
   by *source group* (patient for the TCGA nucleus sets, source image otherwise), in sorted
   group order: ``test`` = every third group, ``val`` = every sixth group starting at the
   second (used to choose settings, never to report), the rest for training;
+- the shared EBHI-Seg colorectal biopsies (``ebhi``, many glands per mask, kept whole as one
+  target), split by case with :func:`workbench.datasets.ebhi_images` (``test`` ~30 %,
+  ``val`` ~15 %, the rest ``fit``). Every case with a serrated-adenoma image is held out of
+  ``ebhi`` altogether: its serrated images are the evaluation-only set ``ebhi_serrated``
+  (leave-one-class-out: a lesion type no training or tuning step saw);
 - procedurally generated H&E-like lesion views (seeded, no files needed);
 - lesion-centred views of a synthetic cohort.
 """
@@ -21,6 +26,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = [
+    "EBHI_HOLDOUT",
+    "EVAL_ONLY_DATASETS",
+    "GLAND_DATASETS",
     "NUCLEUS_DATASETS",
     "REAL_DATASETS",
     "REGION_DATASETS",
@@ -38,9 +46,14 @@ __all__ = [
 
 REGION_DATASETS = ("ocdc", "camelyon")
 NUCLEUS_DATASETS = ("monusac", "monuseg", "tnbc")
-REAL_DATASETS = REGION_DATASETS + NUCLEUS_DATASETS
+GLAND_DATASETS = ("ebhi",)
+REAL_DATASETS = REGION_DATASETS + NUCLEUS_DATASETS + GLAND_DATASETS
+# Sets that are only ever evaluated: a whole lesion class held out of training and tuning.
+EVAL_ONLY_DATASETS = ("ebhi_serrated",)
+EBHI_HOLDOUT = ("Serrated_adenoma",)
 SPLITS = ("test", "val", "train", "fit", "not_val", "all")
 OBJECT_VIEW = 192  # side of an object-centred view (nucleus sets)
+GLAND_VIEW = 448  # side of an EBHI-Seg evaluation view (224 px images, about 0.45 µm/px)
 
 
 @dataclass(frozen=True)
@@ -99,21 +112,31 @@ def load_mask_pairs(
     root
         The shared data folder (contains ``masks/``).
     dataset
-        One of :data:`REAL_DATASETS`.
+        One of :data:`REAL_DATASETS` or :data:`EVAL_ONLY_DATASETS`.
     split
         ``"test"``, ``"val"``, ``"train"`` (everything but test: what an in-domain network
         trains on), ``"fit"`` (train without val), ``"not_val"`` (test and fit: what a
-        leave-one-dataset-out fold trains on) or ``"all"``.
+        leave-one-dataset-out fold trains on) or ``"all"``. An evaluation-only set has
+        pairs in ``"test"``, ``"not_val"`` and ``"all"`` only.
     min_fraction
         Skip pairs whose mask covers less than this fraction (empty masks have nothing to
         click on).
+
+    Returns
+    -------
+    The pairs in file order, with their source group (case for EBHI-Seg) and split.
     """
     from PIL import Image
 
-    if dataset not in REAL_DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(REAL_DATASETS)}")
+    if dataset not in REAL_DATASETS + EVAL_ONLY_DATASETS:
+        raise ValueError(
+            f"unknown dataset {dataset!r}; choose one of "
+            f"{', '.join(REAL_DATASETS + EVAL_ONLY_DATASETS)}"
+        )
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if dataset in ("ebhi", "ebhi_serrated"):
+        return _ebhi_pairs(root, dataset, split, min_fraction)
     folder = Path(root) / "masks" / dataset
     images = sorted(p for p in (folder / "images").glob("*") if p.suffix.lower() in _IMAGE_EXT)
     groups = sorted({source_group(dataset, p.stem) for p in images})
@@ -137,6 +160,32 @@ def load_mask_pairs(
 
 
 _IMAGE_EXT = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
+
+
+def _ebhi_pairs(root, dataset: str, split: str, min_fraction: float) -> list[MaskPair]:
+    """EBHI-Seg pairs: ``ebhi`` by its case split (``fit`` = the index's ``train``), without
+    the held-out class's cases; ``ebhi_serrated`` = the held-out class's own images."""
+    from workbench.datasets import ebhi_images
+
+    items = ebhi_images(root, holdout_classes=EBHI_HOLDOUT)
+    out = []
+    for item in items:
+        if dataset == "ebhi_serrated":
+            if item.split != "holdout" or item.cls not in EBHI_HOLDOUT:
+                continue
+            part = "test"
+        else:
+            if item.split == "holdout":
+                continue
+            part = "train" if item.split == "train" else item.split
+        if not _in_split(part, split):
+            continue
+        image, mask = item.load()
+        if mask.mean() < min_fraction:
+            continue
+        name = f"{item.cls}/{item.name}"
+        out.append(MaskPair(dataset, name, item.case_id, part, image, mask))
+    return out
 
 
 def real_mask_pairs(
@@ -240,15 +289,65 @@ def object_views(
 
 
 def benchmark_views(
-    root: str | Path, dataset: str, *, split: str, max_views: int = 40, seed: int = 0
+    root: str | Path,
+    dataset: str,
+    *,
+    split: str,
+    max_views: int = 40,
+    seed: int = 0,
+    view_side: int = GLAND_VIEW,
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Evaluation views of a real set: whole pairs (region sets, lesion ≥ 1% of the image)
-    or object-centred single-nucleus views (nucleus sets)."""
+    """Evaluation views of a real set.
+
+    Parameters
+    ----------
+    root
+        The shared data folder (contains ``masks/``).
+    dataset
+        One of :data:`REAL_DATASETS` or :data:`EVAL_ONLY_DATASETS`.
+    split
+        Which part of the set (see :func:`load_mask_pairs`).
+    max_views
+        At most this many views.
+    seed
+        Seeds the choice of nuclei and of EBHI-Seg images.
+    view_side
+        Side of an EBHI-Seg view: the whole 224 px image resized to it (448 px is about
+        0.45 µm/px, a 20x-like view with several glands in it).
+
+    Returns
+    -------
+    ``(name, rgb uint8, bool mask)`` views: whole pairs (region sets, lesion ≥ 1 % of the
+    image), object-centred single-nucleus views (nucleus sets), or whole biopsy images with
+    every gland of the mask as one target (EBHI-Seg), drawn round-robin over cases so that
+    no case dominates.
+    """
     if dataset in REGION_DATASETS:
         pairs = load_mask_pairs(root, dataset, split=split, min_fraction=0.01)
         return [(p.name, p.image, p.mask) for p in pairs][:max_views]
+    if dataset in GLAND_DATASETS + EVAL_ONLY_DATASETS:
+        pairs = load_mask_pairs(root, dataset, split=split, min_fraction=0.01)
+        rng = np.random.default_rng(seed)
+        per_case: dict[str, list[MaskPair]] = {}
+        for pair in pairs:
+            per_case.setdefault(pair.group, []).append(pair)
+        cases = sorted(per_case)
+        queues = [[per_case[c][i] for i in rng.permutation(len(per_case[c]))] for c in cases]
+        queues = [queues[i] for i in rng.permutation(len(queues))]
+        chosen = _round_robin(queues)[:max_views]
+        return [(p.name, *_resize_pair(p.image, p.mask, view_side)) for p in chosen]
     pairs = load_mask_pairs(root, dataset, split=split)
     return object_views(pairs, max_views=max_views, seed=seed)
+
+
+def _resize_pair(image: np.ndarray, mask: np.ndarray, side: int):
+    from PIL import Image
+
+    if image.shape[:2] == (side, side):
+        return image, mask
+    im = np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
+    m = Image.fromarray(mask.astype(np.uint8) * 255).resize((side, side), Image.BILINEAR)
+    return im, np.asarray(m) > 127
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:

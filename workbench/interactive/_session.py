@@ -122,6 +122,15 @@ class RefinementSession:
         Factor of one :meth:`zoom_in` / :meth:`zoom_out`.
     min_downsample
         The finest magnification :meth:`zoom_in` goes to (level-0 pixels per view pixel).
+    learn
+        Learn from the user (default ``True``): when a view with clicks is left (any
+        navigation) or saved, the engine adapts to its final outline
+        (:meth:`RefinementEngine.adapt`, about a second); :meth:`save` writes the adapted
+        state next to the GeoJSON as ``<name>.adaptation.safetensors`` (``slide.lesion.geojson``
+        -> ``slide.lesion.adaptation.safetensors``, see :func:`adaptation_path_for`), and a
+        new session with the same output loads it. A file that does not fit the engine's
+        network (or is damaged) is ignored with a :class:`UserWarning`. ``False``: no
+        adaptation, nothing read or written besides the outline.
     """
 
     def __init__(
@@ -139,6 +148,7 @@ class RefinementSession:
         overview_size: int = 512,
         zoom_step: float = 2.0,
         min_downsample: float = 1.0,
+        learn: bool = True,
     ) -> None:
         from workbench.interactive._engine import RefinementEngine
         from workbench.io import Slide
@@ -173,6 +183,9 @@ class RefinementSession:
             else:
                 output = Path.cwd() / "lesion.geojson"
         self.output = Path(output)
+        self.learn = bool(learn)
+        self._learnt_key = None
+        self._load_adaptation()
 
         self.overview = self.slide.thumbnail(max_size=int(overview_size))
         self.overview_scale = self.slide.thumbnail_scale(self.overview.shape)
@@ -426,7 +439,53 @@ class RefinementSession:
 
     def _commit_view(self) -> None:
         if self._edited():
+            self._learn_from_view()
             self._lesion = self._merged_lesion()
+
+    # ---------------------------------------------------------------- learning ---------
+    def _can_learn(self) -> bool:
+        from workbench.interactive._adapt import supports_adaptation
+
+        model = getattr(self.engine, "model", None)
+        return self.learn and model is not None and supports_adaptation(model)
+
+    @property
+    def adaptation_path(self) -> Path:
+        """Where :meth:`save` writes the engine's adaptation (next to the GeoJSON)."""
+        from workbench.interactive._adapt import adaptation_path_for
+
+        return adaptation_path_for(self.output)
+
+    def _load_adaptation(self) -> None:
+        if not self._can_learn() or not self.adaptation_path.is_file():
+            return
+        try:
+            self.engine.load_adaptation(self.adaptation_path)
+        except RefinementError as exc:
+            warnings.warn(
+                f"adaptation not loaded, starting from the packaged network: {exc}",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _learn_from_view(self) -> None:
+        """Adapt the engine to the open view's outline once (skipped when this very outline
+        was learnt already, e.g. saved then left)."""
+        if not self._can_learn() or not self._edited():
+            return
+        import hashlib
+
+        mask = self.engine.mask
+        key = (
+            self._origin,
+            self._ds,
+            mask.shape,
+            hashlib.sha256(np.packbits(mask).tobytes()).hexdigest(),
+        )
+        if key == self._learnt_key:
+            return
+        self.engine.adapt(self._image, mask)
+        self._learnt_key = key
 
     @property
     def view_centre_xy(self) -> tuple[float, float]:
@@ -584,6 +643,9 @@ class RefinementSession:
         AnnData is written there and becomes ``self.adata`` (the object passed in stays as
         it was); without, the AnnData passed in is updated in place.
 
+        With ``learn`` the engine first adapts to the open view's outline and its adapted
+        state is written next to the GeoJSON (:attr:`adaptation_path`).
+
         Returns
         -------
         Path
@@ -615,13 +677,29 @@ class RefinementSession:
                     f"the GeoJSON and the AnnData would both be written to {str(geo_path)!r}; "
                     "give them different names"
                 )
+        learn_path = None
+        if self._can_learn():
+            from workbench.interactive._adapt import adaptation_path_for
+
+            learn_path = _check_output_path(adaptation_path_for(geo_path), "adaptation")
         anns = self.lesion_annotations()
         updated = self._written_back(anns, geo_path) if self.adata is not None else None
-        with atomic_path(geo_path) as tmp_geo:
-            write_geojson(tmp_geo, anns)  # checks every geometry; raises before any rename
-            if h5_path is not None:
-                with atomic_path(h5_path, suffix=".h5ad") as tmp_h5:
-                    updated.write_h5ad(tmp_h5)
+        before = (self.engine.adaptation_state(), self._learnt_key) if learn_path else None
+        try:
+            if learn_path is not None:
+                self._learn_from_view()
+            with atomic_path(geo_path) as tmp_geo:
+                write_geojson(tmp_geo, anns)  # checks every geometry; raises before any rename
+                if h5_path is not None:
+                    with atomic_path(h5_path, suffix=".h5ad") as tmp_h5:
+                        updated.write_h5ad(tmp_h5)
+                if learn_path is not None and self.engine.adapted:
+                    self.engine.save_adaptation(learn_path)
+        except BaseException:
+            if before is not None:  # nothing learnt from a save that did not happen
+                self.engine.load_adaptation(before[0])
+                self._learnt_key = before[1]
+            raise
         if updated is not None:
             if h5_path is not None:
                 self.adata = updated

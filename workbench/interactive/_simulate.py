@@ -10,7 +10,7 @@ from scipy.ndimage import distance_transform_edt
 
 from workbench.interactive._clicks import Click
 
-__all__ = ["evaluate_clicks", "iou", "next_click", "summarize"]
+__all__ = ["evaluate_clicks", "evaluate_sequential", "iou", "next_click", "summarize"]
 
 
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -140,3 +140,120 @@ def summarize(runs: list[dict], *, max_clicks: int = 20, targets=(0.80, 0.85, 0.
     out["cpu_per_click_median"] = float(np.median(cpu)) if len(cpu) else float("nan")
     out["cpu_per_click_p95"] = float(np.percentile(cpu, 95)) if len(cpu) else float("nan")
     return out
+
+
+def _view_parts(view) -> tuple[str, np.ndarray, np.ndarray]:
+    if len(view) == 3:
+        name, image, mask = view
+        return str(name), image, mask
+    if len(view) == 2:
+        image, mask = view
+        return "", image, mask
+    raise ValueError("a view must be (image, mask) or (name, image, mask)")
+
+
+def evaluate_sequential(
+    engine,
+    views,
+    *,
+    max_clicks: int = 20,
+    target_iou: float = 0.90,
+    baseline: bool = True,
+    reset: bool = True,
+    adapt_kwargs: dict | None = None,
+    progress: bool = False,
+) -> dict:
+    """The sequential protocol: views in the given order, the engine learning from each.
+
+    For each view in turn the simulated user refines it (:func:`evaluate_clicks`) with the
+    engine as adapted so far, then the engine adapts on the view's true mask (the outline a
+    user would confirm; :meth:`RefinementEngine.adapt`). With ``baseline`` every view is
+    also refined by the packaged network (no adaptation), so the two can be compared view
+    by view.
+
+    Parameters
+    ----------
+    engine
+        A :class:`RefinementEngine` (or a zero-argument callable returning one: called once
+        for the adapted run and once for the baseline).
+    views
+        ``(name, image, mask)`` or ``(image, mask)`` items, in the order the user meets them.
+    max_clicks, target_iou
+        As in :func:`evaluate_clicks`.
+    baseline
+        Also run every view without adaptation.
+    reset
+        Start from the packaged network (``engine.reset_adaptation()`` first).
+    adapt_kwargs
+        Keyword arguments for :meth:`RefinementEngine.adapt` (e.g. ``{"seconds": 2.0}``).
+    progress
+        Show a tqdm bar.
+
+    Returns
+    -------
+    dict
+        ``names``; ``adapted`` and ``baseline`` (one :func:`evaluate_clicks` result per view,
+        ``baseline`` is ``None`` without it); ``adapt`` (the report of each ``adapt`` call:
+        ``steps``, ``seconds`` …); ``second_half`` with :func:`summarize` of the second half
+        of the views (``adapted`` and ``baseline``), the part where adaptation can have
+        learnt something.
+    """
+    factory = engine if callable(engine) and not hasattr(engine, "add_click") else None
+    adapted_engine = factory() if factory is not None else engine
+    if reset:
+        adapted_engine.reset_adaptation()
+    base_engine = None
+    if baseline:
+        base_engine = factory() if factory is not None else None
+        if base_engine is not None:
+            base_engine.reset_adaptation()
+    items = [_view_parts(v) for v in views]
+    iterator = items
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(items, desc="sequential views", unit="view")
+    names, adapted_runs, baseline_runs, reports = [], [], [], []
+    for name, image, mask in iterator:
+        names.append(name)
+        adapted_runs.append(
+            evaluate_clicks(
+                adapted_engine, image, mask, max_clicks=max_clicks, target_iou=target_iou
+            )
+        )
+        if baseline:
+            if base_engine is not None:
+                baseline_runs.append(
+                    evaluate_clicks(
+                        base_engine, image, mask, max_clicks=max_clicks, target_iou=target_iou
+                    )
+                )
+            else:  # one engine: set its adaptation aside for the baseline run
+                state = adapted_engine.adaptation_state()
+                adapted_engine.reset_adaptation()
+                try:
+                    baseline_runs.append(
+                        evaluate_clicks(
+                            adapted_engine,
+                            image,
+                            mask,
+                            max_clicks=max_clicks,
+                            target_iou=target_iou,
+                        )
+                    )
+                finally:
+                    adapted_engine.load_adaptation(state)
+        reports.append(
+            adapted_engine.adapt(image, np.asarray(mask, dtype=bool), **(adapt_kwargs or {}))
+        )
+    half = len(items) // 2
+    second = {"adapted": summarize(adapted_runs[half:], max_clicks=max_clicks)}
+    if baseline:
+        second["baseline"] = summarize(baseline_runs[half:], max_clicks=max_clicks)
+    return {
+        "names": names,
+        "adapted": adapted_runs,
+        "baseline": baseline_runs if baseline else None,
+        "adapt": reports,
+        "second_half": second,
+    }

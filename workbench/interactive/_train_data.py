@@ -6,6 +6,13 @@ object mask. Sources (weights chosen by the training script):
 ``region``
     a crop of a real region-mask pair (OCDC, CAMELYON), resized so the whole image would be
     about the engine's working size, times a random zoom;
+``gland``
+    a crop of a real many-object pair (EBHI-Seg biopsies: every gland of the mask is one
+    target, never split into components) at a zoom of ``gland_zoom`` times the image's own
+    scale (EBHI-Seg is about 0.8-1 µm/px at 224 px, so the default 0.65-3x spans about
+    0.3-1.4 µm/px; below 1x the image is mirrored out to fill the crop, and lower zooms would
+    fill most of the crop with mirror images: coarser scales come from the region pairs and
+    the tile composites);
 ``nucleus``
     an object-centred view of one nucleus of a real nucleus-mask pair (its connected
     component is the object; the other nuclei are background);
@@ -33,6 +40,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from workbench.interactive._data import (
+    GLAND_DATASETS,
     REGION_DATASETS,
     load_mask_pairs,
     nucleus_objects,
@@ -41,7 +49,7 @@ from workbench.interactive._data import (
 
 __all__ = ["SOURCES", "TrainingSampler", "load_tiles"]
 
-SOURCES = ("region", "nucleus", "tiles", "real_texture", "procedural", "cohort")
+SOURCES = ("region", "gland", "nucleus", "tiles", "real_texture", "procedural", "cohort")
 TUMOUR = "tumour"
 # complex_stroma holds single tumour cells: neither a clean lesion nor a clean background.
 _SKIP_CLASSES = ("complex_stroma",)
@@ -191,6 +199,9 @@ class TrainingSampler:
         Real sets to use (pairs and, for the region sets, textures).
     split
         Which part of each set (see :func:`~workbench.interactive._data.load_mask_pairs`).
+    splits
+        Per-set exceptions to ``split``, e.g. ``{"ebhi": "fit"}`` to keep a set's ``val``
+        part out of training.
     weights
         Sampling weight per source in :data:`SOURCES`; sources without data are dropped.
     crop
@@ -208,6 +219,9 @@ class TrainingSampler:
     texture_zoom
         Range of the magnification applied to the shared tiles' texture in tile composites
         (below 1: lower magnification than the tiles' 0.5 µm/px, as in a region-level view).
+    gland_zoom
+        Range (log-uniform) of the zoom of a ``gland`` crop relative to the image's own
+        pixels.
     """
 
     def __init__(
@@ -216,6 +230,7 @@ class TrainingSampler:
         real_root: str | Path | None,
         datasets: tuple[str, ...] = (),
         split: str = "train",
+        splits: dict[str, str] | None = None,
         weights: dict[str, float],
         crop: int = 192,
         work_size: int = 384,
@@ -226,6 +241,7 @@ class TrainingSampler:
         stain_bias: float = 0.05,
         large_shapes: bool = True,
         texture_zoom: tuple[float, float] = (0.8, 2.0),
+        gland_zoom: tuple[float, float] = (0.65, 3.0),
     ) -> None:
         from workbench.interactive._data import synthetic_lesion_views
 
@@ -238,7 +254,9 @@ class TrainingSampler:
         self.stain_bias = float(stain_bias)
         self.large_shapes = bool(large_shapes)
         self.texture_zoom = (float(texture_zoom[0]), float(texture_zoom[1]))
+        self.gland_zoom = (float(gland_zoom[0]), float(gland_zoom[1]))
         self.regions: list[_RegionPair] = []
+        self.glands: list[tuple[np.ndarray, np.ndarray]] = []
         self.nuclei: list[tuple[np.ndarray, np.ndarray, list]] = []
         self.tiles: dict[str, list[np.ndarray]] = {}
         self.counts: dict[str, int] = {}
@@ -246,10 +264,14 @@ class TrainingSampler:
         if real_root is not None:
             self.tiles = load_tiles(real_root)
             for dataset in datasets:
-                pairs = load_mask_pairs(real_root, dataset, split=split)
+                part = (splits or {}).get(dataset, split)
+                least = 0.005 if dataset in GLAND_DATASETS else 0.0
+                pairs = load_mask_pairs(real_root, dataset, split=part, min_fraction=least)
                 self.counts[dataset] = len(pairs)
                 for p in pairs:
-                    if dataset in REGION_DATASETS:
+                    if dataset in GLAND_DATASETS:
+                        self.glands.append((p.image, p.mask))
+                    elif dataset in REGION_DATASETS:
                         s = self.work_size / max(p.mask.shape)
                         size = (round(p.mask.shape[0] * s), round(p.mask.shape[1] * s))
                         image = _resize(p.image, size)
@@ -277,6 +299,7 @@ class TrainingSampler:
         self.counts["cohort"] = len(self.cohort)
         available = {
             "region": any(r.mask.any() for r in self.regions),
+            "gland": bool(self.glands),
             "nucleus": bool(self.nuclei),
             "tiles": len(self.tiles) >= 2,
             "real_texture": any(r.inside for r in self.regions) or TUMOUR in self.tiles,
@@ -300,13 +323,16 @@ class TrainingSampler:
                 return view, mask
         return view, mask
 
-    def _crop(self, rng, image, mask, zoom):
+    def _crop(self, rng, image, mask, zoom, pad_mode: str = "reflect"):
         need = int(round(self.crop / zoom))
         h, w = mask.shape
         if h < need or w < need:
             pad = ((0, max(need - h, 0)), (0, max(need - w, 0)))
-            image = np.pad(image, pad + ((0, 0),), mode="reflect")
-            mask = np.pad(mask, pad, mode="reflect")
+            if pad_mode == "symmetric":  # mirror on both sides, so the image sits anywhere
+                before = [int(rng.integers(0, p[1] + 1)) for p in pad]
+                pad = ((before[0], pad[0][1] - before[0]), (before[1], pad[1][1] - before[1]))
+            image = np.pad(image, pad + ((0, 0),), mode=pad_mode)
+            mask = np.pad(mask, pad, mode=pad_mode)
             h, w = mask.shape
         r0 = int(rng.integers(0, h - need + 1))
         c0 = int(rng.integers(0, w - need + 1))
@@ -315,6 +341,16 @@ class TrainingSampler:
             np.ascontiguousarray(mask[r0 : r0 + need, c0 : c0 + need]), (self.crop,) * 2, mask=True
         )
         return im, m
+
+    def _gland(self, rng):
+        lo, hi = self.gland_zoom
+        for _ in range(20):
+            image, mask = self.glands[int(rng.integers(len(self.glands)))]
+            zoom = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            view, target = self._crop(rng, image, mask, zoom, pad_mode="symmetric")
+            if 0.005 < target.mean():
+                return view, target
+        return view, target
 
     def _nucleus(self, rng):
         image, labels, objs = self.nuclei[int(rng.integers(len(self.nuclei)))]
@@ -368,6 +404,8 @@ class TrainingSampler:
         for _ in range(10):
             if source == "region":
                 image, mask = self._region(rng)
+            elif source == "gland":
+                image, mask = self._gland(rng)
             elif source == "nucleus":
                 image, mask = self._nucleus(rng)
             elif source == "tiles":

@@ -22,8 +22,14 @@ Presets (``--preset``):
     leave-one-dataset-out: every real set except ``<set>`` (their ``val`` part held out for
     choosing settings), starting from the pretrained weights.
 ``indomain``
-    the ``train`` part of every real set (each set's ``test`` part is never seen), starting
-    from the pretrained weights: the packaged network.
+    the ``train`` part of every real set (each set's ``test`` part is never seen; for
+    EBHI-Seg only its ``fit`` part, its ``val`` cases being kept for choosing settings),
+    starting from the pretrained weights (``--init packaged``: from the packaged network):
+    the packaged network.
+
+Every preset with real pairs holds the EBHI-Seg cases with a serrated-adenoma image out
+altogether (``ebhi_serrated``: the leave-one-class-out check); EBHI-Seg masks are many
+glands each and train as one target (``gland`` samples, zoom 0.65-3x of the 224 px images).
 
 The whole schedule runs on CPU, one thread: ``pretrain`` (1,500 iterations) in 6–11 min and
 each of the others (3,000 iterations by default) in 17–25 min, depending on the machine's load.
@@ -35,6 +41,7 @@ by about 0.7 clicks NoC@85 in the benchmark).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -110,7 +117,7 @@ def _perturbed(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
 
 
 def _config_for(preset: str, real_root: str | None) -> dict:
-    from workbench.interactive._data import REAL_DATASETS
+    from workbench.interactive._data import GLAND_DATASETS, REAL_DATASETS
 
     if preset == "pretrain":
         return {
@@ -124,17 +131,22 @@ def _config_for(preset: str, real_root: str | None) -> dict:
             "large_shapes": False,
             "first_click_share": 0.0,
             "texture_zoom": (0.8, 2.0),
+            "splits": {},
+            "gland_zoom": (0.65, 3.0),
         }
     weights = {
-        "region": 0.3,
-        "nucleus": 0.15,
-        "tiles": 0.2,
-        "real_texture": 0.2,
-        "procedural": 0.1,
+        "region": 0.2,
+        "gland": 0.3,
+        "nucleus": 0.12,
+        "tiles": 0.13,
+        "real_texture": 0.13,
+        "procedural": 0.07,
         "cohort": 0.05,
     }
+    splits: dict[str, str] = {}
     if preset == "indomain":
         datasets, split = REAL_DATASETS, "train"
+        splits = {d: "fit" for d in GLAND_DATASETS}
     elif preset.startswith("fold:"):
         held = preset.split(":", 1)[1].split("+")
         unknown = [h for h in held if h not in REAL_DATASETS]
@@ -149,6 +161,7 @@ def _config_for(preset: str, real_root: str | None) -> dict:
     return {
         "datasets": datasets,
         "split": split,
+        "splits": splits,
         "weights": weights,
         "init": "pretrain",
         "iterations": _DEFAULT_ITERATIONS["finetune"],
@@ -157,6 +170,7 @@ def _config_for(preset: str, real_root: str | None) -> dict:
         "large_shapes": True,
         "first_click_share": 0.35,
         "texture_zoom": (0.5, 2.0),
+        "gland_zoom": (0.65, 3.0),
     }
 
 
@@ -191,6 +205,7 @@ def train(
     from tqdm.auto import tqdm
 
     from workbench.interactive._base import BASE_CONFIG, load_base_model, save_base_model
+    from workbench.interactive._data import EBHI_HOLDOUT
     from workbench.interactive._train_data import TrainingSampler
     from workbench.models import ClickSegmenter
 
@@ -215,22 +230,31 @@ def train(
         real_root=real_root if real_root and Path(real_root).is_dir() else None,
         datasets=cfg["datasets"],
         split=cfg["split"],
+        splits=cfg["splits"],
         weights=cfg["weights"],
         crop=crop,
         cohort_views=cohort,
         large_shapes=cfg["large_shapes"],
         texture_zoom=cfg["texture_zoom"],
+        gland_zoom=cfg["gland_zoom"],
     )
     first_share = float(cfg["first_click_share"])
 
     if init is not None and str(init) == "none":
         cfg["init"] = None
+    init_sha = None
     if cfg["init"] is not None:
-        init_path = Path(init) if init else DEFAULT_PRETRAIN
+        from workbench.interactive._base import BASE_WEIGHTS
+
+        if init is not None and str(init) == "packaged":
+            init_path = BASE_WEIGHTS
+        else:
+            init_path = Path(init) if init else DEFAULT_PRETRAIN
         net = load_base_model(init_path).train()
         for p in net.parameters():
             p.requires_grad_(True)
-        init_record = str(init_path)
+        init_record = "packaged" if init_path == BASE_WEIGHTS else str(init_path)
+        init_sha = hashlib.sha256(Path(init_path).read_bytes()).hexdigest()
     else:
         net = ClickSegmenter(**BASE_CONFIG).train()
         init_record = None
@@ -304,6 +328,7 @@ def train(
         "script": "python -m workbench.interactive.train_base",
         "preset": preset,
         "init": init_record,
+        "init_sha256": init_sha,
         "iterations": iterations,
         "batch": batch,
         "crop": crop,
@@ -323,12 +348,20 @@ def train(
         "augmentation": (
             "rot90/flip, free rotation (p 0.25), HED stain jitter sigma 0.2 bias 0.05 (p 0.85), "
             "saturation/contrast/brightness/gamma (p 0.6), blur (p 0.2), noise (p 0.3), "
-            "zoom 0.55-1.4 (real region crops), texture zoom "
+            "zoom 0.55-1.4 (real region crops), "
+            f"{cfg['gland_zoom'][0]:g}-{cfg['gland_zoom'][1]:g} of the image's own pixels "
+            "(EBHI-Seg gland crops, mirrored out below 1x), texture zoom "
             f"{cfg['texture_zoom'][0]:g}-{cfg['texture_zoom'][1]:g} (tile composites)"
         ),
         "data": {
             "datasets": list(cfg["datasets"]),
             "split": cfg["split"],
+            "splits": dict(cfg["splits"]),
+            "held_out": (
+                {"ebhi": f"every case with a {', '.join(EBHI_HOLDOUT)} image"}
+                if "ebhi" in cfg["datasets"]
+                else {}
+            ),
             "pairs": {k: v for k, v in sampler.counts.items()},
             "weights": sampler.weights,
             "samples_drawn": source_counts,
@@ -357,7 +390,9 @@ def main(argv: list[str] | None = None) -> None:
         "--out", default=None, help="weights path (default: the packaged weights for indomain)"
     )
     parser.add_argument(
-        "--init", default=None, help=f"weights to start from (default: {DEFAULT_PRETRAIN})"
+        "--init",
+        default=None,
+        help=f"weights to start from: a path, 'packaged' or 'none' (default: {DEFAULT_PRETRAIN})",
     )
     parser.add_argument("--iterations", type=_whole(1), default=None)
     parser.add_argument("--batch", type=_whole(1), default=8)
