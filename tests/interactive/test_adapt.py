@@ -101,7 +101,7 @@ def test_adapt_changes_only_the_adapter_and_reset_restores_packaged_behaviour(mo
 
     engine = RefinementEngine(model)
     assert not engine.adapted and engine.adaptation_state() is None
-    report = engine.adapt(image, truth, steps=30)
+    report = engine.adapt(image, truth, steps=30, seconds=600)
     assert report["steps"] == 30 and report["clicks"] >= 1 and engine.adapted
     assert report["loss_after"] < report["loss_before"]
     assert report["n_images"] == engine.adapted_images == 1
@@ -124,8 +124,8 @@ def test_adapt_keeps_the_open_views_mask_and_accumulates(model, views):
     (image, truth), (image2, truth2) = views[0], views[2]
     engine = RefinementEngine(model)
     masks = _clicks(engine, image2, truth2, n=2)
-    engine.adapt(image, truth, steps=5)
-    engine.adapt(image2, truth2, steps=5)
+    engine.adapt(image, truth, steps=5, seconds=600)
+    engine.adapt(image2, truth2, steps=5, seconds=600)
     assert engine.adapted_images == 2
     assert np.array_equal(engine.mask, masks[-1])
     assert engine.undo().shape == truth2.shape  # the view still works after adapting
@@ -151,7 +151,7 @@ def test_adapt_time_budget_and_bad_input(model, views):
 def test_adaptation_file_round_trip_and_damage(model, views, tmp_path):
     (image, truth), (image2, truth2) = views[0], views[1]
     engine = RefinementEngine(model)
-    engine.adapt(image, truth, steps=20)
+    engine.adapt(image, truth, steps=20, seconds=600)
     path = engine.save_adaptation(tmp_path / "a.adaptation.safetensors")
     assert path.stat().st_size < 10_000
     expected = _clicks(engine, image2, truth2)
@@ -259,7 +259,7 @@ def test_adapting_on_one_image_helps_another_of_the_same_case(real_data, model):
         image_b, truth_b = _resized(*b.load())
         engine = RefinementEngine(model)
         run0 = evaluate_clicks(engine, image_b, truth_b, max_clicks=3, target_iou=1.01)
-        engine.adapt(image_a, truth_a)
+        engine.adapt(image_a, truth_a, seconds=600)  # steps bound it, not the load
         run1 = evaluate_clicks(engine, image_b, truth_b, max_clicks=3, target_iou=1.01)
         engine.reset_adaptation()
         run2 = evaluate_clicks(engine, image_b, truth_b, max_clicks=3, target_iou=1.01)
