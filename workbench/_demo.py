@@ -503,6 +503,7 @@ def _refine_step(run: DemoRun) -> Step:
             view_size=settings["view_size"],
             view_downsample=settings["view_downsample"],
             method=settings["method"],
+            learn=False,  # a rerun (e.g. after a kill) must refine exactly as the first run
         )
         session.select_focus(0)
         truth, ds = cohort.lesion_mask(sid)

@@ -156,3 +156,44 @@ def test_binding_takes_a_session_or_a_slide(slide_and_truth, model, tmp_path):
         RegionRefiner(slide, session=session)
     with pytest.raises(WorkbenchError, match="give a slide"):
         RegionRefiner()
+
+
+def test_this_one_all_like_this_toggle_is_bound_to_the_engine(slide_and_truth, model, tmp_path):
+    pytest.importorskip("ipyevents")
+    slide, truth = slide_and_truth
+    ref = _refiner(slide, model, tmp_path, view_size=160)
+    assert ref.propagate == ref.engine.propagate == "one"
+    ui = ref.widget()
+    toggle = next(
+        w
+        for box in ui.children[:1]
+        for w in box.children
+        if "wb-refiner-propagate" in getattr(w, "_dom_classes", ())
+    )
+    assert toggle.options == ("this one", "all like this") and toggle.value == "this one"
+    toggle.value = "all like this"  # the browser's toggle reaches the engine
+    assert ref.engine.propagate == "all" and "all like this" in ref.status
+    x, y, _ = _lesion_point(ref, truth)
+    ref.handle_click(x, y, positive=True)
+    assert ref.engine.clicks.last.positive
+    ref._on_view_event({"type": "keydown", "key": "a"})  # the key toggles back
+    assert ref.engine.propagate == "one" and toggle.value == "this one"
+    ref.set_propagate("all")  # and the method moves the toggle
+    assert toggle.value == "all like this"
+    ref._guarded(ref.set_propagate, "many")
+    assert ref.status.startswith("not done") and ref.engine.propagate == "all"
+
+
+def test_the_toggle_is_absent_for_the_random_walker(slide_and_truth, tmp_path):
+    pytest.importorskip("ipyevents")
+    slide, _ = slide_and_truth
+    ref = RegionRefiner(
+        slide,
+        engine=RefinementEngine(method="random_walker"),
+        output=tmp_path / "l.geojson",
+        view_size=128,
+        overview_size=128,
+    )
+    ui = ref.widget()
+    classes = {c for box in ui.children[:1] for w in box.children for c in w._dom_classes}
+    assert "wb-refiner-propagate" not in classes and "wb-refiner-undo" in classes

@@ -12,7 +12,7 @@ from workbench._errors import InvalidViewError, RefinementError
 from workbench.interactive._adapt import ADAPTATION_SUFFIX, adaptation_path_for
 from workbench.interactive._base import load_base_model, read_base_config, save_base_model
 from workbench.interactive._clicks import Click, ClickState, click_maps, soft_click_maps
-from workbench.interactive._engine import METHODS, RefinementEngine
+from workbench.interactive._engine import METHODS, PROPAGATE, RefinementEngine
 from workbench.interactive._session import RefinementSession
 from workbench.interactive._simulate import (
     evaluate_clicks,
@@ -25,6 +25,7 @@ from workbench.interactive._simulate import (
 __all__ = [
     "ADAPTATION_SUFFIX",
     "METHODS",
+    "PROPAGATE",
     "Click",
     "ClickState",
     "InvalidViewError",

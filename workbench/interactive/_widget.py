@@ -31,7 +31,11 @@ KEYS = {
     "ArrowDown": "down",
     "z": "undo",
     "n": "toggle",
+    "a": "toggle_propagate",
 }
+
+#: The "this one" / "all like this" toggle: label per engine propagate mode.
+PROPAGATE_LABELS = {"one": "this one", "all": "all like this"}
 
 
 def _encode(image: np.ndarray, fmt: str = "png") -> bytes:
@@ -52,7 +56,9 @@ class RegionRefiner:
     ``output``, ``adata_path``, ``view_size``, ``view_downsample``, ``method``, ``engine``,
     ``overview_size``, ``zoom_step``, ``min_downsample``), or a ready session as
     ``session=``. Display it (last line of a cell) to get the view, the overview, and the
-    buttons: positive/negative toggle, zoom in/out, pan, undo, reset, save.
+    buttons: positive/negative toggle, "this one" / "all like this" toggle (the engine's
+    :attr:`~RefinementEngine.propagate` mode: whether a positive click also proposes the
+    similar structures of the view), zoom in/out, pan, undo, reset, save.
     """
 
     def __init__(self, slide=None, *, session: RefinementSession | None = None, **kwargs) -> None:
@@ -157,6 +163,8 @@ class RegionRefiner:
         if action == "toggle":
             self.set_negative_mode(not self.negative_mode)
             return self.mask
+        if action == "toggle_propagate":
+            return self.toggle_propagate()
         if action in ("left", "right", "up", "down"):
             return self.pan(action)
         return getattr(self, action)()
@@ -179,6 +187,26 @@ class RegionRefiner:
         self.negative_mode = bool(negative)
         if self._ui is not None and hasattr(self, "_mode_widget"):
             self._mode_widget.value = "negative" if self.negative_mode else "positive"
+
+    @property
+    def propagate(self) -> str:
+        """The engine's mode: ``"one"`` ("this one") or ``"all"`` ("all like this")."""
+        return self.session.engine.propagate
+
+    def set_propagate(self, mode: str) -> None:
+        """Switch between ``"one"`` ("this one") and ``"all"`` ("all like this"); the next
+        click uses it. A :class:`~workbench.RefinementError` names the valid modes."""
+        self.session.engine.propagate = mode
+        self.session.status = f"clicks now refine: {PROPAGATE_LABELS[mode]}"
+        if self._ui is not None and hasattr(self, "_propagate_widget"):
+            label = PROPAGATE_LABELS[mode]
+            if self._propagate_widget.value != label:
+                self._propagate_widget.value = label
+        self._refresh()
+
+    def toggle_propagate(self) -> np.ndarray:
+        self.set_propagate("one" if self.propagate == "all" else "all")
+        return self.mask
 
     def _guarded(self, action, *args):
         """Run a button's action; a WorkbenchError goes to the status line, not a traceback."""
@@ -260,6 +288,22 @@ class RegionRefiner:
             lambda ch: setattr(self, "negative_mode", ch["new"] == "negative"), names="value"
         )
 
+        self._propagate_widget = None
+        if getattr(self.session.engine, "model", None) is not None:
+            labels = {v: k for k, v in PROPAGATE_LABELS.items()}
+            self._propagate_widget = W.ToggleButtons(
+                options=list(PROPAGATE_LABELS.values()),
+                value=PROPAGATE_LABELS[self.propagate],
+                tooltips=[
+                    "a click refines the clicked object",
+                    "a positive click also proposes the similar structures in the view",
+                ],
+            )
+            self._propagate_widget.add_class("wb-refiner-propagate")
+            self._propagate_widget.observe(
+                lambda ch: self._guarded(self.set_propagate, labels[ch["new"]]), names="value"
+            )
+
         def button(description, icon, action, css, *args):
             b = W.Button(description=description, icon=icon, layout=W.Layout(width="auto"))
             b.add_class(css)
@@ -284,6 +328,8 @@ class RegionRefiner:
         )
         opacity.observe(lambda ch: self.set_opacity(ch["new"]), names="value")
         controls = [self._mode_widget, undo, reset, save]
+        if self._propagate_widget is not None:
+            controls.insert(1, self._propagate_widget)
         focus = self.session.focus_regions
         if focus:
             pick = W.Dropdown(options=[(name, i) for i, (name, _) in enumerate(focus)])
@@ -291,7 +337,8 @@ class RegionRefiner:
             controls.insert(0, pick)
         help_text = W.HTML(
             "<small>left click: add (or the toggle's kind); shift-click or right click: "
-            "remove; over the view: +/- zoom, arrow keys pan, z undo, n toggles; click the "
+            "remove; over the view: +/- zoom, arrow keys pan, z undo, n toggles add/remove, "
+            "a toggles this one / all like this; click the "
             "overview to move</small>"
         )
         self._ui = W.VBox(
