@@ -162,3 +162,22 @@ def test_all_like_this_adds_the_similar_structures_and_never_removes(model):
         every.add_click(10, 10, True, propagate="some")
     with pytest.raises(RefinementError, match="random walker"):
         RefinementEngine(method="random_walker", propagate="all")
+
+
+def test_proposals_on_a_view_larger_than_the_network_sees(model):
+    from PIL import Image
+
+    small, small_truth = disks_view()
+    image = np.asarray(Image.fromarray(small).resize((320, 320), Image.BILINEAR))
+    truth = np.asarray(Image.fromarray(small_truth).resize((320, 320), Image.NEAREST))
+    one = RefinementEngine(model, work_size=192)  # the network sees it at 0.6x
+    every = RefinementEngine(model, work_size=192, propagate="all")
+    one.set_view(image)
+    every.set_view(image)
+    f = 320 / 192
+    a = one.add_click(40 * f, 40 * f, True)
+    b = every.add_click(40 * f, 40 * f, True)
+    assert b.shape == truth.shape and (b >= a).all()
+    assert iou(b, truth) > iou(a, truth) + 0.2
+    c = every.add_click(150 * f, 150 * f, False)
+    assert not c[int(150 * f), int(150 * f)] and c[int(40 * f), int(40 * f)]

@@ -56,7 +56,17 @@ PARAMETER_NAMES = (
 def adaptation_path_for(geojson_path: str | Path) -> Path:
     """The adaptation file a session keeps next to ``geojson_path``.
 
-    ``slide.lesion.geojson`` -> ``slide.lesion.adaptation.safetensors``.
+    Parameters
+    ----------
+    geojson_path
+        The session's GeoJSON output.
+
+    Returns
+    -------
+    Path
+        The same folder and name with ``.geojson`` replaced by ``.adaptation.safetensors``
+        (``slide.lesion.geojson`` -> ``slide.lesion.adaptation.safetensors``; a name without
+        ``.geojson`` gets the suffix appended).
     """
     path = Path(geojson_path)
     stem = path.name[: -len(".geojson")] if path.name.endswith(".geojson") else path.name

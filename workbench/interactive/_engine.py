@@ -883,16 +883,27 @@ class RefinementEngine:
 
         torch = self._torch
         unit, foreground = self._similarity_maps(view)
+        clicks = self.clicks.clicks
+        small = net_mask
+        if view.scale < 1.0:  # work at the network's resolution, not the (larger) view's
+            small = _resize_bool(net_mask, view.work_rc)
+            s = view.scale
+            clicks = [
+                Click((c.x + 0.5) * s - 0.5, (c.y + 0.5) * s - 0.5, c.positive) for c in clicks
+            ]
         with torch.inference_mode():
-            return similar_regions(
+            proposed = similar_regions(
                 unit,
                 foreground,
-                net_mask,
-                self.clicks.clicks,
+                small,
+                clicks,
                 threshold=self.similarity,
                 min_foreground=self.min_foreground,
                 min_area=self.min_proposal,
             )
+        if proposed.shape != net_mask.shape:
+            proposed = _resize_bool(proposed, net_mask.shape) & ~net_mask
+        return proposed
 
     def _loss_radius_of(self, view: _View, click: Click) -> float:
         """Radius (working pixels) of the disk the click loss covers for ``click``.

@@ -194,8 +194,19 @@ class RegionRefiner:
         return self.session.engine.propagate
 
     def set_propagate(self, mode: str) -> None:
-        """Switch between ``"one"`` ("this one") and ``"all"`` ("all like this"); the next
-        click uses it. A :class:`~workbench.RefinementError` names the valid modes."""
+        """Switch between "this one" and "all like this"; the next click uses it.
+
+        Parameters
+        ----------
+        mode
+            ``"one"`` or ``"all"`` (the engine's :attr:`~RefinementEngine.propagate`).
+
+        Raises
+        ------
+        RefinementError
+            An unknown mode (the message names the valid ones), or ``"all"`` on a
+            random-walker engine.
+        """
         self.session.engine.propagate = mode
         self.session.status = f"clicks now refine: {PROPAGATE_LABELS[mode]}"
         if self._ui is not None and hasattr(self, "_propagate_widget"):
@@ -205,6 +216,7 @@ class RegionRefiner:
         self._refresh()
 
     def toggle_propagate(self) -> np.ndarray:
+        """Flip between "this one" and "all like this" (key ``a``); returns the mask."""
         self.set_propagate("one" if self.propagate == "all" else "all")
         return self.mask
 
