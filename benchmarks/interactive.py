@@ -85,6 +85,11 @@ def make_engine(method: str, model, *, rw_work: int, threads: int = 1):
         "cgam_fixed_disk": ("cgam", {"adaptive_disk": 0.0, "locality_weight": 1.0}),
         "cgam_cached": ("cgam", {"reencode": False}),
         "fbrs_cached": ("fbrs", {"reencode": False}),
+        # "all like this": a positive click also proposes the similar structures of the view
+        "cgam_all": ("cgam", {"propagate": "all"}),
+        "none_all": ("none", {"propagate": "all"}),
+        # local corrections: from the third click on, a click changes only its region's box
+        "cgam_local": ("cgam", {"local_corrections": True}),
     }
     base, kwargs = variants.get(method, (method, {}))
     return RefinementEngine(model, method=base, threads=threads, **kwargs)

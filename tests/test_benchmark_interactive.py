@@ -186,3 +186,15 @@ def test_benchmark_engines_run_with_the_thread_count_they_are_given(bench):
     model = ClickSegmenter(extra_channels=3, widths=(8, 16, 16), feature_channels=8)
     assert bench.make_engine("cgam", model, rw_work=64, threads=2).threads == 2
     assert bench.make_engine("random_walker", None, rw_work=64).threads == 1
+
+
+def test_all_like_this_and_local_corrections_are_benchmark_variants(bench):
+    from workbench.models import ClickSegmenter
+
+    model = ClickSegmenter(extra_channels=3, widths=(8, 16, 16), feature_channels=8)
+    default = bench.make_engine("cgam", model, rw_work=64)
+    assert default.propagate == "one" and not default.local_corrections
+    assert bench.make_engine("cgam_all", model, rw_work=64).propagate == "all"
+    assert bench.make_engine("none_all", model, rw_work=64).method == "none"
+    local = bench.make_engine("cgam_local", model, rw_work=64)
+    assert local.local_corrections and local.propagate == "one"
