@@ -144,7 +144,9 @@ def test_all_like_this_adds_the_similar_structures_and_never_removes(model):
     every.set_view(image)
     a = one.add_click(40, 40, True)
     b = every.add_click(40, 40, True)
-    assert (b >= a).all() and iou(b, truth) > iou(a, truth) + 0.2
+    # The packaged network (trained with EBHI-Seg glands) already takes in most of the like
+    # disks from one click (IoU ~0.82); the proposals must still add what it left out.
+    assert (b >= a).all() and b.sum() > a.sum() and iou(b, truth) > iou(a, truth) + 0.05
     assert b[150, 150] and b[40, 150]  # other glands proposed
     # A negative click on a proposed gland takes it away again; the clicked one stays.
     c = every.add_click(150, 150, False)
@@ -178,6 +180,6 @@ def test_proposals_on_a_view_larger_than_the_network_sees(model):
     a = one.add_click(40 * f, 40 * f, True)
     b = every.add_click(40 * f, 40 * f, True)
     assert b.shape == truth.shape and (b >= a).all()
-    assert iou(b, truth) > iou(a, truth) + 0.2
+    assert b.sum() > a.sum() and iou(b, truth) > iou(a, truth) + 0.05
     c = every.add_click(150 * f, 150 * f, False)
     assert not c[int(150 * f), int(150 * f)] and c[int(40 * f), int(40 * f)]
