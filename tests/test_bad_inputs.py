@@ -31,6 +31,7 @@ from workbench import (
     SlideOpenError,
     WorkbenchError,
 )
+from workbench._errors import InvalidViewError
 from workbench.io import (
     Annotation,
     OutputWriteError,
@@ -832,12 +833,48 @@ BRIGHTFIELD_CASES = [
     Case("empty-image", _check(np.zeros((0, 5, 3), np.uint8)), InvalidImageError, "empty"),
 ]
 
+
+# ----------------------------------------------------------------------------- refinement views
+def _nan_view(ctx: Ctx):
+    from workbench.interactive import RefinementEngine
+
+    image = np.full((64, 64, 3), 0.8)
+    image[10:12, 5:9, 1] = np.nan
+    return RefinementEngine(method="random_walker").set_view(image)
+
+
+def _outline_outside(ctx: Ctx):
+    from workbench.interactive import RefinementEngine, RefinementSession
+
+    far = [[5000, 5000], [5100, 5000], [5100, 5100], [5000, 5100], [5000, 5000]]
+    path = write_geojson(
+        ctx.tmp / "other.geojson",
+        [Annotation({"type": "Polygon", "coordinates": [far]}, classification="Tumor")],
+    )
+    s = RefinementSession(ctx.array_slide(mpp=0.5), geojson=path, output=ctx.tmp / "o.geojson",
+                          engine=RefinementEngine(method="random_walker"), view_size=128)  # fmt: skip
+    assert s.lesion is None and s.lesion_annotations() == []  # nothing to save back
+    return s
+
+
+VIEW_CASES = [
+    Case("nan-pixels", _nan_view, InvalidViewError, r"8 pixel\(s\) that are NaN or infinite"),
+    Case(
+        "outline-outside-slide",
+        _outline_outside,
+        UserWarning,
+        r"1 of 1 outline polygon\(s\) from .*other.geojson lie wholly outside the slide "
+        r"\(800x600.*x 5000..5100.*not saved back",
+    ),
+]
+
 # ----------------------------------------------------------------------------- all areas
 AREAS: dict[str, list[Case]] = {
     "slide": SLIDE_CASES,
     "geojson": GEOJSON_CASES,
     "atomic": ATOMIC_CASES,
     "brightfield": BRIGHTFIELD_CASES,
+    "view": VIEW_CASES,
 }
 ALL_CASES = [(area, case) for area, cases in AREAS.items() for case in cases]
 
