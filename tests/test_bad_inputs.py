@@ -966,6 +966,8 @@ _CLI_TABLE = [
     ("discover-folds-1", "discover {tmp}/s {tmp}/c.csv --out {tmp}/o --folds 1", "at least 2", _BOTH),
     ("report-missing-run", "report {tmp}/nothing", "no run folder", None),
     ("report-run-is-file", "report {tmp}/f.txt", "is a file", _FILE),
+    ("report-empty-folder", "report {tmp}/e", "e' holds none of the files a report shows \\(run.json", {"e/.keep": ""}),
+    ("report-only-partial-files", "report {tmp}/e", "holds none of the files", {"e/.partial/run.json": "{"}),
     ("report-out-is-folder", "report {tmp} --out {tmp}", "is a folder", None),
     ("report-examples-negative", "report {tmp} --examples -1", "at least 0", None),
 ]
