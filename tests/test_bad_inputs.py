@@ -730,7 +730,23 @@ def _out_is_a_file(ctx: Ctx):
     return atomic_write_text(ctx.write("out", "a file") / "run.json", "{}")
 
 
+def _discover_into_read_only(ctx: Ctx):
+    """The output folder is checked before the slides are read or anything is computed."""
+    import workbench._steps as steps
+
+    (ctx.tmp / "slides").mkdir()  # empty: reading it first would fail with another error
+    clinical = ctx.write("c.csv", "patient_id,slide,time,event\nP1,S1,5,1\n")
+    ctx.monkeypatch.setattr(steps.os, "access", lambda path, mode: False)  # root writes anyway
+    return steps.discover_step(ctx.tmp / "slides", clinical, ctx.tmp / "out")
+
+
 ATOMIC_CASES = [
+    Case(
+        "discover-read-only-out",
+        _discover_into_read_only,
+        OutputWriteError,
+        "the output folder '.*out' is not writable; choose a writable location",
+    ),
     Case("folder-is-a-file", _out_is_a_file, OutputWriteError, "is a file, not a folder"),
     Case(
         "parent-of-folder-is-a-file",
