@@ -31,6 +31,7 @@ from workbench import (
     SlideOpenError,
     WorkbenchError,
 )
+from workbench._errors import InvalidViewError
 from workbench.io import (
     Annotation,
     OutputWriteError,
@@ -729,7 +730,23 @@ def _out_is_a_file(ctx: Ctx):
     return atomic_write_text(ctx.write("out", "a file") / "run.json", "{}")
 
 
+def _discover_into_read_only(ctx: Ctx):
+    """The output folder is checked before the slides are read or anything is computed."""
+    import workbench._steps as steps
+
+    (ctx.tmp / "slides").mkdir()  # empty: reading it first would fail with another error
+    clinical = ctx.write("c.csv", "patient_id,slide,time,event\nP1,S1,5,1\n")
+    ctx.monkeypatch.setattr(steps.os, "access", lambda path, mode: False)  # root writes anyway
+    return steps.discover_step(ctx.tmp / "slides", clinical, ctx.tmp / "out")
+
+
 ATOMIC_CASES = [
+    Case(
+        "discover-read-only-out",
+        _discover_into_read_only,
+        OutputWriteError,
+        "the output folder '.*out' is not writable; choose a writable location",
+    ),
     Case("folder-is-a-file", _out_is_a_file, OutputWriteError, "is a file, not a folder"),
     Case(
         "parent-of-folder-is-a-file",
@@ -832,12 +849,48 @@ BRIGHTFIELD_CASES = [
     Case("empty-image", _check(np.zeros((0, 5, 3), np.uint8)), InvalidImageError, "empty"),
 ]
 
+
+# ----------------------------------------------------------------------------- refinement views
+def _nan_view(ctx: Ctx):
+    from workbench.interactive import RefinementEngine
+
+    image = np.full((64, 64, 3), 0.8)
+    image[10:12, 5:9, 1] = np.nan
+    return RefinementEngine(method="random_walker").set_view(image)
+
+
+def _outline_outside(ctx: Ctx):
+    from workbench.interactive import RefinementEngine, RefinementSession
+
+    far = [[5000, 5000], [5100, 5000], [5100, 5100], [5000, 5100], [5000, 5000]]
+    path = write_geojson(
+        ctx.tmp / "other.geojson",
+        [Annotation({"type": "Polygon", "coordinates": [far]}, classification="Tumor")],
+    )
+    s = RefinementSession(ctx.array_slide(mpp=0.5), geojson=path, output=ctx.tmp / "o.geojson",
+                          engine=RefinementEngine(method="random_walker"), view_size=128)  # fmt: skip
+    assert s.lesion is None and s.lesion_annotations() == []  # nothing to save back
+    return s
+
+
+VIEW_CASES = [
+    Case("nan-pixels", _nan_view, InvalidViewError, r"8 pixel\(s\) that are NaN or infinite"),
+    Case(
+        "outline-outside-slide",
+        _outline_outside,
+        UserWarning,
+        r"1 of 1 outline polygon\(s\) from .*other.geojson lie wholly outside the slide "
+        r"\(800x600.*x 5000..5100.*not saved back",
+    ),
+]
+
 # ----------------------------------------------------------------------------- all areas
 AREAS: dict[str, list[Case]] = {
     "slide": SLIDE_CASES,
     "geojson": GEOJSON_CASES,
     "atomic": ATOMIC_CASES,
     "brightfield": BRIGHTFIELD_CASES,
+    "view": VIEW_CASES,
 }
 ALL_CASES = [(area, case) for area, cases in AREAS.items() for case in cases]
 
@@ -944,6 +997,8 @@ _CLI_TABLE = [
     ("discover-folds-1", "discover {tmp}/s {tmp}/c.csv --out {tmp}/o --folds 1", "at least 2", _BOTH),
     ("report-missing-run", "report {tmp}/nothing", "no run folder", None),
     ("report-run-is-file", "report {tmp}/f.txt", "is a file", _FILE),
+    ("report-empty-folder", "report {tmp}/e", "e' holds none of the files a report shows \\(run.json", {"e/.keep": ""}),
+    ("report-only-partial-files", "report {tmp}/e", "holds none of the files", {"e/.partial/run.json": "{"}),
     ("report-out-is-folder", "report {tmp} --out {tmp}", "is a folder", None),
     ("report-examples-negative", "report {tmp} --examples -1", "at least 0", None),
 ]

@@ -40,9 +40,16 @@ def start_step(
     that an interrupted earlier run left in it (:func:`workbench.io.clean_partial`). With
     ``create=False`` a missing folder is left for the step to make once its inputs checked
     out (a step that fails on bad input leaves nothing behind)."""
-    from workbench.io import clean_partial
+    from workbench.io import OutputWriteError, clean_partial
 
     folder = output_folder(folder, what=what, create=create)
+    probe = folder if folder.exists() else next((p for p in folder.parents if p.exists()), None)
+    if probe is not None and not os.access(probe, os.W_OK):  # before any work, not after it
+        raise OutputWriteError(
+            f"the {what} {str(folder)!r} is not writable"
+            + (f" ({str(probe)!r} is read-only)" if probe != folder else "")
+            + "; choose a writable location"
+        )
     removed = clean_partial(folder, recursive=True)
     if removed:
         logger.info("removed %d temporary file(s) left by an interrupted run", len(removed))

@@ -379,9 +379,34 @@ def _discover(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What ``workbench report`` reads from a run folder (see :mod:`workbench.report`).
+REPORT_INPUTS = (
+    "run.json",
+    "summary.json",
+    "montage.png",
+    "training.json",
+    "evaluation.json",
+    "slides/*.h5ad",
+    "refine.json",
+    "discovery.h5ad",
+)
+
+
+def _check_run_folder(run: Path) -> None:
+    """Refuse a folder with none of the files a report shows (a blank page helps no one)."""
+    from workbench import ResultFileError
+
+    if not any(any(run.glob(pattern)) for pattern in REPORT_INPUTS):
+        raise ResultFileError(
+            f"{str(run)!r} holds none of the files a report shows ({', '.join(REPORT_INPUTS)}); "
+            "give the folder of a run (`workbench demo --out`), or run `workbench demo` first"
+        )
+
+
 def _report(args: argparse.Namespace) -> int:
     from workbench.report import write_report
 
+    _check_run_folder(args.run)
     path = write_report(args.run, args.out, n_examples=args.examples)
     print(f"report written to {path.resolve()}")
     return 0

@@ -218,3 +218,18 @@ def test_read_clinical_refuses_a_folder_and_a_missing_file(tmp_path):
         read_clinical(tmp_path)
     with pytest.raises(ClinicalTableError, match="no clinical table at"):
         read_clinical(tmp_path / "nope.csv")
+
+
+def test_infinite_times_are_called_infinite_not_nan_or_negative(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("patient_id,slide,time,event\nP1,S1,inf,0\nP2,S2,5,1\nP3,S3,-inf,1\n")
+    with pytest.raises(ClinicalTableError, match=r"2 infinite 'time' value\(s\) \(patients P1, "
+                       r"P3\); give the follow-up time") as info:  # fmt: skip
+        validate_clinical(path)
+    assert "NaN" not in str(info.value)
+
+
+def test_all_zero_times_say_so():
+    with pytest.raises(ClinicalTableError, match="every 'time' is 0, so there is no follow-up"):
+        validate_clinical(clinical().assign(time=0.0))
+    validate_clinical(clinical().assign(time=0.0), require_events=False)  # a training cohort

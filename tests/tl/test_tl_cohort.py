@@ -143,3 +143,14 @@ def test_cohort_from_a_csv_keeps_zero_padded_ids(tmp_path):
     co = tl.cohort(markers_by_slide(["001", "002", "003"]), path)
     assert sorted(co.obs_names) == ["007", "7"]
     assert co.obs.loc["7", "n_slides"] == 2 and co.obs.loc["007", "slides"] == "001"
+
+
+def test_survival_names_infinite_and_all_zero_times():
+    co = tl.cohort(markers_by_slide(["S0", "S1", "S2", "S3", "S4", "S5"]), clinical())
+    co.obs["time"] = [np.inf, 5.0, 3.0, 8.0, 12.0, 1.0]
+    with pytest.raises(ClinicalTableError, match=r"has infinite times \(1 patient") as info:
+        tl.survival(co)
+    assert "NaN" not in str(info.value)
+    co.obs["time"] = 0.0
+    with pytest.raises(ClinicalTableError, match=r"every obs\['time'\] is 0: no follow-up"):
+        tl.survival(co)

@@ -110,6 +110,12 @@ def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
             f"at least {MIN_VIEW_SIDE} pixels a side (zoom in, or move away from the slide's edge)"
         )
     arr = arr[:, :, :3]
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).any(axis=2).sum())
+        raise InvalidViewError(
+            f"the view has {bad} pixel(s) that are NaN or infinite (of {arr.shape[0] * arr.shape[1]});"
+            " give finite RGB values (uint8 0-255 or floats 0-1), e.g. fill them with white"
+        )
     if arr.dtype != np.uint8:
         arr = np.clip(arr.astype(np.float64) * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255)
         arr = arr.astype(np.uint8)

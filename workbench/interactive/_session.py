@@ -223,7 +223,31 @@ class RefinementSession:
             if not geom.is_valid:
                 geom = geom.buffer(0)
             polys.append(geom)
-        return unary_union(polys) if polys else None
+        return self._on_slide(unary_union(polys), geojson) if polys else None
+
+    def _on_slide(self, geom, source):
+        """The outline's polygons that touch the slide; those wholly outside it (another
+        slide's outline, or coordinates at another level) are dropped with a warning, so they
+        are neither shown as an empty view nor saved back."""
+        from shapely.geometry import box
+        from shapely.ops import unary_union
+
+        W, H = self.slide.dimensions
+        parts = list(getattr(geom, "geoms", [geom]))
+        on = [g.intersects(box(0, 0, W, H)) for g in parts]
+        inside = [g for g, ok in zip(parts, on, strict=True) if ok]
+        if len(inside) < len(parts):
+            outside = [g for g, ok in zip(parts, on, strict=True) if not ok]
+            x0, y0, x1, y1 = unary_union(outside).bounds
+            warnings.warn(
+                f"{len(parts) - len(inside)} of {len(parts)} outline polygon(s) from "
+                f"{source or 'the AnnData'} lie wholly outside the slide ({W}x{H} level-0 "
+                f"pixels; they span x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}): left out, and "
+                "not saved back. Is it this slide's outline, in level-0 pixels?",
+                UserWarning,
+                stacklevel=3,
+            )
+        return unary_union(inside) if inside else None
 
     @staticmethod
     def _annotations_from_text(text: str):

@@ -345,6 +345,17 @@ def validate_clinical(
             problems.append(
                 f"{len(neg)} negative {duration_key!r} value(s) (patients {_names(neg)})"
             )
+        inf = df[patient_key][np.isinf(time.to_numpy(dtype=float))]
+        if len(inf):
+            problems.append(
+                f"{len(inf)} infinite {duration_key!r} value(s) (patients {_names(inf)}); give "
+                "the follow-up time, with event 0 for a patient still alive at the last visit"
+            )
+        if require_events and len(time) and (time.fillna(-1) == 0).all():
+            problems.append(
+                f"every {duration_key!r} is 0, so there is no follow-up to model; the column "
+                "should hold the time from diagnosis to the event or the last visit"
+            )
     if event_key:
         raw_event = df[event_key]
         if raw_event.dtype == bool:

@@ -360,8 +360,16 @@ def survival(
     T = sub.obs[duration_key].to_numpy(dtype=float)
     E = sub.obs[event_key].to_numpy(dtype=int)
     if not np.isfinite(T).all() or (T < 0).any():
+        kinds = [k for k, bad in (("NaN", np.isnan(T)), ("infinite", np.isinf(T)),
+                                  ("negative", T < 0)) if bad.any()]  # fmt: skip
         raise ClinicalTableError(
-            f"obs[{duration_key!r}] has NaN or negative times; run io.validate_clinical"
+            f"obs[{duration_key!r}] has {' and '.join(kinds)} times "
+            f"({int((~np.isfinite(T) | (T < 0)).sum())} patient(s)); run io.validate_clinical"
+        )
+    if (T == 0).all():
+        raise ClinicalTableError(
+            f"every obs[{duration_key!r}] is 0: no follow-up to model; the column should hold "
+            "the time from diagnosis to the event or the last visit"
         )
     if E.sum() == 0:
         raise ClinicalTableError("no events among the patients tested; survival cannot be modelled")
