@@ -243,7 +243,7 @@ def _same(old: dict, new: dict) -> bool:
     return all(old.get(k) == new.get(k) for k in keys)
 
 
-def slide_id_of_case(case_id: str) -> str:
+def _slide_id_of_case(case_id: str) -> str:
     """The slide id of a case: ``"C"`` + the case id (e.g. ``"C2001837"``)."""
     return f"C{case_id}"
 
@@ -346,7 +346,7 @@ def make_ebhi_cohort(
     rows = []
     for case in tqdm(cases, desc="ebhi cohort", unit="slide", disable=not progress):
         case_images = by_case[case]
-        sid = slide_id_of_case(case)
+        sid = _slide_id_of_case(case)
         case_key = int(hashlib.sha256(case.encode()).hexdigest()[:8], 16)
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), case_key]))
         canvas, tumour, tissue, _ = _compose(case_images, rng, gap=gap_px, margin=margin_px)

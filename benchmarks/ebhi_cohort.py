@@ -1,0 +1,569 @@
+"""SEW and its baselines on a real biopsy cohort (EBHI-Seg, one slide per case); JSON lines.
+
+The cohort is :func:`workbench.datasets.make_ebhi_cohort` (143 cases of colorectal endoscopic
+biopsies, label = adenocarcinoma or not, tumour masks of the adenocarcinoma images as QuPath
+annotations) with its fixed case-level split: ``train`` (76 cases) to fit, ``val`` (19) to
+choose settings, ``test`` (48) only to report. Slides are read the way a user reads them
+(``io.Cohort.from_folder`` on the written slides, clinical table and annotations, then the
+engine of ``tl``) and every model is trained with ``tl.SlideTrainer``.
+
+Sections
+--------
+``ablation``
+    Trained on ``train``, measured on ``val`` (never ``test``): the focus predictor's
+    training target (``class`` = the original attribution of each slide's own class,
+    ``lesion`` = attribution of the adenocarcinoma margin, zero on negative slides,
+    ``detail`` = the detail branch's lesion answer, no attribution), whether that lesion
+    answer is trained from slide labels by multiple-instance pooling (``mil``), with and
+    without the tumour annotations; focus-in-lesion of the top-K focus regions on the
+    adenocarcinoma slides against chance (the tumour share of the tissue regions), the
+    ranking of regions by focus score (node AUC), the NMS radius, what the global branch itself
+    points at (node AUC of its slide-margin attribution, attention and node head), and a
+    region-feature probe (can the thumbnail superpixels' own features tell tumour from not?).
+``benchmark``
+    SEW, SEW without consistency, GlobalOnly and tile ABMIL (same frozen encoder), several
+    seeds, trained on ``train`` for a fixed number of epochs chosen on ``val``; on ``test``:
+    AUC with a bootstrap 95 % interval, balanced accuracy, ECE of the raw probabilities (10
+    bins, top-label), focus-in-lesion (SEW: top-K focus regions; ABMIL: top-K attention
+    tiles) with chance, and seconds per slide (1 torch thread).
+
+Raw lines go to ``benchmarks/results/ebhi_cohort.jsonl`` (``--out``) and to stdout::
+
+    python benchmarks/ebhi_cohort.py --section ablation
+    python benchmarks/ebhi_cohort.py --section benchmark --seeds 0 1 2
+    python benchmarks/ebhi_cohort.py --section benchmark --models sew --annotations
+    python benchmarks/ebhi_cohort.py --section figure          # docs/images/ebhi_focus.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+LABEL = "adenocarcinoma"
+MODELS = ("sew", "sew_no_consistency", "global_only", "tile_abmil")
+_KIND = {"sew": "sew", "sew_no_consistency": "sew", "global_only": "global", "tile_abmil": "abmil"}
+#: Ablation variants: (focus target, lesion MIL, annotations).
+VARIANTS = {
+    "before": ("class", False, False),
+    "lesion_target": ("lesion", False, False),
+    "mil_only": ("class", True, False),
+    "after": ("lesion", True, False),
+    "before_annotated": ("class", False, True),
+    "after_annotated": ("lesion", True, True),
+    "detail_mil": ("detail", True, False),
+    "detail_annotated": ("detail", True, True),
+}
+
+
+def emit(record: dict, out: Path | None) -> None:
+    line = json.dumps(record, default=_json_default)
+    print(line, flush=True)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a") as f:
+            f.write(line + "\n")
+
+
+def _json_default(v):
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(type(v))
+
+
+# ----------------------------------------------------------------------------- data
+def cohort_of(args):
+    """The written EBHI cohort (truth) and the user's view of it (``io.Cohort.from_folder``)."""
+    from workbench.datasets import make_ebhi_cohort
+    from workbench.io import Cohort
+
+    truth = make_ebhi_cohort(args.data_dir, Path(args.workdir) / "cohort", progress=False)
+    root = truth.root
+    user = Cohort.from_folder(
+        root / "slides", root / "clinical.csv", annotations_dir=root / "annotations"
+    )
+    return truth, user
+
+
+def settings_for(user, encoder: str) -> dict:
+    from workbench.models import load_encoder
+    from workbench.tl import suggest_settings
+
+    settings = suggest_settings(user.slide_path(user.slide_ids[0]))
+    enc = load_encoder(encoder)
+    if enc is not None:
+        settings.update(detail_mpp=float(enc.mpp), crop_size=int(enc.input_size))
+    return settings
+
+
+def samples_for(user, ids, split: str, annotations: bool, settings: dict, args) -> list:
+    """Training slides read once through the engine (graph, candidate crops, tiles), cached."""
+    import torch
+
+    from workbench.models import SlideSample, load_encoder
+    from workbench.tl import prepare_cohort
+
+    tag = "ann" if annotations else "mil"
+    more = "" if args.n_candidates == 8 else f"_c{args.n_candidates}"
+    cache = Path(args.workdir) / f"samples_{args.encoder}_{split}_{tag}{more}.pt"
+    if cache.exists():
+        return [SlideSample(**r) for r in torch.load(cache, weights_only=True)]
+    enc = load_encoder(args.encoder)
+    labels = user.labels(LABEL)
+    samples = prepare_cohort(
+        user,
+        {s: int(labels[s]) for s in ids},
+        slide_ids=ids,
+        settings=settings,
+        use_annotations=annotations,
+        tiles=True,
+        n_candidates=args.n_candidates,
+        max_tiles=256,
+        encoder=enc if enc is not None and enc.frozen else None,
+        seed=0,
+        progress=False,
+    )
+    tmp = cache.with_suffix(".tmp")
+    torch.save([{f.name: getattr(s, f.name) for f in fields(s)} for s in samples], tmp)
+    os.replace(tmp, cache)
+    return samples
+
+
+def graphs_for(user, ids, settings: dict) -> dict:
+    from workbench.tl._engine import open_slide, region_graph_for
+
+    out = {}
+    for sid in ids:
+        t = time.perf_counter()
+        with open_slide(user.slide_path(sid), settings) as slide:
+            g = region_graph_for(slide, settings)
+        out[sid] = (g, time.perf_counter() - t)
+    return out
+
+
+# ----------------------------------------------------------------------------- metrics
+def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of binary probabilities (top-label confidence, equal bins)."""
+    y, p = np.asarray(y, int), np.asarray(p, float)
+    conf = np.where(p >= 0.5, p, 1 - p)
+    correct = (p >= 0.5).astype(int) == y
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(total)
+
+
+def _metrics(y, p) -> dict:
+    from workbench.tl import classification_metrics
+
+    p = np.asarray(p, float)
+    out = classification_metrics(np.asarray(y), np.column_stack([1 - p, p]))
+    out["ece"] = ece(y, p)
+    return out
+
+
+def bootstrap(y, P, key: str, n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """95 % interval of the mean over seeds of a metric, resampling slides."""
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        if len(set(y[idx].tolist())) < 2:
+            continue
+        vals.append(np.mean([_metrics(y[idx], np.asarray(p)[idx])[key] for p in P]))
+    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
+
+
+def bootstrap_mean(per_slide: np.ndarray, n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """95 % interval of a per-slide mean (``(seeds, slides)`` averaged over seeds)."""
+    rng = np.random.default_rng(seed)
+    arr = np.atleast_2d(per_slide)
+    vals = [arr[:, rng.integers(0, arr.shape[1], arr.shape[1])].mean() for _ in range(n_boot)]
+    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
+
+
+def _node_truth(graph, mask, ds) -> np.ndarray:
+    from workbench.tl._engine import mask_at
+
+    xy = np.asarray(graph.obsm["spatial"], dtype=float)
+    return mask_at(mask, ds, xy[:, 0], xy[:, 1])
+
+
+def _topk_hits(scores, graph, inside, k: int, hops: int) -> list[int]:
+    import torch
+
+    from workbench.models import graph_nms
+    from workbench.tl._engine import edge_index_of
+
+    idx = graph_nms(torch.as_tensor(scores, dtype=torch.float32), edge_index_of(graph), k=k,
+                    hops=hops).numpy()  # fmt: skip
+    return inside[idx].astype(int).tolist()
+
+
+def evaluate(name: str, model, truth, user, ids, graphs, *, top_k: int = 4) -> dict:
+    """Probabilities, seconds per slide and focus-in-lesion on the adenocarcinoma slides."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from workbench.tl import extract, focus_in_mask, predict_tiles
+    from workbench.tl._engine import edge_index_of, mask_at
+
+    labels = user.labels(LABEL)
+    probs, seconds, hits, chance, node_auc, hops_hits = [], [], {}, {}, [], {0: {}, 2: {}}
+    evidence: dict[str, list] = {}
+    for sid in ids:
+        graph, t_graph = graphs[sid]
+        path = user.slide_path(sid)
+        positive = int(labels[sid]) == 1
+        mask = ds = None
+        if positive:
+            mask, ds = truth.lesion_mask(sid)
+            inside = _node_truth(graph, mask, ds)
+            chance[sid] = float(inside.mean())
+        if name.startswith("sew"):
+            t = time.perf_counter()
+            ad = extract(path, model, graph=graph, slide_id=sid)
+            seconds.append(time.perf_counter() - t + t_graph)
+            probs.append(float(ad.uns["explain"]["probabilities"][1]))
+            if positive:
+                hits[sid] = focus_in_mask(ad, mask, ds).astype(int).tolist()
+                score = ad.obs["focus_score"].to_numpy()
+                if 0 < inside.sum() < len(inside):
+                    node_auc.append(float(roc_auc_score(inside, score)))
+                for h in hops_hits:
+                    hops_hits[h][sid] = _topk_hits(score, graph, inside, top_k, h)
+                if 0 < inside.sum() < len(inside):
+                    for key, value in _evidence(model, graph).items():
+                        evidence.setdefault(key, []).append(float(roc_auc_score(inside, value)))
+        elif name == "global_only":
+            t = time.perf_counter()
+            with torch.no_grad():
+                x = torch.from_numpy(np.asarray(graph.X, dtype=np.float32))
+                p = torch.softmax(model(x, edge_index_of(graph))["logits"], -1)[1]
+            seconds.append(time.perf_counter() - t + t_graph)
+            probs.append(float(p))
+        else:
+            t = time.perf_counter()
+            res = predict_tiles(path, model, batch_size=64)
+            seconds.append(time.perf_counter() - t)
+            probs.append(float(res["probabilities"][1]))
+            if positive:
+                pre = model.preprocessing
+                size0 = pre["crop_size"] * pre["detail_mpp"] / float(truth.params["mpp"])
+                top = np.argsort(-res["attention"])[:top_k]
+                centres = np.asarray(res["tiles_xy"], float)[top] + size0 / 2.0
+                hits[sid] = mask_at(mask, ds, centres[:, 0], centres[:, 1]).astype(int).tolist()
+    out = {"probabilities": probs, "seconds": seconds, "chance": chance}
+    if hits:
+        out["focus_hits"] = hits
+        out["focus_in_lesion"] = float(np.mean([np.mean(v) for v in hits.values()]))
+        out["focus_chance"] = float(np.mean(list(chance.values())))
+    if node_auc:
+        out["focus_node_auc"] = float(np.mean(node_auc))
+        for h, per in hops_hits.items():
+            out[f"focus_in_lesion_hops{h}"] = float(np.mean([np.mean(v) for v in per.values()]))
+    for key, values in evidence.items():
+        out[f"node_auc_{key}"] = float(np.mean(values))
+    return out
+
+
+def _evidence(model, graph) -> dict:
+    """What the global branch itself points at: the attribution of the adenocarcinoma logit
+    margin (the ``lesion`` focus target), its attention weights, the node head."""
+    import torch
+
+    from workbench.models import focus_target
+    from workbench.tl._engine import edge_index_of
+
+    x = torch.from_numpy(np.asarray(graph.X, dtype=np.float32))
+    out = model.forward_global(x, edge_index_of(graph))
+    return {
+        "slide_margin_attribution": focus_target(out["logits"], out["tokens"], 1).numpy(),
+        "attention": out["attention"].detach().numpy(),
+        "node_head": torch.softmax(out["node_logits"], -1)[:, 1].detach().numpy(),
+    }
+
+
+def fit(name: str, samples, settings, seed: int, args, *, focus="lesion", mil=True):
+    from workbench.tl import SlideTrainer
+
+    t = time.perf_counter()
+    kw = {"focus_target": focus, "lesion_mil": mil} if _KIND[name] == "sew" else {}
+    trainer = SlideTrainer(
+        kind=_KIND[name],
+        label=LABEL,
+        encoder=None if name == "global_only" else args.encoder,
+        epochs=args.epochs,
+        seed=seed,
+        consistency=name != "sew_no_consistency",
+        settings=dict(settings),
+        model_kwargs=kw,
+        progress=False,
+    ).fit(samples=samples)
+    return trainer, time.perf_counter() - t
+
+
+# ----------------------------------------------------------------------------- sections
+def region_probe(train_samples, val_samples) -> dict:
+    """Can a linear model on the superpixels' own thumbnail features find the tumour?"""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    def stack(samples):
+        X, y = [], []
+        for s in samples:
+            if s.node_labels is None or int(s.label) == 0:
+                continue
+            keep = s.node_labels.numpy() >= 0
+            X.append(s.features.numpy()[keep])
+            y.append(s.node_labels.numpy()[keep])
+        return np.concatenate(X), np.concatenate(y)
+
+    Xt, yt = stack(train_samples)
+    Xv, yv = stack(val_samples)
+    sc = StandardScaler().fit(Xt)
+    clf = LogisticRegression(max_iter=2000, C=0.1).fit(sc.transform(Xt), yt)
+    pure = [
+        float((s.node_labels >= 0).float().mean())
+        for s in val_samples
+        if s.node_labels is not None and int(s.label) == 1
+    ]
+    return {
+        "probe_node_auc_val": float(roc_auc_score(yv, clf.predict_proba(sc.transform(Xv))[:, 1])),
+        "probe_train_nodes": int(len(yt)),
+        "probe_val_nodes": int(len(yv)),
+        "pure_node_share_val": float(np.mean(pure)),
+    }
+
+
+def run_ablation(args) -> None:
+    out = Path(args.out)
+    truth, user = cohort_of(args)
+    settings = settings_for(user, args.encoder)
+    train_ids, val_ids = truth.split_ids("train"), truth.split_ids("val")
+    y_val = [int(user.labels(LABEL)[s]) for s in val_ids]
+    graphs = graphs_for(user, val_ids, settings)
+    needed = sorted({VARIANTS[v][2] for v in args.variants} | ({True} if args.probe else set()))
+    train = {a: samples_for(user, train_ids, "train", a, settings, args) for a in needed}
+    if args.probe:
+        val_ann = samples_for(user, val_ids, "val", True, settings, args)
+        emit({"section": "ablation_probe", "encoder": args.encoder, "settings": settings,
+              **region_probe(train[True], val_ann)}, out)  # fmt: skip
+    for variant in args.variants:
+        focus, mil, ann = VARIANTS[variant]
+        for seed in args.seeds:
+            trainer, t_train = fit("sew", train[ann], settings, seed, args, focus=focus, mil=mil)
+            res = evaluate("sew", trainer.model_, truth, user, val_ids, graphs)
+            emit({"section": "ablation", "split": "val", "encoder": args.encoder,
+                  "n_candidates": args.n_candidates,
+                  "variant": variant, "focus_target": focus, "lesion_mil": mil,
+                  "annotations": ann, "seed": seed, "epochs": args.epochs,
+                  **_metrics(y_val, res["probabilities"]),
+                  **{k: v for k, v in res.items() if k not in ("probabilities", "seconds",
+                                                                "chance", "focus_hits")},
+                  "train_seconds": t_train, "n_train": len(train_ids),
+                  "n_val": len(val_ids), "n_val_positive": int(sum(y_val))}, out)  # fmt: skip
+
+
+def _rows(out: Path, section: str, encoder: str, annotations: bool) -> dict:
+    rows = {}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            if (r.get("section") == section and r.get("encoder") == encoder
+                    and r.get("annotations") == annotations):  # fmt: skip
+                rows[(r["model"], r["seed"])] = r
+    return rows
+
+
+def run_benchmark(args) -> None:
+    """Train and test every (model, seed) not yet in ``--out``; then the summary lines."""
+    import torch
+
+    out = Path(args.out)
+    truth, user = cohort_of(args)
+    settings = settings_for(user, args.encoder)
+    train_ids, test_ids = truth.split_ids("train"), truth.split_ids("test")
+    y_test = np.array([int(user.labels(LABEL)[s]) for s in test_ids])
+    done = _rows(out, "benchmark", args.encoder, args.annotations)
+    todo = [(m, s) for s in args.seeds for m in args.models if (m, s) not in done]
+    if todo:
+        t = time.perf_counter()
+        samples = samples_for(user, train_ids, "train", args.annotations, settings, args)
+        t_prep = time.perf_counter() - t
+        graphs = graphs_for(user, test_ids, settings)
+    for name, seed in todo:
+        torch.manual_seed(seed)
+        trainer, t_train = fit(name, samples, settings, seed, args, focus=args.focus_target)
+        res = evaluate(name, trainer.model_, truth, user, test_ids, graphs)
+        p = np.asarray(res["probabilities"])
+        row = {
+            "section": "benchmark",
+            "split": "test",
+            "encoder": args.encoder,
+            "annotations": args.annotations,
+            "model": name,
+            "seed": seed,
+            "focus_target": args.focus_target if _KIND[name] == "sew" else None,
+            **_metrics(y_test, p),
+            "ece_note": "raw probabilities (no temperature)",
+            "train_seconds": t_train,
+            "prepare_seconds_all_models": t_prep,
+            "infer_seconds_per_slide_median": statistics.median(res["seconds"]),
+            "epochs": args.epochs,
+            "n_train": len(train_ids),
+            "n_test": len(test_ids),
+            "n_test_positive": int(y_test.sum()),
+            "probabilities": [round(v, 4) for v in p.tolist()],
+            "labels": y_test.tolist(),
+            "test_ids": test_ids,
+        }
+        for k in res:
+            if k.startswith(("focus_", "node_auc_")):
+                row[k] = res[k]
+        emit(row, out)
+    if args.no_summary:
+        return
+    done = _rows(out, "benchmark", args.encoder, args.annotations)
+    for name in args.models:
+        rs = [done[(name, s)] for s in args.seeds if (name, s) in done]
+        if rs:
+            emit(summarise(name, rs, y_test, args), out)
+
+
+def summarise(name: str, rs: list[dict], y_test: np.ndarray, args) -> dict:
+    """Mean over seeds with bootstrap intervals over test slides."""
+    P = np.array([r["probabilities"] for r in rs])
+    s = {
+        "section": "summary",
+        "split": "test",
+        "encoder": args.encoder,
+        "annotations": args.annotations,
+        "model": name,
+        "focus_target": rs[0].get("focus_target"),
+        "seeds": [r["seed"] for r in rs],
+        "epochs": rs[0]["epochs"],
+        "auc_mean": float(np.mean([r["auc"] for r in rs])),
+        "auc_sd": float(np.std([r["auc"] for r in rs], ddof=1)) if len(rs) > 1 else 0.0,
+        "auc_ci95": bootstrap(y_test, P, "auc"),
+        "balanced_accuracy_mean": float(np.mean([r["balanced_accuracy"] for r in rs])),
+        "balanced_accuracy_ci95": bootstrap(y_test, P, "balanced_accuracy"),
+        "ece_mean": float(np.mean([r["ece"] for r in rs])),
+        "ece_note": "raw probabilities (no temperature)",
+        "infer_seconds_per_slide_median": float(
+            np.median([r["infer_seconds_per_slide_median"] for r in rs])
+        ),
+        "train_seconds_mean": float(np.mean([r["train_seconds"] for r in rs])),
+    }
+    if "focus_hits" in rs[0]:
+        slides = sorted(rs[0]["focus_hits"])
+        per = np.array([[np.mean(r["focus_hits"][x]) for x in slides] for r in rs])
+        s["focus_in_lesion_mean"] = float(per.mean())
+        s["focus_in_lesion_ci95"] = bootstrap_mean(per)
+        s["focus_chance"] = rs[0]["focus_chance"]
+        s["focus_what"] = "top-4 focus regions" if name.startswith("sew") else (
+            "top-4 attention tiles")  # fmt: skip
+    if "focus_node_auc" in rs[0]:
+        s["focus_node_auc_mean"] = float(np.mean([r["focus_node_auc"] for r in rs]))
+    return s
+
+
+def plot_figure(args) -> Path:
+    """Focus-in-lesion of every ablation variant (val) and model (test) against chance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(args.out).read_text().splitlines()]
+    abl: dict[str, list] = {}
+    for r in rows:
+        if r.get("section") == "ablation" and r.get("n_candidates", 8) == 8:
+            abl.setdefault(r["variant"], []).append(r)
+    last = {}
+    for r in rows:
+        if r.get("section") == "summary" and "focus_in_lesion_mean" in r:
+            tag = f"{r['model']}{' (annotated)' if r.get('annotations') else ''}"
+            last[tag] = r
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    names = [v for v in VARIANTS if v in abl]
+    vals = [np.mean([r["focus_in_lesion"] for r in abl[v]]) for v in names]
+    aucs = [np.mean([r["focus_node_auc"] for r in abl[v]]) for v in names]
+    chance = np.mean([r["focus_chance"] for v in names for r in abl[v]]) if names else 0.5
+    x = np.arange(len(names))
+    axes[0].bar(x - 0.2, vals, 0.4, label="top-4 focus in tumour", color="#2ca02c")
+    axes[0].bar(x + 0.2, aucs, 0.4, label="region ranking AUC", color="#1f77b4")
+    axes[0].axhline(chance, color="k", ls="--", lw=1, label=f"chance of a hit {chance:.2f}")
+    axes[0].axhline(0.5, color="#1f77b4", ls=":", lw=1, label="chance of the AUC 0.5")
+    axes[0].set_xticks(x, [n.replace("_", "\n") for n in names], fontsize=8)
+    axes[0].set_ylim(0, 1)
+    axes[0].set_title("focus ablation (val cases, adenocarcinoma slides)", fontsize=10)
+    axes[0].legend(fontsize=7, loc="lower right")
+    tags = list(last)
+    axes[1].bar(np.arange(len(tags)), [last[t]["focus_in_lesion_mean"] for t in tags],
+                yerr=np.array([[last[t]["focus_in_lesion_mean"] - last[t]["focus_in_lesion_ci95"][0],
+                                last[t]["focus_in_lesion_ci95"][1] - last[t]["focus_in_lesion_mean"]]
+                               for t in tags]).T if tags else None,
+                color="#2ca02c", capsize=3)  # fmt: skip
+    if tags:
+        axes[1].axhline(last[tags[0]]["focus_chance"], color="k", ls="--", lw=1)
+    axes[1].set_xticks(np.arange(len(tags)), [t.replace(" ", "\n") for t in tags], fontsize=8)
+    axes[1].set_ylim(0, 1)
+    axes[1].set_title("test cases: top-4 focus (ABMIL: attention tiles)", fontsize=10)
+    fig.tight_layout()
+    path = ROOT / "docs" / "images" / "ebhi_focus.png"
+    fig.savefig(path, dpi=90)
+    print(json.dumps({"figure": str(path)}))
+    return path
+
+
+def main(argv=None) -> None:
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--section", choices=("ablation", "benchmark", "figure"), default="benchmark")
+    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--workdir", default=str(ROOT / "runs" / "ebhi_bench"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ebhi_cohort.jsonl"))
+    p.add_argument("--encoder", default="texture", choices=("texture", "builtin"))
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--probe", action="store_true",
+                   help="ablation: also fit the region-feature probe (needs the annotations)")  # fmt: skip
+    p.add_argument("--n-candidates", type=int, default=8,
+                   help="magnified crops cached per training slide")  # fmt: skip
+    p.add_argument("--focus-target", default="detail", choices=("lesion", "class", "detail"))
+    p.add_argument("--no-summary", action="store_true",
+                   help="benchmark: only train and test (run the summary from another call)")  # fmt: skip
+    p.add_argument("--annotations", action="store_true",
+                   help="benchmark: train with the tumour annotations (default: slide labels only)")  # fmt: skip
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    {"ablation": run_ablation, "benchmark": run_benchmark, "figure": plot_figure}[args.section](
+        args
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
