@@ -506,10 +506,15 @@ def _architecture(
 
 
 def _unknown(name: str, registry: dict, file: Path) -> EncoderError:
+    import difflib
+
     known = sorted(registry)
     where = f" in {str(file)!r}" if file.is_file() else f" (no registry file at {str(file)!r})"
+    every = [*known, *ENCODER_ARCHITECTURES, *BUILTIN_ENCODERS, TEXTURE_ENCODER]
+    close = difflib.get_close_matches(name.lower(), every, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
     return EncoderError(
-        f"unknown encoder {name!r}: registry names{where}: {', '.join(known) or 'none'}; "
+        f"unknown encoder {name!r}: {hint}registry names{where}: {', '.join(known) or 'none'}; "
         f"architectures (with weights=FILE): {', '.join(ENCODER_ARCHITECTURES)}; built-in: "
         f"{', '.join(BUILTIN_ENCODERS)}, {TEXTURE_ENCODER}; or a .pt2 file; nothing is downloaded"
     )
