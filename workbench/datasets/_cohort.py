@@ -168,26 +168,55 @@ def _geojson_rel(sid: str) -> str:
     return f"annotations/{sid}_lesion.geojson"
 
 
-def _write_masks(root: Path, sid: str, truth: SlideTruth) -> None:
+def write_lesion_truth(
+    root: Path, sid: str, mask: np.ndarray, downsample: int, *, id_format: str, **outline
+) -> None:
+    """A slide's lesion truth, both ways: the mask as PNG (``masks/<sid>_lesion.png``, one
+    pixel per ``downsample`` level-0 pixels) and its outlines as QuPath GeoJSON in level-0
+    pixels (``annotations/<sid>_lesion.geojson``). Feature ids are uuid5 of ``id_format``
+    filled with ``sid`` and the rank ``i`` (not random), so a redrawn cohort is identical; ``outline`` goes to
+    :func:`~workbench.io.mask_to_annotations`. Both writes are atomic."""
     from PIL import Image
 
     from workbench.io import atomic_write_bytes, mask_to_annotations, write_geojson
 
     buf = io.BytesIO()
-    Image.fromarray(truth.lesion_mask.astype(np.uint8) * 255).save(buf, format="PNG")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG")
     atomic_write_bytes(root / _mask_rel(sid), buf.getvalue())
-    ds = truth.mask_downsample
     annotations = mask_to_annotations(
-        truth.lesion_mask,
+        mask,
         classification=LESION_CLASS,
         color=LESION_COLOR,
-        scale_xy=(ds, ds),
+        scale_xy=(downsample, downsample),
         offset_xy=(0.0, 0.0),
+        **outline,
     )
-    # Feature ids from the slide id and rank (not random), so a redrawn cohort is identical.
     for i, ann in enumerate(annotations):
-        ann.id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"workbench-synthetic/{sid}/lesion/{i}"))
+        ann.id = str(uuid.uuid5(uuid.NAMESPACE_URL, id_format.format(sid=sid, i=i)))
     write_geojson(root / _geojson_rel(sid), annotations)
+
+
+def read_cohort_params(meta: Path) -> dict | None:
+    """The arguments an earlier call recorded in ``cohort.json`` (None when there is none),
+    so that a generator can refuse to mix two cohorts in one folder."""
+    if not meta.exists():
+        return None
+    try:
+        return json.loads(meta.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WorkbenchError(
+            f"{str(meta)!r} is not readable JSON ({exc}); delete it or choose another folder"
+        ) from exc
+
+
+def _write_masks(root: Path, sid: str, truth: SlideTruth) -> None:
+    write_lesion_truth(
+        root,
+        sid,
+        truth.lesion_mask,
+        truth.mask_downsample,
+        id_format="workbench-synthetic/{sid}/lesion/{i}",
+    )
 
 
 def _params(
@@ -325,13 +354,8 @@ def make_cohort(
     root = Path(root)
     params = _params(n_patients, size, seed, null, grade_cue, sites)
     meta = root / "cohort.json"
-    if meta.exists():
-        try:
-            old = json.loads(meta.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise WorkbenchError(
-                f"{str(meta)!r} is not readable JSON ({exc}); delete it or choose another folder"
-            ) from exc
+    old = read_cohort_params(meta)
+    if old is not None:
         if not _same_params(old, params):
             raise WorkbenchError(
                 f"{str(root)!r} holds a cohort made with other arguments "

@@ -39,19 +39,23 @@ The split is the fixed case-level one of :func:`~workbench.datasets.ebhi_case_sp
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from workbench._constants import LESION_CLASS, LESION_COLOR
 from workbench._errors import WorkbenchError
-from workbench.datasets._cohort import SyntheticCohort, _geojson_rel, _mask_rel, _slide_rel
+from workbench.datasets._cohort import (
+    SyntheticCohort,
+    _geojson_rel,
+    _mask_rel,
+    _slide_rel,
+    read_cohort_params,
+    write_lesion_truth,
+)
 
 __all__ = [
     "EBHI_CLINICAL_COLUMNS",
@@ -184,26 +188,15 @@ def _write_slide(path: Path, canvas: np.ndarray, sid: str) -> None:
 
 
 def _write_truth(root: Path, sid: str, lesion: np.ndarray) -> None:
-    from PIL import Image
-
-    from workbench.io import atomic_write_bytes, mask_to_annotations, write_geojson
-
-    buf = io.BytesIO()
-    Image.fromarray(lesion.astype(np.uint8) * 255).save(buf, format="PNG")
-    atomic_write_bytes(root / _mask_rel(sid), buf.getvalue())
-    ds = EBHI_MASK_DOWNSAMPLE
-    annotations = mask_to_annotations(
+    write_lesion_truth(
+        root,
+        sid,
         lesion,
-        classification=LESION_CLASS,
-        color=LESION_COLOR,
-        scale_xy=(ds, ds),
-        offset_xy=(0.0, 0.0),
+        EBHI_MASK_DOWNSAMPLE,
+        id_format="workbench-ebhi/{sid}/tumour/{i}",
         min_area_px=4,
         tolerance=0.5,
     )
-    for i, ann in enumerate(annotations):
-        ann.id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"workbench-ebhi/{sid}/tumour/{i}"))
-    write_geojson(root / _geojson_rel(sid), annotations)
 
 
 def _params(source: Path, splits, seed: int, gap: int, margin: int, cases: list[str]) -> dict:
@@ -327,13 +320,8 @@ def make_ebhi_cohort(
     root = Path(root)
     params = _params(Path(source), splits, seed, gap_px, margin_px, cases)
     meta = root / "cohort.json"
-    if meta.exists():
-        try:
-            old = json.loads(meta.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise WorkbenchError(
-                f"{str(meta)!r} is not readable JSON ({exc}); delete it or choose another folder"
-            ) from exc
+    old = read_cohort_params(meta)
+    if old is not None:
         if not _same(old, params):
             raise WorkbenchError(
                 f"{str(root)!r} holds a cohort made with other arguments (splits="
@@ -407,8 +395,10 @@ def load_ebhi_cohort(root: str | os.PathLike) -> EbhiCohort:
             f"{str(root)!r} is not a complete EBHI cohort (missing {', '.join(missing)}); run "
             "workbench.datasets.make_ebhi_cohort there with the same arguments to finish it"
         )
-    params = json.loads((root / "cohort.json").read_text())
-    dtypes = {"patient_id": str, "slide_id": str, "slide": str}
-    clinical = pd.read_csv(root / "clinical.csv", dtype=dtypes)
-    truth = pd.read_csv(root / "truth.csv", dtype=dtypes)
+    from workbench.io import read_clinical
+
+    params = read_cohort_params(root / "cohort.json")
+    ids = ("patient_id", "slide_id", "slide")
+    clinical = read_clinical(root / "clinical.csv", id_columns=ids)
+    truth = read_clinical(root / "truth.csv", id_columns=ids)
     return EbhiCohort(root=root, clinical=clinical, truth=truth, params=params)

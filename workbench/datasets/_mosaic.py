@@ -63,6 +63,7 @@ import numpy as np
 import pandas as pd
 
 from workbench._errors import MosaicDataError, WorkbenchError
+from workbench.datasets._cohort import read_cohort_params
 from workbench.datasets._layout import LAYOUT_DOWNSAMPLE
 
 #: Bumped whenever the same arguments would compose different slides or tables.
@@ -838,13 +839,8 @@ def make_mosaic_cohort(
     root = Path(root)
     params = _params(n_train, n_test, size, seed, positive_fraction, data, transforms, split)
     meta = root / "cohort.json"
-    if meta.exists():
-        try:
-            old = json.loads(meta.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise WorkbenchError(
-                f"{str(meta)!r} is not readable JSON ({exc}); delete it or choose another folder"
-            ) from exc
+    old = read_cohort_params(meta)
+    if old is not None:
         if not _same(old, params):
             raise WorkbenchError(
                 f"{str(root)!r} holds a cohort made with other arguments or material "
