@@ -931,7 +931,7 @@ class SlideTrainer:
         ci = summary["auc_ci"]
         logger.info(
             "cross-validation (%d folds x %d repeats, %d slides of %d patients): pooled "
-            "out-of-fold AUC %s%s, balanced accuracy %.3f, ECE %.3f (raw %.3f)\n%s",
+            "out-of-fold AUC %s%s, balanced accuracy %.3f, ECE %.3f (raw %.3f)",
             k,
             repeats,
             len(samples),
@@ -941,8 +941,7 @@ class SlideTrainer:
             summary["balanced_accuracy"],
             summary["ece"],
             summary["ece_raw"],
-            self.cv_.drop(columns=["test_slides", "inner_validation_slides"]),
-        )
+        )  # each fold's own line was logged when it finished; the table is in cv_
 
     # ------------------------------------------------------------------------ save
     def save(self, directory: str | os.PathLike) -> Path:
