@@ -156,18 +156,12 @@ def graphs_for(user, ids, settings: dict) -> dict:
 
 # ----------------------------------------------------------------------------- metrics
 def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error of binary probabilities (top-label confidence, equal bins)."""
-    y, p = np.asarray(y, int), np.asarray(p, float)
-    conf = np.where(p >= 0.5, p, 1 - p)
-    correct = (p >= 0.5).astype(int) == y
-    edges = np.linspace(0.5, 1.0, bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
-    return float(total)
+    """Expected calibration error of positive-class probabilities: the project's one
+    definition (:func:`workbench.tl.expected_calibration_error`, ten equal-width bins), the
+    figure ``workbench train`` and the report give."""
+    from workbench.tl import expected_calibration_error
+
+    return expected_calibration_error(np.asarray(y, int), np.asarray(p, float), n_bins=bins)
 
 
 def _metrics(y, p) -> dict:
@@ -484,6 +478,7 @@ def run_calibration(args) -> None:
                   "epochs": args.epochs, "temperature": t_fit.temperature,
                   "temperature_status": t_fit.status, "fitted_on": f"val ({len(ids['val'])} cases)",
                   "ece_raw": ece(y["test"], raw), "ece_calibrated": ece(y["test"], cal),
+                  "ece_definition": "tl.expected_calibration_error (positive class, 10 bins)",
                   **{k: v for k, v in _metrics(y["test"], cal).items() if k != "ece"}},
                  out)  # fmt: skip
 
@@ -505,7 +500,9 @@ def summarise(name: str, rs: list[dict], y_test: np.ndarray, args) -> dict:
         "auc_ci95": bootstrap(y_test, P, "auc"),
         "balanced_accuracy_mean": float(np.mean([r["balanced_accuracy"] for r in rs])),
         "balanced_accuracy_ci95": bootstrap(y_test, P, "balanced_accuracy"),
-        "ece_mean": float(np.mean([r["ece"] for r in rs])),
+        # from the stored probabilities, so a summary always uses the current definition
+        "ece_mean": float(np.mean([ece(y_test, r["probabilities"]) for r in rs])),
+        "ece_definition": "tl.expected_calibration_error (positive class, 10 bins)",
         "ece_note": "raw probabilities (no temperature)",
         "infer_seconds_per_slide_median": float(
             np.median([r["infer_seconds_per_slide_median"] for r in rs])

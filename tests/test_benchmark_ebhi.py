@@ -12,12 +12,15 @@ def bench(load_benchmark):
 
 
 def test_ece_matches_a_hand_computation(bench):
+    from workbench.tl import expected_calibration_error
+
     y = np.array([1, 0, 1, 1])
     p = np.array([0.9, 0.2, 0.6, 0.4])
-    # confidences 0.9, 0.8, 0.6, 0.6 (the last one wrong); bins of width 0.05 from 0.5:
-    # {0.9}: |1 - 0.9|, {0.8}: |1 - 0.8|, {0.6, 0.6}: |0.5 - 0.6|
-    expected = 0.25 * 0.1 + 0.25 * 0.2 + 0.5 * 0.1
+    # positive-class probabilities in ten bins of width 0.1, one slide each:
+    # 0.9 (positive): |1 - 0.9|, 0.2 (negative): |0 - 0.2|, 0.6: |1 - 0.6|, 0.4: |1 - 0.4|
+    expected = 0.25 * (0.1 + 0.2 + 0.4 + 0.6)
     assert bench.ece(y, p) == pytest.approx(expected)
+    assert bench.ece(y, p) == expected_calibration_error(y, p)  # the project's one definition
     assert bench.ece(np.array([1, 0]), np.array([1.0, 0.0])) == 0.0
 
 
