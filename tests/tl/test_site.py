@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from workbench import MarkerError, tl
-from workbench.tl._site import kruskal_eta2
+from workbench.tl._stats import benjamini_hochberg, kruskal_eta2
 
 
 def test_site_association_matches_scipy_and_flags_site_detectors():
@@ -27,7 +27,7 @@ def test_site_association_matches_scipy_and_flags_site_detectors():
     assert table.loc["detector", "site_eta2"] > 0.9 and table.loc["detector", "mostly_site"]
     assert not table.loc["weak", "mostly_site"] and not table.loc["noise", "mostly_site"]
     assert table["n_sites"].tolist() == [4, 4, 4]
-    np.testing.assert_allclose(table["q_site"], tl.benjamini_hochberg(table["p_site"]))
+    np.testing.assert_allclose(table["q_site"], benjamini_hochberg(table["p_site"]))
 
 
 def test_kruskal_needs_two_sites_with_values():

@@ -32,7 +32,7 @@ from workbench.tl._markers import FeatureUniqueness, markers
 from workbench.tl._simulate import simulate_region_cohort
 from workbench.tl._site import center_by_site, site_association
 from workbench.tl._spatial import spatial, spatial_many
-from workbench.tl._survival import benjamini_hochberg, survival
+from workbench.tl._survival import survival
 from workbench.tl._train import (
     SlideTrainer,
     classification_metrics,
@@ -45,7 +45,6 @@ from workbench.tl._train import (
 __all__ = [
     "FeatureUniqueness",
     "SlideTrainer",
-    "benjamini_hochberg",
     "classification_metrics",
     "center_by_site",
     "cohort",
