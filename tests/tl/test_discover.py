@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from workbench import ClinicalTableError, tl
-from workbench.tl._simulate import simulate_region_cohort
+from workbench.datasets import simulate_region_cohort
 
 FAST = {
     "marker_kwargs": {"n_phenotypes": 2, "k_range": (2, 4), "max_regions_per_slide": 40},

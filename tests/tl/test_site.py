@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from workbench import MarkerError, tl
+from workbench.datasets import simulate_region_cohort
 from workbench.tl._stats import benjamini_hochberg, kruskal_eta2
 
 
@@ -38,7 +39,7 @@ def test_kruskal_needs_two_sites_with_values():
 
 
 def test_center_by_site_removes_each_sites_average_shift():
-    adatas, clin = tl.simulate_region_cohort(8, seed=1, n_regions=60, sites=2)
+    adatas, clin = simulate_region_cohort(8, seed=1, n_regions=60, sites=2)
     sites = clin["site"].tolist()
     key = tl.center_by_site(adatas, sites)
     assert key == "X_focus_site"
@@ -59,7 +60,7 @@ def test_center_by_site_removes_each_sites_average_shift():
 
 
 def test_simulated_sites_shift_stain_and_hazard_but_keep_tissue():
-    adatas, clin = tl.simulate_region_cohort(40, seed=2, n_regions=60, sites=4)
+    adatas, clin = simulate_region_cohort(40, seed=2, n_regions=60, sites=4)
     assert sorted(clin["site"].unique()) == ["A", "B", "C", "D"]
     assert all(a.uns["simulation"]["site"] == s for a, s in zip(adatas, clin["site"], strict=True))
     obs = pd.concat(
@@ -72,8 +73,8 @@ def test_simulated_sites_shift_stain_and_hazard_but_keep_tissue():
     texture = stroma.iloc[:, 16:].std(axis=0).mean()
     assert colour > 5 * texture
     # The same seed without sites is the cohort of before (sites draw from their own streams).
-    plain, plain_clin = tl.simulate_region_cohort(40, seed=2, n_regions=60)
+    plain, plain_clin = simulate_region_cohort(40, seed=2, n_regions=60)
     assert "site" not in plain_clin
     np.testing.assert_array_equal(plain_clin["grade"], clin["grade"])
     with pytest.raises(ValueError, match="sites must be"):
-        tl.simulate_region_cohort(4, sites=1)
+        simulate_region_cohort(4, sites=1)

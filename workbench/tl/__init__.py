@@ -29,7 +29,6 @@ from workbench.tl._extract import (
 )
 from workbench.tl._families import family_screen, marker_families
 from workbench.tl._markers import FeatureUniqueness, markers
-from workbench.tl._simulate import simulate_region_cohort
 from workbench.tl._site import center_by_site, site_association
 from workbench.tl._spatial import spatial, spatial_many
 from workbench.tl._survival import survival
@@ -72,7 +71,6 @@ __all__ = [
     "suggest_settings",
     "read_slides",
     "reliability_table",
-    "simulate_region_cohort",
     "site_association",
     "spatial",
     "spatial_many",
