@@ -1,4 +1,4 @@
-"""tl.site_association / tl.center_by_site: the site guard's pieces, checked by hand."""
+"""site_association / tl.center_by_site: the site guard's pieces, checked by hand."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from workbench import MarkerError, tl
 from workbench.datasets import simulate_region_cohort
+from workbench.tl._site import site_association
 from workbench.tl._stats import benjamini_hochberg, kruskal_eta2
 
 
@@ -22,7 +23,7 @@ def test_site_association_matches_scipy_and_flags_site_detectors():
     weak = rng.normal(size=100) + 0.4 * (sites == "a")
     X = np.column_stack([detector, weak, rng.normal(size=100)])
     X[:5, 2] = np.nan
-    table = tl.site_association(X, ["detector", "weak", "noise"], sites)
+    table = site_association(X, ["detector", "weak", "noise"], sites)
     ref = kruskal(*[X[sites == s, 2][np.isfinite(X[sites == s, 2])] for s in "abcd"])
     assert table.loc["noise", "p_site"] == pytest.approx(ref.pvalue)
     assert table.loc["detector", "site_eta2"] > 0.9 and table.loc["detector", "mostly_site"]

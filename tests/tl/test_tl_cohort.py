@@ -28,12 +28,6 @@ def markers_by_slide(ids) -> pd.DataFrame:
     return pd.DataFrame(rng.normal(size=(len(ids), 3)), index=list(ids), columns=["m1", "m2", "m3"])
 
 
-def test_tl_validate_clinical_is_the_io_rule():
-    from workbench import io
-
-    assert tl.validate_clinical is io.validate_clinical  # one place for the rules
-
-
 def test_cohort_aggregates_slides_per_patient():
     clin = clinical(4)
     extra = pd.DataFrame(
