@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from workbench import MarkerError, tl
@@ -58,24 +57,3 @@ def test_center_by_site_removes_each_sites_average_shift():
         tl.center_by_site(adatas, {"S0000": "site1"})
     with pytest.raises(MarkerError, match="got 1 sites for 8 slides"):
         tl.center_by_site(adatas, ["site1"])
-
-
-def test_simulated_sites_shift_stain_and_hazard_but_keep_tissue():
-    adatas, clin = simulate_region_cohort(40, seed=2, n_regions=60, sites=4)
-    assert sorted(clin["site"].unique()) == ["A", "B", "C", "D"]
-    assert all(a.uns["simulation"]["site"] == s for a, s in zip(adatas, clin["site"], strict=True))
-    obs = pd.concat(
-        [pd.DataFrame(a.obsm["X_focus"]).assign(t=a.obs["true_type"].to_numpy(), s=s)
-         for a, s in zip(adatas, clin["site"], strict=True)]
-    )  # fmt: skip
-    stroma = obs[obs["t"] == "stroma"].groupby("s").mean(numeric_only=True)
-    # The stain moves only the colour half of the features, by site.
-    colour = stroma.iloc[:, :16].std(axis=0).mean()
-    texture = stroma.iloc[:, 16:].std(axis=0).mean()
-    assert colour > 5 * texture
-    # The same seed without sites is the cohort of before (sites draw from their own streams).
-    plain, plain_clin = simulate_region_cohort(40, seed=2, n_regions=60)
-    assert "site" not in plain_clin
-    np.testing.assert_array_equal(plain_clin["grade"], clin["grade"])
-    with pytest.raises(ValueError, match="sites must be"):
-        simulate_region_cohort(4, sites=1)

@@ -304,10 +304,16 @@ def simulate_region_cohort(
 
     Returns
     -------
-    ``(adatas, clinical)``: the slides, and a table with columns ``patient_id``, ``slide``,
-    ``grade``, ``age``, ``time``, ``event`` (and ``site`` with ``sites``). The latent
-    infiltration score is kept in each slide's ``uns["simulation"]``, never in the clinical
-    table.
+    adatas : list of AnnData
+        One per slide (``S0000``, ``S0001`` …) with the keys ``tl.extract`` writes:
+        ``obsm["spatial"]`` (level-0 pixels), ``obsm["X_focus"]``, ``obsp["adjacency"]``,
+        ``obs`` ``region_id``/``focus_score``/``lesion_prob``/``is_focus``, ``uns["slide_id"]``
+        and ``uns["region_graph"]`` (label image and thumbnail with ``with_images``); plus the
+        hidden ``obs["true_type"]`` and ``uns["simulation"]`` (grade, the latent infiltration
+        score and site, kept there and never in the clinical table).
+    clinical : pandas.DataFrame
+        One row per patient: ``patient_id``, ``slide``, ``grade``, ``age``, ``time``, ``event``
+        (and ``site`` with ``sites``).
     """
     if sites is not None and (int(sites) != sites or sites < 2):
         raise ValueError(f"sites must be None or an integer >= 2, got {sites!r}")
