@@ -100,7 +100,7 @@ def cohort_of(args):
 
 def settings_for(user, encoder: str) -> dict:
     from workbench.models import load_encoder
-    from workbench.tl import suggest_settings
+    from workbench.tl._engine import suggest_settings
 
     settings = suggest_settings(user.slide_path(user.slide_ids[0]))
     enc = load_encoder(encoder)
@@ -114,7 +114,7 @@ def samples_for(user, ids, split: str, annotations: bool, settings: dict, args) 
     import torch
 
     from workbench.models import SlideSample, load_encoder
-    from workbench.tl import prepare_cohort
+    from workbench.tl._engine import prepare_cohort
 
     tag = "ann" if annotations else "mil"
     more = "" if args.n_candidates == 8 else f"_c{args.n_candidates}"

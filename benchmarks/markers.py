@@ -14,7 +14,7 @@ Parts (``--parts``, comma-separated):
     ``CoxPHFitter(strata=...)`` and the site test against ``scipy.stats.kruskal`` (tumour
     grade standing in for a site), and the families GBSG2's five covariates form.
 ``planted``
-    ``--seeds`` simulated cohorts (``tl.simulate_region_cohort``: survival from grade +
+    ``--seeds`` simulated cohorts (``datasets.simulate_region_cohort``: survival from grade +
     immune infiltration at the lesion margin). Per cohort and mode: rank and q of the
     planted family (the family of ``boundary_density`` of the mostly-immune phenotype),
     families vs markers called, whether a decoy family (mostly necrosis or adipose) was
@@ -64,7 +64,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from workbench import tl
+from workbench import datasets, tl
 
 DECOY_TYPES = ("necrosis", "adipose")
 MODES = {"split": None, "crossfit": 5}
@@ -233,7 +233,7 @@ def planted(args, *, label="planted", sites=None, seeds=None, guards=None) -> di
                     todo.append((mode, guard))
         if not todo:
             continue
-        adatas, clinical = tl.simulate_region_cohort(
+        adatas, clinical = datasets.simulate_region_cohort(
             args.patients, seed=seed, n_regions=args.regions, sites=sites
         )
         for mode, guard in todo:
@@ -281,7 +281,7 @@ def _null_cohorts(args, *, part, seeds, patients, sites, guards, modes) -> dict:
                 else:
                     todo.append((m, g))
         if todo:
-            adatas, clinical = tl.simulate_region_cohort(
+            adatas, clinical = datasets.simulate_region_cohort(
                 patients, seed=seed, null=True, n_regions=args.regions, sites=sites
             )
             for m, g in todo:

@@ -161,7 +161,7 @@ def train_samples(task: str, data: dict, settings: dict, args) -> list:
     import torch
 
     from workbench.models import SlideSample
-    from workbench.tl import prepare_cohort
+    from workbench.tl._engine import prepare_cohort
 
     cache = Path(args.workdir) / task / f"train_samples_{args.n_train}.pt"
     if cache.exists():
@@ -312,7 +312,7 @@ def run_accuracy(task: str, args) -> None:
     import torch
 
     from workbench.models import save_checkpoint
-    from workbench.tl import suggest_settings
+    from workbench.tl._engine import suggest_settings
 
     out = results_path(args.workdir, task, args.encoder)
     done = _done(out)
@@ -495,7 +495,7 @@ def _speed_models(args) -> dict:
                 break
         else:
             from workbench.datasets import make_cohort
-            from workbench.tl import prepare_cohort, suggest_settings
+            from workbench.tl._engine import prepare_cohort, suggest_settings
 
             c = make_cohort(Path(args.workdir) / "speed_fit", n_patients=2, size="tiny",
                             progress=False)  # fmt: skip

@@ -5,8 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 HEAVY = ["torch", "openslide", "squidpy", "scanpy", "lifelines", "ipywidgets", "matplotlib.pyplot"]
 
 
@@ -38,10 +36,8 @@ def test_subpackages_load_lazily_by_attribute():
         raise AssertionError("unknown attribute did not raise")
 
 
-# --- DESIGN §3: which way imports may flow, checked on the source ------------------------
+# --- what the package imports at run time (the rooms' rules are in tests/test_layers.py) ---
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
-SUBPACKAGES = {"io", "pp", "models", "tl", "pl", "interactive", "datasets"}
-BASE = {"_errors", "_constants"}
 
 
 def _runtime_imports() -> dict[str, set[str]]:
@@ -72,87 +68,7 @@ def _runtime_imports() -> dict[str, set[str]]:
     return out
 
 
-def _room(name: str) -> str | None:
-    parts = name.split(".")
-    if parts[0] != "workbench" or len(parts) == 1:
-        return None
-    return parts[1]
-
-
 IMPORTS = _runtime_imports()
-
-
-def _violations(rooms: set[str], forbidden: set[str]) -> list[str]:
-    return sorted(
-        f"{m} imports {t}"
-        for m, targets in IMPORTS.items()
-        if _room(m) in rooms
-        for t in targets
-        if (_room(t) in forbidden) or (t.split(".")[0] in forbidden)
-    )
-
-
-def test_the_walk_sees_the_package():
-    assert (
-        "workbench.tl._train" in IMPORTS
-        and "workbench.tl._engine" in IMPORTS["workbench.tl._train"]
-    )
-    assert len(IMPORTS) > 40
-
-
-@pytest.mark.parametrize(
-    ("rooms", "allowed"),
-    [
-        ({"io"}, BASE | {"io"}),
-        ({"pp"}, BASE | {"io", "pp"}),
-        ({"models"}, BASE | {"io", "models"}),
-        ({"datasets"}, BASE | {"io", "pp", "datasets"}),
-    ],
-)
-def test_lower_rooms_import_nothing_above_them(rooms, allowed):
-    others = (SUBPACKAGES | {"tl", "pl", "report", "cli", "_demo", "_steps"}) - allowed
-    assert _violations(rooms, others) == []
-
-
-def test_models_never_see_anndata_or_openslide():
-    assert _violations({"models"}, {"anndata", "openslide", "scanpy", "squidpy"}) == []
-
-
-def test_tl_never_imports_plots_or_the_interactive_room():
-    assert _violations({"tl"}, {"pl", "interactive"}) == []
-    assert _violations({"pl"}, {"tl", "models", "interactive", "datasets"}) == []
-
-
-def test_nothing_in_the_library_imports_interactive():
-    library = SUBPACKAGES - {"interactive"} | {"report", "_steps"}
-    assert _violations(library, {"interactive"}) == []
-
-
-def test_only_the_widget_module_imports_ipywidgets():
-    users = sorted(
-        m
-        for m, targets in IMPORTS.items()
-        if any(t.split(".")[0] in ("ipywidgets", "ipyevents") for t in targets)
-    )
-    assert users == ["workbench.interactive._widget"]
-
-
-def test_applications_use_the_headless_session_not_the_widget():
-    apps = {"workbench.cli", "workbench._demo", "workbench._steps", "workbench.report"}
-    offenders = []
-    for module in apps:
-        path = PACKAGE.parent / (module.replace(".", "/") + ".py")
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-                "workbench.interactive"
-            ):
-                widget = node.module.endswith("_widget") or any(
-                    a.name == "RegionRefiner" for a in node.names
-                )
-                if widget:
-                    offenders.append(f"{module}: from {node.module} import ...")
-    assert offenders == []
 
 
 def test_every_third_party_import_is_a_declared_dependency():

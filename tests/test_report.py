@@ -17,8 +17,8 @@ from workbench.report import write_report
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, request):
     """A run folder with every input of the report, made small and fast."""
+    from workbench.datasets import simulate_region_cohort
     from workbench.tl import discover, extract
-    from workbench.tl._simulate import simulate_region_cohort
 
     he = request.getfixturevalue("he_like_image_module")
     root = tmp_path_factory.mktemp("run")

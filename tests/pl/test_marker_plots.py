@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from workbench import pl, tl
-from workbench.tl._simulate import simulate_region_cohort
+from workbench.datasets import simulate_region_cohort
 
 
 @pytest.fixture(scope="module")

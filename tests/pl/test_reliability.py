@@ -1,4 +1,4 @@
-"""pl.reliability: the reliability diagram draws tl.reliability_table's numbers."""
+"""pl.reliability: the reliability diagram draws reliability_table's numbers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from workbench._reliability import reliability_table  # noqa: E402
 from workbench.pl import reliability  # noqa: E402
-from workbench.tl import expected_calibration_error, reliability_table  # noqa: E402
+from workbench.tl import expected_calibration_error  # noqa: E402
 
 
 def test_reliability_draws_the_binned_numbers_and_the_ece():

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.tl import (
-    expected_calibration_error,
-    fit_temperature,
+from workbench._reliability import reliability_table
+from workbench.tl import expected_calibration_error, fit_temperature
+from workbench.tl._calibration import (
     model_temperature,
-    reliability_table,
+    nll_at_temperature,
+    softmax_with_temperature,
 )
-from workbench.tl._calibration import nll_at_temperature, softmax_with_temperature
 
 
 def _overconfident(n: int = 400, scale: float = 4.0, seed: int = 0):

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from workbench import ClinicalTableError, tl
-from workbench.tl._simulate import simulate_region_cohort
+from workbench.datasets import simulate_region_cohort
+from workbench.tl._discover import fold_patients, split_patients
 
 FAST = {
     "marker_kwargs": {"n_phenotypes": 2, "k_range": (2, 4), "max_regions_per_slide": 40},
@@ -174,16 +175,16 @@ def test_outcome_groups_within_site_and_fold_assignment():
     within = tl.outcome_groups(time, event, within=site)
     assert overall.tolist() == ["short"] * 4 + ["long"] * 4
     assert within.tolist() == ["short", "short", "long", "long"] * 2
-    folds = tl.fold_patients([f"P{i}" for i in range(20)], [1, 0] * 10, folds=5, seed=1)
+    folds = fold_patients([f"P{i}" for i in range(20)], [1, 0] * 10, folds=5, seed=1)
     assert sorted(pd.Series(folds).value_counts().tolist()) == [4] * 5
-    assert folds == tl.fold_patients([f"P{i}" for i in range(20)], [1, 0] * 10, folds=5, seed=1)
+    assert folds == fold_patients([f"P{i}" for i in range(20)], [1, 0] * 10, folds=5, seed=1)
 
 
 def test_split_patients_is_stratified_and_seeded():
     ids = [f"P{i}" for i in range(20)]
     events = [1] * 10 + [0] * 10
-    a = tl.split_patients(ids, events, seed=3)
-    assert a == tl.split_patients(ids, events, seed=3)
+    a = split_patients(ids, events, seed=3)
+    assert a == split_patients(ids, events, seed=3)
     val = [p for p, v in a.items() if v == "validation"]
     assert len(val) == 10 and sum(events[ids.index(p)] for p in val) == 5
 

@@ -1,4 +1,4 @@
-"""tl.marker_families / tl.family_screen: synonyms grouped, named, and tested once."""
+"""tl.marker_families / family_screen: synonyms grouped, named, and tested once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from workbench import tl
-from workbench.tl._families import simes
+from workbench.tl._families import family_screen
+from workbench.tl._stats import benjamini_hochberg, simes
 
 
 def cohort_of(values: pd.DataFrame, seed: int = 0):
@@ -110,11 +111,11 @@ def test_family_screen_one_row_per_family_with_bh_across_families():
         index=["a", "b", "c", "d", "e"],
     )  # fmt: skip
     members = pd.DataFrame({"family": ["a", "a", "c", "d", "e"]}, index=list("abcde"))
-    fams = tl.family_screen(screen, members, fdr=0.05)
+    fams = family_screen(screen, members, fdr=0.05)
     assert list(fams.index) == ["a", "d", "c", "e"]
     assert fams.loc["a", "best"] == "a" and fams.loc["a", "members"] == "a; b"
     assert fams.loc["a", "p_family"] == pytest.approx(min(2 * 0.001, 0.004))
     p = [0.002, 0.03, 0.2]
-    np.testing.assert_allclose(fams["q_family"].iloc[:3], tl.benjamini_hochberg(p))
+    np.testing.assert_allclose(fams["q_family"].iloc[:3], benjamini_hochberg(p))
     assert fams.loc["e", "n_tested"] == 0 and np.isnan(fams.loc["e", "p_family"])
     assert list(fams["called"]) == [True, True, False, False]

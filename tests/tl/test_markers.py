@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from workbench import MarkerError, tl
-from workbench.tl._simulate import simulate_region_cohort
+from workbench.datasets import simulate_region_cohort
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,14 @@
-"""tl.site_association / tl.center_by_site: the site guard's pieces, checked by hand."""
+"""site_association / tl.center_by_site: the site guard's pieces, checked by hand."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from workbench import MarkerError, tl
-from workbench.tl._site import kruskal_eta2
+from workbench.datasets import simulate_region_cohort
+from workbench.tl._site import site_association
+from workbench.tl._stats import benjamini_hochberg, kruskal_eta2
 
 
 def test_site_association_matches_scipy_and_flags_site_detectors():
@@ -21,13 +22,13 @@ def test_site_association_matches_scipy_and_flags_site_detectors():
     weak = rng.normal(size=100) + 0.4 * (sites == "a")
     X = np.column_stack([detector, weak, rng.normal(size=100)])
     X[:5, 2] = np.nan
-    table = tl.site_association(X, ["detector", "weak", "noise"], sites)
+    table = site_association(X, ["detector", "weak", "noise"], sites)
     ref = kruskal(*[X[sites == s, 2][np.isfinite(X[sites == s, 2])] for s in "abcd"])
     assert table.loc["noise", "p_site"] == pytest.approx(ref.pvalue)
     assert table.loc["detector", "site_eta2"] > 0.9 and table.loc["detector", "mostly_site"]
     assert not table.loc["weak", "mostly_site"] and not table.loc["noise", "mostly_site"]
     assert table["n_sites"].tolist() == [4, 4, 4]
-    np.testing.assert_allclose(table["q_site"], tl.benjamini_hochberg(table["p_site"]))
+    np.testing.assert_allclose(table["q_site"], benjamini_hochberg(table["p_site"]))
 
 
 def test_kruskal_needs_two_sites_with_values():
@@ -38,7 +39,7 @@ def test_kruskal_needs_two_sites_with_values():
 
 
 def test_center_by_site_removes_each_sites_average_shift():
-    adatas, clin = tl.simulate_region_cohort(8, seed=1, n_regions=60, sites=2)
+    adatas, clin = simulate_region_cohort(8, seed=1, n_regions=60, sites=2)
     sites = clin["site"].tolist()
     key = tl.center_by_site(adatas, sites)
     assert key == "X_focus_site"
@@ -56,24 +57,3 @@ def test_center_by_site_removes_each_sites_average_shift():
         tl.center_by_site(adatas, {"S0000": "site1"})
     with pytest.raises(MarkerError, match="got 1 sites for 8 slides"):
         tl.center_by_site(adatas, ["site1"])
-
-
-def test_simulated_sites_shift_stain_and_hazard_but_keep_tissue():
-    adatas, clin = tl.simulate_region_cohort(40, seed=2, n_regions=60, sites=4)
-    assert sorted(clin["site"].unique()) == ["A", "B", "C", "D"]
-    assert all(a.uns["simulation"]["site"] == s for a, s in zip(adatas, clin["site"], strict=True))
-    obs = pd.concat(
-        [pd.DataFrame(a.obsm["X_focus"]).assign(t=a.obs["true_type"].to_numpy(), s=s)
-         for a, s in zip(adatas, clin["site"], strict=True)]
-    )  # fmt: skip
-    stroma = obs[obs["t"] == "stroma"].groupby("s").mean(numeric_only=True)
-    # The stain moves only the colour half of the features, by site.
-    colour = stroma.iloc[:, :16].std(axis=0).mean()
-    texture = stroma.iloc[:, 16:].std(axis=0).mean()
-    assert colour > 5 * texture
-    # The same seed without sites is the cohort of before (sites draw from their own streams).
-    plain, plain_clin = tl.simulate_region_cohort(40, seed=2, n_regions=60)
-    assert "site" not in plain_clin
-    np.testing.assert_array_equal(plain_clin["grade"], clin["grade"])
-    with pytest.raises(ValueError, match="sites must be"):
-        tl.simulate_region_cohort(4, sites=1)

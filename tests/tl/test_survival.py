@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from workbench import ClinicalTableError, MarkerError, tl
+from workbench.tl._stats import benjamini_hochberg
 
 GBSG2_MARKERS = ["age", "tsize", "pnodes", "progrec", "estrec"]
 
@@ -85,7 +86,7 @@ def test_multivariable_cox_and_fitters_are_lifelines_own(gbsg2):
 
 
 def test_benjamini_hochberg_by_hand():
-    q = tl.benjamini_hochberg([0.01, 0.04, 0.03, np.nan, 0.5])
+    q = benjamini_hochberg([0.01, 0.04, 0.03, np.nan, 0.5])
     # m = 4 tested: sorted 0.01, 0.03, 0.04, 0.5 -> 0.04, 0.0533, 0.0533, 0.5
     np.testing.assert_allclose(q[[0, 2, 1, 4]], [0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
     assert np.isnan(q[3])

@@ -28,12 +28,6 @@ def markers_by_slide(ids) -> pd.DataFrame:
     return pd.DataFrame(rng.normal(size=(len(ids), 3)), index=list(ids), columns=["m1", "m2", "m3"])
 
 
-def test_tl_validate_clinical_is_the_io_rule():
-    from workbench import io
-
-    assert tl.validate_clinical is io.validate_clinical  # one place for the rules
-
-
 def test_cohort_aggregates_slides_per_patient():
     clin = clinical(4)
     extra = pd.DataFrame(
@@ -66,7 +60,7 @@ def test_unmatched_ids_raise_by_count_and_name_or_drop_with_a_log(caplog):
 
 
 def test_cohort_from_slides_reads_markers_and_marks_discovery_patients():
-    from workbench.tl._simulate import simulate_region_cohort
+    from workbench.datasets import simulate_region_cohort
 
     adatas, clin = simulate_region_cohort(12, seed=2, n_regions=80)
     groups = ["a" if i % 2 else "b" for i in range(6)]
@@ -116,7 +110,7 @@ def test_cohort_records_site_and_categorical_and_drops_rows_left_out_by_dropna(c
 def test_auto_split_marks_only_slides_their_own_model_was_fitted_on():
     """With cross-fitted phenotypes (each slide scored by a model fitted on other slides)
     nobody is a discovery patient, although every slide took part in some fit."""
-    from workbench.tl._simulate import simulate_region_cohort
+    from workbench.datasets import simulate_region_cohort
 
     adatas, clin = simulate_region_cohort(8, seed=3, n_regions=60)
     groups = ["a", "b"] * 2

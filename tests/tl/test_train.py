@@ -9,8 +9,8 @@ import torch
 
 from workbench import ClinicalTableError
 from workbench.io import Cohort
-from workbench.tl import SlideTrainer, classification_metrics, encode_labels, extract
-from workbench.tl._train import _patient_split
+from workbench.tl import SlideTrainer, classification_metrics, extract
+from workbench.tl._train import _patient_split, encode_labels
 
 SETTINGS = {"thumbnail_mpp": 4.0, "n_segments": 60, "detail_mpp": 2.0, "crop_size": 32}
 SMALL = {"hidden": 8, "detail_width": 4, "embed_dim": 8, "top_k": 2}
@@ -344,8 +344,8 @@ def _noisy(cohort):
 @pytest.mark.slow
 def test_checkpoint_carries_its_temperature_and_extract_applies_it(cohort, tmp_path):
     from workbench.models import load_checkpoint
-    from workbench.tl import model_fingerprint, model_temperature
-    from workbench.tl._calibration import softmax_with_temperature
+    from workbench.tl import model_fingerprint
+    from workbench.tl._calibration import model_temperature, softmax_with_temperature
 
     t = _trainer(validation=0.5, epochs=4, patience=4, lr=2e-2, seed=1).fit(_noisy(cohort))
     cal = t.calibration_

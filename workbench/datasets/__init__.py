@@ -78,6 +78,13 @@ effect). The coefficients actually used are stored in ``cohort.json``; the hidde
 (infiltration, its z-score, the measured ``infiltration_score`` in immune cells per mm² of
 the boundary band, ``necrosis_fraction``, ``linear_predictor``) goes to ``truth.csv``.
 :func:`simulate_patients` / :func:`simulate_survival` draw the same tables without pixels.
+
+Region clouds without pixels
+----------------------------
+:func:`simulate_region_cohort` skips the slides altogether: per-slide region AnnData (the keys
+``tl.extract`` writes, with hidden tissue types and a planted margin-infiltration marker) and a
+clinical table drawn from the same hazard model, for marker discovery in tests, notebooks and
+``benchmarks/markers.py``; see :mod:`workbench.datasets._region_cohort`.
 """
 
 from __future__ import annotations
@@ -111,6 +118,7 @@ from workbench.datasets._mosaic import (
     MosaicDataError,
     make_mosaic_cohort,
 )
+from workbench.datasets._region_cohort import simulate_region_cohort
 from workbench.datasets._slide import MPP, SIZES, SlideTruth, make_slide, slide_truth
 from workbench.datasets._survival import (
     HazardModel,
@@ -150,6 +158,7 @@ __all__ = [
     "make_slide",
     "montage",
     "simulate_patients",
+    "simulate_region_cohort",
     "simulate_survival",
     "slide_truth",
     "thumbnail",

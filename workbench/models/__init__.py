@@ -15,12 +15,12 @@ from workbench.models._encoder import (
     ModuleEncoder,
     TileEncoder,
     export_encoder,
-    load_encoder,
 )
 from workbench.models._focus import FOCUS_TARGETS, FocusPredictor, attribution_target, focus_target
 from workbench.models._global import GlobalBranch
 from workbench.models._global_only import GlobalOnly
 from workbench.models._graph import graph_nms, normalized_adjacency
+from workbench.models._load_encoder import load_encoder
 from workbench.models._local_encoders import (
     ENCODER_ARCHITECTURES,
     EncoderArchitecture,

@@ -235,7 +235,8 @@ def read_checkpoint_config(path: str | os.PathLike) -> dict:
 
 def _resolve_encoder(spec: dict, encoder, folder: Path):
     from workbench._errors import EncoderError
-    from workbench.models._encoder import check_encoder, load_encoder
+    from workbench.models._encoder import check_encoder
+    from workbench.models._load_encoder import load_encoder
 
     if encoder is None and spec.get("source") == "builtin":
         # A built-in frozen encoder has no file: it is rebuilt from its name and geometry.
@@ -381,7 +382,7 @@ def load_checkpoint(
     if cfg.get("encoder"):
         model.attach_encoder(_resolve_encoder(cfg["encoder"], encoder, folder))
     elif encoder is not None:
-        from workbench.models._encoder import load_encoder
+        from workbench.models._load_encoder import load_encoder
 
         if load_encoder(encoder) is not None:
             from workbench._errors import EncoderError

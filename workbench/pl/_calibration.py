@@ -28,7 +28,7 @@ def reliability(
 
     For two classes: the mean predicted positive-class probability of each bin against the
     share of positive slides in it; for more classes: the top probability against the share
-    predicted right (as :func:`workbench.tl.reliability_table`). Points on the diagonal are
+    predicted right (as :func:`workbench._reliability.reliability_table`). Points on the diagonal are
     calibrated; a curve flatter than the diagonal is over-confident. Marker area follows the
     number of slides in the bin; the legend gives each curve's ECE
     (:func:`workbench.tl.expected_calibration_error`).

@@ -30,6 +30,7 @@ import pandas as pd
 from anndata import AnnData
 
 from workbench._constants import DISCOVERY_SPLIT, MARKER_FAMILIES, MARKER_FAMILY
+from workbench.tl._stats import benjamini_hochberg, simes
 
 logger = logging.getLogger(__name__)
 
@@ -49,18 +50,6 @@ KIND_ORDER = (
 def _kind_rank(name: str) -> int:
     kind = str(name).split(":", 1)[0]
     return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
-
-
-def simes(p: Sequence[float] | np.ndarray) -> float:
-    """Simes' combined p-value of several tests of one hypothesis family (NaN ignored).
-
-    ``min_i(m * p_(i) / i)`` over the sorted p-values: equal to the common value when every
-    member agrees, and to ``m * p_min`` when a single member stands out.
-    """
-    p = np.sort(np.asarray(p, dtype=float)[np.isfinite(p)])
-    if len(p) == 0:
-        return float("nan")
-    return float(min(1.0, np.min(p * len(p) / np.arange(1, len(p) + 1))))
 
 
 def _patients(adata: AnnData, patients: str | Sequence[str] | None, min_patients: int):
@@ -232,8 +221,6 @@ def family_screen(
     ``members`` (``"; "``-joined, best first), and ``flag_col`` when given; sorted by
     ``p_family``.
     """
-    from workbench.tl._survival import benjamini_hochberg
-
     hr_cols = {"p_strat": ("hr_strat", "hr_strat_lower", "hr_strat_upper")}.get(
         p_col, ("hr", "hr_lower", "hr_upper")
     )
@@ -272,4 +259,4 @@ def family_screen(
     return table[cols]
 
 
-__all__ = ["KIND_ORDER", "family_screen", "marker_families", "simes"]
+__all__ = ["KIND_ORDER", "family_screen", "marker_families"]

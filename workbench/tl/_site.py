@@ -28,33 +28,10 @@ from anndata import AnnData
 
 from workbench._constants import X_FOCUS
 from workbench._errors import MarkerError
+from workbench.tl._markers import _features, slide_id_of
+from workbench.tl._stats import benjamini_hochberg, kruskal_eta2
 
 logger = logging.getLogger(__name__)
-
-
-def kruskal_eta2(values: np.ndarray, sites: np.ndarray) -> tuple[float, float, int]:
-    """Kruskal-Wallis H test of ``values`` across ``sites`` (NaN values skipped).
-
-    Returns
-    -------
-    ``(p, eta2, k)``: the p-value, the rank-based eta squared ``(H - k + 1) / (n - k)``
-    clipped to [0, 1], and the number of sites with at least two values; NaN when fewer
-    than two such sites remain or every value is tied.
-    """
-    from scipy.stats import kruskal
-
-    values = np.asarray(values, dtype=float)
-    sites = np.asarray(sites).astype(str)
-    ok = np.isfinite(values)
-    groups = [values[ok & (sites == s)] for s in np.unique(sites[ok])]
-    groups = [g for g in groups if len(g) >= 2]
-    k = len(groups)
-    n = sum(len(g) for g in groups)
-    if k < 2 or n <= k or np.ptp(np.concatenate(groups)) == 0:
-        return float("nan"), float("nan"), k
-    h, p = kruskal(*groups)
-    eta2 = float(np.clip((h - k + 1) / (n - k), 0.0, 1.0))
-    return float(p), eta2, k
 
 
 def site_association(
@@ -85,8 +62,6 @@ def site_association(
     Indexed by marker: ``p_site``, ``q_site`` (BH across markers), ``site_eta2``,
     ``n_sites``, ``mostly_site``.
     """
-    from workbench.tl._survival import benjamini_hochberg
-
     sites = np.asarray(sites).astype(str)
     rows = [kruskal_eta2(X[:, j], sites) for j in range(len(markers))]
     table = pd.DataFrame(rows, index=list(markers), columns=["p_site", "site_eta2", "n_sites"])
@@ -125,8 +100,6 @@ def center_by_site(
     -------
     The ``obsm`` key written (pass it to ``tl.markers(feature_key=...)``).
     """
-    from workbench.tl._markers import _features, slide_id_of
-
     key_added = key_added or f"{feature_key}_site"
     adatas = list(adatas)
     if isinstance(sites, Mapping):
@@ -155,4 +128,4 @@ def center_by_site(
     return key_added
 
 
-__all__ = ["center_by_site", "kruskal_eta2", "site_association"]
+__all__ = ["center_by_site", "site_association"]

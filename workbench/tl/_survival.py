@@ -38,27 +38,13 @@ from workbench._constants import (
 )
 from workbench._errors import ClinicalTableError, MarkerError
 from workbench.io._clinical import _names, covariate_frame
+from workbench.tl._families import family_screen, marker_families
+from workbench.tl._site import site_association
+from workbench.tl._stats import benjamini_hochberg
 
 logger = logging.getLogger(__name__)
 
 DISCOVERY, VALIDATION = "discovery", "validation"
-
-
-def benjamini_hochberg(p: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values); NaN stays NaN and is not counted."""
-    p = np.asarray(p, dtype=float)
-    q = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    m = int(ok.sum())
-    if m == 0:
-        return q
-    order = np.argsort(p[ok])
-    ranked = p[ok][order] * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(ranked, 1.0)
-    q[ok] = out
-    return q
 
 
 def _select_patients(adata: AnnData, patients: str | Sequence[str] | None) -> np.ndarray:
@@ -400,8 +386,6 @@ def survival(
     table = _assemble(rows, cov is not None, strata is not None)
     decide = "p_strat" if strata is not None else "p_cox"
     if site_labels is not None and len(np.unique(site_labels)) >= 2:
-        from workbench.tl._site import site_association
-
         assoc = site_association(
             X, markers, site_labels, fdr=fdr, site_threshold=site_threshold
         ).reindex(table.index)
@@ -478,8 +462,6 @@ def _families(
     adata: AnnData, table: pd.DataFrame, families: bool | None, threshold: float, decide: str,
     fdr: float,
 ) -> pd.DataFrame | None:  # fmt: skip
-    from workbench.tl._families import family_screen, marker_families
-
     if families is False or (families is None and MARKER_FAMILIES not in adata.uns):
         return None
     if MARKER_FAMILIES not in adata.uns:

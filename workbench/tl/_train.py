@@ -44,8 +44,6 @@ from workbench.tl._cv import (
 from workbench.tl._engine import (
     DEFAULT_PREPROCESSING,
     CropReader,
-    mask_crops,
-    prepare_slide,
     read_tiles,
     settings_of,
     suggest_settings,
@@ -67,31 +65,6 @@ STAIN_METHODS = ("macenko", "reinhard")
 INNER_VALIDATION = 0.2
 #: Stain augmentation used when ``augment=True``.
 DEFAULT_AUGMENT = {"sigma": 0.05, "bias": 0.02}
-# Kept for code written before labels came from a clinical column.
-_mask_crops = mask_crops
-
-
-def label_from_grade(grade: int) -> int:
-    """Slide class of a grade: 1 (high grade) for grade 3, else 0 (kept for older code; train
-    on a label column instead)."""
-    return int(int(grade) >= 3)
-
-
-def prepare_cohort(cohort, labels=None, **kwargs) -> list:
-    """:func:`workbench.tl._engine.prepare_cohort`; without ``labels`` (deprecated) the old
-    high-grade label is taken from a ``grade`` column."""
-    if labels is None and "grade" in cohort.clinical:
-        warnings.warn(
-            "prepare_cohort without labels= uses the grade column (high grade vs 1-2); pass "
-            "labels or use SlideTrainer(label=...)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        grades = cohort.labels("grade")
-        labels = {sid: label_from_grade(g) for sid, g in grades.items()}
-    if "use_masks" in kwargs:
-        kwargs["use_annotations"] = kwargs.pop("use_masks")
-    return _prepare_cohort(cohort, labels, **kwargs)
 
 
 # ----------------------------------------------------------------------------- labels
@@ -950,9 +923,10 @@ class SlideTrainer:
         The JSON keeps the label column and classes, the training settings, the history,
         the validation and cross-validation results, the slides it was trained on, how the
         final model was fit (``extra["final_model"]``) and its temperature
-        (``extra["calibration"]``, read back by :func:`~workbench.tl.model_temperature`;
-        ``None`` means ``T = 1``). With ``folds`` the out-of-fold predictions are also
-        written to ``oof_predictions.csv`` in the folder.
+        (``extra["calibration"]``, read back by
+        :func:`~workbench.tl._calibration.model_temperature`; ``None`` means ``T = 1``). With
+        ``folds`` the out-of-fold predictions are also written to ``oof_predictions.csv`` in
+        the folder.
 
         Parameters
         ----------
@@ -1064,7 +1038,4 @@ __all__ = [
     "SlideTrainer",
     "classification_metrics",
     "encode_labels",
-    "prepare_cohort",
-    "prepare_slide",
-    "suggest_settings",
 ]

@@ -1,7 +1,7 @@
 """Synthetic per-slide region AnnData with a planted spatial survival marker.
 
-This is the one place where marker discovery simulates region data: the tests and
-``benchmarks/markers.py`` both use it. Survival is not simulated here (see below).
+This is the one place where marker discovery simulates region data: the tests, the marker
+notebooks and ``benchmarks/markers.py`` all use it (``datasets.simulate_region_cohort``). Survival is not simulated here (see below).
 
 Each slide is a cloud of superpixel regions on a jittered grid over an elliptical piece of
 tissue, with a round lesion. Every region has a hidden tissue type:
@@ -38,9 +38,10 @@ A site changes two things, neither of them tissue:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from anndata import AnnData
 
 from workbench._constants import (
     ADJACENCY,
@@ -50,6 +51,10 @@ from workbench._constants import (
     SPATIAL,
     X_FOCUS,
 )
+from workbench.datasets._survival import infiltration_z, simulate_patients
+
+if TYPE_CHECKING:  # anndata loads on first use: ``import workbench.datasets`` stays light
+    from anndata import AnnData
 
 TISSUE_TYPES = ("stroma", "tumour", "immune", "necrosis", "adipose")
 #: How much of a site's stain shift follows its haematoxylin direction, per tissue type.
@@ -210,6 +215,8 @@ def simulate_slide(
         thumb[labels == 0] = 245
         graph["labels"] = labels
         graph["thumbnail"] = thumb
+    from anndata import AnnData
+
     adata = AnnData(
         X=np.zeros((n, 0), dtype=np.float32),
         obs=obs,
@@ -297,14 +304,17 @@ def simulate_region_cohort(
 
     Returns
     -------
-    ``(adatas, clinical)``: the slides, and a table with columns ``patient_id``, ``slide``,
-    ``grade``, ``age``, ``time``, ``event`` (and ``site`` with ``sites``). The latent
-    infiltration score is kept in each slide's ``uns["simulation"]``, never in the clinical
-    table.
+    adatas : list of AnnData
+        One per slide (``S0000``, ``S0001`` …) with the keys ``tl.extract`` writes:
+        ``obsm["spatial"]`` (level-0 pixels), ``obsm["X_focus"]``, ``obsp["adjacency"]``,
+        ``obs`` ``region_id``/``focus_score``/``lesion_prob``/``is_focus``, ``uns["slide_id"]``
+        and ``uns["region_graph"]`` (label image and thumbnail with ``with_images``); plus the
+        hidden ``obs["true_type"]`` and ``uns["simulation"]`` (grade, the latent infiltration
+        score and site, kept there and never in the clinical table).
+    clinical : pandas.DataFrame
+        One row per patient: ``patient_id``, ``slide``, ``grade``, ``age``, ``time``, ``event``
+        (and ``site`` with ``sites``).
     """
-    from workbench.datasets import simulate_patients
-    from workbench.datasets._survival import infiltration_z
-
     if sites is not None and (int(sites) != sites or sites < 2):
         raise ValueError(f"sites must be None or an integer >= 2, got {sites!r}")
     patients = simulate_patients(n_patients, seed=seed, null=null, model=model, sites=sites)
