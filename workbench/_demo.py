@@ -20,7 +20,6 @@ starts (:func:`workbench.io.clean_partial`), and a step that did not record itse
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench._errors import OptionError, WorkbenchError
-from workbench.io import atomic_write_text
+from workbench.io import atomic_write_text, fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +54,6 @@ class Step:
             return list(self.outputs() if callable(self.outputs) else self.outputs)
         except (OSError, ValueError, KeyError, WorkbenchError):
             return None
-
-
-def fingerprint(inputs: dict) -> str:
-    """SHA-256 of a step's inputs (canonical JSON)."""
-    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _changes(old: dict, new: dict) -> str:
