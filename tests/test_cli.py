@@ -160,6 +160,38 @@ def test_train_command_rejects_bad_option_values(tmp_path, capsys):
         assert phrase in err and len(err.strip().splitlines()) == 1
 
 
+def test_preprocessing_options_are_the_dataclass_fields(tmp_path, capsys):
+    import dataclasses
+
+    from workbench.cli import _settings_given
+    from workbench.pp import Preprocessing
+
+    (tmp_path / "c.csv").write_text("slide,y\nS1,a\n")
+    base = ["train", str(tmp_path), "--clinical", str(tmp_path / "c.csv"), "--label", "y"]
+    parser = build_parser()
+    args = parser.parse_args([*base, "--n-segments", "60", "--thumbnail-max-px", "none",
+                              "--set", "crop_size=32", "--set", "n_segments=10"])  # fmt: skip
+    assert _settings_given(args) == {"crop_size": 32, "n_segments": 60, "thumbnail_max_px": None}
+    assert _settings_given(parser.parse_args(base)) == {}  # nothing given: nothing overridden
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(Preprocessing):
+        if f.name == "stain":  # --stain fits one; its dict is no command-line value
+            continue
+        option = f"--{f.name.replace('_', '-')}"
+        assert option in help_text and Preprocessing.describe(f.name) in help_text
+    for bad, phrase in (
+        (["--n-segments", "1"], "n_segments must be a whole number from 2 to 1000000"),
+        (["--crop-size", "abc"], "crop_size needs a number, got 'abc'"),
+        (["--set", "min_tissue=2"], "min_tissue must be a number in [0, 1]"),
+        (["--set", "stain=x"], "KEY one of thumbnail_mpp"),
+    ):
+        assert main([*base, *bad]) == 2
+        err = capsys.readouterr().err
+        assert phrase in err and len(err.strip().splitlines()) == 1
+
+
 def test_report_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "workbench demo" in capsys.readouterr().err

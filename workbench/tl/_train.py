@@ -42,7 +42,6 @@ from workbench.tl._cv import (
     pooled_summary,
 )
 from workbench.tl._engine import (
-    DEFAULT_PREPROCESSING,
     CropReader,
     mask_crops,
     prepare_slide,
@@ -413,7 +412,7 @@ class SlideTrainer:
         from workbench.models import GlobalOnly, SelfCalibratedModel, TileABMIL
         from workbench.pp import feature_names
 
-        pre = {**DEFAULT_PREPROCESSING, **settings, "feature_names": list(feature_names())}
+        pre = {**settings_of(settings), "feature_names": list(feature_names())}
         kw: dict[str, Any] = {
             "preprocessing": pre,
             "class_names": [str(c) for c in self.classes_],
