@@ -441,6 +441,8 @@ REPORT_INPUTS = (
     "run.json",
     "summary.json",
     "montage.png",
+    "config.json",
+    "model/config.json",
     "training.json",
     "evaluation.json",
     "slides/*.h5ad",
