@@ -6,6 +6,8 @@ import anndata as ad
 import numpy as np
 import pytest
 
+from workbench._demo import held_out_slides
+from workbench._steps import training_record
 from workbench.cli import build_parser, main
 
 
@@ -34,14 +36,17 @@ def test_demo_runs_end_to_end_then_resumes(tmp_path, capsys):
     steps = ["cohort", "summary", "train", "extract", "evaluate", "refine", "discover", "report"]
     assert list(manifest["steps"]) == steps
     assert (out / "model" / "model.safetensors").exists()
-    training = json.loads((out / "training.json").read_text())
-    assert not set(training["train_slides"]) & set(training["test_slides"])
+    assert not (out / "training.json").exists()  # the record lives in the checkpoint only
+    training = training_record(out / "model")
+    test = held_out_slides(out)
+    assert test == training["held_out_slides"] and not set(training["train_slides"]) & set(test)
+    assert len(training["train_slides"]) + len(test) == 9
     evaluation = json.loads((out / "evaluation.json").read_text())
-    assert evaluation["n_test"] == len(training["test_slides"]) >= 3
+    assert evaluation["n_test"] == len(test) >= 3
     assert 0.0 <= evaluation["focus_hit_rate"] <= 1.0
     assert len(list((out / "slides").glob("*.h5ad"))) == 9
     refine = json.loads((out / "refine.json").read_text())
-    assert refine["slide_id"] in set(training["test_slides"])
+    assert refine["slide_id"] in set(test)
     assert training["label"] == "grade_group" and training["classes"][-1] == "high grade (3)"
     clinical = (out / "clinical.csv").read_text()  # the label column, written as a user would
     assert "grade_group" in clinical.splitlines()[0]
@@ -102,7 +107,8 @@ def test_train_extract_discover_report_commands(tiny_cohort, tmp_path, capsys):
     assert main(train) == 0
     assert "predict 'grade' (1, 2, 3)" in capsys.readouterr().out
     assert (model / "model.safetensors").exists() and (model / "config.json").exists()
-    assert json.loads((model / "training.json").read_text())["classes"] == ["1", "2", "3"]
+    assert [str(c) for c in training_record(model)["classes"]] == ["1", "2", "3"]
+    assert not (model / "training.json").exists()
 
     slides = tmp_path / "slides"
     args = ["extract", str(root / "slides"), "--model", str(model), "--out", str(slides)]
@@ -154,6 +160,38 @@ def test_train_command_rejects_bad_option_values(tmp_path, capsys):
         (["--validation", "1.5"], "between 0 and 1"),
         (["--mpp", "S1=abc"], "mpp"),
         (["--kind", "vit"], "invalid choice"),
+    ):
+        assert main([*base, *bad]) == 2
+        err = capsys.readouterr().err
+        assert phrase in err and len(err.strip().splitlines()) == 1
+
+
+def test_preprocessing_options_are_the_dataclass_fields(tmp_path, capsys):
+    import dataclasses
+
+    from workbench.cli import _settings_given
+    from workbench.pp import Preprocessing
+
+    (tmp_path / "c.csv").write_text("slide,y\nS1,a\n")
+    base = ["train", str(tmp_path), "--clinical", str(tmp_path / "c.csv"), "--label", "y"]
+    parser = build_parser()
+    args = parser.parse_args([*base, "--n-segments", "60", "--thumbnail-max-px", "none",
+                              "--set", "crop_size=32", "--set", "n_segments=10"])  # fmt: skip
+    assert _settings_given(args) == {"crop_size": 32, "n_segments": 60, "thumbnail_max_px": None}
+    assert _settings_given(parser.parse_args(base)) == {}  # nothing given: nothing overridden
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(Preprocessing):
+        if f.name == "stain":  # --stain fits one; its dict is no command-line value
+            continue
+        option = f"--{f.name.replace('_', '-')}"
+        assert option in help_text and Preprocessing.describe(f.name) in help_text
+    for bad, phrase in (
+        (["--n-segments", "1"], "n_segments must be a whole number from 2 to 1000000"),
+        (["--crop-size", "abc"], "crop_size needs a number, got 'abc'"),
+        (["--set", "min_tissue=2"], "min_tissue must be a number in [0, 1]"),
+        (["--set", "stain=x"], "KEY one of thumbnail_mpp"),
     ):
         assert main([*base, *bad]) == 2
         err = capsys.readouterr().err
@@ -244,6 +282,6 @@ def test_train_cross_validation_reports_pooled_figures_and_progress_lines(
     assert "train: final model epoch" in err
     oof = pd.read_csv(tmp_path / "m" / "oof_predictions.csv")
     assert len(oof) == 16 and set(oof["fold"]) == {1, 2, 3, 4} and set(oof["repeat"]) == {1, 2}
-    record = json.loads((tmp_path / "m" / "training.json").read_text())
+    record = training_record(tmp_path / "m")
     assert record["cv_summary"]["folds"] == 4 and record["final_model"]["fit_on"] == "all patients"
     assert record["oof_predictions"] == "oof_predictions.csv"

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from workbench._steps import training_record
 from workbench.cli import main
 
 ARGS = ["--set", "thumbnail_mpp=4", "--set", "n_segments=150", "--set", "detail_mpp=2",
@@ -86,7 +87,7 @@ def test_train_extract_discover_on_real_tissue_through_the_cli(real_cohort, caps
              "--out", str(root / "model"), *ARGS]  # fmt: skip
     assert main(train) == 0
     assert "predict 'tissue' (lymph node, oral SCC)" in capsys.readouterr().out
-    record = json.loads((root / "model" / "training.json").read_text())
+    record = training_record(root / "model")
     assert record["classes"] == ["lymph node", "oral SCC"] and len(record["train_slides"]) == 6
     history = record["history"]
     assert history[-1]["slide"] < history[0]["slide"]

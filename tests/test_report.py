@@ -253,3 +253,67 @@ def test_report_shows_calibrated_slide_probabilities(tmp_path, tiny_sew, he_like
     shown = ", ".join(f"{n}: {p:.2f}" for n, p in pairs)
     before = ", ".join(f"{p:.2f}" for p in ex["raw_probabilities"])
     assert f"{shown} (calibrated, T = 3.00; before: {before})" in html
+
+
+def _without_images(html: str) -> str:
+    return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "IMG", html)
+
+
+@pytest.mark.slow
+def test_model_trained_in_python_reports_like_the_command_line(tiny_cohort, tmp_path):
+    """The training record lives in the checkpoint (SlideTrainer.save), so a model trained in
+    a notebook gets the same report as one from `workbench train`, and no training.json."""
+    from workbench._steps import open_cohort
+    from workbench.cli import main
+    from workbench.report import _section_model
+    from workbench.tl import SlideTrainer
+
+    root = tiny_cohort.root
+    slides, clinical, annotations = root / "slides", root / "clinical.csv", root / "annotations"
+    cli = tmp_path / "cli"
+    assert main(["train", str(slides), "--clinical", str(clinical), "--label", "grade",
+                 "--annotations", str(annotations), "--kind", "global", "--epochs", "3",
+                 "--thumbnail-mpp", "4", "--n-segments", "60", "--out", str(cli / "model"),
+                 "--no-progress"]) == 0  # fmt: skip
+    cohort = open_cohort(slides, clinical, annotations=annotations)
+    trainer = SlideTrainer(kind="global", label="grade", epochs=3, progress=False,
+                           settings={"thumbnail_mpp": 4.0, "n_segments": 60})  # fmt: skip
+    py = tmp_path / "py"
+    trainer.fit(cohort).save(py / "model")
+    assert not (py / "model" / "training.json").exists()
+    assert not (cli / "model" / "training.json").exists()
+
+    shown = _section_model(py)
+    assert "Label learnt: <b>grade</b> (classes: 1, 2, 3), 6 training slides, global" in shown
+    assert "The final model was fit on <b>" in shown
+    assert shown.count("data:image/png;base64,") == 1  # the training history
+    assert _without_images(shown) == _without_images(_section_model(cli))
+    # the report reads the checkpoint folder itself as well as RUN/model
+    html = write_report(py / "model", tmp_path / "r.html").read_text()
+    assert _without_images(shown) in _without_images(html)
+
+    # a test split made outside the trainer is recorded and shown
+    held = cohort.slide_ids[:2]
+    keep = [s for s in cohort.slide_ids if s not in held]
+    again = SlideTrainer(kind="global", label="grade", epochs=1, progress=False,
+                         settings={"thumbnail_mpp": 4.0, "n_segments": 60})  # fmt: skip
+    again.fit(cohort, slide_ids=keep).save(tmp_path / "split")
+    record = json.loads((tmp_path / "split" / "config.json").read_text())["extra"]
+    assert record["held_out_slides"] == held and record["trained_on"] == keep
+    assert "4 training slides (2 of the cohort left out of training)" in _section_model(
+        tmp_path / "split"
+    )
+
+
+def test_checkpoint_record_wins_over_a_stale_training_json(tmp_path):
+    from workbench.report import _section_model
+
+    model = tmp_path / "model"
+    model.mkdir()
+    record = {"label": "new", "classes": ["a", "b"], "kind": "global", "trained_on": ["S1"],
+              "held_out_slides": [], "history": [{"epoch": 1, "loss": 0.5}]}  # fmt: skip
+    (model / "config.json").write_text(json.dumps({"extra": record}))
+    (tmp_path / "training.json").write_text(json.dumps({"label": "old", "history": []}))
+    shown = _section_model(tmp_path)
+    assert "Label learnt: <b>new</b>" in shown and "1 training slides" in shown
+    assert "<b>old</b>" not in shown

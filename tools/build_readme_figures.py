@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from workbench import pl  # noqa: E402
+from workbench._demo import held_out_slides  # noqa: E402
 
 OUT = Path("docs/images")
 
@@ -41,11 +42,10 @@ def save(fig, name: str, dpi: int = 80) -> None:
 
 def main(run: Path) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    training = json.loads((run / "training.json").read_text())
     evaluation = json.loads((run / "evaluation.json").read_text())
     high = [s for s in evaluation["per_slide"] if s["grade"] == 3]
     slide = (high or evaluation["per_slide"])[0]["slide"]  # a slide id
-    assert slide in training["test_slides"]
+    assert slide in held_out_slides(run)
     a = ad.read_h5ad(run / "slides" / f"{slide}.h5ad")
     fig, ax = plt.subplots(figsize=(5, 4))
     pl.slide_overlay(a, ax=ax)

@@ -20,7 +20,6 @@ starts (:func:`workbench.io.clean_partial`), and a step that did not record itse
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench._errors import OptionError, WorkbenchError
-from workbench.io import atomic_write_text
+from workbench.io import atomic_write_text, fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +54,6 @@ class Step:
             return list(self.outputs() if callable(self.outputs) else self.outputs)
         except (OSError, ValueError, KeyError, WorkbenchError):
             return None
-
-
-def fingerprint(inputs: dict) -> str:
-    """SHA-256 of a step's inputs (canonical JSON)."""
-    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _changes(old: dict, new: dict) -> str:
@@ -336,7 +329,7 @@ TRAIN_SETTINGS = {"kind": "sew", "encoder": "builtin", "stain": None, "validatio
 
 def _train_step(run: DemoRun) -> Step:
     def go(root: Path, force: bool) -> dict:
-        from workbench._steps import train_step
+        from workbench._steps import LEGACY_RECORD, train_step
 
         train, test = _split(run)
         trainer = train_step(
@@ -353,9 +346,9 @@ def _train_step(run: DemoRun) -> Step:
             slide_ids=train,
             progress=run.progress,
         )
-        record = json.loads((root / "model" / "training.json").read_text())
-        record["test_slides"] = test
-        atomic_write_text(root / "training.json", json.dumps(record, indent=2))
+        # the checkpoint records the left-out slides (the test split); an earlier version's
+        # copy of the record in the run folder would describe the model just replaced
+        (root / LEGACY_RECORD).unlink(missing_ok=True)
         return {"n_train": len(train), "n_test": len(test), "epochs": len(trainer.history_)}
 
     def inputs() -> dict:
@@ -371,8 +364,41 @@ def _train_step(run: DemoRun) -> Step:
             "workbench": __version__,
         }
 
-    files = ["model/config.json", "model/model.safetensors", "model/training.json"]
-    return Step("train", [*files, "training.json"], go, inputs)
+    return Step("train", ["model/config.json", "model/model.safetensors"], go, inputs)
+
+
+def held_out_slides(root: Path) -> list[str]:
+    """The demo's held-out test slides: those the train step left out of training, as the
+    checkpoint ``root/model`` records them (``held_out_slides``; in a run folder of an
+    earlier version, its ``training.json``).
+
+    Parameters
+    ----------
+    root
+        The run folder.
+
+    Returns
+    -------
+    list of str
+        Slide ids, sorted as the cohort lists them.
+
+    Raises
+    ------
+    ResultFileError
+        No record names them (the train step has not run, or its checkpoint is damaged).
+    """
+    from workbench._errors import ResultFileError
+    from workbench._steps import training_record
+
+    slides = (training_record(root / "model") or {}).get("held_out_slides")
+    if not slides:  # a run folder of an earlier version kept them beside the model
+        slides = (training_record(root) or {}).get("held_out_slides")
+    if not slides:
+        raise ResultFileError(
+            f"the model in {str(root / 'model')!r} records no held-out test slides; run the "
+            "train step again (`workbench demo --force`)"
+        )
+    return [str(s) for s in slides]
 
 
 def _extract_step(run: DemoRun) -> Step:
@@ -419,7 +445,7 @@ def _evaluate_step(run: DemoRun) -> Step:
         truth = load_cohort(run.cohort_dir)  # the synthetic truth: lesion masks
         labels = user_cohort(run).labels(LABEL)
         grades = truth.labels("grade")
-        test = json.loads((root / "training.json").read_text())["test_slides"]
+        test = held_out_slides(root)
         y, probs, hits, n_focus, per_slide = [], [], 0, 0, []
         for sid in test:
             a = ad.read_h5ad(root / "slides" / f"{sid}.h5ad")
@@ -488,7 +514,7 @@ def _refine_step(run: DemoRun) -> Step:
         from workbench.io import atomic_path
 
         cohort = load_cohort(run.cohort_dir)
-        test = json.loads((root / "training.json").read_text())["test_slides"]
+        test = held_out_slides(root)
         sid = max(test, key=lambda s: int(cohort.lesion_mask(s)[0].sum()))
         h5ad = root / "slides" / f"{sid}.h5ad"
         refined = root / "refined"

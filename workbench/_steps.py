@@ -145,11 +145,13 @@ def train_step(
 ) -> SlideTrainer:
     """Train on ``cohort``'s ``label`` column and save the checkpoint folder ``out``.
 
-    Also writes ``out/training.json``: label, classes, the slides used, how the final model was
-    fit, its temperature, the history and the validation / cross-validation results (with
-    ``folds``, ``out/oof_predictions.csv`` holds the out-of-fold predictions).
+    The checkpoint holds the training record (:meth:`~workbench.tl.SlideTrainer.save`: label,
+    classes, the slides used and those left out, how the final model was fit, its
+    temperature, the history and the validation / cross-validation results), which
+    :func:`training_record` and ``workbench report`` read; with ``folds``,
+    ``out/oof_predictions.csv`` holds the out-of-fold predictions. A ``training.json`` that
+    an earlier version wrote into ``out`` is removed (it would describe the model replaced).
     """
-    from workbench.io import atomic_write_text
     from workbench.tl import SlideTrainer
 
     out = start_step(out, what="checkpoint folder", create=False)
@@ -175,27 +177,59 @@ def train_step(
     )
     trainer.fit(cohort, slide_ids=slide_ids)
     trainer.save(out)
-    history = [
-        {k: float(v) for k, v in h.items() if isinstance(v, int | float)} for h in trainer.history_
-    ]
-    record = {
-        "kind": kind,
-        "label": label,
-        "classes": [str(c) for c in trainer.classes_],
-        "train_slides": [s.name for s in trainer.samples_],
-        "validation": trainer.validation_,
-        "final_model": trainer.final_model_,
-        "calibration": trainer.calibration_,
-        "cv": None if trainer.cv_ is None else trainer.cv_.to_dict("records"),
-        "cv_summary": trainer.cv_summary_,
-        "oof_predictions": None if trainer.oof_ is None else "oof_predictions.csv",
-        "dropped_patients": trainer.dropped_patients_,
-        "best_epoch": trainer.best_epoch_,
-        "history": history,
-    }
-    text = json.dumps(_finite_json(record), indent=2, default=_json_default)
-    atomic_write_text(out / "training.json", text)
+    (out / LEGACY_RECORD).unlink(missing_ok=True)
     return trainer
+
+
+#: The file earlier versions wrote the training record to, beside the checkpoint (and, in a
+#: demo run, into the run folder); read only when a checkpoint holds no record.
+LEGACY_RECORD = "training.json"
+
+
+def training_record(folder: str | os.PathLike) -> dict | None:
+    """The training record of a model: what :meth:`~workbench.tl.SlideTrainer.save` stored
+    in its checkpoint, read without torch.
+
+    Parameters
+    ----------
+    folder
+        A checkpoint folder (``config.json`` + weights). A folder of an older run that holds a
+        ``training.json`` instead (and no record in a checkpoint) is read too.
+
+    Returns
+    -------
+    dict or None
+        The record (``kind``, ``label``, ``classes``, ``train_slides``,
+        ``held_out_slides``, ``final_model``, ``calibration``, ``validation``, ``cv``,
+        ``cv_summary``, ``oof_predictions``, ``history`` …), with the names of older records
+        mapped to these (``trained_on`` -> ``train_slides``, ``test_slides`` ->
+        ``held_out_slides``); ``None`` when the folder holds neither.
+    """
+    folder = Path(folder)
+    record = None
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            extra = json.loads(config.read_text(encoding="utf-8")).get("extra")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+            logger.warning("%s cannot be read (%s); no training record from it", config, exc)
+            extra = None
+        if isinstance(extra, dict) and "history" in extra:
+            record = dict(extra)
+    if record is None and (folder / LEGACY_RECORD).is_file():
+        try:
+            record = json.loads((folder / LEGACY_RECORD).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            logger.warning("%s cannot be read (%s)", folder / LEGACY_RECORD, exc)
+        if not isinstance(record, dict):
+            record = None
+    if record is None:
+        return None
+    record.setdefault("train_slides", record.get("trained_on", []))
+    record.setdefault("held_out_slides", record.get("test_slides", []))
+    if "oof_predictions" not in record and (folder / "oof_predictions.csv").is_file():
+        record["oof_predictions"] = "oof_predictions.csv"  # checkpoints saved before the key
+    return record
 
 
 def extract_step(
@@ -289,24 +323,3 @@ def discover_step(
     write_h5ad(result, out / "discovery.h5ad")
     atomic_write_text(out / "markers.csv", result.uns["survival_screen"].to_csv())
     return result
-
-
-def _finite_json(v):
-    """``v`` with NaN and infinities as ``None`` (JSON has no NaN)."""
-    import math
-
-    if isinstance(v, dict):
-        return {k: _finite_json(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_finite_json(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
-def _json_default(v):
-    import numpy as np
-
-    if isinstance(v, np.generic):
-        return v.item()
-    raise TypeError(f"not JSON-able: {type(v).__name__}")

@@ -166,33 +166,90 @@ def _existing_path(text: str) -> Path:
     return path
 
 
-#: Preprocessing settings ``workbench train --set KEY=VALUE`` may change, with their types.
-SETTINGS = {
-    "thumbnail_mpp": float,
-    "thumbnail_max_px": int,
-    "n_segments": int,
-    "detail_mpp": float,
-    "crop_size": int,
-    "min_tissue": float,
-}
+def _preprocessing_fields() -> list:
+    """The fields of :class:`workbench.pp.Preprocessing` the command line sets (every one
+    but the fitted stain normaliser, which ``--stain`` makes)."""
+    import dataclasses
+
+    from workbench.pp import Preprocessing
+
+    return [f for f in dataclasses.fields(Preprocessing) if f.metadata["cli"]]
 
 
-def _setting(text: str) -> tuple[str, float | int]:
+def _setting_value(name: str, text: str) -> float | int | None:
+    """``text`` as the value of the preprocessing setting ``name``, checked by
+    :class:`workbench.pp.Preprocessing` (its message names the allowed values)."""
+    from workbench.pp import Preprocessing
+
+    meta = {f.name: f.metadata for f in _preprocessing_fields()}[name]
+    text = text.strip()
+    if meta["none_ok"] and text.lower() == "none":
+        value = None
+    else:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} needs a number, got {text!r} ({Preprocessing.describe(name)})"
+            ) from None
+        if meta["kind"] is int and value.is_integer():
+            value = int(value)
+    try:
+        Preprocessing.from_dict({name: value})
+    except OptionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _setting(text: str) -> tuple[str, float | int | None]:
+    names = [f.name for f in _preprocessing_fields()]
     key, sep, value = text.partition("=")
     key = key.strip()
-    if not sep or key not in SETTINGS:
+    if not sep or key not in names:
         raise argparse.ArgumentTypeError(
-            f"give KEY=VALUE with KEY one of {', '.join(SETTINGS)}; got {text!r}"
+            f"give KEY=VALUE with KEY one of {', '.join(names)}; got {text!r}"
         )
-    try:
-        number = SETTINGS[key](value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{key} needs a {SETTINGS[key].__name__}, got {value!r}"
-        ) from None
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"{key} must be positive, got {value!r}")
-    return key, number
+    return key, _setting_value(key, value)
+
+
+def _add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
+    """One option per field of :class:`workbench.pp.Preprocessing` (help from its metadata),
+    and ``--set KEY=VALUE`` for the same settings."""
+    import functools
+
+    from workbench.pp import Preprocessing
+
+    group = parser.add_argument_group(
+        "preprocessing (pp.Preprocessing, stored with the model)",
+        "Not given: thumbnail_mpp is suggested from the first slide, detail_mpp and "
+        "crop_size follow the tile encoder, the others take their defaults.",
+    )
+    names = []
+    for f in _preprocessing_fields():
+        names.append(f.name)
+        parse = functools.partial(_setting_value, f.name)
+        parse.__name__ = f.name  # argparse names the type in some messages
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f"pre_{f.name}",
+            type=parse,
+            default=argparse.SUPPRESS,  # absent, not None: None is a value (no thumbnail cap)
+            metavar="N" if f.metadata["kind"] is int else "X",
+            help=Preprocessing.describe(f.name).replace("%", "%%"),
+        )
+    group.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
+                       help=f"the same settings as KEY=VALUE ({', '.join(names)}); "
+                       "repeatable; an option above wins")  # fmt: skip
+
+
+def _settings_given(args: argparse.Namespace) -> dict:
+    """The preprocessing settings given on the command line (``--set`` first, then the
+    options named after the settings)."""
+    given = dict(args.set or [])
+    for f in _preprocessing_fields():
+        if hasattr(args, f"pre_{f.name}"):
+            given[f.name] = getattr(args, f"pre_{f.name}")
+    return given
 
 
 class _ProgressLines:
@@ -254,7 +311,7 @@ def _train(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             refit=args.refit,
             on_conflict=args.on_conflicting_labels,
-            settings=dict(args.set or []),
+            settings=_settings_given(args),
             progress=not args.no_progress,
         )
     final = trainer.final_model_
@@ -384,6 +441,8 @@ REPORT_INPUTS = (
     "run.json",
     "summary.json",
     "montage.png",
+    "config.json",
+    "model/config.json",
     "training.json",
     "evaluation.json",
     "slides/*.h5ad",
@@ -518,8 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--on-unmatched", default="raise", choices=["raise", "drop"],
                        help="rows without a slide file / slides without a row")  # fmt: skip
-    train.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
-                       help=f"preprocessing setting ({', '.join(SETTINGS)}); repeatable")  # fmt: skip
+    _add_preprocessing_options(train)
     train.add_argument("--out", type=_out_folder, default=Path("runs/model"),
                        help="checkpoint folder")  # fmt: skip
     train.add_argument("--epochs", type=_whole(1), default=30)

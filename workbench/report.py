@@ -7,10 +7,12 @@ inputs are missing says so instead of failing. Inputs, all relative to the run f
 ``run.json``                steps, their timings and the run's configuration
 ``summary.json``            the cohort: patients, grades, events, slide metadata
 ``montage.png``             thumbnails of the cohort
-``training.json``           training history of the model (loss per epoch), how the final
-                            model was fit, its temperature, cross-validation figures (in the
-                            run folder or its ``model/`` folder)
-``oof_predictions.csv``     out-of-fold predictions beside ``training.json`` (``--folds``)
+``config.json``             the model checkpoint's training record (``SlideTrainer.save``):
+                            history (loss per epoch), how the final model was fit, its
+                            temperature, cross-validation figures (the run folder itself
+                            or its ``model/`` folder; a ``training.json`` of an older run
+                            is read when no checkpoint holds a record)
+``oof_predictions.csv``     out-of-fold predictions beside the checkpoint (``--folds``)
 ``evaluation.json``         held-out slide-level metrics of each model
 ``slides/*.h5ad``           per-slide explanations (``workbench.tl.extract``)
 ``refine.json``             click-refinement record (IoU per click, the GeoJSON written)
@@ -172,14 +174,15 @@ def _section_model(root: Path) -> str:
                 f"<p>Focus hit rate (share of top-K focus regions centred in a true lesion): "
                 f"<b>{_fmt(evaluation['focus_hit_rate'])}</b>.</p>"
             )
-    where = _training_folder(root)
-    training = _read_json(where / "training.json") or {}
+    where, training = _training_record(root)
     if training.get("label"):
+        held = training.get("held_out_slides") or []
         classes = ", ".join(str(c) for c in training.get("classes", []))
         out.append(
             f"<p>Label learnt: <b>{html.escape(str(training['label']))}</b> (classes: "
-            f"{html.escape(classes)}), {len(training.get('train_slides', []))} training slides, "
-            f"{html.escape(str(training.get('kind', 'sew')))} model.</p>"
+            f"{html.escape(classes)}), {len(training.get('train_slides', []))} training slides"
+            + (f" ({len(held)} of the cohort left out of training)" if held else "")
+            + f", {html.escape(str(training.get('kind', 'sew')))} model.</p>"
         )
     final = training.get("final_model")
     if final:
@@ -256,13 +259,22 @@ def _section_model(root: Path) -> str:
     return "\n".join(out)
 
 
-def _training_folder(root: Path) -> Path:
-    """Where ``training.json`` is: the run folder (the demo) or its ``model/`` folder
-    (``workbench train --out RUN/model``)."""
-    for folder in (root, root / "model"):
-        if (folder / "training.json").exists():
-            return folder
-    return root
+def _training_record(root: Path) -> tuple[Path, dict]:
+    """The training record and the folder it came from: the checkpoint in the run folder or
+    its ``model/`` folder (``workbench train --out RUN/model``, the demo), else a
+    ``training.json`` an older version wrote there."""
+    from workbench._steps import LEGACY_RECORD, training_record
+
+    folders = (root, root / "model")
+    for folder in folders:  # a checkpoint's record first: a stale training.json never wins
+        if (folder / "config.json").is_file():
+            record = training_record(folder)
+            if record is not None:
+                return folder, record
+    for folder in folders:
+        if (folder / LEGACY_RECORD).is_file():
+            return folder, training_record(folder) or {}
+    return root, {}
 
 
 def _reliability_figure(where: Path, training: dict) -> str:

@@ -160,3 +160,27 @@ def test_settings_and_suggestions(slide):
     pre = settings_of({"crop_size": 64})
     assert pre["crop_size"] == 64 and pre["detail_mpp"] == 0.5 and pre["n_segments"] == 1500
     assert suggest_settings(slide)["thumbnail_mpp"] == 2.0  # a 1 mm slide: the finest allowed
+
+
+def test_settings_of_takes_a_dataclass_a_dict_or_a_model():
+    from workbench import OptionError
+    from workbench.pp import Preprocessing
+
+    pre = Preprocessing(n_segments=300)
+    assert settings_of(pre) == pre.to_dict() == settings_of({"n_segments": 300})
+    # a model records feature names beside its settings; an older checkpoint may hold
+    # entries this version does not know: they are ignored, not refused
+    model = type("M", (), {"preprocessing": {"n_segments": 60, "feature_names": ["a"], "x": 1}})
+    got = settings_of(model())
+    assert got["feature_names"] == ["a"] and got["n_segments"] == 60 and "x" not in got
+    with pytest.raises(OptionError, match="unknown preprocessing setting.*'n_segment'"):
+        settings_of({"n_segment": 60})
+    with pytest.raises(OptionError, match="crop_size must be a whole number from 8"):
+        settings_of({"crop_size": 0})
+
+
+def test_tissue_grid_reads_min_tissue_from_the_settings(slide):
+    loose = tissue_grid(slide, {**SETTINGS, "min_tissue": 0.0})
+    strict = tissue_grid(slide, {**SETTINGS, "min_tissue": 1.0})
+    default = tissue_grid(slide, SETTINGS)  # Preprocessing's 0.5
+    assert len(strict) <= len(default) <= len(loose) and len(strict) < len(loose)

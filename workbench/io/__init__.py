@@ -19,6 +19,7 @@ from workbench.io._atomic import (
 )
 from workbench.io._clinical import read_clinical, tcga_site, validate_clinical
 from workbench.io._cohort import SLIDE_SUFFIXES, Cohort, list_slides, slide_id
+from workbench.io._fingerprint import canonical_json, fingerprint
 from workbench.io._geojson import (
     MAX_COORDINATE,
     Annotation,
@@ -52,7 +53,9 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "canonical_json",
     "clean_partial",
+    "fingerprint",
     "is_hidden",
     "list_results",
     "list_slides",

@@ -6,18 +6,10 @@ what it saw in training: the region graph of a thumbnail at the same resolution,
 crops at the same mpp and size centred on the same level-0 points, tissue tiles on the same
 grid, the same stain normalisation, and lesion masks sampled at the same level-0 points.
 
-Settings (``preprocessing``, stored in every checkpoint):
-
-``thumbnail_mpp``, ``thumbnail_max_px``
-    Region-graph thumbnail resolution, coarsened so the long side stays under the cap.
-``n_segments``
-    SLIC superpixels over the tissue.
-``detail_mpp``, ``crop_size``
-    Magnified crops (and tiles) for the detail branch / tile encoder.
-``min_tissue``
-    Tissue share a tile of the tile grid needs.
-``stain``
-    A fitted :class:`workbench.pp.StainNormalizer` as a dict (``to_dict``), or absent.
+Settings (``preprocessing``, stored in every checkpoint as a dict) are the fields of
+:class:`workbench.pp.Preprocessing`: their defaults, ranges and meaning are written there once.
+:func:`settings_of` turns a model, a dict or a ``Preprocessing`` into the complete dict every
+function here reads.
 """
 
 from __future__ import annotations
@@ -31,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench._constants import ADJACENCY, REGION_GRAPH, SPATIAL
+from workbench.pp._settings import Preprocessing
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata
@@ -40,26 +33,48 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-#: Settings a model's ``preprocessing`` dict may carry, with the defaults used when absent.
-DEFAULT_PREPROCESSING: dict[str, Any] = {
-    "thumbnail_mpp": 8.0,
-    "thumbnail_max_px": 1280,
-    "n_segments": 1500,
-    "detail_mpp": 0.5,
-    "crop_size": 256,
-}
+#: The default settings (``pp.Preprocessing()``); the class documents each one.
+DEFAULT_PREPROCESSING = Preprocessing()
+
+#: Entries a model's ``preprocessing`` records beside its settings (not settings themselves).
+RECORDED_KEYS = ("feature_names",)
 
 
 def settings_of(model_or_settings) -> dict:
-    """Complete preprocessing settings: the defaults updated by a model's (or a dict)."""
-    pre = dict(DEFAULT_PREPROCESSING)
-    given = (
-        model_or_settings
-        if isinstance(model_or_settings, Mapping)
-        else getattr(model_or_settings, "preprocessing", {})
+    """Complete preprocessing settings as a dict: the defaults updated by the given ones.
+
+    Parameters
+    ----------
+    model_or_settings
+        A :class:`~workbench.pp.Preprocessing`; a dict of settings (missing ones take their
+        defaults; an unknown key is refused); or a model, whose ``preprocessing`` dict is read
+        (an entry this version does not know, from an older checkpoint, is ignored).
+
+    Returns
+    -------
+    dict
+        :meth:`Preprocessing.to_dict` of the validated settings, plus the entries of
+        :data:`RECORDED_KEYS` the input carried (``feature_names``).
+
+    Raises
+    ------
+    OptionError
+        An unknown setting in a dict (the message lists the valid names) or a value outside
+        its range (the message names the field and the allowed values).
+    """
+    if isinstance(model_or_settings, Preprocessing):
+        return model_or_settings.to_dict()
+    strict = isinstance(model_or_settings, Mapping)
+    given = dict(
+        model_or_settings if strict else getattr(model_or_settings, "preprocessing", None) or {}
     )
-    pre.update(given or {})
-    return pre
+    recorded = {k: given.pop(k) for k in RECORDED_KEYS if k in given}
+    if not strict:
+        ignored = [k for k in given if k not in Preprocessing.names()]
+        if ignored:
+            logger.debug("ignoring unknown preprocessing entries %s of the model", ignored)
+        given = {k: v for k, v in given.items() if k in Preprocessing.names()}
+    return {**recorded, **Preprocessing.from_dict(given).to_dict()}
 
 
 # ----------------------------------------------------------------------------- slides
@@ -279,7 +294,7 @@ def tissue_grid(slide, settings: Mapping) -> np.ndarray:
         slide,
         mpp=float(settings["detail_mpp"]),
         tile_size=int(settings["crop_size"]),
-        min_tissue=float(settings.get("min_tissue", 0.5)),
+        min_tissue=float(settings["min_tissue"]),
         tissue_mask=mask,
     )
     return np.column_stack([grid.obs["x"].to_numpy(), grid.obs["y"].to_numpy()]).reshape(-1, 2)
@@ -568,6 +583,7 @@ class CropReader:
 
 __all__ = [
     "DEFAULT_PREPROCESSING",
+    "RECORDED_KEYS",
     "CropReader",
     "StainedSlide",
     "as_slide",

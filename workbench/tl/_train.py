@@ -42,7 +42,6 @@ from workbench.tl._cv import (
     pooled_summary,
 )
 from workbench.tl._engine import (
-    DEFAULT_PREPROCESSING,
     CropReader,
     read_tiles,
     settings_of,
@@ -261,6 +260,9 @@ class SlideTrainer:
         out-of-fold probabilities, ``folds``, ``repeats``, ``n_slides``, ``n_patients``.
     dropped_patients_
         Patients left out for conflicting labels (``on_conflict="drop"``).
+    held_out_slides_
+        Slides of the cohort that :meth:`fit` was told to leave out (``slide_ids=``), in
+        cohort order: e.g. a test split made outside the trainer. Saved with the model.
     """
 
     kind: str = "sew"
@@ -386,7 +388,7 @@ class SlideTrainer:
         from workbench.models import GlobalOnly, SelfCalibratedModel, TileABMIL
         from workbench.pp import feature_names
 
-        pre = {**DEFAULT_PREPROCESSING, **settings, "feature_names": list(feature_names())}
+        pre = {**settings_of(settings), "feature_names": list(feature_names())}
         kw: dict[str, Any] = {
             "preprocessing": pre,
             "class_names": [str(c) for c in self.classes_],
@@ -542,6 +544,7 @@ class SlideTrainer:
 
         split = self.validation is not None or self.folds is not None
         self.dropped_patients_ = []
+        self.held_out_slides_ = []
         if samples is None:
             if cohort is None:
                 raise ValueError("give a cohort or prepared samples")
@@ -551,7 +554,10 @@ class SlideTrainer:
                     f"table has {[c for c in cohort.clinical.columns if c != cohort.slide_col]}"
                 )
             if slide_ids is not None:
+                everything = cohort.slide_ids
                 cohort = cohort.subset(slide_ids)
+                kept = set(cohort.slide_ids)
+                self.held_out_slides_ = [s for s in everything if s not in kept]
             values = cohort.labels(self.label)
             if split:
                 cohort, values = self._resolve_conflicts(cohort, values)
@@ -918,15 +924,16 @@ class SlideTrainer:
 
     # ------------------------------------------------------------------------ save
     def save(self, directory: str | os.PathLike) -> Path:
-        """Save the trained model as a checkpoint folder (safetensors + JSON).
+        """Save the trained model as a checkpoint folder (safetensors + JSON) with its record.
 
-        The JSON keeps the label column and classes, the training settings, the history,
-        the validation and cross-validation results, the slides it was trained on, how the
-        final model was fit (``extra["final_model"]``) and its temperature
-        (``extra["calibration"]``, read back by
-        :func:`~workbench.tl._calibration.model_temperature`; ``None`` means ``T = 1``). With
-        ``folds`` the out-of-fold predictions are also written to ``oof_predictions.csv`` in
-        the folder.
+        The checkpoint's ``extra`` is the whole training record, the one ``workbench report``
+        shows (the command line writes no second copy): the label column and classes, the
+        training settings, the per-epoch history, the slides it was trained on and those of
+        the cohort left out of :meth:`fit` (``held_out_slides``), the validation and
+        cross-validation results, how the final model was fit (``final_model``) and its
+        temperature (``calibration``, read back by :func:`~workbench.tl._calibration.model_temperature`;
+        ``None`` means ``T = 1``). With ``folds`` the out-of-fold predictions are also
+        written to ``oof_predictions.csv`` in the folder (named in ``oof_predictions``).
 
         Parameters
         ----------
@@ -936,13 +943,18 @@ class SlideTrainer:
         Returns
         -------
         pathlib.Path
-            The folder.
+            The folder; ``config.json`` holds the record under ``"extra"`` (keys ``kind``,
+            ``label``, ``classes``, ``epochs``, ``best_epoch``, ``seed``, ``consistency``,
+            ``class_weight``, ``augment``, ``trained_on``, ``held_out_slides``,
+            ``final_model``, ``calibration``, ``validation``, ``cv``, ``cv_summary``,
+            ``oof_predictions``, ``dropped_patients``, ``history``).
         """
         from workbench.io import atomic_write_text
         from workbench.models import save_checkpoint
 
         if not hasattr(self, "model_"):
             raise ValueError("fit the trainer before saving")
+        has_oof = getattr(self, "oof_", None) is not None
         extra = {
             "kind": self.kind,
             "label": self.label,
@@ -954,16 +966,20 @@ class SlideTrainer:
             "class_weight": self.class_weight,
             "augment": self._augment(),
             "trained_on": [s.name for s in self.samples_],
+            "held_out_slides": list(getattr(self, "held_out_slides_", [])),
             "final_model": _jsonable(getattr(self, "final_model_", None)),
             "calibration": _jsonable(getattr(self, "calibration_", None)),
             "validation": _jsonable(self.validation_),
             "cv": None if self.cv_ is None else _jsonable(self.cv_.to_dict("records")),
             "cv_summary": _jsonable(getattr(self, "cv_summary_", None)),
+            "oof_predictions": OOF_FILE if has_oof else None,
             "dropped_patients": list(getattr(self, "dropped_patients_", [])),
-            "history": [{k: v for k, v in h.items() if k != "weights"} for h in self.history_],
+            "history": _jsonable(
+                [{k: v for k, v in h.items() if k != "weights"} for h in self.history_]
+            ),
         }
         folder = save_checkpoint(self.model_, directory, extra=extra)
-        if getattr(self, "oof_", None) is not None:
+        if has_oof:
             atomic_write_text(folder / OOF_FILE, self.oof_.to_csv(index=False))
         return folder
 
