@@ -3,13 +3,13 @@ discover prognostic spatial markers (phenotypes, spatial statistics, cohort, sur
 
 from __future__ import annotations
 
+from workbench.tl._aggregate import aggregate, cohort, read_slides, validate_clinical
 from workbench.tl._calibration import (
     expected_calibration_error,
     fit_temperature,
     model_temperature,
     reliability_table,
 )
-from workbench.tl._cohort import cohort, read_slides, validate_clinical
 from workbench.tl._discover import (
     discover,
     fold_patients,
@@ -45,6 +45,7 @@ from workbench.tl._train import (
 __all__ = [
     "FeatureUniqueness",
     "SlideTrainer",
+    "aggregate",
     "benjamini_hochberg",
     "classification_metrics",
     "center_by_site",
