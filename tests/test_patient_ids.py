@@ -31,11 +31,11 @@ OPTIONS = ["--patient-key", "case", "--slide-key", "image", "--duration-key", "m
 
 @pytest.fixture(scope="module")
 def padded(tmp_path_factory):
-    """24 simulated slides named ``001`` … ``024``; patients ``007`` and ``7`` among them, in a
+    """12 simulated slides named ``001`` … ``012``; patients ``007`` and ``7`` among them, in a
     CSV whose columns are ``case``/``image``/``months``/``dead`` and whose slide column holds
     file names."""
     root = tmp_path_factory.mktemp("padded")
-    adatas, clin = tl.simulate_region_cohort(24, seed=5, n_regions=80)
+    adatas, clin = tl.simulate_region_cohort(12, seed=5, n_regions=60)
     slide_of = {s: f"{i + 1:03d}" for i, s in enumerate(clin["slide"])}
     patient_of = {p: f"{i:03d}" if i % 2 else str(i) for i, p in enumerate(clin["patient_id"])}
     patient_of[clin["patient_id"].iloc[7]] = "007"
@@ -79,7 +79,7 @@ def test_io_cohort(padded):
 
 def test_notebook_discover_given_a_path(padded):
     co = tl.discover(padded["adatas"], padded["csv"], **KEYS, **FAST)
-    assert co.n_obs == 24
+    assert co.n_obs == 12
     _check(co.obs_names, co.obs.loc["007", "slides"])
 
 
@@ -95,6 +95,7 @@ def test_aggregate_given_a_path_and_a_cohort(padded):
     assert again.obs_names.tolist() == co.obs_names.tolist()
 
 
+@pytest.mark.slow
 def test_cli_discover(padded, capsys):
     out = padded["root"] / "discovery"
     assert main(["discover", str(padded["h5ad"]), str(padded["csv"]), "--out", str(out),
@@ -110,7 +111,7 @@ def test_cli_train_reads_the_table_with_ids_as_text(padded, tmp_path, monkeypatc
 
     slides = tmp_path / "slides"
     slides.mkdir()
-    for i in range(24):
+    for i in range(12):
         (slides / f"{i + 1:03d}.svs").write_bytes(b"")  # the ids matter here, not the pixels
     seen = {}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
@@ -585,13 +586,15 @@ class Cohort:
         given = [str(s) for s in slide_ids]
         known = set(self._paths)
         found = [s if s in known or slide_id(s) not in known else slide_id(s) for s in given]
-        dup = sorted({g for g, f in zip(given, found, strict=True) if found.count(f) > 1})
+        count = Counter(found)
+        dup = sorted({g for g, f in zip(given, found, strict=True) if count[f] > 1})
         if dup:
             raise CohortError(f"slide ids must be unique; given more than once: {_names(dup)}")
         table = self.clinical.reset_index(drop=True)
         matched, no_row = _match_rows(
             table,
             found,
+            spelled=given,
             id_key=self._id_key,
             patient_key=self.patient_key,
             on_unmatched=on_unmatched,

@@ -252,6 +252,11 @@ def read_slides(folder: str | PathLike, *, pattern: str = "*.h5ad") -> list[AnnD
     pattern
         Glob pattern of the files; hidden files (``.*``, e.g. temporary files of a killed
         writer) are skipped.
+
+    Returns
+    -------
+    list of AnnData
+        One per file, in file-name order, each with ``uns["slide_id"]`` set.
     """
     import anndata
 
