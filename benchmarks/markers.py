@@ -409,7 +409,7 @@ def pixel_sites(args) -> None:
         root / "cohort", n_patients=args.pixel_patients, size="tiny", sites=4, null=True,
         seed=4000, progress=False,
     )  # fmt: skip
-    sites = cohort.clinical.set_index(cohort.slide_col)["site"]
+    sites = cohort.clinical.set_index(cohort.slide_key)["site"]
     for stain in ("none", "macenko"):
         t1 = time.perf_counter()
         trainer = tl.SlideTrainer(
@@ -466,7 +466,7 @@ def gbsg2() -> None:
         {"patient_id": df.index, "time": df["time"].astype(float), "event": df["cens"],
          "tgrade": df["tgrade"].astype(str)}
     )  # fmt: skip
-    co = tl.cohort(df[names], clinical, slide_key=None, site_key="tgrade")
+    co = tl.aggregate(df[names], clinical, slide_key=None, site_key="tgrade")
     table = tl.survival(co, cv_top=0, families=True)
     diff = {k: 0.0 for k in ("hr", "p_cox", "logrank_stat", "p_logrank", "hr_strat", "p_strat",
                              "p_site")}  # fmt: skip

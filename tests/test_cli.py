@@ -285,3 +285,37 @@ def test_train_cross_validation_reports_pooled_figures_and_progress_lines(
     record = training_record(tmp_path / "m")
     assert record["cv_summary"]["folds"] == 4 and record["final_model"]["fit_on"] == "all patients"
     assert record["oof_predictions"] == "oof_predictions.csv"
+
+
+@pytest.mark.parametrize("command", ["train", "extract", "discover"])
+def test_every_command_that_reads_a_table_takes_the_column_options(command, capsys):
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "clinical table columns" in text
+    for option in ("--slide-key", "--patient-key", "--duration-key", "--event-key"):
+        assert option in text
+    assert "--patient-col" not in text  # the old spelling still works, unlisted
+
+
+def test_discover_names_a_missing_column_in_one_line(tmp_path, capsys):
+    import anndata
+
+    from workbench.io import write_h5ad
+
+    write_h5ad(anndata.AnnData(np.zeros((2, 1))), tmp_path / "h5ad" / "S1.h5ad")
+    (tmp_path / "c.csv").write_text("case,slide,months,dead\n007,S1,5,1\n")
+    args = ["discover", str(tmp_path / "h5ad"), str(tmp_path / "c.csv"), "--out",
+            str(tmp_path / "o")]  # fmt: skip
+    for extra, column in (([], "patient_id"), (["--patient-key", "nope"], "nope")):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert f"'{column}'" in err and "--patient-key" in err
+    assert main([*args, "--patient-key", "case"]) == 2  # no survival under the default names
+    err = capsys.readouterr().err
+    assert (
+        len(err.strip().splitlines()) == 1 and "needs survival" in err and "--duration-key" in err
+    )
+    assert main([*args, "--patient-key", "case", "--duration-key", "months"]) == 2
+    err = capsys.readouterr().err
+    assert "has 'months' but not 'event'" in err and "--event-key" in err

@@ -130,7 +130,7 @@ def test_train_extract_discover_on_real_tissue_through_the_cli(real_cohort, caps
         (
             lambda t: pd.concat([t, t.iloc[[0]].assign(slide="missing.svs", patient_id="X")]),
             ["--label", "tissue"],
-            "name a slide that is not there",
+            "have no slide among the slide files",
         ),  # fmt: skip
         (None, ["--label", "tissue", "--encoder", "uni2-h"], "unknown encoder 'uni2-h'"),
         (None, ["--label", "tissue", "--encoder", "/nowhere/uni.pt2"], "no encoder file"),

@@ -28,6 +28,7 @@ from workbench._errors import (
     SplitWarning,
     StainError,
     UnknownSlideError,
+    UnmatchedSlidesError,
     WorkbenchError,
 )
 
@@ -67,6 +68,7 @@ __all__ = [
     "SplitWarning",
     "StainError",
     "UnknownSlideError",
+    "UnmatchedSlidesError",
     "WorkbenchError",
     "__version__",
 ]

@@ -16,7 +16,7 @@ LESION_COLOR = (200, 0, 0)
 FOCUS_CLASS = "Focus region"
 FOCUS_COLOR = (255, 200, 0)
 
-# --- marker discovery (tl.markers / tl.spatial / tl.cohort / tl.survival) ----------------
+# --- marker discovery (tl.markers / tl.spatial / tl.aggregate / tl.survival) -------------
 X_FOCUS = "X_focus"  # obsm: focused discriminative features (node tokens) from tl.extract
 LESION_PROB = "lesion_prob"  # obs: lesion probability per region from tl.extract
 LESION_REFINED = "lesion_refined"  # obs: lesion call after click refinement (bool), if any

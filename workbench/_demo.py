@@ -209,9 +209,8 @@ def _remove_other_cohort(run: DemoRun, force: bool) -> None:
 
 def _cohort_step(run: DemoRun) -> Step:
     def go(root: Path, force: bool) -> dict:
-        import pandas as pd
-
         from workbench.datasets import make_cohort
+        from workbench.io import read_clinical
 
         _remove_other_cohort(run, force)
         cohort = make_cohort(
@@ -222,7 +221,7 @@ def _cohort_step(run: DemoRun) -> Step:
             progress=run.progress,
         )
         # The label to learn goes into a clinical table of the run: what a user brings.
-        table = pd.read_csv(run.cohort_dir / "clinical.csv", dtype={"patient_id": str})
+        table = read_clinical(run.cohort_dir / "clinical.csv")
         table[LABEL] = [CLASSES[int(g >= 3)] for g in table["grade"]]
         atomic_write_text(root / "clinical.csv", table.to_csv(index=False))
         return {"n_slides": len(cohort), "label": LABEL}

@@ -36,6 +36,12 @@ class ClinicalTableError(WorkbenchError, ValueError):
     """A clinical table misses columns, has bad values, or does not match the slides."""
 
 
+class UnmatchedSlidesError(ClinicalTableError):
+    """Slides without a clinical row, or clinical rows without a slide, when the table is matched
+    to the slides (:meth:`workbench.io.Cohort.match`); the message names a few of each and the
+    option that leaves them out (``on_unmatched="drop"``, ``--on-unmatched drop``)."""
+
+
 class CheckpointError(WorkbenchError, ValueError):
     """A model checkpoint is missing, truncated, tampered with, or of another model."""
 

@@ -104,22 +104,20 @@ def open_cohort(
     annotations: str | os.PathLike | None = None,
     lesion_class: str | Sequence[str] | None = "Tumor",
     mpp: float | Mapping[str, float] | None = None,
-    slide_col: str = "slide",
-    patient_col: str = "patient_id",
     on_unmatched: str = "raise",
+    **keys,
 ) -> Cohort:
-    """``io.Cohort.from_folder`` with the CLI's options."""
+    """``io.Cohort.from_folder`` with the CLI's options (``keys``: ``slide_key=`` …)."""
     from workbench.io import Cohort
 
     return Cohort.from_folder(
         slides,
         clinical,
-        slide_col=slide_col,
-        patient_col=patient_col,
         mpp=mpp,
         annotations_dir=annotations,
         lesion_class=lesion_class,
         on_unmatched=on_unmatched,
+        **keys,
     )
 
 
@@ -268,26 +266,6 @@ def extract_step(
     )
 
 
-def clinical_table(clinical, *, slide_col: str = "slide") -> pd.DataFrame:
-    """A clinical table (Cohort, DataFrame or CSV) whose slide column holds slide ids."""
-    import pandas as pd
-
-    from workbench.io import Cohort, slide_id
-
-    if isinstance(clinical, Cohort):
-        return clinical.clinical.copy()
-    table = clinical.copy() if isinstance(clinical, pd.DataFrame) else _read_csv(clinical)
-    if slide_col in table:
-        table[slide_col] = [slide_id(s) for s in table[slide_col].astype(str)]
-    return table
-
-
-def _read_csv(path) -> pd.DataFrame:
-    from workbench.io import read_clinical
-
-    return read_clinical(path)
-
-
 def discover_step(
     slides_dir: str | os.PathLike,
     clinical,
@@ -298,22 +276,24 @@ def discover_step(
     site_key: str | None = None,
     on_unmatched: str = "raise",
     seed: int = 0,
+    **keys,
 ) -> anndata.AnnData:
     """Phenotypes, spatial markers and the survival screen; writes ``discovery.h5ad`` and
     ``markers.csv`` into ``out``.
 
     ``clinical`` is a :class:`~workbench.io.Cohort` (its table and column names are used), a
-    DataFrame or a CSV path (its slide column may hold ids, file names or paths).
+    DataFrame or a CSV path (its slide column may hold ids, file names or paths; ``keys``
+    name its columns: ``slide_key=``, ``patient_key=``, ``duration_key=``, ``event_key=``).
     """
     from workbench.io import Cohort, atomic_write_text, write_h5ad
     from workbench.tl import discover, read_slides
 
     out = start_step(out)
     slide_results(slides_dir)  # a missing, empty or damaged folder: one clear error
-    table = clinical if isinstance(clinical, Cohort) else clinical_table(clinical)
+    cohort = Cohort.from_clinical(clinical, **keys)
     result = discover(
         read_slides(slides_dir),
-        table,
+        cohort,
         validation_fraction=validation_fraction,
         folds=folds,
         site_key=site_key,

@@ -287,9 +287,8 @@ def _train(args: argparse.Namespace) -> int:
         annotations=args.annotations,
         lesion_class=args.lesion_class,
         mpp=args.mpp,
-        slide_col=args.slide_col,
-        patient_col=args.patient_col,
         on_unmatched=args.on_unmatched,
+        **_column_keys(args),
     )
     if args.repeats > 1 and args.folds is None:
         raise OptionError("--repeats repeats the cross-validation: give --folds too")
@@ -390,7 +389,13 @@ def _extract(args: argparse.Namespace) -> int:
     slides = _slide_paths(args.slides)
     if args.clinical is not None or isinstance(args.mpp, dict):
         # a cohort: the slides the table lists, per-slide mpp overrides
-        slides = Cohort(slides, args.clinical, mpp=args.mpp, on_unmatched=args.on_unmatched)
+        slides = Cohort(
+            slides,
+            args.clinical,
+            mpp=args.mpp,
+            on_unmatched=args.on_unmatched,
+            **_column_keys(args),
+        )
     table = extract_step(
         slides,
         args.model,
@@ -424,6 +429,7 @@ def _discover(args: argparse.Namespace) -> int:
         site_key=args.site,
         on_unmatched=args.on_unmatched,
         seed=args.seed,
+        **_column_keys(args),
     )
     out = Path(args.out)
     screen = cohort.uns["survival_screen"]
@@ -476,6 +482,32 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D102 - argparse's hook
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+#: The clinical column options every command that reads a table takes: ``(option, key,
+#: default, what, old spelling kept as a hidden alias)``.
+COLUMN_OPTIONS = (
+    ("--slide-key", "slide_key", "slide", "slides (ids, file names or paths)", "--slide-col"),
+    ("--patient-key", "patient_key", "patient_id", "patients", "--patient-col"),
+    ("--duration-key", "duration_key", "time", "survival times", None),
+    ("--event-key", "event_key", "event", "events (1 = event, 0 = censored)", None),
+)
+
+
+def _column_options(parser: argparse.ArgumentParser) -> None:
+    """The shared group of clinical column names (``--slide-key`` …), the ``*_key`` words of
+    :class:`workbench.io.Cohort`; ``--slide-col``/``--patient-col`` still work (hidden)."""
+    group = parser.add_argument_group("clinical table columns")
+    for option, key, default, what, old in COLUMN_OPTIONS:
+        group.add_argument(option, dest=key, default=default, metavar="COLUMN",
+                           help=f"column of the {what} (default: {default})")  # fmt: skip
+        if old:
+            group.add_argument(old, dest=key, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _column_keys(args: argparse.Namespace) -> dict:
+    """The column names given on the command line, as :class:`~workbench.io.Cohort` keywords."""
+    return {key: getattr(args, key) for _, key, *_ in COLUMN_OPTIONS}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -571,10 +603,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="patients whose slides carry different labels, with a split: "
                        "refuse, or drop them (logged)")  # fmt: skip
     train.add_argument("--mpp", type=_mpp_arg, help="µm/px: a number, or S1=0.25,S2=0.5 per slide")
-    train.add_argument("--slide-col", default="slide", help="clinical column of the slides")
-    train.add_argument(
-        "--patient-col", default="patient_id", help="clinical column of the patients"
-    )
     train.add_argument("--on-unmatched", default="raise", choices=["raise", "drop"],
                        help="rows without a slide file / slides without a row")  # fmt: skip
     _add_preprocessing_options(train)
@@ -660,6 +688,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=_out_file, help="HTML file (default: RUN/report.html)")
     report.add_argument("--examples", type=_whole(0), default=2, help="slides shown in detail")
     report.set_defaults(func=_report)
+    for p in (train, extract, disc):  # the commands that read a clinical table
+        _column_options(p)
     for p in (demo, cohort, train, extract, disc, report):
         _common(p)
     return parser

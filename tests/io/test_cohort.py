@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import ClinicalTableError, CohortError, UnknownSlideError
+from workbench import ClinicalTableError, CohortError, UnknownSlideError, UnmatchedSlidesError
 from workbench.io import Annotation, Cohort, slide_id, write_geojson
 
 
@@ -68,7 +68,7 @@ def test_from_folder_matches_every_spelling_of_the_slide(folder):
     assert cohort.slide_path("A2") == slides / "A2.ome.tiff"
     assert cohort.slide_path("slides/A2.ome.tiff") == slides / "A2.ome.tiff"
     assert cohort.slide_path("P2") == slides / "B1.tif"  # a one-slide patient's id
-    assert cohort.has_survival and cohort.time_col == "time"
+    assert cohort.has_survival and cohort.duration_key == "time"
     assert cohort.clinical["time"].dtype == float and cohort.clinical["event"].dtype == int
     assert len(cohort) == 4 and list(cohort) == cohort.slide_ids and "B1" in cohort
     assert "4 slides, 3 patients" in repr(cohort)
@@ -101,7 +101,7 @@ def test_slide_paths_from_the_table_itself(folder):
 def test_a_table_without_survival_can_still_train(folder):
     _, slides, _, clinical = folder
     cohort = Cohort.from_folder(slides, clinical.drop(columns=["time", "event"]))
-    assert not cohort.has_survival and cohort.time_col is None
+    assert not cohort.has_survival and cohort.duration_key is None
     assert cohort.labels("tumour").to_dict()["B1"] == "no"
     with pytest.raises(ClinicalTableError, match="has 'time' but not 'event'"):
         Cohort.from_folder(slides, clinical.drop(columns=["event"]))
@@ -120,11 +120,15 @@ def test_bad_survival_values_are_named(folder):
 def test_listed_but_absent_and_unlisted_slides(folder):
     _, slides, _, clinical = folder
     extra = pd.concat([clinical, clinical.iloc[[2]].assign(slide="GONE.svs", patient_id="P9")])
-    with pytest.raises(ClinicalTableError, match=r"not there \('GONE.svs' \(row 5\)\)"):
+    with pytest.raises(
+        UnmatchedSlidesError,
+        match=r"1 clinical row\(s\) have no slide among the slide files \('GONE.svs' \(row 5, "
+        r"patient P9\)\).*on_unmatched='drop'",
+    ):
         Cohort.from_folder(slides, extra)
     dropped = Cohort.from_folder(slides, extra, on_unmatched="drop")
     assert "GONE" not in dropped.slide_ids and len(dropped) == 4
-    with pytest.raises(ClinicalTableError, match="1 slide.*no clinical row.*B1"):
+    with pytest.raises(ClinicalTableError, match="1 slide.*no row in the clinical table.*B1"):
         Cohort.from_folder(slides, clinical.drop(index=2))
     assert "B1" not in Cohort.from_folder(slides, clinical.drop(index=2), on_unmatched="drop")
 
@@ -293,3 +297,81 @@ def test_clinical_csv_ids_stay_text_in_a_cohort(tmp_path):
     cohort = Cohort.from_folder(tmp_path, csv)
     assert cohort.slide_ids == ["001", "1"] and cohort.patients == ["007", "7"]
     assert cohort.patient_of("001") == "007"
+
+
+def _table(n: int = 4) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "patient_id": ["007", "007", "7", "P3"][:n],
+            "slide": ["001", "S2.svs", "1", "S4"][:n],
+            "time": [5.0, 5.0, 8.0, 2.0][:n],
+            "event": [1, 1, 0, 1][:n],
+        }
+    )
+
+
+def test_match_returns_the_rows_in_the_given_order():
+    cohort = Cohort.from_clinical(_table())
+    assert cohort.slide_ids == ["001", "S2", "1", "S4"]  # a table alone is a cohort
+    rows = cohort.match(["S4", "1", "S2.svs", "001"])
+    assert rows.index.tolist() == ["S4", "1", "S2.svs", "001"]  # as given
+    assert rows["patient_id"].tolist() == ["P3", "7", "007", "007"]
+    assert rows["slide"].tolist() == ["S4", "1", "S2", "001"]
+    assert rows.attrs["unmatched_slides"] == rows.attrs["unmatched_rows"] == []
+    with pytest.raises(CohortError, match="more than once: S2, S2.svs"):
+        cohort.match(["S2", "S2.svs"])
+    with pytest.raises(ValueError, match="on_unmatched"):
+        cohort.match(["S4"], on_unmatched="ignore")
+
+
+def test_match_raises_naming_a_few_unmatched_ids_and_the_option_or_drops(caplog):
+    import logging
+
+    cohort = Cohort.from_clinical(_table())
+    given = ["001", "S2", "1", *(f"X{i}" for i in range(7))]
+    with pytest.raises(UnmatchedSlidesError) as info:
+        cohort.match(given)
+    msg = str(info.value)
+    assert "7 slide(s) of the slides given have no row in the clinical table" in msg
+    assert "X0, X1, X2, X3, X4 and 2 more" in msg  # a few, not all
+    assert (
+        "1 clinical row(s) have no slide among the slides given ('S4' (row 4, patient P3))" in msg
+    )
+    assert "on_unmatched='drop'" in msg and "--on-unmatched drop" in msg
+    assert isinstance(info.value, ClinicalTableError)  # the family a notebook catches
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        rows = cohort.match(given, on_unmatched="drop")
+    assert rows.index.tolist() == ["001", "S2", "1"]
+    assert rows.attrs["unmatched_slides"] == [f"X{i}" for i in range(7)]
+    assert rows.attrs["unmatched_rows"] == ["S4"] and rows.attrs["unmatched_patients"] == ["P3"]
+    assert "left out 7 slide(s)" in caplog.text and "dropped 1 clinical row(s)" in caplog.text
+    with pytest.raises(UnmatchedSlidesError, match="no slide of the slides given has a row.*"
+                       "'slide' column holds 001, S2, 1, S4"):  # fmt: skip
+        cohort.match(["7", "01"], on_unmatched="drop")  # ids are text: 01 is not 001
+
+
+def test_a_patient_table_is_a_cohort_of_patients():
+    table = _table().drop(columns="slide").iloc[[0, 2, 3]]
+    cohort = Cohort.from_clinical(table, slide_key=None)
+    assert cohort.slide_key is None and cohort.slide_ids == ["007", "7", "P3"]
+    assert cohort.match(["7", "007", "P3"])["time"].tolist() == [8.0, 5.0, 2.0]
+    with pytest.raises(UnmatchedSlidesError, match=r"1 patient\(s\) of the patients given.*8"):
+        cohort.match(["007", "7", "P3", "8"])
+    with pytest.raises(ClinicalTableError, match="duplicate patient id"):
+        Cohort.from_clinical(_table().drop(columns="slide"), slide_key=None)
+
+
+def test_from_clinical_reads_csv_ids_as_text_and_keeps_a_cohort(tmp_path):
+    csv = tmp_path / "c.csv"
+    csv.write_text("case,slide_name,months,dead\n007,001.svs,5,1\n7,002.svs,8,0\n")
+    keys = {"slide_key": "slide_name", "patient_key": "case", "duration_key": "months",
+            "event_key": "dead"}  # fmt: skip
+    cohort = Cohort.from_clinical(csv, **keys)
+    assert cohort.patients == ["007", "7"] and cohort.slide_ids == ["001", "002"]
+    assert (cohort.slide_key, cohort.patient_key) == ("slide_name", "case")
+    assert (cohort.duration_key, cohort.event_key) == ("months", "dead")
+    assert Cohort.from_clinical(cohort) is cohort
+    with pytest.raises(ClinicalTableError, match="no 'slide' column.*--slide-key"):
+        Cohort.from_clinical(csv)
+    with pytest.raises(ClinicalTableError, match="not list"):
+        Cohort.from_clinical(["a.csv"])

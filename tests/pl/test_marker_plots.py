@@ -81,7 +81,7 @@ def test_marker_families_heatmap_orders_and_outlines_families():
         index=[f"P{i}" for i in range(50)],
     )  # fmt: skip
     clin = pd.DataFrame({"patient_id": values.index, "time": rng.exponential(5, 50), "event": 1})
-    co = tl.cohort(values, clin, slide_key=None)
+    co = tl.aggregate(values, clin, slide_key=None)
     tl.marker_families(co)
     ax = pl.marker_families(co)
     order = [t.get_text() for t in ax.get_xticklabels()]
@@ -91,4 +91,4 @@ def test_marker_families_heatmap_orders_and_outlines_families():
     assert len(ax.patches) == 1  # one outline: singletons are not boxed
     plt.close(ax.figure)
     with pytest.raises(KeyError, match="tl.marker_families"):
-        pl.marker_families(tl.cohort(values, clin, slide_key=None))
+        pl.marker_families(tl.aggregate(values, clin, slide_key=None))

@@ -21,7 +21,7 @@ def screened():
     time = rng.exponential(10 * np.exp(-risk))
     clin = pd.DataFrame({"patient_id": [f"P{i}" for i in range(n)], "time": time, "event": 1})
     values = pd.DataFrame({"risk": risk, "noise": rng.normal(size=n)}, index=clin["patient_id"])
-    co = tl.cohort(values, clin, slide_key=None)
+    co = tl.aggregate(values, clin, slide_key=None)
     co.obs["discovery_split"] = pd.Categorical(["discovery"] * 20 + ["validation"] * 40)
     tl.survival(co, cv_top=0)
     return co
@@ -52,7 +52,7 @@ def test_forest_draws_one_interval_per_marker(screened):
     plt.close(ax.figure)
     with pytest.raises(KeyError, match="tl.survival"):
         pl.forest(
-            tl.cohort(
+            tl.aggregate(
                 pd.DataFrame({"m": [1.0, 2.0]}, index=["a", "b"]),
                 pd.DataFrame({"patient_id": ["a", "b"], "time": [1.0, 2.0], "event": [1, 0]}),
                 slide_key=None,
@@ -79,7 +79,7 @@ def screened_sites():
         },
         index=clin["patient_id"],
     )
-    co = tl.cohort(values, clin, slide_key=None, site_key="site")
+    co = tl.aggregate(values, clin, slide_key=None, site_key="site")
     tl.marker_families(co, threshold=0.7)
     tl.survival(co, cv_top=0)
     return co

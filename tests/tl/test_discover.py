@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import ClinicalTableError, tl
+from workbench import ClinicalTableError, UnmatchedSlidesError, tl
 from workbench.datasets import simulate_region_cohort
 from workbench.tl._discover import fold_patients, split_patients
 
@@ -101,12 +101,13 @@ def test_discover_does_not_silently_drop_patients_without_slides(sim, caplog):
     adatas, clin = sim
     with pytest.raises(ClinicalTableError, match="no row in the clinical table"):
         tl.discover(adatas, clin.iloc[:-1], **FAST)
-    with pytest.raises(ClinicalTableError, match=r"1 slide\(s\) of the clinical table have no "
-                       r"AnnData \(S0039; patients P0039\)"):  # fmt: skip
+    with pytest.raises(UnmatchedSlidesError, match=r"1 clinical row\(s\) have no slide among "
+                       r"the slides given \('S0039' \(row 40, patient P0039\)\).*"
+                       r"on_unmatched='drop'"):  # fmt: skip
         tl.discover(adatas[:-1], clin, **FAST)
     with caplog.at_level(logging.WARNING, logger="workbench"):
         co = tl.discover(adatas[:-1], clin, on_unmatched="drop", **FAST)
-    assert co.n_obs == 39 and "dropped 1 slide(s) of the clinical table" in caplog.text
+    assert co.n_obs == 39 and "dropped 1 clinical row(s) without a slide" in caplog.text
 
 
 def test_discover_checks_covariates_before_fitting_anything(sim):
@@ -142,19 +143,21 @@ def test_site_guard_in_discover(sim):
         tl.discover(adatas, clin, center_features_by_site=True, **FAST)
 
 
-class _CohortLike:
-    """What ``tl.discover`` reads from a ``workbench.io.Cohort``."""
-
-    def __init__(self, clinical):
-        self.clinical = clinical.rename(columns={"patient_id": "case", "time": "months"})
-        self.patient_col, self.slide_col = "case", "slide"
-        self.time_col, self.event_col = "months", "event"
-
-
 def test_discover_accepts_a_cohort_object(sim):
+    from workbench.io import Cohort
+
     adatas, clin = sim
-    co = tl.discover(adatas, _CohortLike(clin), **FAST)
+    table = clin.rename(columns={"patient_id": "case", "time": "months"})
+    cohort = Cohort.from_clinical(table, patient_key="case", duration_key="months")
+    co = tl.discover(adatas, cohort, **FAST)
     assert co.uns["cohort"]["duration_key"] == "months" and co.n_obs == 40
+    assert co.uns["cohort"]["patient_key"] == "case"
+
+
+def test_discover_needs_survival_columns(sim):
+    adatas, clin = sim
+    with pytest.raises(ClinicalTableError, match="needs survival.*--duration-key"):
+        tl.discover(adatas, clin.drop(columns=["time", "event"]), **FAST)
 
 
 def test_bad_options():

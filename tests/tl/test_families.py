@@ -20,7 +20,7 @@ def cohort_of(values: pd.DataFrame, seed: int = 0):
         {"patient_id": values.index, "time": rng.exponential(10, n), "event": rng.integers(0, 2, n)}
     )
     clin.loc[0, "event"] = 1
-    return tl.cohort(values, clin, slide_key=None)
+    return tl.aggregate(values, clin, slide_key=None)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ def gbsg2():
             "tgrade": df["tgrade"],
         }
     )
-    co = tl.cohort(df[GBSG2_MARKERS], clinical, slide_key=None)
+    co = tl.aggregate(df[GBSG2_MARKERS], clinical, slide_key=None)
     return df, co
 
 
@@ -107,7 +107,7 @@ def small_cohort(n: int = 30, seed: int = 0):
         index=clin["patient_id"],
     )
     values.iloc[:4, 2] = np.nan
-    return tl.cohort(values, clin, slide_key=None)
+    return tl.aggregate(values, clin, slide_key=None)
 
 
 def test_constant_and_missing_values_get_nan_or_a_count(caplog):
@@ -172,7 +172,7 @@ def test_site_stratified_cox_and_site_test_match_lifelines_and_scipy_on_gbsg2(gb
         {"patient_id": df.index, "time": df["time"].astype(float), "event": df["cens"],
          "tgrade": df["tgrade"].astype(str)}
     )  # fmt: skip
-    co = tl.cohort(df[GBSG2_MARKERS], clinical, slide_key=None, site_key="tgrade")
+    co = tl.aggregate(df[GBSG2_MARKERS], clinical, slide_key=None, site_key="tgrade")
     table, fits = tl.survival(co, cv_top=0, return_fitters=True)  # site from uns["cohort"]
     assert co.uns["survival_screen_params"]["decided_by"] == "q_strat"
     for m in GBSG2_MARKERS:
@@ -209,7 +209,7 @@ def test_a_marker_that_is_mostly_site_is_flagged():
          "tissue": rng.normal(size=n)},
         index=clin["patient_id"],
     )  # fmt: skip
-    co = tl.cohort(values, clin, slide_key=None, site_key="site")
+    co = tl.aggregate(values, clin, slide_key=None, site_key="site")
     naive = tl.survival(co, cv_top=0, stratify_site=False, key_added="naive")
     assert naive.loc["stain", "called"]  # a site detector looks prognostic without the guard
     table = tl.survival(co, cv_top=0)

@@ -37,6 +37,7 @@ from workbench.datasets._survival import (
     infiltration_z,
     simulate_patients,
 )
+from workbench.io._clinical import read_clinical
 from workbench.io._cohort import Cohort
 
 #: Bumped whenever the same arguments would draw different pixels or tables.
@@ -443,8 +444,7 @@ def load_cohort(root: str | os.PathLike) -> SyntheticCohort:
             "run workbench.datasets.make_cohort there with the same arguments to finish it"
         )
     params = json.loads((root / "cohort.json").read_text())
-    clinical = pd.read_csv(root / "clinical.csv", dtype={"patient_id": str, "slide": str})
-    truth = pd.read_csv(
-        root / "truth.csv", dtype={"patient_id": str, "slide_id": str, "slide": str}
-    )
+    ids = ("patient_id", "slide_id", "slide")
+    clinical = read_clinical(root / "clinical.csv", id_columns=ids)
+    truth = read_clinical(root / "truth.csv", id_columns=ids)
     return SyntheticCohort(root=root, clinical=clinical, truth=truth, params=params)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
@@ -21,7 +22,12 @@ import numpy as np
 import pandas as pd
 
 from workbench._constants import LESION_CLASS
-from workbench._errors import ClinicalTableError, CohortError, UnknownSlideError
+from workbench._errors import (
+    ClinicalTableError,
+    CohortError,
+    UnknownSlideError,
+    UnmatchedSlidesError,
+)
 from workbench.io._clinical import _names, read_clinical, validate_clinical
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -183,41 +189,122 @@ def _match_annotation_files(folder: Path, ids: Sequence[str]) -> tuple[dict[str,
     return found, unknown
 
 
-def _read_table(clinical, slide_col: str, patient_col: str) -> pd.DataFrame | None:
-    """The clinical table as a DataFrame (a copy), or ``None``."""
+def _read_table(clinical, slide_key: str | None, patient_key: str) -> pd.DataFrame | None:
+    """The clinical table as a DataFrame (a copy), or ``None``; files go through
+    :func:`~workbench.io.read_clinical`, the one reader (ids stay text)."""
     if clinical is None:
         return None
     if isinstance(clinical, pd.DataFrame):
         return clinical.copy()
-    return read_clinical(clinical, id_columns=(slide_col, patient_col))
+    return read_clinical(clinical, id_columns=(slide_key, patient_key))
 
 
-def _paths_from_table(table: pd.DataFrame, slide_col: str, root: Path | None) -> dict[str, Path]:
+def _paths_from_table(table: pd.DataFrame, id_key: str, root: Path | None) -> dict[str, Path]:
     """``{slide_id: path}`` from the table's slide column (relative paths under ``root``)."""
-    if slide_col not in table:
+    if id_key not in table:
         raise ClinicalTableError(
-            f"the clinical table has no {slide_col!r} column to take slide paths from; "
-            f"it has {list(table.columns)}"
+            f"the clinical table has no {id_key!r} column to take slide ids from; it has "
+            f"{list(table.columns)}. Rename it or pass slide_key=/patient_key= (command line: "
+            "--slide-key/--patient-key)"
         )
     base = root or Path.cwd()
-    return _slide_table([base / str(p) for p in table[slide_col].astype(str)])
+    out: dict[str, Path] = {}
+    for p in table[id_key].astype(str):  # a repeated id is the table's problem, named there
+        out.setdefault(slide_id(p), base / p)
+    return out
 
 
-def _survival_columns(table: pd.DataFrame, time_col, event_col) -> tuple:
+def _survival_columns(table: pd.DataFrame, duration_key, event_key) -> tuple:
     """The survival column names, or ``(None, None)`` for a table without survival."""
-    if time_col is None or event_col is None:
+    if duration_key is None or event_key is None:
         return None, None
-    present = [c for c in (time_col, event_col) if c in table.columns]
+    present = [c for c in (duration_key, event_key) if c in table.columns]
     if not present:
-        logger.info("cohort: no %r/%r columns, so no survival data", time_col, event_col)
+        logger.info("cohort: no %r/%r columns, so no survival data", duration_key, event_key)
         return None, None
     if len(present) == 1:
-        absent = event_col if present == [time_col] else time_col
+        absent = event_key if present == [duration_key] else duration_key
         raise ClinicalTableError(
             f"the clinical table has {present[0]!r} but not {absent!r}; survival needs both "
-            "(or pass time_col=None, event_col=None to use the table without survival)"
+            "(name them with duration_key=/event_key=, command line --duration-key/--event-key; "
+            "or pass duration_key=None, event_key=None to use the table without survival)"
         )
-    return time_col, event_col
+    return duration_key, event_key
+
+
+def _check_on_unmatched(on_unmatched: str) -> None:
+    if on_unmatched not in ("raise", "drop"):
+        raise ValueError(f"on_unmatched must be 'raise' or 'drop', got {on_unmatched!r}")
+
+
+#: How many unmatched ids an error message lists.
+_SHOWN = 5
+
+
+def _match_rows(
+    table: pd.DataFrame,
+    found: Sequence[str],
+    *,
+    id_key: str,
+    patient_key: str,
+    on_unmatched: str,
+    among: str,
+    spelled: Sequence[str] | None = None,
+    row_names: Sequence[str] | None = None,
+) -> tuple[pd.Series, list[str]]:
+    """The one rule that matches a checked table to the slides there are.
+
+    ``found`` are the slide ids that exist (files, AnnData, marker rows), ``spelled`` how they
+    were given (for messages), ``row_names`` how the table named each row's slide. Returns
+    ``(matched, no_row)``: a boolean Series over the table's rows (the row has a slide) and
+    the given spellings of the slides without a row. Unmatched ids on either side raise
+    :class:`~workbench.UnmatchedSlidesError` (``on_unmatched="raise"``) or are logged.
+    """
+    unit = "slide" if id_key != patient_key else "patient"
+    spelled = list(found) if spelled is None else list(spelled)
+    ids = table[id_key].astype(str)
+    known = set(ids)
+    no_row = [s for s, f in zip(spelled, found, strict=True) if f not in known]
+    matched = ids.isin(set(found))
+    absent = np.flatnonzero(~matched.to_numpy())
+    names = list(ids) if row_names is None else [str(n) for n in row_names]
+    rows = []
+    for i in absent:
+        who = "" if unit == "patient" else f", patient {table[patient_key].iloc[i]}"
+        rows.append(f"{names[i]!r} (row {i + 1}{who})")
+    if not matched.any():
+        raise UnmatchedSlidesError(
+            f"no {unit} of {among} has a row in the clinical table: {among} are "
+            f"{_names(spelled, _SHOWN) or 'none'}, the table's {id_key!r} column holds "
+            f"{_names(list(ids), _SHOWN)}. Check the ids or pass slide_key=/patient_key= "
+            "(command line: --slide-key/--patient-key)"
+        )
+    if (no_row or len(rows)) and on_unmatched == "raise":
+        msg = []
+        if no_row:
+            msg.append(
+                f"{len(no_row)} {unit}(s) of {among} have no row in the clinical table "
+                f"({_names(no_row, _SHOWN)})"
+            )
+        if rows:
+            msg.append(
+                f"{len(rows)} clinical row(s) have no {unit} among {among} ({_names(rows, _SHOWN)})"
+            )
+        raise UnmatchedSlidesError(
+            "; ".join(msg) + ". Fix the ids, or pass on_unmatched='drop' (command line: "
+            "--on-unmatched drop) to leave them out"
+        )
+    if no_row:
+        logger.warning(
+            "cohort: left out %d %s(s) without a clinical row: %s",
+            len(no_row), unit, _names(no_row),
+        )  # fmt: skip
+    if rows:
+        logger.warning(
+            "cohort: dropped %d clinical row(s) without a %s among %s: %s",
+            len(rows), unit, among, _names(rows),
+        )  # fmt: skip
+    return matched, no_row
 
 
 def _check_table(
@@ -225,62 +312,42 @@ def _check_table(
     paths: dict[str, Path],
     on_unmatched: str,
     *,
-    slide_col: str,
-    patient_col: str,
-    time_col: str | None,
-    event_col: str | None,
+    slide_key: str | None,
+    patient_key: str,
+    duration_key: str | None,
+    event_key: str | None,
 ) -> pd.DataFrame:
     """The validated table, slide column as ids, restricted to the slides that are there."""
-    sc, pc = slide_col, patient_col
-    for col in (sc, pc):
+    id_key = slide_key or patient_key
+    for col in dict.fromkeys((id_key, patient_key)):
         if col not in table.columns:
             raise ClinicalTableError(
                 f"the clinical table misses the column {col!r}; it has {list(table.columns)}. "
-                "Rename it or pass slide_col=/patient_col="
+                "Rename it or pass slide_key=/patient_key= (command line: "
+                "--slide-key/--patient-key)"
             )
     table = table.copy()
-    raw = table[sc].astype(str)
-    table[sc] = [slide_id(v) if str(v) not in paths else str(v) for v in raw]
+    raw = table[id_key].astype(str)
+    if slide_key:
+        table[slide_key] = [slide_id(v) if str(v) not in paths else str(v) for v in raw]
     clean = validate_clinical(
         table,
-        patient_key=pc,
-        slide_key=sc,
-        duration_key=time_col,
-        event_key=event_col,
+        patient_key=patient_key,
+        slide_key=slide_key,
+        duration_key=duration_key,
+        event_key=event_key,
         require_events=False,
     )
-    absent = clean[~clean[sc].isin(paths)]
-    unlisted = sorted(set(paths) - set(clean[sc]))
-    if (len(absent) or unlisted) and on_unmatched == "raise":
-        msg = []
-        if len(absent):
-            where = np.flatnonzero(~clean[sc].isin(paths))
-            rows = [f"{raw.iloc[i]!r} (row {i + 1})" for i in where]
-            msg.append(
-                f"{len(absent)} clinical row(s) name a slide that is not there ({_names(rows)})"
-            )
-        if unlisted:
-            msg.append(f"{len(unlisted)} slide(s) have no clinical row ({_names(unlisted)})")
-        raise ClinicalTableError(
-            "; ".join(msg) + ". Fix the slide column or the files, or pass "
-            "on_unmatched='drop' to leave them out"
-        )
-    if len(absent):
-        logger.warning(
-            "cohort: dropped %d clinical row(s) without a slide file: %s",
-            len(absent),
-            _names(absent[sc]),
-        )
-    if unlisted:
-        logger.warning(
-            "cohort: left out %d slide(s) without a clinical row: %s",
-            len(unlisted),
-            _names(unlisted),
-        )
-    clean = clean[clean[sc].isin(paths)].reset_index(drop=True)
-    if clean.empty:
-        raise ClinicalTableError("no clinical row matches a slide; check the slide column")
-    return clean
+    matched, _ = _match_rows(
+        clean.reset_index(drop=True),
+        list(paths),
+        id_key=id_key,
+        patient_key=patient_key,
+        on_unmatched=on_unmatched,
+        among="the slide files",
+        row_names=list(raw),
+    )
+    return clean[matched.to_numpy()].reset_index(drop=True)
 
 
 def _resolution_overrides(mpp, ids: Sequence[str]) -> dict[str, float]:
@@ -310,15 +377,18 @@ class Cohort:
     ----------
     slides
         A folder of slide files, a list of paths (ids from :func:`slide_id`), a
-        ``{slide_id: path}`` mapping, or ``None`` to take the paths from the clinical table's
-        slide column (relative paths are resolved against ``root``).
+        ``{slide_id: path}`` mapping, or ``None`` to take the slide ids (and paths) from the
+        clinical table's slide column (relative paths are resolved against ``root``; a file is
+        opened only when asked for, so a table alone is a cohort too).
     clinical
-        A DataFrame, the path of a CSV file, or ``None`` (then every slide is its own patient
-        and there is no survival). One row per slide; the slide column may hold slide ids,
-        file names or paths; several rows may share a patient.
-    slide_col, patient_col
-        Clinical column names of the slide and the patient.
-    time_col, event_col
+        A DataFrame, the path of a CSV file (read by :func:`~workbench.io.read_clinical`: ids
+        stay text), or ``None`` (then every slide is its own patient and there is no survival).
+        One row per slide; the slide column may hold slide ids, file names or paths; several
+        rows may share a patient.
+    slide_key, patient_key
+        Clinical column names of the slide and the patient. ``slide_key=None``: a table of
+        patients (one row each), whose patient ids serve as the slide ids.
+    duration_key, event_key
         Survival columns. When the table has neither column the cohort has no survival (it
         can still train); ``None`` says so explicitly.
     mpp
@@ -332,17 +402,26 @@ class Cohort:
         ``None`` takes every polygon.
     on_unmatched
         ``"raise"`` (default): a clinical row whose slide is absent, or a slide without a row,
-        raises :class:`~workbench.ClinicalTableError` naming them; ``"drop"`` leaves them out
-        and logs their names.
+        raises :class:`~workbench.UnmatchedSlidesError` naming them; ``"drop"`` leaves them out
+        and logs their names (the rule of :meth:`match`).
     root
         Folder against which relative slide paths of the table are resolved (default: the
         CSV's folder, else the working directory).
 
+    Attributes
+    ----------
+    clinical
+        The validated table, one row per slide of the cohort (its slide column holds slide
+        ids, ``duration_key`` float, ``event_key`` 0/1).
+    slide_key, patient_key, duration_key, event_key
+        The column names (``duration_key``/``event_key`` are ``None`` without survival).
+
     Raises
     ------
     ClinicalTableError
-        Missing columns, bad survival values, duplicated slides, rows whose slide file is
-        absent or slides without a row (see ``on_unmatched``); every problem is named.
+        Missing columns, bad survival values, duplicated slides; every problem is named.
+    UnmatchedSlidesError
+        Rows whose slide file is absent or slides without a row (see ``on_unmatched``).
     CohortError
         Two files with the same slide id, annotation files that match no slide, resolution
         overrides for unknown slides.
@@ -353,45 +432,45 @@ class Cohort:
         slides: str | os.PathLike | Iterable | Mapping | None = None,
         clinical: pd.DataFrame | str | os.PathLike | None = None,
         *,
-        slide_col: str = "slide",
-        patient_col: str = "patient_id",
-        time_col: str | None = "time",
-        event_col: str | None = "event",
+        slide_key: str | None = "slide",
+        patient_key: str = "patient_id",
+        duration_key: str | None = "time",
+        event_key: str | None = "event",
         mpp: float | Mapping[str, float] | None = None,
         annotations_dir: str | os.PathLike | None = None,
         lesion_class: str | Sequence[str] | None = LESION_CLASS,
         on_unmatched: str = "raise",
         root: str | os.PathLike | None = None,
     ) -> None:
-        if on_unmatched not in ("raise", "drop"):
-            raise ValueError(f"on_unmatched must be 'raise' or 'drop', got {on_unmatched!r}")
-        self.slide_col = slide_col
-        self.patient_col = patient_col
-        table = _read_table(clinical, slide_col, patient_col)
+        _check_on_unmatched(on_unmatched)
+        self.slide_key = slide_key
+        self.patient_key = patient_key
+        self._id_key = slide_key or patient_key
+        table = _read_table(clinical, slide_key, patient_key)
         if root is None and isinstance(clinical, str | os.PathLike):
             root = Path(clinical).parent
         self.root = Path(root) if root is not None else None
         if slides is None:
             if table is None:
                 raise CohortError("give slides, a clinical table with their paths, or both")
-            paths = _paths_from_table(table, slide_col, self.root)
+            paths = _paths_from_table(table, self._id_key, self.root)
         else:
             paths = _slide_table(slides)
         if table is None:
             ids = list(paths)
-            table = pd.DataFrame({slide_col: ids, patient_col: ids})
-            time_col = event_col = None
-        self.time_col, self.event_col = _survival_columns(table, time_col, event_col)
+            table = pd.DataFrame({self._id_key: ids, patient_key: ids})
+            duration_key = event_key = None
+        self.duration_key, self.event_key = _survival_columns(table, duration_key, event_key)
         self.clinical = _check_table(
             table,
             paths,
             on_unmatched,
-            slide_col=slide_col,
-            patient_col=patient_col,
-            time_col=self.time_col,
-            event_col=self.event_col,
+            slide_key=slide_key,
+            patient_key=patient_key,
+            duration_key=self.duration_key,
+            event_key=self.event_key,
         )
-        self._paths = {sid: paths[sid] for sid in self.clinical[slide_col]}
+        self._paths = {sid: paths[sid] for sid in self.clinical[self._id_key]}
         self._mpp = _resolution_overrides(mpp, list(self._paths))
         self.lesion_class = lesion_class
         self.annotations_dir = Path(annotations_dir) if annotations_dir is not None else None
@@ -409,7 +488,19 @@ class Cohort:
     ) -> Cohort:
         """Every slide file in ``slides_dir`` (hidden files skipped) with its clinical rows.
 
-        Takes the same keywords as :class:`Cohort`.
+        Parameters
+        ----------
+        slides_dir
+            Folder of slide files (not its sub-folders).
+        clinical
+            The clinical table (DataFrame or CSV path), or ``None``.
+        **kwargs
+            The keywords of :class:`Cohort` (``slide_key=``, ``on_unmatched=`` …).
+
+        Returns
+        -------
+        Cohort
+            The slides of the folder that have a clinical row.
         """
         files = list_slides(slides_dir)
         if not files:
@@ -418,6 +509,118 @@ class Cohort:
                 f"{', '.join(SLIDE_SUFFIXES[:9])} …)"
             )
         return cls(files, clinical, **kwargs)
+
+    @classmethod
+    def from_clinical(
+        cls,
+        clinical: Cohort | pd.DataFrame | str | os.PathLike,
+        *,
+        slide_key: str | None = "slide",
+        patient_key: str = "patient_id",
+        duration_key: str | None = "time",
+        event_key: str | None = "event",
+    ) -> Cohort:
+        """A cohort as it is, or a clinical table (DataFrame or CSV path) made into one.
+
+        How :func:`workbench.tl.discover`, :func:`workbench.tl.aggregate` and the command line
+        take their table: a CSV goes through :func:`~workbench.io.read_clinical` (ids stay
+        text), the slide column may hold ids, file names or paths, and the slides are matched
+        later, by :meth:`match`. No slide file is opened.
+
+        Parameters
+        ----------
+        clinical
+            A :class:`Cohort` (returned unchanged: its own column names hold), a DataFrame or
+            the path of a CSV file.
+        slide_key, patient_key, duration_key, event_key
+            Column names of a table (see :class:`Cohort`); ignored for a :class:`Cohort`.
+
+        Returns
+        -------
+        Cohort
+            One slide per row of the table (``slide_key=None``: one patient per row).
+        """
+        if isinstance(clinical, Cohort):
+            return clinical
+        if not isinstance(clinical, pd.DataFrame | str | os.PathLike):
+            raise ClinicalTableError(
+                f"the clinical table must be an io.Cohort, a DataFrame or the path of a CSV "
+                f"file, not {type(clinical).__name__}"
+            )
+        return cls(
+            None,
+            clinical,
+            slide_key=slide_key,
+            patient_key=patient_key,
+            duration_key=duration_key,
+            event_key=event_key,
+        )
+
+    def match(self, slide_ids: Iterable[str], *, on_unmatched: str = "raise") -> pd.DataFrame:
+        """The clinical rows of these slides: the one rule that joins slides to the table.
+
+        A slide id matches a row when it is the row's slide id, or when :func:`slide_id` of
+        it is (``"S1.svs"`` matches ``S1``); ids are compared as text (``007`` is not ``7``).
+        Used by the cohort itself (files vs table), :func:`workbench.tl.discover`,
+        :func:`workbench.tl.aggregate` and the command line.
+
+        Parameters
+        ----------
+        slide_ids
+            The slides there are (AnnData ``uns["slide_id"]``, marker-table rows, file names);
+            with ``slide_key=None``, patient ids.
+        on_unmatched
+            ``"raise"`` (default): slides without a row, or rows of the cohort without a slide,
+            raise :class:`~workbench.UnmatchedSlidesError` naming a few of each; ``"drop"``
+            leaves them out and logs their names.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The matched rows of :attr:`clinical` in the order of ``slide_ids``, indexed by the
+            ids as given. ``attrs["unmatched_slides"]``: the given ids without a row;
+            ``attrs["unmatched_rows"]``: the cohort's slide ids without a given slide;
+            ``attrs["unmatched_patients"]``: patients none of whose slides was given.
+        """
+        _check_on_unmatched(on_unmatched)
+        given = [str(s) for s in slide_ids]
+        known = set(self._paths)
+        found = [s if s in known or slide_id(s) not in known else slide_id(s) for s in given]
+        count = Counter(found)
+        dup = sorted({g for g, f in zip(given, found, strict=True) if count[f] > 1})
+        if dup:
+            raise CohortError(f"slide ids must be unique; given more than once: {_names(dup)}")
+        table = self.clinical.reset_index(drop=True)
+        matched, no_row = _match_rows(
+            table,
+            found,
+            spelled=given,
+            id_key=self._id_key,
+            patient_key=self.patient_key,
+            on_unmatched=on_unmatched,
+            among=f"the {'slide' if self.slide_key else 'patient'}s given",
+        )
+        by_id = table[matched.to_numpy()]
+        by_id.index = pd.Index(by_id[self._id_key].astype(str))
+        keep = [(g, f) for g, f in zip(given, found, strict=True) if f in by_id.index]
+        rows = by_id.loc[[f for _, f in keep]]
+        rows.index = pd.Index([g for g, _ in keep])
+        unmatched = table[~matched.to_numpy()]
+        rows.attrs = {
+            "unmatched_slides": no_row,
+            "unmatched_rows": [str(s) for s in unmatched[self._id_key]],
+            "unmatched_patients": sorted(
+                set(map(str, unmatched[self.patient_key])) - set(map(str, rows[self.patient_key]))
+            ),
+        }
+        return rows
+
+    def _with_clinical(self, table: pd.DataFrame) -> Cohort:
+        """A copy restricted to the rows of ``table`` (a checked version of :attr:`clinical`,
+        e.g. with covariates converted or rows left out), which becomes its table."""
+        new = self.subset(list(table[self._id_key].astype(str)))
+        new.clinical = table.reset_index(drop=True)
+        return new
 
     def _find_annotations(self, all_ids: list[str]) -> dict[str, Path]:
         """Annotation files of the cohort's slides; files of slides given but left out of the
@@ -453,7 +656,9 @@ class Cohort:
 
     def __repr__(self) -> str:
         n_pat = len(self.patients)
-        surv = f"survival {self.time_col}/{self.event_col}" if self.has_survival else "no survival"
+        surv = (
+            f"survival {self.duration_key}/{self.event_key}" if self.has_survival else "no survival"
+        )
         ann = (
             f"annotations for {len(self._annotation_files)}"
             if self.has_annotations
@@ -464,16 +669,16 @@ class Cohort:
     @property
     def slide_ids(self) -> list[str]:
         """Slide ids in table order."""
-        return [str(s) for s in self.clinical[self.slide_col]]
+        return [str(s) for s in self.clinical[self._id_key]]
 
     @property
     def patients(self) -> list[str]:
         """Patient ids in table order (a patient may have several slides)."""
-        return list(dict.fromkeys(str(p) for p in self.clinical[self.patient_col]))
+        return list(dict.fromkeys(str(p) for p in self.clinical[self.patient_key]))
 
     @property
     def has_survival(self) -> bool:
-        return self.time_col is not None
+        return self.duration_key is not None
 
     @property
     def has_annotations(self) -> bool:
@@ -487,9 +692,9 @@ class Cohort:
         sid = slide_id(key)
         if sid in self._paths:
             return sid
-        rows = self.clinical[self.clinical[self.patient_col] == key]
+        rows = self.clinical[self.clinical[self.patient_key] == key]
         if len(rows) == 1:
-            return str(rows[self.slide_col].iloc[0])
+            return str(rows[self._id_key].iloc[0])
         more = " …" if len(self) > 5 else ""
         raise UnknownSlideError(
             f"no slide {key!r} in this cohort; slide ids are {', '.join(self.slide_ids[:5])}{more}"
@@ -511,9 +716,7 @@ class Cohort:
 
     def patient_of(self, slide: str | os.PathLike) -> str:
         sid = self._key(slide)
-        return str(
-            self.clinical.loc[self.clinical[self.slide_col] == sid, self.patient_col].iloc[0]
-        )
+        return str(self.clinical.loc[self.clinical[self._id_key] == sid, self.patient_key].iloc[0])
 
     def labels(self, column: str) -> pd.Series:
         """A clinical column as slide labels, indexed by slide id.
@@ -524,7 +727,7 @@ class Cohort:
             The column is missing, has empty values (the slides are named) or only one class.
         """
         if column not in self.clinical.columns:
-            usable = [c for c in self.clinical.columns if c not in (self.slide_col,)]
+            usable = [c for c in self.clinical.columns if c not in (self._id_key,)]
             raise ClinicalTableError(
                 f"no label column {column!r} in the clinical table; its columns are {usable}"
             )
@@ -612,8 +815,8 @@ class Cohort:
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         order = {k: i for i, k in enumerate(keys)}
-        rows = self.clinical[self.clinical[self.slide_col].isin(order)]
-        new.clinical = rows.iloc[np.argsort([order[s] for s in rows[self.slide_col]])].reset_index(
+        rows = self.clinical[self.clinical[self._id_key].isin(order)]
+        new.clinical = rows.iloc[np.argsort([order[s] for s in rows[self._id_key]])].reset_index(
             drop=True
         )
         new._paths = {k: self._paths[k] for k in keys}
@@ -631,7 +834,7 @@ class Cohort:
 
         >>> cohort = cohort.assign(high_grade=lambda t: t["grade"] >= 3)  # doctest: +SKIP
         """
-        protected = {self.slide_col, self.patient_col, self.time_col, self.event_col} - {None}
+        protected = {self._id_key, self.patient_key, self.duration_key, self.event_key} - {None}
         clash = sorted(protected & set(columns))
         if clash:
             raise CohortError(f"assign cannot replace the identifier/survival columns {clash}")

@@ -102,7 +102,7 @@ class Preprocessing:
     thumbnail_mpp
         µm/px of the thumbnail the region graph is cut from, in (0.001, 1000]. When it is
         not given, ``tl.SlideTrainer`` suggests one from the first slide
-        (``tl.suggest_settings``).
+        (``workbench.tl._engine.suggest_settings``).
     thumbnail_max_px
         Cap on the thumbnail's longer side in pixels, 64 to 65536, or ``None`` for no cap;
         ``thumbnail_mpp`` is coarsened on larger slides to keep within it.

@@ -3,8 +3,8 @@ discover prognostic spatial markers (phenotypes, spatial statistics, cohort, sur
 
 from __future__ import annotations
 
+from workbench.tl._aggregate import aggregate, cohort, read_slides
 from workbench.tl._calibration import expected_calibration_error, fit_temperature
-from workbench.tl._cohort import cohort, read_slides
 from workbench.tl._discover import discover, match_phenotypes, outcome_groups
 from workbench.tl._extract import (
     export_geojson,
@@ -26,6 +26,7 @@ from workbench.tl._train import SlideTrainer, classification_metrics
 __all__ = [
     "FeatureUniqueness",
     "SlideTrainer",
+    "aggregate",
     "classification_metrics",
     "center_by_site",
     "cohort",

@@ -1,6 +1,6 @@
 """The honest discovery pipeline: per-slide regions + clinical table → ranked marker families.
 
-:func:`discover` chains ``tl.markers`` → ``tl.spatial`` → ``tl.cohort`` →
+:func:`discover` chains ``tl.markers`` → ``tl.spatial`` → ``tl.aggregate`` →
 ``tl.marker_families`` → ``tl.survival`` so that no patient is tested on phenotypes chosen
 with its own outcome, in one of two ways:
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from os import PathLike
 
 import numpy as np
 import pandas as pd
@@ -27,7 +26,7 @@ from anndata import AnnData
 
 from workbench._constants import CROSSFIT_FOLD, PHENOTYPE, SITE
 from workbench._errors import ClinicalTableError, MarkerError
-from workbench.io._clinical import _names, validate_clinical
+from workbench.io._clinical import validate_clinical
 from workbench.tl._survival import DISCOVERY, VALIDATION
 
 logger = logging.getLogger(__name__)
@@ -225,59 +224,6 @@ def match_phenotypes(
     return names, pd.DataFrame(rows).set_index("phenotype")
 
 
-def _from_cohort(clinical, keys: dict) -> tuple[object, dict]:
-    """Accept a ``workbench.io.Cohort``: its validated table and its column names."""
-    if isinstance(clinical, pd.DataFrame | str | PathLike) or not hasattr(clinical, "clinical"):
-        return clinical, keys
-    table = clinical.clinical
-    if table is None:
-        raise ClinicalTableError("the Cohort has no clinical table; build it with clinical=")
-    cols = {
-        "patient_key": getattr(clinical, "patient_col", None),
-        "slide_key": getattr(clinical, "slide_col", None),
-        "duration_key": getattr(clinical, "time_col", None),
-        "event_key": getattr(clinical, "event_col", None),
-    }
-    if not cols["duration_key"] or not cols["event_key"]:
-        raise ClinicalTableError(
-            "the Cohort has no survival columns; build it with time_col= and event_col="
-        )
-    return table, {k: v or keys[k] for k, v in cols.items()}
-
-
-def _match_slides(adatas, clin, slide_key, patient_key, on_unmatched) -> list[int]:
-    """Indices of the slides with a clinical row; unmatched ids raise or are dropped (logged).
-
-    Slides whose rows ``validate_clinical(dropna=True)`` left out are dropped quietly (that
-    step logged them already).
-    """
-    from workbench.tl._markers import slide_id_of
-
-    ids = [slide_id_of(a) for a in adatas]
-    dup = sorted({s for s in ids if ids.count(s) > 1})
-    if dup:
-        raise MarkerError(f"slide ids must be unique; repeated: {_names(dup)}")
-    known = set(clin[slide_key])
-    excused = set(clin.attrs.get("dropped_slides", []))
-    no_row = [s for s in ids if s not in known and s not in excused]
-    listed = clin[~clin[slide_key].isin(ids)]
-    msg = []
-    if no_row:
-        msg.append(f"{len(no_row)} slide(s) have no row in the clinical table ({_names(no_row)})")
-    if len(listed):
-        msg.append(
-            f"{len(listed)} slide(s) of the clinical table have no AnnData "
-            f"({_names(listed[slide_key])}; patients {_names(sorted(set(listed[patient_key])))})"
-        )
-    if msg and on_unmatched == "raise":
-        raise ClinicalTableError(
-            "; ".join(msg) + ". Fix the IDs, or pass on_unmatched='drop' to leave them out"
-        )
-    for m in msg:
-        logger.warning("discover: dropped %s", m)
-    return [i for i, s in enumerate(ids) if s in known]
-
-
 def _fit_groups(
     pat: pd.DataFrame, who: Sequence[str], group_key, duration_key, event_key, site_key
 ) -> pd.Series:
@@ -373,7 +319,7 @@ def discover(
        (each fold: on the other folds' slides), grouped by ``group_key`` or, by default,
        short vs long survival around the fitting patients' median (within each site when
        ``site_key`` is given; patients censored before it are left out of the fit, logged).
-    3. Spatial markers per slide (``tl.spatial``), the patient-level cohort (``tl.cohort``),
+    3. Spatial markers per slide (``tl.spatial``), the patient-level cohort (``tl.aggregate``),
        marker families (``tl.marker_families``, outcome-blind).
     4. Survival screen (``tl.survival``) of the patients no phenotype model has seen: the
        validation half, or everyone with cross-fitting; with a site, stratified by site and
@@ -384,8 +330,10 @@ def discover(
     adatas
         Per-slide region AnnData (``uns["slide_id"]`` matches the clinical ``slide`` column).
     clinical
-        Clinical table (DataFrame or CSV path), or a ``workbench.io.Cohort`` (its table and
-        column names are used).
+        A :class:`~workbench.io.Cohort` (its table and column names are used), a DataFrame or
+        the path of a CSV file (made into one by :meth:`Cohort.from_clinical
+        <workbench.io.Cohort.from_clinical>`; ids stay text). Slides and rows are joined by
+        :meth:`Cohort.match <workbench.io.Cohort.match>`.
     folds
         ``None``: one discovery/validation split; an integer ``k >= 2``: cross-fitting.
     validation_fraction
@@ -414,10 +362,10 @@ def discover(
     marker_kwargs, spatial_kwargs, survival_kwargs
         Passed to ``tl.FeatureUniqueness``, ``tl.spatial`` and ``tl.survival``.
     patient_key, slide_key, duration_key, event_key
-        Clinical column names.
+        Clinical column names of a DataFrame or CSV (a Cohort brings its own).
     on_unmatched
         ``"raise"`` (default): slides without a clinical row, or clinical slides without an
-        AnnData, raise :class:`~workbench.ClinicalTableError` naming them; ``"drop"``: they
+        AnnData, raise :class:`~workbench.UnmatchedSlidesError` naming them; ``"drop"``: they
         are left out (logged).
     seed
         Seed of the split/folds (and default seed of the steps).
@@ -432,7 +380,8 @@ def discover(
     models, the cross-fitting phenotype matching); every slide gets its phenotypes and
     spatial markers. With ``return_model=True``, ``(cohort, model or models)``.
     """
-    from workbench.tl._cohort import cohort
+    from workbench.io._cohort import Cohort
+    from workbench.tl._aggregate import aggregate
     from workbench.tl._families import marker_families
     from workbench.tl._markers import slide_id_of
     from workbench.tl._spatial import spatial
@@ -444,30 +393,45 @@ def discover(
         raise ValueError(f"folds must be None (one split) or an integer >= 2, got {folds!r}")
     if center_features_by_site and not site_key:
         raise ValueError("center_features_by_site=True needs site_key=")
-    keys = dict(patient_key=patient_key, slide_key=slide_key, duration_key=duration_key,
-                event_key=event_key)  # fmt: skip
-    clinical, keys = _from_cohort(clinical, keys)
+    cohort = Cohort.from_clinical(
+        clinical,
+        slide_key=slide_key,
+        patient_key=patient_key,
+        duration_key=duration_key,
+        event_key=event_key,
+    )
+    if not cohort.slide_key:
+        raise ClinicalTableError(
+            "tl.discover needs a table of slides (one row per slide): give slide_key="
+        )
+    if not cohort.has_survival:
+        raise ClinicalTableError(
+            f"tl.discover needs survival: the clinical table has no {duration_key!r}/"
+            f"{event_key!r} columns (it has {list(cohort.clinical.columns)}); name them with "
+            "duration_key=/event_key= (command line: --duration-key/--event-key)"
+        )
+    keys = dict(patient_key=cohort.patient_key, slide_key=cohort.slide_key,
+                duration_key=cohort.duration_key, event_key=cohort.event_key)  # fmt: skip
     patient_key, slide_key = keys["patient_key"], keys["slide_key"]
     duration_key, event_key = keys["duration_key"], keys["event_key"]
     if covariates is None:
-        head = clinical if isinstance(clinical, pd.DataFrame) else validate_clinical(
-            clinical, **keys
-        )  # fmt: skip
-        covariates = [c for c in ("grade", "age") if c in head.columns]
+        covariates = [c for c in ("grade", "age") if c in cohort.clinical.columns]
     clin = validate_clinical(
-        clinical, **keys, covariates=covariates, categorical=categorical, dropna=dropna,
+        cohort.clinical, **keys, covariates=covariates, categorical=categorical, dropna=dropna,
         site_key=site_key,
     )  # fmt: skip
     if site_key is not None and site_key not in clin.columns:
         site_key = SITE  # derived from TCGA barcodes
     adatas = list(adatas)
-    matched = _match_slides(adatas, clin, slide_key, patient_key, on_unmatched)
-    adatas = [adatas[i] for i in matched]
     ids = [slide_id_of(a) for a in adatas]
-    clin = clin[clin[slide_key].isin(ids)]
-    if clin.empty:
-        raise ClinicalTableError("no slide matches the clinical table; check the slide ids")
-    by_slide = clin.set_index(slide_key)
+    # slides whose rows validate_clinical(dropna=True) left out go quietly (logged there)
+    excused = set(cohort.slide_ids) - set(clin[slide_key])
+    keep = [i for i, s in enumerate(ids) if s not in excused]
+    cohort = cohort._with_clinical(clin)
+    by_slide = cohort.match([ids[i] for i in keep], on_unmatched=on_unmatched)  # given ids
+    adatas = [adatas[i] for i in keep if ids[i] in by_slide.index]
+    ids = [slide_id_of(a) for a in adatas]
+    clin = clin[clin[slide_key].isin(by_slide[slide_key])]  # in table order
     patient_of = [str(by_slide.loc[s, patient_key]) for s in ids]
     pat = clin.drop_duplicates(patient_key).set_index(patient_key)
     strata = pat[site_key] if site_key else None
@@ -530,9 +494,9 @@ def discover(
     sk = {"seed": seed, **(spatial_kwargs or {})}
     for a in adatas:
         spatial(a, **sk)
-    co = cohort(
-        adatas, clin, **keys, on_unmatched="drop", split=split, site_key=site_key,
-        categorical=categorical,
+    co = aggregate(
+        adatas, cohort._with_clinical(clin), on_unmatched="drop", split=split,
+        site_key=site_key, categorical=categorical,
     )  # fmt: skip
     if fold_of is not None:
         co.obs[CROSSFIT_FOLD] = [int(fold_of[p]) for p in co.obs_names]

@@ -82,7 +82,7 @@ def marker_families(
     Parameters
     ----------
     adata
-        Cohort AnnData from ``tl.cohort`` (obs = patients, X = markers).
+        Cohort AnnData from ``tl.aggregate`` (obs = patients, X = markers).
     threshold
         Average |Spearman rho| at which markers (and families) merge; 1 keeps every marker
         on its own.

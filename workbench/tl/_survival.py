@@ -14,7 +14,7 @@ For each marker (a column of the cohort AnnData):
   in ``uns["survival_families"]`` (``tl._families.family_screen``).
 
 **No double dipping.** When the cohort records which patients chose the markers
-(``obs["discovery_split"]``, written by ``tl.cohort`` after ``tl.markers``), only the
+(``obs["discovery_split"]``, written by ``tl.aggregate`` after ``tl.markers``), only the
 ``"validation"`` patients are tested unless you ask otherwise. ``tl.discover`` runs the whole
 chain with that split (or cross-fitting) made up front.
 """
@@ -251,14 +251,14 @@ def survival(
     Parameters
     ----------
     adata
-        Cohort AnnData from ``tl.cohort`` (obs = patients with time/event, X = markers).
+        Cohort AnnData from ``tl.aggregate`` (obs = patients with time/event, X = markers).
     markers
         Marker names to screen (default: all of ``var_names``).
     covariates
         Clinical ``obs`` columns for the multivariable Cox and the clinical CV baseline.
         They must be numeric and complete, except those declared ``categorical``.
     categorical
-        Covariates to one-hot encode (first level dropped); default: what ``tl.cohort``
+        Covariates to one-hot encode (first level dropped); default: what ``tl.aggregate``
         recorded. A text value in an undeclared covariate raises
         :class:`~workbench.ClinicalTableError`.
     dropna
@@ -268,9 +268,9 @@ def survival(
         patients that did not choose the markers), else everyone; ``"all"``, ``"discovery"``
         or a list of patient ids to override.
     duration_key, event_key
-        ``obs`` columns (default: the ones recorded by ``tl.cohort``, else time/event).
+        ``obs`` columns (default: the ones recorded by ``tl.aggregate``, else time/event).
     site_key
-        ``obs`` column with each patient's site (default: the one ``tl.cohort`` recorded).
+        ``obs`` column with each patient's site (default: the one ``tl.aggregate`` recorded).
         Adds the site association columns and, with ``stratify_site``, the site-stratified
         Cox, whose q-value then decides ``called``.
     stratify_site

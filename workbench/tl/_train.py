@@ -551,7 +551,7 @@ class SlideTrainer:
             if self.label is None:
                 raise ClinicalTableError(
                     "say which clinical column to learn: SlideTrainer(label='<column>'); the "
-                    f"table has {[c for c in cohort.clinical.columns if c != cohort.slide_col]}"
+                    f"table has {[c for c in cohort.clinical.columns if c != cohort.slide_key]}"
                 )
             if slide_ids is not None:
                 everything = cohort.slide_ids

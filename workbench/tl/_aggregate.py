@@ -1,12 +1,16 @@
-"""Patient-level cohort AnnData: one observation per patient, spatial markers as variables.
+"""Per-slide markers to a patient-level AnnData (:func:`aggregate`): one observation per
+patient, spatial markers as variables.
 
-The clinical table is checked first (:func:`validate_clinical`); every problem found is
-reported at once, by count and by name, in a :class:`~workbench.ClinicalTableError`.
+The clinical table is an :class:`~workbench.io.Cohort`, checked first
+(:func:`~workbench.io.validate_clinical`: every problem found is reported at once, by count
+and by name, in a :class:`~workbench.ClinicalTableError`) and joined to the slides by
+:meth:`~workbench.io.Cohort.match`.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from os import PathLike
 
@@ -22,7 +26,8 @@ from workbench._constants import (
     SPATIAL_MARKERS,
 )
 from workbench._errors import ClinicalTableError
-from workbench.io._clinical import _names, validate_clinical
+from workbench.io._clinical import validate_clinical
+from workbench.io._cohort import Cohort, slide_id
 from workbench.tl._markers import slide_id_of
 
 logger = logging.getLogger(__name__)
@@ -60,9 +65,9 @@ def _marker_table(
     return values, annot, fit_slides
 
 
-def cohort(
+def aggregate(
     slides: Sequence[AnnData] | pd.DataFrame,
-    clinical: pd.DataFrame | str | PathLike,
+    clinical: Cohort | pd.DataFrame | str | PathLike,
     *,
     key: str = SPATIAL_MARKERS,
     slide_ids: Sequence[str] | None = None,
@@ -71,14 +76,19 @@ def cohort(
     duration_key: str = "time",
     event_key: str = "event",
     on_unmatched: str = "raise",
-    aggregate: str = "mean",
+    how: str = "mean",
     split: Mapping[str, str] | None = None,
     covariates: Sequence[str] = (),
     categorical: Sequence[str] = (),
     dropna: bool = False,
     site_key: str | None = None,
 ) -> AnnData:
-    """Build the patient-level AnnData from per-slide markers and a clinical table.
+    """Per-slide markers to one observation per patient, with the patient's clinical row.
+
+    The clinical table becomes an :class:`~workbench.io.Cohort` (a CSV is read by
+    :func:`~workbench.io.read_clinical`: ids stay text), is checked by
+    :func:`~workbench.io.validate_clinical`, and is joined to the slides by
+    :meth:`Cohort.match <workbench.io.Cohort.match>`, the one matching rule.
 
     Parameters
     ----------
@@ -86,41 +96,56 @@ def cohort(
         Per-slide region AnnData carrying ``uns[key]`` (from ``tl.spatial``), or a DataFrame of
         markers indexed by slide id (or by patient id when ``slide_key`` is ``None``).
     clinical
-        Clinical table (DataFrame or CSV path), checked by :func:`validate_clinical`.
+        A :class:`~workbench.io.Cohort` (its table and column names are used), a DataFrame or
+        the path of a CSV file (made into one with :meth:`Cohort.from_clinical
+        <workbench.io.Cohort.from_clinical>`).
     key
         ``uns`` key of the per-slide marker table.
     slide_ids
         Slide ids aligned with ``slides`` (default ``uns["slide_id"]``).
     patient_key, slide_key, duration_key, event_key
-        Clinical column names.
+        Clinical column names of a DataFrame or CSV (``slide_key=None``: one row per patient,
+        markers indexed by patient id).
     on_unmatched
-        ``"raise"`` (default): slides without a patient or patients without a slide raise a
-        :class:`~workbench.ClinicalTableError` naming them; ``"drop"``: they are left out, with
-        their count and names logged and recorded in ``uns["cohort"]``.
-    aggregate
+        ``"raise"`` (default): slides without a clinical row, or rows without a slide, raise
+        :class:`~workbench.UnmatchedSlidesError` naming them; ``"drop"``: they are left out,
+        logged and recorded in ``uns["cohort"]``.
+    how
         How a patient's slides are combined: ``"mean"``, ``"median"`` or ``"max"`` (NaN skipped).
     split
         Patient id → ``"discovery"``/``"validation"``. By default, when the phenotypes were
         fitted by ``tl.markers``, patients with a slide that its own phenotype model was
         fitted on are ``"discovery"`` and the rest ``"validation"``.
     covariates, categorical, dropna, site_key
-        Checked by :func:`validate_clinical` (numeric and complete covariates unless declared
-        categorical / dropped; a complete site column, ``"tcga"`` to derive it from TCGA
-        barcodes). ``categorical`` and ``site_key`` are recorded for ``tl.survival``.
+        Checked by :func:`~workbench.io.validate_clinical` (numeric and complete covariates
+        unless declared categorical / dropped; a complete site column, ``"tcga"`` to derive it
+        from TCGA barcodes). ``categorical`` and ``site_key`` are recorded for ``tl.survival``.
 
     Returns
     -------
-    AnnData with one obs per patient (clinical columns, ``n_slides``, ``slides`` and, when
-    known, ``obs["discovery_split"]``), ``X`` = markers (NaN where undefined), ``var`` =
-    marker kind (``family``) / phenotype / ``n_missing``, and ``uns["cohort"]`` (counts,
-    unmatched ids, the column names, ``site_key``).
+    AnnData
+        One obs per patient: ``obs`` holds the clinical columns, ``n_slides``, ``slides`` and,
+        when known, ``obs["discovery_split"]``; ``X`` = markers (NaN where undefined); ``var``
+        = marker kind (``family``) / phenotype / ``n_missing``; ``uns["cohort"]`` = counts,
+        the ids left out (``dropped_slides``, ``dropped_rows``, ``dropped_patients``), the
+        column names, ``site_key`` and ``categorical``.
     """
     if on_unmatched not in ("raise", "drop"):
         raise ValueError(f"on_unmatched must be 'raise' or 'drop', got {on_unmatched!r}")
-    if aggregate not in ("mean", "median", "max"):
-        raise ValueError(f"aggregate must be 'mean', 'median' or 'max', got {aggregate!r}")
-    clin = validate_clinical(
+    if how not in ("mean", "median", "max"):
+        raise ValueError(f"how must be 'mean', 'median' or 'max', got {how!r}")
+    cohort = Cohort.from_clinical(
         clinical,
+        slide_key=slide_key,
+        patient_key=patient_key,
+        duration_key=duration_key,
+        event_key=event_key,
+    )
+    slide_key, patient_key = cohort.slide_key, cohort.patient_key
+    duration_key = cohort.duration_key or duration_key
+    event_key = cohort.event_key or event_key
+    clin = validate_clinical(
+        cohort.clinical,
         patient_key=patient_key,
         slide_key=slide_key,
         duration_key=duration_key,
@@ -132,45 +157,19 @@ def cohort(
     )
     if site_key is not None and site_key not in clin.columns:
         site_key = SITE  # derived from TCGA barcodes
-    excused = set(clin.attrs.get("dropped_slides", []))
-    values, annot, fit_slides = _marker_table(slides, key, slide_ids)
-    if excused:  # rows left out by dropna=True: their slides go too (logged there)
-        values = values[~values.index.astype(str).isin(excused)]
-    values.index = values.index.astype(str)
     join = slide_key or patient_key
-    known = set(clin[join])
-    no_patient = sorted(set(values.index) - known)
-    no_slide_rows = clin[~clin[join].isin(values.index)]
-    no_slide = sorted(set(no_slide_rows[patient_key]))
-    if (no_patient or no_slide) and on_unmatched == "raise":
-        msg = []
-        if no_patient:
-            msg.append(
-                f"{len(no_patient)} slide(s) have no row in the clinical table ({_names(no_patient)})"
-            )
-        if no_slide:
-            msg.append(
-                f"{len(no_slide)} patient(s) have no slide among the markers ({_names(no_slide)})"
-            )
-        raise ClinicalTableError(
-            "; ".join(msg) + ". Fix the IDs, or pass on_unmatched='drop' to leave them out"
-        )
-    if no_patient:
-        logger.warning(
-            "cohort: dropped %d slide(s) without a clinical row: %s",
-            len(no_patient),
-            _names(no_patient),
-        )
-    if no_slide:
-        logger.warning(
-            "cohort: dropped %d patient(s) without slides: %s", len(no_slide), _names(no_slide)
-        )
-    clin = clin[clin[join].isin(values.index)]
-    if clin.empty:
-        raise ClinicalTableError("no slide matches the clinical table; check the slide ids")
-
-    per_slide = values.loc[clin[join]].set_axis(clin[patient_key].to_numpy())
-    agg = per_slide.groupby(level=0, sort=False).agg(aggregate)
+    values, annot, fit_slides = _marker_table(slides, key, slide_ids)
+    values.index = values.index.astype(str)
+    # rows left out by dropna=True (logged there): their slides go too
+    excused = set(cohort.slide_ids) - set(clin[join].astype(str))
+    if excused:
+        values = values[[s not in excused and slide_id(s) not in excused for s in values.index]]
+    matched = cohort._with_clinical(clin).match(values.index, on_unmatched=on_unmatched)
+    order = {s: i for i, s in enumerate(clin[join].astype(str))}
+    matched = matched.iloc[np.argsort([order[str(s)] for s in matched[join]], kind="stable")]
+    per_slide = values.loc[matched.index].set_axis(matched[patient_key].to_numpy())
+    clin = matched.reset_index(drop=True)
+    agg = per_slide.groupby(level=0, sort=False).agg(how)
     patients = agg.index
     first = clin.drop_duplicates(patient_key).set_index(patient_key).loc[patients]
     obs = first.drop(columns=[slide_key] if slide_key else [])
@@ -199,9 +198,10 @@ def cohort(
     out.uns["cohort"] = {
         "n_patients": int(out.n_obs),
         "n_slides": int(len(clin)),
-        "dropped_slides": list(no_patient),
-        "dropped_patients": list(no_slide),
-        "aggregate": aggregate,
+        "dropped_slides": list(matched.attrs["unmatched_slides"]),
+        "dropped_rows": list(matched.attrs["unmatched_rows"]),
+        "dropped_patients": list(matched.attrs["unmatched_patients"]),
+        "aggregate": how,
         "duration_key": duration_key,
         "event_key": event_key,
         "patient_key": patient_key,
@@ -209,10 +209,34 @@ def cohort(
         "categorical": list(categorical),
     }
     logger.info(
-        "cohort: %d patients x %d markers from %d %s",
-        out.n_obs, out.n_vars, len(clin), f"slides (aggregate={aggregate})" if slide_key else "rows",
+        "aggregate: %d patients x %d markers from %d %s; added adata.uns['cohort']",
+        out.n_obs, out.n_vars, len(clin), f"slides (how={how})" if slide_key else "rows",
     )  # fmt: skip
     return out
+
+
+def cohort(*args, **kwargs) -> AnnData:
+    """Deprecated name of :func:`aggregate` (kept for one release).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Passed to :func:`aggregate` (``aggregate=`` is passed as ``how=``).
+
+    Returns
+    -------
+    AnnData
+        What :func:`aggregate` returns.
+    """
+    warnings.warn(
+        "tl.cohort is now tl.aggregate (per-slide markers -> one obs per patient; "
+        "aggregate= is now how=); tl.cohort will be removed in the next release",
+        FutureWarning,
+        stacklevel=2,
+    )
+    if "aggregate" in kwargs:
+        kwargs["how"] = kwargs.pop("aggregate")
+    return aggregate(*args, **kwargs)
 
 
 def read_slides(folder: str | PathLike, *, pattern: str = "*.h5ad") -> list[AnnData]:
@@ -228,6 +252,11 @@ def read_slides(folder: str | PathLike, *, pattern: str = "*.h5ad") -> list[AnnD
     pattern
         Glob pattern of the files; hidden files (``.*``, e.g. temporary files of a killed
         writer) are skipped.
+
+    Returns
+    -------
+    list of AnnData
+        One per file, in file-name order, each with ``uns["slide_id"]`` set.
     """
     import anndata
 
