@@ -381,7 +381,7 @@ def train(
 
 def main(argv: list[str] | None = None) -> None:
     from workbench import WorkbenchError
-    from workbench.cli import _whole
+    from workbench._argtypes import whole as _whole
     from workbench.interactive._base import BASE_WEIGHTS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
