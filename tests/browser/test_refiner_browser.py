@@ -45,7 +45,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 
 from workbench.interactive import RegionRefiner
-from workbench.interactive._data import lesion_view
+from workbench.datasets import lesion_view
 from workbench.io import Slide
 
 image, truth = lesion_view(512, seed=7)

@@ -6,20 +6,20 @@ import numpy as np
 import pytest
 
 from workbench import WorkbenchError
+from workbench.datasets import lesion_view
 from workbench.interactive import (
     RefinementEngine,
     RefinementSession,
     RegionRefiner,
     iou,
-    load_base_model,
 )
-from workbench.interactive._data import lesion_view
 from workbench.io import Slide, annotations_to_mask, read_geojson
+from workbench.models import load_click_segmenter
 
 
 @pytest.fixture(scope="module")
 def model():
-    return load_base_model()
+    return load_click_segmenter()
 
 
 @pytest.fixture(scope="module")
