@@ -1,6 +1,8 @@
-"""Click-guided lesion refinement: click state, the CGAM engine and baselines, the click
-simulator with NoC metrics, the headless :class:`RefinementSession` (views, navigation,
-save) and the JupyterLab widget :class:`RegionRefiner` bound to it.
+"""Click-guided lesion refinement, the UI core: click state, the CGAM engine and baselines,
+number-of-clicks metrics, outline geometry (``_outline``: pure functions in level-0 pixels),
+the headless :class:`RefinementSession` (views, navigation, save/write-back), rendering
+(``_render``) and the JupyterLab widget :class:`RegionRefiner`, a thin binding that exposes
+its session as ``refiner.session``.
 
 It trains nothing: the click network, its checkpoint and its training loop are in
 :mod:`workbench.models` (``load_click_segmenter``, ``train_click_segmenter``; the presets in
