@@ -5,7 +5,7 @@ click simulator (next click at the deepest error, up to 20 clicks or IoU 0.90) o
 
 ``lodo:<set>``
     leave-one-dataset-out: the network trained *without* ``<set>``
-    (``python -m workbench.interactive.train_base --preset fold:<set> --iterations 3000``,
+    (``python -m workbench.train_clicknet --preset fold:<set> --iterations 3000``,
     about 25 min each on one CPU thread) on every pair of
     ``<set>`` outside its ``val`` part (region sets: whole images; nucleus sets: object-centred
     views of single nuclei). The ``val`` parts are left out because the engine's settings
@@ -177,20 +177,20 @@ def sequential(method: str, views, *, model, max_clicks: int, rw_work: int) -> d
 
 
 def fold_weights(folds: Path, dataset: str) -> Path:
-    """The fold network trained without ``dataset``: ``fold_<dataset>.safetensors``, or a fold
-    that held out several sets together (``fold_monusac+monuseg+tnbc.safetensors``)."""
-    own = folds / f"fold_{dataset}.safetensors"
+    """The fold network trained without ``dataset``: the checkpoint folder ``fold_<dataset>``, or
+    a fold that held out several sets together (``fold_monusac+monuseg+tnbc``)."""
+    own = folds / f"fold_{dataset}"
     if own.exists():
         return own
-    for path in sorted(folds.glob("fold_*.safetensors")):
-        if dataset in path.stem.removeprefix("fold_").split("+"):
+    for path in sorted(p for p in folds.glob("fold_*") if p.is_dir()):
+        if dataset in path.name.removeprefix("fold_").split("+"):
             return path
     return own
 
 
 def eval_sets(args) -> list[dict]:
     """What to evaluate: name, role, weights (None = packaged) and a loader of views."""
-    from workbench.interactive._data import (
+    from workbench.datasets._mask_pairs import (
         GLAND_DATASETS,
         NUCLEUS_DATASETS,
         REAL_DATASETS,
@@ -287,7 +287,7 @@ def eval_sets(args) -> list[dict]:
     if "val" in wanted:
         for held in datasets:
             weights = fold_weights(folds, held)
-            held_out = set(weights.stem.removeprefix("fold_").split("+")) | {held}
+            held_out = set(weights.name.removeprefix("fold_").split("+")) | {held}
             for dataset in REAL_DATASETS:
                 if dataset in held_out:
                     continue
@@ -446,9 +446,9 @@ def main() -> None:
 
     import torch
 
-    from workbench.interactive import load_base_model
+    from workbench.models import load_click_segmenter
 
-    packaged = load_base_model(args.weights) if args.weights else load_base_model()
+    packaged = load_click_segmenter(args.weights)
     packaged_name = Path(args.weights).name if args.weights else "packaged"
     packaged_sha = _sha_of(Path(args.weights) if args.weights else None)
     methods = args.methods.split(",")
@@ -491,12 +491,12 @@ def main() -> None:
                     {
                         "eval": spec["eval"],
                         "skipped": f"no fold network at {weights}; train it with "
-                        "python -m workbench.interactive.train_base --preset fold:<set> --out ...",
+                        "python -m workbench.train_clicknet --preset fold:<set> --out ...",
                     }
                 )
             )
             continue
-        model = packaged if weights is None else load_base_model(weights)
+        model = packaged if weights is None else load_click_segmenter(weights)
         views = spec["views"]()
         if not views:
             print(json.dumps({"eval": spec["eval"], "skipped": "no views"}))
@@ -530,13 +530,11 @@ def main() -> None:
 
 
 def _sha_of(path: Path | None) -> str:
-    """SHA-256 of a weights file (the packaged one when ``path`` is None), first 12 digits."""
-    import hashlib
+    """SHA-256 of a checkpoint's weights (the packaged one when ``path`` is None), first 12
+    digits, as its ``config.json`` records (and the loader verifies)."""
+    from workbench.models import CLICK_SEGMENTER, read_checkpoint_config
 
-    from workbench.interactive._base import BASE_WEIGHTS
-
-    data = Path(path or BASE_WEIGHTS).read_bytes()
-    return hashlib.sha256(data).hexdigest()[:12]
+    return read_checkpoint_config(path or CLICK_SEGMENTER)["weights_sha256"][:12]
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Validation data only: the EBHI-Seg ``val`` cases (views resized to 448 px, split into
 many-object and one-object views by the largest piece's share of the mask, as
 ``benchmarks/interactive.py`` does) and the ``val`` parts of the other real sets
-(``interactive.benchmark_views``). Every variant runs the standard click simulator
+(``datasets.benchmark_views``). Every variant runs the standard click simulator
 (``evaluate_clicks``, 20 clicks, stop at IoU 0.90) with the packaged network; the baseline
 (``propagate="one"``, no local corrections) runs in the same process.
 
@@ -67,8 +67,7 @@ def largest_share(mask: np.ndarray) -> float:
 
 
 def load_sets(root: Path, quick: bool, n_ebhi: int = 32, n_other: int = 6) -> dict[str, list]:
-    from workbench.datasets import ebhi_images
-    from workbench.interactive import benchmark_views
+    from workbench.datasets import benchmark_views, ebhi_images
 
     items = ebhi_images(root, split="val")
     step = max(len(items) // (12 if quick else n_ebhi), 1)
@@ -122,10 +121,11 @@ def main() -> None:
     import torch
     from tqdm.auto import tqdm
 
-    from workbench.interactive import RefinementEngine, evaluate_clicks, load_base_model
+    from workbench.interactive import RefinementEngine, evaluate_clicks
+    from workbench.models import load_click_segmenter
 
     torch.set_num_threads(1)
-    model = load_base_model()
+    model = load_click_segmenter()
     sets = load_sets(Path(args.real_root), args.quick, args.ebhi_views, args.other_views)
     names = args.variants.split(",")
     if "one" not in names:

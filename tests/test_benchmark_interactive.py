@@ -21,20 +21,21 @@ def _args(folds, evals, datasets="ocdc,camelyon,monusac,monuseg,tnbc"):
 
 
 def test_fold_network_of_a_set_held_out_alone_or_with_others(bench, tmp_path):
-    (tmp_path / "fold_ocdc.safetensors").write_bytes(b"")
-    (tmp_path / "fold_monusac+monuseg+tnbc.safetensors").write_bytes(b"")
-    assert bench.fold_weights(tmp_path, "ocdc").name == "fold_ocdc.safetensors"
+    (tmp_path / "fold_ocdc").mkdir()  # fold networks are checkpoint folders
+    (tmp_path / "fold_monusac+monuseg+tnbc").mkdir()
+    (tmp_path / "fold_tnbc.log").write_text("")  # a file is never a fold network
+    assert bench.fold_weights(tmp_path, "ocdc").name == "fold_ocdc"
     for nucleus_set in ("monusac", "monuseg", "tnbc"):
         got = bench.fold_weights(tmp_path, nucleus_set)
-        assert got.name == "fold_monusac+monuseg+tnbc.safetensors"
+        assert got.name == "fold_monusac+monuseg+tnbc"
     # No fold for CAMELYON: the expected path comes back, so the benchmark can say what to train.
-    assert bench.fold_weights(tmp_path, "camelyon").name == "fold_camelyon.safetensors"
+    assert bench.fold_weights(tmp_path, "camelyon").name == "fold_camelyon"
 
 
 def test_lodo_tests_outside_val_and_validation_skips_sets_held_out_by_the_same_fold(
     bench, tmp_path
 ):
-    (tmp_path / "fold_monusac+monuseg+tnbc.safetensors").write_bytes(b"")
+    (tmp_path / "fold_monusac+monuseg+tnbc").mkdir()
     sets = bench.eval_sets(_args(tmp_path, "lodo,val"))
     lodo = {s["eval"]: s for s in sets if s["eval"].startswith("lodo:")}
     assert set(lodo) == {f"lodo:{d}" for d in ("ocdc", "camelyon", "monusac", "monuseg", "tnbc")}

@@ -579,9 +579,10 @@ def _refine_step(run: DemoRun) -> Step:
         return ["refine.json", record["geojson"], record["figure"]]
 
     def inputs() -> dict:
-        from workbench.interactive import read_base_config
+        from workbench.models import CLICK_SEGMENTER, read_checkpoint_config
 
-        return {**settings, "segmenter": read_base_config().get("sha256")}
+        segmenter = read_checkpoint_config(CLICK_SEGMENTER)["weights_sha256"]
+        return {**settings, "segmenter": segmenter}
 
     return Step("refine", outputs, go, inputs)
 

@@ -12,6 +12,15 @@ import sys
 from pathlib import Path
 
 from workbench import OptionError, WorkbenchError
+from workbench._argtypes import existing_file as _existing_file
+from workbench._argtypes import existing_folder as _existing_folder
+from workbench._argtypes import existing_path as _existing_path
+from workbench._argtypes import mpp_arg as _mpp_arg
+from workbench._argtypes import out_file as _out_file
+from workbench._argtypes import out_folder as _out_folder
+from workbench._argtypes import positive_float as _positive_float
+from workbench._argtypes import share as _share
+from workbench._argtypes import whole as _whole
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -44,126 +53,6 @@ def _cohort(args: argparse.Namespace) -> int:
     )
     print(f"{len(cohort.clinical)} synthetic slides in {Path(args.out).resolve()}")
     return 0
-
-
-def _mpp_option(value: str | None):
-    """``--mpp 0.25`` for every slide, or ``--mpp S1=0.25,S2=0.5`` per slide."""
-    if value is None:
-        return None
-    if "=" not in value:
-        return float(value)
-    out = {}
-    for part in value.split(","):
-        sid, _, mpp = part.partition("=")
-        out[sid.strip()] = float(mpp)
-    return out
-
-
-# ----------------------------------------------------------------- option value types
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _mpp_arg(text: str):
-    try:
-        mpp = _mpp_option(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"give µm per pixel as a number (0.25) or per slide (S1=0.25,S2=0.5), got {text!r}"
-        ) from None
-    values = mpp.values() if isinstance(mpp, dict) else [mpp]
-    if not all(math.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(
-            f"mpp must be a positive number of µm per pixel, got {text!r}"
-        )
-    return mpp
-
-
-def _share(text: str) -> float:
-    """A fraction strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1 (e.g. 0.2), got {text}")
-    return value
-
-
-def _whole(low: int, what: str = ""):
-    """A whole number >= ``low`` (``what`` says why, in the message)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}{what}, got {value}")
-        return value
-
-    parse.__name__ = f"whole number >= {low}"  # argparse names the type in some messages
-    return parse
-
-
-def _out_folder(text: str) -> Path:
-    """An output folder: new or existing, but not a file (nor inside one); the same check the
-    steps make (:func:`workbench.io._atomic.output_folder`), made before anything runs."""
-    from workbench.io import OutputWriteError
-    from workbench.io._atomic import output_folder
-
-    try:
-        return output_folder(text, what="folder for the results", create=False)
-    except OutputWriteError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _out_file(text: str) -> Path:
-    """An output file: not an existing folder, and its folder not a file."""
-    path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is a folder; give a file name, e.g. report.html"
-        )
-    _out_folder(str(path.parent))
-    return path
-
-
-def _existing_folder(what: str, hint: str = ""):
-    def parse(text: str) -> Path:
-        path = Path(text)
-        if not path.exists():
-            raise argparse.ArgumentTypeError(f"no {what} at {text!r}{hint}; check the path")
-        if not path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text!r} is a file; give the {what}")
-        return path
-
-    return parse
-
-
-def _existing_file(what: str):
-    def parse(text: str) -> Path:
-        path = Path(text)
-        if not path.exists():
-            raise argparse.ArgumentTypeError(f"no {what} at {text!r}; check the path")
-        if path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text!r} is a folder; give the {what} file")
-        return path
-
-    return parse
-
-
-def _existing_path(text: str) -> Path:
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"no slide file or folder at {text!r}; check the path")
-    return path
 
 
 def _preprocessing_fields() -> list:

@@ -45,14 +45,14 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 
 from workbench.interactive import RegionRefiner
-from workbench.interactive._data import lesion_view
+from workbench.datasets import lesion_view
 from workbench.io import Slide
 
 image, truth = lesion_view(512, seed=7)
 slide = Slide.from_array(image, mpp=0.5, name="synthetic")
 refiner = RegionRefiner(slide, output=Path("out") / "lesion.geojson", view_size=256,
                         view_downsample=2.0, overview_size=192)
-sub = refiner.view_mask_of(truth, 1.0)  # the true lesion on the view's pixels
+sub = refiner.session.view_mask_of(truth, 1.0)  # the true lesion on the view's pixels
 inside = distance_transform_edt(np.pad(sub, 1))[1:-1, 1:-1]
 outside = distance_transform_edt(np.pad(~sub, 1))[1:-1, 1:-1]
 ri, ci = np.unravel_index(np.argmax(inside), sub.shape)
@@ -63,13 +63,13 @@ _handle = refiner.handle_click
 def _logged(x, y, positive=None):
     mask = _handle(x, y, positive)
     with log.open("a") as fh:
-        fh.write(json.dumps({"x": x, "y": y, "positive": refiner.engine.clicks.last.positive,
-                             "mask_sum": int(mask.sum()), "status": refiner.status}) + "\n")
+        fh.write(json.dumps({"x": x, "y": y, "positive": refiner.session.engine.clicks.last.positive,
+                             "mask_sum": int(mask.sum()), "status": refiner.session.status}) + "\n")
     return mask
 refiner.handle_click = _logged
 Path("points.json").write_text(json.dumps({
     "inside": [int(ci), int(ri)], "outside": [int(co), int(ro)],
-    "view": list(refiner.view_image.shape[:2])}))
+    "view": list(refiner.session.view_image.shape[:2])}))
 refiner
 """
 

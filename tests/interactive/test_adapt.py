@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.datasets import lesion_view
 from workbench.interactive import (
     InvalidViewError,
     RefinementEngine,
@@ -17,17 +18,15 @@ from workbench.interactive import (
     adaptation_path_for,
     evaluate_clicks,
     evaluate_sequential,
-    load_base_model,
     next_click,
 )
-from workbench.interactive._base import BASE_WEIGHTS
-from workbench.interactive._data import lesion_view
 from workbench.interactive._engine import torch_threads
+from workbench.models import CLICK_SEGMENTER, load_click_segmenter
 
 
 @pytest.fixture(scope="module")
 def model():
-    return load_base_model()
+    return load_click_segmenter()
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +93,7 @@ def test_engine_runs_its_network_with_its_own_threads(model, views, monkeypatch)
 
 # ------------------------------------------------------------------ adapt -------------
 def test_adapt_changes_only_the_adapter_and_reset_restores_packaged_behaviour(model, views):
-    weights_sha = hashlib.sha256(BASE_WEIGHTS.read_bytes()).hexdigest()
+    weights_sha = hashlib.sha256((CLICK_SEGMENTER / "model.safetensors").read_bytes()).hexdigest()
     params = _state_copy(model)
     (image, truth), (image2, truth2) = views[0], views[1]
     fresh = _clicks(RefinementEngine(model), image2, truth2)
@@ -108,7 +107,10 @@ def test_adapt_changes_only_the_adapter_and_reset_restores_packaged_behaviour(mo
     # The network and the packaged file are untouched.
     for k, v in model.state_dict().items():
         assert torch.equal(v, params[k]), k
-    assert hashlib.sha256(BASE_WEIGHTS.read_bytes()).hexdigest() == weights_sha
+    assert (
+        hashlib.sha256((CLICK_SEGMENTER / "model.safetensors").read_bytes()).hexdigest()
+        == weights_sha
+    )
     adapted = _clicks(engine, image2, truth2)
     assert any(not np.array_equal(a, b) for a, b in zip(adapted, fresh, strict=False))
 
@@ -184,7 +186,7 @@ def test_adaptation_file_round_trip_and_damage(model, views, tmp_path):
     with pytest.raises(RefinementError, match="no adaptation file"):
         other.load_adaptation(tmp_path / "missing.safetensors")
     # A state for another network (same architecture, other weights) is refused.
-    changed = load_base_model()
+    changed = load_click_segmenter()
     with torch.no_grad():
         changed.head_out.bias.add_(0.5)
     stranger = RefinementEngine(changed)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.datasets import lesion_view
 from workbench.interactive import (
     METHODS,
     Click,
@@ -14,18 +15,17 @@ from workbench.interactive import (
     click_maps,
     evaluate_clicks,
     iou,
-    load_base_model,
     next_click,
     soft_click_maps,
     summarize,
 )
-from workbench.interactive._data import lesion_view
+from workbench.models import load_click_segmenter
 
 
 @pytest.fixture(scope="module")
 def base_model():
     torch.manual_seed(0)
-    return load_base_model()
+    return load_click_segmenter()
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,15 @@ from workbench.interactive import (
     RefinementEngine,
     RefinementError,
     iou,
-    load_base_model,
 )
 from workbench.interactive._engine import _Snapshot
 from workbench.interactive._local import local_region, similar_regions, standardised_features
+from workbench.models import load_click_segmenter
 
 
 @pytest.fixture(scope="module")
 def model():
-    return load_base_model()
+    return load_click_segmenter()
 
 
 def _disk(shape, cy, cx, r):

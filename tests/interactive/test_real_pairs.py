@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.interactive import RefinementEngine, evaluate_clicks, load_base_model
-from workbench.interactive._data import (
+from workbench.datasets import (
     EBHI_HOLDOUT,
     NUCLEUS_DATASETS,
     REAL_DATASETS,
     benchmark_views,
     load_mask_pairs,
 )
+from workbench.interactive import RefinementEngine, evaluate_clicks
+from workbench.models import load_click_segmenter
 
 pytestmark = pytest.mark.realdata
 
@@ -91,14 +92,14 @@ def test_clicks_refine_a_real_tumour_outline(masks_root):
     which), and with cached click-free features the gate is optimised on every click from
     the second."""
     name, image, gt = benchmark_views(masks_root, "ocdc", split="test")[0]
-    engine = RefinementEngine(load_base_model(), method="cgam")
+    engine = RefinementEngine(load_click_segmenter(), method="cgam")
     run = evaluate_clicks(engine, image, gt, max_clicks=5, target_iou=0.99)
     ious = run["ious"]
     assert ious[0] > 0.3, name
     assert ious[-1] >= 0.85, ious
     assert 1 - ious[-1] <= 0.5 * (1 - ious[0]), ious
     assert run["steps"][0] == 0 and len(run["steps"]) == run["n_clicks"] == 5
-    cached = RefinementEngine(load_base_model(), method="cgam", reencode=False)
+    cached = RefinementEngine(load_click_segmenter(), method="cgam", reencode=False)
     run = evaluate_clicks(cached, image, gt, max_clicks=5, target_iou=0.99)
     assert run["steps"][0] == 0 and all(s > 0 for s in run["steps"][1:])
     assert run["optimised_clicks"] == 4

@@ -7,21 +7,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from workbench.datasets import lesion_view
 from workbench.interactive import (
     InvalidViewError,
     RefinementEngine,
     RefinementError,
     RefinementSession,
     iou,
-    load_base_model,
 )
-from workbench.interactive._data import lesion_view
 from workbench.io import OutputWriteError, Slide, annotations_to_mask, read_geojson
+from workbench.models import load_click_segmenter
 
 
 @pytest.fixture(scope="module")
 def model():
-    return load_base_model()
+    return load_click_segmenter()
 
 
 @pytest.fixture(scope="module")

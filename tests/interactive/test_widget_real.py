@@ -28,16 +28,16 @@ def test_refiner_opens_real_slides_and_saves(real_data, tmp_path, name):
         view_downsample=4.0,
         overview_size=256,
     )
-    h, w = ref.mask.shape
-    assert ref.view_image.shape == (h, w, 3) and not ref.mask.any()
+    h, w = ref.session.mask.shape
+    assert ref.session.view_image.shape == (h, w, 3) and not ref.session.mask.any()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         mask = ref.handle_click(w / 2, h / 2, positive=True)
     assert mask[int(h / 2), int(w / 2)]
-    ref.save()
+    ref.session.save()
     anns = read_geojson(out)
     assert anns
     # Polygons are in level-0 pixels, inside the slide.
-    W, H = ref.slide.dimensions
+    W, H = ref.session.slide.dimensions
     x_min, y_min, x_max, y_max = np.array([a.bounds() for a in anns]).T
     assert x_min.min() >= 0 and y_min.min() >= 0 and x_max.max() <= W and y_max.max() <= H

@@ -31,7 +31,7 @@ def test_missing_guidance_channels_are_zeros():
 
 def test_config_round_trip():
     net = ClickSegmenter(widths=(8, 16, 32), feature_channels=12, head_hidden=8)
-    again = ClickSegmenter(**net.config())
+    again = ClickSegmenter(**net.config)
     again.load_state_dict(net.state_dict())
     image = torch.rand(1, 3, 40, 40)
     with torch.no_grad():

@@ -89,6 +89,7 @@ clinical table drawn from the same hazard model, for marker discovery in tests, 
 
 from __future__ import annotations
 
+from workbench.datasets._click_samples import ClickTrainingSampler
 from workbench.datasets._cohort import (
     CLINICAL_COLUMNS,
     TRUTH_COLUMNS,
@@ -111,6 +112,19 @@ from workbench.datasets._ebhi_cohort import (
     load_ebhi_cohort,
     make_ebhi_cohort,
 )
+from workbench.datasets._mask_pairs import (
+    EBHI_HOLDOUT,
+    EVAL_ONLY_DATASETS,
+    GLAND_DATASETS,
+    NUCLEUS_DATASETS,
+    REAL_DATASETS,
+    REGION_DATASETS,
+    MaskPair,
+    benchmark_views,
+    cohort_views,
+    lesion_view,
+    load_mask_pairs,
+)
 from workbench.datasets._montage import montage, thumbnail
 from workbench.datasets._mosaic import (
     MOSAIC_CLINICAL_COLUMNS,
@@ -129,6 +143,18 @@ from workbench.datasets._survival import (
 )
 
 __all__ = [
+    "EBHI_HOLDOUT",
+    "EVAL_ONLY_DATASETS",
+    "GLAND_DATASETS",
+    "NUCLEUS_DATASETS",
+    "REAL_DATASETS",
+    "REGION_DATASETS",
+    "ClickTrainingSampler",
+    "MaskPair",
+    "benchmark_views",
+    "cohort_views",
+    "lesion_view",
+    "load_mask_pairs",
     "CLINICAL_COLUMNS",
     "EBHI_CLASSES",
     "EBHI_CLINICAL_COLUMNS",

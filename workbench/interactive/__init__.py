@@ -1,26 +1,32 @@
-"""Click-guided lesion refinement: click state, the CGAM engine and baselines, the click
-simulator with NoC metrics, the headless :class:`RefinementSession` (views, navigation,
-save) and the JupyterLab widget :class:`RegionRefiner` bound to it.
+"""Click-guided lesion refinement, the UI core: click state, the CGAM engine and baselines,
+number-of-clicks metrics, outline geometry (``_outline``: pure functions in level-0 pixels),
+the headless :class:`RefinementSession` (views, navigation, save/write-back), rendering
+(``_render``) and the JupyterLab widget :class:`RegionRefiner`, a thin binding that exposes
+its session as ``refiner.session``.
 
-Nothing else in the package imports this module; ipywidgets loads only when
-:class:`RegionRefiner` is first used.
+It trains nothing: the click network, its checkpoint and its training loop are in
+:mod:`workbench.models` (``load_click_segmenter``, ``train_click_segmenter``; the presets in
+``python -m workbench.train_clicknet``), the views with ground truth in
+:mod:`workbench.datasets` (``benchmark_views``, ``lesion_view``). ``Click``, ``click_maps``,
+``soft_click_maps`` and the simulated user ``next_click`` are defined with the network
+(``workbench.models._clicks``) and exported here. Nothing else in the package imports this
+module; ipywidgets loads only when :class:`RegionRefiner` is first used.
 """
 
 from __future__ import annotations
 
 from workbench._errors import InvalidViewError, RefinementError
 from workbench.interactive._adapt import ADAPTATION_SUFFIX, adaptation_path_for
-from workbench.interactive._base import load_base_model, read_base_config, save_base_model
-from workbench.interactive._clicks import Click, ClickState, click_maps, soft_click_maps
+from workbench.interactive._clicks import ClickState
 from workbench.interactive._engine import METHODS, PROPAGATE, RefinementEngine
 from workbench.interactive._session import RefinementSession
 from workbench.interactive._simulate import (
     evaluate_clicks,
     evaluate_sequential,
     iou,
-    next_click,
     summarize,
 )
+from workbench.models._clicks import Click, click_maps, next_click, soft_click_maps
 
 __all__ = [
     "ADAPTATION_SUFFIX",
@@ -34,15 +40,11 @@ __all__ = [
     "RefinementSession",
     "RegionRefiner",
     "adaptation_path_for",
-    "benchmark_views",
     "click_maps",
     "evaluate_clicks",
     "evaluate_sequential",
     "iou",
-    "load_base_model",
     "next_click",
-    "read_base_config",
-    "save_base_model",
     "soft_click_maps",
     "summarize",
 ]
@@ -53,8 +55,4 @@ def __getattr__(name: str):
         from workbench.interactive._widget import RegionRefiner
 
         return RegionRefiner
-    if name == "benchmark_views":  # loads scipy.ndimage: only when asked for
-        from workbench.interactive._data import benchmark_views
-
-        return benchmark_views
     raise AttributeError(f"module 'workbench.interactive' has no attribute {name!r}")

@@ -1,35 +1,15 @@
-"""Clicks, the click history of one view, and click maps for the network."""
+"""The click history of one view (:class:`ClickState`); clicks and their maps come from
+:mod:`workbench.models._clicks`."""
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Click", "ClickState", "click_maps", "soft_click_maps"]
+from workbench.models._clicks import Click
 
-
-@dataclass(frozen=True)
-class Click:
-    """One user click in view pixel coordinates.
-
-    Parameters
-    ----------
-    x, y
-        Column and row of the clicked pixel in the view (0-based, may be fractional).
-    positive
-        ``True`` for "this belongs to the lesion", ``False`` for "this does not".
-    """
-
-    x: float
-    y: float
-    positive: bool = True
-
-    @property
-    def rc(self) -> tuple[int, int]:
-        """Nearest pixel as (row, col)."""
-        return int(round(self.y)), int(round(self.x))
+__all__ = ["ClickState"]
 
 
 class ClickState:
@@ -88,71 +68,3 @@ class ClickState:
     def __repr__(self) -> str:
         n_pos = sum(c.positive for c in self._clicks)
         return f"ClickState({self.shape_rc[1]}x{self.shape_rc[0]}, {n_pos} positive, {len(self) - n_pos} negative)"
-
-
-def click_maps(
-    clicks: tuple[Click, ...] | list[Click],
-    shape_rc: tuple[int, int],
-    *,
-    radius: float = 5.0,
-    scale: float = 1.0,
-) -> np.ndarray:
-    """Binary disk maps of the clicks, shape ``(2, H, W)`` float32 (positive, negative).
-
-    Parameters
-    ----------
-    clicks
-        Clicks in the coordinates of a view; ``scale`` maps them to ``shape_rc`` (e.g. a view
-        resized for the network by 0.5 has ``scale=0.5``).
-    shape_rc
-        Output shape (rows, cols).
-    radius
-        Disk radius in output pixels.
-    scale
-        Factor from click coordinates to output pixels.
-    """
-    h, w = shape_rc
-    maps = np.zeros((2, h, w), dtype=np.float32)
-    if not clicks:
-        return maps
-    rows = np.arange(h, dtype=np.float32)[:, None]
-    cols = np.arange(w, dtype=np.float32)[None, :]
-    r2 = float(radius) ** 2
-    for click in clicks:
-        cx = (click.x + 0.5) * scale - 0.5
-        cy = (click.y + 0.5) * scale - 0.5
-        r0, r1 = max(int(cy - radius - 1), 0), min(int(cy + radius + 2), h)
-        c0, c1 = max(int(cx - radius - 1), 0), min(int(cx + radius + 2), w)
-        if r0 >= r1 or c0 >= c1:
-            continue
-        disk = (rows[r0:r1] - cy) ** 2 + (cols[:, c0:c1] - cx) ** 2 <= r2
-        channel = 0 if click.positive else 1
-        maps[channel, r0:r1, c0:c1][disk] = 1.0
-    return maps
-
-
-def soft_click_maps(
-    clicks: tuple[Click, ...] | list[Click],
-    shape_rc: tuple[int, int],
-    *,
-    radius: float,
-    scale: float = 1.0,
-) -> np.ndarray:
-    """Soft click maps, shape ``(2, H, W)`` float32 (positive, negative), for the CGAM gate.
-
-    Each click contributes ``exp(-(d / radius)^2)`` at distance ``d`` (output pixels) and a
-    channel is the maximum over its clicks. Unlike the network's binary disks these maps
-    reach over a click's neighbourhood, so an optimised gate can change the features there,
-    and hardly anywhere else.
-    """
-    h, w = shape_rc
-    maps = np.zeros((2, h, w), dtype=np.float32)
-    rows = np.arange(h, dtype=np.float32)[:, None]
-    cols = np.arange(w, dtype=np.float32)[None, :]
-    for click in clicks:
-        cx = (click.x + 0.5) * scale - 0.5
-        cy = (click.y + 0.5) * scale - 0.5
-        g = np.exp(-((rows - cy) ** 2 + (cols - cx) ** 2) / float(radius) ** 2)
-        channel = 0 if click.positive else 1
-        np.maximum(maps[channel], g, out=maps[channel])
-    return maps

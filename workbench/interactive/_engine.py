@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from workbench._errors import InvalidViewError, RefinementError
-from workbench.interactive._clicks import Click, ClickState, click_maps, soft_click_maps
+from workbench.interactive._clicks import ClickState
+from workbench.models._clicks import Click, click_maps, soft_click_maps
 
 __all__ = ["METHODS", "PROPAGATE", "RefinementEngine"]
 
@@ -149,7 +150,7 @@ class RefinementEngine:
     model
         Base network: a :class:`~workbench.models.ClickSegmenter` (or an older
         ``DetailBranch`` with two click channels). ``None`` loads the packaged network
-        (:func:`load_base_model`); not needed for ``method="random_walker"``.
+        (:func:`workbench.models.load_click_segmenter`); not needed for ``method="random_walker"``.
     method
         One of ``"cgam"`` (default), ``"fbrs"``, ``"none"``, ``"random_walker"``.
     work_size
@@ -310,10 +311,9 @@ class RefinementEngine:
         if method != "random_walker":
             import torch
 
-            from workbench.interactive._base import load_base_model
-            from workbench.models import ChannelScaleBias, ClickGuidedGate
+            from workbench.models import ChannelScaleBias, ClickGuidedGate, load_click_segmenter
 
-            self.model = (model if model is not None else load_base_model()).eval()
+            self.model = (model if model is not None else load_click_segmenter()).eval()
             for p in self.model.parameters():
                 p.requires_grad_(False)
             channels = self.model.feature_channels
@@ -611,7 +611,7 @@ class RefinementEngine:
 
     def _adapt(self, image, mask, *, steps, budget, clicks, lr, pull, max_points, start) -> dict:
         from workbench.interactive._adapt import packaged_parameters
-        from workbench.interactive._simulate import next_click
+        from workbench.models._clicks import next_click
 
         torch = self._torch
         F = torch.nn.functional

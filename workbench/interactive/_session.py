@@ -8,8 +8,12 @@ starting mask, so nothing is lost between views or magnifications. :meth:`save` 
 outline as QuPath GeoJSON and, with an AnnData, the refined lesion per region, validating
 every output path before anything is written.
 
-The widget (:class:`~workbench.interactive.RegionRefiner`), the demo and the tests all drive
-this class; nothing here imports ipywidgets.
+The geometry between view masks and the level-0 outline is in
+:mod:`workbench.interactive._outline` (pure functions), the overlay images in
+:mod:`workbench.interactive._render`; this class holds the state (outline, view, engine) and
+the navigation and saving rules. The widget (:class:`~workbench.interactive.RegionRefiner`,
+reached as ``refiner.session``), the demo and the tests all drive this class; nothing here
+imports ipywidgets.
 """
 
 from __future__ import annotations
@@ -17,43 +21,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from workbench._constants import LESION_CLASS, LESION_COLOR, LESION_REFINED
+from workbench._constants import LESION_REFINED
 from workbench._errors import InvalidViewError, RefinementError
-from workbench.interactive._index import clip_to_box
+from workbench.interactive import _outline, _render
 
 __all__ = ["RefinementSession"]
 
 LESION_REFINED_FRACTION = LESION_REFINED + "_fraction"
-_POS_COLOUR = (0, 200, 70)
-_NEG_COLOUR = (230, 40, 40)
-_MASK_COLOUR = np.array([255, 60, 200], np.float32)
 _DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import binary_erosion
-
-    return mask & ~binary_erosion(mask, border_value=0)
-
-
-def _draw_dot(img: np.ndarray, x: float, y: float, colour, radius: int = 4) -> None:
-    h, w = img.shape[:2]
-    r0, c0 = int(round(y)), int(round(x))
-    rr, cc = np.ogrid[-radius : radius + 1, -radius : radius + 1]
-    disk = rr**2 + cc**2 <= radius**2
-    ring = disk & (rr**2 + cc**2 >= (radius - 1.5) ** 2)
-    for m, col in ((disk, colour), (ring, (255, 255, 255))):
-        ys, xs = np.nonzero(m)
-        ys, xs = ys + r0 - radius, xs + c0 - radius
-        keep = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-        img[ys[keep], xs[keep]] = col
 
 
 def _check_output_path(path: Path, what: str) -> Path:
@@ -185,6 +166,7 @@ class RefinementSession:
         self.output = Path(output)
         self.learn = bool(learn)
         self._learnt_key = None
+        self._listeners: list = []  # called with overview=True/False after every change
         self._load_adaptation()
 
         self.overview = self.slide.thumbnail(max_size=int(overview_size))
@@ -199,9 +181,6 @@ class RefinementSession:
 
     # ---------------------------------------------------------------- lesion store -----
     def _starting_lesion(self, geojson):
-        from shapely.geometry import shape
-        from shapely.ops import unary_union
-
         from workbench.io import read_geojson
 
         anns = []
@@ -210,77 +189,13 @@ class RefinementSession:
         elif self.adata is not None and LESION_REFINED in getattr(self.adata, "uns", {}):
             text = self.adata.uns[LESION_REFINED].get("geojson")
             if text:
-                anns = self._annotations_from_text(str(text))
+                anns = _outline.annotations_from_text(str(text))
         elif self.adata is not None and "explain" in getattr(self.adata, "uns", {}):
-            anns = self._explain_annotations()
-        polys = []
-        for ann in anns:
-            if ann.geometry_type not in ("Polygon", "MultiPolygon"):
-                continue
-            if ann.classification not in (None, LESION_CLASS):
-                continue
-            geom = shape(ann.geometry)
-            if not geom.is_valid:
-                geom = geom.buffer(0)
-            polys.append(geom)
-        return self._on_slide(unary_union(polys), geojson) if polys else None
-
-    def _on_slide(self, geom, source):
-        """The outline's polygons that touch the slide; those wholly outside it (another
-        slide's outline, or coordinates at another level) are dropped with a warning, so they
-        are neither shown as an empty view nor saved back."""
-        from shapely.geometry import box
-        from shapely.ops import unary_union
-
-        W, H = self.slide.dimensions
-        parts = list(getattr(geom, "geoms", [geom]))
-        on = [g.intersects(box(0, 0, W, H)) for g in parts]
-        inside = [g for g, ok in zip(parts, on, strict=True) if ok]
-        if len(inside) < len(parts):
-            outside = [g for g, ok in zip(parts, on, strict=True) if not ok]
-            x0, y0, x1, y1 = unary_union(outside).bounds
-            warnings.warn(
-                f"{len(parts) - len(inside)} of {len(parts)} outline polygon(s) from "
-                f"{source or 'the AnnData'} lie wholly outside the slide ({W}x{H} level-0 "
-                f"pixels; they span x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}): left out, and "
-                "not saved back. Is it this slide's outline, in level-0 pixels?",
-                UserWarning,
-                stacklevel=3,
-            )
-        return unary_union(inside) if inside else None
-
-    @staticmethod
-    def _annotations_from_text(text: str):
-        from workbench.io import read_geojson
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "lesion.geojson"
-            path.write_text(text)
-            return read_geojson(path)
-
-    def _explain_annotations(self):
-        from workbench.io import mask_to_annotations
-
-        ex = self.adata.uns["explain"]
-        focus = ex.get("focus", {})
-        thr = float(ex.get("lesion_threshold", 0.5))
-        anns = []
-        maps = focus.get("lesion_maps")
-        boxes = focus.get("boxes_xywh")
-        if maps is None or boxes is None:
-            return anns
-        for m, (x, y, w, h) in zip(np.asarray(maps), np.asarray(boxes, float), strict=False):
-            mask = m >= thr
-            if mask.any():
-                anns.extend(
-                    mask_to_annotations(
-                        mask,
-                        classification=LESION_CLASS,
-                        scale_xy=(w / mask.shape[1], h / mask.shape[0]),
-                        offset_xy=(x, y),
-                    )
-                )
-        return anns
+            anns = _outline.focus_annotations(self.adata.uns["explain"])
+        geom = _outline.outline_from_annotations(anns)
+        if geom is None:
+            return None
+        return _outline.on_slide(geom, self.slide.dimensions, geojson)
 
     def _focus_regions(self) -> list[tuple[str, tuple[float, float]]]:
         if self.adata is None or "explain" not in getattr(self.adata, "uns", {}):
@@ -307,50 +222,10 @@ class RefinementSession:
         return (w / 2.0, h / 2.0)
 
     def _view_box(self):
-        from shapely.geometry import box
-
-        x0, y0 = self._origin
-        h, w = self._image.shape[:2]
-        return box(x0, y0, x0 + w * self._ds, y0 + h * self._ds)
+        return _outline.view_box(self._origin, self._image.shape, self._ds)
 
     def _mask_in_view(self, geom) -> np.ndarray:
-        from shapely.geometry import MultiPolygon, mapping
-
-        from workbench.io import Annotation, annotations_to_mask
-
-        h, w = self._image.shape[:2]
-        empty = np.zeros((h, w), dtype=bool)
-        if geom is None or geom.is_empty:
-            return empty
-        clipped = clip_to_box(geom, self._view_box())  # an STRtree of many polygons
-        if clipped.is_empty:
-            return empty
-        if clipped.geom_type not in ("Polygon", "MultiPolygon"):
-            polys = [g for g in getattr(clipped, "geoms", []) if g.geom_type == "Polygon"]
-            if not polys:
-                return empty
-            clipped = MultiPolygon(polys)
-        ann = Annotation(geometry=mapping(clipped), classification=LESION_CLASS)
-        return annotations_to_mask(
-            [ann], (h, w), scale_xy=(self._ds, self._ds), offset_xy=self._origin
-        )
-
-    def _view_geometry(self, mask: np.ndarray):
-        from shapely.geometry import shape
-        from shapely.ops import unary_union
-
-        from workbench.io import mask_to_annotations
-
-        anns = mask_to_annotations(
-            mask,
-            classification=LESION_CLASS,
-            scale_xy=(self._ds, self._ds),
-            offset_xy=self._origin,
-            min_area_px=4,
-            tolerance=0.5,
-        )
-        polys = [shape(a.geometry).buffer(0) for a in anns]
-        return unary_union(polys) if polys else None
+        return _outline.mask_in_view(geom, self._origin, self._image.shape, self._ds)
 
     def _edited(self) -> bool:
         return (
@@ -361,14 +236,10 @@ class RefinementSession:
 
     def _merged_lesion(self):
         """The slide outline with the open view's edits in place of what it covered."""
-        from shapely.ops import unary_union
-
         if not self._edited():
             return self._lesion
-        inside = self._view_geometry(self.engine.mask)
-        rest = self._lesion.difference(self._view_box()) if self._lesion is not None else None
-        parts = [g for g in (rest, inside) if g is not None and not g.is_empty]
-        return unary_union(parts) if parts else None
+        inside = _outline.view_geometry(self.engine.mask, self._origin, self._ds)
+        return _outline.merge_view(self._lesion, inside, self._view_box())
 
     @property
     def lesion(self):
@@ -378,24 +249,7 @@ class RefinementSession:
 
     def lesion_annotations(self) -> list:
         """The current slide-level lesion outline (with the open view's edits) as annotations."""
-        from shapely.geometry import mapping
-
-        from workbench.io import Annotation
-
-        geom = self._merged_lesion()
-        if geom is None or geom.is_empty:
-            return []
-        polys = list(geom.geoms) if hasattr(geom, "geoms") else [geom]
-        return [
-            Annotation(
-                geometry=mapping(p),
-                classification=LESION_CLASS,
-                color=LESION_COLOR,
-                measurements={"area_px": float(p.area)},
-            )
-            for p in polys
-            if p.geom_type == "Polygon" and p.area > 0
-        ]
+        return _outline.lesion_annotations(self._merged_lesion())
 
     # ---------------------------------------------------------------- navigation -------
     def _max_downsample(self) -> float:
@@ -459,6 +313,7 @@ class RefinementSession:
         start = self._mask_in_view(self._lesion)
         self.engine.set_view(self._image, initial_mask=start if start.any() else None)
         self.status = f"view at x={x0:.0f}, y={y0:.0f} (level 0), {w}x{h} px, {ds:g} px/px"
+        self._changed(overview=True)
         return self.engine.mask
 
     def _commit_view(self) -> None:
@@ -596,14 +451,7 @@ class RefinementSession:
 
         Handy for comparing the view with a reference outline, e.g. a cohort's lesion truth.
         """
-        mask = np.asarray(mask, dtype=bool)
-        h, w = self._image.shape[:2]
-        x0, y0 = self.view_origin_xy
-        rows = ((y0 + (np.arange(h) + 0.5) * self._ds) / downsample).astype(int)
-        cols = ((x0 + (np.arange(w) + 0.5) * self._ds) / downsample).astype(int)
-        rows = np.clip(rows, 0, mask.shape[0] - 1)
-        cols = np.clip(cols, 0, mask.shape[1] - 1)
-        return mask[np.ix_(rows, cols)]
+        return _outline.sample_mask(mask, downsample, self._origin, self._image.shape, self._ds)
 
     # ---------------------------------------------------------------- clicks -----------
     @property
@@ -637,18 +485,21 @@ class RefinementSession:
                 f"{kind} click {len(self.engine.clicks)} at ({x:.0f}, {y:.0f}): "
                 f"{ms:.0f} ms, lesion {mask.mean() * 100:.1f}% of view"
             )
+        self._changed(overview=False)
         return mask
 
     def undo(self) -> np.ndarray:
         """Remove the newest click of the open view (exactly the mask before it)."""
         mask = self.engine.undo()
         self.status = f"undo: {len(self.engine.clicks)} clicks"
+        self._changed(overview=False)
         return mask
 
     def reset(self) -> np.ndarray:
         """Forget the open view's clicks (back to its starting mask)."""
         mask = self.engine.reset()
         self.status = "reset to the starting outline"
+        self._changed(overview=False)
         return mask
 
     # ---------------------------------------------------------------- saving -----------
@@ -731,6 +582,7 @@ class RefinementSession:
                 self._copy_refinement(updated, self.adata)
         self.saved_path = geo_path
         self.status = f"saved {len(anns)} lesion polygon(s) to {geo_path}"
+        self._changed(overview=True)
         return geo_path
 
     @staticmethod
@@ -788,34 +640,25 @@ class RefinementSession:
     # ---------------------------------------------------------------- rendering --------
     def render_view(self, *, opacity: float = 0.4) -> np.ndarray:
         """The view with the mask overlay and the clicks drawn on it (uint8 RGB)."""
-        img = self._image.astype(np.float32)
-        mask = self.engine.mask
-        img[mask] = (1 - opacity) * img[mask] + opacity * _MASK_COLOUR
-        img[_outline(mask)] = _MASK_COLOUR
-        out = np.clip(img, 0, 255).astype(np.uint8)
-        for c in self.engine.clicks.clicks:
-            _draw_dot(out, c.x, c.y, _POS_COLOUR if c.positive else _NEG_COLOUR)
-        return out
+        return _render.render_view(
+            self._image, self.engine.mask, self.engine.clicks.clicks, opacity=opacity
+        )
 
     def render_overview(self, *, opacity: float = 0.4) -> np.ndarray:
         """The thumbnail with the lesion outline and the open view's box (uint8 RGB)."""
-        from workbench.io import annotations_to_mask
+        return _render.render_overview(
+            self.overview,
+            self.overview_scale,
+            self.lesion_annotations(),
+            self._view_box().bounds,
+            opacity=opacity,
+        )
 
-        img = self.overview.astype(np.float32)
-        anns = self.lesion_annotations()
-        if anns:
-            mask = annotations_to_mask(anns, img.shape[:2], scale_xy=self.overview_scale)
-            img[mask] = (1 - opacity) * img[mask] + opacity * _MASK_COLOUR
-        out = np.clip(img, 0, 255).astype(np.uint8)
-        sx, sy = self.overview_scale
-        x0, y0 = self._origin
-        h, w = self._image.shape[:2]
-        c0, r0 = int(x0 / sx), int(y0 / sy)
-        c1 = min(int((x0 + w * self._ds) / sx), out.shape[1] - 1)
-        r1 = min(int((y0 + h * self._ds) / sy), out.shape[0] - 1)
-        out[r0 : r1 + 1, [c0, c1]] = (255, 200, 0)
-        out[[r0, r1], c0 : c1 + 1] = (255, 200, 0)
-        return out
+    def _changed(self, *, overview: bool) -> None:
+        """Tell the listeners (the widget) that the view (and, with ``overview``, the
+        outline or the view's place) changed."""
+        for listener in list(self._listeners):
+            listener(overview=overview)
 
     def __repr__(self) -> str:
         return (

@@ -6,11 +6,10 @@ import time
 import warnings
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
 
-from workbench.interactive._clicks import Click
+from workbench.models._clicks import next_click
 
-__all__ = ["evaluate_clicks", "evaluate_sequential", "iou", "next_click", "summarize"]
+__all__ = ["evaluate_clicks", "evaluate_sequential", "iou", "summarize"]
 
 
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -21,34 +20,6 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float:
     if union == 0:
         return 1.0
     return float(np.count_nonzero(pred & gt) / union)
-
-
-def _depth(error: np.ndarray) -> np.ndarray:
-    # Pad with background so that the view border counts as the edge of an error region.
-    padded = np.pad(error, 1, mode="constant", constant_values=False)
-    return distance_transform_edt(padded)[1:-1, 1:-1]
-
-
-def next_click(pred: np.ndarray, gt: np.ndarray) -> Click | None:
-    """Where a simulated user clicks next, or ``None`` when there is no error left.
-
-    The click goes to the error pixel farthest from the boundary of its error region: a
-    positive click in a false negative region or a negative click in a false positive
-    region, whichever is deeper (ties go to the positive click).
-    """
-    pred = np.asarray(pred, dtype=bool)
-    gt = np.asarray(gt, dtype=bool)
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
-    fn_depth = _depth(gt & ~pred)
-    fp_depth = _depth(pred & ~gt)
-    fn_max, fp_max = float(fn_depth.max(initial=0.0)), float(fp_depth.max(initial=0.0))
-    if fn_max == 0.0 and fp_max == 0.0:
-        return None
-    positive = fn_max >= fp_max
-    depth = fn_depth if positive else fp_depth
-    r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return Click(x=float(c), y=float(r), positive=bool(positive))
 
 
 def evaluate_clicks(

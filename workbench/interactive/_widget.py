@@ -1,17 +1,21 @@
 """``RegionRefiner``: the JupyterLab widget over a :class:`RefinementSession` (ipywidgets 8).
 
-The widget holds no refinement state of its own: every button, key and click calls a method
-of its :attr:`RegionRefiner.session` and redraws. Clicks reach Python through ipyevents on
-``ipywidgets.Image`` widgets: the browser reports the click in the image's own pixel
-coordinates (``dataX``/``dataY``) whatever size the image is drawn at. Every event handler is
-an ordinary method (``handle_click``, ``handle_overview_click``, ``handle_key``, ``zoom_in`` …)
-so the widget can be driven and tested without a browser.
+The widget holds no refinement state of its own and mirrors none of the session's API: the
+view, the outline, navigation, undo and saving are ``refiner.session``'s
+(:class:`RefinementSession`), and the widget redraws whenever the session changes, whoever
+called it (a button, a key, or ``refiner.session.zoom_in()`` in a cell). What is the widget's
+own: the drawn images (:meth:`RegionRefiner.render_view` with its overlay opacity), the
+add/remove and "this one" / "all like this" toggles, the key bindings (:data:`KEYS`) and the
+buttons. Clicks reach Python through ipyevents on ``ipywidgets.Image`` widgets: the browser
+reports the click in the image's own pixel coordinates (``dataX``/``dataY``) whatever size the
+image is drawn at. Every event handler is an ordinary method (``handle_click``,
+``handle_overview_click``, ``handle_key``) so the widget can be driven and tested without a
+browser.
 """
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 
@@ -59,6 +63,19 @@ class RegionRefiner:
     buttons: positive/negative toggle, "this one" / "all like this" toggle (the engine's
     :attr:`~RefinementEngine.propagate` mode: whether a positive click also proposes the
     similar structures of the view), zoom in/out, pan, undo, reset, save.
+
+    Everything about the slide, the view and the outline is read from and done through
+    :attr:`session` (``refiner.session.mask``, ``refiner.session.save()`` …); the widget
+    redraws after every change of the session.
+
+    Attributes
+    ----------
+    session
+        The :class:`RefinementSession` the widget shows and drives.
+    opacity
+        Fill opacity of the lesion overlay in the drawn images.
+    negative_mode
+        Whether a plain click removes (the add/remove toggle).
     """
 
     def __init__(self, slide=None, *, session: RefinementSession | None = None, **kwargs) -> None:
@@ -72,126 +89,101 @@ class RegionRefiner:
         self.opacity = 0.4
         self.negative_mode = False
         self._ui = None
+        session._listeners.append(self._on_session_change)
 
-    # --------------------------------------------------- the session, as the demo uses it
-    @property
-    def engine(self):
-        return self.session.engine
-
-    @property
-    def slide(self):
-        return self.session.slide
-
-    @property
-    def adata(self):
-        return self.session.adata
-
-    @property
-    def output(self) -> Path:
-        return self.session.output
-
-    @output.setter
-    def output(self, value) -> None:
-        self.session.output = Path(value)
-
-    @property
-    def status(self) -> str:
-        return self.session.status
-
-    @property
-    def saved_path(self):
-        return self.session.saved_path
-
-    @property
-    def mask(self) -> np.ndarray:
-        """The open view's current mask (bool, view pixels)."""
-        return self.session.mask
-
-    @property
-    def view_image(self) -> np.ndarray:
-        return self.session.view_image
-
-    @property
-    def view_origin_xy(self) -> tuple[float, float]:
-        return self.session.view_origin_xy
-
-    @property
-    def view_downsample(self) -> float:
-        return self.session.view_downsample
-
-    def view_mask_of(self, mask: np.ndarray, downsample: float) -> np.ndarray:
-        return self.session.view_mask_of(mask, downsample)
-
-    def lesion_annotations(self) -> list:
-        return self.session.lesion_annotations()
+    def _on_session_change(self, *, overview: bool) -> None:
+        self._refresh(overview=overview)
 
     # ---------------------------------------------------------------- handlers ----------
-    def _after(self, result, *, overview: bool = False):
-        self._refresh(overview=overview)
-        return result
-
-    def go_to(self, centre_xy, *, downsample: float | None = None) -> np.ndarray:
-        return self._after(self.session.go_to(centre_xy, downsample=downsample), overview=True)
-
-    def select_focus(self, index: int) -> np.ndarray:
-        return self._after(self.session.select_focus(index), overview=True)
-
     def handle_overview_click(self, x: float, y: float) -> np.ndarray:
-        """Go to the place clicked on the overview (thumbnail pixels)."""
-        return self._after(self.session.go_to_overview(x, y), overview=True)
+        """A click on the overview: the session goes there.
 
-    def zoom_in(self) -> np.ndarray:
-        return self._after(self.session.zoom_in(), overview=True)
+        Parameters
+        ----------
+        x, y
+            The clicked place in thumbnail pixels.
 
-    def zoom_out(self) -> np.ndarray:
-        return self._after(self.session.zoom_out(), overview=True)
-
-    def pan(self, dx: float | str = 0.0, dy: float = 0.0) -> np.ndarray:
-        return self._after(self.session.pan(dx, dy), overview=True)
+        Returns
+        -------
+        numpy.ndarray
+            The new view's starting mask (:meth:`RefinementSession.go_to_overview`).
+        """
+        return self.session.go_to_overview(x, y)
 
     def handle_click(self, x: float, y: float, positive: bool | None = None) -> np.ndarray:
-        """A click on the view at pixel ``(x, y)``; ``positive=None`` follows the mode toggle."""
+        """A click on the view: the session refines the outline with it.
+
+        Parameters
+        ----------
+        x, y
+            The clicked view pixel.
+        positive
+            Add (``True``) or remove (``False``); ``None`` follows the add/remove toggle.
+
+        Returns
+        -------
+        numpy.ndarray
+            The refined mask (:meth:`RefinementSession.click`).
+        """
         if positive is None:
             positive = not self.negative_mode
-        return self._after(self.session.click(x, y, positive))
+        return self.session.click(x, y, positive)
 
     def handle_key(self, key: str) -> np.ndarray | None:
-        """A key pressed over the view (see :data:`KEYS`); other keys are ignored."""
+        """A key pressed over the view (see :data:`KEYS`).
+
+        Parameters
+        ----------
+        key
+            The browser's key name (``"+"``, ``"ArrowLeft"``, ``"z"`` …).
+
+        Returns
+        -------
+        numpy.ndarray | None
+            The view's mask after the action, or ``None`` for a key without one (ignored).
+        """
         action = KEYS.get(key)
         if action is None:
             return None
         if action == "toggle":
             self.set_negative_mode(not self.negative_mode)
-            return self.mask
+            return self.session.mask
         if action == "toggle_propagate":
             return self.toggle_propagate()
         if action in ("left", "right", "up", "down"):
-            return self.pan(action)
-        return getattr(self, action)()
-
-    def undo(self) -> np.ndarray:
-        return self._after(self.session.undo())
-
-    def reset(self) -> np.ndarray:
-        return self._after(self.session.reset())
-
-    def save(self, path: str | Path | None = None, **kwargs) -> Path:
-        """Save through the session (GeoJSON + AnnData write-back, all or nothing)."""
-        return self._after(self.session.save(path, **kwargs), overview=True)
+            return self.session.pan(action)
+        return getattr(self.session, action)()
 
     def set_opacity(self, value: float) -> None:
+        """Set the overlay's fill opacity (clipped to [0, 1]) and redraw.
+
+        Parameters
+        ----------
+        value
+            The opacity.
+
+        Returns
+        -------
+        None
+        """
         self.opacity = float(np.clip(value, 0.0, 1.0))
         self._refresh()
 
     def set_negative_mode(self, negative: bool) -> None:
+        """Set the add/remove toggle (what a plain click does).
+
+        Parameters
+        ----------
+        negative
+            ``True``: a plain click removes.
+
+        Returns
+        -------
+        None
+        """
         self.negative_mode = bool(negative)
         if self._ui is not None and hasattr(self, "_mode_widget"):
             self._mode_widget.value = "negative" if self.negative_mode else "positive"
-
-    @property
-    def propagate(self) -> str:
-        """The engine's mode: ``"one"`` ("this one") or ``"all"`` ("all like this")."""
-        return self.session.engine.propagate
 
     def set_propagate(self, mode: str) -> None:
         """Switch between "this one" and "all like this"; the next click uses it.
@@ -200,6 +192,10 @@ class RegionRefiner:
         ----------
         mode
             ``"one"`` or ``"all"`` (the engine's :attr:`~RefinementEngine.propagate`).
+
+        Returns
+        -------
+        None
 
         Raises
         ------
@@ -216,9 +212,15 @@ class RegionRefiner:
         self._refresh()
 
     def toggle_propagate(self) -> np.ndarray:
-        """Flip between "this one" and "all like this" (key ``a``); returns the mask."""
-        self.set_propagate("one" if self.propagate == "all" else "all")
-        return self.mask
+        """Flip between "this one" and "all like this" (key ``a``).
+
+        Returns
+        -------
+        numpy.ndarray
+            The view's mask (unchanged; the next click uses the new mode).
+        """
+        self.set_propagate("one" if self.session.engine.propagate == "all" else "all")
+        return self.session.mask
 
     def _guarded(self, action, *args):
         """Run a button's action; a WorkbenchError goes to the status line, not a traceback."""
@@ -231,16 +233,30 @@ class RegionRefiner:
 
     def _on_save(self, *_):
         try:
-            self.save()
+            self.session.save()
         except WorkbenchError as exc:
             self.session.status = f"not saved: {exc}"
             self._refresh()
 
     # ---------------------------------------------------------------- rendering --------
     def render_view(self) -> np.ndarray:
+        """The view as the widget draws it (overlay at :attr:`opacity`, clicks).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(H, W, 3)`` uint8 (:meth:`RefinementSession.render_view`).
+        """
         return self.session.render_view(opacity=self.opacity)
 
     def render_overview(self) -> np.ndarray:
+        """The overview as the widget draws it (outline at :attr:`opacity`, the view's box).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(h, w, 3)`` uint8 (:meth:`RefinementSession.render_overview`).
+        """
         return self.session.render_overview(opacity=self.opacity)
 
     def _refresh(self, overview: bool = False) -> None:
@@ -249,7 +265,7 @@ class RegionRefiner:
         self._view_widget.value = _encode(self.render_view(), "jpeg")
         if overview:
             self._overview_widget.value = _encode(self.render_overview())
-        self._status_widget.value = self.status
+        self._status_widget.value = self.session.status
 
     # ---------------------------------------------------------------- widgets ----------
     def _on_view_event(self, event: dict) -> None:
@@ -272,7 +288,13 @@ class RegionRefiner:
             self._guarded(self.handle_overview_click, float(x), float(y))
 
     def widget(self):
-        """Build (once) and return the ipywidgets layout."""
+        """Build (once) the ipywidgets layout.
+
+        Returns
+        -------
+        ipywidgets.VBox
+            The view, the overview, the toggles, buttons and the status line.
+        """
         if self._ui is not None:
             return self._ui
         import ipywidgets as W
@@ -282,7 +304,7 @@ class RegionRefiner:
         self._view_widget.add_class("wb-refiner-view")
         self._overview_widget = W.Image(format="png", layout=W.Layout(width="320px"))
         self._overview_widget.add_class("wb-refiner-overview")
-        self._status_widget = W.Label(value=self.status)
+        self._status_widget = W.Label(value=self.session.status)
         self._status_widget.add_class("wb-refiner-status")
         self._events = [
             Event(
@@ -305,7 +327,7 @@ class RegionRefiner:
             labels = {v: k for k, v in PROPAGATE_LABELS.items()}
             self._propagate_widget = W.ToggleButtons(
                 options=list(PROPAGATE_LABELS.values()),
-                value=PROPAGATE_LABELS[self.propagate],
+                value=PROPAGATE_LABELS[self.session.engine.propagate],
                 tooltips=[
                     "a click refines the clicked object",
                     "a positive click also proposes the similar structures in the view",
@@ -322,17 +344,17 @@ class RegionRefiner:
             b.on_click(lambda _: self._guarded(action, *args))
             return b
 
-        undo = button("Undo", "undo", self.undo, "wb-refiner-undo")
-        reset = button("Reset", "refresh", self.reset, "wb-refiner-reset")
+        undo = button("Undo", "undo", self.session.undo, "wb-refiner-undo")
+        reset = button("Reset", "refresh", self.session.reset, "wb-refiner-reset")
         save = W.Button(description="Save", icon="save", button_style="success")
         save.add_class("wb-refiner-save")
         save.on_click(self._on_save)
         zoom = [
-            button("", "search-plus", self.zoom_in, "wb-refiner-zoom-in"),
-            button("", "search-minus", self.zoom_out, "wb-refiner-zoom-out"),
+            button("", "search-plus", self.session.zoom_in, "wb-refiner-zoom-in"),
+            button("", "search-minus", self.session.zoom_out, "wb-refiner-zoom-out"),
         ]
         arrows = [
-            button("", f"arrow-{d}", self.pan, f"wb-refiner-pan-{d}", d)
+            button("", f"arrow-{d}", self.session.pan, f"wb-refiner-pan-{d}", d)
             for d in ("left", "up", "down", "right")
         ]
         opacity = W.FloatSlider(
@@ -345,7 +367,9 @@ class RegionRefiner:
         focus = self.session.focus_regions
         if focus:
             pick = W.Dropdown(options=[(name, i) for i, (name, _) in enumerate(focus)])
-            pick.observe(lambda ch: self._guarded(self.select_focus, ch["new"]), names="value")
+            pick.observe(
+                lambda ch: self._guarded(self.session.select_focus, ch["new"]), names="value"
+            )
             controls.insert(0, pick)
         help_text = W.HTML(
             "<small>left click: add (or the toggle's kind); shift-click or right click: "

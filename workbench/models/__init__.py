@@ -7,6 +7,8 @@ from workbench.models._attention import GatedAttentionPool
 from workbench.models._augment import stain_jitter
 from workbench.models._cgam import ChannelScaleBias, ClickGuidedGate
 from workbench.models._checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from workbench.models._clicknet import CLICK_SEGMENTER, load_click_segmenter
+from workbench.models._clicknet_train import train_click_segmenter
 from workbench.models._clickseg import ClickSegmenter
 from workbench.models._detail import DetailBranch
 from workbench.models._encoder import (
@@ -50,6 +52,7 @@ from workbench.models._vit_weights import hf_vit_config, load_vit_weights, read_
 
 __all__ = [
     "BUILTIN_ENCODERS",
+    "CLICK_SEGMENTER",
     "FOCUS_TARGETS",
     "ChannelScaleBias",
     "ClickGuidedGate",
@@ -87,6 +90,7 @@ __all__ = [
     "graph_nms",
     "hf_vit_config",
     "load_checkpoint",
+    "load_click_segmenter",
     "load_encoder",
     "load_local_encoder",
     "load_vit_weights",
@@ -100,4 +104,5 @@ __all__ = [
     "save_checkpoint",
     "slide_loss",
     "stain_jitter",
+    "train_click_segmenter",
 ]

@@ -56,16 +56,23 @@ _RANGES: dict[str, tuple[float, float]] = {
     "detail_width": (4, 512),
     "embed_dim": (1, 8192),
     "attn_dim": (1, 8192),
+    # the click network (ClickSegmenter)
+    "in_channels": (1, 64),
+    "extra_channels": (0, 64),
+    "feature_channels": (1, 4096),
+    "head_hidden": (1, 4096),
 }
 _ENCODER_RANGES = {"embed_dim": (1, 65_536), "input_size": (8, 8192), "mpp": (1e-3, 1e3)}
 
 
 def _model_classes() -> dict[str, type[nn.Module]]:
     from workbench.models._abmil import TileABMIL
+    from workbench.models._clickseg import ClickSegmenter
     from workbench.models._global_only import GlobalOnly
     from workbench.models._model import SelfCalibratedModel
 
-    return {cls.__name__: cls for cls in (SelfCalibratedModel, GlobalOnly, TileABMIL)}
+    classes = (SelfCalibratedModel, GlobalOnly, TileABMIL, ClickSegmenter)
+    return {cls.__name__: cls for cls in classes}
 
 
 def _config_digest(config: dict) -> str:
@@ -89,7 +96,8 @@ def save_checkpoint(
     Parameters
     ----------
     model
-        A :class:`SelfCalibratedModel`, :class:`GlobalOnly` or :class:`TileABMIL`.
+        A :class:`SelfCalibratedModel`, :class:`GlobalOnly`, :class:`TileABMIL` or
+        :class:`ClickSegmenter` (the click network).
     directory
         Folder to write into (created if missing).
     extra
@@ -163,6 +171,12 @@ def _check_ranges(cfg: dict, where: str) -> None:
                 f"{where}: config value {key}={v!r} is outside the supported range "
                 f"[{lo}, {hi}]; the checkpoint is damaged or not from this workbench"
             )
+    widths = cfg.get("widths")
+    if widths is not None and not (
+        isinstance(widths, list)
+        and all(isinstance(w, int) and not isinstance(w, bool) and 4 <= w <= 4096 for w in widths)
+    ):
+        raise CheckpointError(f"{where}: widths must be a list of channel counts in [4, 4096]")
     names = cfg.get("class_names")
     if names is not None and (
         not isinstance(names, list) or not all(isinstance(n, str) for n in names)

@@ -94,6 +94,14 @@ class ClickSegmenter(nn.Module):
         self.feature_channels = int(feature_channels)
         self.head_hidden = int(head_hidden)
         self.stride = 4
+        #: Constructor arguments (what a checkpoint records; :func:`save_checkpoint`).
+        self.config = {
+            "in_channels": self.in_channels,
+            "extra_channels": self.extra_channels,
+            "widths": list(self.widths),
+            "feature_channels": self.feature_channels,
+            "head_hidden": self.head_hidden,
+        }
         c1, c2, c3 = self.widths
         self.stem = nn.Sequential(
             _ConvGNAct(in_channels + extra_channels, c1 // 2, stride=2),
@@ -117,16 +125,6 @@ class ClickSegmenter(nn.Module):
         self.register_buffer(
             "pixel_mean", torch.tensor([0.70, 0.55, 0.70]).view(1, 3, 1, 1), persistent=False
         )
-
-    def config(self) -> dict:
-        """Constructor arguments (what a checkpoint records)."""
-        return {
-            "in_channels": self.in_channels,
-            "extra_channels": self.extra_channels,
-            "widths": list(self.widths),
-            "feature_channels": self.feature_channels,
-            "head_hidden": self.head_hidden,
-        }
 
     def _inputs(self, image: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
         assert image.ndim == 4 and image.shape[1] == self.in_channels, (

@@ -165,7 +165,7 @@ _IMAGE_EXT = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
 def _ebhi_pairs(root, dataset: str, split: str, min_fraction: float) -> list[MaskPair]:
     """EBHI-Seg pairs: ``ebhi`` by its case split (``fit`` = the index's ``train``), without
     the held-out class's cases; ``ebhi_serrated`` = the held-out class's own images."""
-    from workbench.datasets import ebhi_images
+    from workbench.datasets._ebhi import ebhi_images
 
     items = ebhi_images(root, holdout_classes=EBHI_HOLDOUT)
     out = []
@@ -422,7 +422,7 @@ def cohort_views(
     about ``fill`` of the view; the ground truth is the cohort's lesion mask cut to the same
     window. Training uses seed 7 and the benchmark seed 2024, so they never share a slide.
     """
-    from workbench.datasets import make_cohort
+    from workbench.datasets._cohort import make_cohort
     from workbench.io import Slide
 
     cohort = make_cohort(Path(root), n_patients=n_patients, size="tiny", seed=seed, progress=False)

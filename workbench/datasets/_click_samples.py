@@ -1,4 +1,4 @@
-"""Training samples for the click network: real pairs, real-texture composites, synthetic views.
+"""Training samples for the click network (torch-free): real pairs, real-texture composites, synthetic views.
 
 Every sample is a ``(crop, crop)`` view at the engine's working resolution with its exact
 object mask. Sources (weights chosen by the training script):
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from workbench.interactive._data import (
+from workbench.datasets._mask_pairs import (
     GLAND_DATASETS,
     REGION_DATASETS,
     load_mask_pairs,
@@ -47,7 +47,7 @@ from workbench.interactive._data import (
     object_view,
 )
 
-__all__ = ["SOURCES", "TrainingSampler", "load_tiles"]
+__all__ = ["SOURCES", "ClickTrainingSampler", "load_tiles"]
 
 SOURCES = ("region", "gland", "nucleus", "tiles", "real_texture", "procedural", "cohort")
 TUMOUR = "tumour"
@@ -188,7 +188,7 @@ def _windows(mask: np.ndarray, side: int, *, lesion: bool, stride: int = 16) -> 
     return out
 
 
-class TrainingSampler:
+class ClickTrainingSampler:
     """Draws ``(image float32 (crop, crop, 3) in [0, 1], mask bool)`` training samples.
 
     Parameters
@@ -198,7 +198,7 @@ class TrainingSampler:
     datasets
         Real sets to use (pairs and, for the region sets, textures).
     split
-        Which part of each set (see :func:`~workbench.interactive._data.load_mask_pairs`).
+        Which part of each set (see :func:`~workbench.datasets.load_mask_pairs`).
     splits
         Per-set exceptions to ``split``, e.g. ``{"ebhi": "fit"}`` to keep a set's ``val``
         part out of training.
@@ -243,7 +243,7 @@ class TrainingSampler:
         texture_zoom: tuple[float, float] = (0.8, 2.0),
         gland_zoom: tuple[float, float] = (0.65, 3.0),
     ) -> None:
-        from workbench.interactive._data import synthetic_lesion_views
+        from workbench.datasets._mask_pairs import synthetic_lesion_views
 
         unknown = set(weights) - set(SOURCES)
         if unknown:
@@ -399,7 +399,18 @@ class TrainingSampler:
 
     # ------------------------------------------------------------------ public ---------
     def draw(self, rng: np.random.Generator) -> tuple[str, np.ndarray, np.ndarray]:
-        """One augmented sample: ``(source, image float32 (crop, crop, 3), mask bool)``."""
+        """One augmented sample.
+
+        Parameters
+        ----------
+        rng
+            Random generator.
+
+        Returns
+        -------
+        tuple[str, numpy.ndarray, numpy.ndarray]
+            ``(source, image float32 (crop, crop, 3) in [0, 1], mask bool (crop, crop))``.
+        """
         source = self._names[int(rng.choice(len(self._names), p=self._p))]
         for _ in range(10):
             if source == "region":
@@ -420,6 +431,32 @@ class TrainingSampler:
                 break
         image, mask = self.augment(rng, image, mask)
         return source, image, mask
+
+    def perturbed(self, rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+        """A plausible but wrong previous outline: ``mask`` eroded or dilated, then warped.
+
+        Parameters
+        ----------
+        rng
+            Random generator (drawn from in a fixed order: a reproducible run).
+        mask
+            The true mask, boolean ``(side, side)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            A boolean mask of the same shape (what training uses as a "previous mask").
+        """
+        out = mask.copy()
+        k = int(rng.integers(2, 12))
+        out = (
+            ndi.binary_dilation(out, iterations=k)
+            if rng.random() < 0.5
+            else ndi.binary_erosion(out, iterations=k)
+        )
+        side = mask.shape[0]
+        noise = _smooth_field(rng, side, side / 10)[:side, : mask.shape[1]]
+        return out ^ (noise > 2.0)
 
     def augment(self, rng: np.random.Generator, image: np.ndarray, mask: np.ndarray):
         """Geometric and colour augmentation of a uint8 view; returns float32 [0, 1]."""

@@ -1,0 +1,114 @@
+"""Rendering for the refinement UI: the view and the overview as RGB images (no state).
+
+:class:`~workbench.interactive.RefinementSession` calls these with its view and outline;
+the widget shows the result. Colours: the lesion in magenta (filled at ``opacity``, edge
+opaque), positive clicks green, negative clicks red, the open view's box on the overview
+amber.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["draw_dot", "mask_edge", "render_overview", "render_view"]
+
+POSITIVE_COLOUR = (0, 200, 70)
+NEGATIVE_COLOUR = (230, 40, 40)
+MASK_COLOUR = np.array([255, 60, 200], np.float32)
+BOX_COLOUR = (255, 200, 0)
+
+
+def mask_edge(mask: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` on its edge (a one-pixel inner outline; the image border
+    counts as outside)."""
+    from scipy.ndimage import binary_erosion
+
+    return mask & ~binary_erosion(mask, border_value=0)
+
+
+def draw_dot(img: np.ndarray, x: float, y: float, colour, radius: int = 4) -> None:
+    """Draw a filled disk with a white ring at view pixel ``(x, y)`` into ``img`` (in place;
+    the part outside the image is clipped)."""
+    h, w = img.shape[:2]
+    r0, c0 = int(round(y)), int(round(x))
+    rr, cc = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    disk = rr**2 + cc**2 <= radius**2
+    ring = disk & (rr**2 + cc**2 >= (radius - 1.5) ** 2)
+    for m, col in ((disk, colour), (ring, (255, 255, 255))):
+        ys, xs = np.nonzero(m)
+        ys, xs = ys + r0 - radius, xs + c0 - radius
+        keep = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+        img[ys[keep], xs[keep]] = col
+
+
+def render_view(image: np.ndarray, mask: np.ndarray, clicks, *, opacity: float = 0.4):
+    """The view with the mask overlaid and the clicks drawn (a new uint8 RGB array).
+
+    Parameters
+    ----------
+    image
+        The view's RGB pixels, ``(H, W, 3)``.
+    mask
+        The lesion in the view, boolean ``(H, W)``.
+    clicks
+        The view's clicks (objects with ``x``, ``y``, ``positive``; view pixels).
+    opacity
+        Fill opacity of the mask (its edge is drawn opaque).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3)`` uint8.
+    """
+    img = image.astype(np.float32)
+    img[mask] = (1 - opacity) * img[mask] + opacity * MASK_COLOUR
+    img[mask_edge(mask)] = MASK_COLOUR
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    for c in clicks:
+        draw_dot(out, c.x, c.y, POSITIVE_COLOUR if c.positive else NEGATIVE_COLOUR)
+    return out
+
+
+def render_overview(
+    overview: np.ndarray,
+    overview_scale: tuple[float, float],
+    annotations: list,
+    view_box_xyxy: tuple[float, float, float, float],
+    *,
+    opacity: float = 0.4,
+) -> np.ndarray:
+    """The thumbnail with the lesion outline filled in and the open view's box drawn.
+
+    Parameters
+    ----------
+    overview
+        The slide's thumbnail, ``(h, w, 3)``.
+    overview_scale
+        Level-0 pixels per thumbnail pixel, ``(sx, sy)``.
+    annotations
+        The lesion outline as annotations (level 0).
+    view_box_xyxy
+        The open view's box ``(x0, y0, x1, y1)`` in level-0 pixels.
+    opacity
+        Fill opacity of the lesion.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, w, 3)`` uint8.
+    """
+    from workbench.io import annotations_to_mask
+
+    img = overview.astype(np.float32)
+    if annotations:
+        mask = annotations_to_mask(annotations, img.shape[:2], scale_xy=overview_scale)
+        img[mask] = (1 - opacity) * img[mask] + opacity * MASK_COLOUR
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    sx, sy = overview_scale
+    x0, y0, x1, y1 = view_box_xyxy
+    c0, r0 = int(x0 / sx), int(y0 / sy)
+    c1 = min(int(x1 / sx), out.shape[1] - 1)
+    r1 = min(int(y1 / sy), out.shape[0] - 1)
+    out[r0 : r1 + 1, [c0, c1]] = BOX_COLOUR
+    out[[r0, r1], c0 : c1 + 1] = BOX_COLOUR
+    return out
