@@ -429,6 +429,17 @@ def make_cohort(
 def load_cohort(root: str | os.PathLike) -> SyntheticCohort:
     """Read a cohort written by :func:`make_cohort`.
 
+    Parameters
+    ----------
+    root
+        The cohort folder (holding ``cohort.json``, ``clinical.csv``, ``truth.csv`` and the
+        slides).
+
+    Returns
+    -------
+    SyntheticCohort
+        The slides, the clinical table and the planted truth.
+
     Raises
     ------
     WorkbenchError

@@ -62,7 +62,10 @@ _MAGIC = {
 class SlideInfo:
     """What a slide file records about itself.
 
-    Attributes
+    Made by :class:`Slide` (``Slide(...).info``); each parameter is kept as the attribute of
+    the same name.
+
+    Parameters
     ----------
     path
         The file, or ``"<array:name>"`` for an in-memory slide.

@@ -103,6 +103,11 @@ class ChannelScaleBias(nn.Module):
 
     ``F' = F * scale + bias``, starting at the identity (scale 1, bias 0). The click maps
     argument is accepted and ignored so it can stand in for :class:`ClickGuidedGate`.
+
+    Parameters
+    ----------
+    feature_channels
+        Number of feature channels ``C`` (one scale and one bias each).
     """
 
     def __init__(self, *, feature_channels: int) -> None:

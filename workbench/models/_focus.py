@@ -29,6 +29,8 @@ def attribution_target(
         Scalar that depends on ``tokens`` (e.g. the log-probability of the slide's class).
     tokens
         ``(N, D)`` node tokens that require grad.
+    eps
+        Added to the maximum before dividing, so an all-zero relevance stays zero.
 
     Returns
     -------

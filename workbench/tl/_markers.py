@@ -376,9 +376,11 @@ class FeatureUniqueness:
 
         Returns
         -------
-        ``None`` (or the copy). Writes ``obs[key_added]`` (categorical: phenotypes then
-        ``"other"``), ``obs[key_added + "_cluster"]`` (nearest cluster of any group),
-        ``obsm["X_uniqueness"]`` (PCA coordinates) and ``uns["feature_uniqueness"]``.
+        anndata.AnnData or None
+            The annotated copy with ``copy=True``, else ``None`` (``adata`` is annotated in
+            place). Writes ``obs[key_added]`` (categorical: phenotypes then ``"other"``),
+            ``obs[key_added + "_cluster"]`` (nearest cluster of any group),
+            ``obsm["X_uniqueness"]`` (PCA coordinates) and ``uns["feature_uniqueness"]``.
         """
         self._check_fitted()
         if copy:
@@ -491,9 +493,10 @@ def markers(
 
     Returns
     -------
-    The fitted :class:`FeatureUniqueness`. Every slide in ``adatas`` and ``apply_to`` gets
-    ``obs[key_added]``, ``obs[key_added + "_cluster"]``, ``obsm["X_uniqueness"]`` and
-    ``uns["feature_uniqueness"]``.
+    FeatureUniqueness
+        The fitted model. Every slide in ``adatas`` and ``apply_to`` gets
+        ``obs[key_added]``, ``obs[key_added + "_cluster"]``, ``obsm["X_uniqueness"]`` and
+        ``uns["feature_uniqueness"]`` (see :meth:`FeatureUniqueness.transform`).
     """
     if isinstance(adatas, AnnData):
         adatas = [adatas]

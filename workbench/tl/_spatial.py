@@ -231,9 +231,10 @@ def spatial(
 
     Returns
     -------
-    The markers as a float Series named by the slide id. Writes ``uns[key_added]``: a DataFrame
-    indexed by marker name with columns ``value``, ``family``, ``phenotype`` and ``reason``
-    (empty when the value is defined).
+    pandas.Series
+        The markers (float, NaN where undefined), named by the slide id. Writes
+        ``uns[key_added]``: a DataFrame indexed by marker name with columns ``value``,
+        ``family``, ``phenotype`` and ``reason`` (empty when the value is defined).
     """
     bad = sorted(set(families) - set(FAMILIES))
     if bad:
@@ -466,7 +467,9 @@ def spatial_many(adatas: Sequence[AnnData], **kwargs) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame indexed by slide id; every slide also gets ``uns["spatial_markers"]``.
+    pandas.DataFrame
+        One row per slide (indexed by slide id), one column per marker; every slide also
+        gets ``uns["spatial_markers"]`` (or ``uns[key_added]`` when passed).
     """
     rows = [spatial(a, **kwargs) for a in adatas]
     return pd.DataFrame(rows)
