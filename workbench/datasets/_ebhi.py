@@ -67,6 +67,7 @@ class EbhiImage:
 
     @property
     def name(self) -> str:
+        """The image file's name without its suffix."""
         return self.image_path.stem
 
     def load(self):

@@ -77,7 +77,14 @@ class SlideTruth:
     mask_downsample: int = LAYOUT_DOWNSAMPLE
 
     def to_dict(self) -> dict:
-        """Plain-JSON numbers (no mask)."""
+        """Plain-JSON numbers (no mask).
+
+        Returns
+        -------
+        dict
+            Every field but ``lesion_mask``, with ``dimensions`` as ``width`` and ``height``
+            and the path as a string.
+        """
         return {
             "path": str(self.path),
             "width": self.dimensions[0],

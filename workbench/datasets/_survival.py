@@ -60,10 +60,23 @@ class HazardModel:
     admin_time: float = 120.0
 
     def null(self) -> HazardModel:
-        """The same model with the image-derived effects (grade, infiltration) removed."""
+        """The same model with the image-derived effects (grade, infiltration) removed.
+
+        Returns
+        -------
+        HazardModel
+            A copy with ``log_hr_grade = log_hr_infiltration = 0``.
+        """
         return replace(self, log_hr_grade=0.0, log_hr_infiltration=0.0)
 
     def to_dict(self) -> dict:
+        """The coefficients by name (as stored in ``cohort.json``).
+
+        Returns
+        -------
+        dict
+            One float per field.
+        """
         return asdict(self)
 
 

@@ -97,6 +97,7 @@ class Annotation:
 
     @property
     def geometry_type(self) -> str:
+        """The GeoJSON geometry type (``"Polygon"``, ``"MultiPolygon"``, ``"Point"`` …)."""
         return self.geometry.get("type", "")
 
     @property
@@ -108,7 +109,18 @@ class Annotation:
         )
 
     def bounds(self) -> tuple[float, float, float, float]:
-        """``(x_min, y_min, x_max, y_max)`` in level-0 pixels."""
+        """The bounding box of every coordinate.
+
+        Returns
+        -------
+        tuple of float
+            ``(x_min, y_min, x_max, y_max)`` in level-0 pixels.
+
+        Raises
+        ------
+        GeoJSONError
+            The geometry has no coordinates.
+        """
         pts = np.asarray(list(_all_points(self.geometry.get("coordinates", []))), dtype=float)
         if pts.size == 0:
             raise GeoJSONError("the annotation has no coordinates")
@@ -120,6 +132,15 @@ class Annotation:
         )
 
     def to_feature(self) -> dict:
+        """The GeoJSON ``Feature`` QuPath reads (what :func:`write_geojson` writes).
+
+        Returns
+        -------
+        dict
+            ``type``, ``id`` (a new UUID when the annotation has none), ``geometry`` and
+            ``properties`` (``objectType``, ``name``, ``classification`` with ``color``,
+            ``measurements`` and the other properties).
+        """
         props = dict(self.properties)
         props["objectType"] = self.object_type
         if self.name is not None:
