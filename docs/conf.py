@@ -13,6 +13,7 @@ import argparse
 import importlib
 import inspect
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -75,10 +76,44 @@ numpydoc_show_class_members = False  # the class template lists members itself
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 numpydoc_attributes_as_param_list = True
-# The sections tests/test_docstrings.py requires are checked there, against the PENDING
-# list of names still being rewritten. The build itself checks what must hold everywhere:
-# no unknown sections and no parameters documented that the signature lacks.
-numpydoc_validation_checks = {"GL06", "GL07", "PR02"}
+# Checked on every documented docstring: no unknown sections (GL06), sections in order (GL07),
+# no documented parameter that the signature lacks (PR02). Checked on every exported name
+# (the pages autosummary makes, not the methods listed on a class page): every parameter
+# documented (PR01) and a Returns section when something is returned (RT01), the rule that
+# tests/test_docstrings.py enforces, with the same PENDING exceptions (read from that file,
+# so the list lives in one place).
+numpydoc_validation_checks = {"GL06", "GL07", "PR02", "PR01", "RT01"}
+
+
+def _pending() -> list[str]:
+    import ast
+
+    tree = ast.parse((ROOT / "tests" / "test_docstrings.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "PENDING":
+            return sorted(ast.literal_eval(node.value) or [])
+    raise RuntimeError("tests/test_docstrings.py has no PENDING set")
+
+
+def _inherited_constructors() -> list[str]:
+    """Exported classes whose constructor is not the package's (``nn.Module``'s ``*args``)."""
+    names = []
+    for package in PACKAGES:
+        module = importlib.import_module(package)
+        for member in module.__all__:
+            obj = getattr(module, member)
+            init = getattr(obj, "__init__", None)
+            if inspect.isclass(obj) and not getattr(init, "__module__", "").startswith("workbench"):
+                if not issubclass(obj, BaseException) and "__init__" not in vars(obj):
+                    names.append(f"{package}.{member}")
+    return names
+
+
+numpydoc_validation_exclude = {
+    # members listed on a class page (Class.method): their sections are not required yet
+    r"\.[A-Z]\w*\.[a-z_]\w*$",
+    *(rf"^{re.escape(name)}$" for name in _pending() + _inherited_constructors()),
+}
 
 # -- myst-nb: notebooks are shown with their stored outputs, never executed ----------------
 nb_execution_mode = "off"
