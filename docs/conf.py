@@ -194,7 +194,47 @@ def _package_page(name: str, title: str) -> str:
     if elsewhere:
         lines += ["Also exported here", "------------------", ""]
         lines += [f"* {item}" for item in sorted(elsewhere)] + [""]
+    lines += _module_notes(name, module)
     return "\n".join(lines)
+
+
+# Module docstrings not shown yet because their reST does not parse cleanly (indented
+# tables without ``::``); owned by another helper of issue #22 when this was written.
+NOTES_SKIP = {"workbench.tl._simulate"}
+
+
+def _module_notes(name: str, module) -> list[str]:
+    """The docstrings of the private modules behind a package's exports.
+
+    Docstrings say "see the module docstring" for the background (models, file layouts,
+    algorithms) that the private ``_module.py`` files describe; they are shown here, one
+    section per module, in the order the exports first use them.
+    """
+    modules: list[str] = []
+    for member in module.__all__:
+        obj = getattr(module, member)
+        where = getattr(obj, "__module__", None) if callable(obj) else None
+        if where and where.startswith(f"{name}._") and where not in modules:
+            modules.append(where)
+    documented = [
+        m
+        for m in modules
+        if (importlib.import_module(m).__doc__ or "").strip() and m not in NOTES_SKIP
+    ]
+    if not documented:
+        return []
+    title = "Background: the modules"
+    lines = [title, "-" * len(title), ""]
+    lines += [
+        "What each implementation module says about itself (the docstrings above refer to",
+        "these as *the module docstring*).",
+        "",
+    ]
+    for where in documented:
+        heading = f"``{where}``"
+        lines += [heading, "~" * len(heading), ""]
+        lines += [f".. automodule:: {where}", "   :no-index:", ""]
+    return lines
 
 
 def _help_text(parser: argparse.ArgumentParser) -> str:

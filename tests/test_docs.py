@@ -82,6 +82,11 @@ def test_docs_pages_carry_the_docstrings_and_the_notebooks(site):
 
     summary = inspect.getdoc(Slide).splitlines()[0].strip()
     assert summary[:40] in _text(site / "api" / "generated" / "workbench.io.Slide.html")
+    # the private modules' docstrings (the background docstrings refer to) are on the pages
+    import workbench.tl._spatial as spatial_module
+
+    first = spatial_module.__doc__.strip().splitlines()[0]
+    assert first in _text(site / "api" / "tl.html")
     # the notebooks are shown with their stored outputs (images), not re-run
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         page = site / "notebooks" / f"{notebook.stem}.html"
