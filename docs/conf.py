@@ -300,6 +300,12 @@ def _write_api_pages() -> None:
     ]
     index += [f"   {page}" for page in pages] + [""]
     _write_if_changed(api / "index.rst", "\n".join(index))
+    # A name no longer exported leaves its generated stub behind; Sphinx would still read it
+    # (an orphan page, or an import that fails), so remove stubs nothing lists any more.
+    wanted = set(DOCUMENTED_AT.values()) | {"workbench.report.write_report", "workbench.cli.main"}
+    for stub in (api / "generated").glob("*.rst"):
+        if stub.stem not in wanted:
+            stub.unlink()
 
 
 _write_api_pages()
