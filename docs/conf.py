@@ -134,7 +134,12 @@ rst_prolog = r"""
 """
 html_title = f"Pathology Workbench {release}"
 html_static_path: list[str] = []
-html_theme_options = {"description": "Explain, refine and discover on whole-slide images."}
+html_theme_options = {
+    "description": "Explain, refine and discover on whole-slide images.",
+    # notebook cells and signatures are wide; alabaster's default page is 940 px
+    "page_width": "1240px",
+    "sidebar_width": "240px",
+}
 
 
 # -- the generated API pages ---------------------------------------------------------------
