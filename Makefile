@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint venv clean-venv benchmarks
+.PHONY: demo test lint venv clean-venv benchmarks docs
 
 demo: $(STAMP)
 	$(BIN)/workbench demo
@@ -17,6 +17,11 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest tests notebooks --nbval-lax \
 	    --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
+
+# The API reference and the notebooks (rendered from their stored outputs, never run);
+# warnings are errors. Open docs/_build/html/index.html.
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -12,7 +12,16 @@ class WorkbenchError(Exception):
 
 
 class SlideOpenError(WorkbenchError, OSError):
-    """A slide file is missing, in a format OpenSlide cannot read, or damaged."""
+    """A slide file is missing, in a format OpenSlide cannot read, or damaged.
+
+    Parameters
+    ----------
+    path
+        The slide file (kept as ``self.path``, a string).
+    reason
+        What went wrong, in words (kept as ``self.reason``); the message is
+        ``cannot open slide '<path>': <reason>``.
+    """
 
     def __init__(self, path: object, reason: str) -> None:
         self.path = str(path)

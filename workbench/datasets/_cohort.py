@@ -133,11 +133,33 @@ class SyntheticCohort(Cohort):
         return int(self.params["mask_downsample"])
 
     def lesion_geojson(self, slide: str | os.PathLike) -> Path:
-        """Path of a slide's lesion GeoJSON (QuPath ``Tumor`` polygons, level-0 pixels)."""
+        """Path of a slide's lesion GeoJSON (QuPath ``Tumor`` polygons, level-0 pixels).
+
+        Parameters
+        ----------
+        slide
+            A slide id, file name or path of the cohort.
+
+        Returns
+        -------
+        pathlib.Path
+            The ``.geojson`` file.
+        """
         return self.root / _geojson_rel(self._key(slide))
 
     def lesion_annotations(self, slide: str | os.PathLike) -> list:
-        """The lesion polygons of a slide as :class:`workbench.io.Annotation` objects."""
+        """The lesion polygons of a slide as :class:`workbench.io.Annotation` objects.
+
+        Parameters
+        ----------
+        slide
+            A slide id, file name or path of the cohort.
+
+        Returns
+        -------
+        list of workbench.io.Annotation
+            The planted lesions, one polygon each.
+        """
         from workbench.io import read_geojson
 
         return read_geojson(self.lesion_geojson(slide))
@@ -145,9 +167,25 @@ class SyntheticCohort(Cohort):
     def lesion_mask(
         self, slide: str | os.PathLike, downsample: float | None = None
     ) -> tuple[np.ndarray, float]:
-        """``(mask, downsample)``: a slide's ground-truth lesion mask and its level-0 pixels per
-        pixel (the PNG at its own downsample unless another ``downsample`` is asked for, which
-        is rasterised from the GeoJSON)."""
+        """A slide's ground-truth lesion mask.
+
+        The stored PNG at its own downsample, unless another ``downsample`` is asked for,
+        which is rasterised from the GeoJSON.
+
+        Parameters
+        ----------
+        slide
+            A slide id, file name or path of the cohort.
+        downsample
+            Level-0 pixels per mask pixel; ``None`` for the stored mask's.
+
+        Returns
+        -------
+        mask : numpy.ndarray
+            ``(rows, cols)`` bool, True inside a lesion.
+        downsample : float
+            Level-0 pixels per mask pixel.
+        """
         from PIL import Image
 
         if downsample is not None and float(downsample) != self.mask_downsample:
@@ -429,6 +467,17 @@ def make_cohort(
 
 def load_cohort(root: str | os.PathLike) -> SyntheticCohort:
     """Read a cohort written by :func:`make_cohort`.
+
+    Parameters
+    ----------
+    root
+        The cohort folder (holding ``cohort.json``, ``clinical.csv``, ``truth.csv`` and the
+        slides).
+
+    Returns
+    -------
+    SyntheticCohort
+        The slides, the clinical table and the planted truth.
 
     Raises
     ------

@@ -41,7 +41,23 @@ _VAL_BUCKETS = range(6, 9)
 
 @dataclass(frozen=True)
 class EbhiImage:
-    """One EBHI-Seg image: its files, class, case and split (no pixels loaded)."""
+    """One EBHI-Seg image: its files, class, case and split (no pixels loaded).
+
+    Made by :func:`ebhi_images`; each parameter is kept as the attribute of the same name.
+
+    Parameters
+    ----------
+    image_path
+        The RGB image file.
+    mask_path
+        Its gland/tumour mask (white = inside).
+    cls
+        The class folder the image lies in, one of ``EBHI_CLASSES``.
+    case_id
+        The case (patient) the image belongs to; splits never divide a case.
+    split
+        ``"test"``, ``"val"``, ``"train"`` or ``"holdout"`` (see :func:`ebhi_case_split`).
+    """
 
     image_path: Path
     mask_path: Path
@@ -51,10 +67,20 @@ class EbhiImage:
 
     @property
     def name(self) -> str:
+        """The image file's name without its suffix."""
         return self.image_path.stem
 
     def load(self):
-        """``(rgb uint8 (H, W, 3), bool mask (H, W))``; the mask is binarised at > 127."""
+        """Read the image and its mask.
+
+        Returns
+        -------
+        image : numpy.ndarray
+            ``(H, W, 3)`` uint8 RGB.
+        mask : numpy.ndarray
+            ``(H, W)`` bool, the mask file binarised at > 127 (resized to the image with
+            nearest neighbours where the sizes differ).
+        """
         import numpy as np
         from PIL import Image
 

@@ -116,7 +116,23 @@ class EbhiCohort(SyntheticCohort):
         )
 
     def split_ids(self, split: str) -> list[str]:
-        """Slide ids of one split (``"train"``, ``"val"`` or ``"test"``), in table order."""
+        """Slide ids of one split, in table order.
+
+        Parameters
+        ----------
+        split
+            ``"train"``, ``"val"`` or ``"test"``.
+
+        Returns
+        -------
+        list of str
+            The slide ids.
+
+        Raises
+        ------
+        WorkbenchError
+            Another split name.
+        """
         if split not in ("train", "val", "test"):
             raise WorkbenchError(f"unknown split {split!r}; choose train, val or test")
         t = self.truth

@@ -16,8 +16,21 @@ if TYPE_CHECKING:  # pragma: no cover
 def thumbnail(path, *, max_side: int = 512) -> tuple[np.ndarray, int]:
     """The smallest pyramid level whose long side is at least ``max_side`` (or the largest).
 
-    Returns the RGB array and its downsample relative to level 0. Reads the TIFF pages
-    directly with tifffile, so no OpenSlide is needed.
+    Reads the TIFF pages directly with tifffile, so no OpenSlide is needed.
+
+    Parameters
+    ----------
+    path
+        A pyramidal TIFF written by :func:`make_slide` (one page per level).
+    max_side
+        The least long side wanted, in pixels.
+
+    Returns
+    -------
+    image : numpy.ndarray
+        ``(rows, cols, 3)`` uint8 RGB of that level.
+    downsample : int
+        Level-0 pixels per pixel of ``image``.
     """
     import tifffile
 

@@ -28,7 +28,10 @@ _VENDORS = ("aperio", "generic-tiff")
 class SlideTruth:
     """What was planted in one synthetic slide.
 
-    Attributes
+    Returned by :func:`make_slide` and :func:`slide_truth`; each parameter is kept as the
+    attribute of the same name.
+
+    Parameters
     ----------
     path
         The TIFF file.
@@ -74,7 +77,14 @@ class SlideTruth:
     mask_downsample: int = LAYOUT_DOWNSAMPLE
 
     def to_dict(self) -> dict:
-        """Plain-JSON numbers (no mask)."""
+        """Plain-JSON numbers (no mask).
+
+        Returns
+        -------
+        dict
+            Every field but ``lesion_mask``, with ``dimensions`` as ``width`` and ``height``
+            and the path as a string.
+        """
         return {
             "path": str(self.path),
             "width": self.dimensions[0],
@@ -138,7 +148,37 @@ def slide_truth(
     grade_cue: str = "both",
     stain: dict | None = None,
 ) -> SlideTruth:
-    """The ground truth :func:`make_slide` would plant, without drawing any pixels."""
+    """The ground truth :func:`make_slide` would plant, without drawing any pixels.
+
+    Cheap at any size: only the coarse layout is built. The parameters mean what they mean
+    for :func:`make_slide` (the ones that only change how pixels are stored are left out).
+
+    Parameters
+    ----------
+    path
+        The TIFF the slide would be written to (recorded in the result only).
+    size
+        ``"tiny"``, ``"demo"``, ``"large"`` or ``(width, height)``.
+    grade
+        Lesion grade, 1 to 3.
+    infiltration
+        Immune density in the lesion boundary band, 0 to 1.
+    seed
+        Seed of everything random in the slide.
+    decoy
+        Plant necrotic patches.
+    tile
+        TIFF tile side (sets the number of pyramid levels).
+    grade_cue
+        ``"both"`` or ``"detail"`` (see :func:`make_slide`).
+    stain
+        A site's staining, ``None`` for the standard stain.
+
+    Returns
+    -------
+    SlideTruth
+        What :func:`make_slide` with the same arguments returns.
+    """
     from workbench.datasets._pyramid import level_shapes
 
     width, height = resolve_size(size)

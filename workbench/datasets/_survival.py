@@ -31,7 +31,10 @@ INFILTRATION_RANGE = (0.05, 0.95)
 class HazardModel:
     """Coefficients of the Weibull proportional-hazards model (times in months).
 
-    Attributes
+    Each parameter is kept as the attribute of the same name; the defaults are the model
+    :func:`make_cohort` draws from.
+
+    Parameters
     ----------
     log_hr_grade
         Log hazard ratio per grade step (``log(2)``: each step doubles the hazard).
@@ -57,15 +60,40 @@ class HazardModel:
     admin_time: float = 120.0
 
     def null(self) -> HazardModel:
-        """The same model with the image-derived effects (grade, infiltration) removed."""
+        """The same model with the image-derived effects (grade, infiltration) removed.
+
+        Returns
+        -------
+        HazardModel
+            A copy with ``log_hr_grade = log_hr_infiltration = 0``.
+        """
         return replace(self, log_hr_grade=0.0, log_hr_infiltration=0.0)
 
     def to_dict(self) -> dict:
+        """The coefficients by name (as stored in ``cohort.json``).
+
+        Returns
+        -------
+        dict
+            One float per field.
+        """
         return asdict(self)
 
 
 def infiltration_z(infiltration: np.ndarray | float) -> np.ndarray:
-    """Standardise planted infiltration with the population mean and SD of its uniform law."""
+    """Standardise planted infiltration with the population mean and SD of its uniform law.
+
+    Parameters
+    ----------
+    infiltration
+        Planted infiltration value(s) on ``INFILTRATION_RANGE``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(infiltration - mean) / sd`` of the uniform law on ``INFILTRATION_RANGE``, the
+        ``z`` of the survival model (a 0-d array for a single value).
+    """
     lo, hi = INFILTRATION_RANGE
     mean, sd = (lo + hi) / 2, (hi - lo) / math.sqrt(12)
     return (np.asarray(infiltration, dtype=float) - mean) / sd
@@ -158,6 +186,13 @@ def draw_sites(k: int, *, seed: int = 0) -> list[dict]:
     Baseline log-hazards are evenly spaced over ``[-0.6, 0.6]`` (:data:`SITE_LOG_HR_SPREAD`)
     in a random order, so site is associated with outcome but with nothing in the tissue.
 
+    Parameters
+    ----------
+    k
+        Number of sites (>= 1).
+    seed
+        Seed of the colours, strengths and the order of the baseline hazards.
+
     Returns
     -------
     list of dict
@@ -209,6 +244,19 @@ def simulate_patients(
     then shuffled, from a random stream of its own, so the other columns are the same as
     without sites), and the site's baseline log-hazard (:func:`draw_sites`) is added to
     ``eta``: site is then associated with survival, also in a ``null`` cohort.
+
+    Parameters
+    ----------
+    n_patients
+        Number of patients (one slide each).
+    seed
+        Seed of everything drawn.
+    null
+        Remove the grade and infiltration effects on survival (see :meth:`HazardModel.null`).
+    model
+        Coefficients; the documented defaults when ``None``.
+    sites
+        Number of sites to deal patients to (see :func:`draw_sites`); ``None`` for none.
 
     Returns
     -------

@@ -222,6 +222,18 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     suffix (or ``suffix``), since some writers dispatch on it. On an exception it is removed
     and ``path`` is left as it was; after a hard kill :func:`clean_partial` removes it.
 
+    Parameters
+    ----------
+    path
+        The file to write. Missing folders above it are created.
+    suffix
+        Suffix of the temporary file, when the writer needs another one than ``path``'s.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary file to write; it does not exist yet (remove-and-create is fine).
+
     Raises
     ------
     OutputWriteError
@@ -256,7 +268,28 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
 def atomic_write(
     path: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8"
 ) -> Iterator[IO]:
-    """Open a temporary file for writing; it replaces ``path`` only when the block succeeds."""
+    """Open a temporary file for writing; it replaces ``path`` only when the block succeeds.
+
+    Parameters
+    ----------
+    path
+        The file to write. Missing folders above it are created.
+    mode
+        ``"w"`` for text, ``"wb"`` for bytes.
+    encoding
+        Text encoding (ignored for ``"wb"``).
+
+    Yields
+    ------
+    typing.IO
+        The open temporary file; it is closed, flushed and renamed onto ``path`` when the
+        block ends without an exception.
+
+    Raises
+    ------
+    OutputWriteError
+        The folder cannot be written or the disk is full; ``path`` is left as it was.
+    """
     if mode not in ("w", "wb"):
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     with atomic_path(path) as tmp:
@@ -266,21 +299,60 @@ def atomic_write(
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically and return the path."""
+    """Write ``data`` to ``path`` atomically and return the path.
+
+    Parameters
+    ----------
+    path
+        The file to write. Missing folders above it are created.
+    data
+        The whole content.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     with atomic_write(path, "wb") as fh:
         fh.write(data)
     return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically and return the path."""
+    """Write ``text`` (UTF-8) to ``path`` atomically and return the path.
+
+    Parameters
+    ----------
+    path
+        The file to write. Missing folders above it are created.
+    text
+        The whole content.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     with atomic_write(path, "w") as fh:
         fh.write(text)
     return Path(path)
 
 
 def write_h5ad(adata: anndata.AnnData, path: str | os.PathLike) -> Path:
-    """Write an AnnData to ``.h5ad`` atomically (the old file survives a failed write)."""
+    """Write an AnnData to ``.h5ad`` atomically (the old file survives a failed write).
+
+    Parameters
+    ----------
+    adata
+        The data to write.
+    path
+        The ``.h5ad`` file. Missing folders above it are created.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     path = Path(path)
     with atomic_path(path, suffix=".h5ad") as tmp:
         adata.write_h5ad(tmp)
@@ -293,6 +365,19 @@ def is_hidden(path: str | os.PathLike, *, root: str | os.PathLike | None = None)
 
     Hidden names start with ``"."`` (``.partial/``, editor and OS files, the earlier
     ``.S000.h5ad.tmp-*`` leftovers) or ``"~$"`` (Office lock files). Readers skip them.
+
+    Parameters
+    ----------
+    path
+        The file or folder to check.
+    root
+        Only the parts of ``path`` below ``root`` are checked (a hidden folder above the
+        results, such as ``~/.cache``, does not hide them). Default: only the name itself.
+
+    Returns
+    -------
+    bool
+        True when a checked name is hidden.
     """
     path = Path(path)
     parts = path.relative_to(root).parts if root is not None else (path.name,)
@@ -304,6 +389,18 @@ def list_results(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
 
     The glob every reader of results should use: a file still being written (or left by a
     killed writer) is never returned, even for recursive patterns such as ``"**/*.h5ad"``.
+
+    Parameters
+    ----------
+    folder
+        The folder to search. A missing folder gives an empty list.
+    pattern
+        A :meth:`pathlib.Path.glob` pattern relative to ``folder``.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The matching files, sorted.
     """
     folder = Path(folder)
     return sorted(p for p in folder.glob(pattern) if p.is_file() and not is_hidden(p, root=folder))

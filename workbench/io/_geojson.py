@@ -59,7 +59,9 @@ _SHAPE = {
 class Annotation:
     """One QuPath object: a geometry with its classification and measurements.
 
-    Attributes
+    Each parameter is kept as the attribute of the same name.
+
+    Parameters
     ----------
     geometry
         A GeoJSON geometry mapping (``{"type": "Polygon", "coordinates": [...]}``) in
@@ -95,6 +97,7 @@ class Annotation:
 
     @property
     def geometry_type(self) -> str:
+        """The GeoJSON geometry type (``"Polygon"``, ``"MultiPolygon"``, ``"Point"`` …)."""
         return self.geometry.get("type", "")
 
     @property
@@ -106,7 +109,18 @@ class Annotation:
         )
 
     def bounds(self) -> tuple[float, float, float, float]:
-        """``(x_min, y_min, x_max, y_max)`` in level-0 pixels."""
+        """The bounding box of every coordinate.
+
+        Returns
+        -------
+        tuple of float
+            ``(x_min, y_min, x_max, y_max)`` in level-0 pixels.
+
+        Raises
+        ------
+        GeoJSONError
+            The geometry has no coordinates.
+        """
         pts = np.asarray(list(_all_points(self.geometry.get("coordinates", []))), dtype=float)
         if pts.size == 0:
             raise GeoJSONError("the annotation has no coordinates")
@@ -118,6 +132,15 @@ class Annotation:
         )
 
     def to_feature(self) -> dict:
+        """The GeoJSON ``Feature`` QuPath reads (what :func:`write_geojson` writes).
+
+        Returns
+        -------
+        dict
+            ``type``, ``id`` (a new UUID when the annotation has none), ``geometry`` and
+            ``properties`` (``objectType``, ``name``, ``classification`` with ``color``,
+            ``measurements`` and the other properties).
+        """
         props = dict(self.properties)
         props["objectType"] = self.object_type
         if self.name is not None:
@@ -664,6 +687,25 @@ def write_geojson(path: str | os.PathLike, annotations: Iterable[Annotation]) ->
     Every geometry gets the same checks as on reading (finite coordinates, closed rings,
     valid polygons); a failing one raises :class:`~workbench.GeoJSONError` naming the
     annotation, and nothing is written.
+
+    Parameters
+    ----------
+    path
+        The ``.geojson`` file. Missing folders above it are created.
+    annotations
+        The objects to write, in order.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    GeoJSONError
+        A geometry fails the checks; the message names the annotation.
+    OutputWriteError
+        The file cannot be written; an older file of that name is left as it was.
     """
     features = []
     for i, ann in enumerate(annotations):
@@ -711,6 +753,10 @@ def mask_to_annotations(
     ----------
     mask
         ``(rows, cols)`` boolean array.
+    classification
+        Class name given to every annotation (e.g. ``"Tumor"``).
+    color
+        Class colour ``(r, g, b)``, 0–255, given to every annotation.
     scale_xy
         Level-0 pixels per mask pixel along ``x`` and ``y`` (e.g. the downsample of the
         level the mask was drawn at).
@@ -722,6 +768,15 @@ def mask_to_annotations(
         Douglas–Peucker simplification tolerance in mask pixels (0 keeps every vertex).
     merge
         Return one ``MultiPolygon`` annotation instead of one ``Polygon`` per component.
+    measurements
+        Named numbers attached to every annotation.
+
+    Returns
+    -------
+    list of Annotation
+        One ``Polygon`` annotation per connected component (in label order: top to bottom),
+        or with ``merge=True`` a single annotation (a ``MultiPolygon`` when there are several
+        components); empty when no component is left.
     """
     import shapely
     from scipy import ndimage
@@ -875,6 +930,24 @@ def annotations_to_mask(
     is inside when its centre is. Holes are cut out of their own polygon. Points and lines
     are skipped with a warning. ``classification`` keeps only annotations of that class (or
     classes). A scanline fill: time grows with the vertices and the mask, not their product.
+
+    Parameters
+    ----------
+    annotations
+        The objects to draw (``Polygon`` and ``MultiPolygon`` geometries).
+    shape_rc
+        ``(rows, cols)`` of the mask.
+    scale_xy
+        Level-0 pixels per mask pixel along ``x`` and ``y``.
+    offset_xy
+        Level-0 position of the mask's top-left corner.
+    classification
+        Keep only annotations of this class (or these classes); ``None`` keeps all.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``shape_rc`` boolean mask, True inside any kept polygon.
     """
     rows, cols = (int(v) for v in shape_rc)
     out = np.zeros((rows, cols), dtype=bool)

@@ -62,7 +62,10 @@ _MAGIC = {
 class SlideInfo:
     """What a slide file records about itself.
 
-    Attributes
+    Made by :class:`Slide` (``Slide(...).info``); each parameter is kept as the attribute of
+    the same name.
+
+    Parameters
     ----------
     path
         The file, or ``"<array:name>"`` for an in-memory slide.
@@ -92,10 +95,17 @@ class SlideInfo:
 
     @property
     def level_count(self) -> int:
+        """Number of pyramid levels."""
         return len(self.level_dimensions)
 
     def to_dict(self) -> dict:
-        """Plain-JSON form (lists instead of tuples, ``None`` kept) for AnnData ``uns``."""
+        """Plain-JSON form (lists instead of tuples, ``None`` kept) for AnnData ``uns``.
+
+        Returns
+        -------
+        dict
+            The fields by name (``uns["region_graph"]["slide"]`` holds it).
+        """
         return {
             "path": self.path,
             "dimensions": list(self.dimensions),
@@ -303,6 +313,24 @@ class Slide:
 
         A pyramid of 2× downsamples is built (``n_levels`` levels, by default until the
         coarsest level is below 512 pixels a side), so level choice behaves as for a file.
+
+        Parameters
+        ----------
+        image
+            ``(rows, cols, 3)`` or ``(rows, cols, 4)`` uint8 array (alpha is dropped).
+        mpp
+            Microns per pixel of ``image``; ``None`` leaves the resolution unknown.
+        name
+            Shown in the slide's path as ``"<array:name>"``.
+        n_levels
+            Number of pyramid levels to build.
+        max_region_pixels
+            Read limit of this slide (see the class).
+
+        Returns
+        -------
+        Slide
+            A slide with vendor ``"array"`` that reads like a file-backed one.
         """
         arr = np.asarray(image)
         if arr.ndim != 3 or arr.shape[2] not in (3, 4):
@@ -344,26 +372,42 @@ class Slide:
     # ------------------------------------------------------------------ properties
     @property
     def info(self) -> SlideInfo:
+        """What the file records: dimensions, levels, mpp, vendor, objective."""
         return self._info
 
     @property
     def path(self) -> str:
+        """The file, or ``"<array:name>"`` for an in-memory slide."""
         return self._info.path
 
     @property
     def dimensions(self) -> tuple[int, int]:
+        """``(width, height)`` of level 0 in pixels."""
         return self._info.dimensions
 
     @property
     def mpp(self) -> float | None:
+        """Microns per pixel at level 0, ``None`` when unknown."""
         return self._info.mpp
 
     @property
     def level_count(self) -> int:
+        """Number of pyramid levels."""
         return self._info.level_count
 
     def require_mpp(self) -> float:
-        """The level-0 mpp, or a :class:`MissingResolutionError` that says how to supply it."""
+        """The level-0 mpp, or a :class:`MissingResolutionError` that says how to supply it.
+
+        Returns
+        -------
+        float
+            Microns per pixel at level 0.
+
+        Raises
+        ------
+        MissingResolutionError
+            The slide does not record its resolution and none was given.
+        """
         if self._info.mpp is None:
             raise MissingResolutionError(
                 f"slide {self.path!r} does not record its resolution (microns per pixel); "
@@ -381,6 +425,7 @@ class Slide:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
+        """Close the file (a no-op for an in-memory slide); ``with Slide(...)`` calls it."""
         if self._osr is not None:
             self._osr.close()
             self._osr = None
@@ -412,7 +457,18 @@ class Slide:
 
     # ------------------------------------------------------------------ levels
     def best_level_for_downsample(self, downsample: float) -> int:
-        """The coarsest level whose downsample does not exceed ``downsample`` (1 % slack)."""
+        """The coarsest level whose downsample does not exceed ``downsample`` (1 % slack).
+
+        Parameters
+        ----------
+        downsample
+            Wanted level-0 pixels per output pixel.
+
+        Returns
+        -------
+        int
+            The level index (0 when every level is finer than asked).
+        """
         best = 0
         for i, d in enumerate(self._info.level_downsamples):
             if d <= downsample * 1.01:
@@ -483,6 +539,11 @@ class Slide:
         max_pixels
             Refuse outputs larger than this many pixels; by default the slide's
             ``max_region_pixels`` (2**28, a 768 MiB array).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(height, width, 3)`` uint8 RGB, white where the region leaves the slide.
 
         Raises
         ------
@@ -656,6 +717,30 @@ class Slide:
         :class:`~workbench.InvalidRegionError` that says how to make a pyramid (``vips
         tiffsave --pyramid`` or a QuPath export), unless its associated thumbnail is fine
         enough; the same holds for :meth:`read_region` at a coarse ``mpp``.
+
+        Parameters
+        ----------
+        mpp
+            Output resolution in microns per pixel.
+        max_size
+            The longest side of the output in pixels (the aspect ratio is kept).
+        max_pixels
+            Refuse outputs larger than this many pixels; by default the slide's
+            ``max_region_pixels``.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(rows, cols, 3)`` uint8 RGB of the whole slide; :meth:`thumbnail_scale` gives
+            its level-0 pixels per pixel.
+
+        Raises
+        ------
+        InvalidRegionError
+            Neither or both of ``mpp`` and ``max_size``, an output above the limit, or a large
+            slide without a pyramid.
+        MissingResolutionError
+            ``mpp`` was asked for and the slide's resolution is unknown.
         """
         if (mpp is None) == (max_size is None):
             raise InvalidRegionError("give exactly one of mpp= or max_size=")
@@ -712,7 +797,18 @@ class Slide:
         return self._assoc_thumb or None
 
     def thumbnail_scale(self, thumbnail_shape: Sequence[int]) -> tuple[float, float]:
-        """Level-0 pixels per thumbnail pixel along ``(x, y)`` for a thumbnail of that shape."""
+        """Level-0 pixels per thumbnail pixel along ``(x, y)`` for a thumbnail of that shape.
+
+        Parameters
+        ----------
+        thumbnail_shape
+            The thumbnail array's shape (``(rows, cols, ...)``).
+
+        Returns
+        -------
+        tuple of float
+            ``(scale_x, scale_y)``.
+        """
         W, H = self.dimensions
         return W / float(thumbnail_shape[1]), H / float(thumbnail_shape[0])
 

@@ -30,11 +30,27 @@ class GatedAttentionPool(nn.Module):
         self.score = nn.Linear(attn_dim, 1)
 
     def scores(self, h: torch.Tensor) -> torch.Tensor:
-        """Unnormalised attention score per instance, ``(N,)``."""
+        """Unnormalised attention score per instance.
+
+        Parameters
+        ----------
+        h
+            ``(N, in_dim)`` instance features.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N,)`` scores (a softmax of them gives the attention weights).
+        """
         return self.score(torch.tanh(self.value(h)) * torch.sigmoid(self.gate(h))).squeeze(-1)
 
     def forward(self, h: torch.Tensor) -> dict:
-        """Pool ``h`` of shape ``(N, in_dim)``.
+        """Pool a bag of instances.
+
+        Parameters
+        ----------
+        h
+            ``(N, in_dim)`` instance features, ``N >= 1``.
 
         Returns
         -------

@@ -57,7 +57,20 @@ class ClickGuidedGate(nn.Module):
         nn.init.zeros_(self.psi.bias)
 
     def attention(self, features: torch.Tensor, click_maps: torch.Tensor) -> torch.Tensor:
-        """The gate ``alpha`` (same shape as ``features``), values in (0, 2)."""
+        """The gate ``alpha`` (same shape as ``features``), values in (0, 2).
+
+        Parameters
+        ----------
+        features
+            ``(B, C, h, w)`` feature map.
+        click_maps
+            ``(B, K, H, W)`` click maps (pooled to ``(h, w)`` when larger).
+
+        Returns
+        -------
+        torch.Tensor
+            ``alpha``, shaped like ``features``.
+        """
         pooled = click_maps
         if click_maps.shape[2:] != features.shape[2:]:
             pooled = F.adaptive_avg_pool2d(click_maps, features.shape[2:])
@@ -65,29 +78,82 @@ class ClickGuidedGate(nn.Module):
         return 2.0 * torch.sigmoid(self.psi(hidden))
 
     def forward(self, features: torch.Tensor, click_maps: torch.Tensor) -> torch.Tensor:
-        """Gated features ``features * alpha``."""
+        """Gated features ``features * alpha``.
+
+        Parameters
+        ----------
+        features
+            ``(B, C, h, w)`` feature map.
+        click_maps
+            ``(B, K, H, W)`` click maps.
+
+        Returns
+        -------
+        torch.Tensor
+            The gated features, shaped like ``features``.
+        """
         return features * self.attention(features, click_maps)
 
     def gate_points(self, features: torch.Tensor, click_values: torch.Tensor) -> torch.Tensor:
-        """The gate applied to single feature vectors: ``(n, C)`` features and ``(n, K)`` click
-        map values in, ``(n, C)`` gated features out (the same numbers :meth:`forward` gives
-        at those pixels)."""
+        """The gate applied to single feature vectors (the numbers :meth:`forward` gives there).
+
+        Parameters
+        ----------
+        features
+            ``(n, C)`` feature vectors (pixels of the feature map).
+        click_values
+            ``(n, K)`` click-map values at the same pixels.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n, C)`` gated features.
+        """
         return self.gate_points_flat(self.flat_parameters(), features, click_values)
 
     def flat_parameters(self) -> torch.Tensor:
-        """All parameters as one vector (a copy): what an optimiser can work on directly."""
+        """All parameters as one vector (a copy): what an optimiser can work on directly.
+
+        Returns
+        -------
+        torch.Tensor
+            1-D, in the order of ``self.parameters()``.
+        """
         return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
 
     def load_flat_parameters(self, theta: torch.Tensor) -> None:
-        """Set the parameters from a vector made by :meth:`flat_parameters`."""
+        """Set the parameters from a vector made by :meth:`flat_parameters`.
+
+        Parameters
+        ----------
+        theta
+            1-D vector of every parameter.
+        """
         with torch.no_grad():
             torch.nn.utils.vector_to_parameters(theta.detach().clone(), self.parameters())
 
     def gate_points_flat(
         self, theta: torch.Tensor, features: torch.Tensor, click_values: torch.Tensor
     ) -> torch.Tensor:
-        """:meth:`gate_points` with the parameters taken from the vector ``theta`` (few tensor
-        operations, so that many small optimisation steps stay cheap)."""
+        """:meth:`gate_points` with the parameters taken from the vector ``theta``.
+
+        Few tensor operations, so that many small optimisation steps stay cheap, and
+        differentiable in ``theta``.
+
+        Parameters
+        ----------
+        theta
+            1-D parameter vector (as from :meth:`flat_parameters`).
+        features
+            ``(n, C)`` feature vectors.
+        click_values
+            ``(n, K)`` click-map values at the same pixels.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n, C)`` gated features.
+        """
         c, k = features.shape[1], click_values.shape[1]
         hid = self.psi.in_channels
         sizes = (hid * c, hid, hid * k, c * hid, c)  # the order of self.parameters()
@@ -103,6 +169,11 @@ class ChannelScaleBias(nn.Module):
 
     ``F' = F * scale + bias``, starting at the identity (scale 1, bias 0). The click maps
     argument is accepted and ignored so it can stand in for :class:`ClickGuidedGate`.
+
+    Parameters
+    ----------
+    feature_channels
+        Number of feature channels ``C`` (one scale and one bias each).
     """
 
     def __init__(self, *, feature_channels: int) -> None:
@@ -120,27 +191,80 @@ class ChannelScaleBias(nn.Module):
     def forward(
         self, features: torch.Tensor, click_maps: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Scaled and shifted features."""
+        """Scaled and shifted features.
+
+        Parameters
+        ----------
+        features
+            ``(B, C, h, w)`` feature map.
+        click_maps
+            Ignored.
+
+        Returns
+        -------
+        torch.Tensor
+            ``features * scale + bias``.
+        """
         return features * self.scale + self.bias
 
     def gate_points(
         self, features: torch.Tensor, click_values: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The same on ``(n, C)`` feature vectors."""
+        """The same on single feature vectors.
+
+        Parameters
+        ----------
+        features
+            ``(n, C)`` feature vectors.
+        click_values
+            Ignored.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n, C)`` scaled and shifted features.
+        """
         return self.gate_points_flat(self.flat_parameters(), features, click_values)
 
     def flat_parameters(self) -> torch.Tensor:
-        """Scale and bias as one vector (a copy)."""
+        """Scale and bias as one vector (a copy).
+
+        Returns
+        -------
+        torch.Tensor
+            1-D, ``C`` scales then ``C`` biases.
+        """
         return torch.cat([self.scale.detach().reshape(-1), self.bias.detach().reshape(-1)])
 
     def load_flat_parameters(self, theta: torch.Tensor) -> None:
-        """Set scale and bias from a vector made by :meth:`flat_parameters`."""
+        """Set scale and bias from a vector made by :meth:`flat_parameters`.
+
+        Parameters
+        ----------
+        theta
+            1-D vector, ``C`` scales then ``C`` biases.
+        """
         with torch.no_grad():
             torch.nn.utils.vector_to_parameters(theta.detach().clone(), self.parameters())
 
     def gate_points_flat(
         self, theta: torch.Tensor, features: torch.Tensor, click_values: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """:meth:`gate_points` with scale and bias taken from ``theta``."""
+        """:meth:`gate_points` with scale and bias taken from ``theta``.
+
+        Parameters
+        ----------
+        theta
+            1-D vector, ``C`` scales then ``C`` biases.
+        features
+            ``(n, C)`` feature vectors.
+        click_values
+            Ignored.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n, C)`` scaled and shifted features.
+        """
         c = features.shape[1]
         return features * theta[:c] + theta[c:]

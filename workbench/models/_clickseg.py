@@ -148,7 +148,21 @@ class ClickSegmenter(nn.Module):
         return torch.cat([x, extra.to(x.dtype)], dim=1)
 
     def encode(self, image: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """Feature map ``(B, feature_channels, ceil(H/4), ceil(W/4))``."""
+        """The feature map a CGAM gate sits on.
+
+        Parameters
+        ----------
+        image
+            ``(B, in_channels, H, W)`` images in [0, 1].
+        extra
+            ``(B, E, H, W)`` guidance channels (click disks, previous mask; missing trailing channels are
+            zero-filled); zeros when ``None``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, feature_channels, ceil(H/4), ceil(W/4))``.
+        """
         s1 = self.stage1(self.stem(self._inputs(image, extra)))
         s2 = self.stage2(s1)
         s3 = self.stage3(s2)
@@ -162,16 +176,47 @@ class ClickSegmenter(nn.Module):
         return self.smooth(p)
 
     def head_lowres(self, features: torch.Tensor) -> torch.Tensor:
-        """Per-pixel logits at the feature resolution ``(B, 1, h, w)``."""
+        """Per-pixel logits at the feature resolution.
+
+        Parameters
+        ----------
+        features
+            ``(B, feature_channels, h, w)`` from :meth:`encode` (gated or not).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, 1, h, w)`` logits.
+        """
         return self.head_out(F.relu(self.head_in(features)))
 
     def head(self, features: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
-        """Logits ``(B, 1, H, W)`` upsampled bilinearly to ``out_size`` (rows, cols)."""
+        """Logits upsampled bilinearly to ``out_size``.
+
+        Parameters
+        ----------
+        features
+            ``(B, feature_channels, h, w)`` from :meth:`encode`.
+        out_size
+            ``(rows, cols)`` of the output.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, 1, rows, cols)`` logits.
+        """
         low = self.head_lowres(features)
         return F.interpolate(low, size=tuple(out_size), mode="bilinear", align_corners=False)
 
     def forward(self, image: torch.Tensor, extra: torch.Tensor | None = None) -> dict:
         """Run the network.
+
+        Parameters
+        ----------
+        image
+            ``(B, in_channels, H, W)`` images in [0, 1].
+        extra
+            ``(B, E, H, W)`` guidance channels (click disks, previous mask); zeros when ``None``.
 
         Returns
         -------

@@ -131,7 +131,20 @@ class DetailBranch(nn.Module):
         return x
 
     def encode(self, image: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """Feature map ``(B, 2 * width, ceil(H/4), ceil(W/4))`` of images in [0, 1]."""
+        """Feature map of images in [0, 1].
+
+        Parameters
+        ----------
+        image
+            ``(B, in_channels, H, W)`` images in [0, 1].
+        extra
+            ``(B, E, H, W)`` guidance channels (``extra_channels`` of them, e.g. click maps); zeros when ``None``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, 2 * width, ceil(H/4), ceil(W/4))``.
+        """
         x = self._inputs(image, extra)
         s1 = self.stage1(x)
         s2 = self.stage2(s1)
@@ -142,21 +155,67 @@ class DetailBranch(nn.Module):
         return self.fuse(torch.cat([s2, up], dim=1))
 
     def head_lowres(self, features: torch.Tensor) -> torch.Tensor:
-        """Per-pixel lesion logits at the feature resolution ``(B, 1, h, w)``."""
+        """Per-pixel lesion logits at the feature resolution.
+
+        Parameters
+        ----------
+        features
+            ``(B, 2 * width, h, w)`` from :meth:`encode`.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, 1, h, w)`` logits.
+        """
         return self.head_out(F.relu(self.head_hidden(features)))
 
     def head(self, features: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
-        """Lesion logits ``(B, 1, H, W)`` upsampled bilinearly to ``out_size`` (rows, cols)."""
+        """Lesion logits upsampled bilinearly to ``out_size``.
+
+        Parameters
+        ----------
+        features
+            ``(B, 2 * width, h, w)`` from :meth:`encode`.
+        out_size
+            ``(rows, cols)`` of the output.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, 1, rows, cols)`` logits.
+        """
         logits = self.head_lowres(features)
         return F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled region embedding ``(B, embed_dim)`` (mean and max pooling, projected)."""
+        """Pooled region embedding (mean and max pooling, projected).
+
+        Parameters
+        ----------
+        features
+            ``(B, 2 * width, h, w)`` from :meth:`encode`.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, embed_dim)``.
+        """
         pooled = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
         return self.embed_proj(pooled)
 
     def pool_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Log-sum-exp pooling of pixel logits ``(B, 1, h, w)`` into one logit per image."""
+        """Log-sum-exp pooling of pixel logits into one logit per image.
+
+        Parameters
+        ----------
+        logits
+            ``(B, 1, h, w)`` pixel logits.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B,)`` pooled logits (between the mean and the maximum pixel logit).
+        """
         r = self.pool_sharpness
         flat = logits.flatten(1)
         n = torch.tensor(float(flat.shape[1]), dtype=flat.dtype, device=flat.device)
@@ -164,6 +223,13 @@ class DetailBranch(nn.Module):
 
     def forward(self, image: torch.Tensor, extra: torch.Tensor | None = None) -> dict:
         """Run the branch.
+
+        Parameters
+        ----------
+        image
+            ``(B, in_channels, H, W)`` images in [0, 1].
+        extra
+            ``(B, E, H, W)`` guidance channels (``extra_channels`` of them); zeros when ``None``.
 
         Returns
         -------

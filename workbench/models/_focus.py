@@ -29,6 +29,8 @@ def attribution_target(
         Scalar that depends on ``tokens`` (e.g. the log-probability of the slide's class).
     tokens
         ``(N, D)`` node tokens that require grad.
+    eps
+        Added to the maximum before dividing, so an all-zero relevance stays zero.
 
     Returns
     -------
@@ -114,6 +116,11 @@ class FocusPredictor(nn.Module):
         The tokens are detached, so the focus losses train this MLP only and never reshape
         the global branch.
 
+        Parameters
+        ----------
+        tokens
+            ``(N, D)`` node tokens of the global branch.
+
         Returns
         -------
         dict
@@ -131,7 +138,26 @@ class FocusPredictor(nn.Module):
         hops: int | None = None,
         candidates: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Top-``k`` focus nodes after graph non-maximum suppression (see :func:`graph_nms`)."""
+        """Top-``k`` focus nodes after graph non-maximum suppression (see :func:`graph_nms`).
+
+        Parameters
+        ----------
+        scores
+            ``(N,)`` focus scores.
+        edge_index
+            ``(2, E)`` edges of the region graph.
+        k
+            Number of nodes; the predictor's ``top_k`` when ``None``.
+        hops
+            Suppression radius in graph steps; the predictor's ``hops`` when ``None``.
+        candidates
+            Node indices to choose from; all nodes when ``None``.
+
+        Returns
+        -------
+        torch.Tensor
+            Indices of the chosen nodes, best first.
+        """
         return graph_nms(
             scores,
             edge_index,

@@ -114,12 +114,34 @@ class GlobalBranch(nn.Module):
 
     @torch.no_grad()
     def set_feature_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Store the per-feature mean and standard deviation used to standardise inputs."""
+        """Store the per-feature mean and standard deviation used to standardise inputs.
+
+        Parameters
+        ----------
+        mean
+            ``(in_features,)`` means of the training regions' features.
+        std
+            ``(in_features,)`` standard deviations (floored at 1e-6).
+        """
         self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp(min=1e-6))
 
     def tokens(self, features: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        """Node tokens ``(N, hidden)`` of one slide's region graph."""
+        """Node tokens of one slide's region graph.
+
+        Parameters
+        ----------
+        features
+            ``(N, in_features)`` raw region features (standardised here).
+        edge_index
+            ``(2, E)`` edges of the region graph.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, hidden)`` tokens after the graph convolutions (and the transformer layer,
+            when the branch has one).
+        """
         assert features.ndim == 2 and features.shape[1] == self.in_features, (
             f"features must be (N, {self.in_features}), got {tuple(features.shape)}"
         )

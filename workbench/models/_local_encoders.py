@@ -480,7 +480,15 @@ class LocalEncoder(ModuleEncoder):
         self.registry = None if registry is None else str(registry)
 
     def spec(self) -> dict:
-        """JSON description recorded in checkpoints (source ``"local"``)."""
+        """JSON description recorded in checkpoints (source ``"local"``).
+
+        Returns
+        -------
+        dict
+            The encoder's common description plus ``architecture``, ``vit`` (the
+            transformer's config), ``weights`` (the weight file) and ``registry`` (the
+            registry it was found in, ``None`` when given directly).
+        """
         return {
             **self._spec("local", None),
             "architecture": self.architecture,

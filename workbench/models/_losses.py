@@ -30,6 +30,20 @@ def slide_loss(
     ``weight`` ``(C,)`` scales each class's term (class weights against imbalance); for one
     slide the loss is multiplied by its class's weight, so an epoch of one-slide steps
     weighs the classes as a weighted batch would.
+
+    Parameters
+    ----------
+    logits
+        ``(C,)`` logits of one slide or ``(B, C)`` of a batch.
+    label
+        The class index (or ``(B,)`` indices).
+    weight
+        ``(C,)`` class weights; ``None`` weighs every class 1.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: the (weighted) mean cross-entropy.
     """
     if logits.ndim == 1:
         logits = logits.unsqueeze(0)
@@ -43,7 +57,18 @@ def slide_loss(
 def node_loss(node_logits: torch.Tensor, node_labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over labelled nodes; label ``-1`` marks a node without a label.
 
-    Returns zero (still attached to the graph) when no node is labelled.
+    Parameters
+    ----------
+    node_logits
+        ``(N, C)`` logits of the graph's nodes.
+    node_labels
+        ``(N,)`` class indices, ``-1`` where a node has no label.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: mean cross-entropy over the labelled nodes; zero (still attached to
+        the graph) when no node is labelled.
     """
     labelled = node_labels >= 0
     if not bool(labelled.any()):
@@ -56,6 +81,20 @@ def binary_kl(logits: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-6) 
 
     Equal to binary cross-entropy minus the target's own entropy, so it is exactly zero when
     the prediction equals the target (for soft targets too), unlike plain BCE.
+
+    Parameters
+    ----------
+    logits
+        Predicted logits, any shape.
+    target
+        Target probabilities in ``[0, 1]``, the shape of ``logits``.
+    eps
+        Targets are clipped to ``[eps, 1 - eps]`` so their entropy stays finite.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: the mean KL divergence (>= 0).
     """
     target = target.to(logits.dtype).clamp(eps, 1 - eps)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
@@ -64,12 +103,42 @@ def binary_kl(logits: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-6) 
 
 
 def focus_loss(focus_logits: torch.Tensor, attribution: torch.Tensor) -> torch.Tensor:
-    """Binary KL of the focus scores against the (detached) normalised attribution."""
+    """Binary KL of the focus scores against the (detached) normalised attribution.
+
+    Parameters
+    ----------
+    focus_logits
+        ``(N,)`` focus logits of the graph's nodes.
+    attribution
+        ``(N,)`` attribution target in ``[0, 1]`` (see :func:`attribution_target`); no
+        gradient flows into it.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: :func:`binary_kl` of the two.
+    """
     return binary_kl(focus_logits, attribution.detach())
 
 
 def dice_loss(logits: torch.Tensor, mask: torch.Tensor, *, eps: float = 1.0) -> torch.Tensor:
-    """Soft Dice loss per image ``(B, 1, H, W)``, averaged over the batch."""
+    """Soft Dice loss per image ``(B, 1, H, W)``, averaged over the batch.
+
+    Parameters
+    ----------
+    logits
+        ``(B, 1, H, W)`` logits.
+    mask
+        ``(B, 1, H, W)`` 0/1 target.
+    eps
+        Smoothing added to the numerator and denominator (an empty mask and an empty
+        prediction give 0).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: mean of ``1 - Dice`` over the batch.
+    """
     prob = torch.sigmoid(logits).flatten(1)
     mask = mask.to(prob.dtype).flatten(1)
     inter = (prob * mask).sum(1)
@@ -77,7 +146,20 @@ def dice_loss(logits: torch.Tensor, mask: torch.Tensor, *, eps: float = 1.0) -> 
 
 
 def detail_mask_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Pixel binary cross-entropy plus soft Dice of lesion logits against a 0/1 mask."""
+    """Pixel binary cross-entropy plus soft Dice of lesion logits against a 0/1 mask.
+
+    Parameters
+    ----------
+    logits
+        ``(B, 1, H, W)`` lesion logits of the detail branch.
+    mask
+        ``(B, 1, H, W)`` 0/1 lesion mask.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: BCE + :func:`dice_loss`.
+    """
     mask = mask.to(logits.dtype)
     return F.binary_cross_entropy_with_logits(logits, mask) + dice_loss(logits, mask)
 
@@ -89,6 +171,18 @@ def mil_lesion_loss(crop_logits: torch.Tensor, label: int) -> torch.Tensor:
     pushed toward "not lesion". A slide of another class has at least one: its highest crop
     logit is pushed toward "lesion" (max pooling). This is what trains the detail branch's
     lesion answer, the target of back-calibration, where no masks exist.
+
+    Parameters
+    ----------
+    crop_logits
+        ``(K,)`` lesion logits of the slide's crops.
+    label
+        The slide's class index (0 = no lesion).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: binary cross-entropy of the crops (class 0) or of the top crop.
     """
     crop_logits = crop_logits.reshape(-1)
     if int(label) == 0:
@@ -110,6 +204,11 @@ def consistency_loss(
         ``(K, E)`` detail embeddings of the same regions; gradients do not flow into them.
     kind
         ``"cosine"`` (1 - cosine similarity) or ``"mse"``.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: the mean disagreement over the ``K`` regions.
     """
     target = detail_embedding.detach()
     if kind == "cosine":
@@ -120,7 +219,20 @@ def consistency_loss(
 
 
 def back_calibration_loss(focus_logits: torch.Tensor, lesion_prob: torch.Tensor) -> torch.Tensor:
-    """Binary KL pulling focus scores toward the detail branch's (frozen) lesion answer."""
+    """Binary KL pulling focus scores toward the detail branch's (frozen) lesion answer.
+
+    Parameters
+    ----------
+    focus_logits
+        ``(K,)`` focus logits of the regions the detail branch looked at.
+    lesion_prob
+        ``(K,)`` the detail branch's lesion probabilities there; no gradient flows into them.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: :func:`binary_kl` of the two.
+    """
     return binary_kl(focus_logits, lesion_prob.detach())
 
 
@@ -138,6 +250,25 @@ def curriculum_weights(
     ``detail_start`` of the run; consistency and back-calibration then ramp linearly from 0
     to 1 over the next ``ramp`` of the run (and stay 0 when ``consistency`` is false, the
     ablation).
+
+    Parameters
+    ----------
+    epoch
+        The epoch, counted from 0.
+    n_epochs
+        Epochs in the run.
+    detail_start
+        Share of the run after which the detail losses switch on.
+    ramp
+        Share of the run over which consistency and back-calibration ramp up to 1.
+    consistency
+        False turns consistency and back-calibration off (the ablation).
+
+    Returns
+    -------
+    dict
+        Weights keyed ``"slide"``, ``"node"``, ``"focus"``, ``"detail"``,
+        ``"consistency"`` and ``"calibration"``.
     """
     assert n_epochs >= 1 and 0 <= epoch, "need n_epochs >= 1 and epoch >= 0"
     progress = epoch / n_epochs

@@ -344,7 +344,19 @@ class VisionTransformer(nn.Module):
         return self.norm(x)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The embedding ``(B, out_dim)`` of :meth:`forward_tokens`' output."""
+        """The embedding of :meth:`forward_tokens`' output.
+
+        Parameters
+        ----------
+        tokens
+            ``(B, 1 + reg_tokens + patches, D)`` tokens, class token first.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, out_dim)``: the class token, the mean patch token, or both concatenated
+            (``pooling``).
+        """
         cls = tokens[:, 0]
         if self.pooling == "cls":
             return cls
@@ -352,7 +364,18 @@ class VisionTransformer(nn.Module):
         return mean if self.pooling == "mean" else torch.cat([cls, mean], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, out_dim)`` embeddings of normalised ``(B, 3, H, W)`` images."""
+        """Embed images.
+
+        Parameters
+        ----------
+        x
+            Normalised ``(B, 3, H, W)`` images.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, out_dim)`` embeddings.
+        """
         return self.pool(self.forward_tokens(x))
 
     @property
@@ -361,6 +384,7 @@ class VisionTransformer(nn.Module):
         return sum(math.prod(p.shape) for p in self.parameters())
 
     def extra_repr(self) -> str:
+        """The configuration in one line, for ``repr(model)``."""
         c = self.config
         return (
             f"embed_dim={c['embed_dim']}, depth={c['depth']}, heads={c['num_heads']}, "

@@ -75,6 +75,7 @@ def slide_overlay(
     Returns
     -------
     matplotlib.axes.Axes
+        The axes drawn on (``ax`` when given, else a new figure's).
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle

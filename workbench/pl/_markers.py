@@ -63,7 +63,8 @@ def marker_map(
 
     Returns
     -------
-    The axes.
+    matplotlib.axes.Axes
+        The axes drawn on (``ax`` when given, else a new figure's).
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
@@ -132,7 +133,8 @@ def uniqueness(
 
     Returns
     -------
-    The axes.
+    matplotlib.axes.Axes
+        The axes drawn on (``ax`` when given, else a new figure's).
     """
     import anndata as ad_mod
     import matplotlib.pyplot as plt
@@ -202,7 +204,8 @@ def marker_families(
 
     Returns
     -------
-    The axes.
+    matplotlib.axes.Axes
+        The axes drawn on (``ax`` when given, else a new figure's).
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle

@@ -49,7 +49,8 @@ def kaplan_meier(
 
     Returns
     -------
-    The axes.
+    matplotlib.axes.Axes
+        The axes drawn on (``ax`` when given, else a new figure's).
     """
     import matplotlib.pyplot as plt
     from lifelines import KaplanMeierFitter
@@ -155,7 +156,8 @@ def forest(
 
     Returns
     -------
-    The axes.
+    matplotlib.axes.Axes
+        The axes drawn on (``ax`` when given, else a new figure's).
     """
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D

@@ -40,7 +40,10 @@ _CHANNELS = ("red", "green", "blue")
 class BrightfieldCheck:
     """What :func:`check_brightfield` found.
 
-    Attributes
+    Made by :func:`check_brightfield`; each parameter is kept as the attribute of the same
+    name.
+
+    Parameters
     ----------
     looks_like_he
         ``True`` when nothing suggests the image is not brightfield H&E.

@@ -36,7 +36,15 @@ _E_RANGE = (0.0, 0.15)
 
 
 def feature_names() -> list[str]:
-    """Names of the region features, in the column order of ``X``."""
+    """Names of the region features, in the column order of ``X``.
+
+    Returns
+    -------
+    list of str
+        Haematoxylin and eosin optical-density statistics and histograms (``h_*``, ``e_*``),
+        colour, local-binary-pattern texture (``lbp_*``), ``log_area_px`` and
+        ``boundary_fraction``: the ``var_names`` of :func:`region_graph`'s AnnData.
+    """
     names = [
         "h_mean",
         "h_std",
@@ -84,7 +92,18 @@ def _per_label_quantile(values: np.ndarray, labels: np.ndarray, n: int, q: float
 def region_features(rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Features of every labelled region (label ``k`` → row ``k - 1``; 0 is background).
 
-    Returns a float32 array of shape ``(labels.max(), len(feature_names()))``.
+    Parameters
+    ----------
+    rgb
+        ``(rows, cols, 3)`` uint8 RGB image.
+    labels
+        ``(rows, cols)`` integer label image of the same size, 0 = background.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(labels.max(), len(feature_names()))``; columns named by
+        :func:`feature_names`.
     """
     from skimage.color import rgb2hed
     from skimage.feature import local_binary_pattern
@@ -149,6 +168,16 @@ def region_adjacency(labels: np.ndarray) -> sparse.csr_matrix:
     """Symmetric 0/1 adjacency of labelled regions that share an edge (4-connectivity).
 
     Label ``k`` is row/column ``k - 1``; background (0) is not a node.
+
+    Parameters
+    ----------
+    labels
+        ``(rows, cols)`` integer label image, 0 = background.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        ``(labels.max(), labels.max())`` symmetric 0/1 matrix with a zero diagonal.
     """
     from scipy import sparse
 

@@ -475,7 +475,15 @@ class StainNormalizer:
     # -- storage and display -------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able description (options and fitted values) for checkpoints and configs."""
+        """A JSON-able description (options and fitted values) for checkpoints and configs.
+
+        Returns
+        -------
+        dict
+            ``format``, ``method``, the options and ``fitted`` (``None`` before :meth:`fit`;
+            else the image and pixel counts and the fitted stain matrix and concentrations,
+            or Lab means and standard deviations); :meth:`from_dict` reads it back.
+        """
         fitted: dict[str, Any] | None = None
         if self.is_fitted:
             fitted = {"n_images": int(self.n_images_), "n_pixels": int(self.n_pixels_)}
@@ -496,7 +504,23 @@ class StainNormalizer:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StainNormalizer:
-        """Rebuild a normaliser from :meth:`to_dict` output (e.g. read back from JSON)."""
+        """Rebuild a normaliser from :meth:`to_dict` output (e.g. read back from JSON).
+
+        Parameters
+        ----------
+        data
+            What :meth:`to_dict` returned.
+
+        Returns
+        -------
+        StainNormalizer
+            Fitted when ``data`` was.
+
+        Raises
+        ------
+        StainError
+            ``data`` is not such a description, of another format version, or damaged.
+        """
         hint = "expected the output of StainNormalizer.to_dict()"
         if not isinstance(data, dict):
             raise StainError(

@@ -345,7 +345,23 @@ class FeatureUniqueness:
             )
 
     def embed(self, X: np.ndarray) -> np.ndarray:
-        """Standardise and project raw focused features into the fitted PCA space."""
+        """Standardise and project raw focused features into the fitted PCA space.
+
+        Parameters
+        ----------
+        X
+            ``(n, d)`` raw focused features (``d`` as at :meth:`fit`).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, n_components)`` PCA coordinates (what ``obsm["X_uniqueness"]`` holds).
+
+        Raises
+        ------
+        MarkerError
+            The model is not fitted or ``X`` has another width.
+        """
         self._check_fitted()
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(self.mean_):
@@ -353,7 +369,18 @@ class FeatureUniqueness:
         return self.pca_.transform((X - self.mean_) / self.scale_)
 
     def assign(self, X: np.ndarray) -> np.ndarray:
-        """Phenotype name per row of raw focused features (``"other"`` outside every territory)."""
+        """Phenotype name per row of raw focused features (``"other"`` outside every territory).
+
+        Parameters
+        ----------
+        X
+            ``(n, d)`` raw focused features.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n,)`` object array of phenotype names.
+        """
         Z = self.embed(X)
         d = np.linalg.norm(Z[:, None, :] - self.centroids_[None, :, :], axis=2)
         best = d.argmin(axis=1)
@@ -376,9 +403,11 @@ class FeatureUniqueness:
 
         Returns
         -------
-        ``None`` (or the copy). Writes ``obs[key_added]`` (categorical: phenotypes then
-        ``"other"``), ``obs[key_added + "_cluster"]`` (nearest cluster of any group),
-        ``obsm["X_uniqueness"]`` (PCA coordinates) and ``uns["feature_uniqueness"]``.
+        anndata.AnnData or None
+            The annotated copy with ``copy=True``, else ``None`` (``adata`` is annotated in
+            place). Writes ``obs[key_added]`` (categorical: phenotypes then ``"other"``),
+            ``obs[key_added + "_cluster"]`` (nearest cluster of any group),
+            ``obsm["X_uniqueness"]`` (PCA coordinates) and ``uns["feature_uniqueness"]``.
         """
         self._check_fitted()
         if copy:
@@ -417,6 +446,11 @@ class FeatureUniqueness:
         Models fitted on different slides have different standardisations and PCA bases;
         in the raw feature space their phenotypes can be compared (``tl.discover`` matches
         the phenotypes of its cross-fitting folds this way).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_phenotypes, d)`` centroids in raw feature units.
         """
         self._check_fitted()
         return self.pca_.inverse_transform(self.centroids_) * self.scale_ + self.mean_
@@ -491,9 +525,10 @@ def markers(
 
     Returns
     -------
-    The fitted :class:`FeatureUniqueness`. Every slide in ``adatas`` and ``apply_to`` gets
-    ``obs[key_added]``, ``obs[key_added + "_cluster"]``, ``obsm["X_uniqueness"]`` and
-    ``uns["feature_uniqueness"]``.
+    FeatureUniqueness
+        The fitted model. Every slide in ``adatas`` and ``apply_to`` gets
+        ``obs[key_added]``, ``obs[key_added + "_cluster"]``, ``obsm["X_uniqueness"]`` and
+        ``uns["feature_uniqueness"]`` (see :meth:`FeatureUniqueness.transform`).
     """
     if isinstance(adatas, AnnData):
         adatas = [adatas]

@@ -11,24 +11,30 @@ distance to the nearest centroid of the other side.
 
 Direct markers (numpy only, the interpretable ones):
 
-``abundance:P``           share of all regions that are P;
-``lesion_share:P``        share of P's regions inside the lesion;
-``boundary_share:P``      share of P's regions inside the margin band;
-``boundary_density:P``    share of the margin band's regions that are P (e.g. infiltration of
-                          the invasive margin).
+``abundance:P``
+    share of all regions that are P;
+``lesion_share:P``
+    share of P's regions inside the lesion;
+``boundary_share:P``
+    share of P's regions inside the margin band;
+``boundary_density:P``
+    share of the margin band's regions that are P (e.g. infiltration of the invasive
+    margin).
 
 squidpy markers, on a copy holding only what squidpy needs; the context label of a region is
 ``"lesion"`` inside the lesion and its phenotype outside:
 
-``nhood_z:P|lesion``      neighbourhood-enrichment z-score of P (outside the lesion) next to
-                          lesion regions (``sq.gr.nhood_enrichment`` on the region graph);
-``cooc:P|lesion@Dum``     co-occurrence ratio p(lesion | within D of P) / p(lesion)
-                          (``sq.gr.co_occurrence``);
-``moran:P``               Moran's I of the 0/1 indicator of P (``sq.gr.spatial_autocorr``);
-``ripley_L:P``            Ripley's L of P at ``ripley_radius_um`` minus the mean L of complete
-                          spatial randomness simulations (``sq.gr.ripley``); squidpy's
-                          estimator has no edge correction and tends to sit below the
-                          simulations, so compare it across slides rather than with 0.
+``nhood_z:P|lesion``
+    neighbourhood-enrichment z-score of P (outside the lesion) next to lesion regions
+    (``sq.gr.nhood_enrichment`` on the region graph);
+``cooc:P|lesion@Dum``
+    co-occurrence ratio p(lesion | within D of P) / p(lesion) (``sq.gr.co_occurrence``);
+``moran:P``
+    Moran's I of the 0/1 indicator of P (``sq.gr.spatial_autocorr``);
+``ripley_L:P``
+    Ripley's L of P at ``ripley_radius_um`` minus the mean L of complete spatial randomness
+    simulations (``sq.gr.ripley``); squidpy's estimator has no edge correction and tends to
+    sit below the simulations, so compare it across slides rather than with 0.
 
 A marker that cannot be computed is NaN and its reason is recorded next to it.
 """
@@ -189,7 +195,10 @@ def spatial(
     seed: int = 0,
     key_added: str = SPATIAL_MARKERS,
 ) -> pd.Series:
-    """Compute the named spatial markers of one slide (see the module docstring).
+    """Compute the named spatial markers of one slide.
+
+    Marker families and names are described in the docstring of ``workbench.tl._spatial``
+    (in the API reference: *Background* on the ``tl`` page).
 
     Parameters
     ----------
@@ -231,9 +240,10 @@ def spatial(
 
     Returns
     -------
-    The markers as a float Series named by the slide id. Writes ``uns[key_added]``: a DataFrame
-    indexed by marker name with columns ``value``, ``family``, ``phenotype`` and ``reason``
-    (empty when the value is defined).
+    pandas.Series
+        The markers (float, NaN where undefined), named by the slide id. Writes
+        ``uns[key_added]``: a DataFrame indexed by marker name with columns ``value``,
+        ``family``, ``phenotype`` and ``reason`` (empty when the value is defined).
     """
     bad = sorted(set(families) - set(FAMILIES))
     if bad:
@@ -466,7 +476,9 @@ def spatial_many(adatas: Sequence[AnnData], **kwargs) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame indexed by slide id; every slide also gets ``uns["spatial_markers"]``.
+    pandas.DataFrame
+        One row per slide (indexed by slide id), one column per marker; every slide also
+        gets ``uns["spatial_markers"]`` (or ``uns[key_added]`` when passed).
     """
     rows = [spatial(a, **kwargs) for a in adatas]
     return pd.DataFrame(rows)
