@@ -17,18 +17,11 @@ from workbench.tl._discover import (
     outcome_groups,
     split_patients,
 )
-from workbench.tl._extract import (
-    export_geojson,
-    extract,
-    extract_cohort,
-    focus_annotations,
-    focus_in_mask,
-    load_model,
-    model_fingerprint,
-    predict_tiles,
-)
+from workbench.tl._explain import extract, load_model, predict_tiles
 from workbench.tl._families import family_screen, marker_families
 from workbench.tl._markers import FeatureUniqueness, markers
+from workbench.tl._qupath import export_geojson, focus_annotations, focus_in_mask
+from workbench.tl._runner import extract_cohort, model_fingerprint
 from workbench.tl._simulate import simulate_region_cohort
 from workbench.tl._site import center_by_site, site_association
 from workbench.tl._spatial import spatial, spatial_many
