@@ -43,6 +43,16 @@ from workbench.models._losses import (
     slide_loss,
 )
 from workbench.models._model import SelfCalibratedModel
+from workbench.models._protocol import (
+    MODEL_KINDS,
+    SlideInputs,
+    SlideModel,
+    StepContext,
+    kind_of,
+    model_kind,
+    pool_by_region,
+    register_kind,
+)
 from workbench.models._texture import TextureEncoder
 from workbench.models._trainer import SlideSample, Trainer, default_device, predict_samples
 from workbench.models._vit import VisionTransformer
@@ -63,10 +73,14 @@ __all__ = [
     "GlobalBranch",
     "GlobalOnly",
     "LocalEncoder",
+    "MODEL_KINDS",
     "ModuleEncoder",
     "RegistryEntry",
     "SelfCalibratedModel",
+    "SlideInputs",
+    "SlideModel",
     "SlideSample",
+    "StepContext",
     "TextureEncoder",
     "TileABMIL",
     "TileEncoder",
@@ -86,17 +100,21 @@ __all__ = [
     "focus_target",
     "graph_nms",
     "hf_vit_config",
+    "kind_of",
     "load_checkpoint",
     "load_encoder",
     "load_local_encoder",
     "load_vit_weights",
     "mil_lesion_loss",
+    "model_kind",
     "node_loss",
     "normalized_adjacency",
+    "pool_by_region",
     "predict_samples",
     "read_checkpoint_config",
     "read_encoder_registry",
     "read_weights",
+    "register_kind",
     "save_checkpoint",
     "slide_loss",
     "stain_jitter",

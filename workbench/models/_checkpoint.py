@@ -60,12 +60,32 @@ _RANGES: dict[str, tuple[float, float]] = {
 _ENCODER_RANGES = {"embed_dim": (1, 65_536), "input_size": (8, 8192), "mpp": (1e-3, 1e3)}
 
 
-def _model_classes() -> dict[str, type[nn.Module]]:
-    from workbench.models._abmil import TileABMIL
-    from workbench.models._global_only import GlobalOnly
-    from workbench.models._model import SelfCalibratedModel
+def _kind_name(model: nn.Module) -> str:
+    """The registered kind of ``model`` (a TypeError for anything else)."""
+    from workbench._errors import OptionError
+    from workbench.models._protocol import kind_of
 
-    return {cls.__name__: cls for cls in (SelfCalibratedModel, GlobalOnly, TileABMIL)}
+    try:
+        return kind_of(model)
+    except OptionError as err:
+        raise TypeError(f"cannot checkpoint a {type(model).__name__}: {err}") from None
+
+
+def _kind_of_config(config: dict, cfg_path: str) -> str:
+    """The kind a checkpoint holds: its ``kind`` entry, or (checkpoints written before kinds
+    were recorded) the kind whose class its ``model`` entry names."""
+    from workbench.models._protocol import MODEL_KINDS, kind_by_class_name
+
+    kind = config.get("kind")
+    if kind is None:
+        kind = kind_by_class_name(str(config.get("model")))
+    if kind not in MODEL_KINDS:
+        raise CheckpointError(
+            f"{cfg_path!r} holds an unknown model kind "
+            f"{config.get('kind', config.get('model'))!r}; known: {tuple(MODEL_KINDS)} (a kind "
+            "registered with workbench.models.register_kind must be registered before loading)"
+        )
+    return kind
 
 
 def _config_digest(config: dict) -> str:
@@ -89,7 +109,9 @@ def save_checkpoint(
     Parameters
     ----------
     model
-        A :class:`SelfCalibratedModel`, :class:`GlobalOnly` or :class:`TileABMIL`.
+        A :class:`~workbench.models.SlideModel` of a registered kind
+        (:data:`~workbench.models.MODEL_KINDS`); ``config.json`` records the kind's name
+        (``"kind"``), its class (``"model"``) and :meth:`~workbench.models.SlideModel.to_config`.
     directory
         Folder to write into (created if missing).
     extra
@@ -105,9 +127,8 @@ def save_checkpoint(
 
     from workbench.io._atomic import atomic_write_bytes
 
+    kind = _kind_name(model)
     name = type(model).__name__
-    if name not in _model_classes():
-        raise TypeError(f"cannot checkpoint a {name}; expected one of {sorted(_model_classes())}")
     directory = Path(directory)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     bad = nonfinite_names(state)
@@ -121,7 +142,8 @@ def save_checkpoint(
         "format": _FORMAT,
         "version": _VERSION,
         "model": name,
-        "config": model.config,
+        "kind": kind,
+        "config": model.to_config(),
         "weights_file": WEIGHTS_FILE,
         "weights_sha256": hashlib.sha256(data).hexdigest(),
         "weights_bytes": len(data),
@@ -311,14 +333,12 @@ def load_checkpoint(
     from safetensors import SafetensorError
     from safetensors.torch import load
 
+    from workbench.models._protocol import model_kind
+
     folder = _folder(path)
     config = read_checkpoint_config(folder)
-    classes = _model_classes()
-    name = config["model"]
-    if name not in classes:
-        raise CheckpointError(
-            f"checkpoint holds an unknown model {name!r}; known: {sorted(classes)}"
-        )
+    cls = model_kind(_kind_of_config(config, str(folder / CONFIG_FILE)))
+    name = cls.__name__
     if expect is not None and name != expect.__name__:
         raise CheckpointError(f"checkpoint holds a {name}, not a {expect.__name__}")
     weights_path = folder / config.get("weights_file", WEIGHTS_FILE)
@@ -351,10 +371,10 @@ def load_checkpoint(
             f"({', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}); the model diverged before it "
             "was saved. Train it again (a lower learning rate) or use an earlier checkpoint"
         )
-    cls, cfg = classes[name], config["config"]
+    cfg = config["config"]
     try:
         with torch.device("meta"):  # lay the model out without memory
-            skeleton = cls(**cfg)
+            skeleton = cls.from_config(cfg)
     except (TypeError, AssertionError, ValueError, KeyError) as exc:
         raise CheckpointError(
             f"the configuration in {CONFIG_FILE} does not build a {name}: {exc}"
@@ -371,7 +391,7 @@ def load_checkpoint(
             if keys
         )
         raise CheckpointError(f"the weights do not fit a {name} of this configuration ({detail})")
-    model = cls(**cfg)
+    model = cls.from_config(cfg)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # pragma: no cover - shapes were checked above

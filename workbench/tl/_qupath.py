@@ -35,14 +35,37 @@ def focus_in_mask(adata: anndata.AnnData, mask: np.ndarray, downsample: float) -
 
     Returns
     -------
-    Boolean array, one entry per focus region; its mean is the *focus hit rate*.
+    numpy.ndarray
+        Boolean, one entry per focus region; its mean is the *focus hit rate*.
     """
     centres = np.asarray(adata.uns[EXPLAIN]["focus"]["centers_xy"], dtype=float).reshape(-1, 2)
     return mask_at(mask, downsample, centres[:, 0], centres[:, 1])
 
 
+def _finite_measurements(**values: float) -> dict:
+    """QuPath measurements without the NaN ones (a kind without a detail branch has no lesion
+    probability, and GeoJSON has no NaN)."""
+    return {k: v for k, v in values.items() if np.isfinite(v)}
+
+
 def focus_annotations(adata: anndata.AnnData, *, threshold: float | None = None) -> list:
-    """Focus boxes and lesion polygons of an extracted slide as :class:`~workbench.io.Annotation`."""
+    """Focus boxes and lesion polygons of an extracted slide as :class:`~workbench.io.Annotation`.
+
+    Parameters
+    ----------
+    adata
+        Output of :func:`workbench.tl.extract` (any model kind).
+    threshold
+        Lesion-map probability above which a pixel is lesion (default: the extraction's
+        ``lesion_threshold``).
+
+    Returns
+    -------
+    list of Annotation
+        One ``"Focus region"`` rectangle per focus region (measurements ``focus_score`` and,
+        for kinds with a detail branch, ``lesion_prob``), then the ``"Tumor"`` polygons of its
+        lesion map (none for kinds without a detail branch: their maps are NaN).
+    """
     from workbench.io import Annotation, mask_to_annotations
 
     if EXPLAIN not in adata.uns:
@@ -60,10 +83,10 @@ def focus_annotations(adata: anndata.AnnData, *, threshold: float | None = None)
                 classification=FOCUS_CLASS,
                 color=FOCUS_COLOR,
                 name=f"focus {i + 1}",
-                measurements={
-                    "focus_score": float(focus["focus_score"][i]),
-                    "lesion_prob": float(focus["lesion_prob"][i]),
-                },
+                measurements=_finite_measurements(
+                    focus_score=float(focus["focus_score"][i]),
+                    lesion_prob=float(focus["lesion_prob"][i]),
+                ),
             )
         )
         mask = maps[i] >= thr
@@ -90,6 +113,20 @@ def export_geojson(
     Focus regions become rectangles classified ``"Focus region"`` with ``focus_score`` and
     ``lesion_prob`` measurements; lesion-map pixels above ``threshold`` (default: the
     extraction's ``lesion_threshold``) become ``"Tumor"`` polygons. Written atomically.
+
+    Parameters
+    ----------
+    adata
+        Output of :func:`workbench.tl.extract`.
+    path
+        The ``.geojson`` file to write.
+    threshold
+        As in :func:`focus_annotations`.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
     """
     from workbench.io import write_geojson
 

@@ -107,7 +107,7 @@ def model_fingerprint(model) -> str:
     ----------
     model
         A checkpoint folder (or one of its files), or a model object
-        (:class:`~workbench.models.SelfCalibratedModel`, ``GlobalOnly``, ``TileABMIL``).
+        (a :class:`~workbench.models.SlideModel` of any kind).
 
     Returns
     -------
@@ -316,7 +316,7 @@ def extract_cohort(
         slides, ``{slide_id: path}``, or a list of paths (ids by
         :func:`workbench.io.slide_id`).
     model
-        A :class:`~workbench.models.SelfCalibratedModel` or its checkpoint folder.
+        A trained :class:`~workbench.models.SlideModel` of any kind, or its checkpoint folder.
     out_dir
         Output folder (created if missing).
     client
@@ -392,9 +392,7 @@ def extract_cohort(
             out_dir,
         )
     if todo and client is None:
-        from workbench.models import SelfCalibratedModel
-
-        model = load_model(model, encoder=encoder, expect=SelfCalibratedModel)
+        model = load_model(model, encoder=encoder)
         for sid, path, out, slide_mpp, fp in tqdm(todo, desc="extract", disable=not progress):
             try:
                 _extract_to_file(path, model, out, slide_mpp, top_k, sid, fingerprint=fp)
