@@ -59,7 +59,7 @@ class TileABMIL(SlideModel):
     -----
     Explained by :func:`workbench.tl.extract` like every kind: its tile attention becomes
     region scores (the mean attention of the tiles whose centre falls in a region, the nearest
-    tile's for a region no tile centre falls in, scaled so the highest region scores 1), its
+    tile's for a region no tile centre falls in, scaled to ``[0, 1]`` over the slide), its
     focus regions are the top-K of those after graph NMS on the region graph, and its region
     features the mean tile embeddings. It has no detail branch, so the lesion probabilities
     and maps are NaN.
@@ -221,7 +221,8 @@ class TileABMIL(SlideModel):
         Returns
         -------
         dict
-            ``logits``, ``region_scores`` (region attention scaled to a maximum of 1),
+            ``logits``, ``region_scores`` (region attention scaled to ``[0, 1]`` over the
+            slide: the least attended region 0, the most attended 1),
             ``region_features`` (mean tile embeddings), ``focus_index`` (top-K regions after
             graph NMS) and ``tile_attention`` (T,).
         """
@@ -229,7 +230,8 @@ class TileABMIL(SlideModel):
         out = self.pool_embeddings(emb)
         attention = out["attention"].float()
         scores = pool_by_region(attention, inputs.tile_region, inputs.region_tile)
-        scores = scores / scores.max().clamp(min=1e-12)
+        low = scores.min()
+        scores = (scores - low) / (scores.max() - low).clamp(min=1e-12)
         n = int(inputs.region_tile.shape[0])
         idx = graph_nms(scores, inputs.edge_index, k=self._top_k(top_k, n), hops=1)
         return {
