@@ -146,6 +146,7 @@ def test_every_kind_trains_extracts_and_reports_from_the_command_line(
     train = ["train", str(root / "slides"), "--clinical", str(root / "clinical.csv"),
              "--label", "grade", "--kind", kind, "--out", str(run / "model"), "--epochs", "1",
              "--set", "thumbnail_mpp=8", "--set", "n_segments=200", "--set", "crop_size=48",
+             "--set", "detail_mpp=2",
              "--no-progress"]  # fmt: skip
     assert main(train) == 0
     assert capsys.readouterr().out.startswith(f"{kind} model trained on 6 slides")
