@@ -136,6 +136,44 @@ def test_train_extract_discover_report_commands(tiny_cohort, tmp_path, capsys):
     assert "Candidate markers" in (tmp_path / "report.html").read_text()
 
 
+#: uns["explain"] keys every model kind writes (tl.extract).
+EXPLAIN_KEYS = {"kind", "model", "region_score", "label", "class_names", "probabilities",
+                "raw_probabilities", "temperature", "global_probabilities", "predicted_class",
+                "predicted_label", "slide", "stain", "encoder", "lesion_threshold", "focus"}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sew", "global", "abmil"])
+def test_every_kind_trains_extracts_and_reports_from_the_command_line(
+    kind, tiny_cohort, tmp_path, capsys
+):
+    root = tiny_cohort.root
+    run = tmp_path / "run"
+    train = ["train", str(root / "slides"), "--clinical", str(root / "clinical.csv"),
+             "--label", "grade", "--kind", kind, "--out", str(run / "model"), "--epochs", "1",
+             "--set", "thumbnail_mpp=8", "--set", "n_segments=200", "--set", "crop_size=48",
+             "--set", "detail_mpp=2",
+             "--no-progress"]  # fmt: skip
+    assert main(train) == 0
+    assert capsys.readouterr().out.startswith(f"{kind} model trained on 6 slides")
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["kind"] == kind
+    extract = ["extract", str(root / "slides"), "--model", str(run / "model"), "--out",
+               str(run / "slides"), "--no-progress"]  # fmt: skip
+    assert main(extract) == 0
+    assert "'done': 6" in capsys.readouterr().out
+    a = ad.read_h5ad(run / "slides" / "S001.h5ad")
+    ex = a.uns["explain"]
+    assert set(ex) == EXPLAIN_KEYS and ex["kind"] == kind
+    assert a.obs["is_focus"].sum() == len(ex["focus"]["obs_index"]) >= 1
+    assert np.isfinite(a.obs["focus_score"]).all() and "X_focus" in a.obsm
+    assert np.isnan(a.obs["lesion_prob"]).all() == (kind != "sew")
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert "6 slides explained" in html and "S001" in html and "data:image/png;base64," in html
+    assert (f"{kind} model; heat map" in html) == (kind != "sew")
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -159,7 +197,7 @@ def test_train_command_rejects_bad_option_values(tmp_path, capsys):
     for bad, phrase in (
         (["--validation", "1.5"], "between 0 and 1"),
         (["--mpp", "S1=abc"], "mpp"),
-        (["--kind", "vit"], "invalid choice"),
+        (["--kind", "vit"], "invalid choice: 'vit' (choose from 'sew', 'global', 'abmil')"),
     ):
         assert main([*base, *bad]) == 2
         err = capsys.readouterr().err

@@ -37,34 +37,24 @@ PENDING: set[str] = {
     "workbench.models.SlideSample",  # models/_trainer.py
     "workbench.models.default_device",  # models/_trainer.py
     "workbench.models.export_encoder",  # models/_encoder.py
-    "workbench.models.predict_samples",  # models/_trainer.py
     "workbench.models.read_checkpoint_config",  # models/_checkpoint.py
-    "workbench.tl.benjamini_hochberg",  # tl/_survival.py
     "workbench.tl.classification_metrics",  # tl/_train.py
-    "workbench.tl.encode_labels",  # tl/_train.py
-    "workbench.tl.export_geojson",  # tl/_extract.py
-    "workbench.tl.focus_annotations",  # tl/_extract.py
-    "workbench.tl.fold_patients",  # tl/_discover.py
-    "workbench.tl.load_model",  # tl/_extract.py
     "workbench.tl.match_phenotypes",  # tl/_discover.py
     "workbench.tl.outcome_groups",  # tl/_discover.py
-    "workbench.tl.predict_tiles",  # tl/_extract.py
-    "workbench.tl.prepare_cohort",  # tl/_train.py
-    "workbench.tl.suggest_settings",  # tl/_engine.py
-    "workbench.tl.read_slides",  # tl/_cohort.py
     "workbench.interactive.ClickState",  # interactive/_clicks.py
     "workbench.interactive.RegionRefiner",  # interactive/_widget.py
     "workbench.interactive.click_maps",  # interactive/_clicks.py
     "workbench.interactive.evaluate_clicks",  # interactive/_simulate.py
     "workbench.interactive.iou",  # interactive/_simulate.py
-    "workbench.interactive.load_base_model",  # interactive/_base.py
     "workbench.interactive.next_click",  # interactive/_simulate.py
-    "workbench.interactive.read_base_config",  # interactive/_base.py
-    "workbench.interactive.save_base_model",  # interactive/_base.py
     "workbench.interactive.soft_click_maps",  # interactive/_clicks.py
     "workbench.interactive.summarize",  # interactive/_simulate.py
     "workbench.report.write_report",  # report.py
     "workbench.cli.main",  # cli.py
+    "workbench.datasets.MaskPair",  # datasets/_mask_pairs.py
+    "workbench.datasets.cohort_views",  # datasets/_mask_pairs.py
+    "workbench.datasets.lesion_view",  # datasets/_mask_pairs.py
+    "workbench.models.StepContext",  # models/_protocol.py
 }
 
 

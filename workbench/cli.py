@@ -399,6 +399,22 @@ def _column_keys(args: argparse.Namespace) -> dict:
     return {key: getattr(args, key) for _, key, *_ in COLUMN_OPTIONS}
 
 
+class _ModelKinds:
+    """The ``--kind`` choices: the registry of model kinds (``workbench.models.MODEL_KINDS``),
+    read only when a choice is checked or listed, so the parser stays light (no torch)."""
+
+    def _names(self) -> tuple[str, ...]:
+        from workbench.models import MODEL_KINDS
+
+        return tuple(MODEL_KINDS)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     """``-v`` and ``--debug`` after the command too (``workbench demo --debug``)."""
     parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
@@ -468,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--annotations", type=_existing_folder("annotation folder"),
                        help="folder of per-slide GeoJSON annotations")  # fmt: skip
     train.add_argument("--lesion-class", default="Tumor", help="annotation class of the lesion")
-    train.add_argument("--kind", default="sew", choices=["sew", "global", "abmil"])
+    train.add_argument("--kind", default="sew", choices=_ModelKinds(), metavar="KIND",
+                       help="model kind, one of %(choices)s (every kind trains, extracts and "
+                       "explains)")  # fmt: skip
     train.add_argument(
         "--encoder",
         help="tile encoder: 'builtin', 'texture', a name of the local encoder registry "

@@ -355,6 +355,10 @@ def _section_explain(root: Path, n_examples: int) -> str:
             if explain.get("label"):
                 label = f"{explain['label']} — {label}"
         sid = str(a.uns.get("slide_id", f.name.removesuffix(".h5ad")))
+        if explain.get("kind") not in (None, "sew"):  # other kinds: what the heat map shows
+            label += f" — {explain['kind']} model; heat map: {explain.get('region_score', '')}"
+            if not np.isfinite(np.asarray(explain["focus"]["lesion_prob"], float)).any():
+                label += "; no detail branch, so no lesion maps"
         fig, ax = plt.subplots(figsize=(5, 4))
         pl.slide_overlay(a, ax=ax)
         ax.set_title(sid, fontsize=9)

@@ -290,3 +290,93 @@ def test_extract_applies_the_checkpoint_temperature(array_slide, model, tmp_path
     finally:
         del model.calibration_
     assert model_fingerprint(model) == model_fingerprint(plain) != model_fingerprint(hot)
+
+
+# --- every model kind explains with the same layout --------------------------------------
+def _untrained(kind: str, model):
+    """An untrained model of ``kind`` with the tiny SEW model's preprocessing and classes."""
+    import torch
+
+    from workbench.models import model_kind
+    from workbench.pp import feature_names
+
+    torch.manual_seed(0)
+    kw = {
+        "preprocessing": dict(model.preprocessing),
+        "class_names": ["low", "high"],
+    }
+    if kind == "global":
+        return model_kind(kind)(in_features=len(feature_names()), hidden=16, **kw).eval()
+    return model_kind(kind)(detail_width=8, embed_dim=16, **kw).eval()
+
+
+@pytest.mark.parametrize("kind", ["global", "abmil"])
+def test_every_kind_extracts_the_same_layout(kind, array_slide, model, tmp_path):
+    reference = extract(array_slide, model)
+    other = _untrained(kind, model)
+    adata = extract(array_slide, other, top_k=3)
+    ex, ref = adata.uns["explain"], reference.uns["explain"]
+    assert set(ex) == set(ref) and set(ex["focus"]) == set(ref["focus"])
+    assert ex["kind"] == kind and ref["kind"] == "sew"
+    assert ex["region_score"] != ref["region_score"]
+    assert list(adata.obs.columns) == list(reference.obs.columns)
+    assert adata.obs["is_focus"].sum() == 3
+    scores = adata.obs["focus_score"].to_numpy()
+    assert scores.min() == pytest.approx(0.0, abs=1e-6) and scores.max() == pytest.approx(
+        1.0, abs=1e-3
+    )
+    focus = ex["focus"]
+    assert np.array_equal(np.flatnonzero(adata.obs["is_focus"]), np.sort(focus["obs_index"]))
+    assert focus["crops"].shape == (3, 64, 64, 3) and focus["crops"].dtype == np.uint8
+    assert focus["crops"].std() > 0  # the focus regions were read from the slide
+    # no detail branch: the lesion outputs are NaN, documented
+    assert np.isnan(adata.obs["lesion_prob"]).all()
+    assert np.isnan(focus["lesion_prob"]).all() and np.isnan(focus["lesion_maps"]).all()
+    assert focus["lesion_maps"].shape == (3, 64, 64)
+    assert adata.obsm["X_focus"].shape[0] == adata.n_obs
+    assert np.isfinite(adata.obsm["X_focus"]).all()
+    assert np.isclose(np.sum(ex["probabilities"]), 1.0)
+    if kind == "global":
+        assert np.allclose(ex["global_probabilities"], ex["raw_probabilities"])
+    else:
+        assert np.isnan(ex["global_probabilities"]).all()
+    write_h5ad(adata, tmp_path / "a.h5ad")  # the NaN entries store
+    out = export_geojson(adata, tmp_path / "a.geojson")
+
+    def no_nan(token):
+        raise AssertionError(f"{token} in the GeoJSON")
+
+    features = json.loads(out.read_text(), parse_constant=no_nan)["features"]
+    assert len(features) == 3  # focus boxes, no lesion polygons
+    assert all("lesion_prob" not in str(f) for f in features)
+
+
+def test_abmil_extract_maps_tile_attention_onto_regions(array_slide, model):
+    import torch
+
+    from workbench.models import pool_by_region
+    from workbench.tl._engine import read_tiles, tissue_grid, to_tensor_images
+    from workbench.tl._explain import _SlideInputs
+
+    model = _untrained("abmil", model)
+    adata = extract(array_slide, model, top_k=2)
+    # the same numbers from the tiles read directly
+    pre = model.preprocessing
+    xy = tissue_grid(array_slide, pre)
+    tiles = read_tiles(array_slide, xy, mpp=pre["detail_mpp"], size=pre["crop_size"])
+    with torch.no_grad():
+        att = model(to_tensor_images(tiles))["attention"]
+    inputs = _SlideInputs(array_slide, adata, pre, torch.device("cpu"))
+    region = pool_by_region(att, inputs.tile_region, inputs.region_tile).numpy()
+    expected = (region - region.min()) / (region.max() - region.min())
+    assert np.allclose(adata.obs["focus_score"].to_numpy(), expected, atol=1e-5)
+    # every tile centre lies in the region it is mapped to
+    labels = adata.uns["region_graph"]["labels"]
+    sx, sy = adata.uns["region_graph"]["scale_xy"]
+    side0 = pre["crop_size"] * pre["detail_mpp"] / 2.0  # level-0 px per tile (slide at 2 µm/px)
+    c = xy + side0 / 2
+    mapped = inputs.tile_region.numpy()
+    ids = adata.obs["region_id"].to_numpy()
+    for (cx, cy), r in zip(c, mapped, strict=True):
+        label = labels[int(cy / sy), int(cx / sx)]
+        assert (r == -1 and label == 0) or ids[r] == label

@@ -203,7 +203,7 @@ def test_a_port_that_accepts_and_never_answers_fails_within_the_timeout(
 def test_a_real_scheduler_passes_the_greeting_check():
     from distributed import LocalCluster
 
-    from workbench.tl._extract import _check_reachable
+    from workbench.tl._runner import _check_reachable
 
     with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
         _check_reachable(cluster.scheduler_address, 5.0)  # says its handshake first: accepted

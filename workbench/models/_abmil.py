@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -10,11 +12,23 @@ from torch import nn
 from workbench.models._attention import GatedAttentionPool
 from workbench.models._detail import DetailBranch
 from workbench.models._encoder import TileEncoder, check_encoder, set_scaling
+from workbench.models._graph import graph_nms
+from workbench.models._protocol import (
+    SlideInputs,
+    SlideModel,
+    StepContext,
+    embedding_scaling,
+    pool_by_region,
+    to_float_image,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from workbench.models._trainer import SlideSample
 
 __all__ = ["TileABMIL"]
 
 
-class TileABMIL(nn.Module):
+class TileABMIL(SlideModel):
     """Exhaustive-tiling gated attention MIL with the detail branch as tile encoder.
 
     Every tissue tile of the slide, read at the same magnification as the self-calibrated
@@ -40,7 +54,21 @@ class TileABMIL(nn.Module):
         ``None`` (the built-in :class:`DetailBranch`) or a frozen encoder's ``spec()``.
     preprocessing, class_names, label
         As in :class:`SelfCalibratedModel`.
+
+    Notes
+    -----
+    Explained by :func:`workbench.tl.extract` like every kind: its tile attention becomes
+    region scores (the mean attention of the tiles whose centre falls in a region, the nearest
+    tile's for a region no tile centre falls in, scaled to ``[0, 1]`` over the slide), its
+    focus regions are the top-K of those after graph NMS on the region graph, and its region
+    features the mean tile embeddings. It has no detail branch, so the lesion probabilities
+    and maps are NaN.
     """
+
+    kind = "abmil"
+    reads = frozenset({"tiles"})
+    takes_encoder = True
+    region_score = "tile attention (mean over the region's tiles)"
 
     def __init__(
         self,
@@ -81,10 +109,6 @@ class TileABMIL(nn.Module):
         self.pool = GatedAttentionPool(in_dim=embed_dim, attn_dim=attn_dim)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(embed_dim, n_classes)
-
-    @property
-    def preprocessing(self) -> dict:
-        return self.config["preprocessing"]
 
     @property
     def tile_encoder(self) -> TileEncoder | None:
@@ -136,3 +160,84 @@ class TileABMIL(nn.Module):
         out = self.pool_embeddings(emb)
         out["embeddings"] = emb
         return out
+
+    # ------------------------------------------------------------------ SlideModel hooks
+    @classmethod
+    def for_training(cls, *, in_features: int, encoder: dict | None = None, **kwargs) -> TileABMIL:
+        """The model ``SlideTrainer`` builds (reads tiles, so ``in_features`` is not used)."""
+        return cls(encoder=encoder, **kwargs)
+
+    def fit_scaling(
+        self, samples: Sequence[SlideSample], *, device: torch.device, seed: int
+    ) -> None:
+        """With a frozen encoder, standardise its tile embeddings (the built-in tile network
+        learns its own scale); see :meth:`SlideModel.fit_scaling`."""
+        if self.encoder is not None:
+            return
+        stats = embedding_scaling(
+            samples,
+            cached="tile_embeddings",
+            images="tiles",
+            encoder=self.tile_encoder,
+            device=device,
+            seed=seed,
+        )
+        if stats is not None:
+            self.set_embedding_scaling(*stats)
+
+    def training_step(
+        self, sample: SlideSample, ctx: StepContext
+    ) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """Slide cross-entropy on ``ctx.tiles_per_step`` tiles sampled from the slide (see
+        :meth:`SlideModel.training_step`)."""
+        s = sample
+        source = s.tile_embeddings if s.tile_embeddings is not None else s.tiles
+        if source is None or not len(source):
+            raise ValueError(f"slide {s.name!r} has no tiles; TileABMIL needs SlideSample.tiles")
+        idx = torch.randperm(len(source), generator=ctx.generator)[: ctx.tiles_per_step]
+        if s.tile_embeddings is not None:
+            emb = self.embed_raw(s.tile_embeddings[idx].to(ctx.device))
+        else:
+            emb = self.embed_tiles(ctx.images(s.tiles[idx]))
+        out = self.pool_embeddings(emb)
+        parts = {"slide": ctx.slide_loss(out["logits"], s.label)}
+        return parts["slide"], parts, out["logits"]
+
+    def predict_logits(
+        self, sample: SlideSample, *, device: torch.device, crop_source: Callable | None = None
+    ) -> torch.Tensor:
+        """Slide logits pooled over every cached tile (``crop_source`` is not used)."""
+        if sample.tile_embeddings is not None:
+            emb = self.embed_raw(sample.tile_embeddings.to(device))
+        else:
+            emb = self.embed_tiles(to_float_image(sample.tiles, device))
+        return self.pool_embeddings(emb)["logits"]
+
+    @torch.no_grad()
+    def infer(self, inputs: SlideInputs, *, top_k: int | None = None) -> dict:
+        """Every tissue tile embedded (in batches), attention-pooled into slide logits; the
+        tile attention mapped onto the regions (see :meth:`SlideModel.infer`).
+
+        Returns
+        -------
+        dict
+            ``logits``, ``region_scores`` (region attention scaled to ``[0, 1]`` over the
+            slide: the least attended region 0, the most attended 1),
+            ``region_features`` (mean tile embeddings), ``focus_index`` (top-K regions after
+            graph NMS) and ``tile_attention`` (T,).
+        """
+        emb = torch.cat([self.embed_tiles(batch) for batch in inputs.tile_batches()])
+        out = self.pool_embeddings(emb)
+        attention = out["attention"].float()
+        scores = pool_by_region(attention, inputs.tile_region, inputs.region_tile)
+        low = scores.min()
+        scores = (scores - low) / (scores.max() - low).clamp(min=1e-12)
+        n = int(inputs.region_tile.shape[0])
+        idx = graph_nms(scores, inputs.edge_index, k=self._top_k(top_k, n), hops=1)
+        return {
+            "logits": out["logits"],
+            "region_scores": scores,
+            "region_features": pool_by_region(emb.float(), inputs.tile_region, inputs.region_tile),
+            "focus_index": idx,
+            "tile_attention": attention,
+        }

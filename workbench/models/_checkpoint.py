@@ -65,14 +65,51 @@ _RANGES: dict[str, tuple[float, float]] = {
 _ENCODER_RANGES = {"embed_dim": (1, 65_536), "input_size": (8, 8192), "mpp": (1e-3, 1e3)}
 
 
-def _model_classes() -> dict[str, type[nn.Module]]:
-    from workbench.models._abmil import TileABMIL
-    from workbench.models._clickseg import ClickSegmenter
-    from workbench.models._global_only import GlobalOnly
-    from workbench.models._model import SelfCalibratedModel
+#: Networks that are not slide-model kinds but share the checkpoint format: kind -> class name.
+_NETWORKS = {"click_segmenter": "ClickSegmenter"}
 
-    classes = (SelfCalibratedModel, GlobalOnly, TileABMIL, ClickSegmenter)
-    return {cls.__name__: cls for cls in classes}
+
+def _network_class(kind: str) -> type[nn.Module]:
+    """The class of a checkpointed network: a registered slide-model kind or the click network."""
+    if kind == "click_segmenter":
+        from workbench.models._clickseg import ClickSegmenter
+
+        return ClickSegmenter
+    from workbench.models._protocol import model_kind
+
+    return model_kind(kind)
+
+
+def _kind_name(model: nn.Module) -> str:
+    """The registered kind of ``model`` (a TypeError for anything else)."""
+    from workbench._errors import OptionError
+    from workbench.models._protocol import kind_of
+
+    if type(model).__name__ in _NETWORKS.values():
+        return next(k for k, v in _NETWORKS.items() if v == type(model).__name__)
+    try:
+        return kind_of(model)
+    except OptionError as err:
+        raise TypeError(f"cannot checkpoint a {type(model).__name__}: {err}") from None
+
+
+def _kind_of_config(config: dict, cfg_path: str) -> str:
+    """The kind a checkpoint holds: its ``kind`` entry, or (checkpoints written before kinds
+    were recorded) the kind whose class its ``model`` entry names."""
+    from workbench.models._protocol import MODEL_KINDS, kind_by_class_name
+
+    kind = config.get("kind")
+    if kind is None:
+        by_class = {v: k for k, v in _NETWORKS.items()}
+        model = str(config.get("model"))
+        kind = by_class[model] if model in by_class else kind_by_class_name(model)
+    if kind not in MODEL_KINDS and kind not in _NETWORKS:
+        raise CheckpointError(
+            f"{cfg_path!r} holds an unknown model kind "
+            f"{config.get('kind', config.get('model'))!r}; known: {tuple(MODEL_KINDS)} (a kind "
+            "registered with workbench.models.register_kind must be registered before loading)"
+        )
+    return kind
 
 
 def _config_digest(config: dict) -> str:
@@ -96,8 +133,10 @@ def save_checkpoint(
     Parameters
     ----------
     model
-        A :class:`SelfCalibratedModel`, :class:`GlobalOnly`, :class:`TileABMIL` or
-        :class:`ClickSegmenter` (the click network).
+        A :class:`~workbench.models.SlideModel` of a registered kind
+        (:data:`~workbench.models.MODEL_KINDS`); ``config.json`` records the kind's name
+        (``"kind"``), its class (``"model"``) and :meth:`~workbench.models.SlideModel.to_config`; or the click network
+        (:class:`~workbench.models.ClickSegmenter`, recorded as kind ``"click_segmenter"``).
     directory
         Folder to write into (created if missing).
     extra
@@ -113,9 +152,8 @@ def save_checkpoint(
 
     from workbench.io._atomic import atomic_write_bytes
 
+    kind = _kind_name(model)
     name = type(model).__name__
-    if name not in _model_classes():
-        raise TypeError(f"cannot checkpoint a {name}; expected one of {sorted(_model_classes())}")
     directory = Path(directory)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     bad = nonfinite_names(state)
@@ -129,7 +167,8 @@ def save_checkpoint(
         "format": _FORMAT,
         "version": _VERSION,
         "model": name,
-        "config": model.config,
+        "kind": kind,
+        "config": model.to_config(),
         "weights_file": WEIGHTS_FILE,
         "weights_sha256": hashlib.sha256(data).hexdigest(),
         "weights_bytes": len(data),
@@ -328,12 +367,8 @@ def load_checkpoint(
 
     folder = _folder(path)
     config = read_checkpoint_config(folder)
-    classes = _model_classes()
-    name = config["model"]
-    if name not in classes:
-        raise CheckpointError(
-            f"checkpoint holds an unknown model {name!r}; known: {sorted(classes)}"
-        )
+    cls = _network_class(_kind_of_config(config, str(folder / CONFIG_FILE)))
+    name = cls.__name__
     if expect is not None and name != expect.__name__:
         raise CheckpointError(f"checkpoint holds a {name}, not a {expect.__name__}")
     weights_path = folder / config.get("weights_file", WEIGHTS_FILE)
@@ -366,10 +401,10 @@ def load_checkpoint(
             f"({', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}); the model diverged before it "
             "was saved. Train it again (a lower learning rate) or use an earlier checkpoint"
         )
-    cls, cfg = classes[name], config["config"]
+    cfg = config["config"]
     try:
         with torch.device("meta"):  # lay the model out without memory
-            skeleton = cls(**cfg)
+            skeleton = cls.from_config(cfg)
     except (TypeError, AssertionError, ValueError, KeyError) as exc:
         raise CheckpointError(
             f"the configuration in {CONFIG_FILE} does not build a {name}: {exc}"
@@ -386,7 +421,7 @@ def load_checkpoint(
             if keys
         )
         raise CheckpointError(f"the weights do not fit a {name} of this configuration ({detail})")
-    model = cls(**cfg)
+    model = cls.from_config(cfg)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # pragma: no cover - shapes were checked above

@@ -126,6 +126,33 @@ class ClickSegmenter(nn.Module):
             "pixel_mean", torch.tensor([0.70, 0.55, 0.70]).view(1, 3, 1, 1), persistent=False
         )
 
+    def to_config(self) -> dict:
+        """The constructor arguments, as plain JSON (what a checkpoint records).
+
+        Returns
+        -------
+        dict
+            ``in_channels``, ``extra_channels``, ``widths``, ``feature_channels``,
+            ``head_hidden``.
+        """
+        return {**self.config, "widths": list(self.widths)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> ClickSegmenter:
+        """Build the network a checkpoint describes (weights not loaded).
+
+        Parameters
+        ----------
+        config
+            What :meth:`to_config` returned.
+
+        Returns
+        -------
+        ClickSegmenter
+            A freshly initialised network of that shape.
+        """
+        return cls(**config)
+
     def _inputs(self, image: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
         assert image.ndim == 4 and image.shape[1] == self.in_channels, (
             f"image must be (B, {self.in_channels}, H, W), got {tuple(image.shape)}"

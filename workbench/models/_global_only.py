@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
+from workbench.models._focus import attribution_target
 from workbench.models._global import GLOBAL_BRANCH_OPTIONS, GlobalBranch
+from workbench.models._graph import graph_nms
+from workbench.models._losses import node_loss
+from workbench.models._protocol import SlideInputs, SlideModel, StepContext, feature_scaling
+
+if TYPE_CHECKING:  # pragma: no cover
+    from workbench.models._trainer import SlideSample
 
 __all__ = ["GlobalOnly"]
 
 
-class GlobalOnly(nn.Module):
+class GlobalOnly(SlideModel):
     """Slide classifier from the thumbnail region graph only.
 
     The same :class:`GlobalBranch` as in :class:`SelfCalibratedModel`, trained with slide
@@ -25,7 +33,18 @@ class GlobalOnly(nn.Module):
         Passed to :class:`GlobalBranch`.
     preprocessing, class_names, label
         As in :class:`SelfCalibratedModel`.
+
+    Notes
+    -----
+    Explained by :func:`workbench.tl.extract` like every kind: its region scores are the
+    gradient attribution of the predicted class (:func:`~workbench.models.attribution_target`
+    of its log-probability: how much each region's token pushes the answer), and its focus
+    regions the top-K of those after graph NMS. It has no detail branch, so the lesion
+    probabilities and maps are NaN.
     """
+
+    kind = "global"
+    region_score = "gradient attribution of the predicted class"
 
     def __init__(
         self,
@@ -56,10 +75,55 @@ class GlobalOnly(nn.Module):
         }
         self.global_branch = GlobalBranch(**{k: self.config[k] for k in GLOBAL_BRANCH_OPTIONS})
 
-    @property
-    def preprocessing(self) -> dict:
-        return self.config["preprocessing"]
-
     def forward(self, features: torch.Tensor, edge_index: torch.Tensor) -> dict:
         """Same outputs as :meth:`GlobalBranch.forward`."""
         return self.global_branch(features, edge_index)
+
+    # ------------------------------------------------------------------ SlideModel hooks
+    def fit_scaling(
+        self, samples: Sequence[SlideSample], *, device: torch.device, seed: int
+    ) -> None:
+        """Standardise the region features (see :meth:`SlideModel.fit_scaling`)."""
+        self.global_branch.set_feature_scaling(*feature_scaling(samples))
+
+    def training_step(
+        self, sample: SlideSample, ctx: StepContext
+    ) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """Slide (and, with region labels, node) cross-entropy, unweighted by the curriculum
+        (see :meth:`SlideModel.training_step`)."""
+        out = self(sample.features.to(ctx.device).float(), sample.edge_index.to(ctx.device))
+        parts = {"slide": ctx.slide_loss(out["logits"], sample.label)}
+        if sample.node_labels is not None:
+            parts["node"] = node_loss(out["node_logits"], sample.node_labels.to(ctx.device))
+        return sum(parts.values()), parts, out["logits"]
+
+    def predict_logits(
+        self, sample: SlideSample, *, device: torch.device, crop_source: Callable | None = None
+    ) -> torch.Tensor:
+        """Slide logits from the region graph alone (``crop_source`` is not used)."""
+        return self(sample.features.to(device).float(), sample.edge_index.to(device))["logits"]
+
+    def infer(self, inputs: SlideInputs, *, top_k: int | None = None) -> dict:
+        """Slide logits, the gradient attribution of the predicted class as region scores and
+        its top-K regions after graph NMS (see :meth:`SlideModel.infer`).
+
+        Returns
+        -------
+        dict
+            ``logits`` and ``global_logits`` (the same), ``region_scores`` (attribution in
+            ``[0, 1]``), ``region_features`` (node tokens), ``focus_index``.
+        """
+        x, ei = inputs.features, inputs.edge_index
+        with torch.enable_grad():
+            out = self(x, ei)
+            pred = int(out["logits"].detach().argmax())
+            scores = attribution_target(torch.log_softmax(out["logits"], -1)[pred], out["tokens"])
+        idx = graph_nms(scores, ei, k=self._top_k(top_k, x.shape[0]), hops=1)
+        logits = out["logits"].detach()
+        return {
+            "logits": logits,
+            "global_logits": logits,
+            "region_scores": scores,
+            "region_features": out["tokens"].detach(),
+            "focus_index": idx,
+        }

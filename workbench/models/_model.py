@@ -3,19 +3,42 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from workbench.models._detail import DetailBranch
 from workbench.models._encoder import EncoderDetail, TileEncoder
-from workbench.models._focus import FOCUS_TARGETS, FocusPredictor
+from workbench.models._focus import FOCUS_TARGETS, FocusPredictor, focus_target
 from workbench.models._global import GLOBAL_BRANCH_OPTIONS, GlobalBranch
+from workbench.models._losses import (
+    back_calibration_loss,
+    binary_kl,
+    consistency_loss,
+    detail_mask_loss,
+    focus_loss,
+    mil_lesion_loss,
+    node_loss,
+)
+from workbench.models._protocol import (
+    SlideInputs,
+    SlideModel,
+    StepContext,
+    embedding_scaling,
+    feature_scaling,
+    first_rows,
+    to_float_image,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from workbench.models._trainer import SlideSample
 
 __all__ = ["SelfCalibratedModel"]
 
 
-class SelfCalibratedModel(nn.Module):
+class SelfCalibratedModel(SlideModel):
     """Explainable slide classifier that looks closely only where it needs to.
 
     A :class:`GlobalBranch` reads the thumbnail region graph and gives node tokens and slide
@@ -78,6 +101,12 @@ class SelfCalibratedModel(nn.Module):
         untrained there (the original behaviour).
     """
 
+    kind = "sew"
+    reads = frozenset({"crops"})
+    takes_encoder = True
+    has_detail = True
+    region_score = "focus predictor"
+
     def __init__(
         self,
         *,
@@ -136,10 +165,6 @@ class SelfCalibratedModel(nn.Module):
             nn.Linear(hidden, embed_dim), nn.GELU(), nn.Linear(embed_dim, embed_dim)
         )
         self.detail_classifier = nn.Linear(embed_dim, n_classes)
-
-    @property
-    def preprocessing(self) -> dict:
-        return self.config["preprocessing"]
 
     @property
     def tile_encoder(self) -> TileEncoder | None:
@@ -258,3 +283,149 @@ class SelfCalibratedModel(nn.Module):
             out["focus_index"] = focus_index
             out["logits"] = out["global_logits"] + det["detail_logits"]
         return out
+
+    # ------------------------------------------------------------------ SlideModel hooks
+    @classmethod
+    def for_training(
+        cls, *, in_features: int, encoder: dict | None = None, **kwargs
+    ) -> SelfCalibratedModel:
+        """The model ``SlideTrainer`` builds (see :meth:`SlideModel.for_training`)."""
+        return cls(in_features=in_features, encoder=encoder, **kwargs)
+
+    def fit_scaling(
+        self, samples: Sequence[SlideSample], *, device: torch.device, seed: int
+    ) -> None:
+        """Standardise the region features and, with a frozen encoder, its crop embeddings
+        (see :meth:`SlideModel.fit_scaling`)."""
+        self.global_branch.set_feature_scaling(*feature_scaling(samples))
+        if not hasattr(self.detail, "set_embedding_scaling"):
+            return
+        stats = embedding_scaling(
+            samples,
+            cached="crop_embeddings",
+            images="crops",
+            encoder=self.tile_encoder,
+            device=device,
+            seed=seed,
+        )
+        if stats is not None:
+            self.detail.set_embedding_scaling(*stats)
+
+    def ready_for_early_stopping(self, weights: Mapping[str, float]) -> bool:
+        """Only once the detail branch is on do validation losses compare like with like."""
+        return weights["detail"] > 0
+
+    def training_step(
+        self, sample: SlideSample, ctx: StepContext
+    ) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """Slide, node and focus losses, then (by the curriculum) detail, consistency and
+        back-calibration (see :meth:`SlideModel.training_step`)."""
+        s, w, dev = sample, ctx.weights, ctx.device
+        x = s.features.to(dev).float()
+        ei = s.edge_index.to(dev)
+        out = self.forward_global(x, ei)
+        logits = out["logits"]
+        parts = {"slide": ctx.slide_loss(logits, s.label)}
+        kind = self.config.get("focus_target", "class")
+        labels = s.node_labels.to(dev) if s.node_labels is not None else None
+        known = labels >= 0 if labels is not None and kind != "class" else None
+        if kind != "detail":
+            target = focus_target(logits, out["tokens"], s.label, kind=kind)
+            if known is not None:  # region labels, where they exist, are the target
+                target = torch.where(known, labels.to(target.dtype), target)
+            parts["focus"] = focus_loss(out["focus_logits"], target)
+        elif known is not None and bool(known.any()):
+            parts["focus"] = binary_kl(out["focus_logits"][known], labels[known].float())
+        if labels is not None:
+            parts["node"] = node_loss(out["node_logits"], labels)
+        final_logits = logits
+        have_crops = (
+            s.crop_nodes is not None
+            and len(s.crop_nodes)
+            and (s.crop_embeddings is not None or s.crops is not None)
+        )
+        if w["detail"] > 0 and have_crops:
+            crop_nodes = s.crop_nodes.to(dev)
+            if s.crop_embeddings is not None:
+                det = self.detail.from_embeddings(s.crop_embeddings.to(dev))
+            else:
+                det = self.detail(ctx.images(s.crops))
+            if s.crop_masks is not None:
+                masks = s.crop_masks.to(dev).float()
+                if getattr(self.detail, "pixel_maps", True):
+                    parts["detail"] = detail_mask_loss(det["logits"], masks)
+                else:  # one lesion logit per crop: its target is the crop's lesion share
+                    pooled = det["logits"].flatten(1).mean(1)
+                    parts["detail"] = binary_kl(pooled, masks.flatten(1).mean(1))
+            elif self.config.get("lesion_mil", False):  # no masks: the slide label, by MIL
+                prob = det["lesion_prob"].clamp(1e-6, 1 - 1e-6)
+                parts["detail"] = mil_lesion_loss(torch.logit(prob), s.label)
+            if kind == "detail":  # the focus learns the magnified view's lesion answer
+                seen = binary_kl(out["focus_logits"][crop_nodes], det["lesion_prob"].detach())
+                parts["focus"] = parts["focus"] + seen if "focus" in parts else seen
+            chosen = self.select_focus(out["focus_scores"], ei, candidates=crop_nodes)
+            emb = det["embedding"][first_rows(crop_nodes, chosen)]
+            final_logits = logits + self.detail_classifier(emb.mean(0))
+            mil = ctx.slide_loss(final_logits, s.label)
+            parts["detail"] = parts.get("detail", 0.0) + mil
+            if w["consistency"] > 0:
+                parts["consistency"] = consistency_loss(self.project(out["tokens"][chosen]), emb)
+                parts["calibration"] = back_calibration_loss(
+                    out["focus_logits"][crop_nodes], det["lesion_prob"]
+                )
+        total = sum(w[k] * v for k, v in parts.items())
+        return total, parts, final_logits
+
+    def predict_logits(
+        self, sample: SlideSample, *, device: torch.device, crop_source: Callable | None = None
+    ) -> torch.Tensor:
+        """Global logits plus the detail logits of the focus regions chosen among all regions
+        (crops from ``crop_source``) or, without a source, among the sample's cached crops."""
+        s = sample
+        x = s.features.to(device).float()
+        ei = s.edge_index.to(device)
+        g = self.forward_global(x, ei)
+        if crop_source is not None:
+            idx = self.select_focus(g["focus_scores"], ei)
+            got = crop_source(idx.cpu().tolist())
+        else:
+            nodes = s.crop_nodes.to(device)
+            idx = self.select_focus(g["focus_scores"], ei, candidates=nodes)
+            rows = first_rows(nodes, idx).cpu()
+            got = (s.crop_embeddings if s.crop_embeddings is not None else s.crops)[rows]
+        if got.dtype == torch.uint8:
+            det = self.forward_detail(to_float_image(got, device))
+        else:
+            det = self.forward_detail(None, embeddings=got.to(device))
+        return g["logits"] + det["detail_logits"]
+
+    @torch.no_grad()
+    def infer(self, inputs: SlideInputs, *, top_k: int | None = None) -> dict:
+        """Global branch, focus regions by graph NMS, their magnified crops through the detail
+        branch (see :meth:`SlideModel.infer`).
+
+        Returns
+        -------
+        dict
+            ``logits`` (global + detail), ``global_logits``, ``region_scores`` (the focus
+            scores), ``region_features`` (node tokens), ``focus_index``, ``lesion_prob`` and
+            ``lesion_maps`` of the focus regions, and ``region_lesion_prob`` (the detail
+            branch's answer on focus regions, the node head's estimate elsewhere).
+        """
+        x, ei = inputs.features, inputs.edge_index
+        g = self.forward_global(x, ei)
+        k = max(1, min(int(top_k or self.focus.top_k), x.shape[0]))
+        idx = self.select_focus(g["focus_scores"], ei, k=k)
+        det = self.forward_detail(inputs.crops(idx.cpu().tolist()), g["tokens"][idx])
+        lesion = torch.softmax(g["node_logits"], -1)[:, 1].clone()
+        lesion[idx] = det["lesion_prob"].to(lesion.dtype)
+        return {
+            "logits": g["logits"] + det["detail_logits"],
+            "global_logits": g["logits"],
+            "region_scores": g["focus_scores"],
+            "region_features": g["tokens"],
+            "focus_index": idx,
+            "lesion_prob": det["lesion_prob"],
+            "lesion_maps": torch.sigmoid(det["lesion_logits"][:, 0]),
+            "region_lesion_prob": lesion,
+        }

@@ -12,23 +12,10 @@ import torch
 from torch import nn
 
 from workbench._errors import NonFiniteError
-from workbench.models._abmil import TileABMIL
 from workbench.models._augment import stain_jitter
 from workbench.models._finite import nonfinite_cause, nonfinite_names, require_finite
-from workbench.models._focus import focus_target
-from workbench.models._global_only import GlobalOnly
-from workbench.models._losses import (
-    back_calibration_loss,
-    binary_kl,
-    consistency_loss,
-    curriculum_weights,
-    detail_mask_loss,
-    focus_loss,
-    mil_lesion_loss,
-    node_loss,
-    slide_loss,
-)
-from workbench.models._model import SelfCalibratedModel
+from workbench.models._losses import curriculum_weights, slide_loss
+from workbench.models._protocol import MODEL_KINDS, SlideModel, StepContext, to_float_image
 
 __all__ = ["SlideSample", "Trainer", "default_device", "predict_samples"]
 
@@ -86,16 +73,6 @@ class SlideSample:
     name: str = ""
 
 
-def _to_float_image(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = x.to(device)
-    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-
-
-def _first_rows(crop_nodes: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-    """Row of the first crop of every chosen node."""
-    return torch.stack([torch.nonzero(crop_nodes == n)[0, 0] for n in chosen])
-
-
 @torch.no_grad()
 def predict_samples(
     model: nn.Module,
@@ -108,12 +85,31 @@ def predict_samples(
     """Slide class probabilities ``(n, n_classes)`` of cached samples, as at inference
     (with ``return_logits=True`` the slide logits instead, e.g. to fit a temperature).
 
-    For :class:`SelfCalibratedModel` the focus regions are chosen among all regions and their
+    Every kind answers through its :meth:`~workbench.models.SlideModel.predict_logits`. For
+    :class:`SelfCalibratedModel` the focus regions are chosen among all regions and their
     crops come from ``crop_sources[i](nodes)`` (a callable returning ``(K, 3, S, S)`` uint8
     crops, or ``(K, E)`` embeddings for a frozen encoder, of those regions — e.g.
     :class:`workbench.tl._engine.CropReader`); without sources the choice is limited to the
     sample's cached crops. :class:`GlobalOnly` reads the graph only; :class:`TileABMIL` pools
     every cached tile.
+
+    Parameters
+    ----------
+    model
+        A :class:`~workbench.models.SlideModel` of any kind.
+    samples
+        The cached slides.
+    crop_sources
+        One crop source per sample (kinds that choose regions freely), or ``None``.
+    device
+        Where to run (default: where the model is).
+    return_logits
+        Return the slide logits instead of probabilities.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, n_classes)`` float64 probabilities (or logits).
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
@@ -121,30 +117,8 @@ def predict_samples(
     out = []
     for i, s in enumerate(samples):
         x = s.features.to(dev).float()
-        ei = s.edge_index.to(dev)
-        if isinstance(model, SelfCalibratedModel):
-            g = model.forward_global(x, ei)
-            if crop_sources is not None:
-                idx = model.select_focus(g["focus_scores"], ei)
-                got = crop_sources[i](idx.cpu().tolist())
-            else:
-                nodes = s.crop_nodes.to(dev)
-                idx = model.select_focus(g["focus_scores"], ei, candidates=nodes)
-                rows = _first_rows(nodes, idx).cpu()
-                got = (s.crop_embeddings if s.crop_embeddings is not None else s.crops)[rows]
-            if got.dtype == torch.uint8:
-                det = model.forward_detail(_to_float_image(got, dev))
-            else:
-                det = model.forward_detail(None, embeddings=got.to(dev))
-            logits = g["logits"] + det["detail_logits"]
-        elif isinstance(model, GlobalOnly):
-            logits = model(x, ei)["logits"]
-        else:
-            if s.tile_embeddings is not None:
-                emb = model.embed_raw(s.tile_embeddings.to(dev))
-            else:
-                emb = model.embed_tiles(_to_float_image(s.tiles, dev))
-            logits = model.pool_embeddings(emb)["logits"]
+        source = crop_sources[i] if crop_sources is not None else None
+        logits = model.predict_logits(s, device=dev, crop_source=source)
         probs = torch.softmax(logits.float(), -1)
         if not torch.isfinite(probs).all():
             cause = nonfinite_cause(model, {"region features": x})
@@ -176,10 +150,11 @@ def _stop_on_nonfinite(
 
 
 class Trainer:
-    """Fits a :class:`SelfCalibratedModel`, :class:`GlobalOnly` or :class:`TileABMIL`.
+    """Fits a :class:`~workbench.models.SlideModel` of any registered kind.
 
     One optimiser step per slide (AdamW, cosine schedule), slides shuffled every epoch with a
-    seeded generator. For the self-calibrated model the losses follow the curriculum of
+    seeded generator; each step is the model's own
+    :meth:`~workbench.models.SlideModel.training_step`. For the self-calibrated model the losses follow the curriculum of
     :func:`~workbench.models.curriculum_weights`: slide, node and focus losses from the start,
     detail losses from ``detail_start`` of the epochs, consistency and back-calibration
     ramping in after that (never, when ``consistency=False``: the ablation).
@@ -241,9 +216,10 @@ class Trainer:
         patience: int | None = None,
         progress: bool = True,
     ) -> None:
-        if not isinstance(model, SelfCalibratedModel | GlobalOnly | TileABMIL):
+        if not isinstance(model, SlideModel):
             raise TypeError(
-                f"Trainer trains SelfCalibratedModel, GlobalOnly or TileABMIL, not {type(model).__name__}"
+                f"Trainer trains a SlideModel (kinds {tuple(MODEL_KINDS)}), not "
+                f"{type(model).__name__}"
             )
         assert epochs >= 1, "epochs must be at least 1"
         assert patience is None or patience >= 1, "patience must be at least 1"
@@ -275,139 +251,14 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------------------------
-    def _set_scaling(self, samples: list[SlideSample]) -> None:
-        if not isinstance(self.model, TileABMIL):
-            feats = torch.cat([s.features.float() for s in samples])
-            mean = feats.mean(0)
-            std = feats.std(0).nan_to_num(1.0)
-            self.model.global_branch.set_feature_scaling(mean, std)
-        self._set_embedding_scaling(samples)
-
-    @torch.no_grad()
-    def _set_embedding_scaling(self, samples: list[SlideSample], most: int = 2048) -> None:
-        """Standardise a frozen encoder's embeddings with statistics of the training crops
-        (or tiles): the cached embeddings, else the encoder run once on up to ``most``."""
-        model = self.model
-        if isinstance(model, TileABMIL):
-            if model.encoder is not None:  # the built-in tile network
-                return
-            cached, images, target = "tile_embeddings", "tiles", model
-        elif isinstance(model, SelfCalibratedModel) and hasattr(
-            model.detail, "set_embedding_scaling"
-        ):
-            cached, images, target = "crop_embeddings", "crops", model.detail
-        else:
-            return
-        rows = [getattr(s, cached) for s in samples if getattr(s, cached) is not None]
-        if not rows:
-            encoder = model.tile_encoder
-            pool = [getattr(s, images) for s in samples if getattr(s, images) is not None]
-            if encoder is None or not pool:
-                return
-            gen = torch.Generator().manual_seed(self.seed)
-            per = max(1, most // len(pool))
-            for x in pool:
-                pick = torch.randperm(len(x), generator=gen)[:per]
-                if len(pick):
-                    rows.append(encoder(_to_float_image(x[pick], self.device))["embedding"].cpu())
-        if not rows:
-            return
-        raw = torch.cat([r.float() for r in rows])
-        if len(raw) < 2:
-            return
-        target.set_embedding_scaling(raw.mean(0), raw.std(0).nan_to_num(1.0))
-
     def _images(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        images = _to_float_image(x, self.device)
+        images = to_float_image(x, self.device)
         if self.augment:
             images = stain_jitter(images, generator=gen, **self.augment)
         return images
 
     def _slide_loss(self, logits: torch.Tensor, label: int) -> torch.Tensor:
         return slide_loss(logits, label, weight=self.class_weights)
-
-    def _sew_step(
-        self, s: SlideSample, w: dict, gen: torch.Generator
-    ) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        model: SelfCalibratedModel = self.model
-        dev = self.device
-        x = s.features.to(dev).float()
-        ei = s.edge_index.to(dev)
-        out = model.forward_global(x, ei)
-        logits = out["logits"]
-        parts = {"slide": self._slide_loss(logits, s.label)}
-        kind = model.config.get("focus_target", "class")
-        labels = s.node_labels.to(dev) if s.node_labels is not None else None
-        known = labels >= 0 if labels is not None and kind != "class" else None
-        if kind != "detail":
-            target = focus_target(logits, out["tokens"], s.label, kind=kind)
-            if known is not None:  # region labels, where they exist, are the target
-                target = torch.where(known, labels.to(target.dtype), target)
-            parts["focus"] = focus_loss(out["focus_logits"], target)
-        elif known is not None and bool(known.any()):
-            parts["focus"] = binary_kl(out["focus_logits"][known], labels[known].float())
-        if labels is not None:
-            parts["node"] = node_loss(out["node_logits"], labels)
-        final_logits = logits
-        have_crops = (
-            s.crop_nodes is not None
-            and len(s.crop_nodes)
-            and (s.crop_embeddings is not None or s.crops is not None)
-        )
-        if w["detail"] > 0 and have_crops:
-            crop_nodes = s.crop_nodes.to(dev)
-            if s.crop_embeddings is not None:
-                det = model.detail.from_embeddings(s.crop_embeddings.to(dev))
-            else:
-                det = model.detail(self._images(s.crops, gen))
-            if s.crop_masks is not None:
-                masks = s.crop_masks.to(dev).float()
-                if getattr(model.detail, "pixel_maps", True):
-                    parts["detail"] = detail_mask_loss(det["logits"], masks)
-                else:  # one lesion logit per crop: its target is the crop's lesion share
-                    pooled = det["logits"].flatten(1).mean(1)
-                    parts["detail"] = binary_kl(pooled, masks.flatten(1).mean(1))
-            elif model.config.get("lesion_mil", False):  # no masks: the slide label, by MIL
-                prob = det["lesion_prob"].clamp(1e-6, 1 - 1e-6)
-                parts["detail"] = mil_lesion_loss(torch.logit(prob), s.label)
-            if kind == "detail":  # the focus learns the magnified view's lesion answer
-                seen = binary_kl(out["focus_logits"][crop_nodes], det["lesion_prob"].detach())
-                parts["focus"] = parts["focus"] + seen if "focus" in parts else seen
-            chosen = model.select_focus(out["focus_scores"], ei, candidates=crop_nodes)
-            emb = det["embedding"][_first_rows(crop_nodes, chosen)]
-            final_logits = logits + model.detail_classifier(emb.mean(0))
-            mil = self._slide_loss(final_logits, s.label)
-            parts["detail"] = parts.get("detail", 0.0) + mil
-            if w["consistency"] > 0:
-                parts["consistency"] = consistency_loss(model.project(out["tokens"][chosen]), emb)
-                parts["calibration"] = back_calibration_loss(
-                    out["focus_logits"][crop_nodes], det["lesion_prob"]
-                )
-        total = sum(w[k] * v for k, v in parts.items())
-        return total, parts, final_logits
-
-    def _global_step(self, s: SlideSample, w: dict, gen) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        out = self.model(s.features.to(self.device).float(), s.edge_index.to(self.device))
-        parts = {"slide": self._slide_loss(out["logits"], s.label)}
-        if s.node_labels is not None:
-            parts["node"] = node_loss(out["node_logits"], s.node_labels.to(self.device))
-        return sum(parts.values()), parts, out["logits"]
-
-    def _abmil_step(
-        self, s: SlideSample, w: dict, gen: torch.Generator
-    ) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        model: TileABMIL = self.model
-        source = s.tile_embeddings if s.tile_embeddings is not None else s.tiles
-        if source is None or not len(source):
-            raise ValueError(f"slide {s.name!r} has no tiles; TileABMIL needs SlideSample.tiles")
-        idx = torch.randperm(len(source), generator=gen)[: self.tiles_per_step]
-        if s.tile_embeddings is not None:
-            emb = model.embed_raw(s.tile_embeddings[idx].to(self.device))
-        else:
-            emb = model.embed_tiles(self._images(s.tiles[idx], gen))
-        out = model.pool_embeddings(emb)
-        parts = {"slide": self._slide_loss(out["logits"], s.label)}
-        return parts["slide"], parts, out["logits"]
 
     def fit(
         self,
@@ -439,19 +290,13 @@ class Trainer:
         rng = np.random.default_rng(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         model = self.model.to(self.device)
-        self._set_scaling(samples)
+        model.fit_scaling(samples, device=self.device, seed=self.seed)
         model.to(self.device)
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         total_steps = self.epochs * len(samples)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
         )
-        if isinstance(model, SelfCalibratedModel):
-            step_fn = self._sew_step
-        elif isinstance(model, GlobalOnly):
-            step_fn = self._global_step
-        else:
-            step_fn = self._abmil_step
         self.history_ = []
         self.n_slides_ = len(samples)
         best_loss, best_state, waited, step = math.inf, None, 0, 0
@@ -471,7 +316,15 @@ class Trainer:
             correct = 0
             for i in rng.permutation(len(samples)):
                 s = samples[int(i)]
-                loss, parts, logits = step_fn(s, w, gen)
+                ctx = StepContext(
+                    device=self.device,
+                    generator=gen,
+                    weights=w,
+                    slide_loss=self._slide_loss,
+                    images=lambda x: self._images(x, gen),
+                    tiles_per_step=self.tiles_per_step,
+                )
+                loss, parts, logits = model.training_step(s, ctx)
                 if not torch.isfinite(loss.detach()):
                     _stop_on_nonfinite(model, s, parts, epoch, len(samples), step)
                 step += 1
@@ -494,7 +347,7 @@ class Trainer:
                 record.update({f"val_{k}": float(v) for k, v in val.items()})
                 postfix["val"] = f"{record['val_loss']:.3f}"
                 # Only once the detail branch is on do validation losses compare like with like.
-                if w["detail"] > 0 or not isinstance(model, SelfCalibratedModel):
+                if model.ready_for_early_stopping(w):
                     if record["val_loss"] < best_loss - 1e-6:
                         best_loss, waited = record["val_loss"], 0
                         best_state = copy.deepcopy(model.state_dict())

@@ -6,18 +6,11 @@ from __future__ import annotations
 from workbench.tl._aggregate import aggregate, cohort, read_slides
 from workbench.tl._calibration import expected_calibration_error, fit_temperature
 from workbench.tl._discover import discover, match_phenotypes, outcome_groups
-from workbench.tl._extract import (
-    export_geojson,
-    extract,
-    extract_cohort,
-    focus_annotations,
-    focus_in_mask,
-    load_model,
-    model_fingerprint,
-    predict_tiles,
-)
+from workbench.tl._explain import extract, load_model, predict_tiles
 from workbench.tl._families import marker_families
 from workbench.tl._markers import FeatureUniqueness, markers
+from workbench.tl._qupath import export_geojson, focus_annotations, focus_in_mask
+from workbench.tl._runner import extract_cohort, model_fingerprint
 from workbench.tl._site import center_by_site
 from workbench.tl._spatial import spatial, spatial_many
 from workbench.tl._survival import survival

@@ -1,6 +1,6 @@
 """The one slide -> tensors engine: what the models read from a slide, and how.
 
-Training (:mod:`workbench.tl._train`), extraction (:mod:`workbench.tl._extract`) and the
+Training (:mod:`workbench.tl._train`), extraction (:mod:`workbench.tl._explain`) and the
 benchmarks read slides through these functions only, so a model sees at inference exactly
 what it saw in training: the region graph of a thumbnail at the same resolution, magnified
 crops at the same mpp and size centred on the same level-0 points, tissue tiles on the same

@@ -57,7 +57,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-MODEL_KINDS = ("sew", "global", "abmil")
 CLASS_WEIGHTS = ("balanced", None)
 STAIN_METHODS = ("macenko", "reinhard")
 #: Share of a fold's training patients held out for early stopping when ``validation`` is unset.
@@ -146,9 +145,12 @@ class SlideTrainer:
     Parameters
     ----------
     kind
-        ``"sew"`` (:class:`~workbench.models.SelfCalibratedModel`), ``"global"``
-        (:class:`~workbench.models.GlobalOnly`) or ``"abmil"``
-        (:class:`~workbench.models.TileABMIL`).
+        A registered model kind (:data:`workbench.models.MODEL_KINDS`): ``"sew"``
+        (:class:`~workbench.models.SelfCalibratedModel`), ``"global"``
+        (:class:`~workbench.models.GlobalOnly`), ``"abmil"``
+        (:class:`~workbench.models.TileABMIL`) or one added with
+        :func:`~workbench.models.register_kind`. What the slides are read for (crops, tiles,
+        an encoder) follows the kind's class attributes.
     label
         The clinical column to learn (any values: strings or integers, two or more classes).
     classes
@@ -293,8 +295,7 @@ class SlideTrainer:
     model_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ValueError(f"kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+        self._kind_class()  # an unknown kind fails here, naming the registered ones
         if self.class_weight not in CLASS_WEIGHTS:
             raise ValueError(
                 f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}"
@@ -337,6 +338,14 @@ class SlideTrainer:
         )
 
     # ------------------------------------------------------------------------ pieces
+    def _kind_class(self):
+        """The model class of ``kind`` (from the registry of kinds)."""
+        from workbench.models import MODEL_KINDS, model_kind
+
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"kind must be one of {tuple(MODEL_KINDS)}, got {self.kind!r}")
+        return model_kind(self.kind)
+
     def _augment(self) -> dict | None:
         if self.augment is True:
             return dict(DEFAULT_AUGMENT)
@@ -385,7 +394,6 @@ class SlideTrainer:
         return norm
 
     def _build(self, in_features: int, n_classes: int, settings: dict, encoder):
-        from workbench.models import GlobalOnly, SelfCalibratedModel, TileABMIL
         from workbench.pp import feature_names
 
         pre = {**settings_of(settings), "feature_names": list(feature_names())}
@@ -396,13 +404,11 @@ class SlideTrainer:
             "label": self.label,
         }
         kw.update(self.model_kwargs)
+        cls = self._kind_class()
+        if not cls.takes_encoder:
+            return cls.for_training(in_features=in_features, **kw)
         spec = encoder.spec() if encoder is not None else None
-        if self.kind == "sew":
-            model = SelfCalibratedModel(in_features=in_features, encoder=spec, **kw)
-        elif self.kind == "global":
-            return GlobalOnly(in_features=in_features, **kw)
-        else:
-            model = TileABMIL(encoder=spec, **kw)
+        model = cls.for_training(in_features=in_features, encoder=spec, **kw)
         if encoder is not None:
             model.attach_encoder(encoder)
         return model
@@ -417,8 +423,9 @@ class SlideTrainer:
         return (len(y) / (n_classes * counts)).tolist()
 
     def _readers(self, samples, cohort: Cohort | None, settings: dict, encoder) -> list | None:
-        """Crop readers for choosing focus regions freely on held-out slides (SEW only)."""
-        if self.kind != "sew" or cohort is None:
+        """Crop readers for choosing focus regions freely on held-out slides (kinds that read
+        crops)."""
+        if "crops" not in self._kind_class().reads or cohort is None:
             return None
         return [
             CropReader(
@@ -563,18 +570,21 @@ class SlideTrainer:
                 cohort, values = self._resolve_conflicts(cohort, values)
             y, self.classes_ = encode_labels(values, self.classes)
             self._check_splits(y, [cohort.patient_of(s) for s in cohort.slide_ids])
-            encoder = load_encoder(self.encoder) if self.kind != "global" else None
+            encoder = load_encoder(self.encoder) if self._kind_class().takes_encoder else None
             settings = self._settings(cohort, encoder)
             norm = self._fit_stain(cohort, settings)
             if norm is not None:
                 settings["stain"] = norm.to_dict()
+            reads = self._kind_class().reads
             samples = _prepare_cohort(
                 cohort,
                 dict(zip(cohort.slide_ids, y.tolist(), strict=True)),
                 settings=settings,
                 use_annotations=self.use_annotations,
-                tiles=self.kind == "abmil",
-                n_candidates=0 if self.kind == "global" else self.n_candidates,
+                tiles="tiles" in reads,
+                # A tile kind reads candidate crops too: its seeded tile subset follows them,
+                # so results stay those of earlier versions.
+                n_candidates=self.n_candidates if reads else 0,
                 max_tiles=self.max_tiles,
                 encoder=encoder if encoder is not None and encoder.frozen else None,
                 seed=self.seed,
@@ -591,7 +601,7 @@ class SlideTrainer:
             )
             patients = [s.name or str(i) for i, s in enumerate(samples)]
             self._check_splits(np.asarray([s.label for s in samples]), patients)
-            encoder = load_encoder(self.encoder) if self.kind != "global" else None
+            encoder = load_encoder(self.encoder) if self._kind_class().takes_encoder else None
             cohort = None
         n_classes = len(self.classes_)
         if n_classes < 2:
@@ -1050,7 +1060,6 @@ def _jsonable(v):
 
 
 __all__ = [
-    "MODEL_KINDS",
     "SlideTrainer",
     "classification_metrics",
     "encode_labels",
