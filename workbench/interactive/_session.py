@@ -205,7 +205,11 @@ class RefinementSession:
         scores = np.asarray(focus.get("focus_score", np.zeros(len(centres))), float)
         probs = np.asarray(focus.get("lesion_prob", np.zeros(len(centres))), float)
         return [
-            (f"focus {i + 1} (score {scores[i]:.2f}, lesion p {probs[i]:.2f})", tuple(c))
+            (
+                f"focus {i + 1} (score {scores[i]:.2f}"
+                + (f", lesion p {probs[i]:.2f})" if np.isfinite(probs[i]) else ")"),
+                tuple(c),
+            )
             for i, c in enumerate(centres)
         ]
 

@@ -162,13 +162,15 @@ def focus_gallery(
     for i in range(k):
         top, bottom = axes[0, i], axes[1, i]
         top.imshow(crops[i])
+        lesion = float(focus["lesion_prob"][i])
+        has_map = bool(np.isfinite(maps[i]).any())  # kinds without a detail branch: NaN maps
         top.set_title(
             f"{i + 1}: focus {float(focus['focus_score'][i]):.2f}\n"
-            f"lesion {float(focus['lesion_prob'][i]):.2f}",
+            + (f"lesion {lesion:.2f}" if np.isfinite(lesion) else "no lesion map"),
             fontsize=8,
         )
         bottom.imshow(maps[i], cmap=cmap, vmin=0.0, vmax=1.0)
-        if maps[i].max() >= thr and maps[i].min() < thr:
+        if has_map and np.nanmax(maps[i]) >= thr and np.nanmin(maps[i]) < thr:
             bottom.contour(maps[i], levels=[thr], colors=[_rgb(LESION_COLOR)], linewidths=1.0)
         top.set_axis_off()
         bottom.set_axis_off()

@@ -33,9 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-#: The default settings (``pp.Preprocessing()``); the class documents each one.
-DEFAULT_PREPROCESSING = Preprocessing()
-
 #: Entries a model's ``preprocessing`` records beside its settings (not settings themselves).
 RECORDED_KEYS = ("feature_names",)
 
@@ -582,7 +579,6 @@ class CropReader:
 
 
 __all__ = [
-    "DEFAULT_PREPROCESSING",
     "RECORDED_KEYS",
     "CropReader",
     "StainedSlide",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench._constants import EXTRACT_FINGERPRINT
+from workbench.io._fingerprint import canonical_json
 from workbench.tl._calibration import model_temperature
 from workbench.tl._explain import extract, load_model
 
@@ -59,18 +60,6 @@ def _status_row(sid: str, path, out, status: str, error: str = "") -> dict:
 
 
 # ---------------------------------------------------------------------- fingerprints
-def _canonical(value) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_plain_scalar)
-
-
-def _plain_scalar(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    raise TypeError(f"not JSON-able: {type(v).__name__}")
-
-
 def _checkpoint_json(folder: Path) -> dict:
     """``config.json`` of a checkpoint folder, read as JSON only (no torch)."""
     from workbench._errors import CheckpointError
@@ -145,7 +134,7 @@ def model_fingerprint(model) -> str:
     record = {"model": name, "config": cfg, "weights": weights}
     if temperature != 1.0:  # a calibrated model makes other probabilities
         record["temperature"] = temperature
-    text = _canonical(record)
+    text = canonical_json(record)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -175,7 +164,7 @@ def _weights_digest(data: bytes) -> str:
     for key in sorted(k for k in header if k != "__metadata__"):
         entry = header[key]
         start, end = entry["data_offsets"]
-        digest.update(_canonical([key, entry["dtype"], entry["shape"]]).encode("utf-8"))
+        digest.update(canonical_json([key, entry["dtype"], entry["shape"]]).encode("utf-8"))
         digest.update(body[start:end])
     return digest.hexdigest()
 
@@ -225,13 +214,13 @@ def _recorded_fingerprint(path: Path) -> dict | None:
     try:
         with h5py.File(path, "r") as f:
             node = f.get(f"uns/{EXTRACT_FINGERPRINT}")
-            return None if node is None else json.loads(_canonical(read_elem(node)))
+            return None if node is None else json.loads(canonical_json(read_elem(node)))
     except Exception:  # any unreadable file is recomputed, never trusted
         return None
 
 
 def _same(a: dict | None, b: dict) -> bool:
-    return a is not None and _canonical(a) == _canonical(b)
+    return a is not None and canonical_json(a) == canonical_json(b)
 
 
 # ---------------------------------------------------------------------- running
