@@ -6,6 +6,52 @@ notebook can catch them all at once, and each message says what to do about it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+#: Who reads the messages raised now: ``"python"`` (a notebook or script, the default) or
+#: ``"cli"`` (inside :func:`workbench.cli.main`, which sets it).
+_AUDIENCE: ContextVar[str] = ContextVar("workbench_error_audience", default="python")
+
+
+def remedy(python: str, cli: str) -> str:
+    """The way out an error message names, in the words of whoever reads it.
+
+    Library code writes both spellings (``remedy("folds=None", "no --folds")``); inside
+    :func:`speaking_to_cli` the command-line one is used, so a ``workbench`` user reads an
+    option they can type instead of a Python call.
+
+    Parameters
+    ----------
+    python
+        The remedy as Python code or keyword (``"on_unmatched='drop'"``).
+    cli
+        The same remedy as command-line options (``"--on-unmatched drop"``).
+
+    Returns
+    -------
+    str
+        ``cli`` while :func:`speaking_to_cli` is active, else ``python``.
+    """
+    return cli if _AUDIENCE.get() == "cli" else python
+
+
+@contextmanager
+def speaking_to_cli() -> Iterator[None]:
+    """Within this block, error messages name command-line options (:func:`remedy`).
+
+    Yields
+    ------
+    None
+        Nothing; the audience is restored when the block ends.
+    """
+    token = _AUDIENCE.set("cli")
+    try:
+        yield
+    finally:
+        _AUDIENCE.reset(token)
+
 
 class WorkbenchError(Exception):
     """Base class of every error the workbench raises on bad input."""

@@ -21,6 +21,7 @@ from workbench._argtypes import out_folder as _out_folder
 from workbench._argtypes import positive_float as _positive_float
 from workbench._argtypes import share as _share
 from workbench._argtypes import whole as _whole
+from workbench._errors import speaking_to_cli
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -645,7 +646,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     try:
-        return int(args.func(args) or 0)
+        with speaking_to_cli():  # errors name options (--folds), not keywords (folds=)
+            return int(args.func(args) or 0)
     except (WorkbenchError, *_PATH_ERRORS) as exc:
         if args.debug:
             raise

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from workbench import ClinicalTableError, CohortError, UnknownSlideError, UnmatchedSlidesError
+from workbench._errors import speaking_to_cli
 from workbench.io import Annotation, Cohort, slide_id, write_geojson
 
 
@@ -337,7 +338,10 @@ def test_match_raises_naming_a_few_unmatched_ids_and_the_option_or_drops(caplog)
     assert (
         "1 clinical row(s) have no slide among the slides given ('S4' (row 4, patient P3))" in msg
     )
-    assert "on_unmatched='drop'" in msg and "--on-unmatched drop" in msg
+    assert "on_unmatched='drop'" in msg and "--on-unmatched drop" not in msg
+    with speaking_to_cli(), pytest.raises(UnmatchedSlidesError) as info:
+        cohort.match(given)
+    assert "--on-unmatched drop" in str(info.value) and "on_unmatched=" not in str(info.value)
     assert isinstance(info.value, ClinicalTableError)  # the family a notebook catches
     with caplog.at_level(logging.WARNING, logger="workbench"):
         rows = cohort.match(given, on_unmatched="drop")

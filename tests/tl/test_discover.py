@@ -156,7 +156,7 @@ def test_discover_accepts_a_cohort_object(sim):
 
 def test_discover_needs_survival_columns(sim):
     adatas, clin = sim
-    with pytest.raises(ClinicalTableError, match="needs survival.*--duration-key"):
+    with pytest.raises(ClinicalTableError, match="needs survival.*duration_key=/event_key="):
         tl.discover(adatas, clin.drop(columns=["time", "event"]), **FAST)
 
 

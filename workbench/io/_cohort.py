@@ -27,6 +27,7 @@ from workbench._errors import (
     CohortError,
     UnknownSlideError,
     UnmatchedSlidesError,
+    remedy,
 )
 from workbench.io._clinical import _names, read_clinical, validate_clinical
 
@@ -291,8 +292,10 @@ def _match_rows(
                 f"{len(rows)} clinical row(s) have no {unit} among {among} ({_names(rows, _SHOWN)})"
             )
         raise UnmatchedSlidesError(
-            "; ".join(msg) + ". Fix the ids, or pass on_unmatched='drop' (command line: "
-            "--on-unmatched drop) to leave them out"
+            "; ".join(msg)
+            + ". Fix the ids, or "
+            + remedy("pass on_unmatched='drop'", "add --on-unmatched drop")
+            + " to leave them out"
         )
     if no_row:
         logger.warning(

@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from workbench._errors import InvalidRegionError, MissingResolutionError, SlideOpenError
+from workbench._errors import (
+    InvalidRegionError,
+    MissingResolutionError,
+    SlideOpenError,
+    remedy,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Sequence
@@ -411,8 +416,12 @@ class Slide:
         if self._info.mpp is None:
             raise MissingResolutionError(
                 f"slide {self.path!r} does not record its resolution (microns per pixel); "
-                "pass it explicitly, e.g. Slide(path, mpp=0.5), or ask for levels/max_size "
-                "instead of mpp"
+                + remedy(
+                    "pass it explicitly, e.g. Slide(path, mpp=0.5), or ask for levels/max_size "
+                    "instead of mpp",
+                    "give it with --mpp 0.5 (every slide) or --mpp SLIDE=0.5,OTHER=0.25 (per "
+                    "slide); 0.25 is typical at 40x, 0.5 at 20x",
+                )
             )
         return self._info.mpp
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from workbench._errors import ClinicalTableError, OptionError, SplitWarning
+from workbench._errors import ClinicalTableError, OptionError, SplitWarning, remedy
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ def conflict_error(conflicts: dict[str, list[str]], label: str | None) -> Clinic
     return ClinicalTableError(
         f"{len(conflicts)} patient(s) carry conflicting {label or 'label'!r} labels across their "
         f"slides: {shown}{more}; a patient must sit on one side of a split. Fix the table, or "
-        "pass on_conflict='drop' (workbench train --on-conflicting-labels drop) to leave them out"
+        + remedy("pass on_conflict='drop'", "add --on-conflicting-labels drop")
+        + " to leave them out"
     )
 
 
@@ -95,6 +96,16 @@ def _stratified_group_folds(y, groups, n_splits: int, seed: int) -> list:
         return list(splitter.split(np.zeros(len(y)), np.asarray(y), np.asarray(groups)))
 
 
+def _folds(k: int) -> str:
+    """``folds=5`` for Python, ``--folds 5`` for the command line (:func:`remedy`)."""
+    return remedy(f"folds={k}", f"--folds {k}")
+
+
+def _option(option: str, value) -> str:
+    """``validation=0.2`` for Python, ``--validation 0.2`` on the command line."""
+    return remedy(f"{option}={value}", f"--{option.replace('_', '-')} {value}")
+
+
 def holdout_folds_for(share: float) -> int:
     """How many stratified folds a validation share makes (its held-out part is one of them)."""
     return max(2, int(round(1.0 / float(share))))
@@ -119,16 +130,17 @@ def check_holdout(
     n_patients = len(set(map(str, groups)))
     if smallest < 2:
         raise OptionError(
-            f"{option}={share} needs at least 2 patients of every class (one to hold out, one to "
-            f"train on); patients per class: {_counts_text(counts, classes)}. Add patients or "
-            f"train without {option}"
+            f"{_option(option, share)} needs at least 2 patients of every class (one to hold out, "
+            f"one to train on); patients per class: {_counts_text(counts, classes)}. Add patients "
+            f"or train without {remedy(option, '--' + option.replace('_', '-'))}"
         )
     held = 1.0 / smallest
     raise OptionError(
-        f"{option}={share} holds out 1 in {need} patients of each class, but patients per class "
+        f"{_option(option, share)} holds out 1 in {need} patients of each class, but patients per class "
         f"are {_counts_text(counts, classes)} ({n_patients} patients): the split would hold out "
-        f"1 in {smallest} ({held:.0%}) instead of what was asked. Ask for {option} >= "
-        f"{held:.2f}, or add patients"
+        f"1 in {smallest} ({held:.0%}) instead of what was asked. Ask for "
+        f"{remedy(f'{option} >= {held:.2f}', f'--{option.replace(chr(95), chr(45))} {held:.2f} or more')}"
+        ", or add patients"
     )
 
 
@@ -170,12 +182,13 @@ def check_folds(y, groups, k: int, *, classes: Sequence | None = None) -> None:
     n_patients = len(set(map(str, groups)))
     if int(k) > n_patients:
         raise OptionError(
-            f"folds={k} needs at least {k} patients (one per fold); there are {n_patients} "
-            f"(per class: {_counts_text(counts, classes)}). Ask for folds <= {n_patients}"
+            f"{_folds(k)} needs at least {k} patients (one per fold); there are {n_patients} "
+            f"(per class: {_counts_text(counts, classes)}). Ask for "
+            + remedy(f"folds <= {n_patients}", f"--folds {n_patients} or fewer")
         )
     if min(counts.values()) < 2:
         raise OptionError(
-            f"folds={k}: every class needs at least 2 patients, so that each fold's training "
+            f"{_folds(k)}: every class needs at least 2 patients, so that each fold's training "
             f"part holds every class; patients per class: {_counts_text(counts, classes)}"
         )
 
@@ -206,11 +219,11 @@ def make_folds(
     thin = []
     for i, (tr, te) in enumerate(folds, start=1):
         if len(te) == 0:
-            raise OptionError(f"folds={k}: fold {i} came out empty; ask for fewer folds")
+            raise OptionError(f"{_folds(k)}: fold {i} came out empty; ask for fewer folds")
         missing = sorted(set(range(n_classes)) - set(y[tr].tolist()))
         if missing:
             raise OptionError(
-                f"folds={k}: the training part of fold {i} has no slide of class(es) "
+                f"{_folds(k)}: the training part of fold {i} has no slide of class(es) "
                 f"{[name(c) for c in missing]}; ask for fewer folds"
             )
         parts = []

@@ -25,7 +25,7 @@ import pandas as pd
 from anndata import AnnData
 
 from workbench._constants import CROSSFIT_FOLD, PHENOTYPE, SITE
-from workbench._errors import ClinicalTableError, MarkerError
+from workbench._errors import ClinicalTableError, MarkerError, remedy
 from workbench.io._clinical import validate_clinical
 from workbench.tl._survival import DISCOVERY, VALIDATION
 
@@ -79,6 +79,10 @@ def split_patients(
     return out
 
 
+def _option_value(option: str, value) -> str:
+    return remedy(f"{option}={value}", f"--{option.replace('_', '-')} {value}")
+
+
 def fold_patients(
     patients: Sequence[str],
     events: Sequence[int],
@@ -102,7 +106,8 @@ def fold_patients(
     if len(patients) < 2 * folds:
         raise ClinicalTableError(
             f"{len(patients)} patient(s) are too few for {folds} cross-fitting folds "
-            f"(at least {2 * folds}); use fewer folds or folds=None (one split)"
+            f"(at least {2 * folds}); use fewer folds or "
+            + remedy("folds=None (one split)", "leave out --folds (one split)")
         )
     rng = np.random.default_rng(seed)
     labels = _strata(events, strata)
@@ -402,13 +407,14 @@ def discover(
     )
     if not cohort.slide_key:
         raise ClinicalTableError(
-            "tl.discover needs a table of slides (one row per slide): give slide_key="
+            "tl.discover needs a table of slides (one row per slide): give "
+            + remedy("slide_key=", "--slide-key")
         )
     if not cohort.has_survival:
         raise ClinicalTableError(
             f"tl.discover needs survival: the clinical table has no {duration_key!r}/"
             f"{event_key!r} columns (it has {list(cohort.clinical.columns)}); name them with "
-            "duration_key=/event_key= (command line: --duration-key/--event-key)"
+            + remedy("duration_key=/event_key=", "--duration-key/--event-key")
         )
     keys = dict(patient_key=cohort.patient_key, slide_key=cohort.slide_key,
                 duration_key=cohort.duration_key, event_key=cohort.event_key)  # fmt: skip
@@ -459,7 +465,11 @@ def discover(
         n_val = sum(v == VALIDATION for v in split.values())
         if n_val < 2 or len(split) - n_val < 2:
             raise ClinicalTableError(
-                f"{len(pat)} patient(s) cannot be split into discovery and validation sets"
+                f"{len(pat)} patient(s) cannot be split into discovery and validation sets of at "
+                f"least 2 patients each ({n_val} would be validation with "
+                f"{_option_value('validation_fraction', validation_fraction)}); the screen needs "
+                "at least 4 patients with survival, and tens of patients (with events) to find "
+                "anything. Add patients"
             )
         disc = [p for p in pat.index if split[p] == DISCOVERY]
         groups = groups_for(disc)

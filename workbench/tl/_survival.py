@@ -36,7 +36,7 @@ from workbench._constants import (
     SURVIVAL_FAMILIES,
     SURVIVAL_SCREEN,
 )
-from workbench._errors import ClinicalTableError, MarkerError
+from workbench._errors import ClinicalTableError, MarkerError, remedy
 from workbench.io._clinical import _names, covariate_frame
 from workbench.tl._families import family_screen, marker_families
 from workbench.tl._site import site_association
@@ -323,7 +323,10 @@ def survival(
         categorical = [c for c in info.get("categorical", []) if c in covariates]
     for col in (duration_key, event_key):
         if col not in adata.obs:
-            raise ClinicalTableError(f"obs[{col!r}] is missing; pass duration_key=/event_key=")
+            raise ClinicalTableError(
+                f"obs[{col!r}] is missing; name the survival columns with "
+                + remedy("duration_key=/event_key=", "--duration-key/--event-key")
+            )
     if not 0 < fdr < 1:
         raise ValueError(f"fdr must be in (0, 1), got {fdr}")
     markers = list(adata.var_names if markers is None else markers)
@@ -341,7 +344,8 @@ def survival(
     sub = adata[mask]
     if sub.n_obs < 2:
         raise ClinicalTableError(
-            f"only {sub.n_obs} patient(s) to test; a survival screen needs several"
+            f"only {sub.n_obs} patient(s) to test; a survival screen needs at least 2 (and tens, "
+            "with events, to find anything): add patients"
         )
     T = sub.obs[duration_key].to_numpy(dtype=float)
     E = sub.obs[event_key].to_numpy(dtype=int)
@@ -358,7 +362,11 @@ def survival(
             "the time from diagnosis to the event or the last visit"
         )
     if E.sum() == 0:
-        raise ClinicalTableError("no events among the patients tested; survival cannot be modelled")
+        raise ClinicalTableError(
+            f"no events among the {sub.n_obs} patients tested; a Cox model needs at least 1 event "
+            "(about 10 per covariate to be stable). Check the event column (1 = death or "
+            "progression observed, 0 = censored) or add patients with events"
+        )
     site_labels, strata = _sites(sub, site_key, stratify_site)
     logger.info(
         "survival: screening %d markers on %d patients (%d events)%s%s",
