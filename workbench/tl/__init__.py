@@ -6,6 +6,7 @@ from __future__ import annotations
 from workbench.tl._calibration import expected_calibration_error, fit_temperature
 from workbench.tl._cohort import cohort, read_slides
 from workbench.tl._discover import discover, match_phenotypes, outcome_groups
+from workbench.tl._exemplars import phenotype_exemplars
 from workbench.tl._extract import (
     export_geojson,
     extract,
@@ -17,6 +18,7 @@ from workbench.tl._extract import (
     predict_tiles,
 )
 from workbench.tl._families import marker_families
+from workbench.tl._marker_names import describe_marker
 from workbench.tl._markers import FeatureUniqueness, markers
 from workbench.tl._site import center_by_site
 from workbench.tl._spatial import spatial, spatial_many
@@ -29,6 +31,7 @@ __all__ = [
     "classification_metrics",
     "center_by_site",
     "cohort",
+    "describe_marker",
     "discover",
     "expected_calibration_error",
     "export_geojson",
@@ -43,6 +46,7 @@ __all__ = [
     "match_phenotypes",
     "model_fingerprint",
     "outcome_groups",
+    "phenotype_exemplars",
     "predict_tiles",
     "read_slides",
     "spatial",
