@@ -68,7 +68,8 @@ figcaption { font-size: .85em; color: #555; }
 .metric { display: inline-block; margin-right: 2em; }
 .metric b { font-size: 1.5em; color: #3b2a55; display: block; }
 .marker-table td:last-child, .marker-table th:last-child { text-align: left; max-width: 30em;
-       font-size: .85em; color: #333; }
+       font-size: .85em; color: #333; font-weight: normal; }
+.figs figure { max-width: 540px; }
 code { background: #f1eef6; padding: 0 .25em; border-radius: 3px; }
 """
 
@@ -558,7 +559,7 @@ def _load_discovery(root: Path):
 
 def _section_phenotypes(root: Path, cohort, problem: str) -> str:
     from workbench import pl
-    from workbench.tl._exemplars import PHENOTYPE_EXEMPLARS
+    from workbench._constants import PHENOTYPE_EXEMPLARS
 
     if cohort is None:
         return problem
@@ -580,9 +581,9 @@ def _section_phenotypes(root: Path, cohort, problem: str) -> str:
         "<p>A phenotype is a kind of tissue region (its colour, texture and nuclei, as the "
         "region features describe them) that is more common in one outcome group than the "
         "other, found by <code>tl.markers</code> on the discovery patients. Each row shows "
-        f"the regions most typical of one phenotype ({html.escape(str(params.get('chosen_by', '')))}"
-        f"), at most one per slide, as {_fmt(params.get('size_um'), 0)} µm squares centred on "
-        "the region. Regions that fit no phenotype are “other”.</p>",
+        "the regions closest to the phenotype's average, at most one per slide, as "
+        f"{_fmt(params.get('size_um'), 0)} µm squares centred on the region. Regions that fit "
+        "no phenotype are “other”.</p>",
         _table(rows, ["phenotype", "regions", "slides", "crops shown"]),
     ]
     try:
@@ -608,11 +609,13 @@ def _median_split(cohort, marker: str):
     return x > x.median()
 
 
-def _km_markers(cohort, candidates: list[str], limit: int = 2) -> tuple[list[str], list[str]]:
+def _km_markers(
+    cohort, candidates: list[str], limit: int = 2
+) -> tuple[list[str], list[tuple[str, str]]]:
     """The strongest candidate, then others only when they split the patients differently
     (a mirror image of a drawn split, e.g. a share and its complement, is left out)."""
     chosen: list[str] = []
-    skipped: list[str] = []
+    skipped: list[tuple[str, str]] = []
     splits = {}
     for marker in candidates:
         if len(chosen) >= limit:
@@ -623,7 +626,7 @@ def _km_markers(cohort, candidates: list[str], limit: int = 2) -> tuple[list[str
             a, b = splits[other].align(split, join="inner")
             if len(a) and abs(float((a == b).mean()) - 0.5) >= 0.3:
                 same = True
-                skipped.append(f"{marker} (splits the patients like {other})")
+                skipped.append((marker, other))
                 break
         if not same:
             chosen.append(marker)
@@ -712,6 +715,7 @@ def _section_markers(
             f"tested on <b>{n_val}</b> validation patients who took no part in choosing them."
         )
     params = cohort.uns.get("survival_screen_params", {})
+    agg = html.escape(str(cohort.uns.get("cohort", {}).get("aggregate", "mean")))
     if params.get("stratified_by_site"):
         who += f" Cox models are stratified by site ({html.escape(str(params['site_key']))})."
         cols += ["hr_strat", "q_strat", "site_eta2", "mostly_site"]
@@ -723,7 +727,7 @@ def _section_markers(
         "(above 1: higher values, shorter survival) with its 95% interval "
         "(<b>hr_lower</b>–<b>hr_upper</b>); <b>p_cox</b>/<b>q_cox</b> the Cox p-value and its "
         "false-discovery-rate q-value; <b>p_logrank</b>/<b>q_logrank</b> the same for the "
-        "median split drawn below. Each marker is one number per patient (the mean over the "
+        f"median split drawn below. Each marker is one number per patient (the {agg} over the "
         "patient's slides); <b>what it measures</b> says which. Phenotype numbers refer to "
         "the gallery above.</p>",
     ]
@@ -788,9 +792,13 @@ def _section_markers(
     )
     if skipped:
         intro += (
-            '<p class="note">Not drawn again: '
-            + "; ".join(html.escape(s) for s in skipped)
-            + " (the same patients, mirrored).</p>"
+            '<p class="note">Not drawn: '
+            + "; ".join(
+                f"{html.escape(m)}, whose median split puts the patients in nearly the same "
+                f"two groups as {html.escape(o)}'s (or swaps them)"
+                for m, o in skipped
+            )
+            + ".</p>"
         )
     return "\n".join(markers_html), intro + '<div class="figs">' + "".join(km_html) + "</div>"
 

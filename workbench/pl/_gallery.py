@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from workbench._constants import PHENOTYPE_EXEMPLARS
+
 if TYPE_CHECKING:  # pragma: no cover
     import anndata
     from matplotlib.figure import Figure
@@ -46,8 +48,6 @@ def phenotype_gallery(
         its number of regions and slides, and each crop is titled with its slide.
     """
     import matplotlib.pyplot as plt
-
-    from workbench.tl._exemplars import PHENOTYPE_EXEMPLARS
 
     if PHENOTYPE_EXEMPLARS not in adata.uns:
         raise KeyError(

@@ -18,14 +18,20 @@ from collections.abc import Sequence
 import numpy as np
 from anndata import AnnData
 
-from workbench._constants import PHENOTYPE, REGION_GRAPH, SPATIAL, X_FOCUS, X_UNIQUENESS
+from workbench._constants import (
+    PHENOTYPE,
+    PHENOTYPE_EXEMPLARS,
+    REGION_GRAPH,
+    SPATIAL,
+    X_FOCUS,
+    X_UNIQUENESS,
+)
 from workbench._errors import MarkerError
 from workbench.tl._markers import OTHER, slide_id_of
 
 logger = logging.getLogger(__name__)
 
-#: ``uns`` key of the cohort AnnData where ``tl.discover`` keeps the exemplars.
-PHENOTYPE_EXEMPLARS = "phenotype_exemplars"
+__all__ = ["PHENOTYPE_EXEMPLARS", "phenotype_exemplars"]
 
 
 def _resize(img: np.ndarray, out_px: int) -> np.ndarray:
