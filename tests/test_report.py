@@ -159,8 +159,12 @@ def test_report_renders_in_a_real_browser(run_dir):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(path.resolve().as_uri())
             page.wait_for_load_state("load")
-            for sid in ["cohort", "model", "explain", "refine", "markers", "survival"]:
+            for sid in ["cohort", "model", "explain", "refine", "phenotypes", "markers",
+                        "survival"]:  # fmt: skip
                 assert page.locator(f"section#{sid} h2").is_visible()
+            gallery = page.locator("section#phenotypes figure.phenotype-gallery img")
+            assert gallery.evaluate("i => i.naturalWidth") > 200
+            assert page.locator("section#survival figure img").count() >= 1
             broken = page.evaluate(
                 "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length"
             )

@@ -69,7 +69,7 @@ figcaption { font-size: .85em; color: #555; }
 .metric b { font-size: 1.5em; color: #3b2a55; display: block; }
 .marker-table td:last-child, .marker-table th:last-child { text-align: left; max-width: 30em;
        font-size: .85em; color: #333; font-weight: normal; }
-.figs figure { max-width: 540px; }
+#survival .figs figure { max-width: 540px; }
 code { background: #f1eef6; padding: 0 .25em; border-radius: 3px; }
 """
 
