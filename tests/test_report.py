@@ -404,7 +404,10 @@ def test_a_run_with_a_model_and_slides_names_the_discover_command(run_dir, tmp_p
     command = f"workbench discover {tmp_path}/slides clinical.csv --out {tmp_path}"
     for sid in ("phenotypes", "markers", "survival"):
         assert command in sections[sid], sid
-    for sid in ("cohort", "model", "explain"):
+    for sid in ("cohort", "explain"):
         assert 'class="missing"' not in sections[sid], sid
     assert "1 slide explained" in sections["cohort"]
+    # trained without validation patients: the model section says how to hold some out
+    assert "Label learnt: <b>grade</b>" in sections["model"]
+    assert "No held-out evaluation" in sections["model"] and "--validation 0.2" in sections["model"]
     assert "workbench.interactive" in sections["refine"]

@@ -223,7 +223,17 @@ def _section_model(root: Path) -> str:
                 _commands(root)["train"] + "  (or --folds 5 for cross-validation)",
             )
         )
-    elif evaluation is not None:
+    elif evaluation is None and not (
+        training.get("validation") or training.get("cv") or training.get("cv_summary")
+    ):
+        out.append(
+            _missing(
+                "held-out evaluation",
+                "the model was trained without validation patients or cross-validation",
+                _commands(root)["train"] + "  (or --folds 5)",
+            )
+        )
+    if evaluation is not None:
         models = evaluation.get("models", {})
         rows = [{"model": name, **m} for name, m in models.items()]
         cols = ["model", "auc", "accuracy", "n_test", "seconds_per_slide"]
@@ -771,8 +781,11 @@ def _section_markers(
         except (KeyError, ValueError) as exc:
             km_html.append(f'<p class="note">{html.escape(str(exc))}</p>')
     if not km_html:
+        n_tested = len(params.get("tested_patients", []))
         return "\n".join(markers_html), _missing(
-            "Kaplan–Meier curves", "no marker could be tested", _commands(root)["discover"]
+            "Kaplan–Meier curves",
+            f"no marker could be tested on the {n_tested} tested patients; a survival screen "
+            "needs more patients and events, so rerun workbench discover on a larger cohort",
         )
     unit_note = (
         f"Times are in {html.escape(unit)}."
@@ -784,7 +797,7 @@ def _section_markers(
         "<p>Survival of the tested patients above vs at or below the median of the strongest "
         "candidate marker"
         + (
-            ", then of the next family's marker that splits the patients differently"
+            ", then of the next candidate that splits the patients differently"
             if len(km_markers) > 1
             else ""
         )
