@@ -132,8 +132,10 @@ def test_train_extract_discover_report_commands(tiny_cohort, tmp_path, capsys):
     assert (tmp_path / "markers.csv").read_text().count("\n") > 5
     assert ad.read_h5ad(tmp_path / "discovery.h5ad").n_obs == len(tiny_cohort.clinical)
 
-    assert main(["report", str(tmp_path)]) == 0
-    assert "Candidate markers" in (tmp_path / "report.html").read_text()
+    assert main(["report", str(tmp_path), "--time-unit", "days"]) == 0
+    html = (tmp_path / "report.html").read_text()
+    assert "Candidate markers" in html and "median follow-up (days)" in html
+    assert "closest to the phenotype's average" in html  # the gallery, from discovery.h5ad
 
 
 #: uns["explain"] keys every model kind writes (tl.extract).

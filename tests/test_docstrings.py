@@ -49,7 +49,6 @@ PENDING: set[str] = {
     "workbench.interactive.next_click",  # interactive/_simulate.py
     "workbench.interactive.soft_click_maps",  # interactive/_clicks.py
     "workbench.interactive.summarize",  # interactive/_simulate.py
-    "workbench.report.write_report",  # report.py
     "workbench.cli.main",  # cli.py
     "workbench.datasets.MaskPair",  # datasets/_mask_pairs.py
     "workbench.datasets.cohort_views",  # datasets/_mask_pairs.py

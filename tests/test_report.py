@@ -77,7 +77,9 @@ def run_dir(tmp_path_factory, request):
     a = extract(Slide.from_array(he, mpp=2.0, name="disc"), model)
     (root / "slides").mkdir()
     write_h5ad(a, root / "slides" / "disc.h5ad")
-    adatas, clinical = simulate_region_cohort(40, seed=1, n_regions=150, n_features=8)
+    adatas, clinical = simulate_region_cohort(
+        40, seed=1, n_regions=150, n_features=8, with_images=True
+    )
     cohort = discover(adatas, clinical, seed=0, spatial_kwargs={"n_perms": 20})
     write_h5ad(cohort, root / "discovery.h5ad")
     return root, cohort
@@ -117,10 +119,15 @@ def test_report_has_every_section_with_real_numbers(run_dir):
 def test_report_of_an_empty_run_says_what_is_missing(tmp_path):
     path = write_report(tmp_path, tmp_path / "r.html")
     html = path.read_text()
-    assert html.count('class="missing"') == 6  # one per section, and nothing else drawn
+    assert html.count('class="missing"') == 7  # one per section, and nothing else drawn
     for source in ["summary.json", "evaluation.json", "slides/*.h5ad", "refine.json",
                    "discovery.h5ad"]:  # fmt: skip
         assert source in html  # each missing section names the file that would fill it
+    # ... and the command that fills it, with this run's folder in it (not demo terms)
+    assert f"workbench extract SLIDES --model {tmp_path}/model --out {tmp_path}/slides" in html
+    assert f"workbench discover {tmp_path}/slides clinical.csv --out {tmp_path}" in html
+    assert "workbench train SLIDES" in html and "--validation 0.2" in html
+    assert "demo&#x27;s" not in html and "the demo's" not in html
     assert "data:image/png;base64," not in html
 
 
@@ -152,8 +159,12 @@ def test_report_renders_in_a_real_browser(run_dir):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(path.resolve().as_uri())
             page.wait_for_load_state("load")
-            for sid in ["cohort", "model", "explain", "refine", "markers", "survival"]:
+            for sid in ["cohort", "model", "explain", "refine", "phenotypes", "markers",
+                        "survival"]:  # fmt: skip
                 assert page.locator(f"section#{sid} h2").is_visible()
+            gallery = page.locator("section#phenotypes figure.phenotype-gallery img")
+            assert gallery.evaluate("i => i.naturalWidth") > 200
+            assert page.locator("section#survival figure img").count() >= 1
             broken = page.evaluate(
                 "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length"
             )
@@ -287,10 +298,13 @@ def test_model_trained_in_python_reports_like_the_command_line(tiny_cohort, tmp_
     assert "Label learnt: <b>grade</b> (classes: 1, 2, 3), 6 training slides, global" in shown
     assert "The final model was fit on <b>" in shown
     assert shown.count("data:image/png;base64,") == 1  # the training history
-    assert _without_images(shown) == _without_images(_section_model(cli))
+    assert _without_images(shown).replace(str(py), "RUN") == _without_images(
+        _section_model(cli)
+    ).replace(str(cli), "RUN")
     # the report reads the checkpoint folder itself as well as RUN/model
     html = write_report(py / "model", tmp_path / "r.html").read_text()
-    assert _without_images(shown) in _without_images(html)
+    record_part = _without_images(shown)[_without_images(shown).index("<p>Label learnt") :]
+    assert record_part in _without_images(html)
 
     # a test split made outside the trainer is recorded and shown
     held = cohort.slide_ids[:2]
@@ -317,3 +331,150 @@ def test_checkpoint_record_wins_over_a_stale_training_json(tmp_path):
     shown = _section_model(tmp_path)
     assert "Label learnt: <b>new</b>" in shown and "1 training slides" in shown
     assert "<b>old</b>" not in shown
+
+
+def _sections(html: str) -> dict[str, str]:
+    """The body of each ``<section id=...>`` of a report."""
+    return dict(re.findall(r'<section id="(\w+)"><h2>[^<]*</h2>(.*?)</section>', html, re.S))
+
+
+def test_report_shows_one_gallery_row_per_phenotype(run_dir):
+    root, cohort = run_dir
+    html = write_report(root).read_text()
+    body = _sections(html)["phenotypes"]
+    stored = cohort.uns["phenotype_exemplars"]["phenotypes"]
+    assert len(stored) >= 2
+    assert f'data-rows="{len(stored)}"' in body and "data:image/png;base64," in body
+    for name, entry in stored.items():
+        assert f"<td>{name}</td><td>{entry['n_regions']}</td>" in body  # one table row each
+        assert len(entry["crops"]) > 0
+
+
+def test_every_marker_in_the_table_has_a_sentence(run_dir):
+    from html import escape
+
+    from workbench.tl import describe_marker
+
+    root, cohort = run_dir
+    body = _sections(write_report(root).read_text())["markers"]
+    table = body[body.index('<div class="marker-table">') :]
+    table = table[: table.index("</table>")]
+    markers = re.findall(r"<tr(?: class=\"called\")?><td>([^<]+)</td>", table)
+    assert markers == [escape(m) for m in cohort.uns["survival_screen"].index[:15]]
+    for m in cohort.uns["survival_screen"].index[:15]:
+        sentence = describe_marker(m)
+        assert "not one of tl.spatial" not in sentence
+        assert f"<td>{escape(sentence)}</td></tr>" in table
+    assert "Does a marker add to the clinical variables?" in body  # concordance explained
+    assert "can score <i>below</i> clinical alone" in body
+
+
+def test_kaplan_meier_section_names_the_time_unit(run_dir, tmp_path):
+    import shutil
+
+    root, _ = run_dir
+    html = write_report(root, tmp_path / "a.html").read_text()
+    assert "--time-unit months" in _sections(html)["survival"]  # unknown: says how to set it
+    html = write_report(root, tmp_path / "b.html", time_unit="days").read_text()
+    assert "Times are in days." in _sections(html)["survival"]
+    run = tmp_path / "run"
+    shutil.copytree(root, run)
+    (run / "cohort").mkdir()
+    (run / "cohort" / "cohort.json").write_text(
+        json.dumps({"hazard_model": {"time_unit": "months"}})
+    )
+    html = write_report(run).read_text()
+    assert "Times are in months." in _sections(html)["survival"]
+    assert "median follow-up (months)" in html
+
+
+def test_report_draws_a_split_once_not_its_mirror_image():
+    import pandas as pd
+
+    from workbench import tl
+    from workbench.report import _km_markers
+
+    rng = np.random.default_rng(0)
+    n = 60
+    risk = rng.normal(size=n)
+    clin = pd.DataFrame({"patient_id": [f"P{i}" for i in range(n)],
+                         "time": rng.exponential(10 * np.exp(-risk)), "event": 1})  # fmt: skip
+    values = pd.DataFrame(
+        {"share": risk, "complement": -risk, "other": rng.normal(size=n)}, index=clin["patient_id"]
+    )
+    co = tl.aggregate(values, clin, slide_key=None)
+    co.obs["discovery_split"] = pd.Categorical(["discovery"] * 20 + ["validation"] * 40)
+    tl.survival(co, cv_top=0)
+    chosen, skipped = _km_markers(co, ["share", "complement", "other"])
+    assert chosen == ["share", "other"]
+    assert skipped == [("complement", "share")]
+
+
+def _slide_copies(src, folder, names):
+    import anndata as ad
+
+    folder.mkdir(parents=True)
+    for name in names:
+        a = ad.read_h5ad(src)
+        a.uns["slide_id"] = name
+        write_h5ad(a, folder / f"{name}.h5ad")
+
+
+def test_examples_are_the_held_out_slides_when_the_run_records_them(run_dir, tmp_path):
+    root, _ = run_dir
+    _slide_copies(root / "slides" / "disc.h5ad", tmp_path / "slides", ["A", "B", "C"])
+    record = {"train_slides": ["A", "B"], "test_slides": ["C"]}
+    (tmp_path / "training.json").write_text(json.dumps(record))
+    body = _sections(write_report(tmp_path, n_examples=1).read_text())["explain"]
+    assert re.findall(r"<h3>(\w+)</h3>", body) == ["C"]
+    assert "held-out test slides" in body
+    # no test slides recorded, but a slide the model never saw: that one
+    (tmp_path / "training.json").write_text(json.dumps({"train_slides": ["A", "C"]}))
+    body = _sections(write_report(tmp_path, n_examples=1).read_text())["explain"]
+    assert re.findall(r"<h3>(\w+)</h3>", body) == ["B"] and "never saw" in body
+    # every slide was trained on: shown, and said so
+    (tmp_path / "training.json").write_text(json.dumps({"train_slides": ["A", "B", "C"]}))
+    body = _sections(write_report(tmp_path, n_examples=1).read_text())["explain"]
+    assert "The examples are training slides" in body and "--validation 0.2" in body
+
+
+def test_examples_read_the_test_slides_from_the_checkpoint_record(run_dir, tmp_path):
+    """The checkpoint's own record (config.json ``extra``) is read before training.json."""
+    from workbench.report import _training_record
+
+    root, _ = run_dir
+    _slide_copies(root / "slides" / "disc.h5ad", tmp_path / "slides", ["A", "B"])
+    (tmp_path / "model").mkdir()
+    model = SelfCalibratedModel(
+        in_features=len(feature_names()), hidden=8, detail_width=4, embed_dim=8, top_k=2,
+        class_names=["low", "high"],
+    )  # fmt: skip
+    from workbench.models import save_checkpoint
+
+    save_checkpoint(model, tmp_path / "model", extra={"held_out_slides": ["B"], "label": "grade",
+                                                      "train_slides": ["A"], "history": []})  # fmt: skip
+    (tmp_path / "training.json").write_text(json.dumps({"test_slides": ["A"], "label": "old"}))
+    _, record = _training_record(tmp_path)  # the checkpoint's record wins over a stale file
+    assert record["held_out_slides"] == ["B"] and record["label"] == "grade"
+    body = _sections(write_report(tmp_path, n_examples=1).read_text())["explain"]
+    assert re.findall(r"<h3>(\w+)</h3>", body) == ["B"]
+
+
+def test_a_run_with_a_model_and_slides_names_the_discover_command(run_dir, tmp_path):
+    root, _ = run_dir
+    _slide_copies(root / "slides" / "disc.h5ad", tmp_path / "slides", ["A"])
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "training.json").write_text(
+        json.dumps({"label": "grade", "classes": ["low", "high"], "train_slides": ["Z"]})
+    )
+    sections = _sections(write_report(tmp_path).read_text())
+    command = f"workbench discover {tmp_path}/slides clinical.csv --out {tmp_path}"
+    for sid in ("phenotypes", "markers", "survival"):
+        assert command in sections[sid], sid
+    for sid in ("cohort", "explain"):
+        assert 'class="missing"' not in sections[sid], sid
+    assert "1 slide explained" in sections["cohort"]
+    # trained without validation patients: the model section says how to hold some out
+    assert "Label learnt: <b>grade</b>" in sections["model"]
+    assert "No held-out evaluation" in sections["model"] and "--validation 0.2" in sections["model"]
+    assert "workbench.interactive" in sections["refine"]

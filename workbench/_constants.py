@@ -34,4 +34,5 @@ TCGA_SITE = "tcga"  # site_key value: derive the site from TCGA barcodes (tissue
 MARKER_FAMILIES = "marker_families"  # uns: families of strongly associated markers
 MARKER_FAMILY = "marker_family"  # var column: the family a marker belongs to
 SURVIVAL_FAMILIES = "survival_families"  # uns: the screen with one row per marker family
+PHENOTYPE_EXEMPLARS = "phenotype_exemplars"  # uns: crops of typical regions per phenotype
 CROSSFIT_FOLD = "crossfit_fold"  # obs column: the fold whose phenotypes scored a patient

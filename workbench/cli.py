@@ -362,7 +362,7 @@ def _report(args: argparse.Namespace) -> int:
     from workbench.report import write_report
 
     _check_run_folder(args.run)
-    path = write_report(args.run, args.out, n_examples=args.examples)
+    path = write_report(args.run, args.out, n_examples=args.examples, time_unit=args.time_unit)
     print(f"report written to {path.resolve()}")
     return 0
 
@@ -595,6 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs/demo)")  # fmt: skip
     report.add_argument("--out", type=_out_file, help="HTML file (default: RUN/report.html)")
     report.add_argument("--examples", type=_whole(0), default=2, help="slides shown in detail")
+    report.add_argument(
+        "--time-unit",
+        help="unit of the clinical follow-up times, e.g. months (default: what the run records)",
+    )
     report.set_defaults(func=_report)
     for p in (train, extract, disc):  # the commands that read a clinical table
         _column_options(p)

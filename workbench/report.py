@@ -9,15 +9,19 @@ inputs are missing says so instead of failing. Inputs, all relative to the run f
 ``montage.png``             thumbnails of the cohort
 ``config.json``             the model checkpoint's training record (``SlideTrainer.save``):
                             history (loss per epoch), how the final model was fit, its
-                            temperature, cross-validation figures (the run folder itself
+                            temperature, cross-validation figures, the held-out slides (the run folder itself
                             or its ``model/`` folder; a ``training.json`` of an older run
                             is read when no checkpoint holds a record)
 ``oof_predictions.csv``     out-of-fold predictions beside the checkpoint (``--folds``)
 ``evaluation.json``         held-out slide-level metrics of each model
 ``slides/*.h5ad``           per-slide explanations (``workbench.tl.extract``)
 ``refine.json``             click-refinement record (IoU per click, the GeoJSON written)
-``discovery.h5ad``          cohort AnnData with the survival screen (``workbench.tl.discover``)
+``discovery.h5ad``          cohort AnnData with the survival screen and the phenotype
+                            exemplars (``workbench.tl.discover``)
+``cohort/cohort.json``      the synthetic cohort's parameters (its time unit)
 ==========================  =========================================================
+
+A section that a run lacks names the command that would fill it, with the run's own paths.
 """
 
 from __future__ import annotations
@@ -63,6 +67,10 @@ figcaption { font-size: .85em; color: #555; }
 .note { color: #555; font-size: .9em; }
 .metric { display: inline-block; margin-right: 2em; }
 .metric b { font-size: 1.5em; color: #3b2a55; display: block; }
+.marker-table td:last-child, .marker-table th:last-child { text-align: left; max-width: 30em;
+       font-size: .85em; color: #333; font-weight: normal; }
+#survival .figs figure { max-width: 540px; }
+code { background: #f1eef6; padding: 0 .25em; border-radius: 3px; }
 """
 
 
@@ -82,8 +90,22 @@ def _file_to_img(path: Path, *, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _missing(what: str, how: str) -> str:
-    return f'<p class="missing">No {html.escape(what)} in this run ({html.escape(how)}).</p>'
+def _missing(what: str, how: str, command: str = "") -> str:
+    """A section the run lacks: what is missing, which file would hold it, the command."""
+    cmd = f" To fill it: <code>{html.escape(command)}</code>" if command else ""
+    return f'<p class="missing">No {html.escape(what)} in this run ({html.escape(how)}).{cmd}</p>'
+
+
+def _commands(root: Path) -> dict[str, str]:
+    """The command that fills each section, with this run's folder in it."""
+    run = str(root)
+    return {
+        "train": f"workbench train SLIDES --clinical clinical.csv --label LABEL "
+        f"--validation 0.2 --out {run}/model",
+        "extract": f"workbench extract SLIDES --model {run}/model --out {run}/slides",
+        "discover": f"workbench discover {run}/slides clinical.csv --out {run}",
+        "demo": f"workbench demo --out {run}",
+    }
 
 
 def _unreadable(path: Path, exc: Exception) -> str:
@@ -128,16 +150,16 @@ def _read_json(path: Path) -> dict | None:
 
 
 # ---------------------------------------------------------------------------- sections
-def _section_cohort(root: Path) -> str:
+def _section_cohort(root: Path, unit: str | None, cohort=None) -> str:
     summary = _read_json(root / "summary.json")
     if summary is None:
-        return _missing("cohort summary", "the demo's cohort/summary steps write summary.json")
+        return _cohort_from_results(root, unit, cohort)
     grades = ", ".join(f"grade {k}: {v}" for k, v in summary.get("grades", {}).items())
     out = [
         f'<p><span class="metric"><b>{summary["n_patients"]}</b>patients</span>'
         f'<span class="metric"><b>{summary.get("events", "–")}</b>deaths observed</span>'
         f'<span class="metric"><b>{_fmt(summary.get("median_follow_up"), 1)}</b>'
-        "median follow-up (months)</span></p>",
+        f"median follow-up ({html.escape(unit or 'time units')})</span></p>",
         f"<p>{html.escape(grades)}</p>",
     ]
     slides = summary.get("slides", [])
@@ -153,14 +175,65 @@ def _section_cohort(root: Path) -> str:
     return "\n".join(out)
 
 
+def _cohort_from_results(root: Path, unit: str | None, cohort) -> str:
+    """A user's run has no ``summary.json`` (the demo writes it): describe the cohort from
+    the explained slides and the discovery's patients instead."""
+    files = list_results(root / "slides", "*.h5ad")
+    out = []
+    if cohort is not None:
+        params = dict(cohort.uns.get("survival_screen_params", {}))
+        dkey, ekey = params.get("duration_key", "time"), params.get("event_key", "event")
+        metrics = [f'<span class="metric"><b>{cohort.n_obs}</b>patients</span>']
+        if ekey in cohort.obs:
+            events = int(np.nansum(cohort.obs[ekey].to_numpy(dtype=float)))
+            metrics.append(f'<span class="metric"><b>{events}</b>events observed</span>')
+        if dkey in cohort.obs:
+            median = float(np.nanmedian(cohort.obs[dkey].to_numpy(dtype=float)))
+            metrics.append(
+                f'<span class="metric"><b>{_fmt(median, 1)}</b>median follow-up '
+                f"({html.escape(unit or 'time units')})</span>"
+            )
+        out.append(f"<p>{''.join(metrics)}</p>")
+    if files:
+        out.append(
+            f"<p>{len(files)} slide{'s' if len(files) != 1 else ''} explained in "
+            f"<code>{html.escape(str(root / 'slides'))}</code>.</p>"
+        )
+    if not out:
+        cmd = _commands(root)
+        return _missing(
+            "cohort",
+            "no summary.json (written by `workbench demo`), no slides/*.h5ad and no discovery.h5ad",
+            cmd["extract"],
+        )
+    return "\n".join(out)
+
+
 def _section_model(root: Path) -> str:
     import matplotlib.pyplot as plt
 
     out = []
     evaluation = _read_json(root / "evaluation.json")
-    if evaluation is None:
-        out.append(_missing("model evaluation", "the demo's evaluate step writes evaluation.json"))
-    else:
+    where, training = _training_record(root)
+    if evaluation is None and not training:
+        out.append(
+            _missing(
+                "model evaluation",
+                "no evaluation.json (written by `workbench demo`) and no training record",
+                _commands(root)["train"] + "  (or --folds 5 for cross-validation)",
+            )
+        )
+    elif evaluation is None and not (
+        training.get("validation") or training.get("cv") or training.get("cv_summary")
+    ):
+        out.append(
+            _missing(
+                "held-out evaluation",
+                "the model was trained without validation patients or cross-validation",
+                _commands(root)["train"] + "  (or --folds 5)",
+            )
+        )
+    if evaluation is not None:
         models = evaluation.get("models", {})
         rows = [{"model": name, **m} for name, m in models.items()]
         cols = ["model", "auc", "accuracy", "n_test", "seconds_per_slide"]
@@ -327,13 +400,17 @@ def _section_explain(root: Path, n_examples: int) -> str:
     # list_results: temporary files of an interrupted run (in .partial/, hidden) never show
     files = list_results(root / "slides", "*.h5ad")
     if not files:
-        return _missing("slide explanations", "the demo's extract step writes slides/*.h5ad")
+        return _missing("slide explanations", "no slides/*.h5ad", _commands(root)["extract"])
+    _, training = _training_record(root)
+    chosen, which = example_slides(files, training, n_examples)
     out = [
-        f"<p>{len(files)} slide{'s' if len(files) != 1 else ''} explained. For each example: the thumbnail with the focus "
-        "heat map, the lesion outlines found at high magnification and the top-K focus "
-        "regions (boxes); then the magnified focus regions with their lesion maps.</p>"
+        f"<p>{len(files)} slide{'s' if len(files) != 1 else ''} explained. For each example: "
+        "the thumbnail with the focus heat map, the lesion outlines found at high "
+        "magnification and the top-K focus regions (boxes); then the magnified focus regions "
+        "with their lesion maps.</p>",
+        f'<p class="note">{which}</p>',
     ]
-    for f in files[:n_examples]:
+    for f in chosen:
         try:
             a = ad.read_h5ad(f)
         except (OSError, KeyError, ValueError) as exc:
@@ -372,12 +449,74 @@ def _section_explain(root: Path, n_examples: int) -> str:
     return "\n".join(out)
 
 
+def _slide_of(path: Path) -> str:
+    return path.name.removesuffix(".h5ad")
+
+
+def example_slides(files: list[Path], training: dict, n_examples: int) -> tuple[list[Path], str]:
+    """The slides to show as examples, held-out ones first, and a sentence saying which.
+
+    Parameters
+    ----------
+    files
+        The run's ``slides/*.h5ad`` files (slide id = file name without ``.h5ad``).
+    training
+        The training record (``_training_record``): ``test_slides`` or ``held_out_slides``
+        (held out from training, validation and calibration), ``train_slides``,
+        ``validation.slides``.
+    n_examples
+        How many to show.
+
+    Returns
+    -------
+    tuple
+        The chosen files and an HTML sentence naming what kind of slides they are.
+    """
+    by_id = {_slide_of(f): f for f in files}
+    test = [str(s) for s in training.get("test_slides") or training.get("held_out_slides") or []]
+    train = {str(s) for s in training.get("train_slides") or []}
+    val = [str(s) for s in (training.get("validation") or {}).get("slides") or []]
+    held = [by_id[s] for s in test if s in by_id]
+    if held:
+        return held[:n_examples], (
+            f"The examples are held-out test slides ({len(held)} in this run): the model was "
+            "neither trained, stopped nor calibrated on them."
+        )
+    if train:
+        unseen = [f for sid, f in by_id.items() if sid not in train and sid not in set(val)]
+        if unseen:
+            return unseen[:n_examples], (
+                "The examples are slides the model never saw while it was trained "
+                f"({len(unseen)} in this run)."
+            )
+        valid = [by_id[s] for s in val if s in by_id]
+        if valid:
+            return valid[:n_examples], (
+                "The examples are validation slides: held out from fitting the weights, but "
+                "used to choose when training stopped, so slightly optimistic."
+            )
+        return files[:n_examples], (
+            "<b>The examples are training slides</b>: the model learnt from them, so they "
+            "look better than new slides would. Hold slides out with <code>workbench train "
+            "--validation 0.2</code>, or explain new slides with <code>workbench extract</code>."
+        )
+    return files[:n_examples], (
+        "The run records no held-out slides (no <code>test_slides</code> in the training "
+        "record), so these examples may be slides the model was trained on."
+    )
+
+
 def _section_refine(root: Path) -> str:
     import matplotlib.pyplot as plt
 
     record = _read_json(root / "refine.json")
     if record is None:
-        return _missing("refined regions", "the demo's refine step writes refine.json")
+        return (
+            '<p class="missing">No refined regions in this run (no refine.json). Refinement '
+            "is interactive: open a slide in JupyterLab with <code>workbench.interactive</code> "
+            "(notebook 03), click to correct a lesion and save it as GeoJSON "
+            "(<code>workbench demo</code> shows a simulated refinement in its own report).</p>"
+        )
     out = [
         f"<p>Slide <b>{html.escape(str(record.get('slide_id')))}</b>: the lesion in a focus "
         f"region was refined by {record.get('n_clicks', '–')} simulated clicks "
@@ -404,24 +543,151 @@ def _section_refine(root: Path) -> str:
     return "\n".join(out)
 
 
-def _section_markers(root: Path, fdr: float = 0.05) -> tuple[str, str]:
+def _load_discovery(root: Path):
+    """``(cohort AnnData or None, HTML to show instead or "")`` for ``discovery.h5ad``."""
     import anndata as ad
-    import matplotlib.pyplot as plt
-
-    from workbench import pl
 
     path = root / "discovery.h5ad"
     if not path.exists():
-        missing = _missing("marker discovery", "the demo's discover step writes discovery.h5ad")
-        return missing, missing
+        return None, _missing("marker discovery", "no discovery.h5ad", _commands(root)["discover"])
     try:
-        cohort = ad.read_h5ad(path)
+        return ad.read_h5ad(path), ""
     except (OSError, KeyError, ValueError) as exc:
-        missing = _unreadable(path, exc)
-        return missing, missing
+        return None, _unreadable(path, exc)
+
+
+def _section_phenotypes(root: Path, cohort, problem: str) -> str:
+    from workbench import pl
+    from workbench._constants import PHENOTYPE_EXEMPLARS
+
+    if cohort is None:
+        return problem
+    stored = cohort.uns.get(PHENOTYPE_EXEMPLARS)
+    if not stored or not stored.get("phenotypes"):
+        return _missing(
+            "phenotype gallery",
+            "discovery.h5ad was written before phenotype exemplars were stored",
+            _commands(root)["discover"],
+        )
+    table = stored["phenotypes"]
+    rows = [
+        {"phenotype": name, "regions": int(e.get("n_regions", 0)),
+         "slides": int(e.get("n_slides", 0)), "crops shown": len(np.asarray(e["crops"]))}
+        for name, e in table.items()
+    ]  # fmt: skip
+    params = stored.get("params", {})
+    out = [
+        "<p>A phenotype is a kind of tissue region (its colour, texture and nuclei, as the "
+        "region features describe them) that is more common in one outcome group than the "
+        "other, found by <code>tl.markers</code> on the discovery patients. Each row shows "
+        "the regions closest to the phenotype's average, at most one per slide, as "
+        f"{_fmt(params.get('size_um'), 0)} µm squares centred on the region. Regions that fit "
+        "no phenotype are “other”.</p>",
+        _table(rows, ["phenotype", "regions", "slides", "crops shown"]),
+    ]
+    try:
+        fig = pl.phenotype_gallery(cohort)
+        out.append(
+            f'<figure class="phenotype-gallery" data-rows="{len(table)}">'
+            f"{_fig_to_img(fig, alt='phenotype gallery')}</figure>"
+        )
+    except (KeyError, ValueError) as exc:
+        out.append(f'<p class="note">gallery unavailable: {html.escape(str(exc))}</p>')
+    return "\n".join(out)
+
+
+def _median_split(cohort, marker: str):
+    """Above-median indicator of ``marker`` over the tested patients (as pl.kaplan_meier)."""
+    import pandas as pd
+
+    params = dict(cohort.uns.get("survival_screen_params", {}))
+    tested = params.get("tested_patients")
+    sub = cohort[cohort.obs_names.isin(tested)] if tested is not None else cohort
+    x = pd.Series(np.asarray(sub[:, marker].X, dtype=float).ravel(), index=sub.obs_names)
+    x = x[np.isfinite(x)]
+    return x > x.median()
+
+
+def _km_markers(
+    cohort, candidates: list[str], limit: int = 2
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The strongest candidate, then others only when they split the patients differently
+    (a mirror image of a drawn split, e.g. a share and its complement, is left out)."""
+    chosen: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    splits = {}
+    for marker in candidates:
+        if len(chosen) >= limit:
+            break
+        split = _median_split(cohort, marker)
+        same = False
+        for other in chosen:
+            a, b = splits[other].align(split, join="inner")
+            if len(a) and abs(float((a == b).mean()) - 0.5) >= 0.3:
+                same = True
+                skipped.append((marker, other))
+                break
+        if not same:
+            chosen.append(marker)
+            splits[marker] = split
+    return chosen, skipped
+
+
+_CV_MODELS = {
+    "clinical": "the clinical covariates alone",
+    "marker": "the marker alone",
+    "clinical + marker": "the clinical covariates and the marker",
+}
+
+
+def _concordance(cohort) -> str:
+    import pandas as pd
+
+    cv = cohort.uns.get("survival_cv")
+    if cv is None:
+        return ""
+    cvdf = cv if isinstance(cv, pd.DataFrame) else pd.DataFrame(cv)
+    if not len(cvdf):
+        return ""
+    params = dict(cohort.uns.get("survival_screen_params", {}))
+    raw = params.get("covariates")
+    covs = [] if raw is None else [str(c) for c in np.asarray(raw, dtype=object).ravel()]
+    rows = [
+        {"Cox model": str(r.get("model")), "marker": str(r.get("marker") or ""),
+         "C-index": r.get("c_index"), "± SD over folds": r.get("c_index_sd")}
+        for r in cvdf.head(9).to_dict("records")
+    ]  # fmt: skip
+    who = ", ".join(covs) if covs else "none recorded"
+    return (
+        "<h3>Does a marker add to the clinical variables?</h3><p>Each row is a Cox model "
+        "scored by cross-validated concordance (C-index: the share of patient pairs whose "
+        "survival times the model orders correctly; 0.5 is chance, 1 is perfect) on the tested "
+        f"patients: “clinical” uses the clinical covariates alone ({html.escape(who)}), "
+        "“marker” the marker alone, “clinical + marker” both. Every model is fitted on some "
+        "folds and scored on the fold it did not see, so adding a marker adds parameters that "
+        "can fit noise in a small cohort: “clinical + marker” can score <i>below</i> clinical "
+        "alone, and a marker adds information only where it scores clearly above clinical "
+        "alone (by more than the spread over folds).</p>"
+        + _table(rows, ["Cox model", "marker", "C-index", "± SD over folds"])
+    )
+
+
+def _section_markers(
+    root: Path, cohort, problem: str, unit: str | None, fdr: float = 0.05
+) -> tuple[str, str]:
+    import matplotlib.pyplot as plt
+
+    from workbench import pl
+    from workbench.tl import describe_marker
+
+    if cohort is None:
+        return problem, problem
     screen = cohort.uns.get("survival_screen")
     if screen is None:
-        missing = _missing("survival screen", "discovery.h5ad has no uns['survival_screen']")
+        missing = _missing(
+            "survival screen", "discovery.h5ad has no uns['survival_screen']",
+            _commands(root)["discover"],
+        )  # fmt: skip
         return missing, missing
     import pandas as pd
 
@@ -429,7 +695,10 @@ def _section_markers(root: Path, fdr: float = 0.05) -> tuple[str, str]:
     split = cohort.obs.get("discovery_split")
     n_disc = int((split == "discovery").sum()) if split is not None else None
     n_val = int((split == "validation").sum()) if split is not None else None
-    rows = [{"marker": idx, **r} for idx, r in table.head(15).to_dict("index").items()]
+    rows = [
+        {"marker": idx, **r, "what it measures": describe_marker(str(idx))}
+        for idx, r in table.head(15).to_dict("index").items()
+    ]
     cols = ["marker", "hr", "hr_lower", "hr_upper", "p_cox", "q_cox", "p_logrank", "q_logrank"]
     classes = ["called" if bool(r.get("called")) else "" for r in rows]
     n_called = int(table["called"].fillna(False).astype(bool).sum()) if "called" in table else 0
@@ -445,6 +714,7 @@ def _section_markers(root: Path, fdr: float = 0.05) -> tuple[str, str]:
             f"tested on <b>{n_val}</b> validation patients who took no part in choosing them."
         )
     params = cohort.uns.get("survival_screen_params", {})
+    agg = html.escape(str(cohort.uns.get("cohort", {}).get("aggregate", "mean")))
     if params.get("stratified_by_site"):
         who += f" Cox models are stratified by site ({html.escape(str(params['site_key']))})."
         cols += ["hr_strat", "q_strat", "site_eta2", "mostly_site"]
@@ -452,6 +722,13 @@ def _section_markers(root: Path, fdr: float = 0.05) -> tuple[str, str]:
         f"<p>{who} Univariable Cox (standardised marker) and log-rank (median split) per "
         f"marker, Benjamini–Hochberg across {len(table)} markers: <b>{n_called}</b> called at "
         f"q &lt; {fdr}.</p>",
+        '<p class="note">Columns: <b>hr</b> hazard ratio per standard deviation of the marker '
+        "(above 1: higher values, shorter survival) with its 95% interval "
+        "(<b>hr_lower</b>–<b>hr_upper</b>); <b>p_cox</b>/<b>q_cox</b> the Cox p-value and its "
+        "false-discovery-rate q-value; <b>p_logrank</b>/<b>q_logrank</b> the same for the "
+        f"median split drawn below. Each marker is one number per patient (the {agg} over the "
+        "patient's slides); <b>what it measures</b> says which. Phenotype numbers refer to "
+        "the gallery above.</p>",
     ]
     fams = cohort.uns.get("survival_families")
     if fams is not None and len(fams):
@@ -469,35 +746,79 @@ def _section_markers(root: Path, fdr: float = 0.05) -> tuple[str, str]:
         fcols += ["mostly_site"] if "mostly_site" in fams else []
         fclasses = ["called" if bool(r.get("called")) else "" for r in frows]
         markers_html.append(_table(frows, fcols, classes=fclasses))
-    markers_html.append(
-        _table(rows, [c for c in cols if c in table.columns or c == "marker"], classes=classes)
-    )
-    cv = cohort.uns.get("survival_cv")
-    if cv is not None:
-        cvdf = cv if isinstance(cv, pd.DataFrame) else pd.DataFrame(cv)
-        markers_html.append("<p>Cross-validated concordance:</p>")
-        markers_html.append(_table(cvdf.head(8).to_dict("records"), list(cvdf.columns)))
+    shown = [c for c in cols if c in table.columns or c == "marker"] + ["what it measures"]
+    markers_html.append(f'<div class="marker-table">{_table(rows, shown, classes=classes)}</div>')
     try:
         fig, ax = plt.subplots(figsize=(6, 4))
         pl.forest(cohort, ax=ax)
         markers_html.append(_fig_to_img(fig, alt="forest plot"))
     except (KeyError, ValueError) as exc:
         markers_html.append(f'<p class="note">forest plot unavailable: {html.escape(str(exc))}</p>')
-    km_html = []
+    markers_html.append(_concordance(cohort))
     best = list(fams["best"]) if fams is not None and len(fams) else list(table.index)
-    for marker in [m for m in best if np.isfinite(table.loc[m, "p_cox"])][:2]:
+    testable = [str(m) for m in best if np.isfinite(table.loc[m, "p_cox"])]
+    km_markers, skipped = _km_markers(cohort, testable)
+    km_html = []
+    for marker in km_markers:
         try:
-            fig, ax = plt.subplots(figsize=(5, 3.5))
-            pl.kaplan_meier(cohort, marker, ax=ax)
-            km_html.append(f"<figure>{_fig_to_img(fig, alt=f'KM {marker}')}</figure>")
+            fig, ax = plt.subplots(figsize=(5.2, 3.6))
+            pl.kaplan_meier(cohort, marker, ax=ax, time_unit=unit)
+            km_html.append(
+                f"<figure>{_fig_to_img(fig, alt=f'KM {marker}')}<figcaption>"
+                f"{html.escape(describe_marker(marker))}</figcaption></figure>"
+            )
         except (KeyError, ValueError) as exc:
             km_html.append(f'<p class="note">{html.escape(str(exc))}</p>')
-    km = (
-        '<div class="figs">' + "".join(km_html) + "</div>"
-        if km_html
-        else _missing("Kaplan–Meier curves", "no testable marker")
+    if not km_html:
+        n_tested = len(params.get("tested_patients", []))
+        return "\n".join(markers_html), _missing(
+            "Kaplan–Meier curves",
+            f"no marker could be tested on the {n_tested} tested patients; a survival screen "
+            "needs more patients and events, so rerun workbench discover on a larger cohort",
+        )
+    unit_note = (
+        f"Times are in {html.escape(unit)}."
+        if unit
+        else "The run does not record the time unit; give it with <code>workbench report "
+        "--time-unit months</code> (or <code>write_report(..., time_unit=)</code>)."
     )
-    return "\n".join(markers_html), km
+    intro = (
+        "<p>Survival of the tested patients above vs at or below the median of the strongest "
+        "candidate marker"
+        + (
+            ", then of the next candidate that splits the patients differently"
+            if len(km_markers) > 1
+            else ""
+        )
+        + f"; the numbers at risk are under each plot. {unit_note}</p>"
+    )
+    if skipped:
+        intro += (
+            '<p class="note">Not drawn: '
+            + "; ".join(
+                f"{html.escape(m)}, whose median split puts the patients in nearly the same "
+                f"two groups as {html.escape(o)}'s (or swaps them)"
+                for m, o in skipped
+            )
+            + ".</p>"
+        )
+    return "\n".join(markers_html), intro + '<div class="figs">' + "".join(km_html) + "</div>"
+
+
+def _time_unit(root: Path, cohort=None) -> str | None:
+    """The follow-up time unit: run.json's configuration, the discovery record, then the
+    synthetic cohort's ``cohort.json`` (``hazard_model.time_unit``); ``None`` if unknown."""
+    config = (_read_json(root / "run.json") or {}).get("config", {}) or {}
+    if config.get("time_unit"):
+        return str(config["time_unit"])
+    if cohort is not None and cohort.uns.get("discovery", {}).get("time_unit"):
+        return str(cohort.uns["discovery"]["time_unit"])
+    for folder in (root / "cohort", root):
+        meta = _read_json(folder / "cohort.json") or {}
+        unit = (meta.get("hazard_model") or {}).get("time_unit")
+        if unit:
+            return str(unit)
+    return None
 
 
 def write_report(
@@ -506,6 +827,7 @@ def write_report(
     *,
     n_examples: int = 2,
     title: str = "Pathology Workbench run",
+    time_unit: str | None = None,
 ) -> Path:
     """Write ``report.html`` for a run folder and return its path.
 
@@ -516,7 +838,18 @@ def write_report(
     path
         Where to write; default ``run_dir/report.html``. Written atomically.
     n_examples
-        How many slides get an explanation figure.
+        How many slides get an explanation figure (held-out slides first).
+    title
+        The page's title.
+    time_unit
+        Unit of the clinical follow-up times (``"months"``), shown on the Kaplan–Meier axes
+        and the cohort's follow-up; default: what the run records (``run.json``
+        ``config.time_unit``, the synthetic cohort's ``cohort.json``), else left unnamed.
+
+    Returns
+    -------
+    pathlib.Path
+        The report written.
     """
     root = Path(run_dir)
     if not root.is_dir():
@@ -531,12 +864,15 @@ def write_report(
         raise OutputWriteError(f"{str(path)!r} is a folder; give the report a file name")
     clean_partial(root, recursive=True)  # what an interrupted run left is never read
     manifest = _read_json(root / "run.json") or {}
-    markers_html, km_html = _section_markers(root)
+    cohort, problem = _load_discovery(root)
+    unit = time_unit or _time_unit(root, cohort)
+    markers_html, km_html = _section_markers(root, cohort, problem, unit)
     sections = [
-        ("cohort", "Cohort", _section_cohort(root)),
+        ("cohort", "Cohort", _section_cohort(root, unit, cohort)),
         ("model", "Model performance", _section_model(root)),
         ("explain", "Explanations", _section_explain(root, n_examples)),
         ("refine", "Refined regions", _section_refine(root)),
+        ("phenotypes", "Phenotypes", _section_phenotypes(root, cohort, problem)),
         ("markers", "Candidate markers", markers_html),
         ("survival", "Kaplan–Meier curves", km_html),
     ]

@@ -42,6 +42,25 @@ def test_kaplan_meier_uses_the_screened_patients(screened):
     plt.close(ax.figure)
 
 
+def test_kaplan_meier_shows_numbers_at_risk_and_the_time_unit(screened):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    pl.kaplan_meier(screened, "risk", ax=ax, time_unit="months")
+    assert ax.get_xlabel() == "time (months)"
+    extra = [a for a in fig.axes if a is not ax]
+    assert len(extra) == 1  # lifelines' at-risk table: the tick labels of a twin x axis
+    first = extra[0].get_xticklabels()[0].get_text()
+    assert "At risk" in first and "above median" in first and "at or below median" in first
+    counts = [int(v) for v in first.split() if v.isdigit()]
+    assert counts == [20, 20]  # everyone is at risk at time 0 (40 validation patients)
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    pl.kaplan_meier(screened, "risk", ax=ax, at_risk=False)
+    assert fig.axes == [ax] and ax.get_xlabel() == "time"  # no unit recorded: none invented
+    plt.close(fig)
+
+
 def test_forest_draws_one_interval_per_marker(screened):
     import matplotlib.pyplot as plt
 

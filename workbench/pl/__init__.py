@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from workbench.pl._calibration import reliability
 from workbench.pl._explain import focus_gallery, slide_overlay
+from workbench.pl._gallery import phenotype_gallery
 from workbench.pl._markers import marker_families, marker_map, uniqueness
 from workbench.pl._survival import forest, kaplan_meier
 
@@ -13,6 +14,7 @@ __all__ = [
     "kaplan_meier",
     "marker_families",
     "marker_map",
+    "phenotype_gallery",
     "reliability",
     "slide_overlay",
     "uniqueness",

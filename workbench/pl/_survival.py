@@ -27,6 +27,8 @@ def kaplan_meier(
     key: str = SURVIVAL_SCREEN,
     ax: Axes | None = None,
     ci: bool = True,
+    time_unit: str | None = None,
+    at_risk: bool = True,
 ) -> Axes:
     """Kaplan-Meier curves of the patients above vs at-or-below the marker's median.
 
@@ -46,6 +48,13 @@ def kaplan_meier(
         Axes to draw on.
     ci
         Draw confidence bands.
+    time_unit
+        Unit of the follow-up times (``"months"``), shown on the time axis; when ``None``,
+        ``uns[key + "_params"]["time_unit"]`` if recorded, else the axis reads just the
+        duration column's name.
+    at_risk
+        Add the numbers at risk of each group below the axis (lifelines'
+        ``add_at_risk_counts``).
 
     Returns
     -------
@@ -54,6 +63,7 @@ def kaplan_meier(
     """
     import matplotlib.pyplot as plt
     from lifelines import KaplanMeierFitter
+    from lifelines.plotting import add_at_risk_counts
 
     table, params = _screen(adata, key)
     if marker is None:
@@ -71,16 +81,22 @@ def kaplan_meier(
     high = x[ok] > np.median(x[ok])
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4))
+    fitters = []
     for name, sel, colour in (("above median", high, "C3"), ("at or below median", ~high, "C0")):
         if sel.any():
-            KaplanMeierFitter(label=f"{name} (n={int(sel.sum())})").fit(
-                T[sel], E[sel]
-            ).plot_survival_function(ax=ax, ci_show=ci, color=colour)
+            km = KaplanMeierFitter(label=f"{name} (n={int(sel.sum())})").fit(T[sel], E[sel])
+            km.plot_survival_function(ax=ax, ci_show=ci, color=colour)
+            fitters.append(km)
     row = table.loc[marker]
     ax.set_title(
         f"{marker}\nlog-rank p={row['p_logrank']:.2g}, q={row['q_logrank']:.2g}", fontsize=9
     )
-    ax.set_xlabel(dkey)
+    unit = time_unit if time_unit is not None else params.get("time_unit")
+    ax.set_xlabel(f"{dkey} ({unit})" if unit else dkey)
+    if at_risk and fitters:
+        # Short row labels: the legend already says which group is which.
+        short = [f.label.split(" (")[0] for f in fitters]
+        add_at_risk_counts(*fitters, ax=ax, labels=short, rows_to_show=["At risk"])
     ax.set_ylabel("survival probability")
     ax.set_ylim(0, 1.02)
     return ax

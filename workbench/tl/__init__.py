@@ -6,8 +6,10 @@ from __future__ import annotations
 from workbench.tl._aggregate import aggregate, cohort, read_slides
 from workbench.tl._calibration import expected_calibration_error, fit_temperature
 from workbench.tl._discover import discover, match_phenotypes, outcome_groups
+from workbench.tl._exemplars import phenotype_exemplars
 from workbench.tl._explain import extract, load_model, predict_tiles
 from workbench.tl._families import marker_families
+from workbench.tl._marker_names import describe_marker
 from workbench.tl._markers import FeatureUniqueness, markers
 from workbench.tl._qupath import export_geojson, focus_annotations, focus_in_mask
 from workbench.tl._runner import extract_cohort, model_fingerprint
@@ -23,6 +25,7 @@ __all__ = [
     "classification_metrics",
     "center_by_site",
     "cohort",
+    "describe_marker",
     "discover",
     "expected_calibration_error",
     "export_geojson",
@@ -37,6 +40,7 @@ __all__ = [
     "match_phenotypes",
     "model_fingerprint",
     "outcome_groups",
+    "phenotype_exemplars",
     "predict_tiles",
     "read_slides",
     "spatial",

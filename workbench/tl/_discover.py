@@ -381,7 +381,8 @@ def discover(
     -------
     The cohort AnnData with ``obs["discovery_split"]`` (and ``obs["crossfit_fold"]``),
     ``uns["survival_screen"]``, ``uns["survival_families"]``, ``uns["marker_families"]``,
-    ``uns["survival_cv"]`` and ``uns["discovery"]`` (who was used where, the phenotype
+    ``uns["survival_cv"]``, ``uns["phenotype_exemplars"]`` (crops of typical regions per
+    phenotype, ``tl.phenotype_exemplars``) and ``uns["discovery"]`` (who was used where, the phenotype
     models, the cross-fitting phenotype matching); every slide gets its phenotypes and
     spatial markers. With ``return_model=True``, ``(cohort, model or models)``.
     """
@@ -518,6 +519,11 @@ def discover(
     record["site_key"] = site_key or ""
     record["center_features_by_site"] = bool(center_features_by_site)
     co.uns["discovery"] = record
+    from workbench.tl._exemplars import PHENOTYPE_EXEMPLARS, phenotype_exemplars
+
+    co.uns[PHENOTYPE_EXEMPLARS] = phenotype_exemplars(
+        adatas, key=(marker_kwargs or {}).get("key_added", PHENOTYPE)
+    )
     logger.info("added adata.uns['discovery'] (patients used for fitting vs testing)")
     return (co, model) if return_model else co
 
