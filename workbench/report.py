@@ -517,6 +517,13 @@ def write_report(
         Where to write; default ``run_dir/report.html``. Written atomically.
     n_examples
         How many slides get an explanation figure.
+    title
+        The page's title and first heading.
+
+    Returns
+    -------
+    pathlib.Path
+        The report written.
     """
     root = Path(run_dir)
     if not root.is_dir():

@@ -6,13 +6,18 @@ notebooks and ``benchmarks/markers.py`` all use it (``datasets.simulate_region_c
 Each slide is a cloud of superpixel regions on a jittered grid over an elliptical piece of
 tissue, with a round lesion. Every region has a hidden tissue type:
 
-``tumour``    regions inside the lesion;
-``stroma``    everything else by default;
-``immune``    an immune infiltrate: a background sprinkle anywhere (random per slide, no
-              outcome signal) plus a band at the lesion margin whose density follows the
-              patient's latent infiltration ``s`` (the planted marker);
-``necrosis``  a decoy patch inside the lesion whose size is random (no outcome signal);
-``adipose``   a decoy sprinkle over the non-lesion tissue, random amount (no outcome signal).
+``tumour``
+    regions inside the lesion;
+``stroma``
+    everything else by default;
+``immune``
+    an immune infiltrate: a background sprinkle anywhere (random per slide, no outcome
+    signal) plus a band at the lesion margin whose density follows the patient's latent
+    infiltration ``s`` (the planted marker);
+``necrosis``
+    a decoy patch inside the lesion whose size is random (no outcome signal);
+``adipose``
+    a decoy sprinkle over the non-lesion tissue, random amount (no outcome signal).
 
 Focused features (``obsm["X_focus"]``) are Gaussian noise plus a type-specific offset, so a
 clustering of the features can recover the types.

@@ -231,7 +231,18 @@ class ModuleEncoder(TileEncoder):
         self.embed_dim = int(embed_dim)
 
     def train(self, mode: bool = True) -> ModuleEncoder:
-        # Frozen: the wrapped module always stays in inference mode (dropout, norm statistics).
+        """Stay in inference mode whatever ``mode`` says: the encoder is frozen.
+
+        Parameters
+        ----------
+        mode
+            Ignored (dropout and norm statistics of the wrapped module never train).
+
+        Returns
+        -------
+        ModuleEncoder
+            ``self``.
+        """
         super().train(False)
         return self
 
@@ -239,7 +250,26 @@ class ModuleEncoder(TileEncoder):
         return (images - self._mean.to(images)) / self._std.to(images)
 
     def forward(self, images: torch.Tensor) -> dict:
-        """``{"embedding": (B, E)[, "lesion_logits": (B, 1, H, W)]}`` of ``[0, 1]`` crops."""
+        """Embed crops (and predict their lesion logits when the module does).
+
+        Parameters
+        ----------
+        images
+            ``(B, 3, H, W)`` RGB crops in ``[0, 1]``; resized to ``input_size`` when needed.
+
+        Returns
+        -------
+        dict
+            ``{"embedding": (B, E)}``, with ``"lesion_logits"`` ``(B, 1, H, W)`` when the
+            module predicts them.
+
+        Raises
+        ------
+        workbench.EncoderError
+            The crops are not ``(B, 3, H, W)``.
+        workbench.NonFiniteError
+            The module gave NaN or infinite values.
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise EncoderError(f"crops must be (B, 3, H, W), got {tuple(images.shape)}")
         size = images.shape[2:]
@@ -260,10 +290,23 @@ class ModuleEncoder(TileEncoder):
         return out
 
     def spec(self) -> dict:
-        """JSON description recorded in checkpoints."""
+        """JSON description recorded in checkpoints.
+
+        Returns
+        -------
+        dict
+            Name, source (file or module), sizes, mpp, normalisation and checksum.
+        """
         return self._spec("file" if self.file else "module", self.file)
 
     def extra_repr(self) -> str:
+        """The configuration in one line, for ``repr(encoder)``.
+
+        Returns
+        -------
+        str
+            Name, embedding size, input size and mpp.
+        """
         return (
             f"name={self.name!r}, embed_dim={self.embed_dim}, input_size={self.input_size}, "
             f"mpp={self.mpp}, frozen"
@@ -286,6 +329,22 @@ def export_encoder(
     uni", pretrained=True, num_classes=0)`` on your own machine); the file then loads anywhere
     with :func:`load_encoder` without timm and without unpickling Python code. The metadata
     (name, input size, mpp, normalisation, embedding size) travels inside the file.
+
+    Parameters
+    ----------
+    module
+        The encoder: ``(B, 3, input_size, input_size)`` normalised images to ``(B, E)``
+        embeddings.
+    path
+        Where to write; must end in ``.pt2``.
+    input_size
+        Side of the square input in pixels.
+    mpp
+        Microns per pixel the encoder expects.
+    mean, std
+        Per-channel normalisation applied to ``[0, 1]`` images before the module.
+    name
+        A name for reports and checkpoints (default: the module's class name).
 
     Returns
     -------

@@ -374,8 +374,9 @@ class StainNormalizer:
 
         Returns
         -------
-        ``(H, W, 3)`` uint8 image. An image with almost no stained tissue comes back
-        unchanged (with a warning).
+        numpy.ndarray
+            ``(H, W, 3)`` uint8 image. An image with almost no stained tissue comes back
+            unchanged (with a warning).
         """
         if not self.is_fitted:
             raise StainError("this StainNormalizer is not fitted; call fit(reference) first")
