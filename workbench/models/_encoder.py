@@ -121,6 +121,14 @@ class TileEncoder(nn.Module):
         }
 
     def spec(self) -> dict:  # pragma: no cover - implemented by subclasses
+        """JSON description recorded in checkpoints (what :func:`check_encoder` compares).
+
+        Returns
+        -------
+        dict
+            At least ``source``, ``name``, ``sha256``, ``embed_dim``, ``input_size``,
+            ``mpp``, ``mean`` and ``std``.
+        """
         raise NotImplementedError
 
 
@@ -440,10 +448,28 @@ class EncoderDetail(nn.Module):
         object.__setattr__(self, "encoder", None)
 
     def set_embedding_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Store the per-dimension mean and standard deviation of the raw embeddings."""
+        """Store the per-dimension mean and standard deviation of the raw embeddings.
+
+        Parameters
+        ----------
+        mean, std
+            ``(in_dim,)`` per-dimension mean and standard deviation.
+        """
         set_scaling(self.raw_mean, self.raw_std, mean, std)
 
     def attach(self, encoder: TileEncoder) -> None:
+        """Attach the frozen encoder (kept out of the state dict).
+
+        Parameters
+        ----------
+        encoder
+            The encoder; its embedding size must be ``in_dim``.
+
+        Raises
+        ------
+        workbench.EncoderError
+            The encoder's embedding size is not ``in_dim``.
+        """
         if int(encoder.embed_dim) != self.in_dim:
             raise EncoderError(
                 f"the encoder gives {encoder.embed_dim}-d embeddings, this model expects {self.in_dim}"
@@ -451,7 +477,19 @@ class EncoderDetail(nn.Module):
         object.__setattr__(self, "encoder", encoder)
 
     def encode(self, images: torch.Tensor) -> dict:
-        """Run the attached encoder (no gradients)."""
+        """Run the attached encoder (no gradients).
+
+        Parameters
+        ----------
+        images
+            ``(B, 3, H, W)`` float crops in ``[0, 1]``.
+
+        Returns
+        -------
+        dict
+            The encoder's outputs: ``embedding`` ``(B, in_dim)`` and, when it has one,
+            ``lesion_logits``.
+        """
         if self.encoder is None:
             raise EncoderError(
                 "no tile encoder attached; load the checkpoint with encoder=… (the .pt2 file or "
@@ -460,7 +498,21 @@ class EncoderDetail(nn.Module):
         return self.encoder(images)
 
     def from_embeddings(self, raw: torch.Tensor, lesion_logits: torch.Tensor | None = None) -> dict:
-        """Heads on (cached) encoder embeddings ``(B, in_dim)``."""
+        """Heads on (cached) encoder embeddings ``(B, in_dim)``.
+
+        Parameters
+        ----------
+        raw
+            ``(B, in_dim)`` encoder embeddings.
+        lesion_logits
+            The encoder's lesion maps ``(B, 1, H, W)``, or ``None``.
+
+        Returns
+        -------
+        dict
+            ``embedding`` ``(B, embed_dim)``, ``lesion_prob`` ``(B,)`` and ``logits`` (the lesion
+            maps, or ``(B, 1, 1, 1)`` without them).
+        """
         h = self.norm((raw.float() - self.raw_mean) / self.raw_std)
         pooled = self.lesion_head(h).squeeze(-1)
         if lesion_logits is None:
@@ -472,5 +524,17 @@ class EncoderDetail(nn.Module):
         return {"embedding": self.project(h), "lesion_prob": prob, "logits": logits}
 
     def forward(self, images: torch.Tensor) -> dict:
+        """Encode crops and apply the heads (:meth:`from_embeddings`).
+
+        Parameters
+        ----------
+        images
+            ``(B, 3, H, W)`` float crops in ``[0, 1]``.
+
+        Returns
+        -------
+        dict
+            ``embedding``, ``lesion_prob`` and ``logits``, as :meth:`from_embeddings`.
+        """
         enc = self.encode(images)
         return self.from_embeddings(enc["embedding"].to(images.device), enc.get("lesion_logits"))

@@ -282,7 +282,13 @@ class SlideModel(nn.Module):
         return None
 
     def attach_encoder(self, encoder) -> None:
-        """Attach the frozen tile encoder the model was built for (kinds that take one)."""
+        """Attach the frozen tile encoder the model was built for (kinds that take one).
+
+        Parameters
+        ----------
+        encoder
+            The frozen tile encoder.
+        """
         raise EncoderError(f"a {type(self).__name__} takes no tile encoder")
 
     def to_config(self) -> dict:
