@@ -318,9 +318,10 @@ def _indent_prose_returns(app, what, name, obj, options, lines):
     """Read a Returns section written as one unindented paragraph as one entry.
 
     numpydoc takes every unindented line of Returns as a new "type" line, so a paragraph
-    (still found in docstrings being rewritten, see PENDING in tests/test_docstrings.py)
     would render as many entries and break inline literals spanning its lines. Here its
-    first line stays the entry and the following lines become its description.
+    first line stays the entry and the following lines become its description. Still
+    needed by ``pp.tile_tissue`` (``workbench/pp/_tiling.py``); remove this hook once that
+    Returns has a type line (a typed entry with an indented description).
     """
     i = 0
     while i < len(lines) - 1:

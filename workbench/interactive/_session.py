@@ -633,13 +633,6 @@ class RefinementSession:
     def save(self, path: str | Path | None = None, *, adata_path: str | Path | None = None) -> Path:
         """Write the outline as QuPath GeoJSON and, with an AnnData, the refined lesion.
 
-        Parameters
-        ----------
-        path
-            The GeoJSON file; default: the session's ``output``.
-        adata_path
-            Where to write the updated AnnData (``.h5ad``); default: the constructor's.
-
         All or nothing: every output path is checked first (a folder, a file where a folder
         should be, a read-only place, ``adata_path`` without an AnnData …), then both files
         are written to temporary files and renamed into place, the GeoJSON last. On any
@@ -654,6 +647,13 @@ class RefinementSession:
 
         With ``learn`` the engine first adapts to the open view's outline and its adapted
         state is written next to the GeoJSON (:attr:`adaptation_path`).
+
+        Parameters
+        ----------
+        path
+            The GeoJSON file; default: the session's ``output``.
+        adata_path
+            Where to write the updated AnnData (``.h5ad``); default: the constructor's.
 
         Returns
         -------
