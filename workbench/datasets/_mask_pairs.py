@@ -140,7 +140,8 @@ def load_mask_pairs(
 
     Returns
     -------
-    The pairs in file order, with their source group (case for EBHI-Seg) and split.
+    list of MaskPair
+        The pairs in file order, with their source group (case for EBHI-Seg) and split.
     """
     from PIL import Image
 

@@ -253,7 +253,8 @@ def site_stain_shifts(
 
     Returns
     -------
-    Array of shape ``(n_sites, len(TISSUE_TYPES), n_features)``.
+    numpy.ndarray
+        Array of shape ``(n_sites, len(TISSUE_TYPES), n_features)``.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x517E]))
     n_colour = max(n_features // 2, 1)

@@ -292,7 +292,8 @@ class StainNormalizer:
 
         Returns
         -------
-        ``self``, with the fitted attributes set.
+        StainNormalizer
+            ``self``, with the fitted attributes set.
 
         Raises
         ------
@@ -616,7 +617,8 @@ def normalize_stain(
 
     Returns
     -------
-    ``(H, W, 3)`` uint8 image.
+    numpy.ndarray
+        ``(H, W, 3)`` uint8 image.
     """
     if isinstance(reference, StainNormalizer):
         if method is not None and method != reference.method:
@@ -655,7 +657,8 @@ def augment_stain(
 
     Returns
     -------
-    ``(H, W, 3)`` uint8 image.
+    numpy.ndarray
+        ``(H, W, 3)`` uint8 image.
     """
     arr = np.asarray(rgb)
     if arr.ndim != 3 or arr.shape[2] < 3:

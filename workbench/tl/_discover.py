@@ -62,7 +62,8 @@ def split_patients(
 
     Returns
     -------
-    Mapping patient id → ``"discovery"`` / ``"validation"``.
+    dict
+        Mapping patient id → ``"discovery"`` / ``"validation"``.
     """
     if not 0 < validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
@@ -94,7 +95,8 @@ def fold_patients(
 
     Returns
     -------
-    Mapping patient id → fold index (0 … folds - 1).
+    dict
+        Mapping patient id → fold index (0 … folds - 1).
     """
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")

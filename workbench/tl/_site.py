@@ -99,7 +99,8 @@ def center_by_site(
 
     Returns
     -------
-    The ``obsm`` key written (pass it to ``tl.markers(feature_key=...)``).
+    str
+        The ``obsm`` key written (pass it to ``tl.markers(feature_key=...)``).
     """
     key_added = key_added or f"{feature_key}_site"
     adatas = list(adatas)
