@@ -95,10 +95,12 @@ class ClickState:
 
     @property
     def clicks(self) -> tuple[Click, ...]:
+        """The clicks, oldest first (a copy)."""
         return tuple(self._clicks)
 
     @property
     def last(self) -> Click | None:
+        """The newest click, or ``None`` when there is none."""
         return self._clicks[-1] if self._clicks else None
 
     def __len__(self) -> int:

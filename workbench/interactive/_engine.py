@@ -451,6 +451,7 @@ class RefinementEngine:
 
     @property
     def shape_rc(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the open view."""
         return self._require_view().image.shape[:2]
 
     @property

@@ -706,6 +706,7 @@ class Cohort:
 
     @property
     def has_survival(self) -> bool:
+        """Whether the cohort has survival columns (``duration_key`` and ``event_key``)."""
         return self.duration_key is not None
 
     @property
