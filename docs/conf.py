@@ -96,16 +96,24 @@ def _pending() -> list[str]:
 
 
 def _inherited_constructors() -> list[str]:
-    """Exported classes whose constructor is not the package's (``nn.Module``'s ``*args``)."""
+    """Exported classes whose constructor is not the package's.
+
+    ``nn.Module``'s ``*args``, or a :class:`typing.Protocol`'s placeholder (a protocol is
+    never constructed).
+    """
     names = []
     for package in PACKAGES:
         module = importlib.import_module(package)
         for member in module.__all__:
             obj = getattr(module, member)
             init = getattr(obj, "__init__", None)
-            if inspect.isclass(obj) and not getattr(init, "__module__", "").startswith("workbench"):
-                if not issubclass(obj, BaseException) and "__init__" not in vars(obj):
-                    names.append(f"{package}.{member}")
+            if not inspect.isclass(obj) or issubclass(obj, BaseException):
+                continue
+            if getattr(obj, "_is_protocol", False) or (
+                not getattr(init, "__module__", "").startswith("workbench")
+                and "__init__" not in vars(obj)
+            ):
+                names.append(f"{package}.{member}")
     return names
 
 
@@ -127,11 +135,6 @@ nb_mime_priority_overrides = [
 
 # -- HTML ----------------------------------------------------------------------------------
 html_theme = "alabaster"
-# Docstrings write the absolute value of a correlation as ``|Spearman rho|``, which reST reads
-# as a substitution; define it as itself.
-rst_prolog = r"""
-.. |Spearman rho| replace:: \|Spearman rho\|
-"""
 html_title = f"Pathology Workbench {release}"
 html_static_path: list[str] = []
 html_theme_options = {
@@ -203,11 +206,6 @@ def _package_page(name: str, title: str) -> str:
     return "\n".join(lines)
 
 
-# Module docstrings not shown yet because their reST does not parse cleanly (indented
-# tables without ``::``); owned by another helper of issue #22 when this was written.
-NOTES_SKIP = {"workbench.tl._simulate"}
-
-
 def _module_notes(name: str, module) -> list[str]:
     """The docstrings of the private modules behind a package's exports.
 
@@ -221,11 +219,7 @@ def _module_notes(name: str, module) -> list[str]:
         where = getattr(obj, "__module__", None) if callable(obj) else None
         if where and where.startswith(f"{name}._") and where not in modules:
             modules.append(where)
-    documented = [
-        m
-        for m in modules
-        if (importlib.import_module(m).__doc__ or "").strip() and m not in NOTES_SKIP
-    ]
+    documented = [m for m in modules if (importlib.import_module(m).__doc__ or "").strip()]
     if not documented:
         return []
     title = "Background: the modules"
@@ -324,9 +318,10 @@ def _indent_prose_returns(app, what, name, obj, options, lines):
     """Read a Returns section written as one unindented paragraph as one entry.
 
     numpydoc takes every unindented line of Returns as a new "type" line, so a paragraph
-    (still found in docstrings being rewritten, see PENDING in tests/test_docstrings.py)
     would render as many entries and break inline literals spanning its lines. Here its
-    first line stays the entry and the following lines become its description.
+    first line stays the entry and the following lines become its description. Still
+    needed by ``pp.tile_tissue`` (``workbench/pp/_tiling.py``); remove this hook once that
+    Returns has a type line (a typed entry with an indented description).
     """
     i = 0
     while i < len(lines) - 1:

@@ -30,31 +30,7 @@ ALSO_DOCUMENTED = ["workbench.report.write_report", "workbench.cli.main"]
 
 # Exported names whose docstrings live in files owned by the redesign of issue #22 and still
 # lack a required section. Remove a name once its docstring is complete (the test says which).
-PENDING: set[str] = {
-    "workbench.io.list_slides",  # io/_cohort.py
-    "workbench.io.slide_id",  # io/_cohort.py
-    "workbench.pp.optical_density",  # pp/_tissue.py
-    "workbench.models.SlideSample",  # models/_trainer.py
-    "workbench.models.default_device",  # models/_trainer.py
-    "workbench.models.export_encoder",  # models/_encoder.py
-    "workbench.models.read_checkpoint_config",  # models/_checkpoint.py
-    "workbench.tl.classification_metrics",  # tl/_train.py
-    "workbench.tl.match_phenotypes",  # tl/_discover.py
-    "workbench.tl.outcome_groups",  # tl/_discover.py
-    "workbench.interactive.ClickState",  # interactive/_clicks.py
-    "workbench.interactive.RegionRefiner",  # interactive/_widget.py
-    "workbench.interactive.click_maps",  # interactive/_clicks.py
-    "workbench.interactive.evaluate_clicks",  # interactive/_simulate.py
-    "workbench.interactive.iou",  # interactive/_simulate.py
-    "workbench.interactive.next_click",  # interactive/_simulate.py
-    "workbench.interactive.soft_click_maps",  # interactive/_clicks.py
-    "workbench.interactive.summarize",  # interactive/_simulate.py
-    "workbench.cli.main",  # cli.py
-    "workbench.datasets.MaskPair",  # datasets/_mask_pairs.py
-    "workbench.datasets.cohort_views",  # datasets/_mask_pairs.py
-    "workbench.datasets.lesion_view",  # datasets/_mask_pairs.py
-    "workbench.models.StepContext",  # models/_protocol.py
-}
+PENDING: set[str] = set()
 
 
 def _exported() -> list[tuple[str, object]]:

@@ -639,8 +639,19 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 done, 1 some slides failed, 2 a mistake
-    in the command or its inputs, said in one line on stderr; 130 interrupted)."""
+    """Run the command line and return its exit code.
+
+    Parameters
+    ----------
+    argv
+        The arguments after the program name; ``None`` reads ``sys.argv``.
+
+    Returns
+    -------
+    int
+        The exit code: 0 done, 1 some slides failed, 2 a mistake in the command or its
+        inputs (said in one line on stderr), 130 interrupted.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -459,7 +459,23 @@ class ClickTrainingSampler:
         return out ^ (noise > 2.0)
 
     def augment(self, rng: np.random.Generator, image: np.ndarray, mask: np.ndarray):
-        """Geometric and colour augmentation of a uint8 view; returns float32 [0, 1]."""
+        """Geometric and colour augmentation of a uint8 view; returns float32 [0, 1].
+
+        Parameters
+        ----------
+        rng
+            The random generator (the sampler's draws stay reproducible).
+        image
+            ``(H, W, 3)`` uint8 view.
+        mask
+            ``(H, W)`` bool mask, moved with the image.
+
+        Returns
+        -------
+        tuple
+            ``(image, mask)``: the float32 image in ``[0, 1]`` and the mask, rotated, flipped
+            and stain/colour/blur/noise augmented.
+        """
         from workbench.pp import augment_stain
 
         k = int(rng.integers(0, 4))

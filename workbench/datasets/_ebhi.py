@@ -101,7 +101,8 @@ def ebhi_case_split(case_id: str) -> str:
 
     Returns
     -------
-    The split name; fixed by the id alone.
+    str
+        The split name; fixed by the id alone.
     """
     digest = hashlib.sha256(f"ebhi:{case_id}".encode()).hexdigest()
     bucket = int(digest, 16) % _BUCKETS
@@ -136,7 +137,8 @@ def ebhi_images(
 
     Returns
     -------
-    The images in file order (class folder, then file name).
+    list of EbhiImage
+        The images in file order (class folder, then file name).
 
     Raises
     ------

@@ -58,7 +58,23 @@ GLAND_VIEW = 448  # side of an EBHI-Seg evaluation view (224 px images, about 0.
 
 @dataclass(frozen=True)
 class MaskPair:
-    """One real image with its binary mask."""
+    """One real image with its binary mask.
+
+    Parameters
+    ----------
+    dataset
+        The data set the image comes from (a folder name under the masks root).
+    name
+        The image's name within its data set.
+    group
+        The unit a split must not cut (patient or source image, :func:`source_group`).
+    split
+        ``"test"``, ``"val"`` or ``"train"`` (the fit part).
+    image
+        ``(H, W, 3)`` uint8 RGB image.
+    mask
+        ``(H, W)`` bool mask of the structures (lesion, glands or nuclei).
+    """
 
     dataset: str
     name: str
@@ -124,7 +140,8 @@ def load_mask_pairs(
 
     Returns
     -------
-    The pairs in file order, with their source group (case for EBHI-Seg) and split.
+    list of MaskPair
+        The pairs in file order, with their source group (case for EBHI-Seg) and split.
     """
     from PIL import Image
 
@@ -317,10 +334,11 @@ def benchmark_views(
 
     Returns
     -------
-    ``(name, rgb uint8, bool mask)`` views: whole pairs (region sets, lesion ≥ 1 % of the
-    image), object-centred single-nucleus views (nucleus sets), or whole biopsy images with
-    every gland of the mask as one target (EBHI-Seg), drawn round-robin over cases so that
-    no case dominates.
+    list of tuple
+        ``(name, rgb uint8, bool mask)`` views: whole pairs (region sets, lesion ≥ 1 % of
+        the image), object-centred single-nucleus views (nucleus sets), or whole biopsy
+        images with every gland of the mask as one target (EBHI-Seg), drawn round-robin
+        over cases so that no case dominates.
     """
     if dataset in REGION_DATASETS:
         pairs = load_mask_pairs(root, dataset, split=split, min_fraction=0.01)
@@ -361,6 +379,19 @@ def lesion_view(size: int = 256, *, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     Pink stroma with fibre texture and scattered small nuclei; the lesion is a cluster of
     larger, darker, crowded nuclei on a purple background with an irregular outline. Some
     views contain two lesions or a lesion touching the border.
+
+    Parameters
+    ----------
+    size
+        Side of the square view in pixels.
+    seed
+        Seed of the random generator; the same seed gives the same view.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(rgb, mask)``: the ``(size, size, 3)`` uint8 image and its ``(size, size)`` bool
+        lesion mask.
     """
     rng = np.random.default_rng(seed)
     h = w = int(size)
@@ -421,6 +452,28 @@ def cohort_views(
     ``side`` pixels square, read from the pyramid at a magnification where the lesion spans
     about ``fill`` of the view; the ground truth is the cohort's lesion mask cut to the same
     window. Training uses seed 7 and the benchmark seed 2024, so they never share a slide.
+
+    Parameters
+    ----------
+    root
+        Folder the synthetic cohort is written to, or read from when already there.
+    n_patients
+        Number of patients of the cohort.
+    seed
+        Seed of the cohort.
+    side
+        Side of each view in pixels.
+    per_slide
+        At most this many views per slide (its largest lesions).
+    fill
+        Fraction of the view the lesion's extent spans.
+
+    Returns
+    -------
+    list of tuple
+        ``(name, rgb, mask)`` per view: ``"<slide id>-<lesion>"``, the ``(side, side, 3)``
+        uint8 image and its ``(side, side)`` bool lesion mask. Views whose mask covers under
+        1 % of the window are left out.
     """
     from workbench.datasets._cohort import make_cohort
     from workbench.io import Slide

@@ -6,13 +6,18 @@ notebooks and ``benchmarks/markers.py`` all use it (``datasets.simulate_region_c
 Each slide is a cloud of superpixel regions on a jittered grid over an elliptical piece of
 tissue, with a round lesion. Every region has a hidden tissue type:
 
-``tumour``    regions inside the lesion;
-``stroma``    everything else by default;
-``immune``    an immune infiltrate: a background sprinkle anywhere (random per slide, no
-              outcome signal) plus a band at the lesion margin whose density follows the
-              patient's latent infiltration ``s`` (the planted marker);
-``necrosis``  a decoy patch inside the lesion whose size is random (no outcome signal);
-``adipose``   a decoy sprinkle over the non-lesion tissue, random amount (no outcome signal).
+``tumour``
+    regions inside the lesion;
+``stroma``
+    everything else by default;
+``immune``
+    an immune infiltrate: a background sprinkle anywhere (random per slide, no outcome
+    signal) plus a band at the lesion margin whose density follows the patient's latent
+    infiltration ``s`` (the planted marker);
+``necrosis``
+    a decoy patch inside the lesion whose size is random (no outcome signal);
+``adipose``
+    a decoy sprinkle over the non-lesion tissue, random amount (no outcome signal).
 
 Focused features (``obsm["X_focus"]``) are Gaussian noise plus a type-specific offset, so a
 clustering of the features can recover the types.
@@ -248,7 +253,8 @@ def site_stain_shifts(
 
     Returns
     -------
-    Array of shape ``(n_sites, len(TISSUE_TYPES), n_features)``.
+    numpy.ndarray
+        Array of shape ``(n_sites, len(TISSUE_TYPES), n_features)``.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x517E]))
     n_colour = max(n_features // 2, 1)

@@ -17,6 +17,16 @@ class ClickState:
 
     Clicks outside the view are ignored with a :class:`UserWarning` (a stray click must not
     end a refinement session).
+
+    Parameters
+    ----------
+    shape_rc
+        ``(rows, cols)`` of the view; both must be positive.
+
+    Raises
+    ------
+    ValueError
+        A dimension of ``shape_rc`` is not positive.
     """
 
     def __init__(self, shape_rc: tuple[int, int]) -> None:
@@ -27,14 +37,37 @@ class ClickState:
         self._clicks: list[Click] = []
 
     def contains(self, x: float, y: float) -> bool:
-        """Whether ``(x, y)`` lies inside the view."""
+        """Whether ``(x, y)`` lies inside the view.
+
+        Parameters
+        ----------
+        x, y
+            Column and row in view pixels (pixel centres are integers).
+
+        Returns
+        -------
+        bool
+            ``True`` when both are finite and within half a pixel of the view.
+        """
         h, w = self.shape_rc
         return bool(
             np.isfinite(x) and np.isfinite(y) and -0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5
         )
 
     def add(self, click: Click) -> bool:
-        """Append ``click``; return ``False`` (and warn) when it lies outside the view."""
+        """Append ``click`` unless it lies outside the view.
+
+        Parameters
+        ----------
+        click
+            The click, in view coordinates.
+
+        Returns
+        -------
+        bool
+            ``True`` when it was added; ``False`` (with a :class:`UserWarning`) when it lies
+            outside the view.
+        """
         if not self.contains(click.x, click.y):
             h, w = self.shape_rc
             warnings.warn(
@@ -47,7 +80,13 @@ class ClickState:
         return True
 
     def undo(self) -> Click | None:
-        """Remove and return the newest click (``None`` when there is none)."""
+        """Remove and return the newest click.
+
+        Returns
+        -------
+        Click or None
+            The click removed, or ``None`` when there was none.
+        """
         return self._clicks.pop() if self._clicks else None
 
     def reset(self) -> None:
@@ -56,10 +95,12 @@ class ClickState:
 
     @property
     def clicks(self) -> tuple[Click, ...]:
+        """The clicks, oldest first (a copy)."""
         return tuple(self._clicks)
 
     @property
     def last(self) -> Click | None:
+        """The newest click, or ``None`` when there is none."""
         return self._clicks[-1] if self._clicks else None
 
     def __len__(self) -> int:

@@ -352,10 +352,22 @@ class RefinementEngine:
 
     # ---------------------------------------------------------------- view -------------
     def set_view(self, image: np.ndarray, *, initial_mask: np.ndarray | None = None) -> np.ndarray:
-        """Start refining ``image`` (H, W, 3); returns the starting mask.
+        """Start refining ``image``, forgetting the previous view's clicks.
 
         The starting mask is ``initial_mask`` (e.g. a saved outline or a lesion prediction)
         or, when there is none, an empty mask.
+
+        Parameters
+        ----------
+        image
+            ``(H, W, 3)`` RGB view (uint8, or float in ``[0, 1]``).
+        initial_mask
+            ``(H, W)`` starting mask, or ``None`` for an empty one.
+
+        Returns
+        -------
+        numpy.ndarray
+            The starting mask (bool, view pixels).
 
         Raises
         ------
@@ -439,6 +451,7 @@ class RefinementEngine:
 
     @property
     def shape_rc(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the open view."""
         return self._require_view().image.shape[:2]
 
     @property
@@ -452,7 +465,13 @@ class RefinementEngine:
         return [s.steps for s in self._require_view().history[1:]]
 
     def undo(self) -> np.ndarray:
-        """Remove the newest click; restores exactly the mask and gate state before it."""
+        """Remove the newest click; restores exactly the mask and gate state before it.
+
+        Returns
+        -------
+        numpy.ndarray
+            The mask before that click (unchanged when there was no click).
+        """
         view = self._require_view()
         if len(view.history) > 1:
             view.history.pop()
@@ -462,7 +481,13 @@ class RefinementEngine:
         return self.mask
 
     def reset(self) -> np.ndarray:
-        """Forget all clicks; back to the starting mask."""
+        """Forget all clicks of the view.
+
+        Returns
+        -------
+        numpy.ndarray
+            The view's starting mask.
+        """
         view = self._require_view()
         del view.history[1:]
         view.loss_radii.clear()

@@ -33,7 +33,8 @@ class OutlineIndex:
 
         Returns
         -------
-        A shapely geometry (empty when nothing lies in the box).
+        shapely.geometry.base.BaseGeometry
+            A shapely geometry (empty when nothing lies in the box).
         """
         from shapely import GeometryCollection
         from shapely.ops import unary_union
@@ -62,7 +63,8 @@ def clip_to_box(geometry, box):
 
     Returns
     -------
-    The part of ``geometry`` inside ``box``.
+    shapely.geometry.base.BaseGeometry
+        The part of ``geometry`` inside ``box``.
     """
     if len(getattr(geometry, "geoms", ())) < 64:
         return geometry.intersection(box)  # few parts: the index would not pay

@@ -252,7 +252,13 @@ class RefinementSession:
         return self._merged_lesion()
 
     def lesion_annotations(self) -> list:
-        """The current slide-level lesion outline (with the open view's edits) as annotations."""
+        """The current slide-level lesion outline (with the open view's edits) as annotations.
+
+        Returns
+        -------
+        list of workbench.io.Annotation
+            One ``"Tumor"`` annotation per polygon, level-0 pixels (empty without outline).
+        """
         return _outline.lesion_annotations(self._merged_lesion())
 
     # ---------------------------------------------------------------- navigation -------
@@ -276,10 +282,22 @@ class RefinementSession:
         return image
 
     def go_to(self, centre_xy, *, downsample: float | None = None) -> np.ndarray:
-        """Open the view centred on level-0 ``centre_xy`` (at ``downsample``, default: the
-        current magnification); returns its starting mask.
+        """Open the view centred on level-0 ``centre_xy``.
 
-        The open view's clicks are folded into the slide outline first.
+        The open view's clicks are folded into the slide outline first. The view is clamped
+        to the slide, and the downsample to ``min_downsample`` .. the whole slide.
+
+        Parameters
+        ----------
+        centre_xy
+            Level-0 ``(x, y)`` of the new view's centre.
+        downsample
+            Level-0 pixels per view pixel; default: the current magnification.
+
+        Returns
+        -------
+        numpy.ndarray
+            The new view's starting mask (bool, view pixels).
 
         Raises
         ------
@@ -380,6 +398,16 @@ class RefinementSession:
         """Go to the place ``(x, y)`` of the overview thumbnail (its pixels).
 
         A point outside the thumbnail is ignored with a :class:`UserWarning`.
+
+        Parameters
+        ----------
+        x, y
+            Column and row in overview pixels (:attr:`overview`).
+
+        Returns
+        -------
+        numpy.ndarray
+            The new view's starting mask; the open view's mask when the point is ignored.
         """
         sx, sy = self.overview_scale
         h, w = self.overview.shape[:2]
@@ -393,7 +421,23 @@ class RefinementSession:
         return self.go_to(((x + 0.5) * sx, (y + 0.5) * sy))
 
     def select_focus(self, index: int) -> np.ndarray:
-        """Go to the ``index``-th focus region of ``adata.uns["explain"]``."""
+        """Go to the ``index``-th focus region of ``adata.uns["explain"]``.
+
+        Parameters
+        ----------
+        index
+            Which focus region, counting from 0 (the order of the explanation).
+
+        Returns
+        -------
+        numpy.ndarray
+            The new view's starting mask (bool, view pixels).
+
+        Raises
+        ------
+        RefinementError
+            The AnnData has no focus regions, or ``index`` is out of range.
+        """
         if not self._focus:
             raise RefinementError(
                 "this slide's AnnData has no focus regions (run tl.extract first)"
@@ -405,23 +449,70 @@ class RefinementSession:
         return self.go_to(self._focus[int(index)][1])
 
     def zoom(self, factor: float) -> np.ndarray:
-        """Magnify the view by ``factor`` (> 1 zooms in) around its centre."""
+        """Magnify the view by ``factor`` around its centre.
+
+        Parameters
+        ----------
+        factor
+            Magnification change: above 1 zooms in, below 1 zooms out.
+
+        Returns
+        -------
+        numpy.ndarray
+            The new view's starting mask (bool, view pixels).
+
+        Raises
+        ------
+        InvalidViewError
+            ``factor`` is not a finite number above 0.
+        """
         if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
             raise InvalidViewError(f"zoom factor must be a finite number > 0, got {factor!r}")
         return self.go_to(self.view_centre_xy, downsample=self._ds / float(factor))
 
     def zoom_in(self) -> np.ndarray:
-        """Twice the magnification (``zoom_step``), down to ``min_downsample``."""
+        """Magnify by ``zoom_step`` (twice by default), down to ``min_downsample``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The new view's starting mask (bool, view pixels).
+        """
         return self.zoom(self.zoom_step)
 
     def zoom_out(self) -> np.ndarray:
-        """Half the magnification, up to the whole slide in one view."""
+        """Reduce the magnification by ``zoom_step``, up to the whole slide in one view.
+
+        Returns
+        -------
+        numpy.ndarray
+            The new view's starting mask (bool, view pixels).
+        """
         return self.zoom(1.0 / self.zoom_step)
 
     def pan(self, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
-        """Move the view by ``(dx, dy)`` view widths/heights (``pan(0.5, 0)``: half a view to
-        the right). A direction name (``"left"``, ``"right"``, ``"up"``, ``"down"``) as ``dx``
-        moves by half a view."""
+        """Move the view by ``(dx, dy)`` view widths/heights.
+
+        ``pan(0.5, 0)`` moves half a view to the right; ``pan("left")`` half a view left.
+
+        Parameters
+        ----------
+        dx
+            Step right in view widths (negative: left), or a direction name (``"left"``,
+            ``"right"``, ``"up"``, ``"down"``) that moves by half a view.
+        dy
+            Step down in view heights (negative: up); ignored with a direction name.
+
+        Returns
+        -------
+        numpy.ndarray
+            The new view's starting mask (bool, view pixels).
+
+        Raises
+        ------
+        InvalidViewError
+            An unknown direction name, or steps that are not finite numbers.
+        """
         if isinstance(dx, str):
             if dx not in _DIRECTIONS:
                 raise InvalidViewError(
@@ -454,6 +545,18 @@ class RefinementSession:
         """Sample a whole-slide mask (drawn at ``downsample``) onto the open view's pixels.
 
         Handy for comparing the view with a reference outline, e.g. a cohort's lesion truth.
+
+        Parameters
+        ----------
+        mask
+            A whole-slide mask, one pixel per ``downsample`` level-0 pixels.
+        downsample
+            Level-0 pixels per pixel of ``mask``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The mask under each view pixel's centre, the shape of the view.
         """
         return _outline.sample_mask(mask, downsample, self._origin, self._image.shape, self._ds)
 
@@ -469,9 +572,21 @@ class RefinementSession:
         return self.engine.clicks.clicks
 
     def click(self, x: float, y: float, positive: bool = True) -> np.ndarray:
-        """A click on the view at pixel ``(x, y)``; returns the refined mask.
+        """Click on the view at pixel ``(x, y)`` and refine the mask.
 
         A click outside the view is ignored with a :class:`UserWarning` (the status says so).
+
+        Parameters
+        ----------
+        x, y
+            Column and row in view pixels.
+        positive
+            ``True`` adds to the lesion, ``False`` removes.
+
+        Returns
+        -------
+        numpy.ndarray
+            The refined mask (bool, view pixels).
         """
         n_before = len(self.engine.clicks)
         start = time.perf_counter()
@@ -493,14 +608,26 @@ class RefinementSession:
         return mask
 
     def undo(self) -> np.ndarray:
-        """Remove the newest click of the open view (exactly the mask before it)."""
+        """Remove the newest click of the open view.
+
+        Returns
+        -------
+        numpy.ndarray
+            Exactly the mask before that click.
+        """
         mask = self.engine.undo()
         self.status = f"undo: {len(self.engine.clicks)} clicks"
         self._changed(overview=False)
         return mask
 
     def reset(self) -> np.ndarray:
-        """Forget the open view's clicks (back to its starting mask)."""
+        """Forget the open view's clicks.
+
+        Returns
+        -------
+        numpy.ndarray
+            The view's starting mask.
+        """
         mask = self.engine.reset()
         self.status = "reset to the starting outline"
         self._changed(overview=False)
@@ -524,6 +651,13 @@ class RefinementSession:
 
         With ``learn`` the engine first adapts to the open view's outline and its adapted
         state is written next to the GeoJSON (:attr:`adaptation_path`).
+
+        Parameters
+        ----------
+        path
+            The GeoJSON file; default: the session's ``output``.
+        adata_path
+            Where to write the updated AnnData (``.h5ad``); default: the constructor's.
 
         Returns
         -------
@@ -643,13 +777,35 @@ class RefinementSession:
 
     # ---------------------------------------------------------------- rendering --------
     def render_view(self, *, opacity: float = 0.4) -> np.ndarray:
-        """The view with the mask overlay and the clicks drawn on it (uint8 RGB)."""
+        """The view with the mask overlay and the clicks drawn on it.
+
+        Parameters
+        ----------
+        opacity
+            Fill opacity of the mask overlay.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(H, W, 3)`` uint8 RGB.
+        """
         return _render.render_view(
             self._image, self.engine.mask, self.engine.clicks.clicks, opacity=opacity
         )
 
     def render_overview(self, *, opacity: float = 0.4) -> np.ndarray:
-        """The thumbnail with the lesion outline and the open view's box (uint8 RGB)."""
+        """The thumbnail with the lesion outline and the open view's box.
+
+        Parameters
+        ----------
+        opacity
+            Fill opacity of the lesion overlay.
+
+        Returns
+        -------
+        numpy.ndarray
+            The overview, uint8 RGB.
+        """
         return _render.render_overview(
             self.overview,
             self.overview_scale,

@@ -13,7 +13,18 @@ __all__ = ["evaluate_clicks", "evaluate_sequential", "iou", "summarize"]
 
 
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Intersection over union of two boolean masks (1.0 when both are empty)."""
+    """Intersection over union of two boolean masks.
+
+    Parameters
+    ----------
+    pred, gt
+        The two masks, same shape (non-zero is inside).
+
+    Returns
+    -------
+    float
+        ``|pred & gt| / |pred | gt|``, or 1.0 when both are empty.
+    """
     pred = np.asarray(pred, dtype=bool)
     gt = np.asarray(gt, dtype=bool)
     union = np.count_nonzero(pred | gt)
@@ -35,14 +46,28 @@ def evaluate_clicks(
     Starts from an empty mask, adds simulated clicks until the IoU reaches ``target_iou`` or
     ``max_clicks`` clicks were made.
 
+    Parameters
+    ----------
+    engine
+        A :class:`~workbench.interactive.RefinementEngine` (or anything with ``set_view``
+        and ``add_click``; a ``last_steps`` attribute is read when present).
+    image
+        The ``(H, W, 3)`` uint8 view.
+    gt
+        Its ``(H, W)`` ground-truth mask.
+    max_clicks
+        Most clicks made.
+    target_iou
+        IoU at which the user stops.
+
     Returns
     -------
     dict
         ``ious`` (IoU after each click, padded with the last value up to ``max_clicks``),
         ``seconds`` (engine time per click actually made), ``cpu_seconds`` (the process's
         CPU time for it: on a busy shared machine closer to what an idle one takes),
-        ``steps`` (optimisation steps per
-        click), ``n_clicks`` and ``optimised_clicks`` (clicks with at least one step).
+        ``steps`` (optimisation steps per click), ``n_clicks`` and ``optimised_clicks``
+        (clicks with at least one step).
     """
     gt = np.asarray(gt, dtype=bool)
     pred = engine.set_view(image)
@@ -85,11 +110,28 @@ def _noc(ious: list[float], target: float, max_clicks: int) -> int:
 
 
 def summarize(runs: list[dict], *, max_clicks: int = 20, targets=(0.80, 0.85, 0.90)) -> dict:
-    """NoC at each target, failures at ``max_clicks``, mean IoU per click, optimisation
-    share and timing.
+    """Summarise click runs: NoC per target, failures, mean IoU per click and timing.
 
     ``optimised_share`` and ``mean_steps`` are taken over the clicks from the second on (the
     first click of a view is the network's alone by design).
+
+    Parameters
+    ----------
+    runs
+        One :func:`evaluate_clicks` result per view.
+    max_clicks
+        The click budget the runs used (the NoC of a view that never reaches a target).
+    targets
+        IoU targets to report.
+
+    Returns
+    -------
+    dict
+        ``n_views``; per target ``t`` (as a percentage ``k``) ``noc<k>`` (mean number of
+        clicks to reach it) and ``failures<k>`` (views that never did); ``optimised_share``
+        and ``mean_steps``; ``miou_per_click`` (mean IoU after each click);
+        ``sec_per_click_median``, ``sec_per_click_p95``, ``cpu_per_click_median`` and
+        ``cpu_per_click_p95``.
     """
     out: dict = {"n_views": len(runs)}
     for t in targets:

@@ -68,6 +68,16 @@ class RegionRefiner:
     :attr:`session` (``refiner.session.mask``, ``refiner.session.save()`` …); the widget
     redraws after every change of the session.
 
+    Parameters
+    ----------
+    slide
+        Path of the slide or an open :class:`~workbench.io.Slide`; leave out when giving
+        ``session``.
+    session
+        A ready :class:`RefinementSession`, instead of ``slide`` and options.
+    **kwargs
+        The other arguments of :class:`RefinementSession` (with ``slide`` only).
+
     Attributes
     ----------
     session
@@ -76,6 +86,11 @@ class RegionRefiner:
         Fill opacity of the lesion overlay in the drawn images.
     negative_mode
         Whether a plain click removes (the add/remove toggle).
+
+    Raises
+    ------
+    workbench.WorkbenchError
+        Neither a slide nor a session given, or both.
     """
 
     def __init__(self, slide=None, *, session: RefinementSession | None = None, **kwargs) -> None:

@@ -54,8 +54,13 @@ def tcga_site(barcodes: Sequence[str] | pd.Series) -> pd.Series:
 
     Returns
     -------
-    The site codes (same index as ``barcodes`` when it is a Series); raises
-    :class:`~workbench.ClinicalTableError` naming the values that are not TCGA barcodes.
+    pandas.Series
+        The site codes (same index as ``barcodes`` when it is a Series).
+
+    Raises
+    ------
+    workbench.ClinicalTableError
+        Naming the values that are not TCGA barcodes.
     """
     series = barcodes if isinstance(barcodes, pd.Series) else pd.Series(list(barcodes))
     text = series.astype(str).str.strip()
@@ -102,9 +107,14 @@ def read_clinical(
 
     Returns
     -------
-    The table as a DataFrame (the id columns as ``str``, other columns as pandas infers them);
-    raises :class:`~workbench.ClinicalTableError` when the file is missing, a folder, empty,
-    not UTF-8 (e.g. UTF-16: save it as UTF-8 CSV) or not CSV.
+    pandas.DataFrame
+        The table (the id columns as ``str``, other columns as pandas infers them).
+
+    Raises
+    ------
+    workbench.ClinicalTableError
+        The file is missing, a folder, empty, not UTF-8 (e.g. UTF-16: save it as UTF-8
+        CSV) or not CSV.
     """
     path_text = str(path)
     p = Path(path)
@@ -179,9 +189,11 @@ def covariate_frame(
 
     Returns
     -------
-    ``(design, problems)``: ``design`` has one float column per numeric covariate and one
-    0/1 column per non-reference level of each categorical one (rows with a missing value
-    hold NaN); ``problems`` maps ``"missing"``, ``"text"``, ``"unknown"`` to messages.
+    design : pandas.DataFrame
+        One float column per numeric covariate and one 0/1 column per non-reference level
+        of each categorical one (rows with a missing value hold NaN).
+    problems : dict
+        Maps ``"missing"``, ``"text"``, ``"unknown"`` to messages.
     """
     covariates = list(dict.fromkeys(covariates))
     categorical = list(dict.fromkeys(categorical))
@@ -297,10 +309,16 @@ def validate_clinical(
 
     Returns
     -------
-    The checked table; raises :class:`~workbench.ClinicalTableError` listing every problem
-    (an empty or headerless file, missing columns, non-numeric or NaN or negative times,
-    events other than 0/1, no events, duplicated slides, patients whose rows disagree on
-    time/event/covariates/site, text or missing covariates, missing sites).
+    pandas.DataFrame
+        The checked table.
+
+    Raises
+    ------
+    workbench.ClinicalTableError
+        Listing every problem (an empty or headerless file, missing columns, non-numeric or
+        NaN or negative times, events other than 0/1, no events, duplicated slides,
+        patients whose rows disagree on time/event/covariates/site, text or missing
+        covariates, missing sites).
     """
     if not isinstance(clinical, pd.DataFrame):
         clinical = read_clinical(clinical, id_columns=(patient_key, slide_key))

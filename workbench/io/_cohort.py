@@ -66,8 +66,21 @@ def slide_id(path: str | os.PathLike) -> str:
     """The slide id of a file name, a path or an id: the name without its slide extension.
 
     Only a known slide extension (:data:`SLIDE_SUFFIXES`, and an ``.ome`` before it) is
-    removed, never everything after the first dot, so ids that contain dots survive:
+    removed, never everything after the first dot, so ids that contain dots survive (see
+    the examples).
 
+    Parameters
+    ----------
+    path
+        A file name, a path (only its last part is read) or an id.
+
+    Returns
+    -------
+    str
+        The id: the name less a known slide extension; an id comes back unchanged.
+
+    Examples
+    --------
     >>> slide_id("dir/S1.ome.tiff")
     'S1'
     >>> slide_id("TCGA-AB-1234-01Z-00-DX1.5A1B.svs")
@@ -106,6 +119,21 @@ def list_slides(folder: str | os.PathLike) -> list[Path]:
 
     A slide-named symbolic link that leads nowhere (dangling, or a loop) is refused with a
     :class:`~workbench.CohortError` naming each one, rather than skipped without a word.
+
+    Parameters
+    ----------
+    folder
+        The folder to list.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The slide files (extensions in :data:`SLIDE_SUFFIXES`), sorted by name.
+
+    Raises
+    ------
+    workbench.CohortError
+        ``folder`` is not a folder, or a slide-named link in it cannot be followed.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -681,6 +709,7 @@ class Cohort:
 
     @property
     def has_survival(self) -> bool:
+        """Whether the cohort has survival columns (``duration_key`` and ``event_key``)."""
         return self.duration_key is not None
 
     @property
@@ -704,25 +733,85 @@ class Cohort:
         )
 
     def slide_path(self, slide: str | os.PathLike) -> Path:
-        """Path of a slide file (by slide id, file name, path or a one-slide patient's id)."""
+        """Path of a slide file.
+
+        Parameters
+        ----------
+        slide
+            Slide id, file name, path or a one-slide patient's id.
+
+        Returns
+        -------
+        pathlib.Path
+            The slide file.
+
+        Raises
+        ------
+        workbench.UnknownSlideError
+            No slide of the cohort matches ``slide``.
+        """
         return self._paths[self._key(slide)]
 
     def mpp_of(self, slide: str | os.PathLike) -> float | None:
-        """The resolution override of a slide (``None``: the file's own)."""
+        """The resolution override of a slide.
+
+        Parameters
+        ----------
+        slide
+            Slide id, file name, path or a one-slide patient's id.
+
+        Returns
+        -------
+        float or None
+            µm per level-0 pixel given to the cohort (``mpp=``), or ``None`` (the file's own).
+        """
         return self._mpp.get(self._key(slide))
 
     def open(self, slide: str | os.PathLike) -> Slide:
-        """Open a slide with its resolution override applied."""
+        """Open a slide with its resolution override applied.
+
+        Parameters
+        ----------
+        slide
+            Slide id, file name, path or a one-slide patient's id.
+
+        Returns
+        -------
+        workbench.io.Slide
+            The open slide (close it, or use it as a context manager).
+        """
         from workbench.io._slide import Slide
 
         return Slide(self.slide_path(slide), mpp=self.mpp_of(slide))
 
     def patient_of(self, slide: str | os.PathLike) -> str:
+        """The patient a slide belongs to.
+
+        Parameters
+        ----------
+        slide
+            Slide id, file name, path or a one-slide patient's id.
+
+        Returns
+        -------
+        str
+            The patient id (``patient_key`` column).
+        """
         sid = self._key(slide)
         return str(self.clinical.loc[self.clinical[self._id_key] == sid, self.patient_key].iloc[0])
 
     def labels(self, column: str) -> pd.Series:
         """A clinical column as slide labels, indexed by slide id.
+
+        Parameters
+        ----------
+        column
+            The clinical column.
+
+        Returns
+        -------
+        pandas.Series
+            The labels in :attr:`slide_ids` order, named ``column``.
 
         Raises
         ------
@@ -757,6 +846,16 @@ class Cohort:
         Matching: the file name without ``.geojson``/``.json`` is the slide id, the slide's
         file name (``S1.svs.geojson``, as QuPath names exports) or the id followed by ``_``,
         ``.``, ``-`` or a space and a tag (``S1_lesion.geojson``).
+
+        Parameters
+        ----------
+        slide
+            Slide id, file name, path or a one-slide patient's id.
+
+        Returns
+        -------
+        pathlib.Path or None
+            The file, or ``None`` when the slide has none.
         """
         return self._annotation_files.get(self._key(slide))
 
@@ -765,6 +864,16 @@ class Cohort:
 
         An annotation file without lesion polygons gives ``[]``: an annotated slide without a
         lesion.
+
+        Parameters
+        ----------
+        slide
+            Slide id, file name, path or a one-slide patient's id.
+
+        Returns
+        -------
+        list of workbench.io.Annotation or None
+            The polygons (level-0 pixels), or ``None`` when the slide has no annotation file.
         """
         sid = self._key(slide)
         path = self._annotation_files.get(sid)
@@ -784,7 +893,18 @@ class Cohort:
         return list(self._annotation_cache[sid])
 
     def dimensions(self, slide: str | os.PathLike) -> tuple[int, int]:
-        """Level-0 ``(width, height)`` of a slide (opened once, then remembered)."""
+        """Level-0 ``(width, height)`` of a slide (opened once, then remembered).
+
+        Parameters
+        ----------
+        slide
+            Slide id, file name, path or a one-slide patient's id.
+
+        Returns
+        -------
+        tuple of int
+            ``(width, height)`` in level-0 pixels.
+        """
         sid = self._key(slide)
         if sid not in self._dimensions:
             with self.open(sid) as s:
@@ -794,8 +914,21 @@ class Cohort:
     def lesion_mask(
         self, slide: str | os.PathLike, downsample: float = 16
     ) -> tuple[np.ndarray, float] | None:
-        """``(mask, downsample)``: the lesion annotations rasterised at ``downsample`` level-0
-        pixels per mask pixel, or ``None`` when the slide has no annotation file."""
+        """The lesion annotations rasterised at ``downsample`` level-0 pixels per mask pixel.
+
+        Parameters
+        ----------
+        slide
+            Slide id, file name, path or a one-slide patient's id.
+        downsample
+            Level-0 pixels per mask pixel.
+
+        Returns
+        -------
+        tuple or None
+            ``(mask, downsample)`` with ``mask`` a bool array covering the slide, or ``None``
+            when the slide has no annotation file.
+        """
         anns = self.annotations(slide)
         if anns is None:
             return None
@@ -808,7 +941,25 @@ class Cohort:
 
     # ------------------------------------------------------------------------ subsets
     def subset(self, slides: Iterable[str | os.PathLike]) -> Cohort:
-        """A cohort of these slides (any key :meth:`slide_path` accepts), in the given order."""
+        """A cohort of these slides, in the given order.
+
+        Parameters
+        ----------
+        slides
+            Keys that :meth:`slide_path` accepts, each slide once.
+
+        Returns
+        -------
+        Cohort
+            A new cohort of the same class (this one is unchanged).
+
+        Raises
+        ------
+        workbench.CohortError
+            No slide given, or a slide named more than once.
+        workbench.UnknownSlideError
+            A key matches no slide.
+        """
         keys = [self._key(s) for s in slides]
         if not keys:
             raise CohortError("a subset needs at least one slide")
@@ -831,10 +982,28 @@ class Cohort:
         return new
 
     def assign(self, **columns) -> Cohort:
-        """A copy of the cohort with clinical columns added or replaced (like
-        :meth:`pandas.DataFrame.assign`): values are a Series indexed by slide id, a sequence
-        in :attr:`slide_ids` order, a scalar, or a function of the clinical table.
+        """A copy of the cohort with clinical columns added or replaced.
 
+        Works like :meth:`pandas.DataFrame.assign`.
+
+        Parameters
+        ----------
+        **columns
+            Column name → a Series indexed by slide id, a sequence in :attr:`slide_ids`
+            order, a scalar, or a function of the clinical table.
+
+        Returns
+        -------
+        Cohort
+            The new cohort (this one is unchanged).
+
+        Raises
+        ------
+        workbench.CohortError
+            A column would replace the slide id, patient or survival columns.
+
+        Examples
+        --------
         >>> cohort = cohort.assign(high_grade=lambda t: t["grade"] >= 3)  # doctest: +SKIP
         """
         protected = {self._id_key, self.patient_key, self.duration_key, self.event_key} - {None}

@@ -116,22 +116,56 @@ class TileABMIL(SlideModel):
         return self._tile_encoder
 
     def attach_encoder(self, encoder: TileEncoder) -> None:
-        """Attach the frozen tile encoder this model was built for."""
+        """Attach the frozen tile encoder this model was built for.
+
+        Parameters
+        ----------
+        encoder
+            The encoder whose ``spec()`` matches the one recorded in the configuration.
+        """
         check_encoder(self.config.get("encoder"), encoder)
         object.__setattr__(self, "_tile_encoder", encoder)
 
     def set_embedding_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Store the per-dimension mean and standard deviation of the frozen encoder's output."""
+        """Store the per-dimension mean and standard deviation of the frozen encoder's output.
+
+        Parameters
+        ----------
+        mean, std
+            ``(E,)`` per-dimension mean and standard deviation.
+        """
         if self.encoder is not None:
             raise ValueError("the built-in tile network learns its own scale; nothing to set")
         set_scaling(self.raw_mean, self.raw_std, mean, std)
 
     def embed_raw(self, raw: torch.Tensor) -> torch.Tensor:
-        """Tile embeddings ``(T, embed_dim)`` from (cached) frozen-encoder embeddings."""
+        """Tile embeddings ``(T, embed_dim)`` from (cached) frozen-encoder embeddings.
+
+        Parameters
+        ----------
+        raw
+            ``(T, E)`` frozen-encoder embeddings.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(T, embed_dim)`` standardised and projected embeddings.
+        """
         return self.project((raw.float() - self.raw_mean) / self.raw_std)
 
     def embed_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
-        """Tile embeddings ``(T, embed_dim)`` of float tiles ``(T, 3, S, S)`` in [0, 1]."""
+        """Tile embeddings ``(T, embed_dim)`` of float tiles ``(T, 3, S, S)`` in [0, 1].
+
+        Parameters
+        ----------
+        tiles
+            ``(T, 3, S, S)`` float tiles in ``[0, 1]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(T, embed_dim)`` embeddings.
+        """
         if self.encoder is not None:
             return self.encoder.embed(self.encoder.encode(tiles))
         if self._tile_encoder is None:
@@ -141,7 +175,18 @@ class TileABMIL(SlideModel):
         return self.embed_raw(self._tile_encoder(tiles)["embedding"].to(tiles.device))
 
     def pool_embeddings(self, embeddings: torch.Tensor) -> dict:
-        """Slide ``logits`` (n_classes,) and tile ``attention`` (T,) from tile embeddings."""
+        """Slide ``logits`` (n_classes,) and tile ``attention`` (T,) from tile embeddings.
+
+        Parameters
+        ----------
+        embeddings
+            ``(T, embed_dim)`` tile embeddings.
+
+        Returns
+        -------
+        dict
+            ``logits`` (n_classes,) and ``attention`` (T,).
+        """
         pooled = self.pool(embeddings)
         return {
             "logits": self.classifier(self.dropout(pooled["pooled"])),
@@ -150,6 +195,11 @@ class TileABMIL(SlideModel):
 
     def forward(self, tiles: torch.Tensor) -> dict:
         """Classify one slide from all its tiles ``(T, 3, S, S)``.
+
+        Parameters
+        ----------
+        tiles
+            ``(T, 3, S, S)`` float tiles in ``[0, 1]``.
 
         Returns
         -------
@@ -164,14 +214,39 @@ class TileABMIL(SlideModel):
     # ------------------------------------------------------------------ SlideModel hooks
     @classmethod
     def for_training(cls, *, in_features: int, encoder: dict | None = None, **kwargs) -> TileABMIL:
-        """The model ``SlideTrainer`` builds (reads tiles, so ``in_features`` is not used)."""
+        """The model ``SlideTrainer`` builds (reads tiles, so ``in_features`` is not used).
+
+        Parameters
+        ----------
+        in_features
+            Region feature size (not used).
+        encoder
+            A frozen tile encoder's ``spec()``, or ``None`` for the built-in network.
+        **kwargs
+            The other constructor arguments.
+
+        Returns
+        -------
+        TileABMIL
+            A new, untrained model.
+        """
         return cls(encoder=encoder, **kwargs)
 
     def fit_scaling(
         self, samples: Sequence[SlideSample], *, device: torch.device, seed: int
     ) -> None:
         """With a frozen encoder, standardise its tile embeddings (the built-in tile network
-        learns its own scale); see :meth:`SlideModel.fit_scaling`."""
+        learns its own scale); see :meth:`SlideModel.fit_scaling`.
+
+        Parameters
+        ----------
+        samples
+            The training slides.
+        device
+            Where to run the frozen encoder over images that have no cached embeddings.
+        seed
+            Seeds the subsampling of the slides.
+        """
         if self.encoder is not None:
             return
         stats = embedding_scaling(
@@ -189,7 +264,20 @@ class TileABMIL(SlideModel):
         self, sample: SlideSample, ctx: StepContext
     ) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """Slide cross-entropy on ``ctx.tiles_per_step`` tiles sampled from the slide (see
-        :meth:`SlideModel.training_step`)."""
+        :meth:`SlideModel.training_step`).
+
+        Parameters
+        ----------
+        sample
+            The cached slide.
+        ctx
+            The trainer's step context.
+
+        Returns
+        -------
+        tuple
+            ``(total loss, {term name: loss}, slide logits (n_classes,))``.
+        """
         s = sample
         source = s.tile_embeddings if s.tile_embeddings is not None else s.tiles
         if source is None or not len(source):
@@ -206,7 +294,22 @@ class TileABMIL(SlideModel):
     def predict_logits(
         self, sample: SlideSample, *, device: torch.device, crop_source: Callable | None = None
     ) -> torch.Tensor:
-        """Slide logits pooled over every cached tile (``crop_source`` is not used)."""
+        """Slide logits pooled over every cached tile (``crop_source`` is not used).
+
+        Parameters
+        ----------
+        sample
+            The cached slide (its tiles or tile embeddings).
+        device
+            Where the model is.
+        crop_source
+            Not used (every cached tile is read).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n_classes,)`` logits.
+        """
         if sample.tile_embeddings is not None:
             emb = self.embed_raw(sample.tile_embeddings.to(device))
         else:
@@ -217,6 +320,13 @@ class TileABMIL(SlideModel):
     def infer(self, inputs: SlideInputs, *, top_k: int | None = None) -> dict:
         """Every tissue tile embedded (in batches), attention-pooled into slide logits; the
         tile attention mapped onto the regions (see :meth:`SlideModel.infer`).
+
+        Parameters
+        ----------
+        inputs
+            The slide's tensors (:class:`SlideInputs`).
+        top_k
+            Focus regions to pick (default: the model's ``top_k``).
 
         Returns
         -------

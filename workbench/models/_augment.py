@@ -43,8 +43,9 @@ def stain_jitter(
 
     Returns
     -------
-    ``(B, 3, H, W)`` float in ``[0, 1]``; the input is not modified. With ``sigma = bias = 0``
-    the images come back unchanged (up to float rounding).
+    torch.Tensor
+        ``(B, 3, H, W)`` float in ``[0, 1]``; the input is not modified. With
+        ``sigma = bias = 0`` the images come back unchanged (up to float rounding).
     """
     assert images.ndim == 4 and images.shape[1] == 3, "images must be (B, 3, H, W)"
     assert sigma >= 0 and bias >= 0, "sigma and bias must be >= 0"

@@ -236,6 +236,16 @@ def _check_ranges(cfg: dict, where: str) -> None:
 def read_checkpoint_config(path: str | os.PathLike) -> dict:
     """The parsed ``config.json`` of a checkpoint folder, checked (format, checksum, ranges).
 
+    Parameters
+    ----------
+    path
+        The checkpoint folder, or its ``config.json`` or weights file.
+
+    Returns
+    -------
+    dict
+        The configuration as saved (model kind and sizes, encoder, training settings).
+
     Raises
     ------
     workbench.CheckpointError

@@ -59,6 +59,12 @@ def click_maps(
         Disk radius in output pixels.
     scale
         Factor from click coordinates to output pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(2, H, W)`` float32: 1 inside a positive click's disk (channel 0) or a negative
+        click's disk (channel 1), 0 elsewhere.
     """
     h, w = shape_rc
     maps = np.zeros((2, h, w), dtype=np.float32)
@@ -93,6 +99,22 @@ def soft_click_maps(
     channel is the maximum over its clicks. Unlike the network's binary disks these maps
     reach over a click's neighbourhood, so an optimised gate can change the features there,
     and hardly anywhere else.
+
+    Parameters
+    ----------
+    clicks
+        Clicks in the coordinates of a view; ``scale`` maps them to ``shape_rc``.
+    shape_rc
+        Output shape (rows, cols).
+    radius
+        Length scale of the Gaussian in output pixels.
+    scale
+        Factor from click coordinates to output pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(2, H, W)`` float32 in ``[0, 1]``: positive clicks in channel 0, negative in 1.
     """
     h, w = shape_rc
     maps = np.zeros((2, h, w), dtype=np.float32)
@@ -119,6 +141,23 @@ def next_click(pred: np.ndarray, gt: np.ndarray) -> Click | None:
     The click goes to the error pixel farthest from the boundary of its error region: a
     positive click in a false negative region or a negative click in a false positive
     region, whichever is deeper (ties go to the positive click).
+
+    Parameters
+    ----------
+    pred
+        The current mask, ``(H, W)`` (any dtype; non-zero is inside).
+    gt
+        The ground-truth mask, same shape.
+
+    Returns
+    -------
+    Click or None
+        The next click in view pixels, or ``None`` when ``pred`` equals ``gt``.
+
+    Raises
+    ------
+    ValueError
+        ``pred`` and ``gt`` differ in shape.
     """
     pred = np.asarray(pred, dtype=bool)
     gt = np.asarray(gt, dtype=bool)

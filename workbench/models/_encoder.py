@@ -121,6 +121,14 @@ class TileEncoder(nn.Module):
         }
 
     def spec(self) -> dict:  # pragma: no cover - implemented by subclasses
+        """JSON description recorded in checkpoints (what :func:`check_encoder` compares).
+
+        Returns
+        -------
+        dict
+            At least ``source``, ``name``, ``sha256``, ``embed_dim``, ``input_size``,
+            ``mpp``, ``mean`` and ``std``.
+        """
         raise NotImplementedError
 
 
@@ -231,7 +239,18 @@ class ModuleEncoder(TileEncoder):
         self.embed_dim = int(embed_dim)
 
     def train(self, mode: bool = True) -> ModuleEncoder:
-        # Frozen: the wrapped module always stays in inference mode (dropout, norm statistics).
+        """Stay in inference mode whatever ``mode`` says: the encoder is frozen.
+
+        Parameters
+        ----------
+        mode
+            Ignored (dropout and norm statistics of the wrapped module never train).
+
+        Returns
+        -------
+        ModuleEncoder
+            ``self``.
+        """
         super().train(False)
         return self
 
@@ -239,7 +258,26 @@ class ModuleEncoder(TileEncoder):
         return (images - self._mean.to(images)) / self._std.to(images)
 
     def forward(self, images: torch.Tensor) -> dict:
-        """``{"embedding": (B, E)[, "lesion_logits": (B, 1, H, W)]}`` of ``[0, 1]`` crops."""
+        """Embed crops (and predict their lesion logits when the module does).
+
+        Parameters
+        ----------
+        images
+            ``(B, 3, H, W)`` RGB crops in ``[0, 1]``; resized to ``input_size`` when needed.
+
+        Returns
+        -------
+        dict
+            ``{"embedding": (B, E)}``, with ``"lesion_logits"`` ``(B, 1, H, W)`` when the
+            module predicts them.
+
+        Raises
+        ------
+        workbench.EncoderError
+            The crops are not ``(B, 3, H, W)``.
+        workbench.NonFiniteError
+            The module gave NaN or infinite values.
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise EncoderError(f"crops must be (B, 3, H, W), got {tuple(images.shape)}")
         size = images.shape[2:]
@@ -260,10 +298,23 @@ class ModuleEncoder(TileEncoder):
         return out
 
     def spec(self) -> dict:
-        """JSON description recorded in checkpoints."""
+        """JSON description recorded in checkpoints.
+
+        Returns
+        -------
+        dict
+            Name, source (file or module), sizes, mpp, normalisation and checksum.
+        """
         return self._spec("file" if self.file else "module", self.file)
 
     def extra_repr(self) -> str:
+        """The configuration in one line, for ``repr(encoder)``.
+
+        Returns
+        -------
+        str
+            Name, embedding size, input size and mpp.
+        """
         return (
             f"name={self.name!r}, embed_dim={self.embed_dim}, input_size={self.input_size}, "
             f"mpp={self.mpp}, frozen"
@@ -286,6 +337,22 @@ def export_encoder(
     uni", pretrained=True, num_classes=0)`` on your own machine); the file then loads anywhere
     with :func:`load_encoder` without timm and without unpickling Python code. The metadata
     (name, input size, mpp, normalisation, embedding size) travels inside the file.
+
+    Parameters
+    ----------
+    module
+        The encoder: ``(B, 3, input_size, input_size)`` normalised images to ``(B, E)``
+        embeddings.
+    path
+        Where to write; must end in ``.pt2``.
+    input_size
+        Side of the square input in pixels.
+    mpp
+        Microns per pixel the encoder expects.
+    mean, std
+        Per-channel normalisation applied to ``[0, 1]`` images before the module.
+    name
+        A name for reports and checkpoints (default: the module's class name).
 
     Returns
     -------
@@ -381,10 +448,28 @@ class EncoderDetail(nn.Module):
         object.__setattr__(self, "encoder", None)
 
     def set_embedding_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Store the per-dimension mean and standard deviation of the raw embeddings."""
+        """Store the per-dimension mean and standard deviation of the raw embeddings.
+
+        Parameters
+        ----------
+        mean, std
+            ``(in_dim,)`` per-dimension mean and standard deviation.
+        """
         set_scaling(self.raw_mean, self.raw_std, mean, std)
 
     def attach(self, encoder: TileEncoder) -> None:
+        """Attach the frozen encoder (kept out of the state dict).
+
+        Parameters
+        ----------
+        encoder
+            The encoder; its embedding size must be ``in_dim``.
+
+        Raises
+        ------
+        workbench.EncoderError
+            The encoder's embedding size is not ``in_dim``.
+        """
         if int(encoder.embed_dim) != self.in_dim:
             raise EncoderError(
                 f"the encoder gives {encoder.embed_dim}-d embeddings, this model expects {self.in_dim}"
@@ -392,7 +477,19 @@ class EncoderDetail(nn.Module):
         object.__setattr__(self, "encoder", encoder)
 
     def encode(self, images: torch.Tensor) -> dict:
-        """Run the attached encoder (no gradients)."""
+        """Run the attached encoder (no gradients).
+
+        Parameters
+        ----------
+        images
+            ``(B, 3, H, W)`` float crops in ``[0, 1]``.
+
+        Returns
+        -------
+        dict
+            The encoder's outputs: ``embedding`` ``(B, in_dim)`` and, when it has one,
+            ``lesion_logits``.
+        """
         if self.encoder is None:
             raise EncoderError(
                 "no tile encoder attached; load the checkpoint with encoder=… (the .pt2 file or "
@@ -401,7 +498,21 @@ class EncoderDetail(nn.Module):
         return self.encoder(images)
 
     def from_embeddings(self, raw: torch.Tensor, lesion_logits: torch.Tensor | None = None) -> dict:
-        """Heads on (cached) encoder embeddings ``(B, in_dim)``."""
+        """Heads on (cached) encoder embeddings ``(B, in_dim)``.
+
+        Parameters
+        ----------
+        raw
+            ``(B, in_dim)`` encoder embeddings.
+        lesion_logits
+            The encoder's lesion maps ``(B, 1, H, W)``, or ``None``.
+
+        Returns
+        -------
+        dict
+            ``embedding`` ``(B, embed_dim)``, ``lesion_prob`` ``(B,)`` and ``logits`` (the lesion
+            maps, or ``(B, 1, 1, 1)`` without them).
+        """
         h = self.norm((raw.float() - self.raw_mean) / self.raw_std)
         pooled = self.lesion_head(h).squeeze(-1)
         if lesion_logits is None:
@@ -413,5 +524,17 @@ class EncoderDetail(nn.Module):
         return {"embedding": self.project(h), "lesion_prob": prob, "logits": logits}
 
     def forward(self, images: torch.Tensor) -> dict:
+        """Encode crops and apply the heads (:meth:`from_embeddings`).
+
+        Parameters
+        ----------
+        images
+            ``(B, 3, H, W)`` float crops in ``[0, 1]``.
+
+        Returns
+        -------
+        dict
+            ``embedding``, ``lesion_prob`` and ``logits``, as :meth:`from_embeddings`.
+        """
         enc = self.encode(images)
         return self.from_embeddings(enc["embedding"].to(images.device), enc.get("lesion_logits"))

@@ -60,7 +60,8 @@ def nonfinite_names(tensors: Mapping[str, object]) -> list[str]:
 
     Returns
     -------
-    The names, in the mapping's order.
+    list of str
+        The names, in the mapping's order.
     """
     return [k for k, v in tensors.items() if v is not None and _count_bad(v)[0]]
 
@@ -77,7 +78,8 @@ def nonfinite_cause(model: nn.Module | None, inputs: Mapping[str, object]) -> st
 
     Returns
     -------
-    A phrase such as ``"the inputs region features hold NaN/inf"``.
+    str
+        A phrase such as ``"the inputs region features hold NaN/inf"``.
     """
     bad_in = nonfinite_names(inputs)
     if bad_in:

@@ -76,21 +76,58 @@ class GlobalOnly(SlideModel):
         self.global_branch = GlobalBranch(**{k: self.config[k] for k in GLOBAL_BRANCH_OPTIONS})
 
     def forward(self, features: torch.Tensor, edge_index: torch.Tensor) -> dict:
-        """Same outputs as :meth:`GlobalBranch.forward`."""
+        """Same outputs as :meth:`GlobalBranch.forward`.
+
+        Parameters
+        ----------
+        features
+            ``(N, F)`` region features.
+        edge_index
+            ``(2, E)`` region adjacency.
+
+        Returns
+        -------
+        dict
+            The outputs of :meth:`GlobalBranch.forward` (``logits``, ``node_logits``,
+            ``tokens`` …).
+        """
         return self.global_branch(features, edge_index)
 
     # ------------------------------------------------------------------ SlideModel hooks
     def fit_scaling(
         self, samples: Sequence[SlideSample], *, device: torch.device, seed: int
     ) -> None:
-        """Standardise the region features (see :meth:`SlideModel.fit_scaling`)."""
+        """Standardise the region features (see :meth:`SlideModel.fit_scaling`).
+
+        Parameters
+        ----------
+        samples
+            The training slides.
+        device
+            Where to run an encoder, if one is needed.
+        seed
+            Seeds any subsampling.
+        """
         self.global_branch.set_feature_scaling(*feature_scaling(samples))
 
     def training_step(
         self, sample: SlideSample, ctx: StepContext
     ) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """Slide (and, with region labels, node) cross-entropy, unweighted by the curriculum
-        (see :meth:`SlideModel.training_step`)."""
+        (see :meth:`SlideModel.training_step`).
+
+        Parameters
+        ----------
+        sample
+            The cached slide.
+        ctx
+            The trainer's step context.
+
+        Returns
+        -------
+        tuple
+            ``(total loss, {term name: loss}, slide logits (n_classes,))``.
+        """
         out = self(sample.features.to(ctx.device).float(), sample.edge_index.to(ctx.device))
         parts = {"slide": ctx.slide_loss(out["logits"], sample.label)}
         if sample.node_labels is not None:
@@ -100,12 +137,34 @@ class GlobalOnly(SlideModel):
     def predict_logits(
         self, sample: SlideSample, *, device: torch.device, crop_source: Callable | None = None
     ) -> torch.Tensor:
-        """Slide logits from the region graph alone (``crop_source`` is not used)."""
+        """Slide logits from the region graph alone (``crop_source`` is not used).
+
+        Parameters
+        ----------
+        sample
+            The cached slide.
+        device
+            Where the model is.
+        crop_source
+            Not used (the region graph is all this kind reads).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n_classes,)`` logits.
+        """
         return self(sample.features.to(device).float(), sample.edge_index.to(device))["logits"]
 
     def infer(self, inputs: SlideInputs, *, top_k: int | None = None) -> dict:
         """Slide logits, the gradient attribution of the predicted class as region scores and
         its top-K regions after graph NMS (see :meth:`SlideModel.infer`).
+
+        Parameters
+        ----------
+        inputs
+            The slide's tensors (:class:`SlideInputs`).
+        top_k
+            Focus regions to pick (default: the model's ``top_k``).
 
         Returns
         -------

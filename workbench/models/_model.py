@@ -172,7 +172,13 @@ class SelfCalibratedModel(SlideModel):
         return getattr(self.detail, "encoder", None)
 
     def attach_encoder(self, encoder: TileEncoder) -> None:
-        """Attach the frozen tile encoder this model was built for (see ``encoder``)."""
+        """Attach the frozen tile encoder this model was built for (see ``encoder``).
+
+        Parameters
+        ----------
+        encoder
+            The encoder whose ``spec()`` matches the one recorded in the configuration.
+        """
         from workbench.models._encoder import check_encoder
 
         check_encoder(self.config.get("encoder"), encoder)
@@ -181,6 +187,13 @@ class SelfCalibratedModel(SlideModel):
     # ------------------------------------------------------------------------------------
     def forward_global(self, features: torch.Tensor, edge_index: torch.Tensor) -> dict:
         """Global branch and focus scores of one slide.
+
+        Parameters
+        ----------
+        features
+            ``(N, F)`` region features.
+        edge_index
+            ``(2, E)`` region adjacency.
 
         Returns
         -------
@@ -203,7 +216,24 @@ class SelfCalibratedModel(SlideModel):
         k: int | None = None,
         candidates: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Indices of the focus regions (graph NMS over the focus scores)."""
+        """Indices of the focus regions (graph NMS over the focus scores).
+
+        Parameters
+        ----------
+        focus_scores
+            ``(N,)`` focus scores.
+        edge_index
+            ``(2, E)`` region adjacency.
+        k
+            Regions to pick (default: the focus predictor's ``top_k``).
+        candidates
+            Node indices to choose among (default: every region).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(K,)`` long node indices of the focus regions.
+        """
         return self.focus.select(focus_scores, edge_index, k=k, candidates=candidates)
 
     def forward_detail(
@@ -264,6 +294,17 @@ class SelfCalibratedModel(SlideModel):
         regions picked by :meth:`select_focus`), the detail outputs are added and
         ``logits = global_logits + detail_logits``.
 
+        Parameters
+        ----------
+        features
+            ``(N, F)`` region features.
+        edge_index
+            ``(2, E)`` region adjacency.
+        crops
+            ``(K, 3, S, S)`` float crops in ``[0, 1]`` of the regions in ``focus_index``.
+        focus_index
+            ``(K,)`` node index of each crop.
+
         Returns
         -------
         dict
@@ -289,14 +330,39 @@ class SelfCalibratedModel(SlideModel):
     def for_training(
         cls, *, in_features: int, encoder: dict | None = None, **kwargs
     ) -> SelfCalibratedModel:
-        """The model ``SlideTrainer`` builds (see :meth:`SlideModel.for_training`)."""
+        """The model ``SlideTrainer`` builds (see :meth:`SlideModel.for_training`).
+
+        Parameters
+        ----------
+        in_features
+            Region feature size.
+        encoder
+            A frozen tile encoder's ``spec()``, or ``None`` for the built-in network.
+        **kwargs
+            The other constructor arguments.
+
+        Returns
+        -------
+        SelfCalibratedModel
+            A new, untrained model.
+        """
         return cls(in_features=in_features, encoder=encoder, **kwargs)
 
     def fit_scaling(
         self, samples: Sequence[SlideSample], *, device: torch.device, seed: int
     ) -> None:
         """Standardise the region features and, with a frozen encoder, its crop embeddings
-        (see :meth:`SlideModel.fit_scaling`)."""
+        (see :meth:`SlideModel.fit_scaling`).
+
+        Parameters
+        ----------
+        samples
+            The training slides.
+        device
+            Where to run the frozen encoder over images that have no cached embeddings.
+        seed
+            Seeds the subsampling of the slides.
+        """
         self.global_branch.set_feature_scaling(*feature_scaling(samples))
         if not hasattr(self.detail, "set_embedding_scaling"):
             return
@@ -312,14 +378,38 @@ class SelfCalibratedModel(SlideModel):
             self.detail.set_embedding_scaling(*stats)
 
     def ready_for_early_stopping(self, weights: Mapping[str, float]) -> bool:
-        """Only once the detail branch is on do validation losses compare like with like."""
+        """Only once the detail branch is on do validation losses compare like with like.
+
+        Parameters
+        ----------
+        weights
+            The epoch's curriculum weights.
+
+        Returns
+        -------
+        bool
+            Whether the detail weight is above 0.
+        """
         return weights["detail"] > 0
 
     def training_step(
         self, sample: SlideSample, ctx: StepContext
     ) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """Slide, node and focus losses, then (by the curriculum) detail, consistency and
-        back-calibration (see :meth:`SlideModel.training_step`)."""
+        back-calibration (see :meth:`SlideModel.training_step`).
+
+        Parameters
+        ----------
+        sample
+            The cached slide.
+        ctx
+            The trainer's step context.
+
+        Returns
+        -------
+        tuple
+            ``(total loss, {term name: loss}, slide logits (n_classes,))``.
+        """
         s, w, dev = sample, ctx.weights, ctx.device
         x = s.features.to(dev).float()
         ei = s.edge_index.to(dev)
@@ -380,7 +470,23 @@ class SelfCalibratedModel(SlideModel):
         self, sample: SlideSample, *, device: torch.device, crop_source: Callable | None = None
     ) -> torch.Tensor:
         """Global logits plus the detail logits of the focus regions chosen among all regions
-        (crops from ``crop_source``) or, without a source, among the sample's cached crops."""
+        (crops from ``crop_source``) or, without a source, among the sample's cached crops.
+
+        Parameters
+        ----------
+        sample
+            The cached slide.
+        device
+            Where the model is.
+        crop_source
+            ``crop_source(nodes)`` -> uint8 crops or frozen-encoder embeddings of any region;
+            ``None``: choose among the sample's cached crops.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n_classes,)`` logits.
+        """
         s = sample
         x = s.features.to(device).float()
         ei = s.edge_index.to(device)
@@ -403,6 +509,13 @@ class SelfCalibratedModel(SlideModel):
     def infer(self, inputs: SlideInputs, *, top_k: int | None = None) -> dict:
         """Global branch, focus regions by graph NMS, their magnified crops through the detail
         branch (see :meth:`SlideModel.infer`).
+
+        Parameters
+        ----------
+        inputs
+            The slide's tensors (:class:`SlideInputs`).
+        top_k
+            Focus regions to pick (default: the model's ``top_k``).
 
         Returns
         -------

@@ -166,7 +166,7 @@ def kind_by_class_name(class_name: str) -> str | None:
 class StepContext:
     """What a training step needs from the trainer (one object, so kinds never see it).
 
-    Attributes
+    Parameters
     ----------
     device
         Where the step runs.
@@ -214,12 +214,27 @@ class SlideInputs(Protocol):
     region_tile: torch.Tensor
 
     def crops(self, nodes: Sequence[int]) -> torch.Tensor:
-        """``(K, 3, S, S)`` float crops in ``[0, 1]`` of these regions, at the detail
-        magnification (the slide read on demand, never whole)."""
+        """Crops of these regions at the detail magnification (read on demand, never whole).
+
+        Parameters
+        ----------
+        nodes
+            Region indices (rows of ``features``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(K, 3, S, S)`` float crops in ``[0, 1]``, one per node, in order.
+        """
 
     def tile_batches(self) -> Iterator[torch.Tensor]:
-        """The tissue tiles, ``(B, 3, S, S)`` float in ``[0, 1]`` per batch, in the order of
-        ``tile_region``."""
+        """The tissue tiles, batch by batch, in the order of ``tile_region``.
+
+        Yields
+        ------
+        torch.Tensor
+            ``(B, 3, S, S)`` float tiles in ``[0, 1]``.
+        """
 
 
 class SlideModel(nn.Module):
@@ -267,7 +282,13 @@ class SlideModel(nn.Module):
         return None
 
     def attach_encoder(self, encoder) -> None:
-        """Attach the frozen tile encoder the model was built for (kinds that take one)."""
+        """Attach the frozen tile encoder the model was built for (kinds that take one).
+
+        Parameters
+        ----------
+        encoder
+            The frozen tile encoder.
+        """
         raise EncoderError(f"a {type(self).__name__} takes no tile encoder")
 
     def to_config(self) -> dict:

@@ -143,11 +143,39 @@ class TextureEncoder(TileEncoder):
         self.sha256 = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
     def train(self, mode: bool = True) -> TextureEncoder:
+        """Stay in inference mode whatever ``mode`` says (the encoder has no weights to train).
+
+        Parameters
+        ----------
+        mode
+            Ignored.
+
+        Returns
+        -------
+        TextureEncoder
+            ``self``.
+        """
         return super().train(False)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> dict:
-        """``{"embedding": (B, 58)}`` of ``(B, 3, H, W)`` RGB crops in ``[0, 1]``."""
+        """Hand-made stain and texture features of crops.
+
+        Parameters
+        ----------
+        images
+            ``(B, 3, H, W)`` RGB crops in ``[0, 1]``.
+
+        Returns
+        -------
+        dict
+            ``{"embedding": (B, 58)}``.
+
+        Raises
+        ------
+        ValueError
+            The crops are not ``(B, 3, H, W)``.
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"crops must be (B, 3, H, W), got {tuple(images.shape)}")
         x = images.float().clamp(0.0, 1.0)
@@ -190,8 +218,21 @@ class TextureEncoder(TileEncoder):
         return {"embedding": emb}
 
     def spec(self) -> dict:
-        """JSON description recorded in checkpoints (reloaded by name: no file needed)."""
+        """JSON description recorded in checkpoints (reloaded by name: no file needed).
+
+        Returns
+        -------
+        dict
+            Name, sizes, mpp, checksum and the feature version.
+        """
         return {**self._spec("builtin", None), "version": TEXTURE_VERSION}
 
     def extra_repr(self) -> str:
+        """The configuration in one line, for ``repr(encoder)``.
+
+        Returns
+        -------
+        str
+            Embedding size, input size and mpp.
+        """
         return f"embed_dim={self.embed_dim}, input_size={self.input_size}, mpp={self.mpp}, frozen"

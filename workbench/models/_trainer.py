@@ -21,7 +21,13 @@ __all__ = ["SlideSample", "Trainer", "default_device", "predict_samples"]
 
 
 def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
+    """The device to train and predict on: CUDA when available, else CPU.
+
+    Returns
+    -------
+    torch.device
+        ``cuda`` or ``cpu``.
+    """
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -29,7 +35,7 @@ def default_device() -> torch.device:
 class SlideSample:
     """One training slide, already read from disk (so epochs never touch the file again).
 
-    Attributes
+    Parameters
     ----------
     features
         ``(N, F)`` float32 region features.
@@ -267,7 +273,7 @@ class Trainer:
         validate: Callable[[nn.Module], dict] | None = None,
         on_epoch: Callable[[dict], None] | None = None,
     ) -> Trainer:
-        """Train on ``samples``; returns ``self`` with ``history_`` filled.
+        """Train the model on ``samples``.
 
         Parameters
         ----------
@@ -280,6 +286,17 @@ class Trainer:
         on_epoch
             Called with each epoch's record (as stored in ``history_``) once the epoch ends,
             e.g. to print one progress line per epoch when the progress bar is off.
+
+        Returns
+        -------
+        Trainer
+            ``self``, with ``history_`` (one record per epoch) and ``n_slides_`` set and the
+            model trained in place.
+
+        Raises
+        ------
+        ValueError
+            ``samples`` is empty.
         """
         from tqdm.auto import tqdm
 

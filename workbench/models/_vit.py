@@ -384,7 +384,13 @@ class VisionTransformer(nn.Module):
         return sum(math.prod(p.shape) for p in self.parameters())
 
     def extra_repr(self) -> str:
-        """The configuration in one line, for ``repr(model)``."""
+        """The configuration in one line, for ``repr(model)``.
+
+        Returns
+        -------
+        str
+            ``embed_dim=…, depth=…, heads=…`` and the other sizes.
+        """
         c = self.config
         return (
             f"embed_dim={c['embed_dim']}, depth={c['depth']}, heads={c['num_heads']}, "

@@ -189,7 +189,7 @@ def marker_families(
     max_markers: int = 60,
     ax: Axes | None = None,
 ) -> Axes:
-    """|Spearman rho| between the cohort's markers, ordered and outlined by marker family.
+    """Absolute Spearman rho between the cohort's markers, ordered and outlined by marker family.
 
     Parameters
     ----------

@@ -275,12 +275,13 @@ def region_graph(
 
     Returns
     -------
-    AnnData with one observation per region: ``X`` region features (``var_names`` from
-    :func:`feature_names`), ``obs["region_id"]`` (its value in the label image),
-    ``obs["area_px"]``, ``obs["area_um2"]`` (NaN when the mpp is unknown),
-    ``obsm["spatial"]`` level-0 ``(x, y)`` centroids, ``obsp["adjacency"]``, and
-    ``uns["region_graph"]`` with ``labels``, ``thumbnail``, ``thumbnail_mpp``, ``scale_xy``
-    and ``slide``.
+    anndata.AnnData
+        One observation per region: ``X`` region features (``var_names`` from
+        :func:`feature_names`), ``obs["region_id"]`` (its value in the label image),
+        ``obs["area_px"]``, ``obs["area_um2"]`` (NaN when the mpp is unknown),
+        ``obsm["spatial"]`` level-0 ``(x, y)`` centroids, ``obsp["adjacency"]``, and
+        ``uns["region_graph"]`` with ``labels``, ``thumbnail``, ``thumbnail_mpp``,
+        ``scale_xy`` and ``slide``.
 
     Raises
     ------

@@ -292,7 +292,8 @@ class StainNormalizer:
 
         Returns
         -------
-        ``self``, with the fitted attributes set.
+        StainNormalizer
+            ``self``, with the fitted attributes set.
 
         Raises
         ------
@@ -374,8 +375,9 @@ class StainNormalizer:
 
         Returns
         -------
-        ``(H, W, 3)`` uint8 image. An image with almost no stained tissue comes back
-        unchanged (with a warning).
+        numpy.ndarray
+            ``(H, W, 3)`` uint8 image. An image with almost no stained tissue comes back
+            unchanged (with a warning).
         """
         if not self.is_fitted:
             raise StainError("this StainNormalizer is not fitted; call fit(reference) first")
@@ -615,7 +617,8 @@ def normalize_stain(
 
     Returns
     -------
-    ``(H, W, 3)`` uint8 image.
+    numpy.ndarray
+        ``(H, W, 3)`` uint8 image.
     """
     if isinstance(reference, StainNormalizer):
         if method is not None and method != reference.method:
@@ -654,7 +657,8 @@ def augment_stain(
 
     Returns
     -------
-    ``(H, W, 3)`` uint8 image.
+    numpy.ndarray
+        ``(H, W, 3)`` uint8 image.
     """
     arr = np.asarray(rgb)
     if arr.ndim != 3 or arr.shape[2] < 3:

@@ -18,7 +18,24 @@ _OD_TABLE = (-np.log10((np.arange(256, dtype=np.float32) + 1.0) / 256.0)).astype
 
 
 def optical_density(rgb: np.ndarray) -> np.ndarray:
-    """Per-channel optical density ``-log10((I + 1) / 256)`` of a uint8 RGB image."""
+    """Per-channel optical density ``-log10((I + 1) / 256)`` of a uint8 RGB image.
+
+    Parameters
+    ----------
+    rgb
+        ``(rows, cols, 3)`` image (a fourth, alpha channel is ignored), uint8 or float on
+        the 0-255 scale.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, cols, 3)`` optical density (0 for white, about 2.4 for black).
+
+    Raises
+    ------
+    ValueError
+        ``rgb`` is not an image with at least three channels.
+    """
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError(f"expected an RGB image of shape (rows, cols, 3), got {rgb.shape}")

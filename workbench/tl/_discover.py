@@ -62,7 +62,8 @@ def split_patients(
 
     Returns
     -------
-    Mapping patient id → ``"discovery"`` / ``"validation"``.
+    dict
+        Mapping patient id → ``"discovery"`` / ``"validation"``.
     """
     if not 0 < validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
@@ -98,7 +99,8 @@ def fold_patients(
 
     Returns
     -------
-    Mapping patient id → fold index (0 … folds - 1).
+    dict
+        Mapping patient id → fold index (0 … folds - 1).
     """
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
@@ -132,7 +134,7 @@ def outcome_groups(
     Parameters
     ----------
     time, event
-        Follow-up and event indicator per patient.
+        Follow-up and event indicator (1 event, 0 censored) per patient.
     within
         Optional group per patient (e.g. the site): the median is then taken within each
         group, so that a group whose patients live longer (another case mix) does not make
@@ -140,6 +142,11 @@ def outcome_groups(
         median.
     min_group
         Smallest group with a median of its own.
+
+    Returns
+    -------
+    pandas.Series
+        ``"short"``, ``"long"`` or ``None`` per patient, on the index of ``time``.
     """
     time = pd.Series(time).astype(float)
     event = pd.Series(event, index=time.index).astype(int)
@@ -168,11 +175,25 @@ def match_phenotypes(
     named ``phenotype_1``, ``phenotype_2`` … by the number of folds that found them, then by
     their mean rank within the folds.
 
+    Parameters
+    ----------
+    models
+        Fitted :class:`~workbench.tl.FeatureUniqueness` models, one per fold.
+    tolerance
+        How close two centroids must be to match, in units of the mean territory radius.
+
     Returns
     -------
-    ``(names, table)``: per model, old name → matched name; and one row per matched
-    phenotype: ``n_folds``, ``folds``, ``mean_rank``, ``max_distance`` (to the group centroid,
-    in units of the radius).
+    names : list of dict
+        Per model, its phenotype name → the matched name.
+    table : pandas.DataFrame
+        One row per matched phenotype: ``n_folds``, ``folds``, ``mean_rank``,
+        ``max_distance`` (to the group centroid, in units of the radius).
+
+    Raises
+    ------
+    workbench.MarkerError
+        ``models`` is empty.
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -361,7 +382,7 @@ def discover(
     families
         Group the markers into families and report them (``uns["survival_families"]``).
     family_threshold
-        |Spearman rho| at which markers join a family.
+        Absolute Spearman rho at which markers join a family.
     match_tolerance
         Cross-fitting: how close (in territory radii) two folds' phenotypes must be to match.
     marker_kwargs, spatial_kwargs, survival_kwargs
@@ -379,12 +400,14 @@ def discover(
 
     Returns
     -------
-    The cohort AnnData with ``obs["discovery_split"]`` (and ``obs["crossfit_fold"]``),
-    ``uns["survival_screen"]``, ``uns["survival_families"]``, ``uns["marker_families"]``,
-    ``uns["survival_cv"]``, ``uns["phenotype_exemplars"]`` (crops of typical regions per
-    phenotype, ``tl.phenotype_exemplars``) and ``uns["discovery"]`` (who was used where, the phenotype
-    models, the cross-fitting phenotype matching); every slide gets its phenotypes and
-    spatial markers. With ``return_model=True``, ``(cohort, model or models)``.
+    anndata.AnnData or tuple
+        The cohort AnnData with ``obs["discovery_split"]`` (and ``obs["crossfit_fold"]``),
+        ``uns["survival_screen"]``, ``uns["survival_families"]``, ``uns["marker_families"]``,
+        ``uns["survival_cv"]``, ``uns["phenotype_exemplars"]`` (crops of typical regions per
+        phenotype, :func:`~workbench.tl.phenotype_exemplars`) and ``uns["discovery"]`` (who
+        was used where, the phenotype models, the cross-fitting phenotype matching); every
+        slide gets its phenotypes and spatial markers. With ``return_model=True``,
+        ``(cohort, model or models)``.
     """
     from workbench.io._cohort import Cohort
     from workbench.tl._aggregate import aggregate

@@ -498,8 +498,9 @@ def prepare_cohort(
 
     Returns
     -------
-    list of :class:`~workbench.models.SlideSample`, reusable across models and epochs, so
-    the slides are read only once.
+    list of workbench.models.SlideSample
+        One sample per slide, reusable across models and epochs, so the slides are read
+        only once.
     """
     from tqdm.auto import tqdm
 

@@ -84,7 +84,7 @@ def marker_families(
     adata
         Cohort AnnData from ``tl.aggregate`` (obs = patients, X = markers).
     threshold
-        Average |Spearman rho| at which markers (and families) merge; 1 keeps every marker
+        Average absolute Spearman rho at which markers (and families) merge; 1 keeps every marker
         on its own.
     patients
         Whose values define the correlations: default the ``"discovery"`` patients when
@@ -101,10 +101,11 @@ def marker_families(
 
     Returns
     -------
-    One row per marker: ``family`` (the name of its family = its representative member),
-    ``representative``, ``n_members``, ``rho`` (Spearman rho with the representative),
-    ``kind``. Writes ``uns[key_added]`` = {``"members"``: that table, ``"correlation"``: the
-    Spearman matrix, ``"params"``} and ``var["marker_family"]``.
+    pandas.DataFrame
+        One row per marker: ``family`` (the name of its family = its representative
+        member), ``representative``, ``n_members``, ``rho`` (Spearman rho with the
+        representative), ``kind``. Writes ``uns[key_added]`` = {``"members"``: that table,
+        ``"correlation"``: the Spearman matrix, ``"params"``} and ``var["marker_family"]``.
     """
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
@@ -215,11 +216,12 @@ def family_screen(
 
     Returns
     -------
-    Indexed by family: ``n_members``, ``n_tested``, ``best`` (member with the smallest p),
-    ``hr``/``hr_lower``/``hr_upper`` of the best member (of the model behind ``p_col``),
-    ``p_best``, ``p_family`` (Simes), ``q_family`` (BH across families), ``called``,
-    ``members`` (``"; "``-joined, best first), and ``flag_col`` when given; sorted by
-    ``p_family``.
+    pandas.DataFrame
+        Indexed by family: ``n_members``, ``n_tested``, ``best`` (member with the smallest
+        p), ``hr``/``hr_lower``/``hr_upper`` of the best member (of the model behind
+        ``p_col``), ``p_best``, ``p_family`` (Simes), ``q_family`` (BH across families),
+        ``called``, ``members`` (``"; "``-joined, best first), and ``flag_col`` when given;
+        sorted by ``p_family``.
     """
     hr_cols = {"p_strat": ("hr_strat", "hr_strat_lower", "hr_strat_upper")}.get(
         p_col, ("hr", "hr_lower", "hr_upper")

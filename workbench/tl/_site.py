@@ -59,8 +59,9 @@ def site_association(
 
     Returns
     -------
-    Indexed by marker: ``p_site``, ``q_site`` (BH across markers), ``site_eta2``,
-    ``n_sites``, ``mostly_site``.
+    pandas.DataFrame
+        Indexed by marker: ``p_site``, ``q_site`` (BH across markers), ``site_eta2``,
+        ``n_sites``, ``mostly_site``.
     """
     sites = np.asarray(sites).astype(str)
     rows = [kruskal_eta2(X[:, j], sites) for j in range(len(markers))]
@@ -98,7 +99,8 @@ def center_by_site(
 
     Returns
     -------
-    The ``obsm`` key written (pass it to ``tl.markers(feature_key=...)``).
+    str
+        The ``obsm`` key written (pass it to ``tl.markers(feature_key=...)``).
     """
     key_added = key_added or f"{feature_key}_site"
     adatas = list(adatas)

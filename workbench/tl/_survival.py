@@ -283,7 +283,7 @@ def survival(
         ``uns["marker_families"]`` exists; ``True`` groups the markers first if needed
         (``tl.marker_families`` with ``family_threshold``); ``False`` never.
     family_threshold
-        |Spearman rho| threshold when the families are made here.
+        Absolute Spearman rho threshold when the families are made here.
     fdr
         Level at which ``called`` is set from the deciding q-value.
     min_patients, min_events
@@ -302,18 +302,20 @@ def survival(
 
     Returns
     -------
-    The screen table (one row per marker, sorted by the deciding p-value): ``n``, ``events``,
-    ``n_dropped_nan``, ``hr``, ``hr_lower``, ``hr_upper``, ``coef``, ``se``, ``p_cox``,
-    ``q_cox``, ``concordance``, ``logrank_stat``, ``p_logrank``, ``q_logrank``, ``n_high``,
-    (``hr_adj``, ``p_adj``, ``q_adj`` with covariates; ``hr_strat``, ``hr_strat_lower``,
-    ``hr_strat_upper``, ``p_strat``, ``q_strat``, ``p_site``, ``q_site``, ``site_eta2``,
-    ``n_sites``, ``mostly_site`` with a site; ``marker_family``, ``family_called`` with
-    families), ``called``, ``reason``. Writes ``uns[key_added]`` (the table),
-    ``uns[key_added + "_params"]`` (settings, the patients tested, which q decides),
-    ``uns["survival_families"]`` with families (``uns[key_added + "_families"]`` for
-    another ``key_added``) and, with ``cv_top > 0``,
-    ``uns["survival_cv"]``. With ``return_fitters=True`` returns ``(table, {"univariable":
-    {marker: CoxPHFitter}, "stratified": {...}, "multivariable": {...}})``.
+    pandas.DataFrame or tuple
+        The screen table (one row per marker, sorted by the deciding p-value): ``n``,
+        ``events``, ``n_dropped_nan``, ``hr``, ``hr_lower``, ``hr_upper``, ``coef``, ``se``,
+        ``p_cox``, ``q_cox``, ``concordance``, ``logrank_stat``, ``p_logrank``,
+        ``q_logrank``, ``n_high``, (``hr_adj``, ``p_adj``, ``q_adj`` with covariates;
+        ``hr_strat``, ``hr_strat_lower``, ``hr_strat_upper``, ``p_strat``, ``q_strat``,
+        ``p_site``, ``q_site``, ``site_eta2``, ``n_sites``, ``mostly_site`` with a site;
+        ``marker_family``, ``family_called`` with families), ``called``, ``reason``.
+        Writes ``uns[key_added]`` (the table), ``uns[key_added + "_params"]`` (settings,
+        the patients tested, which q decides), ``uns["survival_families"]`` with families
+        (``uns[key_added + "_families"]`` for another ``key_added``) and, with
+        ``cv_top > 0``, ``uns["survival_cv"]``. With ``return_fitters=True``,
+        ``(table, fitters)`` where ``fitters`` is ``{"univariable": {marker: CoxPHFitter},
+        "stratified": {...}, "multivariable": {...}}``.
     """
     info = adata.uns.get("cohort", {})
     duration_key = duration_key or info.get("duration_key", "time")

@@ -112,7 +112,18 @@ def _patient_split(y, groups, n_splits: int, seed: int):
 def classification_metrics(y: np.ndarray, probs: np.ndarray) -> dict:
     """AUC (one-vs-rest macro for several classes), accuracy and balanced accuracy.
 
-    AUC is ``None`` when a class is missing from ``y``.
+    Parameters
+    ----------
+    y
+        ``(n,)`` true class indices.
+    probs
+        ``(n, n_classes)`` predicted class probabilities.
+
+    Returns
+    -------
+    dict
+        ``auc`` (``None`` when a class is missing from ``y``), ``accuracy`` and
+        ``balanced_accuracy`` (of the most probable class).
     """
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
