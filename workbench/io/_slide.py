@@ -443,6 +443,27 @@ class Slide:
             return arr[..., :3]
         return _composite_on_white(arr)
 
+    def _read_level_resized(
+        self, level: int, size_xy: tuple[int, int], out_xy: tuple[int, int]
+    ) -> np.ndarray:
+        """A whole (small) level resized to ``out_xy``: ``_resize(_raw_read(...))``.
+
+        An opaque OpenSlide read is converted and resized by Pillow directly, without the
+        round trip through a full-size array and back (two copies of the level, most of the
+        cost of a small slide's thumbnail); the pixels are the same.
+        """
+        if self._array_levels is not None or self._osr is None:
+            return _resize(self._raw_read((0, 0), level, size_xy), out_xy)
+        import openslide
+
+        try:
+            rgba = self._osr.read_region((0, 0), level, tuple(size_xy))
+        except openslide.OpenSlideError as exc:
+            raise SlideOpenError(self.path, f"the file is damaged or truncated ({exc})") from exc
+        if rgba.mode != "RGBA" or rgba.getchannel("A").getextrema()[0] != 255:
+            return _resize(_composite_on_white(np.asarray(rgba)), out_xy)
+        return _resize_image(rgba.convert("RGB"), out_xy)
+
     def _array_read(self, location_xy, level, size_xy) -> np.ndarray:
         src = self._array_levels[level]
         ds = self._info.level_downsamples[level]
@@ -677,10 +698,9 @@ class Slide:
         lw, lh = self._info.level_dimensions[level]
         self._check_decode(float(lw * lh), level, scale, f"a {ow:,} × {oh:,} px thumbnail")
         if lw * lh <= min(_BLOCK_PIXELS, _ASSOCIATED_THUMBNAIL_PIXELS):
-            src = self._raw_read((0, 0), level, (lw, lh))
             if (lw, lh) == (ow, oh):
-                return src
-            return _resize(src, (ow, oh))
+                return self._raw_read((0, 0), level, (lw, lh))
+            return self._read_level_resized(level, (lw, lh), (ow, oh))
         if (lw, lh) == (ow, oh):
             return self._read_level((0, 0), level, (lw, lh))
         out = np.empty((oh, ow, 3), dtype=np.uint8)
@@ -820,10 +840,15 @@ def _resize(src: np.ndarray, size_xy: tuple[int, int]) -> np.ndarray:
     w, h = size_xy
     if src.shape[1] == w and src.shape[0] == h:
         return src
-    img = Image.fromarray(src)
+    return _resize_image(Image.fromarray(src), size_xy)
+
+
+def _resize_image(img, size_xy: tuple[int, int]) -> np.ndarray:
+    """A Pillow RGB image resized as :func:`_resize` does, as an array."""
+    from PIL import Image
+
+    w, h = size_xy
     method = (
-        Image.Resampling.BOX
-        if (src.shape[1] >= w and src.shape[0] >= h)
-        else Image.Resampling.BILINEAR
+        Image.Resampling.BOX if (img.width >= w and img.height >= h) else Image.Resampling.BILINEAR
     )
     return np.asarray(img.resize((w, h), method))
