@@ -150,3 +150,28 @@ def test_real_slide_tile_grid_is_unchanged(real_data, tile):
         grid = tile_tissue(s, mpp=0.5, tile_size=tile)
     got = list(zip(grid.obs["x"].tolist(), grid.obs["y"].tolist(), strict=True))
     assert got == _pairs(EXPECTED_CMU1[tile])
+
+
+def test_thumbnail_without_the_raw_call_and_with_transparent_pixels(slides, monkeypatch):
+    """The fallbacks of the direct path: no raw OpenSlide call, and a level that is not opaque
+    (premultiplied ARGB with alpha < 255 is composited onto white, as ``read_region`` is)."""
+    from workbench.io import _slide
+
+    with Slide(slides["single"]) as s:
+        fast = s.thumbnail(max_size=256)
+        monkeypatch.setattr(_slide, "_read_argb", lambda *a: None)
+        assert np.array_equal(s.thumbnail(max_size=256), fast)
+        monkeypatch.undo()
+        real = _slide._read_argb
+
+        def holed(osr, level, size_xy):
+            argb = real(osr, level, size_xy)
+            argb[:64, :64] = 0  # fully transparent corner (premultiplied: all zero)
+            return argb
+
+        monkeypatch.setattr(_slide, "_read_argb", holed)
+        thumb = s.thumbnail(max_size=1024)
+        level0 = np.array(s.read_region((0, 0), s.dimensions))
+    level0[:64, :64] = 255  # transparent -> white
+    assert thumb.shape == (768, 1024, 3)
+    assert np.array_equal(thumb, _resize(level0, (1024, 768)))

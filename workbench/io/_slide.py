@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -457,12 +458,25 @@ class Slide:
         import openslide
 
         try:
-            rgba = self._osr.read_region((0, 0), level, tuple(size_xy))
+            argb = _read_argb(self._osr, level, size_xy)
+            if argb is None:  # an OpenSlide binding without the raw call
+                rgba = np.asarray(self._osr.read_region((0, 0), level, tuple(size_xy)))
         except openslide.OpenSlideError as exc:
             raise SlideOpenError(self.path, f"the file is damaged or truncated ({exc})") from exc
-        if rgba.mode != "RGBA" or rgba.getchannel("A").getextrema()[0] != 255:
-            return _resize(_composite_on_white(np.asarray(rgba)), out_xy)
-        return _resize_image(rgba.convert("RGB"), out_xy)
+        if argb is None:
+            opaque = (rgba[..., 3] == 255).all()
+            return _resize(rgba[..., :3] if opaque else _composite_on_white(rgba), out_xy)
+        if int(argb.min()) >= 0xFF000000:  # every alpha is 255: the colours are as stored
+            from PIL import Image
+
+            raw = "BGRX" if sys.byteorder == "little" else "XRGB"
+            img = Image.frombuffer("RGB", tuple(size_xy), argb, "raw", raw, 0, 1)
+            return _resize_image(img, out_xy)
+        from openslide.lowlevel import _convert
+
+        _convert.argb2rgba(argb)  # un-premultiplied RGBA, as read_region gives
+        rgba = argb.view(np.uint8).reshape(argb.shape[0], argb.shape[1], 4)
+        return _resize(_composite_on_white(rgba), out_xy)
 
     def _array_read(self, location_xy, level, size_xy) -> np.ndarray:
         src = self._array_levels[level]
@@ -820,6 +834,27 @@ def _resample_blocks(dst: np.ndarray, box: tuple[float, ...], read) -> None:
             img = Image.fromarray(np.ascontiguousarray(src))
             part = img.resize((cc, rr), method, box=(sx0 - ix0, sy0 - iy0, sx1 - ix0, sy1 - iy0))
             dst[r : r + rr, c : c + cc] = np.asarray(part)
+
+
+def _read_argb(osr, level: int, size_xy: tuple[int, int]) -> np.ndarray | None:
+    """A whole level as OpenSlide's premultiplied ARGB words ``(h, w)`` uint32, or None.
+
+    The library call behind ``OpenSlide.read_region``, into an uninitialised NumPy buffer:
+    it skips the zero-filled ctypes buffer, the RGBA conversion and the Pillow image that
+    the small-level thumbnail does not need. None when the binding lacks the call.
+    """
+    try:
+        from ctypes import POINTER, c_uint32
+
+        from openslide import lowlevel
+
+        call, handle = lowlevel._read_region, osr._osr
+    except (ImportError, AttributeError):  # pragma: no cover - other openslide-python
+        return None
+    w, h = int(size_xy[0]), int(size_xy[1])
+    buf = np.empty((h, w), dtype=np.uint32)
+    call(handle, buf.ctypes.data_as(POINTER(c_uint32)), 0, 0, int(level), w, h)
+    return buf
 
 
 def _downsample2(arr: np.ndarray) -> np.ndarray:
