@@ -96,3 +96,19 @@ def test_vit_speed_figures_extrapolate_abmil_from_its_sample_and_say_so(bench):
     # a failed child leaves its figures out instead of inventing them
     failed = bench.vit_speed_figures({"error": "killed"}, abmil, [40960, 40960], threads=2)
     assert "sew_s" not in failed and "speedup_abmil_over_sew" not in failed
+
+
+def test_vit_speed_markdown_marks_the_extrapolated_run(bench, tmp_path):
+    sew = {"seconds": 12.0, "cpu_seconds": 20.0, "peak_rss_mb": 1700.0, "load_avg_1m_before": 3.0}
+    abmil = {"seconds": 70.0, "cpu_seconds": 130.0, "peak_rss_mb": 1900.0, "tissue_tiles": 6400,
+             "sample_tiles": 64, "grid_seconds": 6.0, "grid_cpu_seconds": 2.0,
+             "sample_seconds": 64.0, "sample_cpu_seconds": 128.0}  # fmt: skip
+    row = {"section": "speed_vit", "slide": "40960x40960", "threads": 2, "sew": sew,
+           **bench.vit_speed_figures(sew, abmil, [40960, 40960], threads=2)}  # fmt: skip
+    path = tmp_path / "speed_uni.jsonl"
+    _write(path, [{**row, "threads": 2, "sew_s": 99.0}, row])  # the later line wins
+    rows = bench.vit_speed_rows(path)
+    text = bench.vit_speed_markdown(rows)
+    assert len(rows) == 1 and "| 40960x40960 | 2 | 3.0 | 12.0 (20.0) |" in text
+    assert "6,406 (12,802) †" in text and "534x (640x)" in text
+    assert "sew_le_20s_2_threads: met" in text
