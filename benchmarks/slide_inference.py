@@ -30,6 +30,20 @@ Sections:
     Seconds per slide and peak resident memory of SEW and TileABMIL on a 40,960² synthetic
     slide and on a slide over 100,000 px wide (both written tile by tile), each run in a
     child process of its own (one torch thread).
+``speed`` with ``--encoder uni``
+    The same comparison with a tile encoder of UNI's architecture and size (the plain-torch
+    ``models.VisionTransformer`` ViT-L/16, 224 px at 0.5 µm/px, random weights written once to a
+    local weights file and loaded by ``models.load_encoder("uni", weights=...)``: the cost of
+    a ViT does not depend on its weights). On the 40,960² synthetic slide and on a real slide
+    (``CMU-1-Small-Region.svs`` from the shared data), with 1 and 2 torch threads
+    (``--speed-threads``): SEW's whole ``tl.extract`` (region graph + 4 focus crops through the
+    encoder) against tile ABMIL. Tile ABMIL over every tissue tile would take hours on a CPU,
+    so its tissue grid is computed in full (that gives the tile count) and a fixed, seeded
+    sample of ``--abmil-sample`` tiles (64) is read and encoded; the full run is extrapolated
+    from the sample and printed as a separate field (``abmil_s_extrapolated``,
+    ``"extrapolated": true``) next to the measured part. Wall seconds, CPU seconds of the child
+    (``time.process_time``, all its threads: fairer on a shared machine), peak resident memory
+    and the load average before and after each child are recorded.
 
 Results are appended to ``<workdir>/results/*.jsonl`` and printed; a (task, model, seed)
 already there is not run again, so sections and tasks can be run separately and resumed.
@@ -39,6 +53,7 @@ already there is not run again, so sections and tasks can be run separately and 
     python benchmarks/slide_inference.py --quick              # small smoke run of everything
     python benchmarks/slide_inference.py --section accuracy --task detail --encoder texture
     python benchmarks/slide_inference.py --figure             # table, plot and report in docs/
+    python benchmarks/slide_inference.py --section speed --encoder uni   # ViT-L/16, ~30 min
 """
 
 from __future__ import annotations
@@ -60,8 +75,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("sew", "sew_no_consistency", "global_only", "tile_abmil")
 #: Tile encoders shared by SEW's detail branch and the tile baseline: the compact network
-#: trained with each model, or the frozen texture measures (``models.TextureEncoder``).
-ENCODERS = ("builtin", "texture")
+#: trained with each model, the frozen texture measures (``models.TextureEncoder``), or a
+#: foundation-size ViT-L/16 of UNI's architecture (random weights; ``--section speed`` only).
+ENCODERS = ("builtin", "texture", "uni")
+#: Encoders timed with random weights (no accuracy section).
+FOUNDATION_ENCODERS = ("uni",)
 TASKS = ("default", "detail", "mosaic")
 _KIND = {"sew": "sew", "sew_no_consistency": "sew", "global_only": "global", "tile_abmil": "abmil"}
 NO_GPU = {
@@ -445,8 +463,8 @@ print(json.dumps({"seconds": time.perf_counter() - t, "levels": truth.level_coun
 """
 
 
-def _child(args_list: list[str]) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def _child(args_list: list[str], threads: int = 1) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     res = subprocess.run(
         [sys.executable, *args_list], capture_output=True, text=True, env=env, cwd=ROOT
     )
@@ -550,6 +568,205 @@ def run_speed(args) -> None:
         emit(row, out)
 
 
+# ----------------------------------------------------------------------------- speed, ViT-L
+_VIT_WEIGHTS_SEED = 0
+
+
+def _load_avg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def run_child_vit(kind: str, slide: str, model: str, threads: int, sample: int) -> None:
+    """One timed SEW inference, or tile ABMIL on a fixed sample of tiles, in this (child)
+    process with ``threads`` torch threads; prints wall and CPU seconds and own peak RSS."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from workbench.models import load_checkpoint
+    from workbench.tl import extract
+    from workbench.tl._engine import (
+        open_slide,
+        read_tiles,
+        settings_of,
+        tissue_grid,
+        to_tensor_images,
+    )
+
+    load0 = _load_avg()
+    m = load_checkpoint(model)
+    images = [0]
+
+    def count(_module, inputs):
+        images[0] += int(inputs[0].shape[0])
+
+    m.tile_encoder.register_forward_pre_hook(count)
+    with torch.no_grad():  # the weights resident before timing (loaded once per cohort)
+        sum(float(p.sum()) for p in m.parameters())
+    before = _rss_mb()
+    t, c = time.perf_counter(), time.process_time()
+    if kind == "sew_vit":
+        ad = extract(slide, m)
+        out = {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - c,
+               "regions": int(ad.n_obs), "focus": len(ad.uns["explain"]["focus"]["obs_index"])}  # fmt: skip
+    else:
+        pre = settings_of(m)
+        size, dmpp = int(pre["crop_size"]), float(pre["detail_mpp"])
+        with open_slide(slide, pre) as s:
+            xy = tissue_grid(s, pre)
+            grid_s, grid_cpu = time.perf_counter() - t, time.process_time() - c
+            rng = np.random.default_rng(0)
+            pick = np.sort(rng.permutation(len(xy))[: min(sample, len(xy))])
+            t1, c1 = time.perf_counter(), time.process_time()
+            embs = []
+            with torch.no_grad():
+                for start in range(0, len(pick), 16):
+                    batch = read_tiles(s, xy[pick[start : start + 16]], mpp=dmpp, size=size)
+                    embs.append(m.embed_tiles(to_tensor_images(batch)))
+                m.pool_embeddings(torch.cat(embs))
+            tiles_s, tiles_cpu = time.perf_counter() - t1, time.process_time() - c1
+        out = {"grid_seconds": grid_s, "grid_cpu_seconds": grid_cpu, "tissue_tiles": len(xy),
+               "sample_tiles": int(len(pick)), "sample_seconds": tiles_s,
+               "sample_cpu_seconds": tiles_cpu,
+               "seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - c}  # fmt: skip
+    out.update({"encoder_images": images[0], "threads": threads, "peak_rss_mb": _rss_mb(),
+                "rss_before_mb": before, "load_avg_1m_before": load0,
+                "load_avg_1m_after": _load_avg()})  # fmt: skip
+    print(json.dumps(out))
+
+
+def _vit_models(args) -> dict:
+    """Untrained SEW and TileABMIL checkpoints with the ``uni`` architecture's encoder.
+
+    The ViT-L/16 gets seeded random weights, written once to a local ``model.safetensors`` and
+    loaded through ``models.load_encoder`` exactly as real UNI weights would be; the heads
+    are untrained (inference cost does not depend on weights).
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from workbench.models import (
+        ENCODER_ARCHITECTURES,
+        SelfCalibratedModel,
+        TileABMIL,
+        VisionTransformer,
+        load_encoder,
+        save_checkpoint,
+    )
+    from workbench.pp import feature_names
+
+    arch = ENCODER_ARCHITECTURES[args.encoder]
+    weights = Path(args.workdir) / "encoders" / f"{args.encoder}_random" / "model.safetensors"
+    if not weights.exists():
+        torch.manual_seed(_VIT_WEIGHTS_SEED)
+        vit = VisionTransformer(**arch.vit)
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        tmp = weights.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp))
+        os.replace(tmp, weights)
+        del vit
+    enc = load_encoder(args.encoder, weights=weights)
+    pre = {"thumbnail_mpp": 8.0, "detail_mpp": float(enc.mpp), "crop_size": int(enc.input_size),
+           "feature_names": list(feature_names())}  # fmt: skip
+    kw = {"preprocessing": pre, "n_classes": 2, "encoder": enc.spec(), "label": "timing only"}
+    out = {}
+    for name, model in (
+        ("sew", SelfCalibratedModel(in_features=len(pre["feature_names"]), **kw)),
+        ("tile_abmil", TileABMIL(**kw)),
+    ):
+        model.attach_encoder(enc)
+        d = Path(args.workdir) / "models" / f"speed_{args.encoder}" / name
+        save_checkpoint(model, d)
+        out[name] = str(d)
+    return {"models": out, "weights": str(weights), "architecture": arch.summary,
+            "params_m": round(sum(p.numel() for p in enc.parameters()) / 1e6, 1),
+            "input_size": int(enc.input_size), "mpp": float(enc.mpp)}  # fmt: skip
+
+
+def _vit_slides(args) -> list[tuple[str, Path, dict | None]]:
+    """``(name, path, write record)``: the synthetic slides of ``--speed-sizes`` and the real one."""
+    out = []
+    for size in args.speed_sizes:
+        path = Path(args.workdir) / f"speed_{size}.tif"
+        write = None
+        if not path.exists():
+            write = _child(["-c", _CHILD_WRITE, str(path), size])
+        out.append((size, path, write))
+    if args.real_slide and Path(args.real_slide).exists():
+        out.append((Path(args.real_slide).name, Path(args.real_slide), None))
+    elif args.real_slide:
+        emit({"section": "speed_vit", "skipped": str(args.real_slide),
+              "reason": "real slide not found (shared data absent)"})  # fmt: skip
+    return out
+
+
+def vit_speed_figures(sew: dict, abmil: dict, dims: list[int], threads: int) -> dict:
+    """The per-slide figures of a ViT speed row from the two children's measurements.
+
+    Tile ABMIL's full run is extrapolated from its sample: the tissue grid as measured (it
+    covers every tile) plus the sample's seconds per tile times the tissue tiles; when the
+    sample covered every tile nothing is extrapolated (``"extrapolated": false``).
+    """
+    row: dict = {}
+    if "seconds" in sew:
+        row["sew_s"], row["sew_cpu_s"] = sew["seconds"], sew["cpu_seconds"]
+        row["sew_peak_rss_mb"] = sew["peak_rss_mb"]
+    if "seconds" in abmil:
+        n, k = abmil["tissue_tiles"], abmil["sample_tiles"]
+        row["tissue_tiles"] = n
+        row["abmil_tiles_measured"] = k
+        row["abmil_s_measured"] = abmil["seconds"]
+        row["abmil_cpu_s_measured"] = abmil["cpu_seconds"]
+        row["abmil_peak_rss_mb_measured"] = abmil["peak_rss_mb"]
+        row["abmil_s_extrapolated"] = (
+            abmil["grid_seconds"] + abmil["sample_seconds"] * n / k if k else None
+        )
+        row["abmil_cpu_s_extrapolated"] = (
+            abmil["grid_cpu_seconds"] + abmil["sample_cpu_seconds"] * n / k if k else None
+        )
+        row["extrapolated"] = k < n
+        row["extrapolation"] = (
+            "abmil_s_extrapolated = grid_seconds (measured, all tiles) + sample_seconds "
+            f"x tissue_tiles / sample_tiles ({n} / {k}); reading + encoding scale with "
+            "the tile count, the attention pooling is negligible"
+        )
+    if row.get("sew_s") and row.get("abmil_s_extrapolated"):
+        row["speedup_abmil_over_sew"] = row["abmil_s_extrapolated"] / row["sew_s"]
+        row["speedup_abmil_over_sew_cpu"] = row["abmil_cpu_s_extrapolated"] / row["sew_cpu_s"]
+        if dims[0] >= 40_960 and threads == 2:
+            row["target_sew_le_20s_2_threads"] = row["sew_s"] <= 20
+            row["target_sew_cpu_le_40s_2_threads"] = row["sew_cpu_s"] <= 40
+        if dims[0] >= 40_960:
+            row["target_speedup_ge_100"] = row["speedup_abmil_over_sew"] >= 100
+            row["target_speedup_ge_100_cpu"] = row["speedup_abmil_over_sew_cpu"] >= 100
+    return row
+
+
+def run_speed_vit(args) -> None:
+    """SEW against tile ABMIL with a ViT-L/16 tile encoder: see the module docstring."""
+    from workbench.io import Slide
+
+    out = Path(args.workdir) / "results" / f"speed_{args.encoder}.jsonl"
+    info = _vit_models(args)
+    models = info.pop("models")
+    for name, path, write in _vit_slides(args):
+        with Slide(path) as s:
+            dims, mpp = list(s.dimensions), s.mpp
+        for threads in args.speed_threads:
+            row = {"section": "speed_vit", "slide": name, "encoder": args.encoder, **info,
+                   "weights_kind": f"random (seed {_VIT_WEIGHTS_SEED}), timing only",
+                   "dimensions": dims, "mpp": mpp, "write": write, "threads": threads,
+                   "gpu": {**NO_GPU, "note": f"no GPU: CPU only, {threads} torch thread(s)"},
+                   "cpus": os.cpu_count()}  # fmt: skip
+            sew = _child([__file__, "--child", "sew_vit", "--slide", str(path), "--model",
+                          models["sew"], "--threads", str(threads)], threads)  # fmt: skip
+            abmil = _child([__file__, "--child", "abmil_sample", "--slide", str(path), "--model",
+                            models["tile_abmil"], "--threads", str(threads),
+                            "--abmil-sample", str(args.abmil_sample)], threads)  # fmt: skip
+            row["sew"], row["abmil_sample"] = sew, abmil
+            row.update(vit_speed_figures(sew, abmil, dims, threads))
+            emit(row, out)
+
+
 # ----------------------------------------------------------------------------- figure
 def results_path(workdir: str | os.PathLike, task: str, encoder: str = "builtin") -> Path:
     """Where the accuracy lines of a task (and tile encoder) go."""
@@ -643,8 +860,61 @@ def speed_rows(workdir: str | os.PathLike) -> list[dict]:
     return list(last.values())
 
 
+def vit_speed_rows(path: str | os.PathLike) -> list[dict]:
+    """The latest ``speed_vit`` line of every (slide, threads) in a JSON-lines file."""
+    last: dict = {}
+    path = Path(path)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("section") == "speed_vit" and "sew" in r:
+                last[(r["slide"], r["threads"])] = r
+    return list(last.values())
+
+
+def vit_speed_markdown(rows: list[dict]) -> str:
+    """Markdown section of the ViT-L/16 speed lines (SEW vs tile ABMIL, measured and
+    extrapolated apart)."""
+    out = [
+        "## Speed with a foundation-size encoder (ViT-L/16 of UNI's size, random weights)",
+        "",
+        "SEW: the whole `tl.extract` (region graph + 4 focus crops through the encoder). Tile "
+        "ABMIL: the tissue grid in full, then a fixed sample of tiles read and encoded; the "
+        "full run is *extrapolated* from the sample (marked †) unless the sample covered every "
+        "tile. Wall seconds depend on the machine's load (1-minute load average given); CPU "
+        "seconds of the child process are the fairer figure on a shared machine.",
+        "",
+        "| slide | threads | load | SEW s (CPU s) | SEW peak RSS GB | tissue tiles | ABMIL measured "
+        "s (CPU s), tiles | ABMIL full run s (CPU s) | ABMIL / SEW wall (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "sew_s" not in r or "abmil_s_extrapolated" not in r:
+            continue
+        mark = " †" if r.get("extrapolated") else ""
+        load = r["sew"].get("load_avg_1m_before", "")
+        out.append(
+            f"| {r['slide']} | {r['threads']} | {load} | {r['sew_s']:.1f} ({r['sew_cpu_s']:.1f}) "
+            f"| {r['sew_peak_rss_mb'] / 1024:.2f} | {r['tissue_tiles']:,} "
+            f"| {r['abmil_s_measured']:.0f} ({r['abmil_cpu_s_measured']:.0f}), "
+            f"{r['abmil_tiles_measured']} | {r['abmil_s_extrapolated']:,.0f} "
+            f"({r['abmil_cpu_s_extrapolated']:,.0f}){mark} "
+            f"| {r['speedup_abmil_over_sew']:.0f}x ({r['speedup_abmil_over_sew_cpu']:.0f}x) |"
+        )
+    for r in rows:
+        flags = {k: v for k, v in r.items() if k.startswith("target_")}
+        if flags:
+            met = ", ".join(f"{k[7:]}: {'met' if v else '**missed**'}" for k, v in flags.items())
+            out.append(f"\n- **{r['slide']}, {r['threads']} thread(s)**: {met}")
+    return "\n".join(out) + "\n"
+
+
 def report_markdown(
-    rows: list[dict], targets: list[dict], image: str, speed: list[dict] | None = None
+    rows: list[dict],
+    targets: list[dict],
+    image: str,
+    speed: list[dict] | None = None,
+    vit: list[dict] | None = None,
 ) -> str:
     """The benchmark report: the table, the plot and every target line, as Markdown."""
     out = [
@@ -682,6 +952,8 @@ def report_markdown(
                 f"{tiles} | {r['tile_abmil_peak_rss_mb_max'] / 1024:.2f} | "
                 f"{r['speedup_abmil_over_sew']:.1f}x |"
             )
+    if vit:
+        out += ["", vit_speed_markdown(vit).rstrip("\n")]
     return "\n".join(out) + "\n"
 
 
@@ -703,8 +975,10 @@ def figure(args) -> None:
     print(f"wrote {target}")
     report = ROOT / "docs" / "benchmark_slide_inference.md"
     tmp = report.with_suffix(".md.tmp")
+    vit = vit_speed_rows(Path(args.workdir) / "results" / "speed_uni.jsonl")
+    vit = vit or vit_speed_rows(ROOT / "benchmarks" / "results" / "slide_inference_vit.jsonl")
     text = report_markdown(
-        rows, target_rows(args.workdir), "images/" + target.name, speed_rows(args.workdir)
+        rows, target_rows(args.workdir), "images/" + target.name, speed_rows(args.workdir), vit
     )
     tmp.write_text(text)
     os.replace(tmp, report)
@@ -730,18 +1004,56 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--data-dir", default=None, help="shared real data (for the mosaic task)")
-    ap.add_argument("--speed-sizes", nargs="+", default=["40960x40960", "102400x25600"])
+    ap.add_argument(
+        "--speed-sizes",
+        nargs="*",
+        default=None,
+        help="synthetic slides of the speed section (default: 40960x40960 and "
+        "102400x25600; 40960x40960 alone with --encoder uni)",
+    )
     ap.add_argument("--speed-repeats", type=int, default=1)
+    ap.add_argument(
+        "--speed-threads",
+        nargs="+",
+        type=int,
+        default=[1, 2],
+        help="torch threads of the ViT speed runs (--encoder uni)",
+    )
+    ap.add_argument(
+        "--abmil-sample",
+        type=int,
+        default=64,
+        help="tiles tile ABMIL reads and encodes in the ViT speed runs",
+    )
+    ap.add_argument(
+        "--real-slide",
+        default=str(ROOT.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"),
+        help="real slide of the ViT speed runs ('' to skip)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", default=str(ROOT / "data" / "generated" / "bench"))
     ap.add_argument("--figure", action="store_true", help="print the table, draw the plot")
-    ap.add_argument("--child", choices=("sew", "abmil"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--child", choices=("sew", "abmil", "sew_vit", "abmil_sample"), help=argparse.SUPPRESS
+    )
     ap.add_argument("--slide", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child in ("sew_vit", "abmil_sample"):
+        run_child_vit(args.child, args.slide, args.model, args.threads, args.abmil_sample)
+        return 0
     if args.child:
         run_child(args.child, args.slide, args.model)
         return 0
+    if args.encoder in FOUNDATION_ENCODERS and args.section != "speed" and not args.figure:
+        ap.error(
+            f"--encoder {args.encoder} has random weights (timing only): use it with "
+            "--section speed"
+        )
+    if args.speed_sizes is None:
+        args.speed_sizes = ["40960x40960"]
+        if args.encoder not in FOUNDATION_ENCODERS:
+            args.speed_sizes.append("102400x25600")
     if args.quick:
         args.n_train, args.n_test, args.epochs, args.seeds = 6, 6, 3, [0]
         args.mosaic_size, args.n_boot, args.max_tiles = [1536, 1152], 200, 32
@@ -766,7 +1078,10 @@ def main(argv: list[str] | None = None) -> int:
         for task in TASKS if args.task == "all" else (args.task,):
             run_accuracy(task, args)
     if args.section in ("speed", "all"):
-        run_speed(args)
+        if args.encoder in FOUNDATION_ENCODERS:
+            run_speed_vit(args)
+        else:
+            run_speed(args)
     emit({"section": "done", "total_seconds": time.perf_counter() - t0})
     return 0
 

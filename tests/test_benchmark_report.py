@@ -73,3 +73,42 @@ def test_report_reads_every_task_and_encoder_and_marks_missed_targets(bench, tmp
     assert "sew_auc_ge_global_plus_0.10: **missed**" in text
     assert "| 40960x40960 | builtin | 3.7 | 0.62 | 139 | 10445 | 0.89 | 37.6x |" in text
     assert "![AUC vs seconds](images/x.png)" in text
+
+
+def test_vit_speed_figures_extrapolate_abmil_from_its_sample_and_say_so(bench):
+    sew = {"seconds": 12.0, "cpu_seconds": 20.0, "peak_rss_mb": 1700.0}
+    abmil = {"seconds": 70.0, "cpu_seconds": 130.0, "peak_rss_mb": 1900.0, "tissue_tiles": 6400,
+             "sample_tiles": 64, "grid_seconds": 6.0, "grid_cpu_seconds": 2.0,
+             "sample_seconds": 64.0, "sample_cpu_seconds": 128.0}  # fmt: skip
+    row = bench.vit_speed_figures(sew, abmil, [40960, 40960], threads=2)
+    assert row["extrapolated"] is True and row["abmil_tiles_measured"] == 64
+    assert row["abmil_s_measured"] == 70.0  # the measured part stays apart
+    assert row["abmil_s_extrapolated"] == pytest.approx(6.0 + 64.0 * 100)
+    assert row["abmil_cpu_s_extrapolated"] == pytest.approx(2.0 + 128.0 * 100)
+    assert row["speedup_abmil_over_sew"] == pytest.approx(6406.0 / 12.0)
+    assert row["target_sew_le_20s_2_threads"] is True and row["target_speedup_ge_100"] is True
+    # one thread on a small slide: no target flags; a sample covering every tile is no guess
+    full = {**abmil, "tissue_tiles": 48, "sample_tiles": 48}
+    small = bench.vit_speed_figures({**sew, "seconds": 30.0}, full, [2220, 2967], threads=1)
+    assert small["extrapolated"] is False
+    assert small["abmil_s_extrapolated"] == pytest.approx(6.0 + 64.0)
+    assert not any(k.startswith("target_") for k in small)
+    # a failed child leaves its figures out instead of inventing them
+    failed = bench.vit_speed_figures({"error": "killed"}, abmil, [40960, 40960], threads=2)
+    assert "sew_s" not in failed and "speedup_abmil_over_sew" not in failed
+
+
+def test_vit_speed_markdown_marks_the_extrapolated_run(bench, tmp_path):
+    sew = {"seconds": 12.0, "cpu_seconds": 20.0, "peak_rss_mb": 1700.0, "load_avg_1m_before": 3.0}
+    abmil = {"seconds": 70.0, "cpu_seconds": 130.0, "peak_rss_mb": 1900.0, "tissue_tiles": 6400,
+             "sample_tiles": 64, "grid_seconds": 6.0, "grid_cpu_seconds": 2.0,
+             "sample_seconds": 64.0, "sample_cpu_seconds": 128.0}  # fmt: skip
+    row = {"section": "speed_vit", "slide": "40960x40960", "threads": 2, "sew": sew,
+           **bench.vit_speed_figures(sew, abmil, [40960, 40960], threads=2)}  # fmt: skip
+    path = tmp_path / "speed_uni.jsonl"
+    _write(path, [{**row, "threads": 2, "sew_s": 99.0}, row])  # the later line wins
+    rows = bench.vit_speed_rows(path)
+    text = bench.vit_speed_markdown(rows)
+    assert len(rows) == 1 and "| 40960x40960 | 2 | 3.0 | 12.0 (20.0) |" in text
+    assert "6,406 (12,802) †" in text and "534x (640x)" in text
+    assert "sew_le_20s_2_threads: met" in text

@@ -74,3 +74,26 @@ def test_optical_density_table_matches_the_formula():
     expected = -np.log10((rgb.astype(np.float64) + 1.0) / 256.0)
     np.testing.assert_allclose(optical_density(rgb), expected, rtol=1e-6)
     np.testing.assert_allclose(optical_density(rgb.astype(np.float32)), expected, rtol=1e-6)
+
+
+def test_fast_morphology_matches_scikit_image():
+    """The closing and the removal of small pieces/holes are skimage's, done faster."""
+    from scipy import ndimage
+    from skimage import morphology
+
+    from workbench.pp._tissue import _binary_closing, _drop_small_pieces
+
+    rng = np.random.default_rng(0)
+    for i in range(120):
+        h, w = rng.integers(1, 8, 2) if i < 40 else rng.integers(8, 90, 2)
+        m = rng.random((h, w)) < rng.uniform(0.05, 0.95)
+        if i % 2:  # blobs with holes rather than salt and pepper
+            m = ndimage.gaussian_filter(m.astype(float), rng.uniform(0.5, 3.0)) > 0.5
+        r, k = int(rng.integers(1, 5)), int(rng.integers(1, 40))
+        assert np.array_equal(_binary_closing(m, r), morphology.closing(m, morphology.disk(r)))
+        assert np.array_equal(
+            _drop_small_pieces(m, k), morphology.remove_small_objects(m, max_size=k)
+        )
+        assert np.array_equal(
+            ~_drop_small_pieces(~m, k), morphology.remove_small_holes(m, max_size=k)
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -508,6 +509,40 @@ class Slide:
             return arr[..., :3]
         return _composite_on_white(arr)
 
+    def _read_level_resized(
+        self, level: int, size_xy: tuple[int, int], out_xy: tuple[int, int]
+    ) -> np.ndarray:
+        """A whole (small) level resized to ``out_xy``: ``_resize(_raw_read(...))``.
+
+        An opaque OpenSlide read is converted and resized by Pillow directly, without the
+        round trip through a full-size array and back (two copies of the level, most of the
+        cost of a small slide's thumbnail); the pixels are the same.
+        """
+        if self._array_levels is not None or self._osr is None:
+            return _resize(self._raw_read((0, 0), level, size_xy), out_xy)
+        import openslide
+
+        try:
+            argb = _read_argb(self._osr, level, size_xy)
+            if argb is None:  # an OpenSlide binding without the raw call
+                rgba = np.asarray(self._osr.read_region((0, 0), level, tuple(size_xy)))
+        except openslide.OpenSlideError as exc:
+            raise SlideOpenError(self.path, f"the file is damaged or truncated ({exc})") from exc
+        if argb is None:
+            opaque = (rgba[..., 3] == 255).all()
+            return _resize(rgba[..., :3] if opaque else _composite_on_white(rgba), out_xy)
+        if int(argb.min()) >= 0xFF000000:  # every alpha is 255: the colours are as stored
+            from PIL import Image
+
+            raw = "BGRX" if sys.byteorder == "little" else "XRGB"
+            img = Image.frombuffer("RGB", tuple(size_xy), argb, "raw", raw, 0, 1)
+            return _resize_image(img, out_xy)
+        from openslide.lowlevel import _convert
+
+        _convert.argb2rgba(argb)  # un-premultiplied RGBA, as read_region gives
+        rgba = argb.view(np.uint8).reshape(argb.shape[0], argb.shape[1], 4)
+        return _resize(_composite_on_white(rgba), out_xy)
+
     def _array_read(self, location_xy, level, size_xy) -> np.ndarray:
         src = self._array_levels[level]
         ds = self._info.level_downsamples[level]
@@ -771,10 +806,9 @@ class Slide:
         lw, lh = self._info.level_dimensions[level]
         self._check_decode(float(lw * lh), level, scale, f"a {ow:,} × {oh:,} px thumbnail")
         if lw * lh <= min(_BLOCK_PIXELS, _ASSOCIATED_THUMBNAIL_PIXELS):
-            src = self._raw_read((0, 0), level, (lw, lh))
             if (lw, lh) == (ow, oh):
-                return src
-            return _resize(src, (ow, oh))
+                return self._raw_read((0, 0), level, (lw, lh))
+            return self._read_level_resized(level, (lw, lh), (ow, oh))
         if (lw, lh) == (ow, oh):
             return self._read_level((0, 0), level, (lw, lh))
         out = np.empty((oh, ow, 3), dtype=np.uint8)
@@ -907,6 +941,27 @@ def _resample_blocks(dst: np.ndarray, box: tuple[float, ...], read) -> None:
             dst[r : r + rr, c : c + cc] = np.asarray(part)
 
 
+def _read_argb(osr, level: int, size_xy: tuple[int, int]) -> np.ndarray | None:
+    """A whole level as OpenSlide's premultiplied ARGB words ``(h, w)`` uint32, or None.
+
+    The library call behind ``OpenSlide.read_region``, into an uninitialised NumPy buffer:
+    it skips the zero-filled ctypes buffer, the RGBA conversion and the Pillow image that
+    the small-level thumbnail does not need. None when the binding lacks the call.
+    """
+    try:
+        from ctypes import POINTER, c_uint32
+
+        from openslide import lowlevel
+
+        call, handle = lowlevel._read_region, osr._osr
+    except (ImportError, AttributeError):  # pragma: no cover - other openslide-python
+        return None
+    w, h = int(size_xy[0]), int(size_xy[1])
+    buf = np.empty((h, w), dtype=np.uint32)
+    call(handle, buf.ctypes.data_as(POINTER(c_uint32)), 0, 0, int(level), w, h)
+    return buf
+
+
 def _downsample2(arr: np.ndarray) -> np.ndarray:
     h, w = arr.shape[:2]
     h2, w2 = max(1, h // 2), max(1, w // 2)
@@ -925,10 +980,15 @@ def _resize(src: np.ndarray, size_xy: tuple[int, int]) -> np.ndarray:
     w, h = size_xy
     if src.shape[1] == w and src.shape[0] == h:
         return src
-    img = Image.fromarray(src)
+    return _resize_image(Image.fromarray(src), size_xy)
+
+
+def _resize_image(img, size_xy: tuple[int, int]) -> np.ndarray:
+    """A Pillow RGB image resized as :func:`_resize` does, as an array."""
+    from PIL import Image
+
+    w, h = size_xy
     method = (
-        Image.Resampling.BOX
-        if (src.shape[1] >= w and src.shape[0] >= h)
-        else Image.Resampling.BILINEAR
+        Image.Resampling.BOX if (img.width >= w and img.height >= h) else Image.Resampling.BILINEAR
     )
     return np.asarray(img.resize((w, h), method))

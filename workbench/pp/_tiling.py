@@ -86,8 +86,10 @@ def tile_tissue(
     mask = np.asarray(tissue_mask, dtype=bool)
     # Tissue fraction of each tile from an integral image of the mask.
     mh, mw = mask.shape
-    integral = np.zeros((mh + 1, mw + 1), dtype=np.float64)
-    integral[1:, 1:] = mask.cumsum(0).cumsum(1)
+    # Integer sums (exact), as float64 only where read: the same values as a float table.
+    integral = np.zeros((mh + 1, mw + 1), dtype=np.int64 if mask.size >= 2**31 else np.int32)
+    np.cumsum(mask, axis=0, dtype=integral.dtype, out=integral[1:, 1:])
+    np.cumsum(integral[1:, 1:], axis=1, out=integral[1:, 1:])
     cols, rows = np.meshgrid(np.arange(n_cols), np.arange(n_rows))
     cols, rows = cols.ravel(), rows.ravel()
     x0, y0 = cols * step0, rows * step0
@@ -102,26 +104,34 @@ def tile_tissue(
     my1 = np.maximum(my1, np.minimum(my0 + 1, mh))
     area = np.maximum((mx1 - mx0) * (my1 - my0), 1)
     tissue = (
-        integral[my1, mx1] - integral[my0, mx1] - integral[my1, mx0] + integral[my0, mx0]
+        integral[my1, mx1].astype(np.float64)
+        - integral[my0, mx1]
+        - integral[my1, mx0]
+        + integral[my0, mx0]
     ) / area
     # A partial tile at the right/bottom edge is measured against a full tile's area.
     tissue = tissue * ((x1 - x0) * (y1 - y0)) / (step0 * step0)
     keep = tissue >= min_tissue if min_tissue > 0 else np.ones_like(tissue, dtype=bool)
 
+    x_kept = np.round(x0[keep]).astype(np.int64)
+    y_kept = np.round(y0[keep]).astype(np.int64)
+    c_kept, r_kept = cols[keep].astype(np.int32), rows[keep].astype(np.int32)
+    names = [f"t{c}_{r}" for c, r in zip(c_kept.tolist(), r_kept.tolist(), strict=True)]
     obs = pd.DataFrame(
         {
-            "x": np.round(x0[keep]).astype(np.int64),
-            "y": np.round(y0[keep]).astype(np.int64),
-            "col": cols[keep].astype(np.int32),
-            "row": rows[keep].astype(np.int32),
+            "x": x_kept,
+            "y": y_kept,
+            "col": c_kept,
+            "row": r_kept,
             "tissue_fraction": tissue[keep].astype(np.float32),
-        }
+        },
+        index=pd.Index(names, dtype=object),
+        copy=False,
     )
-    obs.index = [f"t{c}_{r}" for c, r in zip(obs["col"], obs["row"], strict=True)]
     adata = ad.AnnData(obs=obs)
-    adata.obsm[SPATIAL] = np.column_stack(
-        [obs["x"].to_numpy() + step0 / 2.0, obs["y"].to_numpy() + step0 / 2.0]
-    ).astype(np.float64)
+    adata.obsm[SPATIAL] = np.column_stack([x_kept + step0 / 2.0, y_kept + step0 / 2.0]).astype(
+        np.float64
+    )
     adata.uns[TILING] = {
         "mpp": None if mpp is None else float(mpp),
         "level": None if level is None else int(level),

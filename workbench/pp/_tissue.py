@@ -52,8 +52,10 @@ def _tissue_score(rgb: np.ndarray) -> np.ndarray:
         sat = (rgbf.max(axis=2) - rgbf.min(axis=2)) / 255.0
         return optical_density(rgbf).mean(axis=2) * (0.5 + sat)
     t = _OD_TABLE
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    od = t[r] + t[g] + t[b]
+    r, g, b = np.ascontiguousarray(rgb.transpose(2, 0, 1))  # contiguous planes: faster look-ups
+    od = np.take(t, r)
+    od += np.take(t, g)
+    od += np.take(t, b)
     od *= np.float32(1.0 / 3.0)
     sat = (np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)).astype(np.float32)
     sat *= np.float32(1.0 / 255.0)
@@ -76,6 +78,53 @@ def _otsu(values: np.ndarray, nbins: int = 256) -> float:
     counts = np.bincount(idx, minlength=nbins)
     centres = lo + (np.arange(nbins) + 0.5) * width
     return float(filters.threshold_otsu(hist=(counts, centres)))
+
+
+def _disk(radius: int) -> np.ndarray:
+    """The disk footprint of :func:`skimage.morphology.disk` (``x² + y² <= r²``)."""
+    r = np.arange(-radius, radius + 1)
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius * radius
+
+
+def _binary_closing(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Closing of a boolean mask with a disk, the borders mirrored.
+
+    The same result as :func:`skimage.morphology.closing` with ``disk(radius)`` (whose
+    default border mode mirrors the image): a dilation, then an erosion of the dilated mask,
+    each an OR (AND) of the shifted copies of a mirrored, padded mask, one per pixel of the
+    disk. Several times faster than the general grey-level operators on thumbnails.
+    """
+    r = int(radius)
+    h, w = mask.shape
+    offsets = np.argwhere(_disk(r))  # (dy + r, dx + r); the disk is symmetric
+    out = mask
+    for combine in (np.logical_or, np.logical_and):
+        padded = np.pad(out, r, mode="symmetric")
+        dy, dx = offsets[0]
+        acc = padded[dy : dy + h, dx : dx + w].copy()
+        for dy, dx in offsets[1:]:
+            combine(acc, padded[dy : dy + h, dx : dx + w], out=acc)
+        out = acc
+    return out
+
+
+def _drop_small_pieces(mask: np.ndarray, max_size: int) -> np.ndarray:
+    """``mask`` without its 4-connected pieces of at most ``max_size`` pixels.
+
+    What :func:`skimage.morphology.remove_small_objects` (``max_size``, connectivity 1)
+    does, without its argument checks and copies.
+    """
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return mask.copy()
+    sizes = np.bincount(labels.ravel())
+    small = sizes <= max_size
+    small[0] = False
+    if not small.any():
+        return mask.copy()
+    return mask & ~small[labels]
 
 
 def detect_tissue(
@@ -112,8 +161,6 @@ def detect_tissue(
     -------
     Boolean array of shape ``(rows, cols)``.
     """
-    from skimage import morphology
-
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError(f"expected an RGB image of shape (rows, cols, 3), got {rgb.shape}")
@@ -134,10 +181,10 @@ def detect_tissue(
         threshold = float(np.clip(t, _MIN_OD, _MAX_OD))
     mask = score > threshold
     if close_radius > 0:
-        mask = morphology.closing(mask, morphology.disk(close_radius))
+        mask = _binary_closing(mask, int(close_radius))
     min_px = max(1, int(min_object_frac * mask.size))
-    mask = morphology.remove_small_objects(mask, max_size=min_px)
-    mask = morphology.remove_small_holes(mask, max_size=min_px)
+    mask = _drop_small_pieces(mask, min_px)
+    mask = ~_drop_small_pieces(~mask, min_px)  # fill the holes of at most min_px pixels
     if raise_if_empty and not mask.any():
         raise NoTissueError(
             "no tissue found in the image (everything looks like background glass); check the "
