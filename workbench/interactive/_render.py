@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["draw_dot", "mask_edge", "render_overview", "render_view"]
+__all__ = [
+    "draw_dot",
+    "draw_scale_bar",
+    "mask_edge",
+    "render_overview",
+    "render_view",
+    "scale_bar_length",
+]
 
 POSITIVE_COLOUR = (0, 200, 70)
 NEGATIVE_COLOUR = (230, 40, 40)
@@ -112,3 +119,70 @@ def render_overview(
     out[r0 : r1 + 1, [c0, c1]] = BOX_COLOUR
     out[[r0, r1], c0 : c1 + 1] = BOX_COLOUR
     return out
+
+
+#: Lengths a scale bar may show (µm): round numbers.
+SCALE_BAR_UM = tuple(m * 10**e for e in range(-1, 6) for m in (1, 2, 5))
+
+
+def scale_bar_length(um_per_px: float, width_px: int, fraction: float = 0.25) -> float:
+    """The longest round length (1, 2, 5 × 10^k µm) that fits in ``fraction`` of the width.
+
+    Parameters
+    ----------
+    um_per_px
+        µm per image pixel.
+    width_px
+        The image's width in pixels.
+    fraction
+        The most of the width the bar may take.
+
+    Returns
+    -------
+    float
+        The bar's length in µm (the shortest round length when none fits).
+    """
+    room = float(um_per_px) * float(width_px) * float(fraction)
+    fitting = [v for v in SCALE_BAR_UM if v <= room]
+    return float(fitting[-1] if fitting else SCALE_BAR_UM[0])
+
+
+def draw_scale_bar(img: np.ndarray, um_per_px: float) -> float:
+    """Draw a scale bar with its length in µm at the bottom left of ``img`` (in place).
+
+    A black bar of a round length (:func:`scale_bar_length`) on a white label box, with the
+    length written above it.
+
+    Parameters
+    ----------
+    img
+        ``(H, W, 3)`` uint8 image, changed in place.
+    um_per_px
+        µm per image pixel.
+
+    Returns
+    -------
+    float
+        The length drawn, in µm.
+    """
+    from PIL import Image, ImageDraw
+
+    h, w = img.shape[:2]
+    um = scale_bar_length(um_per_px, w)
+    length = max(int(round(um / um_per_px)), 1)
+    text = f"{um:g} µm"
+    canvas = Image.fromarray(img)
+    draw = ImageDraw.Draw(canvas)
+    left, top, right, bottom = draw.textbbox((0, 0), text)
+    tw, th = right - left, bottom - top
+    pad = 4
+    x0, y1 = 6, h - 6
+    box_w = max(length, tw) + 2 * pad
+    box_h = th + 6 + 2 * pad + 2
+    y0 = y1 - box_h
+    draw.rectangle([x0, y0, x0 + box_w, y1], fill=(255, 255, 255))
+    draw.text((x0 + pad - left, y0 + pad - top), text, fill=(0, 0, 0))
+    bar_y = y1 - pad - 4
+    draw.rectangle([x0 + pad, bar_y, x0 + pad + length - 1, bar_y + 3], fill=(0, 0, 0))
+    img[...] = np.asarray(canvas)
+    return um
