@@ -239,3 +239,48 @@ def test_widget_redraws_the_overview_after_every_change(slide_and_truth, model, 
     r.handle_key("z")
     r.session.reset()
     assert calls and all(calls)
+
+
+def test_widget_drag_wheel_and_exact_image_size(slide_and_truth, model, tmp_path):
+    pytest.importorskip("ipyevents")
+    slide, truth = slide_and_truth
+    r = RegionRefiner(session=_session(slide, model, tmp_path, view_size=128, learn=False))
+    r.widget()
+    s = r.session
+    s.go_to(LESION_CENTRE, downsample=1.0)
+    layout = r._view_widget.layout
+    assert (layout.width, layout.height) == ("128px", "128px")
+    assert r._scale_widget.value == "0.5 µm/px"
+    cx, cy = s.view_centre_xy
+    # A drag: press, move, release, then the browser's click, which is not a click.
+    r._on_view_event({"type": "mousedown", "button": 0, "dataX": 60, "dataY": 60})
+    r._on_view_event({"type": "mouseup", "button": 0, "dataX": 90, "dataY": 50})
+    r._on_view_event({"type": "click", "button": 0, "dataX": 90, "dataY": 50})
+    assert s.view_centre_xy == pytest.approx((cx - 30, cy + 10))
+    assert len(s.clicks) == 0
+    # A press and release in place is a click.
+    inside = np.argwhere(s.view_mask_of(truth, 1.0)[10:-10, 10:-10]) + 10
+    y, x = (float(v) for v in inside[len(inside) // 2])
+    r._on_view_event({"type": "mousedown", "button": 0, "dataX": x, "dataY": y})
+    r._on_view_event({"type": "mouseup", "button": 0, "dataX": x + 1, "dataY": y})
+    r._on_view_event({"type": "click", "button": 0, "dataX": x + 1, "dataY": y})
+    assert len(s.clicks) == 1
+    # The wheel: away from the user zooms in, towards zooms out, in powers of two.
+    r._on_view_event({"type": "wheel", "deltaY": -100, "dataX": 64, "dataY": 64})
+    assert s.view_downsample == 1.0  # the finest already
+    r._on_view_event({"type": "wheel", "deltaY": 100, "dataX": 64, "dataY": 64})
+    r._on_view_event({"type": "wheel", "deltaY": 100, "dataX": 64, "dataY": 64})
+    assert s.view_downsample == 4.0 and r._scale_widget.value == "2 µm/px"
+    # Undo, after all that navigation, removes the click made two views ago.
+    r.handle_key("z")
+    assert len(s.clicks) == 0 and not s.can_undo
+    # Zoomed out to the whole slide, a 192 px view box shows a 128 px image at its own size;
+    # the box keeps its size (no layout jump).
+    big = RegionRefiner(session=_session(slide, model, tmp_path, view_size=192, learn=False))
+    ui = big.widget()
+    big.session.zoom_out()
+    big.session.zoom_out()
+    assert big.session.view_downsample == 4.0
+    assert (big._view_widget.layout.width, big._view_widget.layout.height) == ("128px", "128px")
+    box = ui.children[2].children[0]
+    assert (box.layout.width, box.layout.height) == ("192px", "192px")
