@@ -147,6 +147,36 @@ def scale_bar_length(um_per_px: float, width_px: int, fraction: float = 0.25) ->
     return float(fitting[-1] if fitting else SCALE_BAR_UM[0])
 
 
+_FONT = None
+
+
+def _label_font():
+    """A font for the scale bar's label and how it writes "micro": DejaVu Sans (the system's
+    or matplotlib's copy) has "µ"; Pillow's built-in font does not, so then it is "u"."""
+    global _FONT
+    if _FONT is None:
+        import importlib.util
+        from pathlib import Path
+
+        from PIL import ImageFont
+
+        candidates = ["DejaVuSans.ttf"]
+        spec = importlib.util.find_spec("matplotlib")
+        if spec is not None and spec.origin:
+            candidates.append(
+                str(Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf")
+            )
+        for name in candidates:
+            try:
+                _FONT = (ImageFont.truetype(name, 12), "µ")
+                break
+            except OSError:
+                continue
+        else:
+            _FONT = (ImageFont.load_default(), "u")
+    return _FONT
+
+
 def draw_scale_bar(img: np.ndarray, um_per_px: float) -> float:
     """Draw a scale bar with its length in µm at the bottom left of ``img`` (in place).
 
@@ -170,10 +200,11 @@ def draw_scale_bar(img: np.ndarray, um_per_px: float) -> float:
     h, w = img.shape[:2]
     um = scale_bar_length(um_per_px, w)
     length = max(int(round(um / um_per_px)), 1)
-    text = f"{um:g} µm"
+    font, micro = _label_font()
+    text = f"{um:g} {micro}m"
     canvas = Image.fromarray(img)
     draw = ImageDraw.Draw(canvas)
-    left, top, right, bottom = draw.textbbox((0, 0), text)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     tw, th = right - left, bottom - top
     pad = 4
     x0, y1 = 6, h - 6
@@ -181,7 +212,7 @@ def draw_scale_bar(img: np.ndarray, um_per_px: float) -> float:
     box_h = th + 6 + 2 * pad + 2
     y0 = y1 - box_h
     draw.rectangle([x0, y0, x0 + box_w, y1], fill=(255, 255, 255))
-    draw.text((x0 + pad - left, y0 + pad - top), text, fill=(0, 0, 0))
+    draw.text((x0 + pad - left, y0 + pad - top), text, fill=(0, 0, 0), font=font)
     bar_y = y1 - pad - 4
     draw.rectangle([x0 + pad, bar_y, x0 + pad + length - 1, bar_y + 3], fill=(0, 0, 0))
     img[...] = np.asarray(canvas)

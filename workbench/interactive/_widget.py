@@ -434,7 +434,9 @@ class RegionRefiner:
             )
 
         def button(description, icon, action, css, *args):
-            b = W.Button(description=description, icon=icon, layout=W.Layout(width="auto"))
+            b = W.Button(
+                description=description, icon=icon, layout=W.Layout(width="auto", flex="0 0 auto")
+            )
             b.add_class(css)
             b.on_click(lambda _: self._guarded(action, *args))
             return b
@@ -478,7 +480,13 @@ class RegionRefiner:
                 W.HBox(controls),
                 W.HBox([*zoom, *arrows, self._scale_widget]),
                 W.HBox(
-                    [view_box, W.VBox([self._overview_widget, opacity, help_text])],
+                    [
+                        view_box,
+                        W.VBox(
+                            [self._overview_widget, opacity, help_text],
+                            layout=W.Layout(width="330px", flex="0 0 auto"),
+                        ),
+                    ],
                     layout=W.Layout(align_items="flex-start", flex_flow="row wrap"),
                 ),
                 self._status_widget,
