@@ -65,7 +65,8 @@ class RegionRefiner:
 
     Takes the same arguments as :class:`RefinementSession` (``slide``, ``adata``, ``geojson``,
     ``output``, ``adata_path``, ``view_size``, ``view_downsample``, ``method``, ``engine``,
-    ``overview_size``, ``zoom_step``, ``min_downsample``), or a ready session as
+    ``overview_size``, ``zoom_step``, ``min_downsample``, ``learn``, ``min_area_um2``,
+    ``smooth_um``), or a ready session as
     ``session=``. Display it (last line of a cell) to get the view, the overview, and the
     buttons: positive/negative toggle, "this one" / "all like this" toggle (the engine's
     :attr:`~RefinementEngine.propagate` mode: whether a positive click also proposes the
