@@ -385,7 +385,6 @@ class RefinementSession:
             raise InvalidViewError(f"centre_xy must be finite, got {centre_xy!r}")
         if not (isinstance(ds, int | float | np.floating) and math.isfinite(ds) and ds > 0):
             raise InvalidViewError(f"downsample must be a finite number > 0, got {ds!r}")
-        self._commit_view()
         ds = float(np.clip(ds, self.min_downsample, self._max_downsample()))
         W, H = self.slide.dimensions
         span = self.view_size * ds
@@ -399,6 +398,7 @@ class RefinementSession:
                 f"small to refine (the slide is {W}x{H}); zoom in (a smaller downsample)"
             )
         image = self._read(x0, y0, w, h, ds)
+        self._commit_view()  # only once the new view is known to open
         self._ds = ds
         self._origin = (x0, y0)
         self._image = np.ascontiguousarray(image[:, :, :3])
@@ -525,6 +525,13 @@ class RefinementSession:
         pyramid's. The view zooms around its centre or, with ``at_xy`` (a view pixel, e.g.
         under the mouse wheel), around that point, which stays where it is on the screen.
 
+        Parameters
+        ----------
+        factor
+            How much to magnify (2: twice; 0.5: half), before rounding to a power of two.
+        at_xy
+            The view pixel ``(x, y)`` to zoom around (default: the view's centre).
+
         Returns
         -------
         numpy.ndarray
@@ -548,6 +555,11 @@ class RefinementSession:
     def drag(self, dx: float, dy: float) -> np.ndarray:
         """Pan as if the image were dragged by ``(dx, dy)`` view pixels (drag right: the
         slide moves right, the view goes left).
+
+        Parameters
+        ----------
+        dx, dy
+            How far the pointer moved, in view pixels.
 
         Returns
         -------
