@@ -1,10 +1,13 @@
 """End to end in a real browser: JupyterLab 4 + Debian's Chromium driven by playwright.
 
-A notebook shows a :class:`RegionRefiner` on a synthetic slide; the test clicks positive
-inside the lesion (left click) and negative outside it (shift-click), presses Save, checks
-that the kernel saw both clicks, the mask changed and the GeoJSON was written, then presses
-the zoom-in button and waits for the view at the new magnification. A screenshot
-is kept under ``test-artifacts/``.
+A notebook shows a :class:`RegionRefiner` on a synthetic slide that starts with a model
+outline away from the lesion; the test clicks positive inside the lesion (left click) and
+negative outside it (shift-click), presses Save, checks that the kernel saw both clicks, the
+mask changed and the GeoJSON keeps the refined outline ("Tumor") apart from the model's
+("Tumor (model)"). It then drags the view (pan), presses Undo (the click comes back off
+after the pan), zooms out with the button and measures the drawn view image at two browser
+widths (1100 and 800 px): its width/height ratio must be the image's within 1 %. A
+screenshot is kept under ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -49,9 +52,17 @@ from workbench.datasets import lesion_view
 from workbench.io import Slide
 
 image, truth = lesion_view(512, seed=7)
+image, truth = image[:, :448].copy(), truth[:, :448].copy()  # not square: 448 x 512
 slide = Slide.from_array(image, mpp=0.5, name="synthetic")
-refiner = RegionRefiner(slide, output=Path("out") / "lesion.geojson", view_size=256,
-                        view_downsample=2.0, overview_size=192)
+model_ring = [[20, 20], [100, 20], [100, 100], [20, 100], [20, 20]]
+Path("start.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+    {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [model_ring]},
+     "properties": {"objectType": "annotation", "classification": {"name": "Tumor (model)"},
+                    "made_by": "model demo"}}]}))
+refiner = RegionRefiner(slide, geojson=Path("start.geojson"),
+                        output=Path("out") / "lesion.geojson", view_size=256,
+                        view_downsample=1.0, overview_size=192, learn=False)
+refiner.session.go_to((334, 375))
 sub = refiner.session.view_mask_of(truth, 1.0)  # the true lesion on the view's pixels
 inside = distance_transform_edt(np.pad(sub, 1))[1:-1, 1:-1]
 outside = distance_transform_edt(np.pad(~sub, 1))[1:-1, 1:-1]
@@ -198,7 +209,7 @@ def test_refiner_in_jupyterlab(jupyterlab):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1100, "height": 1000})
             page.goto(jupyterlab["url"])
             # The notebook is open and its kernel is idle.
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
@@ -248,19 +259,57 @@ def test_refiner_in_jupyterlab(jupyterlab):
             page.locator(".wb-refiner-save").click()
             out = root / "out" / "lesion.geojson"
             _wait_for(out.exists, 60, "the GeoJSON to be written")
-            data = json.loads(out.read_text())
-            assert data["type"] == "FeatureCollection" and data["features"]
-            assert data["features"][0]["properties"]["classification"]["name"] == "Tumor"
             page.wait_for_function(
                 "() => /saved/.test(document.querySelector('.wb-refiner-status')?.innerText || '')",
                 timeout=30_000,
             )
-            # Zoom in with the toolbar button: the view is read again at twice the magnification.
-            page.locator(".wb-refiner-zoom-in").click()
-            page.wait_for_function(
-                "() => /, 1 px\\/px/.test(document.querySelector('.wb-refiner-status')?.innerText || '')",
-                timeout=30_000,
+            data = json.loads(out.read_text())
+            assert data["type"] == "FeatureCollection" and data["features"]
+            props = [f["properties"] for f in data["features"]]
+            by_class = {p["classification"]["name"]: p for p in props}
+            assert set(by_class) == {"Tumor", "Tumor (model)"}  # refined apart from predicted
+            assert by_class["Tumor"]["made_by"] == "user clicks (cgam)"
+            assert by_class["Tumor (model)"]["made_by"] == "model demo"
+
+            def status_matches(pattern: str) -> None:
+                page.wait_for_function(
+                    "p => new RegExp(p).test("
+                    "document.querySelector('.wb-refiner-status')?.innerText || '')",
+                    arg=pattern,
+                    timeout=30_000,
+                )
+
+            # Drag the view to pan, then undo: the negative click is undone in the view before.
+            box = view.bounding_box()
+            page.mouse.move(box["x"] + 100, box["y"] + 100)
+            page.mouse.down()
+            page.mouse.move(box["x"] + 140, box["y"] + 120, steps=5)
+            page.mouse.up()
+            status_matches("^view at")
+            assert len(logged()) == 2  # the drag was not a click
+            page.locator(".wb-refiner-undo").click()
+            status_matches("undo: back to the view .* 1 clicks left")
+            # Zoom out with the button: the whole slide, 224 x 256 view pixels, at 1 µm/px.
+            page.locator(".wb-refiner-zoom-out").click()
+            status_matches("1 µm/px")
+            scale = page.locator(".wb-refiner-scale")
+            assert scale.inner_text().strip() == "1 µm/px"
+            _wait_for(
+                lambda: view.evaluate("el => el.naturalWidth === 224 && el.complete"),
+                30,
+                "the zoomed-out view image",
             )
-            page.screenshot(path=str(ARTIFACTS / "refiner_browser.png"), full_page=True)
+            for width in (1100, 800):
+                page.set_viewport_size({"width": width, "height": 1000})
+                page.wait_for_timeout(500)
+                natural = view.evaluate("el => [el.naturalWidth, el.naturalHeight]")
+                drawn = view.evaluate(
+                    "el => { const r = el.getBoundingClientRect(); return [r.width, r.height]; }"
+                )
+                ratio = (drawn[0] / drawn[1]) / (natural[0] / natural[1])
+                assert abs(ratio - 1) <= 0.01, (width, natural, drawn)
+                page.screenshot(
+                    path=str(ARTIFACTS / f"refiner_browser_{width}.png"), full_page=True
+                )
         finally:
             browser.close()

@@ -108,7 +108,11 @@ def test_zoom_changes_magnification_and_keeps_the_outline(slide_and_truth, model
     assert s.view_downsample == 1.0
     s.zoom_out()
     s.zoom_out()
-    assert s.view_downsample == pytest.approx(512 / 192)  # the whole slide in one view
+    # the whole slide in one view, at the next power of two (512 / 192 -> 4)
+    assert s.view_downsample == 4.0
+    assert s.view_image.shape[:2] == (128, 128)
+    s.zoom_out()  # already the whole slide
+    assert s.view_downsample == 4.0
     full = annotations_to_mask(s.lesion_annotations(), truth.shape)
     assert iou(full, annotations_to_mask(_as_anns(outline), truth.shape)) > 0.97
 
@@ -362,7 +366,12 @@ def test_slide_without_resolution_zooms_by_resampling(model, tmp_path):
     s = RefinementSession(slide, engine=RefinementEngine(model), view_size=128, view_downsample=3.0)
     assert s.view_image.shape == (128, 128, 3)
     s.zoom_in()
-    assert s.view_downsample == 1.5 and s.view_image.shape == (128, 128, 3)
+    # powers of two from a start that is none: 3 -> 1
+    assert s.view_downsample == 1.0 and s.view_image.shape == (128, 128, 3)
+    s.zoom_out()
+    s.zoom_out()  # level 0 resampled to 4 px per px: the whole slide, 96 x 96
+    assert s.view_downsample == 4.0 and s.view_image.shape == (96, 96, 3)
+    assert "no µm/px" in s.status
 
 
 def test_a_full_qupath_export_opens_with_its_annotations_not_its_detections(

@@ -115,8 +115,10 @@ def test_the_widget_redraws_when_the_session_changes(slide_and_truth, model, tmp
     view, overview = ref._view_widget.value, ref._overview_widget.value
     x, y, _ = _lesion_point(ref, truth)
     ref.session.click(x, y, True)  # called on the session, as a notebook cell would
-    assert ref._view_widget.value != view and ref._overview_widget.value == overview
+    # the view and the overview both show the new outline
+    assert ref._view_widget.value != view and ref._overview_widget.value != overview
     assert ref._status_widget.value == ref.session.status and "ms" in ref.session.status
+    overview = ref._overview_widget.value
     ref.session.zoom_out()  # a new place: the overview's box moves too
     assert ref._overview_widget.value != overview
     assert ref._status_widget.value.startswith("view at")

@@ -19,8 +19,19 @@ import numpy as np
 from workbench._constants import LESION_CLASS, LESION_COLOR
 from workbench.interactive._index import clip_to_box
 
+#: Class of the outlines the model predicted and nobody refined (the user's outlines keep
+#: :data:`~workbench._constants.LESION_CLASS`, ``"Tumor"``, so training reads only them).
+MODEL_CLASS = LESION_CLASS + " (model)"
+#: Colour of :data:`MODEL_CLASS` in QuPath (orange, apart from the refined red).
+MODEL_COLOR = (230, 140, 0)
+
 __all__ = [
+    "MODEL_CLASS",
+    "MODEL_COLOR",
     "annotations_from_text",
+    "saved_annotations",
+    "smooth",
+    "tidy",
     "focus_annotations",
     "lesion_annotations",
     "mask_in_view",
@@ -36,8 +47,8 @@ __all__ = [
 def outline_from_annotations(anns) -> object | None:
     """The union of the lesion polygons among ``anns`` (level 0), or ``None``.
 
-    Polygons and multipolygons classified ``"Tumor"`` or unclassified are kept; invalid ones
-    are repaired (``buffer(0)``).
+    Polygons and multipolygons classified ``"Tumor"``, ``"Tumor (model)"`` (:data:`MODEL_CLASS`)
+    or unclassified are kept; invalid ones are repaired (``buffer(0)``).
     """
     from shapely.geometry import shape
     from shapely.ops import unary_union
@@ -46,7 +57,7 @@ def outline_from_annotations(anns) -> object | None:
     for ann in anns:
         if ann.geometry_type not in ("Polygon", "MultiPolygon"):
             continue
-        if ann.classification not in (None, LESION_CLASS):
+        if ann.classification not in (None, LESION_CLASS, MODEL_CLASS):
             continue
         geom = shape(ann.geometry)
         if not geom.is_valid:
@@ -230,3 +241,118 @@ def sample_mask(
     rows = np.clip(rows, 0, mask.shape[0] - 1)
     cols = np.clip(cols, 0, mask.shape[1] - 1)
     return mask[np.ix_(rows, cols)]
+
+
+def smooth(geom, radius: float):
+    """``geom`` with its corners rounded: an opening then a closing by ``radius`` (level 0).
+
+    The opening (``buffer(-r).buffer(r)``) rounds the convex corners and drops parts thinner
+    than ``2 r``; the closing (``buffer(r).buffer(-r)``) rounds the concave corners and fills
+    gaps narrower than ``2 r``. A lesion map's pixel staircase and its focus box's corners are
+    gone when ``radius`` is at least one map cell. The result is simplified by ``radius / 20``.
+    ``None``, an empty geometry or ``radius <= 0`` give the input back; a geometry that the
+    opening removes entirely gives ``None``.
+
+    Parameters
+    ----------
+    geom
+        A shapely (multi)polygon in level-0 pixels, or ``None``.
+    radius
+        The rounding radius in level-0 pixels.
+
+    Returns
+    -------
+    shapely geometry or None
+        The smoothed outline.
+    """
+    if geom is None or geom.is_empty or not radius > 0:
+        return geom
+    r = float(radius)
+    out = geom.buffer(-r).buffer(r).buffer(r).buffer(-r).simplify(r / 20.0)
+    return None if out.is_empty else out
+
+
+def tidy(geom, dimensions: tuple[int, int], min_area: float):
+    """``geom`` clipped to the slide and without polygons smaller than ``min_area``.
+
+    Parameters
+    ----------
+    geom
+        A shapely (multi)polygon in level-0 pixels, or ``None``.
+    dimensions
+        The slide's level-0 ``(W, H)``: every coordinate ends within ``0..W``, ``0..H``.
+    min_area
+        Polygons of a smaller area (level-0 square pixels, holes subtracted) are dropped.
+
+    Returns
+    -------
+    shapely geometry or None
+        The polygons left, or ``None`` when none is.
+    """
+    from shapely.geometry import box
+    from shapely.ops import unary_union
+
+    if geom is None or geom.is_empty:
+        return None
+    W, H = dimensions
+    clipped = geom.intersection(box(0, 0, W, H))
+    polys = [
+        p
+        for p in getattr(clipped, "geoms", [clipped])
+        if p.geom_type == "Polygon" and p.area >= float(min_area) and p.area > 0
+    ]
+    return unary_union(polys) if polys else None
+
+
+def saved_annotations(
+    geom, refined_area, *, made_by_user: str, made_by_model: str, um_per_px: float | None
+) -> list:
+    """The polygons of an outline as annotations, the refined apart from the predicted.
+
+    A polygon that meets ``refined_area`` (where the user clicked, or outlines the user saved
+    before) is the user's: class ``"Tumor"``, ``properties.source = "refined"``,
+    ``properties.made_by = made_by_user``. Any other polygon is the model's start outline:
+    class :data:`MODEL_CLASS` (``"Tumor (model)"``), ``source = "model"``, ``made_by =
+    made_by_model``. Each gets its area in level-0 pixels and, with ``um_per_px``, in µm².
+
+    Parameters
+    ----------
+    geom
+        The outline (shapely, level-0 pixels), or ``None``.
+    refined_area
+        Where the user refined (shapely, level 0), or ``None`` for nowhere.
+    made_by_user, made_by_model
+        Who made each kind, e.g. ``"user clicks (cgam)"`` and ``"model <fingerprint>"``.
+    um_per_px
+        The slide's µm per level-0 pixel, or ``None`` (no µm² area then).
+
+    Returns
+    -------
+    list of Annotation
+        Refined polygons first, then the model's.
+    """
+    from shapely.geometry import mapping
+
+    from workbench.io import Annotation
+
+    if geom is None or geom.is_empty:
+        return []
+    polys = [p for p in getattr(geom, "geoms", [geom]) if p.geom_type == "Polygon" and p.area > 0]
+    refined, model = [], []
+    for p in polys:
+        mine = refined_area is not None and not refined_area.is_empty and p.intersects(refined_area)
+        measurements = {"area_px": float(p.area)}
+        if um_per_px:
+            measurements["area_um2"] = float(p.area) * float(um_per_px) ** 2
+        ann = Annotation(
+            geometry=mapping(p),
+            classification=LESION_CLASS if mine else MODEL_CLASS,
+            color=LESION_COLOR if mine else MODEL_COLOR,
+            measurements=measurements,
+            properties={
+                "source": "refined" if mine else "model",
+                "made_by": made_by_user if mine else made_by_model,
+            },
+        )
+        (refined if mine else model).append(ann)
+    return refined + model

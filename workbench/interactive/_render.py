@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["draw_dot", "mask_edge", "render_overview", "render_view"]
+__all__ = [
+    "draw_dot",
+    "draw_scale_bar",
+    "mask_edge",
+    "render_overview",
+    "render_view",
+    "scale_bar_length",
+]
 
 POSITIVE_COLOUR = (0, 200, 70)
 NEGATIVE_COLOUR = (230, 40, 40)
@@ -112,3 +119,101 @@ def render_overview(
     out[r0 : r1 + 1, [c0, c1]] = BOX_COLOUR
     out[[r0, r1], c0 : c1 + 1] = BOX_COLOUR
     return out
+
+
+#: Lengths a scale bar may show (µm): round numbers.
+SCALE_BAR_UM = tuple(m * 10**e for e in range(-1, 6) for m in (1, 2, 5))
+
+
+def scale_bar_length(um_per_px: float, width_px: int, fraction: float = 0.25) -> float:
+    """The longest round length (1, 2, 5 × 10^k µm) that fits in ``fraction`` of the width.
+
+    Parameters
+    ----------
+    um_per_px
+        µm per image pixel.
+    width_px
+        The image's width in pixels.
+    fraction
+        The most of the width the bar may take.
+
+    Returns
+    -------
+    float
+        The bar's length in µm (the shortest round length when none fits).
+    """
+    room = float(um_per_px) * float(width_px) * float(fraction)
+    fitting = [v for v in SCALE_BAR_UM if v <= room]
+    return float(fitting[-1] if fitting else SCALE_BAR_UM[0])
+
+
+_FONT = None
+
+
+def _label_font():
+    """A font for the scale bar's label and how it writes "micro": DejaVu Sans (the system's
+    or matplotlib's copy) has "µ"; Pillow's built-in font does not, so then it is "u"."""
+    global _FONT
+    if _FONT is None:
+        import importlib.util
+        from pathlib import Path
+
+        from PIL import ImageFont
+
+        candidates = ["DejaVuSans.ttf"]
+        spec = importlib.util.find_spec("matplotlib")
+        if spec is not None and spec.origin:
+            candidates.append(
+                str(Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf")
+            )
+        for name in candidates:
+            try:
+                _FONT = (ImageFont.truetype(name, 12), "µ")
+                break
+            except OSError:
+                continue
+        else:
+            _FONT = (ImageFont.load_default(), "u")
+    return _FONT
+
+
+def draw_scale_bar(img: np.ndarray, um_per_px: float) -> float:
+    """Draw a scale bar with its length in µm at the bottom left of ``img`` (in place).
+
+    A black bar of a round length (:func:`scale_bar_length`) on a white label box, with the
+    length written above it.
+
+    Parameters
+    ----------
+    img
+        ``(H, W, 3)`` uint8 image, changed in place.
+    um_per_px
+        µm per image pixel.
+
+    Returns
+    -------
+    float
+        The length drawn, in µm.
+    """
+    from PIL import Image, ImageDraw
+
+    h, w = img.shape[:2]
+    um = scale_bar_length(um_per_px, w)
+    length = max(int(round(um / um_per_px)), 1)
+    font, micro = _label_font()
+    text = f"{um:g} {micro}m"
+    canvas = Image.fromarray(img)
+    draw = ImageDraw.Draw(canvas)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    tw, th = right - left, bottom - top
+    pad = 4
+    x0, y1 = 6, h - 6
+    box_w = max(length, tw) + 2 * pad
+    box_h = th + 6 + 2 * pad + 2
+    y0 = y1 - box_h
+    draw.rectangle([x0, y0, x0 + box_w, y1], fill=(255, 255, 255))
+    draw.text((x0 + pad - left, y0 + pad - top), text, fill=(0, 0, 0), font=font)
+    bar_y = y1 - pad - 4
+    draw.rectangle([x0 + pad, bar_y, x0 + pad + length - 1, bar_y + 3], fill=(0, 0, 0))
+    img[...] = np.asarray(canvas)
+    return um

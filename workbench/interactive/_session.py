@@ -100,7 +100,8 @@ class RefinementSession:
     overview_size
         Longest side of the overview thumbnail.
     zoom_step
-        Factor of one :meth:`zoom_in` / :meth:`zoom_out`.
+        Factor of one :meth:`zoom_in` / :meth:`zoom_out`, rounded to a power of two (at
+        least 2): magnifications are powers of two.
     min_downsample
         The finest magnification :meth:`zoom_in` goes to (level-0 pixels per view pixel).
     learn
@@ -112,6 +113,15 @@ class RefinementSession:
         new session with the same output loads it. A file that does not fit the engine's
         network (or is damaged) is ignored with a :class:`UserWarning`. ``False``: no
         adaptation, nothing read or written besides the outline.
+    min_area_um2
+        :meth:`save` drops polygons smaller than this (µm², default 50: about a lymphocyte's
+        area, so a stray speck is not saved as a lesion).
+    smooth_um
+        Radius (µm, default 20) by which the model's start outline (the focus regions' lesion
+        maps) is smoothed, an opening then a closing (:func:`_outline.smooth`), at least one
+        lesion-map cell, so the maps' pixel staircase and box corners are not saved. Without a
+        recorded resolution (``slide.mpp`` is ``None``) these two µm values are converted at
+        0.5 µm per level-0 pixel.
     """
 
     def __init__(
@@ -130,6 +140,8 @@ class RefinementSession:
         zoom_step: float = 2.0,
         min_downsample: float = 1.0,
         learn: bool = True,
+        min_area_um2: float = 50.0,
+        smooth_um: float = 20.0,
     ) -> None:
         from workbench.interactive._engine import RefinementEngine
         from workbench.io import Slide
@@ -140,6 +152,8 @@ class RefinementSession:
             ("view_downsample", view_downsample, 0.0),
             ("zoom_step", zoom_step, 1.0),
             ("min_downsample", min_downsample, 0.0),
+            ("min_area_um2", min_area_um2, -1e-300),
+            ("smooth_um", smooth_um, -1e-300),
         ):
             if not (isinstance(value, int | float) and math.isfinite(value) and value > low):
                 raise RefinementError(f"{name} must be a finite number > {low:g}, got {value!r}")
@@ -149,6 +163,8 @@ class RefinementSession:
         self.view_size = int(view_size)
         self.zoom_step = float(zoom_step)
         self.min_downsample = float(min_downsample)
+        self.min_area_um2 = float(min_area_um2)
+        self.smooth_um = float(smooth_um)
         self.engine = engine if engine is not None else RefinementEngine(method=method)
         self.status = ""
         self.saved_path: Path | None = None
@@ -165,8 +181,12 @@ class RefinementSession:
                 output = Path.cwd() / "lesion.geojson"
         self.output = Path(output)
         self.learn = bool(learn)
+        self.history_views = 20  # views with clicks that undo can go back to
         self._learnt_key = None
         self._listeners: list = []  # called with overview=True/False after every change
+        self._refined_area = None  # level 0: where the user refined (views with clicks)
+        self._model_made_by = self._model_name()
+        self._past: list[dict] = []  # one entry per view left with clicks (undo across views)
         self._load_adaptation()
 
         self.overview = self.slide.thumbnail(max_size=int(overview_size))
@@ -180,10 +200,26 @@ class RefinementSession:
         self.go_to(start)
 
     # ---------------------------------------------------------------- lesion store -----
+    @property
+    def um_per_px(self) -> float:
+        """µm per level-0 pixel (``slide.mpp``; 0.5 when the slide records none)."""
+        return float(self.slide.mpp) if self.slide.mpp else 0.5
+
+    def _model_name(self) -> str:
+        """``"model <fingerprint>"`` of the AnnData's model (what its start outline is by)."""
+        from workbench._constants import EXTRACT_FINGERPRINT
+
+        uns = getattr(self.adata, "uns", {}) if self.adata is not None else {}
+        fp = uns.get(EXTRACT_FINGERPRINT, {})
+        if isinstance(fp, dict) and fp.get("model"):
+            return f"model {str(fp['model'])[:16]}"
+        name = uns.get("explain", {}).get("model") if isinstance(uns.get("explain"), dict) else None
+        return f"model {name}" if name else "model (unknown)"
+
     def _starting_lesion(self, geojson):
         from workbench.io import read_geojson
 
-        anns = []
+        anns, predicted = [], False
         if geojson is not None and Path(geojson).exists():
             anns = read_geojson(geojson)
         elif self.adata is not None and LESION_REFINED in getattr(self.adata, "uns", {}):
@@ -191,11 +227,36 @@ class RefinementSession:
             if text:
                 anns = _outline.annotations_from_text(str(text))
         elif self.adata is not None and "explain" in getattr(self.adata, "uns", {}):
-            anns = _outline.focus_annotations(self.adata.uns["explain"])
+            explain = self.adata.uns["explain"]
+            anns, predicted = _outline.focus_annotations(explain), True
         geom = _outline.outline_from_annotations(anns)
         if geom is None:
             return None
-        return _outline.on_slide(geom, self.slide.dimensions, geojson)
+        geom = _outline.on_slide(geom, self.slide.dimensions, geojson)
+        if predicted:
+            return _outline.smooth(geom, self._smoothing_radius(explain))
+        # A saved outline: what the model made stays the model's, the rest is the user's.
+        model = [a for a in anns if a.classification == _outline.MODEL_CLASS]
+        for a in model:
+            if a.properties.get("made_by"):
+                self._model_made_by = str(a.properties["made_by"])
+                break
+        mine = [a for a in anns if a.classification != _outline.MODEL_CLASS]
+        self._refined_area = _outline.outline_from_annotations(mine)
+        return geom
+
+    def _smoothing_radius(self, explain: dict) -> float:
+        """:attr:`smooth_um` in level-0 pixels, at least one lesion-map cell."""
+        cell = 0.0
+        focus = explain.get("focus", {})
+        maps, boxes = focus.get("lesion_maps"), focus.get("boxes_xywh")
+        if maps is not None and boxes is not None and len(np.asarray(boxes)):
+            m = np.asarray(maps)
+            b = np.asarray(boxes, float)
+            cell = float(np.max(b[:, 2:4] / np.array(m.shape[1:3])[::-1]))
+        if self.smooth_um <= 0:
+            return 0.0
+        return max(self.smooth_um / self.um_per_px, cell)
 
     def _focus_regions(self) -> list[tuple[str, tuple[float, float]]]:
         if self.adata is None or "explain" not in getattr(self.adata, "uns", {}):
@@ -251,20 +312,46 @@ class RefinementSession:
         open view's edits."""
         return self._merged_lesion()
 
+    def _refined_now(self):
+        """Where the user refined, with the open view when it has clicks (level 0)."""
+        if not self._edited():
+            return self._refined_area
+        from shapely.ops import unary_union
+
+        parts = [g for g in (self._refined_area, self._view_box()) if g is not None]
+        return unary_union(parts)
+
     def lesion_annotations(self) -> list:
         """The current slide-level lesion outline (with the open view's edits) as annotations.
+
+        As :meth:`save` writes it: clipped to the slide, without polygons under
+        :attr:`min_area_um2`, the user's polygons (class ``"Tumor"``) apart from the model's
+        start outline (``"Tumor (model)"``), each with ``properties.source`` and
+        ``properties.made_by`` (:func:`_outline.saved_annotations`).
 
         Returns
         -------
         list of workbench.io.Annotation
-            One ``"Tumor"`` annotation per polygon, level-0 pixels (empty without outline).
+            The annotations, level-0 pixels (empty without an outline).
         """
-        return _outline.lesion_annotations(self._merged_lesion())
+        geom = _outline.tidy(
+            self._merged_lesion(),
+            self.slide.dimensions,
+            self.min_area_um2 / self.um_per_px**2,
+        )
+        return _outline.saved_annotations(
+            geom,
+            self._refined_now(),
+            made_by_user=f"user clicks ({self.engine.method})",
+            made_by_model=self._model_made_by,
+            um_per_px=self.um_per_px,
+        )
 
     # ---------------------------------------------------------------- navigation -------
     def _max_downsample(self) -> float:
         W, H = self.slide.dimensions
-        return max(max(W, H) / self.view_size, self.min_downsample)
+        whole = 2.0 ** math.ceil(math.log2(max(max(W, H) / self.view_size, 1e-9)))
+        return max(whole, self.min_downsample)
 
     def _read(self, x0: float, y0: float, w: int, h: int, ds: float) -> np.ndarray:
         if self.slide.mpp is not None:
@@ -315,7 +402,6 @@ class RefinementSession:
             raise InvalidViewError(f"centre_xy must be finite, got {centre_xy!r}")
         if not (isinstance(ds, int | float | np.floating) and math.isfinite(ds) and ds > 0):
             raise InvalidViewError(f"downsample must be a finite number > 0, got {ds!r}")
-        self._commit_view()
         ds = float(np.clip(ds, self.min_downsample, self._max_downsample()))
         W, H = self.slide.dimensions
         span = self.view_size * ds
@@ -329,19 +415,33 @@ class RefinementSession:
                 f"small to refine (the slide is {W}x{H}); zoom in (a smaller downsample)"
             )
         image = self._read(x0, y0, w, h, ds)
+        self._commit_view()  # only once the new view is known to open
         self._ds = ds
         self._origin = (x0, y0)
         self._image = np.ascontiguousarray(image[:, :, :3])
         start = self._mask_in_view(self._lesion)
         self.engine.set_view(self._image, initial_mask=start if start.any() else None)
-        self.status = f"view at x={x0:.0f}, y={y0:.0f} (level 0), {w}x{h} px, {ds:g} px/px"
+        self.status = f"view at x={x0:.0f}, y={y0:.0f} (level 0), {w}x{h} px, {self.scale_text}"
         self._changed(overview=True)
         return self.engine.mask
 
     def _commit_view(self) -> None:
         if self._edited():
             self._learn_from_view()
+            self._past.append(
+                {
+                    "lesion": self._lesion,
+                    "refined": self._refined_area,
+                    "origin": self._origin,
+                    "ds": self._ds,
+                    "image": self._image,
+                    "engine": (self.engine._view, self.engine.clicks),
+                }
+            )
+            del self._past[: -self.history_views]
+            refined = self._refined_now()
             self._lesion = self._merged_lesion()
+            self._refined_area = refined
 
     # ---------------------------------------------------------------- learning ---------
     def _can_learn(self) -> bool:
@@ -448,47 +548,94 @@ class RefinementSession:
             )
         return self.go_to(self._focus[int(index)][1])
 
-    def zoom(self, factor: float) -> np.ndarray:
-        """Magnify the view by ``factor`` around its centre.
+    @property
+    def scale_text(self) -> str:
+        """The view's resolution in words: ``"0.50 µm/px"`` (or ``"2× level 0"`` without an mpp)."""
+        if self.slide.mpp:
+            return f"{self._ds * self.slide.mpp:.3g} µm/px"
+        return f"{self._ds:g}× level 0 (no µm/px recorded)"
+
+    @property
+    def view_um_per_px(self) -> float | None:
+        """µm per view pixel (``None`` when the slide records no resolution)."""
+        return self._ds * float(self.slide.mpp) if self.slide.mpp else None
+
+    def zoom(self, factor: float, at_xy: tuple[float, float] | None = None) -> np.ndarray:
+        """Magnify the view by ``factor`` (> 1 zooms in), to a power of two.
+
+        The new downsample (level-0 pixels per view pixel) is a power of two (``…, 0.5, 1, 2,
+        4, …``; zooming in: the one at or below ``downsample / factor``, out: at or above) within ``min_downsample`` and the whole slide, so the magnifications are the
+        pyramid's. The view zooms around its centre or, with ``at_xy`` (a view pixel, e.g.
+        under the mouse wheel), around that point, which stays where it is on the screen.
 
         Parameters
         ----------
         factor
-            Magnification change: above 1 zooms in, below 1 zooms out.
+            How much to magnify (2: twice; 0.5: half), before rounding to a power of two.
+        at_xy
+            The view pixel ``(x, y)`` to zoom around (default: the view's centre).
 
         Returns
         -------
         numpy.ndarray
-            The new view's starting mask (bool, view pixels).
-
-        Raises
-        ------
-        InvalidViewError
-            ``factor`` is not a finite number above 0.
+            The new view's starting mask.
         """
         if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
             raise InvalidViewError(f"zoom factor must be a finite number > 0, got {factor!r}")
-        return self.go_to(self.view_centre_xy, downsample=self._ds / float(factor))
+        exact = math.log2(self._ds / float(factor))
+        # zooming in: the next power of two at or below; out: at or above (1e-6: rounding)
+        step = math.floor(exact + 1e-6) if factor >= 1 else math.ceil(exact - 1e-6)
+        target = 2.0**step
+        target = float(np.clip(target, self.min_downsample, self._max_downsample()))
+        cx, cy = self.view_centre_xy
+        if at_xy is not None:
+            px = self._origin[0] + float(at_xy[0]) * self._ds
+            py = self._origin[1] + float(at_xy[1]) * self._ds
+            k = target / self._ds
+            cx, cy = px + (cx - px) * k, py + (cy - py) * k
+        return self.go_to((cx, cy), downsample=target)
+
+    def drag(self, dx: float, dy: float) -> np.ndarray:
+        """Pan as if the image were dragged by ``(dx, dy)`` view pixels (drag right: the
+        slide moves right, the view goes left).
+
+        Parameters
+        ----------
+        dx, dy
+            How far the pointer moved, in view pixels.
+
+        Returns
+        -------
+        numpy.ndarray
+            The new view's starting mask.
+        """
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in (dx, dy)):
+            raise InvalidViewError(f"drag must be finite numbers of pixels, got {(dx, dy)!r}")
+        cx, cy = self.view_centre_xy
+        return self.go_to((cx - dx * self._ds, cy - dy * self._ds))
 
     def zoom_in(self) -> np.ndarray:
-        """Magnify by ``zoom_step`` (twice by default), down to ``min_downsample``.
+        """Twice the magnification (``zoom_step``), down to ``min_downsample``.
 
         Returns
         -------
         numpy.ndarray
             The new view's starting mask (bool, view pixels).
         """
-        return self.zoom(self.zoom_step)
+        return self.zoom(self._zoom_factor())
 
     def zoom_out(self) -> np.ndarray:
-        """Reduce the magnification by ``zoom_step``, up to the whole slide in one view.
+        """Half the magnification, up to the whole slide in one view.
 
         Returns
         -------
         numpy.ndarray
             The new view's starting mask (bool, view pixels).
         """
-        return self.zoom(1.0 / self.zoom_step)
+        return self.zoom(1.0 / self._zoom_factor())
+
+    def _zoom_factor(self) -> float:
+        return 2.0 ** max(1, round(math.log2(self.zoom_step)))
 
     def pan(self, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
         """Move the view by ``(dx, dy)`` view widths/heights.
@@ -604,21 +751,43 @@ class RefinementSession:
                 f"{kind} click {len(self.engine.clicks)} at ({x:.0f}, {y:.0f}): "
                 f"{ms:.0f} ms, lesion {mask.mean() * 100:.1f}% of view"
             )
-        self._changed(overview=False)
+        self._changed(overview=True)
         return mask
 
     def undo(self) -> np.ndarray:
-        """Remove the newest click of the open view.
+        """Remove the newest click, in this view or, when it has none, in the view left before.
+
+        The history is the slide's, not the view's: after a pan or a zoom, undo goes back to
+        the last view that had clicks (its place, magnification and clicks) and removes its
+        newest click, so the slide outline is exactly what it was before that click. Up to
+        :attr:`history_views` views are remembered.
 
         Returns
         -------
         numpy.ndarray
-            Exactly the mask before that click.
+            The open view's mask after the undo.
         """
-        mask = self.engine.undo()
-        self.status = f"undo: {len(self.engine.clicks)} clicks"
-        self._changed(overview=False)
+        if len(self.engine.clicks) == 0 and self._past:
+            entry = self._past.pop()
+            self._lesion, self._refined_area = entry["lesion"], entry["refined"]
+            self._origin, self._ds, self._image = entry["origin"], entry["ds"], entry["image"]
+            self.engine._view, self.engine.clicks = entry["engine"]
+            self._learnt_key = None
+            mask = self.engine.undo()
+            self.status = (
+                f"undo: back to the view at x={self._origin[0]:.0f}, y={self._origin[1]:.0f}, "
+                f"{len(self.engine.clicks)} clicks left there"
+            )
+        else:
+            mask = self.engine.undo()
+            self.status = f"undo: {len(self.engine.clicks)} clicks"
+        self._changed(overview=True)
         return mask
+
+    @property
+    def can_undo(self) -> bool:
+        """Whether :meth:`undo` has a click to remove (in this view or a view left before)."""
+        return len(self.engine.clicks) > 0 or bool(self._past)
 
     def reset(self) -> np.ndarray:
         """Forget the open view's clicks.
@@ -630,7 +799,7 @@ class RefinementSession:
         """
         mask = self.engine.reset()
         self.status = "reset to the starting outline"
-        self._changed(overview=False)
+        self._changed(overview=True)
         return mask
 
     # ---------------------------------------------------------------- saving -----------
@@ -777,7 +946,8 @@ class RefinementSession:
 
     # ---------------------------------------------------------------- rendering --------
     def render_view(self, *, opacity: float = 0.4) -> np.ndarray:
-        """The view with the mask overlay and the clicks drawn on it.
+        """The view with the mask overlay, the clicks and a scale bar in µm (when the slide
+        records its resolution) drawn on it.
 
         Parameters
         ----------
@@ -789,9 +959,12 @@ class RefinementSession:
         numpy.ndarray
             ``(H, W, 3)`` uint8 RGB.
         """
-        return _render.render_view(
+        out = _render.render_view(
             self._image, self.engine.mask, self.engine.clicks.clicks, opacity=opacity
         )
+        if self.view_um_per_px is not None:
+            _render.draw_scale_bar(out, self.view_um_per_px)
+        return out
 
     def render_overview(self, *, opacity: float = 0.4) -> np.ndarray:
         """The thumbnail with the lesion outline and the open view's box.
@@ -823,6 +996,6 @@ class RefinementSession:
     def __repr__(self) -> str:
         return (
             f"RefinementSession({self.slide!r}, method={self.engine.method!r}, "
-            f"view {self._ds:g} px/px at {self.view_origin_xy}, "
+            f"view {self.scale_text} at {self.view_origin_xy}, "
             f"clicks={len(self.engine.clicks)}, output={str(self.output)!r})"
         )

@@ -10,7 +10,11 @@ buttons. Clicks reach Python through ipyevents on ``ipywidgets.Image`` widgets: 
 reports the click in the image's own pixel coordinates (``dataX``/``dataY``) whatever size the
 image is drawn at. Every event handler is an ordinary method (``handle_click``,
 ``handle_overview_click``, ``handle_key``) so the widget can be driven and tested without a
-browser.
+browser. Over the view: drag to pan (``mousedown``/``mouseup`` more than :data:`DRAG_PX`
+pixels apart), the wheel zooms in powers of two around the pointer, ``+``/``-`` zoom, the
+arrow keys pan. The view is drawn at one screen pixel per image pixel (its layout names
+its exact width and height) inside a fixed box of ``view_size`` pixels, so its aspect ratio
+is exact at any browser width and the layout does not move when a zoomed-out view is smaller.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ KEYS = {
     "a": "toggle_propagate",
 }
 
+#: A press and release on the view further apart than this (view pixels) is a drag, not a click.
+DRAG_PX = 4.0
+
 #: The "this one" / "all like this" toggle: label per engine propagate mode.
 PROPAGATE_LABELS = {"one": "this one", "all": "all like this"}
 
@@ -58,7 +65,8 @@ class RegionRefiner:
 
     Takes the same arguments as :class:`RefinementSession` (``slide``, ``adata``, ``geojson``,
     ``output``, ``adata_path``, ``view_size``, ``view_downsample``, ``method``, ``engine``,
-    ``overview_size``, ``zoom_step``, ``min_downsample``), or a ready session as
+    ``overview_size``, ``zoom_step``, ``min_downsample``, ``learn``, ``min_area_um2``,
+    ``smooth_um``), or a ready session as
     ``session=``. Display it (last line of a cell) to get the view, the overview, and the
     buttons: positive/negative toggle, "this one" / "all like this" toggle (the engine's
     :attr:`~RefinementEngine.propagate` mode: whether a positive click also proposes the
@@ -104,6 +112,8 @@ class RegionRefiner:
         self.opacity = 0.4
         self.negative_mode = False
         self._ui = None
+        self._press: tuple[float, float] | None = None  # where the mouse went down on the view
+        self._dragged = False  # the next "click" ends a drag: not a click
         session._listeners.append(self._on_session_change)
 
     def _on_session_change(self, *, overview: bool) -> None:
@@ -143,6 +153,41 @@ class RegionRefiner:
         if positive is None:
             positive = not self.negative_mode
         return self.session.click(x, y, positive)
+
+    def handle_drag(self, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+        """A drag on the view from ``(x0, y0)`` to ``(x1, y1)`` (view pixels): pan with it.
+
+        Parameters
+        ----------
+        x0, y0, x1, y1
+            Where the mouse went down and where it was released.
+
+        Returns
+        -------
+        numpy.ndarray
+            The new view's starting mask (:meth:`RefinementSession.drag`).
+        """
+        return self.session.drag(x1 - x0, y1 - y0)
+
+    def handle_wheel(self, x: float, y: float, delta_y: float) -> np.ndarray | None:
+        """A wheel turn over the view at ``(x, y)``: zoom in (away from the user, ``delta_y <
+        0``) or out by a factor of two around that point.
+
+        Parameters
+        ----------
+        x, y
+            The view pixel under the pointer.
+        delta_y
+            The browser's ``deltaY`` (negative: zoom in); 0 is ignored.
+
+        Returns
+        -------
+        numpy.ndarray | None
+            The new view's starting mask, or ``None`` when ``delta_y`` is 0.
+        """
+        if not delta_y:
+            return None
+        return self.session.zoom(2.0 if delta_y < 0 else 0.5, at_xy=(x, y))
 
     def handle_key(self, key: str) -> np.ndarray | None:
         """A key pressed over the view (see :data:`KEYS`).
@@ -277,7 +322,15 @@ class RegionRefiner:
     def _refresh(self, overview: bool = False) -> None:
         if self._ui is None:
             return
-        self._view_widget.value = _encode(self.render_view(), "jpeg")
+        image = self.render_view()
+        h, w = image.shape[:2]
+        layout = self._view_widget.layout
+        if layout.width != f"{w}px" or layout.height != f"{h}px":
+            # Exactly the image's pixels: no stretching by the surrounding flex box.
+            layout.width = layout.min_width = layout.max_width = f"{w}px"
+            layout.height = layout.min_height = layout.max_height = f"{h}px"
+        self._view_widget.value = _encode(image, "jpeg")
+        self._scale_widget.value = self.session.scale_text
         if overview:
             self._overview_widget.value = _encode(self.render_overview())
         self._status_widget.value = self.session.status
@@ -290,6 +343,22 @@ class RegionRefiner:
             return
         x, y = event.get("dataX"), event.get("dataY")
         if x is None or y is None:
+            return
+        if kind == "wheel":
+            self._guarded(self.handle_wheel, float(x), float(y), float(event.get("deltaY", 0)))
+            return
+        if kind == "mousedown":
+            self._press = (float(x), float(y)) if event.get("button", 0) == 0 else None
+            self._dragged = False
+            return
+        if kind == "mouseup":
+            press, self._press = self._press, None
+            if press is not None and np.hypot(x - press[0], y - press[1]) > DRAG_PX:
+                self._dragged = True
+                self._guarded(self.handle_drag, *press, float(x), float(y))
+            return
+        if kind == "click" and self._dragged:  # the release of a drag
+            self._dragged = False
             return
         if kind == "contextmenu" or event.get("button") == 2 or event.get("shiftKey"):
             positive = False
@@ -315,22 +384,49 @@ class RegionRefiner:
         import ipywidgets as W
         from ipyevents import Event
 
-        self._view_widget = W.Image(format="jpeg", layout=W.Layout(width="512px"))
+        self._view_widget = W.Image(
+            format="jpeg", layout=W.Layout(object_fit="contain", flex="0 0 auto")
+        )
         self._view_widget.add_class("wb-refiner-view")
+        side = f"{self.session.view_size}px"
+        view_box = W.Box(
+            [self._view_widget],
+            layout=W.Layout(
+                width=side,
+                height=side,
+                min_width=side,
+                min_height=side,
+                flex="0 0 auto",
+                align_items="flex-start",
+                justify_content="flex-start",
+                overflow="hidden",
+            ),
+        )
+        view_box.add_class("wb-refiner-view-box")
         self._overview_widget = W.Image(format="png", layout=W.Layout(width="320px"))
         self._overview_widget.add_class("wb-refiner-overview")
+        self._scale_widget = W.Label(value=self.session.scale_text)
+        self._scale_widget.add_class("wb-refiner-scale")
         self._status_widget = W.Label(value=self.session.status)
         self._status_widget.add_class("wb-refiner-status")
         self._events = [
             Event(
                 source=self._view_widget,
-                watched_events=["click", "contextmenu", "keydown"],
+                watched_events=["click", "contextmenu", "keydown", "mousedown", "mouseup"],
                 prevent_default_action=True,
             ),
             Event(source=self._overview_widget, watched_events=["click"]),
+            Event(
+                source=self._view_widget,
+                watched_events=["wheel"],
+                prevent_default_action=True,
+                throttle_or_debounce="throttle",
+                wait=250,
+            ),
         ]
         self._events[0].on_dom_event(self._on_view_event)
         self._events[1].on_dom_event(self._on_overview_event)
+        self._events[2].on_dom_event(self._on_view_event)
 
         self._mode_widget = W.ToggleButtons(options=["positive", "negative"], value="positive")
         self._mode_widget.observe(
@@ -354,7 +450,9 @@ class RegionRefiner:
             )
 
         def button(description, icon, action, css, *args):
-            b = W.Button(description=description, icon=icon, layout=W.Layout(width="auto"))
+            b = W.Button(
+                description=description, icon=icon, layout=W.Layout(width="auto", flex="0 0 auto")
+            )
             b.add_class(css)
             b.on_click(lambda _: self._guarded(action, *args))
             return b
@@ -388,15 +486,25 @@ class RegionRefiner:
             controls.insert(0, pick)
         help_text = W.HTML(
             "<small>left click: add (or the toggle's kind); shift-click or right click: "
-            "remove; over the view: +/- zoom, arrow keys pan, z undo, n toggles add/remove, "
-            "a toggles this one / all like this; click the "
-            "overview to move</small>"
+            "remove; drag: pan; wheel or +/-: zoom (x2); arrow keys pan; z undo (also "
+            "after a pan or zoom); n toggles add/remove, a toggles this one / all like "
+            "this; click the overview to move. The bar at the bottom left is to scale "
+            "(µm).</small>"
         )
         self._ui = W.VBox(
             [
                 W.HBox(controls),
-                W.HBox(zoom + arrows),
-                W.HBox([self._view_widget, W.VBox([self._overview_widget, opacity, help_text])]),
+                W.HBox([*zoom, *arrows, self._scale_widget]),
+                W.HBox(
+                    [
+                        view_box,
+                        W.VBox(
+                            [self._overview_widget, opacity, help_text],
+                            layout=W.Layout(width="330px", flex="0 0 auto"),
+                        ),
+                    ],
+                    layout=W.Layout(align_items="flex-start", flex_flow="row wrap"),
+                ),
                 self._status_widget,
             ]
         )
