@@ -103,18 +103,3 @@ def test_docs_pages_carry_the_docstrings_and_the_notebooks(site):
     # the landing page is the README
     readme_title = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
     assert readme_title in _text(site / "index.html")
-
-
-def test_prose_returns_become_one_entry_and_typed_returns_stay():
-    import runpy
-
-    conf = runpy.run_path(str(ROOT / "docs" / "conf.py"))
-    hook = conf["_indent_prose_returns"]
-    prose = ["Do.", "", "Returns", "-------", "The table: ``a``,", "``b``.", "", "Raises", "------"]
-    hook(None, "function", "f", None, {}, prose)
-    assert prose[4:6] == ["The table: ``a``,", "    ``b``."]
-    assert prose[7:] == ["Raises", "------"]
-    typed = ["Returns", "-------", "table : DataFrame", "    The table.", "fig", "    A figure."]
-    before = list(typed)
-    hook(None, "function", "f", None, {}, typed)
-    assert typed == before

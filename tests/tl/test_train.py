@@ -259,7 +259,7 @@ def test_conflicting_labels_are_refused_or_dropped(cohort, caplog, monkeypatch):
     labels = ["tumour", "normal", "normal", "normal", "tumour", "tumour", "normal", "normal"]
     table = pd.DataFrame({"patient_id": patients, "slide": cohort.slide_ids, "diagnosis": labels})
     mixed = Cohort({s: cohort.slide_path(s) for s in cohort.slide_ids}, table)
-    with pytest.raises(ClinicalTableError, match=r"1 patient\(s\) carry conflicting.*A \(normal, tumour\).*--on-conflicting-labels drop"):  # fmt: skip
+    with pytest.raises(ClinicalTableError, match=r"1 patient\(s\) carry conflicting.*A \(normal, tumour\).*on_conflict='drop'"):  # fmt: skip
         _trainer(validation=0.5).fit(mixed)
     seen = {}
 

@@ -54,11 +54,13 @@ def tile_tissue(
 
     Returns
     -------
-    AnnData without features (``X`` is empty): ``obs`` has ``x``, ``y`` (level-0 top-left),
-    ``col``, ``row`` (grid position), ``tissue_fraction``; ``obsm["spatial"]`` level-0 tile
-    centres; ``uns["tiling"]`` has ``mpp``, ``level``, ``tile_size``, ``tile_size_level0``,
-    ``grid_shape``, ``mask_shape`` (the tissue mask used) and ``slide``. Read a tile with
-    ``slide.read_region((x, y), (tile_size, tile_size), mpp=mpp)`` (or ``level=level``).
+    anndata.AnnData
+        One obs per tile, without features (``X`` is empty): ``obs`` has ``x``, ``y``
+        (level-0 top-left), ``col``, ``row`` (grid position), ``tissue_fraction``;
+        ``obsm["spatial"]`` level-0 tile centres; ``uns["tiling"]`` has ``mpp``, ``level``,
+        ``tile_size``, ``tile_size_level0``, ``grid_shape``, ``mask_shape`` (the tissue mask
+        used) and ``slide``. Read a tile with
+        ``slide.read_region((x, y), (tile_size, tile_size), mpp=mpp)`` (or ``level=level``).
     """
     import anndata as ad
     import pandas as pd
