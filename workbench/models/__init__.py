@@ -57,7 +57,13 @@ from workbench.models._protocol import (
     register_kind,
 )
 from workbench.models._texture import TextureEncoder
-from workbench.models._trainer import SlideSample, Trainer, default_device, predict_samples
+from workbench.models._trainer import (
+    RiskSetMemory,
+    SlideSample,
+    Trainer,
+    default_device,
+    predict_samples,
+)
 from workbench.models._vit import VisionTransformer
 from workbench.models._vit_weights import hf_vit_config, load_vit_weights, read_weights
 
@@ -88,6 +94,7 @@ __all__ = [
     "TextureEncoder",
     "TileABMIL",
     "TileEncoder",
+    "RiskSetMemory",
     "Trainer",
     "VisionTransformer",
     "attribution_target",
