@@ -11,7 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-from workbench import OptionError, WorkbenchError
+from workbench import ClinicalTableError, OptionError, WorkbenchError
 from workbench._argtypes import existing_file as _existing_file
 from workbench._argtypes import existing_folder as _existing_folder
 from workbench._argtypes import existing_path as _existing_path
@@ -182,6 +182,15 @@ def _train(args: argparse.Namespace) -> int:
             raise OptionError("--folds is not available with --survival yet; use --validation")
         if args.kind not in ("sew", "global"):
             raise OptionError(f"--survival trains --kind sew or global, not {args.kind!r}")
+        import pandas as pd
+
+        columns = list(pd.read_csv(args.clinical, nrows=0).columns)
+        for column in survival:
+            if column not in columns:
+                raise ClinicalTableError(
+                    f"no survival column {column!r} in the clinical table; its columns are "
+                    f"{columns} (--survival TIME,EVENT)"
+                )
         args.duration_key, args.event_key = survival  # the cohort reads the same columns
     elif args.label is None:
         raise OptionError("say what to learn: --label COLUMN, or --survival TIME,EVENT")
