@@ -240,7 +240,10 @@ class RiskSetMemory:
             / self.counts
         ).numpy()
         t, e = self.time.numpy(), self.event.numpy().astype(bool)
-        pairs = e[:, None] & (t[:, None] < t[None, :])  # i died before j was last seen
+        # i died before j was last seen (or at the time j was censored, as in lifelines)
+        pairs = e[:, None] & (
+            (t[:, None] < t[None, :]) | ((t[:, None] == t[None, :]) & ~e[None, :])
+        )
         if not pairs.any():
             return float("nan")
         diff = risk[:, None] - risk[None, :]
@@ -309,8 +312,8 @@ class Trainer:
         Survival training: a :class:`RiskSetMemory` over the training samples (in their
         order). The slide loss is then the Cox loss of the model's single output (the risk;
         higher = shorter survival) against the whole training risk set, ``class_weights``
-        do not apply and the history's ``accuracy`` is the training Harrell's C of the
-        remembered risks.
+        do not apply and the history holds ``c_index`` (the training Harrell's C of the
+        remembered risks) instead of ``accuracy``.
 
     Attributes
     ----------
@@ -485,11 +488,13 @@ class Trainer:
                 else:
                     correct += int(int(logits.detach().argmax()) == int(s.label))
             record = {"epoch": epoch + 1, **{k: v / len(samples) for k, v in sums.items()}}
-            record["accuracy"] = (
-                correct / len(samples) if self.risk_set is None else self.risk_set.c_index()
-            )
+            if self.risk_set is None:
+                record["accuracy"] = correct / len(samples)
+                postfix = {"loss": f"{record['loss']:.3f}", "acc": f"{record['accuracy']:.2f}"}
+            else:  # survival: the training Harrell's C of the remembered risks
+                record["c_index"] = self.risk_set.c_index()
+                postfix = {"loss": f"{record['loss']:.3f}", "C": f"{record['c_index']:.2f}"}
             record["weights"] = dict(w)
-            postfix = {"loss": f"{record['loss']:.3f}", "acc": f"{record['accuracy']:.2f}"}
             if validate is not None:
                 model.eval()
                 val = validate(model)

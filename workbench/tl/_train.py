@@ -377,7 +377,9 @@ class SlideTrainer:
     def __repr__(self) -> str:
         if hasattr(self, "model_"):
             state = f"fitted on {len(self.samples_)} slides, classes {self.classes_}"
-            if getattr(self, "validation_", None):
+            if getattr(self, "validation_", None) and self.target == "survival":
+                state += f", validation C {self.validation_.get('c_index')}"
+            elif getattr(self, "validation_", None):
                 state += f", validation AUC {self.validation_.get('auc')}"
         else:
             state = "not fitted"
@@ -821,7 +823,7 @@ class SlideTrainer:
         def on_epoch(record: dict) -> None:
             line = (
                 f"epoch {record['epoch']}/{self.epochs}: Cox loss {record['loss']:.3f}, "
-                f"training C {record['accuracy']:.3f}"
+                f"training C {record['c_index']:.3f}"
             )
             if "val_c_index" in record:
                 line += f", validation C {record['val_c_index']:.3f}"
