@@ -4,6 +4,7 @@ import json
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 from workbench._demo import held_out_slides
@@ -359,3 +360,40 @@ def test_discover_names_a_missing_column_in_one_line(tmp_path, capsys):
     assert main([*args, "--patient-key", "case", "--duration-key", "months"]) == 2
     err = capsys.readouterr().err
     assert "has 'months' but not 'event'" in err and "--event-key" in err
+
+
+@pytest.mark.slow
+def test_train_survival_then_extract_writes_risk_and_mistakes_are_one_line(
+    tiny_cohort, tmp_path, capsys
+):
+    root = tiny_cohort.root
+    base = ["train", str(root / "slides"), "--out", str(tmp_path / "m"), "--epochs", "1",
+            "--set", "n_segments=60", "--set", "crop_size=32", "--no-progress"]  # fmt: skip
+    clinical = ["--clinical", str(root / "clinical.csv")]
+    assert main([*base, *clinical, "--survival", "time,event"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("sew survival model trained on 6 slides") and "shorter survival" in out
+    assert (
+        json.loads((tmp_path / "m" / "config.json").read_text())["extra"]["survival"]["event_key"]
+        == "event"
+    )
+    extract = ["extract", str(root / "slides"), "--model", str(tmp_path / "m"),
+               "--out", str(tmp_path / "x"), "--no-progress"]  # fmt: skip
+    assert main(extract) == 0
+    ex = ad.read_h5ad(tmp_path / "x" / "S001.h5ad").uns["explain"]
+    assert ex["target"] == "survival" and np.isfinite(ex["risk"]) and "probabilities" not in ex
+    capsys.readouterr()
+    none = tmp_path / "no_events.csv"
+    pd.read_csv(root / "clinical.csv").assign(event=0).to_csv(none, index=False)
+    for extra, message in [
+        ([*clinical, "--survival", "os,event"], "no survival column 'os'"),
+        (["--clinical", str(none), "--survival", "time,event"], "no events in 'event'"),
+        ([*clinical, "--survival", "time"], "--survival takes two columns"),
+        ([*clinical, "--survival", "time,event", "--label", "grade"], "not both"),
+        ([*clinical], "--label COLUMN, or --survival TIME,EVENT"),
+    ]:
+        args = [*base, *extra]
+        args[args.index("--out") + 1] = str(tmp_path / "bad")
+        assert main(args) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -140,8 +140,12 @@ def train_step(
     slide_ids: Sequence[str] | None = None,
     settings: dict | None = None,
     progress: bool = True,
+    survival: tuple[str, str] | None = None,
 ) -> SlideTrainer:
     """Train on ``cohort``'s ``label`` column and save the checkpoint folder ``out``.
+
+    With ``survival=(time_column, event_column)`` the model learns a Cox risk instead
+    (``SlideTrainer(target="survival")``; ``label`` is not used).
 
     The checkpoint holds the training record (:meth:`~workbench.tl.SlideTrainer.save`: label,
     classes, the slides used and those left out, how the final model was fit, its
@@ -157,7 +161,11 @@ def train_step(
         # Values of the column keep their type; classes given as text match them by text.
         values = {str(v): v for v in cohort.labels(label).unique()}
         classes = [values.get(str(c), c) for c in classes]
+    more: dict[str, Any] = {}
+    if survival is not None:
+        more = {"target": "survival", "time_key": survival[0], "event_key": survival[1]}
     trainer = SlideTrainer(
+        **more,
         kind=kind,
         label=label,
         classes=classes,

@@ -11,7 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-from workbench import OptionError, WorkbenchError
+from workbench import ClinicalTableError, OptionError, WorkbenchError
 from workbench._argtypes import existing_file as _existing_file
 from workbench._argtypes import existing_folder as _existing_folder
 from workbench._argtypes import existing_path as _existing_path
@@ -171,6 +171,29 @@ class _ProgressLines:
 def _train(args: argparse.Namespace) -> int:
     from workbench._steps import open_cohort, train_step
 
+    survival = None
+    if args.survival is not None:
+        survival = tuple(c.strip() for c in args.survival.split(","))
+        if len(survival) != 2 or not all(survival):
+            raise OptionError(f"--survival takes two columns, TIME,EVENT; got {args.survival!r}")
+        if args.label is not None:
+            raise OptionError("give --label or --survival, not both")
+        if args.folds is not None:
+            raise OptionError("--folds is not available with --survival yet; use --validation")
+        if args.kind not in ("sew", "global"):
+            raise OptionError(f"--survival trains --kind sew or global, not {args.kind!r}")
+        import pandas as pd
+
+        columns = list(pd.read_csv(args.clinical, nrows=0).columns)
+        for column in survival:
+            if column not in columns:
+                raise ClinicalTableError(
+                    f"no survival column {column!r} in the clinical table; its columns are "
+                    f"{columns} (--survival TIME,EVENT)"
+                )
+        args.duration_key, args.event_key = survival  # the cohort reads the same columns
+    elif args.label is None:
+        raise OptionError("say what to learn: --label COLUMN, or --survival TIME,EVENT")
     cohort = open_cohort(
         args.slides,
         args.clinical,
@@ -202,8 +225,23 @@ def _train(args: argparse.Namespace) -> int:
             on_conflict=args.on_conflicting_labels,
             settings=_settings_given(args),
             progress=not args.no_progress,
+            survival=survival,
         )
     final = trainer.final_model_
+    if survival is not None:
+        print(
+            f"{args.kind} survival model trained on {len(trainer.samples_)} slides "
+            f"({final['fit_on']}, {final['epochs']} epochs): Cox risk from {survival[0]!r} and "
+            f"{survival[1]!r} (higher risk = shorter survival), saved in {args.out}"
+        )
+        if trainer.validation_:
+            v = trainer.validation_
+            c = "n/a" if v["c_index"] is None else f"{v['c_index']:.3f}"
+            print(
+                f"validation ({len(v['slides'])} slides of {v['n_patients']} patients, "
+                f"{v['n_events']} events, not used to fit the model): Harrell's C {c}"
+            )
+        return 0
     print(
         f"{args.kind} model trained on {len(trainer.samples_)} slides ({final['fit_on']}, "
         f"{final['epochs']} epochs) to predict {args.label!r} "
@@ -479,8 +517,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--clinical", type=_existing_file("clinical CSV"), required=True,
                        help="clinical CSV, one row per slide")  # fmt: skip
     train.add_argument(
-        "--label", required=True, help="clinical column to learn (two or more classes)"
+        "--label", help="clinical column to learn (two or more classes; or give --survival)"
     )
+    train.add_argument("--survival", metavar="TIME,EVENT",
+                       help="learn a Cox risk (higher = shorter survival) from these two "
+                       "columns instead of a label: follow-up time, event 1 / censored 0 "
+                       "(kinds sew and global)")  # fmt: skip
     train.add_argument("--classes", help="class order, comma-separated (binary: last = positive)")
     train.add_argument("--annotations", type=_existing_folder("annotation folder"),
                        help="folder of per-slide GeoJSON annotations")  # fmt: skip

@@ -36,6 +36,7 @@ from workbench.models._losses import (
     back_calibration_loss,
     binary_kl,
     consistency_loss,
+    cox_partial_likelihood,
     curriculum_weights,
     detail_mask_loss,
     dice_loss,
@@ -56,7 +57,13 @@ from workbench.models._protocol import (
     register_kind,
 )
 from workbench.models._texture import TextureEncoder
-from workbench.models._trainer import SlideSample, Trainer, default_device, predict_samples
+from workbench.models._trainer import (
+    RiskSetMemory,
+    SlideSample,
+    Trainer,
+    default_device,
+    predict_samples,
+)
 from workbench.models._vit import VisionTransformer
 from workbench.models._vit_weights import hf_vit_config, load_vit_weights, read_weights
 
@@ -87,12 +94,14 @@ __all__ = [
     "TextureEncoder",
     "TileABMIL",
     "TileEncoder",
+    "RiskSetMemory",
     "Trainer",
     "VisionTransformer",
     "attribution_target",
     "back_calibration_loss",
     "binary_kl",
     "consistency_loss",
+    "cox_partial_likelihood",
     "curriculum_weights",
     "default_device",
     "detail_mask_loss",

@@ -44,7 +44,7 @@ _VERSION = 2
 # Inclusive ranges of the numbers a configuration may hold (checked before building).
 _RANGES: dict[str, tuple[float, float]] = {
     "in_features": (1, 100_000),
-    "n_classes": (2, 10_000),
+    "n_classes": (1, 10_000),  # 1: a survival model (one risk output)
     "hidden": (1, 4096),
     "gcn_layers": (1, 64),
     "transformer_layers": (0, 64),

@@ -53,7 +53,7 @@ class GlobalBranch(nn.Module):
     in_features
         Size of each region's feature vector.
     n_classes
-        Number of slide classes.
+        Number of slide classes; 1 makes the single output a risk score (survival).
     hidden
         Token size.
     gcn_layers
@@ -82,7 +82,7 @@ class GlobalBranch(nn.Module):
     ) -> None:
         super().__init__()
         assert in_features > 0, "in_features must be positive"
-        assert n_classes >= 2, "n_classes must be at least 2"
+        assert n_classes >= 1, "n_classes must be at least 1 (1: a survival risk)"
         assert gcn_layers >= 1, "gcn_layers must be at least 1"
         assert transformer_layers >= 0, "transformer_layers must be >= 0"
         assert hidden % heads == 0, "hidden must be divisible by heads"

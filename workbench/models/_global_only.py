@@ -175,8 +175,12 @@ class GlobalOnly(SlideModel):
         x, ei = inputs.features, inputs.edge_index
         with torch.enable_grad():
             out = self(x, ei)
-            pred = int(out["logits"].detach().argmax())
-            scores = attribution_target(torch.log_softmax(out["logits"], -1)[pred], out["tokens"])
+            if self.predicts_risk:  # survival: what pushes the risk up
+                score = out["logits"][0]
+            else:
+                pred = int(out["logits"].detach().argmax())
+                score = torch.log_softmax(out["logits"], -1)[pred]
+            scores = attribution_target(score, out["tokens"])
         idx = graph_nms(scores, ei, k=self._top_k(top_k, x.shape[0]), hops=1)
         logits = out["logits"].detach()
         return {

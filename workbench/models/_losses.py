@@ -12,6 +12,7 @@ __all__ = [
     "back_calibration_loss",
     "binary_kl",
     "consistency_loss",
+    "cox_partial_likelihood",
     "curriculum_weights",
     "detail_mask_loss",
     "dice_loss",
@@ -287,3 +288,88 @@ def curriculum_weights(
         "consistency": ramp_w,
         "calibration": ramp_w,
     }
+
+
+COX_TIES = ("efron", "breslow")
+
+
+def cox_partial_likelihood(
+    risk: torch.Tensor,
+    time: torch.Tensor,
+    event: torch.Tensor,
+    *,
+    ties: str = "efron",
+) -> torch.Tensor:
+    """Negative log Cox partial likelihood of risk scores, averaged over the events.
+
+    Higher ``risk`` means a higher hazard, that is *shorter* survival: a model trained on
+    this loss ranks the patients who die first highest. Every distinct event time ``t``
+    contributes the risks of the patients who die at ``t`` against the log of the summed
+    ``exp(risk)`` of the patients still at risk then (``time >= t``), computed with the risk
+    set's maximum taken out so large risks do not overflow. Tied event times are handled by
+    Efron's approximation (the default, as lifelines and R's ``survival`` do) or by
+    Breslow's. Censored patients only ever sit in risk sets.
+
+    Parameters
+    ----------
+    risk
+        ``(n,)`` risk scores (log relative hazards), e.g. one slide logit per patient.
+    time
+        ``(n,)`` follow-up times (event or censoring).
+    event
+        ``(n,)`` 1 where the event (death, relapse) was observed, 0 where censored.
+    ties
+        ``"efron"`` or ``"breslow"``.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: minus the log partial likelihood divided by the number of events. With no
+        event it is an exact zero that still belongs to the graph (its gradient is zero), so
+        a batch without events never gives NaN.
+
+    Raises
+    ------
+    ValueError
+        ``ties`` is not one of the two methods, or the three inputs differ in length.
+    """
+    if ties not in COX_TIES:
+        raise ValueError(f"ties must be one of {COX_TIES}, got {ties!r}")
+    risk = risk.reshape(-1)
+    time = torch.as_tensor(time, device=risk.device).reshape(-1)
+    event = torch.as_tensor(event, device=risk.device).reshape(-1).bool()
+    if not (risk.shape == time.shape == event.shape):
+        raise ValueError(
+            f"risk, time and event need one entry per patient; got {tuple(risk.shape)}, "
+            f"{tuple(time.shape)} and {tuple(event.shape)}"
+        )
+    n_events = int(event.sum())
+    if n_events == 0:
+        return risk.sum() * 0.0
+    times = torch.unique(time[event])  # (k,) distinct event times
+    at_risk = time.unsqueeze(0) >= times.unsqueeze(1)  # (k, n)
+    died = (time.unsqueeze(0) == times.unsqueeze(1)) & event.unsqueeze(0)  # (k, n)
+    d = died.sum(1).to(risk.dtype)  # (k,) deaths at each time
+    observed = risk[event].sum()
+    masked = torch.where(
+        at_risk, risk.unsqueeze(0), torch.full_like(at_risk, -torch.inf, dtype=risk.dtype)
+    )
+    if ties == "breslow":
+        log_sets = (d * torch.logsumexp(masked, dim=1)).sum()
+    else:
+        top = masked.max(1).values.detach()  # (k,) per risk set, for stability
+        scaled = torch.exp(masked - top.unsqueeze(1))  # 0 outside the risk set
+        s_risk = scaled.sum(1)  # (k,)
+        s_died = (scaled * died.to(risk.dtype)).sum(1)  # (k,)
+        most = int(d.max())
+        steps = torch.arange(most, device=risk.device, dtype=risk.dtype)  # l = 0 .. d-1
+        used = steps.unsqueeze(0) < d.unsqueeze(1)  # (k, most)
+        frac = torch.where(
+            used, steps.unsqueeze(0) / d.unsqueeze(1), torch.zeros_like(used, dtype=risk.dtype)
+        )
+        inner = s_risk.unsqueeze(1) - frac * s_died.unsqueeze(1)  # > 0 where used
+        logs = torch.where(
+            used, torch.log(inner.clamp_min(torch.finfo(risk.dtype).tiny)), torch.zeros_like(inner)
+        )
+        log_sets = (logs.sum(1) + d * top).sum()
+    return (log_sets - observed) / n_events

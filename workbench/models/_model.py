@@ -54,7 +54,10 @@ class SelfCalibratedModel(SlideModel):
     in_features
         Region feature size (columns of the region graph's ``X``).
     n_classes
-        Slide classes.
+        Slide classes. ``1`` builds a survival model: the single output (global + detail) is
+        a Cox risk score (higher = shorter survival), the detail branch's lesion answer is not
+        trained from the (absent) class label, and the focus is back-calibrated on each focus
+        crop's detail risk (as ``sigmoid(risk)``); needs ``focus_target="detail"``.
     hidden
         Node token size.
     gcn_layers, transformer_layers, heads, dropout
@@ -131,6 +134,9 @@ class SelfCalibratedModel(SlideModel):
     ) -> None:
         super().__init__()
         assert focus_target in FOCUS_TARGETS, f"focus_target must be one of {FOCUS_TARGETS}"
+        assert n_classes >= 2 or focus_target == "detail", (
+            "a survival model (n_classes=1) needs focus_target='detail'"
+        )
         if class_names is not None:
             assert len(class_names) == n_classes, "class_names must have n_classes entries"
         self.config = {
@@ -447,11 +453,17 @@ class SelfCalibratedModel(SlideModel):
                 else:  # one lesion logit per crop: its target is the crop's lesion share
                     pooled = det["logits"].flatten(1).mean(1)
                     parts["detail"] = binary_kl(pooled, masks.flatten(1).mean(1))
-            elif self.config.get("lesion_mil", False):  # no masks: the slide label, by MIL
+            elif self.config.get("lesion_mil", False) and not self.predicts_risk:  # MIL
                 prob = det["lesion_prob"].clamp(1e-6, 1 - 1e-6)
                 parts["detail"] = mil_lesion_loss(torch.logit(prob), s.label)
+            # The magnified view's answer the focus is calibrated on: the lesion probability
+            # or, for a survival model, sigmoid of each crop's detail risk (its share of the
+            # slide risk: the detail head is linear, so the mean over crops is the detail risk).
+            answer = det["lesion_prob"]
+            if self.predicts_risk:
+                answer = torch.sigmoid(self.detail_classifier(det["embedding"])[:, 0])
             if kind == "detail":  # the focus learns the magnified view's lesion answer
-                seen = binary_kl(out["focus_logits"][crop_nodes], det["lesion_prob"].detach())
+                seen = binary_kl(out["focus_logits"][crop_nodes], answer.detach())
                 parts["focus"] = parts["focus"] + seen if "focus" in parts else seen
             chosen = self.select_focus(out["focus_scores"], ei, candidates=crop_nodes)
             emb = det["embedding"][first_rows(crop_nodes, chosen)]
@@ -461,7 +473,7 @@ class SelfCalibratedModel(SlideModel):
             if w["consistency"] > 0:
                 parts["consistency"] = consistency_loss(self.project(out["tokens"][chosen]), emb)
                 parts["calibration"] = back_calibration_loss(
-                    out["focus_logits"][crop_nodes], det["lesion_prob"]
+                    out["focus_logits"][crop_nodes], answer
                 )
         total = sum(w[k] * v for k, v in parts.items())
         return total, parts, final_logits

@@ -338,6 +338,13 @@ class SlideModel(nn.Module):
         """
         return cls(in_features=in_features, **kwargs)
 
+    @property
+    def predicts_risk(self) -> bool:
+        """Whether the model is a survival model: built with ``n_classes=1``, its single
+        output is a Cox risk score (log relative hazard; higher = shorter survival) instead
+        of class logits."""
+        return int(self.config.get("n_classes", 2)) == 1
+
     # ------------------------------------------------------------------ training hooks
     def fit_scaling(
         self, samples: Sequence[SlideSample], *, device: torch.device, seed: int

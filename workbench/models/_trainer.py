@@ -14,10 +14,15 @@ from torch import nn
 from workbench._errors import NonFiniteError
 from workbench.models._augment import stain_jitter
 from workbench.models._finite import nonfinite_cause, nonfinite_names, require_finite
-from workbench.models._losses import curriculum_weights, slide_loss
+from workbench.models._losses import (
+    COX_TIES,
+    cox_partial_likelihood,
+    curriculum_weights,
+    slide_loss,
+)
 from workbench.models._protocol import MODEL_KINDS, SlideModel, StepContext, to_float_image
 
-__all__ = ["SlideSample", "Trainer", "default_device", "predict_samples"]
+__all__ = ["RiskSetMemory", "SlideSample", "Trainer", "default_device", "predict_samples"]
 
 
 def default_device() -> torch.device:
@@ -137,6 +142,115 @@ def predict_samples(
     return np.stack(out).astype(np.float64) if out else np.zeros((0, 0))
 
 
+class RiskSetMemory:
+    """The whole training set's risk set, held across the one-slide steps of the Cox loss.
+
+    The trainer takes one optimiser step per slide, but a Cox partial likelihood needs a
+    risk set with events in it. This keeps the latest risk of every training slide
+    (detached) and scores each step's slide against all of them: the step's loss is the
+    partial likelihood over *every* training patient, with this slide's risk live (carrying
+    gradient) and the others as last seen. So no step lacks events whenever the training
+    set has one, and over an epoch the steps add up to the full-batch gradient with slightly
+    stale neighbours (exact when the weights stand still). A patient with several slides has
+    one risk: the mean of its slides' risks. The loss is multiplied by the number of events,
+    so one slide's gradient is its own martingale residual, on the scale of a cross-entropy
+    term, whatever the cohort size.
+
+    Parameters
+    ----------
+    time, event
+        ``(P,)`` follow-up time and event (1) / censoring (0) of every patient.
+    patient
+        ``(n,)`` the patient index of every training slide, in the order of the samples.
+    ties
+        ``"efron"`` or ``"breslow"`` (see :func:`~workbench.models.cox_partial_likelihood`).
+    """
+
+    def __init__(self, time, event, patient, *, ties: str = "efron") -> None:
+        if ties not in COX_TIES:
+            raise ValueError(f"ties must be one of {COX_TIES}, got {ties!r}")
+        self.time = torch.as_tensor(np.asarray(time, dtype=np.float64))
+        self.event = torch.as_tensor(np.asarray(event, dtype=np.float64))
+        self.patient = torch.as_tensor(np.asarray(patient, dtype=np.int64))
+        assert self.time.shape == self.event.shape, "one time and one event per patient"
+        assert int(self.patient.max()) < len(self.time), "patient index out of range"
+        self.ties = ties
+        self.risk = torch.zeros(len(self.patient), dtype=torch.float64)
+        counts = torch.bincount(self.patient, minlength=len(self.time)).to(torch.float64)
+        assert bool((counts > 0).all()), "every patient needs a training slide"
+        self.counts = counts
+        self.n_events = int(self.event.sum())
+
+    def loss(self, logits: torch.Tensor, index: int) -> torch.Tensor:
+        """The step's Cox loss with slide ``index``'s risk (its single logit) live.
+
+        Parameters
+        ----------
+        logits
+            ``(1,)`` the slide's risk.
+        index
+            The slide's position in the training samples.
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar: the events times the mean negative log partial likelihood.
+        """
+        live = logits.reshape(-1)[0]
+        dev, dt = live.device, live.dtype
+        others = self.risk.to(dev, dt).clone()
+        others[index] = 0.0
+        slide_risk = (
+            others
+            + torch.nn.functional.one_hot(torch.tensor(index, device=dev), len(others)).to(dt)
+            * live
+        )
+        sums = torch.zeros(len(self.time), device=dev, dtype=dt).index_add(
+            0, self.patient.to(dev), slide_risk
+        )
+        patient_risk = sums / self.counts.to(dev, dt)
+        cox = cox_partial_likelihood(
+            patient_risk, self.time.to(dev, dt), self.event.to(dev, dt), ties=self.ties
+        )
+        return cox * max(self.n_events, 1)
+
+    def update(self, logits: torch.Tensor, index: int) -> None:
+        """Remember slide ``index``'s latest risk.
+
+        Parameters
+        ----------
+        logits
+            ``(1,)`` the slide's risk.
+        index
+            The slide's position in the training samples.
+        """
+        self.risk[index] = float(logits.detach().reshape(-1)[0])
+
+    def c_index(self) -> float:
+        """Harrell's C of the remembered patient risks (higher risk, shorter survival).
+
+        Returns
+        -------
+        float
+            The share of comparable patient pairs (the shorter time an event) that the risks
+            order correctly, ties in risk counting a half; NaN without a comparable pair.
+        """
+        risk = (
+            torch.zeros(len(self.time), dtype=torch.float64).index_add(0, self.patient, self.risk)
+            / self.counts
+        ).numpy()
+        t, e = self.time.numpy(), self.event.numpy().astype(bool)
+        # i died before j was last seen (or at the time j was censored, as in lifelines)
+        pairs = e[:, None] & (
+            (t[:, None] < t[None, :]) | ((t[:, None] == t[None, :]) & ~e[None, :])
+        )
+        if not pairs.any():
+            return float("nan")
+        diff = risk[:, None] - risk[None, :]
+        score = np.where(diff > 0, 1.0, np.where(diff == 0, 0.5, 0.0))
+        return float(score[pairs].mean())
+
+
 def _stop_on_nonfinite(
     model: nn.Module, s: SlideSample, parts: dict, epoch: int, n: int, step: int
 ):
@@ -194,6 +308,12 @@ class Trainer:
         epochs without a lower validation loss and keep the best epoch's weights.
     progress
         Show a tqdm progress bar.
+    risk_set
+        Survival training: a :class:`RiskSetMemory` over the training samples (in their
+        order). The slide loss is then the Cox loss of the model's single output (the risk;
+        higher = shorter survival) against the whole training risk set, ``class_weights``
+        do not apply and the history holds ``c_index`` (the training Harrell's C of the
+        remembered risks) instead of ``accuracy``.
 
     Attributes
     ----------
@@ -221,6 +341,7 @@ class Trainer:
         augment: dict | None = None,
         patience: int | None = None,
         progress: bool = True,
+        risk_set: RiskSetMemory | None = None,
     ) -> None:
         if not isinstance(model, SlideModel):
             raise TypeError(
@@ -245,6 +366,7 @@ class Trainer:
         self.augment = dict(augment) if augment else None
         self.patience = patience
         self.progress = progress
+        self.risk_set = risk_set
         self.history_: list[dict] = []
         self.n_slides_: int | None = None
         self.best_epoch_: int | None = None
@@ -303,6 +425,8 @@ class Trainer:
         samples = list(samples)
         if not samples:
             raise ValueError("no training slides given")
+        if self.risk_set is not None and len(self.risk_set.patient) != len(samples):
+            raise ValueError("the risk set needs one patient index per training slide")
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
@@ -333,11 +457,17 @@ class Trainer:
             correct = 0
             for i in rng.permutation(len(samples)):
                 s = samples[int(i)]
+                if self.risk_set is not None:
+
+                    def step_loss(logits, label, i=int(i)):
+                        return self.risk_set.loss(logits, i)
+                else:
+                    step_loss = self._slide_loss
                 ctx = StepContext(
                     device=self.device,
                     generator=gen,
                     weights=w,
-                    slide_loss=self._slide_loss,
+                    slide_loss=step_loss,
                     images=lambda x: self._images(x, gen),
                     tiles_per_step=self.tiles_per_step,
                 )
@@ -353,11 +483,18 @@ class Trainer:
                 sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
-                correct += int(int(logits.detach().argmax()) == int(s.label))
+                if self.risk_set is not None:
+                    self.risk_set.update(logits, int(i))
+                else:
+                    correct += int(int(logits.detach().argmax()) == int(s.label))
             record = {"epoch": epoch + 1, **{k: v / len(samples) for k, v in sums.items()}}
-            record["accuracy"] = correct / len(samples)
+            if self.risk_set is None:
+                record["accuracy"] = correct / len(samples)
+                postfix = {"loss": f"{record['loss']:.3f}", "acc": f"{record['accuracy']:.2f}"}
+            else:  # survival: the training Harrell's C of the remembered risks
+                record["c_index"] = self.risk_set.c_index()
+                postfix = {"loss": f"{record['loss']:.3f}", "C": f"{record['c_index']:.2f}"}
             record["weights"] = dict(w)
-            postfix = {"loss": f"{record['loss']:.3f}", "acc": f"{record['accuracy']:.2f}"}
             if validate is not None:
                 model.eval()
                 val = validate(model)

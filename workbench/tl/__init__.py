@@ -16,13 +16,14 @@ from workbench.tl._runner import extract_cohort, model_fingerprint
 from workbench.tl._site import center_by_site
 from workbench.tl._spatial import spatial, spatial_many
 from workbench.tl._survival import survival
-from workbench.tl._train import SlideTrainer, classification_metrics
+from workbench.tl._train import SlideTrainer, classification_metrics, concordance_index
 
 __all__ = [
     "FeatureUniqueness",
     "SlideTrainer",
     "aggregate",
     "classification_metrics",
+    "concordance_index",
     "center_by_site",
     "cohort",
     "describe_marker",

@@ -161,7 +161,14 @@ def extract(
         ``focus_score``, ``lesion_prob`` (NaN without a detail branch), ``crops`` (K, S, S, 3
         uint8 at the detail magnification, stain-normalised when the model was trained so),
         ``lesion_maps`` (K, S, S float32 probabilities; NaN without a detail branch),
-        ``detail_mpp``, ``crop_size``}. The keys are the same for every kind.
+        ``detail_mpp``, ``crop_size``}. The keys are the same for every kind. A survival
+        model (trained with ``SlideTrainer(target="survival")``, ``n_classes=1``) writes
+        ``risk`` (the slide risk, global + detail: a log relative hazard, **higher = shorter
+        survival**; comparable between slides of one model only), ``global_risk`` (the
+        thumbnail branch alone; NaN for kinds without one) and ``target`` = ``"survival"``
+        instead of ``probabilities``, ``raw_probabilities``, ``temperature``,
+        ``global_probabilities``, ``predicted_class`` and ``predicted_label``; the region
+        scores and focus regions are as for every kind.
 
     Raises
     ------
@@ -258,6 +265,25 @@ def extract(
             "crop_size": size,
         },
     }
+    if model.predicts_risk:  # a survival model: its one output is a risk, not a class
+        ex = adata.uns[EXPLAIN]
+        for key in (
+            "probabilities",
+            "raw_probabilities",
+            "temperature",
+            "global_probabilities",
+            "predicted_class",
+            "predicted_label",
+        ):
+            ex.pop(key)
+        ex["target"] = "survival"
+        ex["risk"] = float(raw_logits[0])
+        glob = out.get("global_logits")
+        ex["global_risk"] = float(glob.reshape(-1)[0]) if glob is not None else float("nan")
+        logger.info(
+            "extract (%s): %s -> risk %.3f, %d focus regions", kind, slide.path, ex["risk"], k
+        )
+        return adata
     logger.info(
         "extract (%s): %s -> %s (p=%.3f), %d focus regions; added obs focus_score/lesion_prob/"
         "is_focus, obsm['X_focus'], uns['explain']",

@@ -233,6 +233,24 @@ class SlideTrainer:
         ``crop_size`` …); stored with the model.
     model_kwargs
         Extra model constructor arguments (``hidden``, ``detail_width`` …).
+    target
+        ``"class"`` (learn the ``label`` column) or ``"survival"``: learn a Cox risk score
+        from the ``time_key``/``event_key`` columns (kinds ``"sew"`` and ``"global"``). The
+        model is then built with ``n_classes=1``: its single output, global + detail for
+        ``"sew"``, is the slide risk (log relative hazard; **higher risk = shorter
+        survival**), trained with :func:`~workbench.models.cox_partial_likelihood` against
+        the whole training set's risk set (:class:`~workbench.models.RiskSetMemory`: one
+        optimiser step per slide, the other patients' latest risks held, so no step lacks
+        events). A patient's risk is the mean of its slides' risks. With ``validation`` the
+        held-out patients (stratified by event) stop training early on their Harrell's C
+        (``1 - C`` is the watched ``val_loss``); ``validation_`` holds their C and risks.
+        The focus is back-calibrated on the detail branch's risk; the consistency loss is
+        unchanged. Not yet for survival: ``folds`` and temperature calibration.
+    time_key, event_key
+        Survival columns of the clinical table: follow-up time (any unit, > 0) and event
+        (1 observed, 0 censored).
+    ties
+        Tied event times in the Cox loss: ``"efron"`` or ``"breslow"``.
 
     Attributes
     ----------
@@ -304,9 +322,29 @@ class SlideTrainer:
     progress: bool = True
     settings: dict = field(default_factory=dict)
     model_kwargs: dict = field(default_factory=dict)
+    target: str = "class"
+    time_key: str = "time"
+    event_key: str = "event"
+    ties: str = "efron"
 
     def __post_init__(self) -> None:
         self._kind_class()  # an unknown kind fails here, naming the registered ones
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.target == "survival":
+            if self.kind not in SURVIVAL_KINDS:
+                raise ValueError(
+                    f"target='survival' trains the kinds {SURVIVAL_KINDS}, not {self.kind!r}"
+                )
+            if self.folds is not None:
+                raise ValueError(
+                    "cross-validation (folds) is not available for target='survival' yet; "
+                    "use validation= for a held-out C-index"
+                )
+            if self.refit:
+                raise ValueError("refit is not available for target='survival' yet")
+            if self.ties not in ("efron", "breslow"):
+                raise ValueError(f"ties must be 'efron' or 'breslow', got {self.ties!r}")
         if self.class_weight not in CLASS_WEIGHTS:
             raise ValueError(
                 f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}"
@@ -339,7 +377,9 @@ class SlideTrainer:
     def __repr__(self) -> str:
         if hasattr(self, "model_"):
             state = f"fitted on {len(self.samples_)} slides, classes {self.classes_}"
-            if getattr(self, "validation_", None):
+            if getattr(self, "validation_", None) and self.target == "survival":
+                state += f", validation C {self.validation_.get('c_index')}"
+            elif getattr(self, "validation_", None):
                 state += f", validation AUC {self.validation_.get('auc')}"
         else:
             state = "not fitted"
@@ -526,6 +566,7 @@ class SlideTrainer:
         *,
         slide_ids: Sequence[str] | None = None,
         samples: list | None = None,
+        survival: tuple | None = None,
     ) -> SlideTrainer:
         """Train on a cohort (read here) or on already prepared ``samples``; returns ``self``.
 
@@ -540,6 +581,9 @@ class SlideTrainer:
         samples
             Prepared :class:`~workbench.models.SlideSample` (labels already class indices;
             ``classes`` names them; each slide its own patient), instead of a cohort.
+        survival
+            With ``samples`` and ``target="survival"``: ``(time, event)``, one entry per
+            sample.
 
         Returns
         -------
@@ -560,6 +604,12 @@ class SlideTrainer:
         """
         from workbench.models import load_encoder
 
+        if self.target == "survival":
+            return self._fit_survival(
+                cohort, slide_ids=slide_ids, samples=samples, survival=survival
+            )
+        if survival is not None:
+            raise ValueError("survival= is for target='survival'")
         split = self.validation is not None or self.folds is not None
         self.dropped_patients_ = []
         self.held_out_slides_ = []
@@ -623,6 +673,183 @@ class SlideTrainer:
         self._fit_final(samples, patients, cohort, settings, encoder, n_classes)
         logger.info("SlideTrainer: %r", self)
         return self
+
+    # ------------------------------------------------------------------------ survival
+    def _fit_survival(self, cohort, *, slide_ids, samples, survival) -> SlideTrainer:
+        """``fit`` for ``target="survival"`` (see the class docstring)."""
+        from workbench.models import load_encoder
+
+        self.dropped_patients_, self.held_out_slides_ = [], []
+        self.cv_ = self.oof_ = self.cv_summary_ = None
+        self.classes_ = ["risk"]
+        encoder = load_encoder(self.encoder) if self._kind_class().takes_encoder else None
+        if samples is None:
+            if cohort is None:
+                raise ValueError("give a cohort or prepared samples")
+            if slide_ids is not None:
+                everything = cohort.slide_ids
+                cohort = cohort.subset(slide_ids)
+                kept = set(cohort.slide_ids)
+                self.held_out_slides_ = [s for s in everything if s not in kept]
+            ids = cohort.slide_ids
+            time, event = survival_columns(cohort.clinical, self.time_key, self.event_key, ids)
+            patients = [cohort.patient_of(s) for s in ids]
+            self._check_survival_split(event, patients)
+            settings = self._settings(cohort, encoder)
+            norm = self._fit_stain(cohort, settings)
+            if norm is not None:
+                settings["stain"] = norm.to_dict()
+            reads = self._kind_class().reads
+            samples = _prepare_cohort(
+                cohort,
+                dict.fromkeys(ids, 0),
+                settings=settings,
+                use_annotations=self.use_annotations,
+                tiles="tiles" in reads,
+                n_candidates=self.n_candidates if reads else 0,
+                max_tiles=self.max_tiles,
+                encoder=encoder if encoder is not None and encoder.frozen else None,
+                seed=self.seed,
+                progress=self.progress,
+            )
+            where = {sid: i for i, sid in enumerate(ids)}
+            order = [where[s.name] for s in samples]
+            time, event = time[order], event[order]
+            patients = [patients[i] for i in order]
+        else:
+            if not samples:
+                raise ValueError("no training slides")
+            if survival is None:
+                raise ValueError("target='survival' with samples= needs survival=(time, event)")
+            import pandas as pd
+
+            table = pd.DataFrame({"time": survival[0], "event": survival[1]})
+            if len(table) != len(samples):
+                raise ValueError("survival=(time, event) needs one entry per sample")
+            time, event = survival_columns(table, "time", "event", None)
+            patients = [s.name or str(i) for i, s in enumerate(samples)]
+            self._check_survival_split(event, patients)
+            settings = dict(self.settings)
+            cohort = None
+        train, held, readers = samples, [], None
+        tr = np.arange(len(samples))
+        if self.validation is not None:
+            tr, he = holdout_split(
+                event, patients, float(self.validation), self.seed, classes=EVENT_CLASSES
+            )
+            train, held = [samples[i] for i in tr], [samples[i] for i in he]
+            readers = self._readers(held, cohort, settings, encoder)
+            held_p = [patients[i] for i in he]
+            held_time, held_event = time[he], event[he]
+        train_p = [patients[i] for i in tr]
+        trainer = self._train_survival(
+            train, train_p, time[tr], event[tr], settings, encoder,
+            held=held, held_patients=held_p if held else None,
+            held_time=held_time if held else None, held_event=held_event if held else None,
+            readers=readers,
+        )  # fmt: skip
+        self.validation_ = None
+        if held:
+            risk = _slide_risks(trainer.model, held, readers)
+            p_risk, p_time, p_event = patient_risks(risk, held_p, held_time, held_event)
+            self.validation_ = {
+                "slides": [s.name for s in held],
+                "n_patients": len(p_risk),
+                "n_events": int(p_event.sum()),
+                "share": len(p_risk) / len(set(patients)),
+                "c_index": concordance_index(p_time, p_risk, p_event),
+                "best_epoch": trainer.best_epoch_,
+                "predictions": [
+                    {
+                        "patient": p,
+                        "slide": s.name,
+                        "risk": float(r),
+                        "time": float(t),
+                        "event": int(e),
+                    }
+                    for p, s, r, t, e in zip(held_p, held, risk, held_time, held_event, strict=True)
+                ],  # fmt: skip
+            }
+        self.history_ = trainer.history_
+        self.best_epoch_ = trainer.best_epoch_
+        self.final_model_ = {
+            "fit_on": "training part" if held else "all patients",
+            "slides": len(train),
+            "patients": len(set(train_p)),
+            "epochs": trainer.best_epoch_,
+            "early_stopping": bool(held),
+        }
+        self.model_ = trainer.model.cpu().eval()
+        self.calibration_ = None
+        self.model_.calibration_ = None
+        self.samples_ = train
+        self.settings_ = settings
+        logger.info("SlideTrainer: %r", self)
+        return self
+
+    def _check_survival_split(self, event: np.ndarray, patients: list) -> None:
+        if self.validation is not None:
+            check_holdout(event, patients, float(self.validation), classes=EVENT_CLASSES)
+
+    def _train_survival(
+        self, train, patients, time, event, settings, encoder, *, held, held_patients,
+        held_time, held_event, readers,
+    ):  # fmt: skip
+        """One survival model on ``train``, stopping early on the held-out C-index."""
+        import torch
+
+        from workbench.models import RiskSetMemory, Trainer
+
+        torch.manual_seed(self.seed)
+        _, p_time, p_event = patient_risks(np.zeros(len(train)), patients, time, event)
+        if p_event.sum() == 0:
+            raise ClinicalTableError(
+                f"no events ({self.event_key!r} = 1) among the training patients; a Cox model "
+                "needs at least one"
+            )
+        order = {p: i for i, p in enumerate(dict.fromkeys(patients))}
+        memory = RiskSetMemory(p_time, p_event, [order[p] for p in patients], ties=self.ties)
+        model = self._build_risk_model(train[0].features.shape[1], settings, encoder)
+        validate = None
+        if held:
+
+            def validate(m):
+                risk = _slide_risks(m, held, readers)
+                r, t, e = patient_risks(risk, held_patients, held_time, held_event)
+                c = concordance_index(t, r, e)
+                c = 0.5 if c is None else c
+                return {"loss": 1.0 - c, "c_index": c}
+
+        def on_epoch(record: dict) -> None:
+            line = (
+                f"epoch {record['epoch']}/{self.epochs}: Cox loss {record['loss']:.3f}, "
+                f"training C {record['c_index']:.3f}"
+            )
+            if "val_c_index" in record:
+                line += f", validation C {record['val_c_index']:.3f}"
+            logger.info(line)
+
+        return Trainer(
+            model,
+            epochs=int(self.epochs),
+            lr=self.lr,
+            seed=self.seed,
+            device=self.device,
+            consistency=self.consistency,
+            augment=self._augment(),
+            patience=self.patience if held else None,
+            progress=self.progress,
+            risk_set=memory,
+        ).fit(train, validate=validate, on_epoch=on_epoch)
+
+    def _build_risk_model(self, in_features: int, settings: dict, encoder):
+        """The model of ``kind`` with one output, the risk."""
+        saved = self.label
+        try:
+            self.label = None
+            return self._build(in_features, 1, settings, encoder)
+        finally:
+            self.label = saved
 
     def _resolve_conflicts(self, cohort: Cohort, values):
         """Refuse, or drop, patients whose slides carry different labels."""
@@ -999,10 +1226,150 @@ class SlideTrainer:
                 [{k: v for k, v in h.items() if k != "weights"} for h in self.history_]
             ),
         }
+        if self.target == "survival":
+            extra["survival"] = {
+                "target": "survival",
+                "time_key": self.time_key,
+                "event_key": self.event_key,
+                "ties": self.ties,
+                "risk": "log relative hazard; higher risk = shorter survival",
+            }
         folder = save_checkpoint(self.model_, directory, extra=extra)
         if has_oof:
             atomic_write_text(folder / OOF_FILE, self.oof_.to_csv(index=False))
         return folder
+
+
+TARGETS = ("class", "survival")
+SURVIVAL_KINDS = ("sew", "global")
+EVENT_CLASSES = ["censored", "event"]
+
+
+def survival_columns(table, time_key: str, event_key: str, slide_ids) -> tuple:
+    """Follow-up times and 0/1 events of a clinical table's slides, checked.
+
+    Parameters
+    ----------
+    table
+        The clinical table (one row per slide, in ``slide_ids`` order).
+    time_key, event_key
+        The survival columns.
+    slide_ids
+        Slide names for messages (``None``: row numbers).
+
+    Returns
+    -------
+    tuple
+        ``(time, event)``: float64 and int64 arrays.
+
+    Raises
+    ------
+    ClinicalTableError
+        A column is missing, a value is empty, not a number, a time is not positive, an
+        event is not 0/1, or no slide has an event.
+    """
+    import pandas as pd
+
+    names = list(slide_ids) if slide_ids is not None else [str(i) for i in range(len(table))]
+    for key in (time_key, event_key):
+        if key not in table.columns:
+            raise ClinicalTableError(
+                f"no survival column {key!r} in the clinical table; its columns are "
+                f"{list(table.columns)} (name them with time_key=/event_key=, command line "
+                "--survival TIME,EVENT)"
+            )
+    time = pd.to_numeric(table[time_key], errors="coerce").to_numpy(dtype=float)
+    event = pd.to_numeric(table[event_key], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(time) | (time <= 0)
+    if bad.any():
+        raise ClinicalTableError(
+            f"{int(bad.sum())} slide(s) have no positive number in {time_key!r} "
+            f"({', '.join(names[i] for i in np.flatnonzero(bad)[:5])}); fill them in or leave "
+            "those slides out"
+        )
+    bad = ~np.isin(event, (0.0, 1.0))
+    if bad.any():
+        raise ClinicalTableError(
+            f"{int(bad.sum())} slide(s) have an {event_key!r} value other than 0 or 1 "
+            f"({', '.join(names[i] for i in np.flatnonzero(bad)[:5])})"
+        )
+    if event.sum() == 0:
+        raise ClinicalTableError(
+            f"no events in {event_key!r} (every patient censored): a Cox model needs at "
+            "least one event"
+        )
+    return time, event.astype(np.int64)
+
+
+def patient_risks(risk, patients, time, event) -> tuple:
+    """One risk per patient: the mean of its slides' risks (time and event from its slides).
+
+    Parameters
+    ----------
+    risk
+        ``(n,)`` slide risks.
+    patients
+        ``(n,)`` patient of every slide.
+    time, event
+        ``(n,)`` the slides' survival values (equal within a patient).
+
+    Returns
+    -------
+    tuple
+        ``(risk, time, event)`` per patient, in order of first appearance.
+
+    Raises
+    ------
+    ClinicalTableError
+        A patient's slides disagree on time or event.
+    """
+    order = list(dict.fromkeys(patients))
+    where = {p: i for i, p in enumerate(order)}
+    idx = np.asarray([where[p] for p in patients])
+    risk, time, event = (np.asarray(a, dtype=float) for a in (risk, time, event))
+    n = len(order)
+    sums = np.bincount(idx, weights=risk, minlength=n)
+    counts = np.bincount(idx, minlength=n)
+    p_time = np.full(n, np.nan)
+    p_event = np.full(n, np.nan)
+    for i, k in enumerate(idx):
+        if not np.isnan(p_time[k]) and (p_time[k] != time[i] or p_event[k] != event[i]):
+            raise ClinicalTableError(
+                f"patient {order[k]!r} has slides with different survival values; a patient "
+                "has one follow-up time and one event"
+            )
+        p_time[k], p_event[k] = time[i], event[i]
+    return sums / counts, p_time, p_event.astype(np.int64)
+
+
+def concordance_index(time, risk, event) -> float | None:
+    """Harrell's C of risk scores: the share of comparable patient pairs whose order of risk
+    matches their order of death (higher risk = shorter survival).
+
+    Parameters
+    ----------
+    time, risk, event
+        One entry per patient: follow-up time, risk score, event (1) or censored (0).
+
+    Returns
+    -------
+    float or None
+        C in ``[0, 1]`` (0.5: chance), from lifelines' ``concordance_index`` given ``-risk``
+        (lifelines expects a score that grows with survival); ``None`` without a comparable
+        pair.
+    """
+    from lifelines.utils import concordance_index as lifelines_c
+
+    try:
+        return float(lifelines_c(np.asarray(time), -np.asarray(risk), np.asarray(event)))
+    except ZeroDivisionError:
+        return None
+
+
+def _slide_risks(model, samples, readers) -> np.ndarray:
+    from workbench.models import predict_samples
+
+    return predict_samples(model, samples, crop_sources=readers, return_logits=True)[:, 0]
 
 
 def _positive(p: np.ndarray) -> float:
@@ -1073,5 +1440,6 @@ def _jsonable(v):
 __all__ = [
     "SlideTrainer",
     "classification_metrics",
+    "concordance_index",
     "encode_labels",
 ]
