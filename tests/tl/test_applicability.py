@@ -148,6 +148,13 @@ def test_fluorescence_slide_is_not_graded_without_force(fluorescence_slide, tiny
     # stored: the verdict survives the file (and so reaches a rerun and the report)
     back = ad.read_h5ad(write_h5ad(a, tmp_path / "dapi.h5ad")).uns["explain"]["applicability"]
     assert not bool(back["applicable"]) and any("not brightfield" in r for r in back["reasons"])
+    import matplotlib.pyplot as plt
+
+    from workbench import pl
+
+    ax = pl.slide_overlay(a, title=True)
+    assert ax.get_title() == "not graded (not brightfield H&E)"
+    plt.close("all")
     with pytest.warns(UserWarning, match="brightfield"):
         forced = extract(fluorescence_slide, model, force=True).uns["explain"]
     assert np.isclose(np.sum(forced["probabilities"]), 1.0) and forced["predicted_class"] >= 0

@@ -117,7 +117,9 @@ def slide_overlay(
     ax.set_xlim(-0.5, thumb.shape[1] - 0.5)
     ax.set_ylim(thumb.shape[0] - 0.5, -0.5)
     ax.set_axis_off()
-    if title:
+    if title and int(ex["predicted_class"]) < 0:  # tl.extract gave no grade (applicability)
+        ax.set_title("not graded (not brightfield H&E)")
+    elif title:
         p = float(np.asarray(ex["probabilities"])[int(ex["predicted_class"])])
         ax.set_title(f"{ex['predicted_label']} (p = {p:.2f})")
     return ax
