@@ -139,6 +139,41 @@ def summary(rows: list[dict], group: str) -> dict:
     }
 
 
+def figure(results: Path, png: Path) -> None:
+    """Scores of every slide (log scale) per set and model seed, the threshold at 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
+    rows = [r for r in rows if "slide" in r]
+    seeds = sorted({r["model_seed"] for r in rows})
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for i, seed in enumerate(seeds):
+        for j, group in enumerate(("heldout", "shared")):
+            sel = [r for r in rows if r["model_seed"] == seed and r["set"] == group]
+            x = np.full(len(sel), 2 * i + j) + np.linspace(-0.15, 0.15, len(sel))
+            ax.scatter(x, [r["score"] for r in sel], s=14, c="C0" if j == 0 else "C3")
+            for xx, r in zip(x, sel, strict=True):
+                if group == "shared":
+                    ax.annotate(r["slide"][:16], (xx, r["score"]), fontsize=6, xytext=(4, 0),
+                                textcoords="offset points")  # fmt: skip
+    ax.axhline(1.0, color="k", ls="--", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(2 * len(seeds)))
+    ax.set_xticklabels(
+        [f"{g}\nmodel seed {s}" for s in seeds for g in ("held-out synthetic", "shared real")],
+        fontsize=7,
+    )
+    ax.set_ylabel("applicability score (1 = threshold)")
+    ax.set_title("Flagged above the dashed line", fontsize=9)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    print(json.dumps({"bench": "applicability", "figure": str(png.relative_to(ROOT))}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "applicability_bench")
@@ -149,7 +184,11 @@ def main() -> None:
     ap.add_argument("--heldout-seeds", type=int, nargs="+", default=list(range(1, 11)))
     ap.add_argument("--per-seed", type=int, default=8)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/applicability.jsonl")
+    ap.add_argument("--figure", action="store_true", help="only draw the figure from --out")
     args = ap.parse_args()
+    if args.figure:
+        figure(args.out, ROOT / "docs" / "images" / "applicability_scores.png")
+        return
 
     import torch
 

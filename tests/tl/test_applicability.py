@@ -275,3 +275,28 @@ def test_report_shows_a_flagged_slide_as_flagged(
     assert dapi.index("not brightfield H&amp;E") < dapi.index('style="color:#999"')
     disc_part = page[page.index("<h3>disc</h3>") :].split("<h3>")[1]
     assert "flagged" not in disc_part and "color:#999" not in disc_part
+
+
+def test_samples_without_files_record_the_embedding_only():
+    import torch
+
+    from workbench.models import SlideSample
+    from workbench.pp import feature_names
+    from workbench.tl import SlideTrainer
+    from workbench.tl._applicability import slide_embedding
+
+    rng = np.random.default_rng(0)
+    ring = np.arange(12)
+    edges = torch.from_numpy(np.stack([np.r_[ring, (ring + 1) % 12], np.r_[(ring + 1) % 12, ring]]))
+    samples = []
+    for i in range(8):
+        x = rng.normal(0, 1, (12, len(feature_names()))).astype(np.float32)
+        x[:, 0] += 1.5 * (i % 2)
+        samples.append(SlideSample(torch.from_numpy(x), edges.long(), i % 2, name=f"S{i}"))
+    t = SlideTrainer(kind="global", epochs=2, progress=False, model_kwargs={"hidden": 8})
+    rec = t.fit(samples=samples).applicability_
+    assert set(rec["blocks"]) == {"embedding"} and rec["n_slides"] == 8
+    assert len(rec["blocks"]["embedding"]["mean"]) == 8  # the global branch's hidden width
+    # a kind without a global branch: the mean region features stand in
+    x = samples[0].features
+    assert np.allclose(slide_embedding(object(), x, samples[0].edge_index), x.mean(0).numpy())
