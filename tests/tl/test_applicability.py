@@ -300,3 +300,26 @@ def test_samples_without_files_record_the_embedding_only():
     # a kind without a global branch: the mean region features stand in
     x = samples[0].features
     assert np.allclose(slide_embedding(object(), x, samples[0].edge_index), x.mean(0).numpy())
+
+
+@pytest.mark.slow
+def test_a_model_object_sent_to_dask_workers_keeps_its_record_and_temperature(
+    he_like_image, tiny_sew, write_pyramid_tiff, tmp_path
+):
+    import anndata as ad
+
+    from workbench.tl import extract_cohort
+
+    tif = write_pyramid_tiff(tmp_path / "slides" / "disc.tif", he_like_image, mpp=2.0)
+    model = tiny_sew(0)
+    model.calibration_ = {"temperature": np.float64(3.0)}
+    model.applicability_ = ApplicabilityRecord().fit(embedding=_gaussian(8, d=16)).to_dict()
+    here = extract(Slide(tif), model).uns["explain"]
+    table = extract_cohort(
+        {"disc": tif}, model, tmp_path / "out", client="local", n_workers=1, progress=False
+    )
+    assert table["status"].tolist() == ["done"]
+    there = ad.read_h5ad(tmp_path / "out" / "disc.h5ad").uns["explain"]
+    assert there["temperature"] == 3.0
+    assert np.isclose(there["applicability"]["score"], here["applicability"]["score"])
+    assert table.loc[0, "applicable"] == here["applicability"]["applicable"]

@@ -539,7 +539,15 @@ def _extract_distributed(
     else:
         from workbench.models import save_checkpoint
 
-        ckpt = str(save_checkpoint(model, out_dir / ".model"))
+        # what extract reads besides the weights travels too: temperature, applicability record
+        recorded = getattr(model, "checkpoint_extra_", None) or {}
+        extra = {}
+        for key in ("calibration", "applicability"):
+            value = getattr(model, f"{key}_", None)
+            value = recorded.get(key) if value is None else value
+            if value is not None:
+                extra[key] = json.loads(canonical_json(value))
+        ckpt = str(save_checkpoint(model, out_dir / ".model", extra=extra))
     enc = encoder
     if enc is None and getattr(model, "tile_encoder", None) is not None:
         enc = getattr(model.tile_encoder, "file", None)  # a module cannot travel; a file can
