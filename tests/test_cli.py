@@ -142,7 +142,8 @@ def test_train_extract_discover_report_commands(tiny_cohort, tmp_path, capsys):
 #: uns["explain"] keys every model kind writes (tl.extract).
 EXPLAIN_KEYS = {"kind", "model", "region_score", "label", "class_names", "probabilities",
                 "raw_probabilities", "temperature", "global_probabilities", "predicted_class",
-                "predicted_label", "slide", "stain", "encoder", "lesion_threshold", "focus"}  # fmt: skip
+                "predicted_label", "slide", "stain", "encoder", "lesion_threshold", "focus",
+                "applicability"}  # fmt: skip
 
 
 @pytest.mark.slow

@@ -251,6 +251,7 @@ def extract_step(
     encoder: Any = None,
     progress: bool = True,
     connect_timeout: float = 10.0,
+    force: bool = False,
 ) -> pd.DataFrame:
     """Explain every slide of a cohort (or folder, or list) into ``out/<slide_id>.h5ad``.
 
@@ -271,6 +272,7 @@ def extract_step(
         encoder=encoder,
         progress=progress,
         connect_timeout=connect_timeout,
+        force=force,
     )
 
 

@@ -336,13 +336,26 @@ def _extract(args: argparse.Namespace) -> int:
         encoder=args.encoder,
         progress=not args.no_progress,
         connect_timeout=args.connect_timeout,
+        force=args.force_grade,
     )
     counts = table["status"].value_counts().to_dict()
     print(f"extract: {counts} → {Path(args.out).resolve()}")
+    _print_flagged(table)
     failed = table[table["status"] == "failed"]
     for _, row in failed.iterrows():
         print(f"  failed {row['slide_id']}: {row['error']}", file=sys.stderr)
     return 1 if len(failed) else 0
+
+
+def _print_flagged(table) -> None:
+    """One line per slide whose stored applicability verdict flags it (tl.extract)."""
+    if "applicable" not in table:
+        return
+    for _, row in table[table["applicable"].eq(False)].iterrows():
+        graded = "graded" if row["graded"] else "not graded"
+        score = row["applicability_score"]
+        score = f", score {score:.1f}" if score == score else ""
+        print(f"  flagged {row['slide_id']} ({graded}{score}): {row['applicability_reasons']}")
 
 
 def _discover(args: argparse.Namespace) -> int:
@@ -594,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--connect-timeout", type=_positive_float, default=10.0,
                          help="seconds to wait for the --client scheduler")  # fmt: skip
     extract.add_argument("--overwrite", action="store_true", help="recompute finished slides")
+    extract.add_argument("--force-grade", action="store_true",
+                         help="grade slides that do not look like brightfield H&E too (they "
+                         "are still flagged)")  # fmt: skip
     extract.add_argument("--no-progress", action="store_true")
     extract.set_defaults(func=_extract)
 

@@ -441,8 +441,9 @@ def _section_explain(root: Path, n_examples: int) -> str:
         ax.set_title(sid, fontsize=9)
         overlay = _fig_to_img(fig, alt=f"overlay {sid}")
         gallery = _fig_to_img(pl.focus_gallery(a), alt=f"focus gallery {sid}")
+        flag, grey = _applicability_flag(explain)
         out.append(
-            f'<h3>{html.escape(sid)}</h3><p class="note">slide-level probabilities: '
+            f'<h3>{html.escape(sid)}</h3>{flag}<p class="note"{grey}>slide-level probabilities: '
             f'{html.escape(label)}</p><div class="figs"><figure>{overlay}</figure>'
             f"<figure>{gallery}</figure></div>"
         )
@@ -504,6 +505,24 @@ def example_slides(files: list[Path], training: dict, n_examples: int) -> tuple[
         "The run records no held-out slides (no <code>test_slides</code> in the training "
         "record), so these examples may be slides the model was trained on."
     )
+
+
+def _applicability_flag(explain: dict) -> tuple[str, str]:
+    """A flagged slide's note (why the model may not apply to it) and the style that greys
+    its grade, from ``uns["explain"]["applicability"]``; ``("", "")`` when it is applicable
+    or was explained before verdicts existed."""
+    app = explain.get("applicability")
+    if not isinstance(app, dict) or bool(app.get("applicable", True)):
+        return "", ""
+    reasons = [str(r) for r in np.atleast_1d(app.get("reasons", [])) if str(r)]
+    graded = bool(app.get("graded", True))
+    head = "flagged: the model may not apply to this slide" + ("" if graded else " (not graded)")
+    note = "; ".join(reasons) or "no reason recorded"
+    flag = (
+        f'<p class="flagged" style="color:#a33"><b>&#9888; {html.escape(head)}</b>: '
+        f"{html.escape(note)}</p>"
+    )
+    return flag, ' style="color:#999"'
 
 
 def _section_refine(root: Path) -> str:

@@ -119,6 +119,8 @@ def slide_overlay(
     ax.set_axis_off()
     if title and "risk" in ex:  # a survival model
         ax.set_title(f"risk {float(ex['risk']):.2f} (higher = shorter survival)")
+    elif title and int(ex["predicted_class"]) < 0:  # tl.extract gave no grade (applicability)
+        ax.set_title("not graded (not brightfield H&E)")
     elif title:
         p = float(np.asarray(ex["probabilities"])[int(ex["predicted_class"])])
         ax.set_title(f"{ex['predicted_label']} (p = {p:.2f})")

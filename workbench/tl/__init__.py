@@ -4,6 +4,7 @@ discover prognostic spatial markers (phenotypes, spatial statistics, cohort, sur
 from __future__ import annotations
 
 from workbench.tl._aggregate import aggregate, cohort, read_slides
+from workbench.tl._applicability import ApplicabilityRecord
 from workbench.tl._calibration import expected_calibration_error, fit_temperature
 from workbench.tl._discover import discover, match_phenotypes, outcome_groups
 from workbench.tl._exemplars import phenotype_exemplars
@@ -19,6 +20,7 @@ from workbench.tl._survival import survival
 from workbench.tl._train import SlideTrainer, classification_metrics, concordance_index
 
 __all__ = [
+    "ApplicabilityRecord",
     "FeatureUniqueness",
     "SlideTrainer",
     "aggregate",

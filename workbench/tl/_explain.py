@@ -72,13 +72,51 @@ def _default_slide_id(slide) -> str:
     return slide_id(path)
 
 
-def _warn_if_not_brightfield(slide, name: str) -> None:
-    """``NotBrightfieldWarning`` when the slide (its own colours, before any stain
-    normalisation) does not look like brightfield H&E (fluorescence, dark background …)."""
+def _check_brightfield(slide, name: str, *, force: bool):
+    """The slide's own thumbnail (before any stain normalisation) and
+    :func:`~workbench.pp.check_brightfield`'s answer on it; a ``NotBrightfieldWarning`` when
+    it does not look like brightfield H&E (fluorescence, dark background …)."""
+    import warnings
+
+    from workbench._errors import NotBrightfieldWarning
     from workbench.pp import check_brightfield
 
     raw = getattr(slide, "_slide", slide)  # a StainedSlide's own slide
-    check_brightfield(raw.thumbnail(max_size=512), name=name, warn=True, stacklevel=4)
+    thumb = raw.thumbnail(max_size=512)
+    check = check_brightfield(thumb, name=name)
+    if not check:
+        then = (
+            "graded anyway, as forced; the result will not mean much"
+            if force
+            else "not graded (probabilities NaN; force=True or --force-grade grades it)"
+        )
+        warnings.warn(
+            NotBrightfieldWarning(
+                f"{name} does not look like brightfield H&E: {check.reason}. The model was "
+                f"trained on H&E: {then}. The verdict is stored in "
+                "uns['explain']['applicability']"
+            ),
+            stacklevel=4,
+        )
+    return thumb, check
+
+
+def _applicability(model, thumb, check, inputs, *, force: bool) -> dict:
+    """The slide's applicability verdict against the checkpoint's record."""
+    from workbench.tl._applicability import (
+        applicability_verdict,
+        slide_embedding,
+        thumbnail_colour,
+    )
+
+    record = getattr(model, "applicability_", None)
+    if record is None:
+        record = (getattr(model, "checkpoint_extra_", None) or {}).get("applicability")
+    colour = embedding = None
+    if record is not None:
+        colour = thumbnail_colour(thumb)
+        embedding = slide_embedding(model, inputs.features, inputs.edge_index)
+    return applicability_verdict(check, record, colour=colour, embedding=embedding, forced=force)
 
 
 def _class_names(model, n: int) -> list[str]:
@@ -98,6 +136,7 @@ def extract(
     slide_id: str | None = None,
     encoder=None,
     batch_size: int = 32,
+    force: bool = False,
 ) -> anndata.AnnData:
     """Explain one slide with a model of any kind: region graph, region scores, focus regions,
     slide probabilities (and, with a detail branch, lesion maps).
@@ -136,6 +175,9 @@ def extract(
         the checkpoint records (a ``.pt2`` file or a module).
     batch_size
         Tiles per batch for kinds that read every tile.
+    force
+        Grade the slide even when it does not look like brightfield H&E (see
+        ``applicability`` below); the verdict and its reasons are stored either way.
 
     Returns
     -------
@@ -161,7 +203,17 @@ def extract(
         ``focus_score``, ``lesion_prob`` (NaN without a detail branch), ``crops`` (K, S, S, 3
         uint8 at the detail magnification, stain-normalised when the model was trained so),
         ``lesion_maps`` (K, S, S float32 probabilities; NaN without a detail branch),
-        ``detail_mpp``, ``crop_size``}. The keys are the same for every kind. A survival
+        ``detail_mpp``, ``crop_size``}, and ``applicability`` = {``applicable`` (bool: the
+        slide looks like brightfield H&E and lies within the training distribution the
+        checkpoint records), ``score`` (distance from the training slides in units of the
+        threshold set on them, above 1 off-domain; NaN when the checkpoint has no record),
+        ``reasons`` (one sentence each; ``"no applicability record in this checkpoint"``
+        for an older checkpoint), ``brightfield`` and ``graded``}. A slide that is not
+        brightfield H&E is **not graded** unless ``force``: ``probabilities``,
+        ``raw_probabilities`` and ``global_probabilities`` are NaN, ``predicted_class`` is
+        -1 and ``predicted_label`` is ``""`` (a survival model's ``risk`` is NaN; the focus
+        regions and heat map are kept). An off-domain slide is graded and flagged
+        (``applicable`` False). The keys are the same for every kind. A survival
         model (trained with ``SlideTrainer(target="survival")``, ``n_classes=1``) writes
         ``risk`` (the slide risk, global + detail: a log relative hazard, **higher = shorter
         survival**; comparable between slides of one model only), ``global_risk`` (the
@@ -187,7 +239,7 @@ def extract(
     slide = open_slide(slide, pre, mpp=mpp)
     slide.require_mpp()
     sid = str(slide_id or _default_slide_id(slide))
-    _warn_if_not_brightfield(slide, sid)
+    thumb, check = _check_brightfield(slide, sid, force=force)
     dev = torch.device(device or "cpu")
     model = model.to(dev).eval()
     if graph is None:
@@ -217,6 +269,7 @@ def extract(
     raw_probs = softmax_with_temperature(raw_logits, 1.0)
     probs = softmax_with_temperature(raw_logits, temperature)
     _require_finite_probabilities(probs, sid, model, {"region features": inputs.features})
+    applicability = _applicability(model, thumb, check, inputs, force=force)
     focus_score = out["region_scores"].float().cpu().numpy().astype(np.float32)
     lesion = _numpy_or_nan(out.get("region_lesion_prob"), (adata.n_obs,))
     det_prob = _numpy_or_nan(out.get("lesion_prob"), (k,))
@@ -229,6 +282,11 @@ def extract(
     adata.obsm[X_FOCUS] = out["region_features"].float().cpu().numpy().astype(np.float32)
     classes = _class_names(model, len(probs))
     pred = int(np.argmax(probs))
+    predicted_label = classes[pred]
+    if not applicability["graded"]:  # not brightfield H&E and not forced: no grade
+        probs, raw_probs = np.full_like(probs, np.nan), np.full_like(raw_probs, np.nan)
+        gprobs = np.full_like(gprobs, np.nan)
+        pred, predicted_label = -1, ""
     region_ids = (
         adata.obs["region_id"].to_numpy()[idx_np] if "region_id" in adata.obs else idx_np + 1
     )
@@ -247,7 +305,7 @@ def extract(
         "temperature": float(temperature),
         "global_probabilities": gprobs,
         "predicted_class": pred,
-        "predicted_label": classes[pred],
+        "predicted_label": predicted_label,
         "slide": slide.info.to_dict(),
         "stain": str(stain.get("method")) if isinstance(stain, Mapping) else "none",
         "encoder": enc.name if enc is not None else "builtin",
@@ -264,6 +322,7 @@ def extract(
             "detail_mpp": dmpp,
             "crop_size": size,
         },
+        "applicability": applicability,
     }
     if model.predicts_risk:  # a survival model: its one output is a risk, not a class
         ex = adata.uns[EXPLAIN]
@@ -277,21 +336,26 @@ def extract(
         ):
             ex.pop(key)
         ex["target"] = "survival"
-        ex["risk"] = float(raw_logits[0])
+        graded = bool(applicability["graded"])  # not brightfield H&E, not forced: no risk
+        ex["risk"] = float(raw_logits[0]) if graded else float("nan")
         glob = out.get("global_logits")
-        ex["global_risk"] = float(glob.reshape(-1)[0]) if glob is not None else float("nan")
+        ex["global_risk"] = (
+            float(glob.reshape(-1)[0]) if glob is not None and graded else float("nan")
+        )
         logger.info(
             "extract (%s): %s -> risk %.3f, %d focus regions", kind, slide.path, ex["risk"], k
         )
         return adata
     logger.info(
-        "extract (%s): %s -> %s (p=%.3f), %d focus regions; added obs focus_score/lesion_prob/"
+        "extract (%s): %s -> %s, %d focus regions%s; added obs focus_score/lesion_prob/"
         "is_focus, obsm['X_focus'], uns['explain']",
         kind,
         slide.path,
-        classes[pred],
-        probs[pred],
+        f"{classes[pred]} (p={probs[pred]:.3f})" if pred >= 0 else "not graded",
         k,
+        ""
+        if applicability["applicable"]
+        else " (flagged: " + "; ".join(applicability["reasons"]) + ")",
     )
     return adata
 

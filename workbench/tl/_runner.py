@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workbench._constants import EXTRACT_FINGERPRINT
+from workbench._constants import EXPLAIN, EXTRACT_FINGERPRINT
 from workbench.io._fingerprint import canonical_json
 from workbench.tl._calibration import model_temperature
 from workbench.tl._explain import extract, load_model
@@ -190,11 +190,13 @@ def _slide_signature(path) -> dict | None:
     return {"bytes": int(size), "sha256_ends": digest.hexdigest()}
 
 
-def _extract_fingerprint(model_fp: str, top_k, mpp, path) -> dict:
+def _extract_fingerprint(model_fp: str, top_k, mpp, path, force: bool = False) -> dict:
     """What one slide's output depends on (``None`` entries left out: h5ad cannot hold them)."""
     from workbench import __version__
 
     fp = {"model": model_fp, "workbench": __version__}
+    if force:  # only when asked, so files made without it keep their fingerprint
+        fp["force_grade"] = True
     if top_k is not None:
         fp["top_k"] = int(top_k)
     if mpp is not None:
@@ -223,6 +225,38 @@ def _same(a: dict | None, b: dict) -> bool:
     return a is not None and canonical_json(a) == canonical_json(b)
 
 
+#: The applicability columns of ``extract_cohort``'s table (see ``tl.extract``).
+APPLICABILITY_COLUMNS = ["applicable", "applicability_score", "graded", "applicability_reasons"]
+
+
+def _recorded_applicability(path) -> dict:
+    """The applicability verdict an output file stores, as table columns (NaN/empty when
+    the file has none: made by an older version, or unreadable)."""
+    import h5py
+    from anndata.io import read_elem
+
+    row = {"applicable": None, "applicability_score": np.nan, "graded": None}
+    row["applicability_reasons"] = ""
+    if path is None:
+        return row
+    try:
+        with h5py.File(path, "r") as f:
+            node = f.get(f"uns/{EXPLAIN}/applicability")
+            if node is None:
+                return row
+            v = read_elem(node)
+    except Exception:  # the status column already says what happened to the file
+        return row
+    reasons = v.get("reasons", [])
+    reasons = [str(r) for r in np.atleast_1d(reasons) if str(r)] if len(reasons) else []
+    return {
+        "applicable": bool(v.get("applicable", True)),
+        "applicability_score": float(v.get("score", np.nan)),
+        "graded": bool(v.get("graded", True)),
+        "applicability_reasons": "; ".join(reasons),
+    }
+
+
 # ---------------------------------------------------------------------- running
 def _extract_to_file(
     path,
@@ -233,10 +267,13 @@ def _extract_to_file(
     slide_id: str,
     encoder=None,
     fingerprint: dict | None = None,
+    force: bool = False,
 ) -> str:
     from workbench.io import write_h5ad
 
-    adata = extract(path, model, mpp=mpp, top_k=top_k, slide_id=slide_id, encoder=encoder)
+    adata = extract(
+        path, model, mpp=mpp, top_k=top_k, slide_id=slide_id, encoder=encoder, force=force
+    )
     if fingerprint is not None:
         adata.uns[EXTRACT_FINGERPRINT] = fingerprint
     write_h5ad(adata, out_path)
@@ -284,6 +321,7 @@ def extract_cohort(
     progress: bool = True,
     encoder=None,
     connect_timeout: float = 10.0,
+    force: bool = False,
 ) -> pd.DataFrame:
     """Run :func:`extract` on many slides, one ``<slide_id>.h5ad`` per slide in ``out_dir``.
 
@@ -327,12 +365,17 @@ def extract_cohort(
         The frozen tile encoder the checkpoint was trained with, if not at its recorded path.
     connect_timeout
         Seconds to wait for a scheduler at the ``client`` address before giving up.
+    force
+        Grade slides that do not look like brightfield H&E too (``extract(force=True)``).
 
     Returns
     -------
     pandas.DataFrame
         One row per slide: ``slide_id``, ``path`` (input), ``output``, ``status``
-        (``"done"``, ``"skipped"`` or ``"failed"``), ``error``.
+        (``"done"``, ``"skipped"`` or ``"failed"``), ``error``, and the slide's stored
+        applicability verdict (``uns["explain"]["applicability"]``): ``applicable``,
+        ``applicability_score``, ``graded`` and ``applicability_reasons`` (joined by
+        ``"; "``); empty for a failed slide or a file written before verdicts existed.
 
     Raises
     ------
@@ -364,7 +407,7 @@ def extract_cohort(
     for sid, path, own_mpp in table:
         out = out_dir / f"{sid}.h5ad"
         slide_mpp = own_mpp if own_mpp is not None else mpp
-        fp = _extract_fingerprint(model_fp, top_k, slide_mpp, path)
+        fp = _extract_fingerprint(model_fp, top_k, slide_mpp, path, force)
         if out.exists() and not overwrite:
             if _same(_recorded_fingerprint(out), fp):
                 rows.append(_status_row(sid, path, out, "skipped"))
@@ -384,7 +427,9 @@ def extract_cohort(
         model = load_model(model, encoder=encoder)
         for sid, path, out, slide_mpp, fp in tqdm(todo, desc="extract", disable=not progress):
             try:
-                _extract_to_file(path, model, out, slide_mpp, top_k, sid, fingerprint=fp)
+                _extract_to_file(
+                    path, model, out, slide_mpp, top_k, sid, fingerprint=fp, force=force
+                )
                 rows.append(_status_row(sid, path, out, "done"))
             except Exception as exc:  # report and carry on with the other slides
                 logger.warning("extract failed on %s: %s", path, exc)
@@ -392,11 +437,24 @@ def extract_cohort(
     elif todo:
         rows.extend(
             _extract_distributed(
-                todo, model, out_dir, client, n_workers, top_k, progress, encoder, connect_timeout
+                todo,
+                model,
+                out_dir,
+                client,
+                n_workers,
+                top_k,
+                progress,
+                encoder,
+                connect_timeout,
+                force=force,
             )
         )
     order = {sid: i for i, (sid, _, _) in enumerate(table)}
-    df = pd.DataFrame(rows, columns=["slide_id", "path", "output", "status", "error"])
+    for row in rows:
+        ok = row["status"] != "failed"
+        row.update(_recorded_applicability(row["output"]) if ok else _recorded_applicability(None))
+    columns = ["slide_id", "path", "output", "status", "error", *APPLICABILITY_COLUMNS]
+    df = pd.DataFrame(rows, columns=columns)
     df = df.sort_values("slide_id", key=lambda s: s.map(order)).reset_index(drop=True)
     logger.info("extract_cohort: %s", df["status"].value_counts().to_dict())
     return df
@@ -457,7 +515,17 @@ def _expect_scheduler_greeting(sock, address: str, timeout: float) -> None:
 
 
 def _extract_distributed(
-    todo, model, out_dir, client, n_workers, top_k, progress, encoder, connect_timeout=10.0
+    todo,
+    model,
+    out_dir,
+    client,
+    n_workers,
+    top_k,
+    progress,
+    encoder,
+    connect_timeout=10.0,
+    *,
+    force: bool = False,
 ) -> list[dict]:
     import dask
     from distributed import Client, LocalCluster, as_completed
@@ -471,7 +539,15 @@ def _extract_distributed(
     else:
         from workbench.models import save_checkpoint
 
-        ckpt = str(save_checkpoint(model, out_dir / ".model"))
+        # what extract reads besides the weights travels too: temperature, applicability record
+        recorded = getattr(model, "checkpoint_extra_", None) or {}
+        extra = {}
+        for key in ("calibration", "applicability"):
+            value = getattr(model, f"{key}_", None)
+            value = recorded.get(key) if value is None else value
+            if value is not None:
+                extra[key] = json.loads(canonical_json(value))
+        ckpt = str(save_checkpoint(model, out_dir / ".model", extra=extra))
     enc = encoder
     if enc is None and getattr(model, "tile_encoder", None) is not None:
         enc = getattr(model.tile_encoder, "file", None)  # a module cannot travel; a file can
@@ -505,7 +581,17 @@ def _extract_distributed(
     try:
         futures = {
             client.submit(
-                _extract_to_file, path, ckpt, out, slide_mpp, top_k, sid, enc, fp, pure=False
+                _extract_to_file,
+                path,
+                ckpt,
+                out,
+                slide_mpp,
+                top_k,
+                sid,
+                enc,
+                fp,
+                force,
+                pure=False,
             ): (sid, path, out)
             for sid, path, out, slide_mpp, fp in todo
         }

@@ -671,6 +671,8 @@ class SlideTrainer:
         if self.folds is not None:
             self._cross_validate(samples, patients, cohort, settings, encoder, n_classes)
         self._fit_final(samples, patients, cohort, settings, encoder, n_classes)
+        self.applicability_ = self._applicability_record(cohort)
+        self.model_.applicability_ = self.applicability_
         logger.info("SlideTrainer: %r", self)
         return self
 
@@ -784,6 +786,8 @@ class SlideTrainer:
         self.model_.calibration_ = None
         self.samples_ = train
         self.settings_ = settings
+        self.applicability_ = self._applicability_record(cohort)
+        self.model_.applicability_ = self.applicability_
         logger.info("SlideTrainer: %r", self)
         return self
 
@@ -850,6 +854,22 @@ class SlideTrainer:
             return self._build(in_features, 1, settings, encoder)
         finally:
             self.label = saved
+
+    def _applicability_record(self, cohort: Cohort | None) -> dict | None:
+        """How the final model's training slides looked (their thumbnails' colour, read here
+        before any stain normalisation, and the model's slide embedding): the applicability
+        record :func:`~workbench.tl.extract` scores new slides against."""
+        from workbench.tl._applicability import training_record
+
+        thumbnails = None
+        if cohort is not None:
+            from workbench.io import Slide
+
+            thumbnails = []
+            for s in self.samples_:
+                with Slide(cohort.slide_path(s.name), mpp=cohort.mpp_of(s.name)) as sl:
+                    thumbnails.append(sl.thumbnail(max_size=512))
+        return training_record(self.model_, self.samples_, thumbnails)
 
     def _resolve_conflicts(self, cohort: Cohort, values):
         """Refuse, or drop, patients whose slides carry different labels."""
@@ -1195,7 +1215,7 @@ class SlideTrainer:
             ``label``, ``classes``, ``epochs``, ``best_epoch``, ``seed``, ``consistency``,
             ``class_weight``, ``augment``, ``trained_on``, ``held_out_slides``,
             ``final_model``, ``calibration``, ``validation``, ``cv``, ``cv_summary``,
-            ``oof_predictions``, ``dropped_patients``, ``history``).
+            ``oof_predictions``, ``dropped_patients``, ``applicability``, ``history``).
         """
         from workbench.io import atomic_write_text
         from workbench.models import save_checkpoint
@@ -1222,6 +1242,7 @@ class SlideTrainer:
             "cv_summary": _jsonable(getattr(self, "cv_summary_", None)),
             "oof_predictions": OOF_FILE if has_oof else None,
             "dropped_patients": list(getattr(self, "dropped_patients_", [])),
+            "applicability": getattr(self, "applicability_", None),
             "history": _jsonable(
                 [{k: v for k, v in h.items() if k != "weights"} for h in self.history_]
             ),
