@@ -478,3 +478,30 @@ def test_a_run_with_a_model_and_slides_names_the_discover_command(run_dir, tmp_p
     assert "Label learnt: <b>grade</b>" in sections["model"]
     assert "No held-out evaluation" in sections["model"] and "--validation 0.2" in sections["model"]
     assert "workbench.interactive" in sections["refine"]
+
+
+def test_a_survival_run_reports_risk_not_probabilities(run_dir, tmp_path):
+    """A Cox model's run: the model section says what was learnt and the examples give the
+    slide risk (higher = shorter survival), not an empty probabilities line."""
+    import anndata as ad
+
+    root, _ = run_dir
+    a = ad.read_h5ad(root / "slides" / "disc.h5ad")
+    ex = a.uns["explain"]
+    for key in ("probabilities", "raw_probabilities", "temperature", "global_probabilities",
+                "predicted_class", "predicted_label"):  # fmt: skip
+        ex.pop(key, None)
+    ex.update(target="survival", risk=1.25, global_risk=0.5)
+    write_h5ad(a, tmp_path / "slides" / "S1.h5ad")
+    (tmp_path / "model").mkdir()
+    record = {"history": [{"epoch": 1, "loss": 0.7}], "kind": "global", "train_slides": ["S0"],
+              "held_out_slides": ["S1"], "survival": {"target": "survival", "time_key": "time",
+              "event_key": "event", "ties": "efron"}}  # fmt: skip
+    (tmp_path / "model" / "config.json").write_text(json.dumps({"extra": record}))
+    sections = _sections(write_report(tmp_path, n_examples=1).read_text())
+    assert "Survival learnt (Cox partial likelihood): time <b>time</b>" in sections["model"]
+    assert "Label learnt" not in sections["model"]
+    assert (
+        "slide risk: 1.25 (log relative hazard; higher = shorter survival)" in sections["explain"]
+    )
+    assert "slide-level probabilities" not in sections["explain"]

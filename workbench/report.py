@@ -248,7 +248,20 @@ def _section_model(root: Path) -> str:
                 f"<b>{_fmt(evaluation['focus_hit_rate'])}</b>.</p>"
             )
     where, training = _training_record(root)
-    if training.get("label"):
+    survival = training.get("survival") or {}
+    if survival.get("target") == "survival":  # a model trained on survival (Cox)
+        held = training.get("held_out_slides") or []
+        out.append(
+            "<p>Survival learnt (Cox partial likelihood): time "
+            f"<b>{html.escape(str(survival.get('time_key')))}</b>, event "
+            f"<b>{html.escape(str(survival.get('event_key')))}</b> (ties: "
+            f"{html.escape(str(survival.get('ties')))}); the slide risk is a log relative "
+            f"hazard, higher = shorter survival. {len(training.get('train_slides', []))} "
+            "training slides"
+            + (f" ({len(held)} of the cohort left out of training)" if held else "")
+            + f", {html.escape(str(training.get('kind', 'sew')))} model.</p>"
+        )
+    elif training.get("label"):
         held = training.get("held_out_slides") or []
         classes = ", ".join(str(c) for c in training.get("classes", []))
         out.append(
@@ -419,6 +432,11 @@ def _section_explain(root: Path, n_examples: int) -> str:
         explain = a.uns.get("explain", {})
         probs = explain.get("slide_probabilities", explain.get("probabilities"))
         label = ""
+        what = "slide-level probabilities"
+        if explain.get("target") == "survival":  # a Cox model: a risk, not class probabilities
+            what = "slide risk"
+            label = f"{float(explain.get('risk', np.nan)):.2f} (log relative hazard; higher = shorter survival)"
+            probs = None
         if probs is not None:
             probs = np.asarray(probs, dtype=float).ravel()
             names = list(explain.get("class_names", [f"class {i}" for i in range(len(probs))]))
@@ -443,7 +461,7 @@ def _section_explain(root: Path, n_examples: int) -> str:
         gallery = _fig_to_img(pl.focus_gallery(a), alt=f"focus gallery {sid}")
         flag, grey = _applicability_flag(explain)
         out.append(
-            f'<h3>{html.escape(sid)}</h3>{flag}<p class="note"{grey}>slide-level probabilities: '
+            f'<h3>{html.escape(sid)}</h3>{flag}<p class="note"{grey}>{what}: '
             f'{html.escape(label)}</p><div class="figs"><figure>{overlay}</figure>'
             f"<figure>{gallery}</figure></div>"
         )
