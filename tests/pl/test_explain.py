@@ -77,3 +77,58 @@ def test_plots_need_extract_output(explained):
     del bare.uns["explain"]
     with pytest.raises(KeyError, match="tl.extract"):
         slide_overlay(bare)
+
+
+def _survival_adata(explained):
+    adata = explained.copy()
+    ex = adata.uns["explain"]
+    ex["target"] = "survival"
+    ex["risk"], ex["global_risk"] = 1.23, 0.8
+    ex["predicted_class"], ex["predicted_label"] = -1, ""
+    ex.pop("probabilities", None)
+    scores = np.linspace(0.1, 0.9, adata.n_obs).astype(np.float32)
+    adata.obs["focus_score"] = scores
+    ex["focus"]["focus_score"] = np.array([0.9, 0.2], dtype=np.float32)
+    return adata
+
+
+def test_survival_overlay_is_diverging_around_the_median_region_score(explained):
+    from matplotlib.colors import TwoSlopeNorm
+
+    adata = _survival_adata(explained)
+    ax = slide_overlay(adata)
+    heat = ax.get_images()[1]
+    assert heat.get_cmap().name == "RdBu_r"
+    assert isinstance(heat.norm, TwoSlopeNorm)
+    assert np.isclose(heat.norm.vcenter, np.median(adata.obs["focus_score"]))
+    assert ax.get_title() == "risk 1.23 (higher = shorter survival)"
+    assert len(ax.collections) == 0  # no lesion outlines for a survival model
+    plt.close(ax.figure)
+    ax = slide_overlay(adata, center=0.5, cmap="PuOr")
+    heat = ax.get_images()[1]
+    assert heat.get_cmap().name == "PuOr" and np.isclose(heat.norm.vcenter, 0.5)
+    plt.close(ax.figure)
+
+
+def test_classification_overlay_keeps_its_sequential_map(explained):
+    ax = slide_overlay(explained)
+    heat = ax.get_images()[1]
+    assert heat.get_cmap().name == "magma" and heat.norm.vmin == 0.0
+    plt.close(ax.figure)
+
+
+def test_survival_gallery_titles_say_risk_contribution(explained):
+    adata = _survival_adata(explained)
+    fig = focus_gallery(adata)
+    axes = fig.get_axes()
+    assert len(axes) == 2  # one row: no lesion maps for a survival model
+    titles = [a.get_title() for a in axes]
+    assert titles == ["1: risk contribution 0.90", "2: risk contribution 0.20"]
+    assert not any("lesion" in t for t in titles)
+    red, blue = (np.asarray(a.title.get_color()) for a in axes)
+    assert red[0] > red[2] and blue[2] > blue[0]  # above the median red, below it blue
+    assert "prognostic" in fig._suptitle.get_text()
+    plt.close(fig)
+    classic = focus_gallery(explained)
+    assert any("lesion" in a.get_title() for a in classic.get_axes())
+    plt.close(classic)
