@@ -132,3 +132,35 @@ def test_survival_gallery_titles_say_risk_contribution(explained):
     classic = focus_gallery(explained)
     assert any("lesion" in a.get_title() for a in classic.get_axes())
     plt.close(classic)
+
+
+def test_a_real_survival_extract_is_drawn_and_exported_as_risk(tmp_path):
+    from workbench.io import read_geojson
+    from workbench.tl import export_geojson
+
+    rows, cols = np.mgrid[0:256, 0:320]
+    img = np.full((256, 320, 3), 245, dtype=np.uint8)
+    img[(rows - 128) ** 2 + (cols - 150) ** 2 < 100**2] = (220, 140, 190)
+    torch.manual_seed(1)
+    model = SelfCalibratedModel(
+        in_features=len(feature_names()),
+        n_classes=1,  # a survival (risk) model
+        hidden=16,
+        detail_width=8,
+        embed_dim=16,
+        top_k=2,
+        preprocessing={"thumbnail_mpp": 4.0, "n_segments": 60, "crop_size": 32},
+    ).eval()
+    adata = extract(Slide.from_array(img, mpp=2.0), model)
+    assert adata.uns["explain"]["target"] == "survival"
+    ax = slide_overlay(adata)
+    assert ax.get_images()[1].get_cmap().name == "RdBu_r"
+    assert ax.get_title().startswith("risk ") and "shorter survival" in ax.get_title()
+    plt.close(ax.figure)
+    fig = focus_gallery(adata)
+    assert all(a.get_title().split(": ")[1].startswith("risk contribution") for a in fig.axes)
+    plt.close(fig)
+    anns = read_geojson(export_geojson(adata, tmp_path / "risk.geojson"))
+    assert {a.classification for a in anns} == {"Prognostic focus"}
+    scores = adata.uns["explain"]["focus"]["focus_score"]
+    assert np.allclose([a.measurements["risk_contribution"] for a in anns], scores, atol=1e-6)
