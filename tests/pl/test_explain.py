@@ -104,6 +104,10 @@ def test_survival_overlay_is_diverging_around_the_median_region_score(explained)
     assert ax.get_title() == "risk 1.23 (higher = shorter survival)"
     assert len(ax.collections) == 0  # no lesion outlines for a survival model
     plt.close(ax.figure)
+    adata.uns["explain"]["risk"] = float("nan")  # not graded (not brightfield H&E)
+    ax = slide_overlay(adata)
+    assert ax.get_title() == "not graded (not brightfield H&E)"
+    plt.close(ax.figure)
     ax = slide_overlay(adata, center=0.5, cmap="PuOr")
     heat = ax.get_images()[1]
     assert heat.get_cmap().name == "PuOr" and np.isclose(heat.norm.vcenter, 0.5)

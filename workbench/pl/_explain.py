@@ -152,7 +152,7 @@ def slide_overlay(
     ax.set_xlim(-0.5, thumb.shape[1] - 0.5)
     ax.set_ylim(thumb.shape[0] - 0.5, -0.5)
     ax.set_axis_off()
-    if title and "risk" in ex:  # a survival model
+    if title and "risk" in ex and np.isfinite(float(ex["risk"])):  # a graded survival model
         ax.set_title(f"risk {float(ex['risk']):.2f} (higher = shorter survival)")
     elif title and int(ex["predicted_class"]) < 0:  # tl.extract gave no grade (applicability)
         ax.set_title("not graded (not brightfield H&E)")
