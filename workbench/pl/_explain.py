@@ -28,6 +28,27 @@ def _rgb(color: tuple[int, int, int]) -> tuple[float, float, float]:
     return tuple(c / 255.0 for c in color)
 
 
+def _is_survival(ex: dict) -> bool:
+    return ex.get("target") == "survival"
+
+
+def _risk_norm(adata: anndata.AnnData, key: str = "focus_score", center: float | None = None):
+    """Diverging colour scale of a survival model's region scores.
+
+    Centred at ``center`` (default: the slide's median region score), so that regions above
+    the slide's typical region (pushing its risk up) read warm and those below read cool.
+    """
+    from matplotlib.colors import TwoSlopeNorm
+
+    if center is None:
+        values = adata.obs[key].to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        center = float(np.median(values)) if values.size else 0.5
+    # TwoSlopeNorm needs vmin < vcenter < vmax.
+    center = float(np.clip(center, 1e-3, 1.0 - 1e-3))
+    return TwoSlopeNorm(vcenter=center, vmin=0.0, vmax=1.0)
+
+
 def region_values(adata: anndata.AnnData, key: str) -> np.ndarray:
     """Paint ``obs[key]`` onto the thumbnail label image (NaN on background)."""
     labels = np.asarray(adata.uns[REGION_GRAPH]["labels"])
@@ -47,11 +68,12 @@ def slide_overlay(
     *,
     key: str = "focus_score",
     ax: Axes | None = None,
-    cmap: str = "magma",
+    cmap: str | None = None,
     alpha: float = 0.5,
     lesions: bool = True,
     boxes: bool = True,
     title: bool = True,
+    center: float | None = None,
 ) -> Axes:
     """Thumbnail with a per-region heat map, lesion outlines and the top-K focus boxes.
 
@@ -64,13 +86,20 @@ def slide_overlay(
     ax
         Axes to draw into (a new figure when ``None``).
     cmap, alpha
-        Heat map colour map and opacity.
+        Heat map colour map (default ``"magma"``; ``"RdBu_r"`` for a survival model) and
+        opacity.
     lesions
-        Outline the lesion maps of the focus regions (at the extraction's threshold).
+        Outline the lesion maps of the focus regions (at the extraction's threshold; never
+        for a survival model, whose lesion maps were not trained on lesion).
     boxes
         Draw and number the focus regions.
     title
-        Put the predicted class and its probability in the title.
+        Put the predicted class and its probability in the title (a survival model: its risk,
+        higher = shorter survival).
+    center
+        Survival models only: the region score at the white middle of the diverging map
+        (default: the slide's median region score, so red marks the regions that push this
+        slide's risk up more than its typical region, blue those that push it up less).
 
     Returns
     -------
@@ -88,7 +117,13 @@ def slide_overlay(
         _, ax = plt.subplots(figsize=(6, 6 * thumb.shape[0] / max(thumb.shape[1], 1)))
     ax.imshow(thumb)
     heat = np.ma.masked_invalid(region_values(adata, key))
-    im = ax.imshow(heat, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
+    survival = _is_survival(ex)
+    if survival:
+        norm = _risk_norm(adata, key, center)
+        im = ax.imshow(heat, cmap=cmap or "RdBu_r", alpha=alpha, norm=norm)
+        lesions = False
+    else:
+        im = ax.imshow(heat, cmap=cmap or "magma", alpha=alpha, vmin=0.0, vmax=1.0)
     im.set_label(f"heat:{key}")
     focus = ex["focus"]
     thr = float(ex.get("lesion_threshold", 0.5))
@@ -117,7 +152,7 @@ def slide_overlay(
     ax.set_xlim(-0.5, thumb.shape[1] - 0.5)
     ax.set_ylim(thumb.shape[0] - 0.5, -0.5)
     ax.set_axis_off()
-    if title and "risk" in ex:  # a survival model
+    if title and "risk" in ex and np.isfinite(float(ex["risk"])):  # a graded survival model
         ax.set_title(f"risk {float(ex['risk']):.2f} (higher = shorter survival)")
     elif title and int(ex["predicted_class"]) < 0:  # tl.extract gave no grade (applicability)
         ax.set_title("not graded (not brightfield H&E)")
@@ -150,7 +185,12 @@ def focus_gallery(
     Returns
     -------
     matplotlib.figure.Figure
-        Two rows (crop; lesion map with its outline) and one column per focus region.
+        Two rows (crop; lesion map with its outline) and one column per focus region. For a
+        survival model (``uns["explain"]["target"] == "survival"``) the titles give each
+        region's *risk contribution* (its region score: how much it pushes the slide risk
+        up) instead of a lesion probability, in a ``"RdBu_r"`` colour centred at the slide's
+        median region score (red: above it), and there is one row (no lesion maps: a
+        survival model's were not trained on lesion).
     """
     import matplotlib.pyplot as plt
 
@@ -160,10 +200,23 @@ def focus_gallery(
     maps = np.asarray(focus["lesion_maps"])
     thr = float(ex.get("lesion_threshold", 0.5))
     k = len(crops)
+    survival = _is_survival(ex)
+    rows = 1 if survival else 2
     if fig is None:
-        fig = plt.figure(figsize=(panel_size * max(k, 1), panel_size * 2))
-    axes = fig.subplots(2, max(k, 1), squeeze=False)
-    for i in range(k):
+        fig = plt.figure(figsize=(panel_size * max(k, 1), panel_size * rows))
+    axes = fig.subplots(rows, max(k, 1), squeeze=False)
+    if survival:
+        import matplotlib
+
+        norm, colours = _risk_norm(adata), matplotlib.colormaps["RdBu_r"]
+        for i in range(k):
+            score = float(focus["focus_score"][i])
+            axes[0, i].imshow(crops[i])
+            axes[0, i].set_title(
+                f"{i + 1}: risk contribution {score:.2f}", fontsize=8, color=colours(norm(score))
+            )
+            axes[0, i].set_axis_off()
+    for i in range(k if not survival else 0):
         top, bottom = axes[0, i], axes[1, i]
         top.imshow(crops[i])
         lesion = float(focus["lesion_prob"][i])
@@ -178,5 +231,6 @@ def focus_gallery(
             bottom.contour(maps[i], levels=[thr], colors=[_rgb(LESION_COLOR)], linewidths=1.0)
         top.set_axis_off()
         bottom.set_axis_off()
-    fig.suptitle(f"focus regions at {float(focus['detail_mpp']):g} µm/px", fontsize=9)
+    what = "prognostic focus regions" if survival else "focus regions"
+    fig.suptitle(f"{what} at {float(focus['detail_mpp']):g} µm/px", fontsize=9)
     return fig

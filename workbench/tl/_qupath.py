@@ -20,6 +20,9 @@ __all__ = ["export_geojson", "focus_annotations", "focus_in_mask"]
 
 logger = logging.getLogger(__name__)
 
+#: QuPath class of a survival model's focus regions (they mark what raises the risk, not lesion).
+PROGNOSTIC_CLASS = "Prognostic focus"
+
 
 def focus_in_mask(adata: anndata.AnnData, mask: np.ndarray, downsample: float) -> np.ndarray:
     """Which focus regions of an explained slide are centred inside ``mask``.
@@ -64,7 +67,11 @@ def focus_annotations(adata: anndata.AnnData, *, threshold: float | None = None)
     list of Annotation
         One ``"Focus region"`` rectangle per focus region (measurements ``focus_score`` and,
         for kinds with a detail branch, ``lesion_prob``), then the ``"Tumor"`` polygons of its
-        lesion map (none for kinds without a detail branch: their maps are NaN).
+        lesion map (none for kinds without a detail branch: their maps are NaN). For a
+        survival model (``uns["explain"]["target"] == "survival"``) each focus region is a
+        ``"Prognostic focus"`` rectangle whose measurement ``risk_contribution`` is its region
+        score (what pushes the slide risk up), with no lesion polygons: a survival model's
+        lesion maps were never trained on lesion.
     """
     from workbench.io import Annotation, mask_to_annotations
 
@@ -73,10 +80,24 @@ def focus_annotations(adata: anndata.AnnData, *, threshold: float | None = None)
     ex = adata.uns[EXPLAIN]
     focus = ex["focus"]
     thr = float(ex.get("lesion_threshold", 0.5) if threshold is None else threshold)
+    survival = ex.get("target") == "survival"
     anns = []
     maps = np.asarray(focus["lesion_maps"])
     for i, (x, y, w, h) in enumerate(np.asarray(focus["boxes_xywh"], dtype=float)):
         ring = [[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]
+        if survival:
+            anns.append(
+                Annotation(
+                    geometry={"type": "Polygon", "coordinates": [ring]},
+                    classification=PROGNOSTIC_CLASS,
+                    color=FOCUS_COLOR,
+                    name=f"prognostic focus {i + 1}",
+                    measurements=_finite_measurements(
+                        risk_contribution=float(focus["focus_score"][i])
+                    ),
+                )
+            )
+            continue
         anns.append(
             Annotation(
                 geometry={"type": "Polygon", "coordinates": [ring]},
@@ -112,7 +133,9 @@ def export_geojson(
 
     Focus regions become rectangles classified ``"Focus region"`` with ``focus_score`` and
     ``lesion_prob`` measurements; lesion-map pixels above ``threshold`` (default: the
-    extraction's ``lesion_threshold``) become ``"Tumor"`` polygons. Written atomically.
+    extraction's ``lesion_threshold``) become ``"Tumor"`` polygons. A survival model's focus
+    regions become ``"Prognostic focus"`` rectangles with a ``risk_contribution``
+    measurement instead (see :func:`focus_annotations`). Written atomically.
 
     Parameters
     ----------
