@@ -582,7 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--folds", type=_whole(2), help="k-fold cross-validation by patient "
                        "(k >= 2) first: pooled out-of-fold AUC with a bootstrap interval, "
                        "per-fold table, oof_predictions.csv; each fold stops early on an "
-                       "inner split of its training patients")  # fmt: skip
+                       "inner split of its training patients (with --survival: folds "
+                       "stratified by event, Harrell's and Uno's C)")  # fmt: skip
     train.add_argument("--repeats", type=_whole(1), default=1,
                        help="repeat the cross-validation with new folds (small cohorts)")  # fmt: skip
     train.add_argument("--refit", action="store_true", help="with --validation: refit the "
