@@ -178,8 +178,8 @@ def _train(args: argparse.Namespace) -> int:
             raise OptionError(f"--survival takes two columns, TIME,EVENT; got {args.survival!r}")
         if args.label is not None:
             raise OptionError("give --label or --survival, not both")
-        if args.folds is not None:
-            raise OptionError("--folds is not available with --survival yet; use --validation")
+        if args.refit:
+            raise OptionError("--refit is not available with --survival yet")
         if args.kind not in ("sew", "global"):
             raise OptionError(f"--survival trains --kind sew or global, not {args.kind!r}")
         import pandas as pd
@@ -241,6 +241,8 @@ def _train(args: argparse.Namespace) -> int:
                 f"validation ({len(v['slides'])} slides of {v['n_patients']} patients, "
                 f"{v['n_events']} events, not used to fit the model): Harrell's C {c}"
             )
+        if trainer.cv_ is not None:
+            _print_survival_cv(trainer, args.out)
         return 0
     print(
         f"{args.kind} model trained on {len(trainer.samples_)} slides ({final['fit_on']}, "
@@ -278,6 +280,30 @@ def _train(args: argparse.Namespace) -> int:
             )
         print(f"out-of-fold predictions: {Path(args.out) / 'oof_predictions.csv'}")
     return 0
+
+
+def _print_survival_cv(trainer, out) -> None:
+    def fmt(v, ci=None):
+        if v is None or not math.isfinite(v):
+            return "n/a"
+        return f"{v:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+
+    s = trainer.cv_summary_
+    print(
+        f"cross-validation, {s['folds']} folds x {s['repeats']} repeat(s), {s['n_patients']} "
+        f"patients ({s['n_events']} events): pooled out-of-fold Harrell's C "
+        f"{fmt(s['harrell_c'], s['harrell_c_ci'])} (patients resampled), mean of the folds' "
+        f"Uno's C {fmt(s['uno_c_mean_of_folds'])}"
+    )
+    for row in trainer.cv_.to_dict("records"):
+        rep = f"repeat {row['repeat']} " if s["repeats"] > 1 else ""
+        print(
+            f"  {rep}fold {row['fold']} ({row['n_test_patients']} patients, "
+            f"{row['n_test_events']} events; stopped at epoch {row['epochs']}): Harrell's C "
+            f"{fmt(row['harrell_c'], row['harrell_c_ci'])}, Uno's C "
+            f"{fmt(row['uno_c'], row['uno_c_ci'])}"
+        )
+    print(f"out-of-fold risks: {Path(out) / 'oof_predictions.csv'}")
 
 
 def _metrics_line(m: dict) -> str:
@@ -556,7 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--folds", type=_whole(2), help="k-fold cross-validation by patient "
                        "(k >= 2) first: pooled out-of-fold AUC with a bootstrap interval, "
                        "per-fold table, oof_predictions.csv; each fold stops early on an "
-                       "inner split of its training patients")  # fmt: skip
+                       "inner split of its training patients (with --survival: folds "
+                       "stratified by event, Harrell's and Uno's C)")  # fmt: skip
     train.add_argument("--repeats", type=_whole(1), default=1,
                        help="repeat the cross-validation with new folds (small cohorts)")  # fmt: skip
     train.add_argument("--refit", action="store_true", help="with --validation: refit the "

@@ -131,7 +131,7 @@ def test_survival_table_problems_are_named():
 
 @pytest.mark.parametrize(
     "kw, message",
-    [({"kind": "abmil"}, "trains the kinds"), ({"folds": 3}, "not available"),
+    [({"kind": "abmil"}, "trains the kinds"), ({"refit": True, "validation": 0.2}, "refit is not available"),
      ({"ties": "exact"}, "ties"), ({"target": "grade"}, "target must be")],
 )  # fmt: skip
 def test_bad_survival_options_are_refused(kw, message):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from workbench.tl._aggregate import aggregate, cohort, read_slides
 from workbench.tl._applicability import ApplicabilityRecord
 from workbench.tl._calibration import expected_calibration_error, fit_temperature
+from workbench.tl._cv import uno_concordance
 from workbench.tl._discover import discover, match_phenotypes, outcome_groups
 from workbench.tl._exemplars import phenotype_exemplars
 from workbench.tl._explain import extract, load_model, predict_tiles
@@ -49,4 +50,5 @@ __all__ = [
     "spatial",
     "spatial_many",
     "survival",
+    "uno_concordance",
 ]

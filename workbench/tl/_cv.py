@@ -413,6 +413,199 @@ def pooled_summary(
     return out
 
 
+# ----------------------------------------------------------------------------- survival
+def censoring_survival(train_time, train_event, at) -> np.ndarray:
+    """Kaplan–Meier estimate of the censoring survival ``G(t) = P(C > t)`` at ``at``.
+
+    Parameters
+    ----------
+    train_time, train_event
+        Follow-up times and events (1 event, 0 censored) of the patients the estimate is
+        fitted on (a censoring is the "event" of this estimate).
+    at
+        Times to evaluate ``G`` at (right-continuous: a censoring at ``t`` counts at ``t``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``G`` at each of ``at``.
+    """
+    t = np.asarray(train_time, dtype=float)
+    c = 1 - np.asarray(train_event, dtype=int)
+    times = np.unique(t[c == 1])
+    at_risk = np.asarray([(t >= u).sum() for u in times], dtype=float)
+    censored = np.asarray([((t == u) & (c == 1)).sum() for u in times], dtype=float)
+    steps = np.cumprod(1.0 - censored / np.maximum(at_risk, 1.0))
+    at = np.asarray(at, dtype=float)
+    idx = np.searchsorted(times, at, side="right") - 1
+    return np.where(idx >= 0, steps[np.clip(idx, 0, None)], 1.0) if len(times) else np.ones_like(at)
+
+
+def _pair_concordance(time, event, risk, weight, counts=None):
+    """``sum w_i [r_i > r_j] + w_i / 2 [r_i = r_j]`` over comparable pairs, over ``sum w_i``:
+    ``i`` an event, ``T_i < T_j`` or (``T_i = T_j`` and ``j`` censored). ``counts``
+    ``(b, n)``: patient multiplicities of ``b`` bootstrap draws (returns ``(b,)``)."""
+    time, risk = np.asarray(time, float), np.asarray(risk, float)
+    event = np.asarray(event, int).astype(bool)
+    comp = event[:, None] & (
+        (time[:, None] < time[None, :]) | ((time[:, None] == time[None, :]) & ~event[None, :])
+    )
+    score = (risk[:, None] > risk[None, :]) + 0.5 * (risk[:, None] == risk[None, :])
+    wc = comp * np.asarray(weight, float)[:, None]
+    if counts is None:
+        den = wc.sum()
+        return None if den <= 0 else float((wc * score).sum() / den)
+    m = np.asarray(counts, float)
+    den = np.einsum("bi,ij,bj->b", m, wc, m)
+    num = np.einsum("bi,ij,bj->b", m, wc * score, m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def uno_tau(time, train_time, train_event) -> float:
+    """The default truncation of :func:`uno_concordance`: the largest of ``time`` that the
+    censoring estimate of the training part still covers (at most the largest training time
+    and with ``G > 0``)."""
+    time = np.asarray(time, dtype=float)
+    g = censoring_survival(train_time, train_event, time)
+    ok = (time <= np.max(train_time)) & (g > 0)
+    return float(time[ok].max()) if ok.any() else float("-inf")
+
+
+def uno_concordance(
+    time, event, risk, train_time, train_event, *, tau: float | None = None, counts=None
+):
+    """Uno's C (inverse-probability-of-censoring weighted concordance) of risk scores.
+
+    ``C = sum_ij D_i G(T_i)^-2 [T_i < T_j, T_i < tau] ([r_i > r_j] + [r_i = r_j] / 2) /
+    sum_ij D_i G(T_i)^-2 [T_i < T_j, T_i < tau]`` (an event ``i`` is also comparable with a
+    patient censored at the same time), with ``G`` the Kaplan–Meier estimate of the censoring
+    distribution of the *training* patients (:func:`censoring_survival`): the definition of
+    scikit-survival's ``concordance_index_ipcw``. Higher risk = shorter survival.
+
+    Parameters
+    ----------
+    time, event, risk
+        One entry per test patient.
+    train_time, train_event
+        The training patients' follow-up, for the censoring distribution.
+    tau
+        Truncation time; ``None``: :func:`uno_tau` (the largest test time the censoring
+        estimate covers).
+    counts
+        Optional ``(b, n)`` patient multiplicities (bootstrap draws): one C per draw.
+
+    Returns
+    -------
+    float or None (or numpy.ndarray with ``counts``)
+        Uno's C; ``None`` (``nan`` per draw) without a comparable pair.
+    """
+    time = np.asarray(time, dtype=float)
+    if tau is None:
+        tau = uno_tau(time, train_time, train_event)
+    g = censoring_survival(train_time, train_event, time)
+    keep = (time < tau) & (g > 0)
+    w = np.zeros(len(time))
+    w[keep] = 1.0 / g[keep] ** 2
+    return _pair_concordance(time, event, risk, w, counts)
+
+
+def _draws(n: int, n_boot: int, rng) -> np.ndarray:
+    draws = rng.integers(0, n, (n_boot, n))
+    counts = np.zeros((n_boot, n))
+    np.add.at(counts, (np.repeat(np.arange(n_boot), n), draws.ravel()), 1.0)
+    return counts
+
+
+def _interval(values, level: float, n_boot: int):
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < max(20, n_boot // 10):
+        return None
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    return [float(np.percentile(values, lo)), float(np.percentile(values, hi))]
+
+
+def survival_fold_figures(
+    time, event, risk, train_time, train_event, *, n_boot=1000, level=0.95, seed=0
+) -> dict:
+    """Harrell's and Uno's C of one test fold (patients), with patient-bootstrap intervals.
+
+    Parameters
+    ----------
+    time, event, risk
+        The fold's test patients.
+    train_time, train_event
+        The fold's training patients (Uno's censoring distribution).
+    n_boot, level, seed
+        Bootstrap resamples of the test patients, coverage, seed.
+
+    Returns
+    -------
+    dict
+        ``harrell_c``, ``harrell_c_ci``, ``uno_c``, ``uno_c_ci``, ``tau``.
+    """
+    tau = uno_tau(time, train_time, train_event)
+    out = {
+        "harrell_c": _pair_concordance(time, event, risk, np.ones(len(time))),
+        "uno_c": uno_concordance(time, event, risk, train_time, train_event, tau=tau),
+        "tau": tau if np.isfinite(tau) else None,
+        "harrell_c_ci": None,
+        "uno_c_ci": None,
+    }
+    if n_boot > 0 and len(time) > 1:
+        m = _draws(len(time), int(n_boot), np.random.default_rng(seed))
+        h = _pair_concordance(time, event, risk, np.ones(len(time)), m)
+        u = uno_concordance(time, event, risk, train_time, train_event, tau=tau, counts=m)
+        out["harrell_c_ci"] = _interval(h, level, n_boot)
+        out["uno_c_ci"] = _interval(u, level, n_boot)
+    return out
+
+
+def pooled_survival_summary(
+    time, event, risk, patients, repeats, *, n_boot=1000, level=0.95, seed=0
+) -> dict:
+    """Pooled out-of-fold Harrell's C with a patient-bootstrap interval.
+
+    Parameters
+    ----------
+    time, event, risk
+        One row per patient and repeat (out-of-fold patient risks).
+    patients, repeats
+        The patient and repeat of every row.
+    n_boot, level, seed
+        Bootstrap resamples of the patients (a drawn patient counts in every repeat).
+
+    Returns
+    -------
+    dict
+        ``harrell_c`` (mean over repeats of the pooled C of each repeat), ``harrell_c_ci``,
+        ``harrell_c_by_repeat``, ``n_boot``, ``level``.
+    """
+    time, event, risk = (np.asarray(a, dtype=float) for a in (time, event, risk))
+    patients = np.asarray([str(p) for p in patients])
+    repeats = np.asarray(repeats, dtype=int)
+    unique = sorted(set(patients.tolist()))
+    index = {p: i for i, p in enumerate(unique)}
+    by_repeat = [np.flatnonzero(repeats == r) for r in sorted(set(repeats.tolist()))]
+    per = [_pair_concordance(time[r], event[r], risk[r], np.ones(len(r))) for r in by_repeat]
+    out = {
+        "harrell_c": None if any(c is None for c in per) else float(np.mean(per)),
+        "harrell_c_by_repeat": per,
+        "harrell_c_ci": None,
+        "n_boot": int(n_boot),
+        "level": float(level),
+    }
+    if n_boot > 0 and out["harrell_c"] is not None:
+        m = _draws(len(unique), int(n_boot), np.random.default_rng(seed))
+        total = np.zeros(int(n_boot))
+        for r in by_repeat:
+            pid = np.asarray([index[p] for p in patients[r]])
+            total += _pair_concordance(time[r], event[r], risk[r], np.ones(len(r)), m[:, pid])
+        out["harrell_c_ci"] = _interval(total / len(by_repeat), level, n_boot)
+    return out
+
+
 __all__ = [
     "OOF_FILE",
     "ON_CONFLICT",
@@ -422,4 +615,7 @@ __all__ = [
     "holdout_split",
     "make_folds",
     "pooled_summary",
+    "pooled_survival_summary",
+    "survival_fold_figures",
+    "uno_concordance",
 ]

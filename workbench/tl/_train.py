@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workbench._errors import ClinicalTableError, SplitWarning
+from workbench._errors import ClinicalTableError, OptionError, SplitWarning
 from workbench.tl._calibration import (
     expected_calibration_error,
     fit_temperature,
@@ -245,7 +245,19 @@ class SlideTrainer:
         held-out patients (stratified by event) stop training early on their Harrell's C
         (``1 - C`` is the watched ``val_loss``); ``validation_`` holds their C and risks.
         The focus is back-calibrated on the detail branch's risk; the consistency loss is
-        unchanged. Not yet for survival: ``folds`` and temperature calibration.
+        unchanged. With ``folds`` the patients are split in folds stratified by event; each
+        fold stops early on an inner split of its own training patients (never its test
+        fold) and the final model is fit on all patients for the median early-stopped epochs.
+        ``cv_`` then holds per fold ``harrell_c``, ``uno_c`` (IPCW, the censoring
+        distribution of the fold's training part, truncated at ``tau``: see
+        :func:`~workbench.tl.uno_concordance`), their patient-bootstrap intervals
+        ``harrell_c_ci``/``uno_c_ci``, ``n_test_events`` and ``epochs``; ``oof_`` one row
+        per patient and repeat (``patient``, ``fold``, ``repeat``, ``time``, ``event``,
+        ``risk``); ``cv_summary_`` the pooled out-of-fold ``harrell_c`` with
+        ``harrell_c_ci`` and the folds' mean ``uno_c_mean_of_folds``. A fold whose training
+        part has no event or fewer than 2 patients is refused
+        (:class:`~workbench.OptionError`). Not for survival: ``refit`` and temperature
+        calibration.
     time_key, event_key
         Survival columns of the clinical table: follow-up time (any unit, > 0) and event
         (1 observed, 0 censored).
@@ -335,11 +347,6 @@ class SlideTrainer:
             if self.kind not in SURVIVAL_KINDS:
                 raise ValueError(
                     f"target='survival' trains the kinds {SURVIVAL_KINDS}, not {self.kind!r}"
-                )
-            if self.folds is not None:
-                raise ValueError(
-                    "cross-validation (folds) is not available for target='survival' yet; "
-                    "use validation= for a held-out C-index"
                 )
             if self.refit:
                 raise ValueError("refit is not available for target='survival' yet")
@@ -733,8 +740,36 @@ class SlideTrainer:
             self._check_survival_split(event, patients)
             settings = dict(self.settings)
             cohort = None
+        if self.folds is not None:
+            self._cross_validate_survival(samples, patients, time, event, cohort, settings, encoder)
         train, held, readers = samples, [], None
         tr = np.arange(len(samples))
+        if self.cv_ is not None and self.validation is None:
+            epochs = int(np.median(self.cv_["epochs"].to_numpy(dtype=float)))
+            epochs = max(1, min(epochs, int(self.epochs)))
+            logger.info(
+                "final model: all %d slides for %d epochs (median early-stopped epoch of the "
+                "folds)",
+                len(samples),
+                epochs,
+            )
+            trainer = self._train_survival(
+                samples, patients, time, event, settings, encoder, held=[],
+                held_patients=None, held_time=None, held_event=None, readers=None,
+                epochs=epochs,
+            )  # fmt: skip
+            self.validation_ = None
+            self.history_ = trainer.history_
+            self.best_epoch_ = trainer.best_epoch_
+            self.final_model_ = {
+                "fit_on": "all patients",
+                "slides": len(samples),
+                "patients": len(set(patients)),
+                "epochs": epochs,
+                "early_stopping": False,
+                "epochs_from": "median early-stopped epoch of the folds",
+            }
+            return self._finish_survival(trainer, samples, settings, cohort)
         if self.validation is not None:
             tr, he = holdout_split(
                 event, patients, float(self.validation), self.seed, classes=EVENT_CLASSES
@@ -781,6 +816,9 @@ class SlideTrainer:
             "epochs": trainer.best_epoch_,
             "early_stopping": bool(held),
         }
+        return self._finish_survival(trainer, train, settings, cohort)
+
+    def _finish_survival(self, trainer, train, settings, cohort) -> SlideTrainer:
         self.model_ = trainer.model.cpu().eval()
         self.calibration_ = None
         self.model_.calibration_ = None
@@ -794,10 +832,137 @@ class SlideTrainer:
     def _check_survival_split(self, event: np.ndarray, patients: list) -> None:
         if self.validation is not None:
             check_holdout(event, patients, float(self.validation), classes=EVENT_CLASSES)
+        if self.folds is not None:
+            check_folds(event, patients, int(self.folds), classes=EVENT_CLASSES)
+
+    def _cross_validate_survival(
+        self, samples, patients, time, event, cohort, settings, encoder
+    ) -> None:
+        """k-fold (repeated) cross-validation of the survival model by patient."""
+        import pandas as pd
+        from tqdm.auto import tqdm
+
+        from workbench.tl._cv import (
+            pooled_survival_summary,
+            survival_fold_figures,
+        )
+
+        k, repeats = int(self.folds), int(self.repeats)
+        inner = float(self.validation) if self.validation is not None else INNER_VALIDATION
+        rows, oof = [], []
+        bar = tqdm(total=k * repeats, desc="cross-validation", disable=not self.progress)
+        for r in range(repeats):
+            seed = self.seed + 1000 * r
+            folds = make_folds(event, patients, k, seed, classes=EVENT_CLASSES, warn=False)
+            for f, (tr, te) in enumerate(folds, start=1):
+                tag = f"repeat {r + 1}/{repeats} fold {f}/{k}" if repeats > 1 else f"fold {f}/{k}"
+                tr_p = [patients[i] for i in tr]
+                _, tr_time, tr_event = patient_risks(np.zeros(len(tr)), tr_p, time[tr], event[tr])
+                if len(tr_time) < 2 or tr_event.sum() == 0:
+                    raise OptionError(
+                        f"{tag}: its training part holds {len(tr_time)} patient(s) with "
+                        f"{int(tr_event.sum())} event(s); a Cox model needs at least 2 patients "
+                        "and one event. Ask for fewer folds or add patients with events"
+                    )
+                split = holdout_split(event[tr], tr_p, inner, seed + f, strict=False)
+                fit_idx, held_idx = (tr, np.asarray([], int)) if split is None else (
+                    tr[split[0]], tr[split[1]]
+                )  # fmt: skip
+                if split is None:
+                    warnings.warn(
+                        f"{tag}: the training part holds fewer than 2 patients with (or "
+                        "without) an event, too few for an inner validation split; the fold "
+                        f"trains all {self.epochs} epochs without early stopping",
+                        SplitWarning,
+                        stacklevel=3,
+                    )
+                train = [samples[i] for i in fit_idx]
+                held = [samples[i] for i in held_idx]
+                test = [samples[i] for i in te]
+                readers = self._readers(held, cohort, settings, encoder) if held else None
+                logger.info(
+                    "%s: %d training slides, %d inner validation slides (early stopping), %d "
+                    "test slides of %d patients",
+                    tag, len(train), len(held), len(test), len({patients[i] for i in te}),
+                )  # fmt: skip
+                trainer = self._train_survival(
+                    train, [patients[i] for i in fit_idx], time[fit_idx], event[fit_idx],
+                    settings, encoder, held=held,
+                    held_patients=[patients[i] for i in held_idx] if held else None,
+                    held_time=time[held_idx] if held else None,
+                    held_event=event[held_idx] if held else None, readers=readers,
+                )  # fmt: skip
+                risk = _slide_risks(
+                    trainer.model, test, self._readers(test, cohort, settings, encoder)
+                )
+                te_p = [patients[i] for i in te]
+                p_risk, p_time, p_event = patient_risks(risk, te_p, time[te], event[te])
+                figures = survival_fold_figures(
+                    p_time, p_event, p_risk, tr_time, tr_event,
+                    n_boot=int(self.n_boot), seed=self.seed + f + 1000 * r,
+                )  # fmt: skip
+                figures["harrell_c"] = concordance_index(p_time, p_risk, p_event)
+                rows.append(
+                    {
+                        "repeat": r + 1,
+                        "fold": f,
+                        "n_train": len(train),
+                        "n_inner_validation": len(held),
+                        "n_test": len(test),
+                        "n_test_patients": len(p_risk),
+                        "n_test_events": int(p_event.sum()),
+                        "epochs": trainer.best_epoch_,
+                        **figures,
+                        "test_slides": ";".join(s.name for s in test),
+                        "inner_validation_slides": ";".join(s.name for s in held),
+                    }
+                )
+                for p, t, e, v in zip(dict.fromkeys(te_p), p_time, p_event, p_risk, strict=True):
+                    oof.append({"patient": str(p), "fold": f, "repeat": r + 1,
+                                "time": float(t), "event": int(e), "risk": float(v)})  # fmt: skip
+                logger.info(
+                    "%s done: Harrell's C %s, Uno's C %s, stopped at epoch %s of %d",
+                    tag,
+                    _fmt(figures["harrell_c"]),
+                    _fmt(figures["uno_c"]),
+                    trainer.best_epoch_,
+                    self.epochs,
+                )
+                bar.update(1)
+        bar.close()
+        self.cv_ = pd.DataFrame(rows)
+        self.oof_ = pd.DataFrame(oof)
+        o = self.oof_
+        summary = pooled_survival_summary(
+            o["time"], o["event"], o["risk"], o["patient"], o["repeat"],
+            n_boot=int(self.n_boot), seed=self.seed,
+        )  # fmt: skip
+        uno = [u for u in self.cv_["uno_c"] if u is not None and np.isfinite(u)]
+        summary.update(
+            {
+                "uno_c_mean_of_folds": float(np.mean(uno)) if uno else None,
+                "harrell_c_mean_of_folds": _mean_or_none(self.cv_["harrell_c"]),
+                "folds": k,
+                "repeats": repeats,
+                "n_slides": len(samples),
+                "n_patients": len(set(patients)),
+                "n_events": int(o.drop_duplicates("patient")["event"].sum()),
+                "inner_validation": inner,
+            }
+        )
+        self.cv_summary_ = summary
+        ci = summary["harrell_c_ci"]
+        logger.info(
+            "cross-validation (%d folds x %d repeats, %d patients): pooled out-of-fold "
+            "Harrell's C %s%s; mean of the folds' Uno's C %s",
+            k, repeats, len(set(patients)), _fmt(summary["harrell_c"]),
+            "" if ci is None else f" (95% CI {ci[0]:.3f}-{ci[1]:.3f}, patients resampled)",
+            _fmt(summary["uno_c_mean_of_folds"]),
+        )  # fmt: skip
 
     def _train_survival(
         self, train, patients, time, event, settings, encoder, *, held, held_patients,
-        held_time, held_event, readers,
+        held_time, held_event, readers, epochs=None,
     ):  # fmt: skip
         """One survival model on ``train``, stopping early on the held-out C-index."""
         import torch
@@ -835,7 +1000,7 @@ class SlideTrainer:
 
         return Trainer(
             model,
-            epochs=int(self.epochs),
+            epochs=int(epochs or self.epochs),
             lr=self.lr,
             seed=self.seed,
             device=self.device,
@@ -1385,6 +1550,15 @@ def concordance_index(time, risk, event) -> float | None:
         return float(lifelines_c(np.asarray(time), -np.asarray(risk), np.asarray(event)))
     except ZeroDivisionError:
         return None
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+
+def _mean_or_none(values) -> float | None:
+    v = [x for x in values if x is not None and np.isfinite(x)]
+    return float(np.mean(v)) if v else None
 
 
 def _slide_risks(model, samples, readers) -> np.ndarray:
