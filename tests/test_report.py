@@ -497,8 +497,14 @@ def test_a_survival_run_reports_risk_not_probabilities(run_dir, tmp_path):
     record = {"history": [{"epoch": 1, "loss": 0.7}], "kind": "global", "train_slides": ["S0"],
               "held_out_slides": ["S1"], "survival": {"target": "survival", "time_key": "time",
               "event_key": "event", "ties": "efron"}}  # fmt: skip
+    record["cv_summary"] = {"folds": 3, "repeats": 1, "harrell_c": 0.71,
+                            "harrell_c_ci": [0.6, 0.8], "harrell_c_mean_of_folds": 0.72,
+                            "uno_c_mean_of_folds": 0.7}  # fmt: skip
+    record["cv"] = [{"repeat": 0, "fold": 1, "harrell_c": 0.75, "uno_c": 0.74, "tau": 30.0}]
     (tmp_path / "model" / "config.json").write_text(json.dumps({"extra": record}))
     sections = _sections(write_report(tmp_path, n_examples=1).read_text())
+    assert "pooled out-of-fold Harrell's C <b>0.710</b> (95% CI 0.600" in sections["model"]
+    assert "<th>uno_c</th>" in sections["model"] and "AUC" not in sections["model"]
     assert "Survival learnt (Cox partial likelihood): time <b>time</b>" in sections["model"]
     assert "Label learnt" not in sections["model"]
     assert (

@@ -297,7 +297,19 @@ def _section_model(root: Path) -> str:
             f"{_fmt(calibration.get('ece_after'))}). Every probability below is calibrated.</p>"
         )
     summary = training.get("cv_summary")
-    if summary:
+    if summary and "harrell_c" in summary:  # survival cross-validation
+        ci = summary.get("harrell_c_ci")
+        interval = f" (95% CI {_fmt(ci[0])}–{_fmt(ci[1])}, patients resampled)" if ci else ""
+        out.append(
+            f"<p>Cross-validation by patient, {_fmt(summary.get('folds'))} folds × "
+            f"{_fmt(summary.get('repeats'))} repeat(s): pooled out-of-fold Harrell's C "
+            f"<b>{_fmt(summary.get('harrell_c'))}</b>{interval}; mean of the folds' Harrell's C "
+            f"{_fmt(summary.get('harrell_c_mean_of_folds'))}, Uno's C "
+            f"{_fmt(summary.get('uno_c_mean_of_folds'))} (above 0.5: higher risk, shorter "
+            "survival). Each fold stopped early on an inner split of its own training "
+            "patients.</p>"
+        )
+    elif summary:
         ci = summary.get("auc_ci")
         interval = f" (95% CI {_fmt(ci[0])}–{_fmt(ci[1])}, patients resampled)" if ci else ""
         out.append(
@@ -311,7 +323,8 @@ def _section_model(root: Path) -> str:
         )
     if training.get("cv"):
         cols = ["repeat", "fold", "n_train", "n_test", "n_test_patients", "epochs",
-                "temperature", "auc", "accuracy", "balanced_accuracy"]  # fmt: skip
+                "temperature", "auc", "accuracy", "balanced_accuracy", "n_test_events",
+                "harrell_c", "uno_c", "tau"]  # fmt: skip
         rows = training["cv"]
         intro = "Per fold" if summary else "Cross-validation by patient"
         out.append(
