@@ -628,35 +628,15 @@ class SlideTrainer:
                     "say which clinical column to learn: SlideTrainer(label='<column>'); the "
                     f"table has {[c for c in cohort.clinical.columns if c != cohort.slide_key]}"
                 )
-            if slide_ids is not None:
-                everything = cohort.slide_ids
-                cohort = cohort.subset(slide_ids)
-                kept = set(cohort.slide_ids)
-                self.held_out_slides_ = [s for s in everything if s not in kept]
+            cohort = self._leave_out(cohort, slide_ids)
             values = cohort.labels(self.label)
             if split:
                 cohort, values = self._resolve_conflicts(cohort, values)
             y, self.classes_ = encode_labels(values, self.classes)
             self._check_splits(y, [cohort.patient_of(s) for s in cohort.slide_ids])
             encoder = load_encoder(self.encoder) if self._kind_class().takes_encoder else None
-            settings = self._settings(cohort, encoder)
-            norm = self._fit_stain(cohort, settings)
-            if norm is not None:
-                settings["stain"] = norm.to_dict()
-            reads = self._kind_class().reads
-            samples = _prepare_cohort(
-                cohort,
-                dict(zip(cohort.slide_ids, y.tolist(), strict=True)),
-                settings=settings,
-                use_annotations=self.use_annotations,
-                tiles="tiles" in reads,
-                # A tile kind reads candidate crops too: its seeded tile subset follows them,
-                # so results stay those of earlier versions.
-                n_candidates=self.n_candidates if reads else 0,
-                max_tiles=self.max_tiles,
-                encoder=encoder if encoder is not None and encoder.frozen else None,
-                seed=self.seed,
-                progress=self.progress,
+            samples, settings = self._prepare(
+                cohort, dict(zip(cohort.slide_ids, y.tolist(), strict=True)), encoder
             )
             patients = [cohort.patient_of(s.name) for s in samples]
         else:
@@ -683,6 +663,41 @@ class SlideTrainer:
         logger.info("SlideTrainer: %r", self)
         return self
 
+    def _leave_out(self, cohort: Cohort, slide_ids) -> Cohort:
+        """``cohort`` restricted to ``slide_ids`` (all when ``None``); the slides left out are
+        recorded in ``held_out_slides_``."""
+        if slide_ids is None:
+            return cohort
+        everything = cohort.slide_ids
+        cohort = cohort.subset(slide_ids)
+        kept = set(cohort.slide_ids)
+        self.held_out_slides_ = [s for s in everything if s not in kept]
+        return cohort
+
+    def _prepare(self, cohort: Cohort, labels: dict, encoder) -> tuple[list, dict]:
+        """The cohort's cached slides and the settings they were read with (the stain
+        normaliser fitted on the cohort included); ``labels``: slide id -> class index."""
+        settings = self._settings(cohort, encoder)
+        norm = self._fit_stain(cohort, settings)
+        if norm is not None:
+            settings["stain"] = norm.to_dict()
+        reads = self._kind_class().reads
+        samples = _prepare_cohort(
+            cohort,
+            labels,
+            settings=settings,
+            use_annotations=self.use_annotations,
+            tiles="tiles" in reads,
+            # A tile kind reads candidate crops too: its seeded tile subset follows them,
+            # so results stay those of earlier versions.
+            n_candidates=self.n_candidates if reads else 0,
+            max_tiles=self.max_tiles,
+            encoder=encoder if encoder is not None and encoder.frozen else None,
+            seed=self.seed,
+            progress=self.progress,
+        )
+        return samples, settings
+
     # ------------------------------------------------------------------------ survival
     def _fit_survival(self, cohort, *, slide_ids, samples, survival) -> SlideTrainer:
         """``fit`` for ``target="survival"`` (see the class docstring)."""
@@ -695,32 +710,12 @@ class SlideTrainer:
         if samples is None:
             if cohort is None:
                 raise ValueError("give a cohort or prepared samples")
-            if slide_ids is not None:
-                everything = cohort.slide_ids
-                cohort = cohort.subset(slide_ids)
-                kept = set(cohort.slide_ids)
-                self.held_out_slides_ = [s for s in everything if s not in kept]
+            cohort = self._leave_out(cohort, slide_ids)
             ids = cohort.slide_ids
             time, event = survival_columns(cohort.clinical, self.time_key, self.event_key, ids)
             patients = [cohort.patient_of(s) for s in ids]
             self._check_survival_split(event, patients)
-            settings = self._settings(cohort, encoder)
-            norm = self._fit_stain(cohort, settings)
-            if norm is not None:
-                settings["stain"] = norm.to_dict()
-            reads = self._kind_class().reads
-            samples = _prepare_cohort(
-                cohort,
-                dict.fromkeys(ids, 0),
-                settings=settings,
-                use_annotations=self.use_annotations,
-                tiles="tiles" in reads,
-                n_candidates=self.n_candidates if reads else 0,
-                max_tiles=self.max_tiles,
-                encoder=encoder if encoder is not None and encoder.frozen else None,
-                seed=self.seed,
-                progress=self.progress,
-            )
+            samples, settings = self._prepare(cohort, dict.fromkeys(ids, 0), encoder)
             where = {sid: i for i, sid in enumerate(ids)}
             order = [where[s.name] for s in samples]
             time, event = time[order], event[order]
