@@ -25,6 +25,7 @@ from workbench._constants import LESION_CLASS
 from workbench._errors import (
     ClinicalTableError,
     CohortError,
+    OptionError,
     UnknownSlideError,
     UnmatchedSlidesError,
     remedy,
@@ -263,7 +264,7 @@ def _survival_columns(table: pd.DataFrame, duration_key, event_key) -> tuple:
 
 def _check_on_unmatched(on_unmatched: str) -> None:
     if on_unmatched not in ("raise", "drop"):
-        raise ValueError(f"on_unmatched must be 'raise' or 'drop', got {on_unmatched!r}")
+        raise OptionError(f"on_unmatched must be 'raise' or 'drop', got {on_unmatched!r}")
 
 
 #: How many unmatched ids an error message lists.

@@ -25,7 +25,7 @@ from workbench._constants import (
     SLIDE_ID,
     SPATIAL_MARKERS,
 )
-from workbench._errors import ClinicalTableError
+from workbench._errors import ClinicalTableError, OptionError
 from workbench.io._clinical import validate_clinical
 from workbench.io._cohort import Cohort, slide_id
 from workbench.tl._markers import slide_id_of
@@ -131,9 +131,9 @@ def aggregate(
         column names, ``site_key`` and ``categorical``.
     """
     if on_unmatched not in ("raise", "drop"):
-        raise ValueError(f"on_unmatched must be 'raise' or 'drop', got {on_unmatched!r}")
+        raise OptionError(f"on_unmatched must be 'raise' or 'drop', got {on_unmatched!r}")
     if how not in ("mean", "median", "max"):
-        raise ValueError(f"how must be 'mean', 'median' or 'max', got {how!r}")
+        raise OptionError(f"how must be 'mean', 'median' or 'max', got {how!r}")
     cohort = Cohort.from_clinical(
         clinical,
         slide_key=slide_key,

@@ -25,7 +25,7 @@ import pandas as pd
 from anndata import AnnData
 
 from workbench._constants import CROSSFIT_FOLD, PHENOTYPE, SITE
-from workbench._errors import ClinicalTableError, MarkerError, remedy
+from workbench._errors import ClinicalTableError, MarkerError, OptionError, remedy
 from workbench.io._clinical import validate_clinical
 from workbench.tl._survival import DISCOVERY, VALIDATION
 
@@ -417,7 +417,7 @@ def discover(
     from workbench.tl._survival import survival
 
     if on_unmatched not in ("raise", "drop"):
-        raise ValueError(f"on_unmatched must be 'raise' or 'drop', got {on_unmatched!r}")
+        raise OptionError(f"on_unmatched must be 'raise' or 'drop', got {on_unmatched!r}")
     if folds is not None and (not isinstance(folds, int | np.integer) or folds < 2):
         raise ValueError(f"folds must be None (one split) or an integer >= 2, got {folds!r}")
     if center_features_by_site and not site_key:

@@ -342,16 +342,16 @@ class SlideTrainer:
     def __post_init__(self) -> None:
         self._kind_class()  # an unknown kind fails here, naming the registered ones
         if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+            raise OptionError(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.target == "survival":
             if self.kind not in SURVIVAL_KINDS:
                 raise ValueError(
                     f"target='survival' trains the kinds {SURVIVAL_KINDS}, not {self.kind!r}"
                 )
             if self.refit:
-                raise ValueError("refit is not available for target='survival' yet")
+                raise OptionError("refit is not available for target='survival' yet")
             if self.ties not in ("efron", "breslow"):
-                raise ValueError(f"ties must be 'efron' or 'breslow', got {self.ties!r}")
+                raise OptionError(f"ties must be 'efron' or 'breslow', got {self.ties!r}")
         if self.class_weight not in CLASS_WEIGHTS:
             raise ValueError(
                 f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}"
@@ -401,7 +401,7 @@ class SlideTrainer:
         from workbench.models import MODEL_KINDS, model_kind
 
         if self.kind not in MODEL_KINDS:
-            raise ValueError(f"kind must be one of {tuple(MODEL_KINDS)}, got {self.kind!r}")
+            raise OptionError(f"kind must be one of {tuple(MODEL_KINDS)}, got {self.kind!r}")
         return model_kind(self.kind)
 
     def _augment(self) -> dict | None:
