@@ -29,6 +29,7 @@ from PIL import Image  # noqa: E402
 
 from workbench import pl  # noqa: E402
 from workbench._demo import held_out_slides  # noqa: E402
+from workbench.io import atomic_write_text  # noqa: E402
 
 OUT = Path("docs/images")
 
@@ -94,7 +95,7 @@ def main(run: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     pl.kaplan_meier(cohort, ax=ax)
     save(fig, "demo_km.png")
-    README.write_text(rewrite_readme(README.read_text(), run_sentences(run)))
+    atomic_write_text(README, rewrite_readme(README.read_text(), run_sentences(run)))
     print("figures written to", OUT, "and the run's sentences to", README)
 
 
