@@ -169,8 +169,9 @@ class GlobalOnly(SlideModel):
         Returns
         -------
         dict
-            ``logits`` and ``global_logits`` (the same), ``region_scores`` (attribution in
-            ``[0, 1]``), ``region_features`` (node tokens), ``focus_index``.
+            ``logits`` and ``global_logits`` (the same), ``slide_embedding``,
+            ``region_scores`` (attribution in ``[0, 1]``), ``region_features`` (node tokens),
+            ``focus_index``.
         """
         x, ei = inputs.features, inputs.edge_index
         with torch.enable_grad():
@@ -186,6 +187,7 @@ class GlobalOnly(SlideModel):
         return {
             "logits": logits,
             "global_logits": logits,
+            "slide_embedding": out["slide_embedding"].detach(),
             "region_scores": scores,
             "region_features": out["tokens"].detach(),
             "focus_index": idx,

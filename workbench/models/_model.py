@@ -547,6 +547,7 @@ class SelfCalibratedModel(SlideModel):
         return {
             "logits": g["logits"] + det["detail_logits"],
             "global_logits": g["logits"],
+            "slide_embedding": g["slide_embedding"],
             "region_scores": g["focus_scores"],
             "region_features": g["tokens"],
             "focus_index": idx,

@@ -435,7 +435,8 @@ class SlideModel(nn.Module):
         dict
             Tensors: ``logits`` (n_classes,), ``region_scores`` (N,) in ``[0, 1]`` (the heat
             map), ``region_features`` (N, D), ``focus_index`` (K,); when the kind has them,
-            ``global_logits`` (n_classes,; the thumbnail branch alone), ``region_lesion_prob``
+            ``global_logits`` (n_classes,; the thumbnail branch alone), ``slide_embedding``
+            (D,; the thumbnail branch's pooled embedding), ``region_lesion_prob``
             (N,), and with a detail branch ``lesion_prob`` (K,) and ``lesion_maps`` (K, S, S)
             probabilities of the focus regions.
         """

@@ -101,8 +101,9 @@ def _check_brightfield(slide, name: str, *, force: bool):
     return thumb, check
 
 
-def _applicability(model, thumb, check, inputs, *, force: bool) -> dict:
-    """The slide's applicability verdict against the checkpoint's record."""
+def _applicability(model, thumb, check, inputs, out: dict, *, force: bool) -> dict:
+    """The slide's applicability verdict against the checkpoint's record (the slide embedding
+    from ``out``, the model's ``infer`` output, when the kind gives one: no second pass)."""
     from workbench.tl._applicability import (
         applicability_verdict,
         slide_embedding,
@@ -115,7 +116,11 @@ def _applicability(model, thumb, check, inputs, *, force: bool) -> dict:
     colour = embedding = None
     if record is not None:
         colour = thumbnail_colour(thumb)
-        embedding = slide_embedding(model, inputs.features, inputs.edge_index)
+        if out.get("slide_embedding") is not None:
+            embedding = out["slide_embedding"].detach().float().reshape(-1).cpu().numpy()
+            embedding = embedding.astype(np.float64)
+        else:
+            embedding = slide_embedding(model, inputs.features, inputs.edge_index)
     return applicability_verdict(check, record, colour=colour, embedding=embedding, forced=force)
 
 
@@ -269,7 +274,7 @@ def extract(
     raw_probs = softmax_with_temperature(raw_logits, 1.0)
     probs = softmax_with_temperature(raw_logits, temperature)
     _require_finite_probabilities(probs, sid, model, {"region features": inputs.features})
-    applicability = _applicability(model, thumb, check, inputs, force=force)
+    applicability = _applicability(model, thumb, check, inputs, out, force=force)
     focus_score = out["region_scores"].float().cpu().numpy().astype(np.float32)
     lesion = _numpy_or_nan(out.get("region_lesion_prob"), (adata.n_obs,))
     det_prob = _numpy_or_nan(out.get("lesion_prob"), (k,))
