@@ -84,8 +84,9 @@ def _survival_adata(explained):
     ex = adata.uns["explain"]
     ex["target"] = "survival"
     ex["risk"], ex["global_risk"] = 1.23, 0.8
-    ex["predicted_class"], ex["predicted_label"] = -1, ""
-    ex.pop("probabilities", None)
+    for key in ("probabilities", "raw_probabilities", "temperature", "global_probabilities",
+                "predicted_class", "predicted_label"):  # fmt: skip
+        ex.pop(key, None)  # what tl.extract leaves out for a survival model
     scores = np.linspace(0.1, 0.9, adata.n_obs).astype(np.float32)
     adata.obs["focus_score"] = scores
     ex["focus"]["focus_score"] = np.array([0.9, 0.2], dtype=np.float32)

@@ -152,10 +152,13 @@ def slide_overlay(
     ax.set_xlim(-0.5, thumb.shape[1] - 0.5)
     ax.set_ylim(thumb.shape[0] - 0.5, -0.5)
     ax.set_axis_off()
-    if title and "risk" in ex and np.isfinite(float(ex["risk"])):  # a graded survival model
-        ax.set_title(f"risk {float(ex['risk']):.2f} (higher = shorter survival)")
-    elif title and int(ex["predicted_class"]) < 0:  # tl.extract gave no grade (applicability)
+    graded = (
+        np.isfinite(float(ex["risk"])) if survival else int(ex["predicted_class"]) >= 0
+    )  # tl.extract gives no grade to a slide that is not brightfield H&E (applicability)
+    if title and not graded:
         ax.set_title("not graded (not brightfield H&E)")
+    elif title and survival:
+        ax.set_title(f"risk {float(ex['risk']):.2f} (higher = shorter survival)")
     elif title:
         p = float(np.asarray(ex["probabilities"])[int(ex["predicted_class"])])
         ax.set_title(f"{ex['predicted_label']} (p = {p:.2f})")
