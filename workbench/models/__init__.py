@@ -13,6 +13,7 @@ from workbench.models._clickseg import ClickSegmenter
 from workbench.models._detail import DetailBranch
 from workbench.models._encoder import (
     BUILTIN_ENCODERS,
+    TISSUE_ENCODER,
     EncoderDetail,
     ModuleEncoder,
     TileEncoder,
@@ -57,6 +58,12 @@ from workbench.models._protocol import (
     register_kind,
 )
 from workbench.models._texture import TextureEncoder
+from workbench.models._tissue_cnn import (
+    TissueNet,
+    load_tissue_encoder,
+    save_tissue_net,
+    train_tissue_net,
+)
 from workbench.models._trainer import (
     RiskSetMemory,
     SlideSample,
@@ -92,6 +99,8 @@ __all__ = [
     "SlideSample",
     "StepContext",
     "TextureEncoder",
+    "TISSUE_ENCODER",
+    "TissueNet",
     "TileABMIL",
     "TileEncoder",
     "RiskSetMemory",
@@ -117,6 +126,7 @@ __all__ = [
     "load_click_segmenter",
     "load_encoder",
     "load_local_encoder",
+    "load_tissue_encoder",
     "load_vit_weights",
     "mil_lesion_loss",
     "model_kind",
@@ -132,4 +142,6 @@ __all__ = [
     "slide_loss",
     "stain_jitter",
     "train_click_segmenter",
+    "save_tissue_net",
+    "train_tissue_net",
 ]

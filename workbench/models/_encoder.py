@@ -69,6 +69,8 @@ __all__ = [
 BUILTIN_ENCODERS = ("builtin", "compact")
 #: Name of the built-in frozen encoder of stain and texture measures (:class:`TextureEncoder`).
 TEXTURE_ENCODER = "texture"
+#: The name of the packaged CNN encoder trained on real colorectal biopsies.
+TISSUE_ENCODER = "crc_biopsy"
 #: ImageNet statistics, what most pretrained encoders (and timm's defaults) expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

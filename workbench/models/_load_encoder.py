@@ -27,6 +27,7 @@ from workbench.models._encoder import (
     file_sha256,
 )
 from workbench.models._texture import TextureEncoder
+from workbench.models._tissue_cnn import TISSUE_ENCODER, load_tissue_encoder
 
 __all__ = ["load_encoder"]
 
@@ -120,7 +121,8 @@ def load_encoder(
     source
         ``None``, ``"builtin"`` or ``"compact"`` (the model's own compact network, trained with
         it); ``"texture"`` (:class:`~workbench.models.TextureEncoder`, frozen, no weights; its
-        ``input_size`` and ``mpp`` can be overridden); a name of the local encoder registry
+        ``input_size`` and ``mpp`` can be overridden); ``"crc_biopsy"`` (the packaged CNN
+        trained on real colorectal biopsies, :func:`~workbench.models.load_tissue_encoder`); a name of the local encoder registry
         (:func:`~workbench.models.read_encoder_registry`) or of
         :data:`~workbench.models.ENCODER_ARCHITECTURES` with ``weights`` (a
         :class:`~workbench.models.LocalEncoder`: UNI, UNI2-h, Virchow2, H-optimus, Phikon,
@@ -157,6 +159,8 @@ def load_encoder(
     if isinstance(source, str) and source.lower() == TEXTURE_ENCODER:
         geometry = {"input_size": input_size, "mpp": mpp}
         return TextureEncoder(**{k: v for k, v in geometry.items() if v is not None})
+    if isinstance(source, str) and source.lower() == TISSUE_ENCODER:
+        return load_tissue_encoder(input_size=input_size, mpp=mpp)
     if isinstance(source, TileEncoder):
         return source
     if isinstance(source, nn.Module):

@@ -68,6 +68,7 @@ from workbench.models._encoder import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TEXTURE_ENCODER,
+    TISSUE_ENCODER,
     ModuleEncoder,
     file_sha256,
 )
@@ -418,7 +419,7 @@ def read_encoder_registry(path: str | os.PathLike | None = None) -> dict[str, Re
     out: dict[str, RegistryEntry] = {}
     for name, raw in data.items():
         key = str(name).lower()
-        if key in BUILTIN_ENCODERS or key == TEXTURE_ENCODER:
+        if key in BUILTIN_ENCODERS or key in (TEXTURE_ENCODER, TISSUE_ENCODER):
             raise EncoderError(f"the encoder registry {str(file)!r}: {name!r} is a built-in name")
         if key in out:
             raise EncoderError(f"the encoder registry {str(file)!r} names {name!r} twice")
@@ -518,13 +519,14 @@ def _unknown(name: str, registry: dict, file: Path) -> EncoderError:
 
     known = sorted(registry)
     where = f" in {str(file)!r}" if file.is_file() else f" (no registry file at {str(file)!r})"
-    every = [*known, *ENCODER_ARCHITECTURES, *BUILTIN_ENCODERS, TEXTURE_ENCODER]
+    every = [*known, *ENCODER_ARCHITECTURES, *BUILTIN_ENCODERS, TEXTURE_ENCODER, TISSUE_ENCODER]
     close = difflib.get_close_matches(name.lower(), every, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return EncoderError(
         f"unknown encoder {name!r}: {hint}registry names{where}: {', '.join(known) or 'none'}; "
         f"architectures (with weights=FILE): {', '.join(ENCODER_ARCHITECTURES)}; built-in: "
-        f"{', '.join(BUILTIN_ENCODERS)}, {TEXTURE_ENCODER}; or a .pt2 file; nothing is downloaded"
+        f"{', '.join(BUILTIN_ENCODERS)}, {TEXTURE_ENCODER}, {TISSUE_ENCODER}; or a .pt2 file; "
+        "nothing is downloaded"
     )
 
 

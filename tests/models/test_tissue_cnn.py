@@ -1,0 +1,118 @@
+"""models: the packaged ``crc_biopsy`` tile encoder (TissueNet) and its training recipe."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from workbench import EncoderError
+from workbench.models import (
+    TISSUE_ENCODER,
+    SelfCalibratedModel,
+    TissueNet,
+    load_checkpoint,
+    load_encoder,
+    load_tissue_encoder,
+    save_checkpoint,
+    save_tissue_net,
+    train_tissue_net,
+)
+from workbench.models._tissue_cnn import WEIGHTS_DIR
+
+
+def test_the_packaged_encoder_loads_by_name_frozen_and_deterministic():
+    enc = load_encoder(TISSUE_ENCODER)
+    assert (enc.name, enc.embed_dim, enc.input_size, enc.mpp) == ("crc_biopsy", 192, 192, 0.9)
+    assert enc.spec()["source"] == "builtin" and enc.frozen
+    assert not any(p.requires_grad for p in enc.parameters())
+    x = torch.rand(3, 3, 192, 192, generator=torch.Generator().manual_seed(0))
+    a = enc(x)["embedding"]
+    b = enc(x[:1])["embedding"]  # batch-independent (BatchNorm in inference mode)
+    assert a.shape == (3, 192) and torch.allclose(a[:1], b, atol=1e-5)
+    assert torch.isfinite(a).all() and (a >= 0).all()  # pooled ReLU features
+
+
+def test_the_packaged_weights_record_how_they_were_made():
+    cfg = json.loads((WEIGHTS_DIR / "config.json").read_text())
+    assert cfg["classes"][0] == "Adenocarcinoma" and len(cfg["classes"]) == 5
+    assert "train" in cfg["trained_on"] and "test" in cfg["trained_on"]
+    assert cfg["epochs"] == len(cfg["log"]) * 5 or cfg["log"]  # the per-epoch log is kept
+    assert (cfg["input_size"], cfg["mpp"]) == (192, 0.9)
+
+
+def test_geometry_that_differs_from_training_is_refused():
+    with pytest.raises(EncoderError, match="192-px crops, not 224"):
+        load_encoder(TISSUE_ENCODER, input_size=224)
+    with pytest.raises(EncoderError, match="0.9 µm/px, not 0.5"):
+        load_encoder(TISSUE_ENCODER, mpp=0.5)
+
+
+def test_missing_or_corrupt_weights_raise_a_clear_error(tmp_path):
+    folder = tmp_path / "enc"
+    shutil.copytree(WEIGHTS_DIR, folder)
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(EncoderError, match="do not fit TissueNet"):
+        load_tissue_encoder(folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(EncoderError, match="no model.safetensors"):
+        load_tissue_encoder(folder)
+    with pytest.raises(EncoderError, match="no config.json"):
+        load_tissue_encoder(tmp_path / "nowhere")
+
+
+def test_a_checkpoint_rebuilds_the_packaged_encoder_by_name(tmp_path):
+    enc = load_encoder(TISSUE_ENCODER)
+    model = SelfCalibratedModel(in_features=6, hidden=8, embed_dim=8, encoder=enc.spec())
+    model.attach_encoder(enc)
+    save_checkpoint(model, tmp_path / "m")
+    back = load_checkpoint(tmp_path / "m")  # nothing passed: rebuilt from the record
+    assert back.tile_encoder.sha256 == enc.sha256
+    crops = torch.rand(2, 3, 192, 192)
+    with torch.no_grad():
+        assert torch.allclose(
+            model.forward_detail(crops)["embedding"], back.forward_detail(crops)["embedding"]
+        )
+
+
+def _toy(n: int, seed: int):
+    """Reddish vs bluish noisy crops: two classes any working recipe separates."""
+    g = torch.Generator().manual_seed(seed)
+    y = np.arange(n) % 2
+    x = 0.5 + 0.1 * torch.randn(n, 3, 40, 40, generator=g)
+    x[y == 0, 0] += 0.3
+    x[y == 1, 2] += 0.3
+    return x.clamp(0, 1), y
+
+
+def test_the_recipe_learns_a_separable_task_and_saves_a_loadable_encoder(tmp_path):
+    torch.set_num_threads(1)
+    x, y = _toy(128, 0)
+    vx, vy = _toy(16, 1)
+    net, log = train_tissue_net(
+        x, y, classes=["red", "blue"], val_images=vx, val_labels=vy, epochs=8, input_size=32,
+        batch_size=16, progress=False,
+    )  # fmt: skip
+    assert isinstance(net, TissueNet) and len(log) == 8
+    assert log[-1]["val_accuracy"] == 1.0 and log[-1]["loss"] < log[0]["loss"]
+    out = save_tissue_net(net, tmp_path / "enc", record={"classes": ["red", "blue"],
+                                                         "input_size": 32, "mpp": 2.0})  # fmt: skip
+    enc = load_tissue_encoder(out)
+    assert enc.spec()["source"] == "module" and enc.input_size == 32  # not the packaged one
+    emb = enc(vx)["embedding"]
+    assert emb.shape == (16, 192)
+    with pytest.raises(ValueError, match="smaller than 64"):
+        train_tissue_net(x, y, classes=["a", "b"], input_size=64, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="labels must lie in 0..1"):
+        train_tissue_net(x, y + 1, classes=["a", "b"], input_size=32, epochs=1, progress=False)
+
+
+def test_the_training_command_refuses_a_folder_without_ebhi(tmp_path, capsys):
+    from workbench.train_tile_encoder import main
+
+    assert main(["--data", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "EBHI-Seg" in err[0]
