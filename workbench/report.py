@@ -12,7 +12,9 @@ inputs are missing says so instead of failing. Inputs, all relative to the run f
                             temperature, cross-validation figures, the held-out slides (the run folder itself
                             or its ``model/`` folder; a ``training.json`` of an older run
                             is read when no checkpoint holds a record)
-``oof_predictions.csv``     out-of-fold predictions beside the checkpoint (``--folds``)
+``oof_predictions.csv``     out-of-fold predictions beside the checkpoint (``--folds``); a
+                            survival model's (``patient, fold, repeat, time, event, risk``
+                            and, when recorded, ``train_cut``) give the risk groups
 ``evaluation.json``         held-out slide-level metrics of each model
 ``slides/*.h5ad``           per-slide explanations (``workbench.tl.extract``)
 ``refine.json``             click-refinement record (IoU per click, the GeoJSON written)
@@ -22,6 +24,15 @@ inputs are missing says so instead of failing. Inputs, all relative to the run f
 ==========================  =========================================================
 
 A section that a run lacks names the command that would fill it, with the run's own paths.
+
+A run whose model learnt survival (``workbench train --survival TIME,EVENT``) gets two
+sections in place of "Explanations": **Risk groups**, Kaplan–Meier curves of the predicted
+risk groups (numbers at risk below) on the most honest patients the run has — out-of-fold,
+else held-out test patients (times from ``discovery.h5ad``), else validation patients; cut
+at the median risk of training patients only; in-sample curves only when nothing else exists,
+titled and described as such — and **Prognostic focus**, the diverging risk maps and magnified
+focus regions of a few slides (held out first) with each region's risk contribution, and the
+region features that follow the risk contribution over every explained slide.
 """
 
 from __future__ import annotations
