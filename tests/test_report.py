@@ -711,3 +711,57 @@ def test_missing_survival_inputs_name_the_command(run_dir, tmp_path):
     sections = _sections(write_report(tmp_path).read_text())
     assert train in sections["risk_groups"]
     assert sections["prognostic"].count("data:image/png;base64,") == 2
+    # a discovery cohort without survival columns: said so, and the command named
+    co = _survival_cohort({"S00": 0.3})
+    del co.obs["time"]
+    write_h5ad(co, tmp_path / "discovery.h5ad")
+    groups = _sections(write_report(tmp_path).read_text())["risk_groups"]
+    assert "no time and event columns" in groups and train in groups
+
+
+def test_risk_groups_of_validation_patients_say_they_stopped_training(
+    run_dir, tmp_path, monkeypatch
+):
+    """No folds and no patient left out, but validation patients: their curves, cut on the
+    training slides' risks, and the figure says they chose when training stopped."""
+    root, _ = run_dir
+    train = [f"S{i:02d}" for i in range(6)]
+    risks = dict(zip(train, np.linspace(-1, 1, 6), strict=True))
+    _survival_slides(root / "slides" / "disc.h5ad", tmp_path / "slides", risks)
+    preds = [{"patient": f"V{i}", "slide": f"V{i}", "risk": float(r), "time": 5.0 + 10 * i,
+              "event": i % 2} for i, r in enumerate(np.linspace(-2, 2, 8))]  # fmt: skip
+    _write_record(tmp_path, _survival_record(train, validation={"slides": [p["slide"] for p in preds],
+                                                                "predictions": preds}))  # fmt: skip
+    calls = _spy_risk_groups(monkeypatch)
+    groups = _sections(write_report(tmp_path).read_text())["risk_groups"]
+    assert "Validation patients" in groups and "slightly" in groups
+    (call,) = calls
+    assert np.allclose(call["risk"], [p["risk"] for p in preds])
+    assert np.allclose(call["train_risk"], [risks[s] for s in train])
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*too few for an inner validation split")
+def test_a_cross_validated_survival_model_reports_from_its_own_files(tiny_cohort, tmp_path):
+    """The real files of `SlideTrainer(target="survival", folds=2)` + `tl.extract_cohort`:
+    the report draws the out-of-fold risk groups and the prognostic focus."""
+    from workbench.io import Cohort, read_clinical
+    from workbench.tl import SlideTrainer, extract_cohort
+
+    root = tiny_cohort.root
+    table = read_clinical(root / "clinical.csv")
+    table.loc[table["event"].astype(int).eq(1).idxmax(), "event"] = 0  # 2 censored: 2 folds
+    cohort = Cohort.from_folder(root / "slides", table)
+    trainer = SlideTrainer(kind="global", target="survival", folds=2, epochs=2, seed=0,
+                           progress=False, n_boot=50,
+                           settings={"thumbnail_mpp": 4.0, "n_segments": 60})  # fmt: skip
+    trainer.fit(cohort).save(tmp_path / "model")
+    extract_cohort(cohort, tmp_path / "model", tmp_path / "slides", progress=False)
+    sections = _sections(write_report(tmp_path, n_examples=1).read_text())
+    groups = sections["risk_groups"]
+    assert "out-of-fold" in groups and f"<b>{len(trainer.oof_)}</b> patients" in groups
+    assert groups.count("data:image/png;base64,") == 1 and 'class="missing"' not in groups
+    focus = sections["prognostic"]
+    assert f"{len(cohort.slide_ids)} slides explained by the survival model" in focus
+    assert focus.count("data:image/png;base64,") == 2 and "The focused features" in focus
+    assert "explain" not in sections

@@ -1170,8 +1170,13 @@ def _section_risk_groups(root: Path, where: Path, training: dict, cohort, risks,
             f"curves: <code>{html.escape(cmd)}</code>.</p>{fig}"
         )
     why = "no out-of-fold risks (the model was trained without --folds, so no oof_predictions.csv)"
-    if patients is None:
+    if cohort is None:
         why += " and no survival times for the explained slides (no discovery.h5ad)"
+    elif patients is None:
+        why += (
+            " and no survival times for the explained slides (discovery.h5ad lists no slides "
+            "with a risk, or has no time and event columns)"
+        )
     return _missing("held-out risk groups", why, cmd)
 
 
