@@ -704,6 +704,7 @@ def test_missing_survival_inputs_name_the_command(run_dir, tmp_path):
     )
     assert 'class="missing"' in sections["risk_groups"] and train in sections["risk_groups"]
     assert "no discovery.h5ad" in sections["risk_groups"]
+    assert train in sections["model"] and "--label" not in sections["model"]  # no held-out C
     extract = f"workbench extract SLIDES --model {tmp_path}/model --out {tmp_path}/slides"
     assert 'class="missing"' in sections["prognostic"] and extract in sections["prognostic"]
     # slides explained but trained without folds, and no discovery: still named
@@ -732,9 +733,14 @@ def test_risk_groups_of_validation_patients_say_they_stopped_training(
               "event": i % 2} for i, r in enumerate(np.linspace(-2, 2, 8))]  # fmt: skip
     _write_record(tmp_path, _survival_record(train, validation={"slides": [p["slide"] for p in preds],
                                                                 "predictions": preds}))  # fmt: skip
+    record = json.loads((tmp_path / "model" / "config.json").read_text())
+    record["extra"]["validation"].update(n_patients=8, n_events=4, best_epoch=3, c_index=0.6875)
+    (tmp_path / "model" / "config.json").write_text(json.dumps(record))
     calls = _spy_risk_groups(monkeypatch)
-    groups = _sections(write_report(tmp_path).read_text())["risk_groups"]
+    sections = _sections(write_report(tmp_path).read_text())
+    groups = sections["risk_groups"]
     assert "Validation patients" in groups and "slightly" in groups
+    assert "Harrell's C <b>0.688</b>" in sections["model"] and "AUC" not in sections["model"]
     (call,) = calls
     assert np.allclose(call["risk"], [p["risk"] for p in preds])
     assert np.allclose(call["train_risk"], [risks[s] for s in train])

@@ -243,11 +243,14 @@ def _section_model(root: Path) -> str:
     elif evaluation is None and not (
         training.get("validation") or training.get("cv") or training.get("cv_summary")
     ):
+        survival_model = (training.get("survival") or {}).get("target") == "survival"
         out.append(
             _missing(
                 "held-out evaluation",
                 "the model was trained without validation patients or cross-validation",
-                _commands(root)["train"] + "  (or --folds 5)",
+                _commands(root)["train_survival"]
+                if survival_model
+                else _commands(root)["train"] + "  (or --folds 5)",
             )
         )
     if evaluation is not None:
@@ -297,7 +300,15 @@ def _section_model(root: Path) -> str:
             ").</p>"
         )
     validation = training.get("validation")
-    if validation:
+    if validation and "c_index" in validation:  # a survival model's validation patients
+        out.append(
+            f"<p>Validation ({_fmt(validation.get('n_patients'))} held-out patients, "
+            f"{_fmt(validation.get('n_events'))} events, early stopping; best epoch "
+            f"{_fmt(validation.get('best_epoch'))}): Harrell's C "
+            f"<b>{_fmt(validation.get('c_index'))}</b> (slightly optimistic: training stopped "
+            "on it).</p>"
+        )
+    elif validation:
         out.append(
             f"<p>Validation ({len(validation.get('slides', []))} held-out slides, early "
             f"stopping; best epoch {_fmt(validation.get('best_epoch'))}): AUC "
