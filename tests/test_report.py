@@ -507,7 +507,267 @@ def test_a_survival_run_reports_risk_not_probabilities(run_dir, tmp_path):
     assert "<th>uno_c</th>" in sections["model"] and "AUC" not in sections["model"]
     assert "Survival learnt (Cox partial likelihood): time <b>time</b>" in sections["model"]
     assert "Label learnt" not in sections["model"]
+    # a survival model's examples are its prognostic focus (no separate Explanations)
+    assert "explain" not in sections
     assert (
-        "slide risk: 1.25 (log relative hazard; higher = shorter survival)" in sections["explain"]
+        "slide risk: 1.25 (log relative hazard; higher = shorter survival)"
+        in sections["prognostic"]
     )
-    assert "slide-level probabilities" not in sections["explain"]
+    assert "slide-level probabilities" not in sections["prognostic"]
+
+
+# ------------------------------------------------------------------ survival model sections
+def _survival_slides(src, folder, risks: dict[str, float]):
+    """Copies of an explained slide as a survival model writes them (tl.extract leaves out
+    the class keys), each with its own risk."""
+    import anndata as ad
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, risk in risks.items():
+        a = ad.read_h5ad(src)
+        ex = a.uns["explain"]
+        for key in ("probabilities", "raw_probabilities", "temperature", "global_probabilities",
+                    "predicted_class", "predicted_label"):  # fmt: skip
+            ex.pop(key, None)
+        ex.update(target="survival", risk=float(risk), global_risk=float(risk) / 2)
+        a.uns["slide_id"] = name
+        write_h5ad(a, folder / f"{name}.h5ad")
+
+
+def _survival_record(train: list[str], **extra) -> dict:
+    return {"history": [{"epoch": 1, "loss": 0.7}], "kind": "sew", "train_slides": train,
+            "held_out_slides": [], "survival": {"target": "survival", "time_key": "time",
+            "event_key": "event", "ties": "efron"}, **extra}  # fmt: skip
+
+
+def _write_record(root, record: dict) -> None:
+    (root / "model").mkdir(parents=True, exist_ok=True)
+    (root / "model" / "config.json").write_text(json.dumps({"extra": record}))
+
+
+def _survival_cohort(risks: dict[str, float], seed: int = 0):
+    """A discovery cohort AnnData of one patient per slide whose survival follows the risk
+    (so that the risk groups separate), with the `slides`, time and event columns
+    tl.aggregate writes."""
+    import anndata as ad
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    names = list(risks)
+    r = np.array([risks[s] for s in names])
+    time = rng.exponential(30 * np.exp(-1.5 * r)).round(2) + 0.5
+    event = (rng.uniform(size=len(r)) < 0.8).astype(int)
+    obs = pd.DataFrame({"time": time, "event": event, "slides": names},
+                       index=[f"P{s[1:]}" for s in names])  # fmt: skip
+    co = ad.AnnData(X=np.zeros((len(r), 1)), obs=obs)
+    co.uns["cohort"] = {"duration_key": "time", "event_key": "event"}
+    return co
+
+
+def _spy_risk_groups(monkeypatch):
+    """Record what the report hands pl.risk_groups (the curves themselves are pixels)."""
+    from workbench import pl
+
+    calls = []
+    real = pl.risk_groups
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pl, "risk_groups", spy)
+    return calls
+
+
+def test_a_survival_run_renders_risk_groups_and_prognostic_focus(run_dir, tmp_path, monkeypatch):
+    """Out-of-fold risks -> held-out risk groups (each fold cut on its own training
+    patients' median when the file records it); the examples -> prognostic focus with the
+    diverging risk map, the magnified focus regions and the focused features."""
+    import pandas as pd
+
+    root, _ = run_dir
+    names = [f"S{i:02d}" for i in range(6)]
+    _survival_slides(root / "slides" / "disc.h5ad", tmp_path / "slides",
+                     dict(zip(names, np.linspace(-1, 1, 6), strict=True)))  # fmt: skip
+    rng = np.random.default_rng(0)
+    n = 30
+    fold = np.arange(n) % 3 + 1
+    risk = rng.normal(size=n) + 2.0 * fold  # fold models at different levels
+    oof = pd.DataFrame({"patient": [f"P{i:03d}" for i in range(n)], "fold": fold, "repeat": 1,
+                        "time": rng.exponential(20, n).round(2) + 0.1, "event": 1, "risk": risk,
+                        "train_cut": 2.0 * fold})  # fmt: skip
+    oof.to_csv(tmp_path / "model_oof.csv", index=False)
+    _write_record(tmp_path, _survival_record(names[:4], oof_predictions="oof_predictions.csv"))
+    (tmp_path / "model_oof.csv").rename(tmp_path / "model" / "oof_predictions.csv")
+    calls = _spy_risk_groups(monkeypatch)
+    html = write_report(tmp_path, n_examples=2).read_text()
+    sections = _sections(html)
+    assert "explain" not in sections  # the risk maps live in "Prognostic focus"
+    assert '<a href="#risk_groups">Risk groups</a>' in html
+    groups = sections["risk_groups"]
+    assert "Held-out patients" in groups and "out-of-fold" in groups
+    assert "its own training patients" in groups and 'class="missing"' not in groups
+    assert groups.count("data:image/png;base64,") == 1
+    (call,) = calls
+    assert len(call["data"]) == n and call["train_risk"] == {1: [2.0], 2: [4.0], 3: [6.0]}
+    focus = sections["prognostic"]
+    # held-out slides first: S04 and S05 were not trained on
+    assert re.findall(r"<h3>(S\d+)</h3>", focus) == ["S04", "S05"]
+    assert focus.count("data:image/png;base64,") == 4  # a risk map and a gallery each
+    assert "risk contribution" in focus and "slide risk: 0.60" in focus
+    assert "The focused features" in focus and "rho_risk" in focus
+    assert "what it measures" in focus and "haematoxylin" in focus
+    # no discovery in this run: the focused features' next step is named
+    assert f"workbench discover {tmp_path}/slides clinical.csv" in focus
+
+
+def test_out_of_fold_risk_groups_without_fold_cuts_say_the_folds_differ(tmp_path, monkeypatch):
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    n = 30
+    fold = np.arange(n) % 3 + 1
+    oof = pd.DataFrame({"patient": [f"P{i}" for i in range(n)], "fold": fold,
+                        "repeat": 1, "time": rng.exponential(20, n) + 0.1, "event": 1,
+                        "risk": rng.normal(size=n) + 3.0 * fold})  # fmt: skip
+    _write_record(tmp_path, _survival_record([], oof_predictions="oof_predictions.csv"))
+    twice = pd.concat([oof, oof.assign(repeat=2)])  # repeats: one patient drawn once
+    twice.to_csv(tmp_path / "model" / "oof_predictions.csv", index=False)
+    calls = _spy_risk_groups(monkeypatch)
+    groups = _sections(write_report(tmp_path).read_text())["risk_groups"]
+    (call,) = calls
+    assert len(call["data"]) == n and "train_risk" not in call  # other folds' risks
+    assert "repeat 1 of 2" in groups and "other folds' out-of-fold risks" in groups
+    assert "partly reflect the fold a patient was in" in groups
+
+
+def test_risk_groups_of_held_out_test_patients_cut_on_training_patients(
+    run_dir, tmp_path, monkeypatch
+):
+    root, _ = run_dir
+    names = [f"S{i:02d}" for i in range(12)]
+    risks = dict(zip(names, np.linspace(-1.5, 1.5, 12), strict=True))
+    _survival_slides(root / "slides" / "disc.h5ad", tmp_path / "slides", risks)
+    write_h5ad(_survival_cohort(risks), tmp_path / "discovery.h5ad")
+    train = names[::2]
+    _write_record(tmp_path, _survival_record(train))
+    calls = _spy_risk_groups(monkeypatch)
+    groups = _sections(write_report(tmp_path).read_text())["risk_groups"]
+    assert "Held-out test patients" in groups and "6 training patients" in groups
+    (call,) = calls
+    assert np.allclose(call["risk"], [risks[s] for s in names[1::2]])  # the held-out ones
+    assert np.allclose(call["train_risk"], [risks[s] for s in train])
+
+
+def test_only_in_sample_risks_are_called_in_sample(run_dir, tmp_path, monkeypatch):
+    """Every explained patient was trained on and there are no out-of-fold risks: the curves
+    are drawn, but the title and the text say plainly that they are in-sample."""
+    import matplotlib.axes
+
+    root, _ = run_dir
+    names = [f"S{i:02d}" for i in range(8)]
+    risks = dict(zip(names, np.linspace(-1, 1, 8), strict=True))
+    _survival_slides(root / "slides" / "disc.h5ad", tmp_path / "slides", risks)
+    write_h5ad(_survival_cohort(risks), tmp_path / "discovery.h5ad")
+    _write_record(tmp_path, _survival_record(names))
+    titles = []
+    real = matplotlib.axes.Axes.set_title
+
+    def keep(self, label, *args, **kwargs):
+        titles.append(str(label))
+        return real(self, label, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", keep)
+    groups = _sections(write_report(tmp_path).read_text())["risk_groups"]
+    assert "In-sample only" in groups and "not how it would sort new patients" in groups
+    assert "--survival TIME,EVENT --folds 5" in groups  # how to get held-out curves
+    assert any(t.startswith("IN-SAMPLE: the model was trained on these patients") for t in titles)
+    assert not any(t.startswith("held out") for t in titles)
+
+
+def test_a_class_run_has_no_survival_sections(run_dir):
+    root, _ = run_dir
+    sections = _sections(write_report(root).read_text())
+    assert "risk_groups" not in sections and "prognostic" not in sections
+    assert "explain" in sections
+
+
+def test_missing_survival_inputs_name_the_command(run_dir, tmp_path):
+    """A survival model without cross-validation or survival times, and one without
+    explained slides: each section names the command that would fill it."""
+    root, _ = run_dir
+    _write_record(tmp_path, _survival_record(["S00"]))
+    sections = _sections(write_report(tmp_path).read_text())
+    train = (
+        "workbench train SLIDES --clinical clinical.csv --survival TIME,EVENT --folds 5 "
+        f"--out {tmp_path}/model"
+    )
+    assert 'class="missing"' in sections["risk_groups"] and train in sections["risk_groups"]
+    assert "no discovery.h5ad" in sections["risk_groups"]
+    assert train in sections["model"] and "--label" not in sections["model"]  # no held-out C
+    extract = f"workbench extract SLIDES --model {tmp_path}/model --out {tmp_path}/slides"
+    assert 'class="missing"' in sections["prognostic"] and extract in sections["prognostic"]
+    # slides explained but trained without folds, and no discovery: still named
+    _survival_slides(root / "slides" / "disc.h5ad", tmp_path / "slides", {"S00": 0.3})
+    sections = _sections(write_report(tmp_path).read_text())
+    assert train in sections["risk_groups"]
+    assert sections["prognostic"].count("data:image/png;base64,") == 2
+    # a discovery cohort without survival columns: said so, and the command named
+    co = _survival_cohort({"S00": 0.3})
+    del co.obs["time"]
+    write_h5ad(co, tmp_path / "discovery.h5ad")
+    groups = _sections(write_report(tmp_path).read_text())["risk_groups"]
+    assert "no time and event columns" in groups and train in groups
+
+
+def test_risk_groups_of_validation_patients_say_they_stopped_training(
+    run_dir, tmp_path, monkeypatch
+):
+    """No folds and no patient left out, but validation patients: their curves, cut on the
+    training slides' risks, and the figure says they chose when training stopped."""
+    root, _ = run_dir
+    train = [f"S{i:02d}" for i in range(6)]
+    risks = dict(zip(train, np.linspace(-1, 1, 6), strict=True))
+    _survival_slides(root / "slides" / "disc.h5ad", tmp_path / "slides", risks)
+    preds = [{"patient": f"V{i}", "slide": f"V{i}", "risk": float(r), "time": 5.0 + 10 * i,
+              "event": i % 2} for i, r in enumerate(np.linspace(-2, 2, 8))]  # fmt: skip
+    _write_record(tmp_path, _survival_record(train, validation={"slides": [p["slide"] for p in preds],
+                                                                "predictions": preds}))  # fmt: skip
+    record = json.loads((tmp_path / "model" / "config.json").read_text())
+    record["extra"]["validation"].update(n_patients=8, n_events=4, best_epoch=3, c_index=0.6875)
+    (tmp_path / "model" / "config.json").write_text(json.dumps(record))
+    calls = _spy_risk_groups(monkeypatch)
+    sections = _sections(write_report(tmp_path).read_text())
+    groups = sections["risk_groups"]
+    assert "Validation patients" in groups and "slightly" in groups
+    assert "Harrell's C <b>0.688</b>" in sections["model"] and "AUC" not in sections["model"]
+    (call,) = calls
+    assert np.allclose(call["risk"], [p["risk"] for p in preds])
+    assert np.allclose(call["train_risk"], [risks[s] for s in train])
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*too few for an inner validation split")
+def test_a_cross_validated_survival_model_reports_from_its_own_files(tiny_cohort, tmp_path):
+    """The real files of `SlideTrainer(target="survival", folds=2)` + `tl.extract_cohort`:
+    the report draws the out-of-fold risk groups and the prognostic focus."""
+    from workbench.io import Cohort, read_clinical
+    from workbench.tl import SlideTrainer, extract_cohort
+
+    root = tiny_cohort.root
+    table = read_clinical(root / "clinical.csv")
+    table.loc[table["event"].astype(int).eq(1).idxmax(), "event"] = 0  # 2 censored: 2 folds
+    cohort = Cohort.from_folder(root / "slides", table)
+    trainer = SlideTrainer(kind="global", target="survival", folds=2, epochs=2, seed=0,
+                           progress=False, n_boot=50,
+                           settings={"thumbnail_mpp": 4.0, "n_segments": 60})  # fmt: skip
+    trainer.fit(cohort).save(tmp_path / "model")
+    extract_cohort(cohort, tmp_path / "model", tmp_path / "slides", progress=False)
+    sections = _sections(write_report(tmp_path, n_examples=1).read_text())
+    groups = sections["risk_groups"]
+    assert "out-of-fold" in groups and f"<b>{len(trainer.oof_)}</b> patients" in groups
+    assert groups.count("data:image/png;base64,") == 1 and 'class="missing"' not in groups
+    focus = sections["prognostic"]
+    assert f"{len(cohort.slide_ids)} slides explained by the survival model" in focus
+    assert focus.count("data:image/png;base64,") == 2 and "The focused features" in focus
+    assert "explain" not in sections

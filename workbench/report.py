@@ -12,7 +12,9 @@ inputs are missing says so instead of failing. Inputs, all relative to the run f
                             temperature, cross-validation figures, the held-out slides (the run folder itself
                             or its ``model/`` folder; a ``training.json`` of an older run
                             is read when no checkpoint holds a record)
-``oof_predictions.csv``     out-of-fold predictions beside the checkpoint (``--folds``)
+``oof_predictions.csv``     out-of-fold predictions beside the checkpoint (``--folds``); a
+                            survival model's (``patient, fold, repeat, time, event, risk``
+                            and, when recorded, ``train_cut``) give the risk groups
 ``evaluation.json``         held-out slide-level metrics of each model
 ``slides/*.h5ad``           per-slide explanations (``workbench.tl.extract``)
 ``refine.json``             click-refinement record (IoU per click, the GeoJSON written)
@@ -22,6 +24,15 @@ inputs are missing says so instead of failing. Inputs, all relative to the run f
 ==========================  =========================================================
 
 A section that a run lacks names the command that would fill it, with the run's own paths.
+
+A run whose model learnt survival (``workbench train --survival TIME,EVENT``) gets two
+sections in place of "Explanations": **Risk groups**, Kaplan–Meier curves of the predicted
+risk groups (numbers at risk below) on the most honest patients the run has — out-of-fold,
+else held-out test patients (times from ``discovery.h5ad``), else validation patients; cut
+at the median risk of training patients only; in-sample curves only when nothing else exists,
+titled and described as such — and **Prognostic focus**, the diverging risk maps and magnified
+focus regions of a few slides (held out first) with each region's risk contribution, and the
+region features that follow the risk contribution over every explained slide.
 """
 
 from __future__ import annotations
@@ -41,6 +52,10 @@ import numpy as np
 from workbench.io import atomic_write_text, clean_partial, list_results
 
 logger = logging.getLogger(__name__)
+
+#: Column of an out-of-fold table with the median risk each fold model gave its own training
+#: patients (the honest cut-point of that fold's risk groups), when the trainer records it.
+TRAIN_CUT = "train_cut"
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 0;
@@ -104,6 +119,8 @@ def _commands(root: Path) -> dict[str, str]:
         f"--validation 0.2 --out {run}/model",
         "extract": f"workbench extract SLIDES --model {run}/model --out {run}/slides",
         "discover": f"workbench discover {run}/slides clinical.csv --out {run}",
+        "train_survival": f"workbench train SLIDES --clinical clinical.csv --survival TIME,EVENT "
+        f"--folds 5 --out {run}/model",
         "demo": f"workbench demo --out {run}",
     }
 
@@ -226,11 +243,14 @@ def _section_model(root: Path) -> str:
     elif evaluation is None and not (
         training.get("validation") or training.get("cv") or training.get("cv_summary")
     ):
+        survival_model = (training.get("survival") or {}).get("target") == "survival"
         out.append(
             _missing(
                 "held-out evaluation",
                 "the model was trained without validation patients or cross-validation",
-                _commands(root)["train"] + "  (or --folds 5)",
+                _commands(root)["train_survival"]
+                if survival_model
+                else _commands(root)["train"] + "  (or --folds 5)",
             )
         )
     if evaluation is not None:
@@ -280,7 +300,15 @@ def _section_model(root: Path) -> str:
             ").</p>"
         )
     validation = training.get("validation")
-    if validation:
+    if validation and "c_index" in validation:  # a survival model's validation patients
+        out.append(
+            f"<p>Validation ({_fmt(validation.get('n_patients'))} held-out patients, "
+            f"{_fmt(validation.get('n_events'))} events, early stopping; best epoch "
+            f"{_fmt(validation.get('best_epoch'))}): Harrell's C "
+            f"<b>{_fmt(validation.get('c_index'))}</b> (slightly optimistic: training stopped "
+            "on it).</p>"
+        )
+    elif validation:
         out.append(
             f"<p>Validation ({len(validation.get('slides', []))} held-out slides, early "
             f"stopping; best epoch {_fmt(validation.get('best_epoch'))}): AUC "
@@ -871,6 +899,382 @@ def _time_unit(root: Path, cohort=None) -> str | None:
     return None
 
 
+# ----------------------------------------------------------------- survival model sections
+def _is_survival_run(training: dict, files: list[Path]) -> bool:
+    """A run whose model learnt survival: its training record says so, or (a run without a
+    record) its first explained slide carries a risk instead of class probabilities."""
+    if (training.get("survival") or {}).get("target") == "survival":
+        return True
+    if training.get("label") or not files:
+        return False
+    import anndata as ad
+
+    try:
+        return ad.read_h5ad(files[0]).uns.get("explain", {}).get("target") == "survival"
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def _feature_stats(adata) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """One slide's focused-feature figures: per region feature, the focus regions' mean minus
+    the slide's mean in the slide's SDs, and the Spearman correlation of the feature with the
+    regions' risk contribution; ``None`` when the slide has too few regions to say."""
+    from scipy.stats import spearmanr
+
+    if adata.n_obs < 3 or "focus_score" not in adata.obs or "is_focus" not in adata.obs:
+        return None
+    x = adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X
+    x = np.asarray(x, dtype=float)
+    score = adata.obs["focus_score"].to_numpy(dtype=float)
+    focus = adata.obs["is_focus"].to_numpy(dtype=bool)
+    if not focus.any() or not np.isfinite(score).all() or np.ptp(score) == 0:
+        return None
+    sd = x.std(axis=0)
+    ok = np.flatnonzero(sd > 0)
+    diff, rho = np.full(x.shape[1], np.nan), np.full(x.shape[1], np.nan)
+    diff[ok] = (x[focus][:, ok].mean(axis=0) - x[:, ok].mean(axis=0)) / sd[ok]
+    for j in ok:
+        rho[j] = spearmanr(x[:, j], score).statistic
+    return [str(v) for v in adata.var_names], diff, rho
+
+
+def _survival_slides(files: list[Path]) -> tuple[dict[str, Path], dict[str, float], list]:
+    """Read every slide a survival model explained once: ``{slide id: file}``, ``{slide id:
+    risk}`` (graded slides only) and each slide's focused-feature figures."""
+    import anndata as ad
+
+    paths, risks, stats = {}, {}, []
+    for f in files:
+        try:
+            a = ad.read_h5ad(f)
+        except (OSError, KeyError, ValueError):
+            continue  # the Explanations/prognostic examples say which file is damaged
+        ex = a.uns.get("explain", {})
+        if ex.get("target") != "survival":
+            continue
+        sid = _slide_of(f)
+        paths[sid] = f
+        risk = float(ex.get("risk", np.nan))
+        if np.isfinite(risk):
+            risks[sid] = risk
+        figures = _feature_stats(a)
+        if figures is not None:
+            stats.append(figures)
+    return paths, risks, stats
+
+
+def _focus_features(stats: list, top: int = 8):
+    """The region features that follow the risk contribution most closely, averaged over
+    slides (see :func:`_feature_stats`); slides with other region features are left out."""
+    import warnings
+
+    import pandas as pd
+
+    if not stats:
+        return pd.DataFrame()
+    names = stats[0][0]
+    same = [(d, r) for n, d, r in stats if n == names]
+    diffs, rhos = np.asarray([d for d, _ in same]), np.asarray([r for _, r in same])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a feature constant on every slide
+        table = pd.DataFrame(
+            {"focus_vs_other_sd": np.nanmean(diffs, axis=0),
+             "rho_risk": np.nanmean(rhos, axis=0),
+             "slides": np.isfinite(rhos).sum(axis=0).astype(int),
+             "what it measures": [_feature_words(n) for n in names]},
+            index=names,
+        )  # fmt: skip
+    table = table[np.isfinite(table["rho_risk"])]
+    order = table["rho_risk"].abs().sort_values(ascending=False, kind="stable").index
+    return table.loc[order].head(top)
+
+
+_FEATURE_WORDS = {
+    "h_mean": "haematoxylin (nuclei) stain, mean",
+    "h_std": "haematoxylin (nuclei) stain, spread",
+    "h_p90": "haematoxylin (nuclei) stain, densest tenth",
+    "e_mean": "eosin (cytoplasm, stroma) stain, mean",
+    "e_std": "eosin (cytoplasm, stroma) stain, spread",
+    "e_p90": "eosin (cytoplasm, stroma) stain, densest tenth",
+    "od_mean": "total stain (optical density), mean",
+    "lightness_mean": "lightness, mean",
+    "lightness_std": "lightness, spread",
+    "saturation_mean": "colour saturation, mean",
+    "log_area_px": "region size (log of its area)",
+    "boundary_fraction": "share of the region's pixels on its outline (thin, ragged regions)",
+}
+
+
+def _feature_words(name: str) -> str:
+    """A few plain words on what a region feature (``pp.feature_names``) measures."""
+    if name in _FEATURE_WORDS:
+        return _FEATURE_WORDS[name]
+    stem, _, tail = name.rpartition("_")
+    if stem in ("h_hist", "e_hist") and tail.isdigit():
+        stain = "haematoxylin (nuclei)" if stem == "h_hist" else "eosin (cytoplasm, stroma)"
+        return f"{stain} stain, share of pixels in bin {int(tail) + 1} of 8 (higher: denser)"
+    if stem == "lbp" and tail.isdigit():
+        return f"texture: share of pixels with local-binary-pattern code {tail}"
+    return "region feature"
+
+
+def _patient_table(cohort, risks: dict[str, float]):
+    """One row per patient of the discovery cohort with an explained slide: the mean risk of
+    its slides (the trainer's rule for a patient with several), its time, event and slides;
+    ``None`` when the cohort records no slides or no survival columns."""
+    import pandas as pd
+
+    if cohort is None or "slides" not in cohort.obs:
+        return None
+    info = dict(cohort.uns.get("cohort", {}))
+    params = dict(cohort.uns.get("survival_screen_params", {}))
+    dkey = info.get("duration_key") or params.get("duration_key") or "time"
+    ekey = info.get("event_key") or params.get("event_key") or "event"
+    if dkey not in cohort.obs or ekey not in cohort.obs:
+        return None
+    rows = []
+    for patient, row in cohort.obs.iterrows():
+        slides = [s for s in str(row["slides"]).split(";") if s in risks]
+        if slides:
+            rows.append({"patient": str(patient), "slides": slides,
+                         "risk": float(np.mean([risks[s] for s in slides])),
+                         "time": float(row[dkey]), "event": float(row[ekey])})  # fmt: skip
+    table = pd.DataFrame(rows)
+    if not len(table) or not np.isfinite(table[["time", "event"]].to_numpy(float)).all():
+        return None
+    return table
+
+
+def _km_risk_groups(*, unit: str | None, prefix: str, **kwargs) -> str:
+    """``pl.risk_groups`` as an embedded figure whose title starts with who is drawn."""
+    import matplotlib.pyplot as plt
+
+    from workbench import pl
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    pl.risk_groups(ax=ax, time_unit=unit, **kwargs)
+    ax.set_title(f"{prefix}\n{ax.get_title()}", fontsize=9)
+    return f'<figure class="risk-groups">{_fig_to_img(fig, alt="risk groups")}</figure>'
+
+
+_RISK_NOTE = (
+    '<p class="note">Each curve is a predicted risk group (low: at or below the cut-point, '
+    "high: above it), the numbers at risk under the plot. The cut-point (the median risk) is "
+    "taken from risks of patients the model was <i>trained</i> on, never from the patients "
+    "drawn, so the gap between the curves is not tuned on them.</p>"
+)
+
+
+def _oof_risk_groups(oof_path: Path, unit: str | None) -> str | None:
+    """Risk groups of the out-of-fold risks; ``None`` for a class model's out-of-fold file."""
+    import pandas as pd
+
+    try:
+        oof = pd.read_csv(oof_path, dtype={"patient": str})
+    except (OSError, ValueError) as exc:
+        return _unreadable(oof_path, exc)
+    if not {"risk", "time", "event", "fold"} <= set(oof.columns):
+        return None
+    first = int(oof["repeat"].min()) if "repeat" in oof else 1
+    rep = oof[oof["repeat"] == first] if "repeat" in oof else oof
+    n_rep = int(oof["repeat"].nunique()) if "repeat" in oof else 1
+    where = f"<code>{html.escape(oof_path.name)}</code>" + (
+        f", repeat {first} of {n_rep}" if n_rep > 1 else ""
+    )
+    if TRAIN_CUT in rep and np.isfinite(rep[TRAIN_CUT].to_numpy(float)).all():
+        # each fold model's own cut: the median risk it gave its training patients
+        cuts = {f: [float(c)] for f, c in rep.groupby("fold")[TRAIN_CUT].first().items()}
+        how = (
+            "Each fold's patients are cut at the median risk that the same fold model gave its "
+            "own training patients."
+        )
+        kwargs = {"train_risk": cuts}
+    else:
+        medians = rep.groupby("fold")["risk"].median()
+        how = (
+            "The cut-point for one fold's patients is the median of the other folds' "
+            "out-of-fold risks, i.e. risks of that fold's training patients, given by the "
+            "models that did not see them (the file records no fold model's own cut). A Cox "
+            "risk has no fixed origin, so fold models' risks can sit at different levels: here "
+            f"the folds' median risks run from {medians.min():.2f} to {medians.max():.2f}"
+            + (
+                ", far enough apart that the groups partly reflect the fold a patient was in."
+                if medians.max() - medians.min() > rep["risk"].std()
+                else "."
+            )
+        )
+        kwargs = {}
+    try:
+        fig = _km_risk_groups(data=rep, unit=unit, prefix="held out: out-of-fold risks", **kwargs)
+    except (ValueError, KeyError) as exc:  # OptionError, ClinicalTableError are ValueErrors
+        return f'<p class="note">risk groups unavailable: {html.escape(str(exc))}</p>'
+    return (
+        f"<p>Held-out patients: the risk of each of the <b>{len(rep)}</b> patients comes from "
+        f"the cross-validation fold model that did not see them (out-of-fold, {where}). "
+        f"{how}</p>{_RISK_NOTE}{fig}"
+    )
+
+
+def _section_risk_groups(root: Path, where: Path, training: dict, cohort, risks, unit) -> str:
+    """Kaplan–Meier curves of the model's predicted risk groups on the most honest patients
+    the run has: out-of-fold, else held-out test, else validation patients; in-sample only
+    when nothing else exists, and then said so in the title and the text."""
+    cmd = _commands(root)["train_survival"]
+    oof_name = training.get("oof_predictions")
+    if oof_name and (where / str(oof_name)).exists():
+        shown = _oof_risk_groups(where / str(oof_name), unit)
+        if shown is not None:
+            return shown
+    train = {str(s) for s in training.get("train_slides") or []}
+    val_slides = {str(s) for s in (training.get("validation") or {}).get("slides") or []}
+    patients = _patient_table(cohort, risks)
+    train_risk = None
+    if patients is not None and train:
+        is_train = patients["slides"].map(lambda ss: any(s in train for s in ss))
+        is_val = patients["slides"].map(lambda ss: any(s in val_slides for s in ss))
+        held = patients[~is_train & ~is_val]
+        train_risk = patients.loc[is_train, "risk"].to_numpy()
+        if len(held) >= 4 and held["event"].sum() >= 1 and len(train_risk) >= 2:
+            fig = _km_risk_groups(
+                risk=held["risk"], time=held["time"], event=held["event"],
+                train_risk=train_risk, unit=unit, prefix="held out: test patients",
+            )  # fmt: skip
+            return (
+                f"<p>Held-out test patients: the <b>{len(held)}</b> patients whose slides the "
+                "model never saw (neither trained nor stopped on them), cut at the median risk "
+                f"of the {len(train_risk)} training patients.</p>{_RISK_NOTE}{fig}"
+            )
+    if train_risk is None or len(train_risk) < 2:
+        own = [risks[s] for s in sorted(train) if s in risks]
+        train_risk = np.asarray(own) if len(own) >= 2 else None
+    preds = (training.get("validation") or {}).get("predictions") or []
+    if preds and train_risk is not None:
+        import pandas as pd
+
+        from workbench.tl._train import patient_risks
+
+        v = pd.DataFrame(preds)
+        r, t, e = patient_risks(v["risk"], list(v["patient"].astype(str)), v["time"], v["event"])
+        if len(r) >= 4 and e.sum() >= 1:
+            fig = _km_risk_groups(
+                risk=r, time=t, event=e, train_risk=train_risk, unit=unit,
+                prefix="validation patients (training stopped on them: slightly optimistic)",
+            )  # fmt: skip
+            return (
+                f"<p>Validation patients: the <b>{len(r)}</b> patients held out from fitting "
+                "the weights but used to choose when training stopped (so slightly "
+                f"optimistic), cut at the median risk of {len(train_risk)} training "
+                "patients. For held-out figures of every patient, cross-validate: "
+                f"<code>{html.escape(cmd)}</code>.</p>{_RISK_NOTE}{fig}"
+            )
+    if patients is not None and len(patients) >= 4 and patients["event"].sum() >= 1:
+        fig = _km_risk_groups(
+            risk=patients["risk"], time=patients["time"], event=patients["event"],
+            train_risk=patients["risk"], unit=unit,
+            prefix="IN-SAMPLE: the model was trained on these patients (not held out)",
+        )  # fmt: skip
+        return (
+            '<p class="missing"><b>In-sample only.</b> This run has no out-of-fold, held-out '
+            f"or validation risks, so the curves below are the <b>{len(patients)}</b> "
+            "patients' own risks from a model trained on them, cut at their own median: they "
+            "show how well the model fits, not how it would sort new patients. For held-out "
+            f"curves: <code>{html.escape(cmd)}</code>.</p>{fig}"
+        )
+    why = "no out-of-fold risks (the model was trained without --folds, so no oof_predictions.csv)"
+    if cohort is None:
+        why += " and no survival times for the explained slides (no discovery.h5ad)"
+    elif patients is None:
+        why += (
+            " and no survival times for the explained slides (discovery.h5ad lists no slides "
+            "with a risk, or has no time and event columns)"
+        )
+    return _missing("held-out risk groups", why, cmd)
+
+
+def _section_prognostic(
+    root: Path, training: dict, paths: dict[str, Path], stats: list, n_examples: int, cohort
+) -> str:
+    """A survival model's explanations: for a few slides (held out first) the diverging
+    risk map and the magnified prognostic focus regions with their risk contribution, then
+    what the focused regions look like over every explained slide."""
+    import anndata as ad
+    import matplotlib.pyplot as plt
+
+    from workbench import pl
+
+    cmd = _commands(root)
+    if not paths:
+        return _missing(
+            "prognostic focus", "no slides/*.h5ad explained by the survival model", cmd["extract"]
+        )
+    chosen, which = example_slides(list(paths.values()), training, n_examples)
+    out = [
+        f"<p>{len(paths)} slide{'s' if len(paths) != 1 else ''} explained by the survival "
+        "model. For each example: the thumbnail with each region's <b>risk contribution</b> "
+        "(the region score learnt with the Cox loss) in a diverging map — red regions push "
+        "the slide's risk up more than its typical region, blue ones less, white is the "
+        "slide's median region — and the top-K <b>prognostic focus</b> regions (boxes); then "
+        "those regions at high magnification, each titled with its risk contribution. The "
+        "slide risk is a log relative hazard: higher = shorter survival, comparable between "
+        "slides of this model only.</p>",
+        f'<p class="note">{which}</p>',
+    ]
+    for f in chosen:
+        try:
+            a = ad.read_h5ad(f)
+        except (OSError, KeyError, ValueError) as exc:
+            out.append(_unreadable(f, exc))
+            continue
+        ex = a.uns["explain"]
+        sid = _slide_of(f)
+        fig, ax = plt.subplots(figsize=(5, 4))
+        pl.slide_overlay(a, ax=ax)
+        ax.set_title(f"{sid}: {ax.get_title()}", fontsize=9)
+        overlay = _fig_to_img(fig, alt=f"risk map {sid}")
+        gallery = _fig_to_img(pl.focus_gallery(a), alt=f"prognostic focus {sid}")
+        flag, grey = _applicability_flag(ex)
+        scores = ", ".join(f"{s:.2f}" for s in np.asarray(ex["focus"]["focus_score"], float))
+        median = float(np.nanmedian(a.obs["focus_score"].to_numpy(dtype=float)))
+        out.append(
+            f'<h3>{html.escape(sid)}</h3>{flag}<p class="note"{grey}>slide risk: '
+            f"{_fmt(float(ex.get('risk', np.nan)), 2)} (log relative hazard; higher = shorter "
+            f"survival); risk contribution of the focus regions: {scores} (slide median "
+            f'{median:.2f}).</p><div class="figs"><figure>{overlay}</figure>'
+            f"<figure>{gallery}</figure></div>"
+        )
+    table = _focus_features(stats)
+    if len(table):
+        rows = [{"region feature": name, **r} for name, r in table.to_dict("index").items()]
+        out.append(
+            "<h3>The focused features</h3><p>What the prognostic focus regions look like over "
+            f"the {len(stats)} explained slides: for each region feature, how far the focus "
+            "regions lie from their slide's mean (<b>focus_vs_other_sd</b>, in the slide's "
+            "standard deviations) and how closely it follows the regions' risk contribution "
+            "(<b>rho_risk</b>, Spearman correlation over all regions of a slide), both averaged "
+            "over slides; the features that follow the risk contribution most closely first. "
+            "They describe where the model looks; they are not tests of survival.</p>"
+            + _table(
+                rows,
+                ["region feature", "focus_vs_other_sd", "rho_risk", "slides", "what it measures"],
+            )  # fmt: skip
+        )
+    if cohort is not None:
+        out.append(
+            "<p>The focused features (<code>obsm['X_focus']</code>) are region features like "
+            "any other: marker discovery turned them into the phenotypes, spatial markers and "
+            "survival screen of the sections below.</p>"
+        )
+    else:
+        out.append(
+            _missing(
+                "marker discovery on the focused features",
+                "no discovery.h5ad; the focused features (obsm['X_focus']) feed it unchanged",
+                cmd["discover"],
+            )
+        )
+    return "\n".join(out)
+
+
 def write_report(
     run_dir: str | os.PathLike,
     path: str | os.PathLike | None = None,
@@ -917,10 +1321,22 @@ def write_report(
     cohort, problem = _load_discovery(root)
     unit = time_unit or _time_unit(root, cohort)
     markers_html, km_html = _section_markers(root, cohort, problem, unit)
+    where, training = _training_record(root)
+    files = list_results(root / "slides", "*.h5ad")
+    if _is_survival_run(training, files):  # risk groups, and the risk maps as prognostic focus
+        paths, risks, stats = _survival_slides(files)
+        risk_groups = _section_risk_groups(root, where, training, cohort, risks, unit)
+        prognostic = _section_prognostic(root, training, paths, stats, n_examples, cohort)
+        explained = [
+            ("risk_groups", "Risk groups", risk_groups),
+            ("prognostic", "Prognostic focus", prognostic),
+        ]
+    else:
+        explained = [("explain", "Explanations", _section_explain(root, n_examples))]
     sections = [
         ("cohort", "Cohort", _section_cohort(root, unit, cohort)),
         ("model", "Model performance", _section_model(root)),
-        ("explain", "Explanations", _section_explain(root, n_examples)),
+        *explained,
         ("refine", "Refined regions", _section_refine(root)),
         ("phenotypes", "Phenotypes", _section_phenotypes(root, cohort, problem)),
         ("markers", "Candidate markers", markers_html),

@@ -2,7 +2,8 @@
 
 :func:`phenotype_exemplars` picks, for every phenotype that ``tl.markers`` assigned, the regions
 closest to the phenotype's mean in the uniqueness space (``obsm["X_uniqueness"]``; the focused
-features when absent), one per slide before a second from the same slide, and cuts a square
+features when absent or when the slides were scored by different models, as the cross-fitted
+folds of ``tl.discover(folds=k)`` are), one per slide before a second from the same slide, and cuts a square
 around each region's centroid (``obsm["spatial"]``, level-0 pixels): from the slide file
 recorded in ``uns["region_graph"]["slide"]["path"]`` when it can be opened, else from the
 stored thumbnail. ``tl.discover`` stores the result in the cohort AnnData
@@ -19,6 +20,7 @@ import numpy as np
 from anndata import AnnData
 
 from workbench._constants import (
+    FEATURE_UNIQUENESS,
     PHENOTYPE,
     PHENOTYPE_EXEMPLARS,
     REGION_GRAPH,
@@ -79,6 +81,20 @@ def _reader(adata: AnnData):
         return None
 
 
+def _one_uniqueness_space(adatas: Sequence[AnnData]) -> bool:
+    """Whether every slide's ``obsm["X_uniqueness"]`` comes from one fitted model (the same
+    fitting slides). Cross-fitted folds (``tl.discover(folds=k)``) each have their own
+    standardisation and PCA basis, often of another width: not one space to measure in."""
+    fits = set()
+    for a in adatas:
+        if X_UNIQUENESS not in a.obsm:
+            return False
+        params = (a.uns.get(FEATURE_UNIQUENESS) or {}).get("params") or {}
+        fit = np.asarray(params.get("fit_slides", []), dtype=object).ravel()
+        fits.add(tuple(str(s) for s in fit))
+    return len(fits) <= 1
+
+
 def phenotype_exemplars(
     adatas: Sequence[AnnData],
     *,
@@ -131,7 +147,7 @@ def phenotype_exemplars(
         names += [str(c) for c in cats if str(c) not in names]
     if not include_other:
         names = [n for n in names if n != OTHER]
-    rep = X_UNIQUENESS if all(X_UNIQUENESS in a.obsm for a in adatas) else X_FOCUS
+    rep = X_UNIQUENESS if _one_uniqueness_space(adatas) else X_FOCUS
     out: dict = {
         "params": {"key": key, "n_per_phenotype": int(n_per_phenotype), "size_um": float(size_um),
                    "out_px": int(out_px), "chosen_by": f"nearest to the phenotype mean in {rep}"},
