@@ -212,8 +212,12 @@ def _topk_hits(scores, graph, inside, k: int, hops: int) -> list[int]:
     return inside[idx].astype(int).tolist()
 
 
-def evaluate(name: str, model, truth, user, ids, graphs, *, top_k: int = 4) -> dict:
-    """Probabilities, seconds per slide and focus-in-lesion on the adenocarcinoma slides."""
+def evaluate(
+    name: str, model, truth, user, ids, graphs, *, top_k: int = 4, confirm: tuple = ()
+) -> dict:
+    """Probabilities, seconds per slide and focus-in-lesion on the adenocarcinoma slides;
+    for SEW also with the detail branch confirming the focus among ``m`` proposals, for each
+    ``m`` in ``confirm`` (``confirm_candidates``)."""
     import torch
     from sklearn.metrics import roc_auc_score
 
@@ -223,6 +227,7 @@ def evaluate(name: str, model, truth, user, ids, graphs, *, top_k: int = 4) -> d
     labels = user.labels(LABEL)
     probs, seconds, hits, chance, node_auc, hops_hits = [], [], {}, {}, [], {0: {}, 2: {}}
     evidence: dict[str, list] = {}
+    confirmed: dict[int, dict] = {}
     for sid in ids:
         graph, t_graph = graphs[sid]
         path = user.slide_path(sid)
@@ -237,6 +242,18 @@ def evaluate(name: str, model, truth, user, ids, graphs, *, top_k: int = 4) -> d
             ad = extract(path, model, graph=graph, slide_id=sid)
             seconds.append(time.perf_counter() - t + t_graph)
             probs.append(float(ad.uns["explain"]["probabilities"][1]))
+            for m in confirm:
+                # the same trained model with the detail branch confirming m proposals
+                before = model.config.get("confirm_candidates", 0)
+                model.config["confirm_candidates"] = m
+                try:
+                    adm = extract(path, model, graph=graph, slide_id=sid)
+                finally:
+                    model.config["confirm_candidates"] = before
+                confirmed.setdefault(m, {"p": [], "hits": {}})
+                confirmed[m]["p"].append(float(adm.uns["explain"]["probabilities"][1]))
+                if positive:
+                    confirmed[m]["hits"][sid] = focus_in_mask(adm, mask, ds).astype(int).tolist()
             if positive:
                 hits[sid] = focus_in_mask(ad, mask, ds).astype(int).tolist()
                 score = ad.obs["focus_score"].to_numpy()
@@ -266,6 +283,13 @@ def evaluate(name: str, model, truth, user, ids, graphs, *, top_k: int = 4) -> d
                 centres = np.asarray(res["tiles_xy"], float)[top] + size0 / 2.0
                 hits[sid] = mask_at(mask, ds, centres[:, 0], centres[:, 1]).astype(int).tolist()
     out = {"probabilities": probs, "seconds": seconds, "chance": chance}
+    for m, res in confirmed.items():
+        out[f"confirm{m}_probabilities"] = res["p"]
+        out[f"focus_hits_confirm{m}"] = res["hits"]
+        if res["hits"]:
+            out[f"focus_in_lesion_confirm{m}"] = float(
+                np.mean([np.mean(v) for v in res["hits"].values()])
+            )
     if hits:
         out["focus_hits"] = hits
         out["focus_in_lesion"] = float(np.mean([np.mean(v) for v in hits.values()]))
@@ -419,10 +443,12 @@ def run_benchmark(args) -> None:
     for name, seed in todo:
         torch.manual_seed(seed)
         trainer, t_train = fit(name, samples, settings, seed, args, focus=args.focus_target)
-        res = evaluate(name, trainer.model_, truth, user, test_ids, graphs)
+        confirm = tuple(args.confirm) if name.startswith("sew") else ()
+        res = evaluate(name, trainer.model_, truth, user, test_ids, graphs, confirm=confirm)
         p = np.asarray(res["probabilities"])
         # temperature as a user gets it: fitted on the val cases, applied to the test cases
-        pv = evaluate(name, trainer.model_, truth, user, val_ids, val_graphs)["probabilities"]
+        rv = evaluate(name, trainer.model_, truth, user, val_ids, val_graphs, confirm=confirm)
+        pv = rv["probabilities"]
         t_fit = fit_temperature(_log_probs(pv), y_val)
         p_cal = softmax_with_temperature(_log_probs(p), t_fit.temperature)[:, 1]
         row = {
@@ -454,6 +480,16 @@ def run_benchmark(args) -> None:
         for k in res:
             if k.startswith(("focus_", "node_auc_")):
                 row[k] = res[k]
+        for m in confirm:  # the same model, detail branch confirming the focus (test and val)
+            pm = np.asarray(res[f"confirm{m}_probabilities"])
+            row[f"confirm{m}_auc"] = _metrics(y_test, pm)["auc"]
+            row[f"confirm{m}_probabilities"] = [round(v, 4) for v in pm.tolist()]
+            row[f"val_focus_in_lesion_confirm{m}"] = rv.get(f"focus_in_lesion_confirm{m}")
+            row[f"val_confirm{m}_auc"] = _metrics(y_val, rv[f"confirm{m}_probabilities"])["auc"]
+        if confirm:
+            row["val_focus_in_lesion"] = rv.get("focus_in_lesion")
+            row["val_focus_chance"] = rv.get("focus_chance")
+            row["val_auc"] = _metrics(y_val, pv)["auc"]
         emit(row, out)
     if args.no_summary:
         return
@@ -547,6 +583,20 @@ def summarise(name: str, rs: list[dict], y_test: np.ndarray, args) -> dict:
         s["focus_chance"] = rs[0]["focus_chance"]
         s["focus_what"] = "top-4 focus regions" if name.startswith("sew") else (
             "top-4 attention tiles")  # fmt: skip
+    for key in [k for k in rs[0] if k.startswith("focus_hits_confirm")]:
+        m = key[len("focus_hits_confirm") :]
+        if all(key in r for r in rs):
+            slides = sorted(rs[0][key])
+            per = np.array([[np.mean(r[key][x]) for x in slides] for r in rs])
+            s[f"focus_in_lesion_confirm{m}_mean"] = float(per.mean())
+            s[f"focus_in_lesion_confirm{m}_ci95"] = bootstrap_mean(per)
+            s[f"confirm{m}_auc_mean"] = float(np.mean([r[f"confirm{m}_auc"] for r in rs]))
+            s[f"val_focus_in_lesion_confirm{m}_mean"] = float(
+                np.mean([r[f"val_focus_in_lesion_confirm{m}"] for r in rs])
+            )
+    if all("val_focus_in_lesion" in r for r in rs):
+        s["val_focus_in_lesion_mean"] = float(np.mean([r["val_focus_in_lesion"] for r in rs]))
+        s["val_focus_chance"] = rs[0]["val_focus_chance"]
     if "focus_node_auc" in rs[0]:
         s["focus_node_auc_mean"] = float(np.mean([r["focus_node_auc"] for r in rs]))
     return s
@@ -620,6 +670,9 @@ def main(argv=None) -> None:
     p.add_argument("--n-candidates", type=int, default=8,
                    help="magnified crops cached per training slide")  # fmt: skip
     p.add_argument("--focus-target", default="detail", choices=("lesion", "class", "detail"))
+    p.add_argument("--confirm", type=int, nargs="*", default=[12],
+                   help="benchmark: also measure SEW with the detail branch confirming the "
+                   "focus among this many proposals (confirm_candidates)")  # fmt: skip
     p.add_argument("--no-summary", action="store_true",
                    help="benchmark: only train and test (run the summary from another call)")  # fmt: skip
     p.add_argument("--annotations", action="store_true",

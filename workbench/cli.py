@@ -571,8 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "explains)")  # fmt: skip
     train.add_argument(
         "--encoder",
-        help="tile encoder: 'builtin', 'texture', a name of the local encoder registry "
-        "($WORKBENCH_ENCODERS or ~/.config/workbench/encoders.json) or a .pt2 file",
+        help="tile encoder: 'builtin', 'texture', 'crc_biopsy' (a packaged CNN trained on "
+        "colorectal biopsies), a name of the local encoder registry ($WORKBENCH_ENCODERS or "
+        "~/.config/workbench/encoders.json) or a .pt2 file",
     )
     train.add_argument("--stain", choices=["macenko", "reinhard"], help="stain normalisation")
     train.add_argument("--validation", type=_share, help="share of patients held out (1 in "

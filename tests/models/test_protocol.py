@@ -219,3 +219,38 @@ def test_a_new_kind_is_one_class_plus_a_registry_entry(tmp_path, toy_slide):
     finally:
         _protocol._KINDS.pop("mean", None)
     assert "mean" not in MODEL_KINDS
+
+
+def test_sew_detail_confirmation_keeps_the_most_lesion_like_of_its_proposals(toy_slide, tmp_path):
+    torch.manual_seed(0)
+    model = SelfCalibratedModel(
+        in_features=10, hidden=8, detail_width=4, embed_dim=8, confirm_candidates=6
+    ).eval()
+    inputs = _Inputs(toy_slide)
+    with torch.no_grad():
+        out = model.infer(inputs, top_k=2)
+        proposals = model.select_focus(
+            model.forward_global(inputs.features, inputs.edge_index)["focus_scores"],
+            inputs.edge_index,
+            k=6,
+        )
+    first, second = inputs.crop_calls  # six proposals magnified, then the two kept
+    assert first == proposals.tolist() and len(second) == 2
+    assert set(second) <= set(first) and out["focus_index"].tolist() == second
+    # the kept two are the most lesion-like of the six (same crops, deterministic branch)
+    crops = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    inputs.crops = lambda nodes: crops[[first.index(n) for n in nodes]]
+    inputs.crop_calls = []
+    with torch.no_grad():
+        out = model.infer(inputs, top_k=2)
+        probe = model.forward_detail(crops, model.forward_global(
+            inputs.features, inputs.edge_index)["tokens"][proposals])["lesion_prob"]  # fmt: skip
+    best = [first[i] for i in torch.argsort(probe, descending=True)[:2].tolist()]
+    assert out["focus_index"].tolist() == best
+    # a saved model keeps the setting; 0 restores the focus predictor's own choice
+    save_checkpoint(model, tmp_path / "m")
+    assert load_checkpoint(tmp_path / "m").config["confirm_candidates"] == 6
+    model.config["confirm_candidates"] = 0
+    with torch.no_grad():
+        plain = model.infer(_Inputs(toy_slide), top_k=2)["focus_index"]
+    assert plain.tolist() == proposals[:2].tolist()

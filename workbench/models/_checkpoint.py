@@ -53,6 +53,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "focus_hidden": (1, 4096),
     "top_k": (1, 1024),
     "nms_hops": (0, 64),
+    "confirm_candidates": (0, 1024),
     "detail_width": (4, 512),
     "embed_dim": (1, 8192),
     "attn_dim": (1, 8192),

@@ -102,6 +102,13 @@ class SelfCalibratedModel(SlideModel):
         pooling (:func:`~workbench.models.mil_lesion_loss`) on slides without masks, so that
         back-calibration pulls the focus toward something learnt. ``False`` leaves it
         untrained there (the original behaviour).
+    confirm_candidates
+        At inference, let the detail branch confirm the focus: the focus predictor proposes
+        this many spread-out regions (graph NMS), all are magnified, and the ``top_k`` with
+        the highest detail lesion answer become the focus regions. ``0`` (default) keeps the
+        focus predictor's own top ``top_k``. Costs ``confirm_candidates`` crops per slide
+        instead of ``top_k``; training is unchanged. Can be changed on a trained model
+        (``model.config["confirm_candidates"] = 12``).
     """
 
     kind = "sew"
@@ -131,6 +138,7 @@ class SelfCalibratedModel(SlideModel):
         label: str | None = None,
         focus_target: str = "detail",
         lesion_mil: bool = True,
+        confirm_candidates: int = 0,
     ) -> None:
         super().__init__()
         assert focus_target in FOCUS_TARGETS, f"focus_target must be one of {FOCUS_TARGETS}"
@@ -158,6 +166,7 @@ class SelfCalibratedModel(SlideModel):
             "label": label,
             "focus_target": focus_target,
             "lesion_mil": bool(lesion_mil),
+            "confirm_candidates": int(confirm_candidates),
         }
         self.global_branch = GlobalBranch(**{k: self.config[k] for k in GLOBAL_BRANCH_OPTIONS})
         self.focus = FocusPredictor(
@@ -540,7 +549,15 @@ class SelfCalibratedModel(SlideModel):
         x, ei = inputs.features, inputs.edge_index
         g = self.forward_global(x, ei)
         k = max(1, min(int(top_k or self.focus.top_k), x.shape[0]))
-        idx = self.select_focus(g["focus_scores"], ei, k=k)
+        m = min(int(self.config.get("confirm_candidates") or 0), x.shape[0])
+        if m > k:
+            # the detail branch confirms: magnify m proposals, keep the k most lesion-like
+            cand = self.select_focus(g["focus_scores"], ei, k=m)
+            probe = self.forward_detail(inputs.crops(cand.cpu().tolist()), g["tokens"][cand])
+            order = torch.argsort(probe["lesion_prob"].reshape(-1), descending=True)[:k]
+            idx = cand[order.to(cand.device)]
+        else:
+            idx = self.select_focus(g["focus_scores"], ei, k=k)
         det = self.forward_detail(inputs.crops(idx.cpu().tolist()), g["tokens"][idx])
         lesion = torch.softmax(g["node_logits"], -1)[:, 1].clone()
         lesion[idx] = det["lesion_prob"].to(lesion.dtype)
