@@ -184,3 +184,15 @@ def test_tissue_grid_reads_min_tissue_from_the_settings(slide):
     strict = tissue_grid(slide, {**SETTINGS, "min_tissue": 1.0})
     default = tissue_grid(slide, SETTINGS)  # Preprocessing's 0.5
     assert len(strict) <= len(default) <= len(loose) and len(strict) < len(loose)
+
+
+def test_a_fragment_smaller_than_a_tile_still_gets_its_best_tiles(he_like_image):
+    rng = np.random.default_rng(0)
+    canvas = np.clip(245 + rng.normal(0, 6, (256, 256, 3)), 0, 255).astype(np.uint8)  # glass
+    canvas[100:140, 100:140] = he_like_image[170:210, 200:240]  # one small tissue fragment
+    small = Slide.from_array(canvas, mpp=2.0, name="fragment")
+    settings = {**SETTINGS, "crop_size": 64, "min_tissue": 0.5}  # 64-px tiles: <= 40 % tissue
+    xy = tissue_grid(small, settings)
+    assert 1 <= len(xy) <= 4  # the tiles holding the fragment, not none and not the glass
+    for x, y in xy:
+        assert x < 140 and x + 64 > 100 and y < 140 and y + 64 > 100

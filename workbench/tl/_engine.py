@@ -281,19 +281,21 @@ def tissue_grid(slide, settings: Mapping) -> np.ndarray:
 
     Tissue is detected on the same thumbnail resolution as the region graph (detection on
     fine, near-full-resolution thumbnails misses pale stroma), so the tile baseline and the
-    region graph see the same tissue.
+    region graph see the same tissue. A slide whose tissue fills no whole tile (a small
+    biopsy fragment under a large tile) keeps its tiles with the most tissue (at least half of
+    the best tile's share) rather than none, so that tile models can still read it.
     """
     from workbench.pp import detect_tissue, tile_tissue
 
     settings = settings_of(settings)
     mask = detect_tissue(slide.thumbnail(mpp=thumbnail_mpp_for(slide, settings)))
-    grid = tile_tissue(
-        slide,
-        mpp=float(settings["detail_mpp"]),
-        tile_size=int(settings["crop_size"]),
-        min_tissue=float(settings["min_tissue"]),
-        tissue_mask=mask,
-    )
+    kw = {"mpp": float(settings["detail_mpp"]), "tile_size": int(settings["crop_size"])}
+    grid = tile_tissue(slide, min_tissue=float(settings["min_tissue"]), tissue_mask=mask, **kw)
+    if grid.n_obs == 0:
+        grid = tile_tissue(slide, min_tissue=0.0, tissue_mask=mask, **kw)
+        share = grid.obs["tissue_fraction"].to_numpy()
+        if len(share) and share.max() > 0:
+            grid = grid[share >= 0.5 * share.max()]
     return np.column_stack([grid.obs["x"].to_numpy(), grid.obs["y"].to_numpy()]).reshape(-1, 2)
 
 
