@@ -158,10 +158,16 @@ def test_every_kind_trains_extracts_and_reports_from_the_command_line(
              "--set", "thumbnail_mpp=8", "--set", "n_segments=200", "--set", "crop_size=48",
              "--set", "detail_mpp=2",
              "--no-progress"]  # fmt: skip
+    if kind == "sew":  # the detail branch confirms the focus among 6 proposals
+        train += ["--confirm-candidates", "6"]
     assert main(train) == 0
     assert capsys.readouterr().out.startswith(f"{kind} model trained on 6 slides")
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["kind"] == kind
+    if kind == "sew":
+        from workbench.models import load_checkpoint
+
+        assert load_checkpoint(run / "model").config["confirm_candidates"] == 6
     extract = ["extract", str(root / "slides"), "--model", str(run / "model"), "--out",
                str(run / "slides"), "--no-progress"]  # fmt: skip
     assert main(extract) == 0
@@ -184,6 +190,10 @@ def test_every_kind_trains_extracts_and_reports_from_the_command_line(
         (["--label", "stage"], "no label column 'stage'"),
         (["--label", "grade", "--encoder", "uni"], "unknown encoder 'uni'"),
         (["--label", "grade", "--encoder", "nope/enc.pt2"], "no encoder file"),
+        (
+            ["--label", "grade", "--kind", "global", "--confirm-candidates", "6"],
+            "--confirm-candidates is for --kind sew",
+        ),  # fmt: skip
     ],
 )
 def test_train_command_explains_bad_inputs(tiny_cohort, tmp_path, capsys, extra, message):

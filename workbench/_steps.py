@@ -141,8 +141,12 @@ def train_step(
     settings: dict | None = None,
     progress: bool = True,
     survival: tuple[str, str] | None = None,
+    model_kwargs: dict | None = None,
 ) -> SlideTrainer:
     """Train on ``cohort``'s ``label`` column and save the checkpoint folder ``out``.
+
+    ``model_kwargs`` go to the model's constructor (e.g. ``{"confirm_candidates": 12}`` for
+    ``kind="sew"``).
 
     With ``survival=(time_column, event_column)`` the model learns a Cox risk instead
     (``SlideTrainer(target="survival")``; ``label`` is not used).
@@ -164,6 +168,8 @@ def train_step(
     more: dict[str, Any] = {}
     if survival is not None:
         more = {"target": "survival", "time_key": survival[0], "event_key": survival[1]}
+    if model_kwargs:
+        more["model_kwargs"] = dict(model_kwargs)
     trainer = SlideTrainer(
         **more,
         kind=kind,

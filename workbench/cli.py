@@ -207,6 +207,11 @@ def _train(args: argparse.Namespace) -> int:
         raise OptionError("--repeats repeats the cross-validation: give --folds too")
     if args.refit and args.validation is None:
         raise OptionError("--refit refits on all patients after --validation: give --validation")
+    model_kwargs = None
+    if args.confirm_candidates is not None:
+        if args.kind != "sew":
+            raise OptionError("--confirm-candidates is for --kind sew (its detail branch)")
+        model_kwargs = {"confirm_candidates": args.confirm_candidates}
     with _ProgressLines(args.no_progress):
         trainer = train_step(
             cohort,
@@ -226,6 +231,7 @@ def _train(args: argparse.Namespace) -> int:
             settings=_settings_given(args),
             progress=not args.no_progress,
             survival=survival,
+            model_kwargs=model_kwargs,
         )
     final = trainer.final_model_
     if survival is not None:
@@ -576,6 +582,13 @@ def build_parser() -> argparse.ArgumentParser:
         "~/.config/workbench/encoders.json) or a .pt2 file",
     )
     train.add_argument("--stain", choices=["macenko", "reinhard"], help="stain normalisation")
+    train.add_argument(
+        "--confirm-candidates",
+        type=_whole(0),
+        metavar="M",
+        help="sew: at extraction the detail branch magnifies M focus proposals and keeps the "
+        "top-k most lesion-like (default 0: the focus predictor's own top-k)",
+    )
     train.add_argument("--validation", type=_share, help="share of patients held out (1 in "
                        "round(1/share) of each class) for early stopping and the temperature "
                        "of the probabilities; the final model is fit on the rest (see "
