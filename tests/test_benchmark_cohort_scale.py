@@ -70,10 +70,15 @@ def test_a_tiny_cohort_extracts_resumes_after_a_killed_worker_and_is_measured(
     assert res["rerun_skips_all"]
 
     tr = by_part["trainer"]
-    assert [r["slides"] for r in tr["runs"]] == [2, 4]
+    assert [(r["slides"], r["on_disk"]) for r in tr["runs"]] == [
+        (2, True), (2, False), (4, True), (4, False)
+    ]  # fmt: skip
     assert all("error" not in r for r in tr["runs"]), tr
-    assert tr["runs"][1]["cache_mb"] > tr["runs"][0]["cache_mb"] > 0
-    assert "cache_mb_slope_per_slide" in tr
+    on, off = tr["runs"][2], tr["runs"][3]
+    assert on["cache_mb"] == off["cache_mb"] > tr["runs"][0]["cache_mb"] > 0
+    assert on["cache_mapped_mb"] > 0 and off["cache_mapped_mb"] == 0
+    assert on["cache_in_memory_mb"] < off["cache_in_memory_mb"] == off["cache_mb"]
+    assert "on_disk_cache_in_memory_mb_slope_per_slide" in tr
 
     disc = by_part["discover"]
     assert "error" not in disc, disc
