@@ -692,8 +692,16 @@ def main(argv: list[str] | None = None) -> int:
 
     root = args.root
     root.mkdir(parents=True, exist_ok=True)
+    try:
+        code = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        code = ""
     common = {
         "benchmark": "cohort_scale",
+        "code": code or None,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

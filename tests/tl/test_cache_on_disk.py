@@ -3,6 +3,9 @@ nothing left on disk, and the process's own memory does not hold the crops."""
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pytest
 import torch
 
@@ -82,3 +85,19 @@ def test_training_on_the_mapped_cache_gives_the_same_model(tiny_cohort, monkeypa
     plain = fit()
     a, b = mapped.model_.state_dict(), plain.model_.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_freed_memory_is_handed_back_where_the_allocator_allows(monkeypatch):
+    import sys
+
+    from workbench.tl._engine import release_freed_memory
+
+    # free-but-kept heap after many mid-sized blocks: glibc hands the pages back
+    keep = [np.ones(300_000, np.uint8) for _ in range(200)]
+    del keep[::2]
+    got = release_freed_memory()
+    assert isinstance(got, bool)
+    if sys.platform.startswith("linux") and os.path.exists("/lib/x86_64-linux-gnu/libc.so.6"):
+        assert _engine._LIBC[0] is not None  # found glibc's malloc_trim
+    monkeypatch.setattr(_engine, "_LIBC", [None])  # no such call: nothing happens
+    assert release_freed_memory() is False

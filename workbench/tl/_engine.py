@@ -532,7 +532,40 @@ def prepare_cohort(
             mpp=cohort.mpp_of(sid),
         )
         samples.append(_on_disk(sample) if on_disk else sample)
+        release_freed_memory()
     return samples
+
+
+_LIBC: list = []
+
+
+def release_freed_memory() -> bool:
+    """Hand memory that was freed but kept by the C allocator back to the system.
+
+    glibc's ``malloc`` raises its threshold for serving large blocks from the heap after
+    such blocks are freed, and a heap that per-slide work (decoded tiles, thumbnails,
+    superpixels) leaves fragmented keeps growing over a cohort although nothing is kept
+    (about 1.2 MB per slide when reading a cohort). ``malloc_trim(0)`` returns the free
+    pages; elsewhere than glibc this does nothing.
+
+    Returns
+    -------
+    bool
+        Whether memory was handed back.
+    """
+    if not _LIBC:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            trim = libc.malloc_trim
+            trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+        except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+            trim = None
+        _LIBC.append(trim)
+    trim = _LIBC[0]
+    return bool(trim(0)) if trim is not None else False
 
 
 #: Sample tensors of at least this many bytes go to memory-mapped files (``on_disk``).
@@ -654,6 +687,7 @@ __all__ = [
     "read_crops",
     "read_tiles",
     "region_graph_for",
+    "release_freed_memory",
     "settings_of",
     "spread_pick",
     "stain_normalizer",

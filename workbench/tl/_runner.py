@@ -16,6 +16,7 @@ import numpy as np
 from workbench._constants import EXPLAIN, EXTRACT_FINGERPRINT
 from workbench.io._fingerprint import canonical_json
 from workbench.tl._calibration import model_temperature
+from workbench.tl._engine import release_freed_memory
 from workbench.tl._explain import extract, load_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -277,6 +278,8 @@ def _extract_to_file(
     if fingerprint is not None:
         adata.uns[EXTRACT_FINGERPRINT] = fingerprint
     write_h5ad(adata, out_path)
+    del adata
+    release_freed_memory()  # else the heap grows slide after slide (glibc keeps freed blocks)
     return out_path
 
 
