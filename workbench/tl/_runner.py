@@ -601,12 +601,13 @@ def _extract_distributed(
         for fut in tqdm(
             as_completed(futures), total=len(futures), desc="extract", disable=not progress
         ):
-            sid, path, out = futures[fut]
+            sid, path, out = futures.pop(fut)
             try:
                 fut.result()
                 rows.append(_status_row(sid, path, out, "done"))
             except Exception as exc:
                 rows.append(_status_row(sid, path, out, "failed", f"{type(exc).__name__}: {exc}"))
+            fut.release()  # the cluster forgets a finished slide (its state grew with the run)
     finally:
         if own_client is not None:
             own_client.close()
