@@ -84,15 +84,20 @@ t = time.perf_counter()
 from workbench import pp
 from workbench.io import Slide
 import anndata  # tile_tissue returns AnnData; count its import here, not in the first round
+try:  # the default mask size of tile_tissue (older versions: the rule as it was)
+    from workbench.pp._tiling import _mask_side
+except ImportError:
+    def _mask_side(slide, step0):
+        W, H = slide.dimensions
+        return int(min(max(256, -(-max(W, H) * 8 // step0)), 2048, max(W, H)))
 import_s = time.perf_counter() - t
 detect, tiling, detect_cpu, tile_cpu = [], [], [], []
 for _ in range(rounds + 1):
     slide = Slide(path)
     t = clock()
     # the mask tile_tissue makes by default, then the grid over it (two steps, timed apart)
-    W, H = slide.dimensions
     step0 = tile * mpp / slide.require_mpp()
-    side = int(min(max(256, -(-max(W, H) * 8 // step0)), 2048, max(W, H)))
+    side = _mask_side(slide, step0)
     mask = pp.detect_tissue(slide.thumbnail(max_size=side))
     since(t, detect, detect_cpu)
     t = clock()

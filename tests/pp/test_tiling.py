@@ -61,3 +61,30 @@ def test_default_mask_follows_the_tile_grid_and_agrees_with_a_fine_one():
     common = a.index.intersection(b.index)
     assert len(common) >= 0.95 * len(b)
     np.testing.assert_allclose(a[common], b[common], atol=0.1)
+
+
+def test_a_small_pyramidal_slide_uses_its_8_um_level_as_the_mask(tmp_path, write_pyramid_tiff):
+    rng = np.random.default_rng(5)
+    img = np.full((2304, 3072, 3), 244, np.uint8)
+    rows, cols = np.mgrid[0:2304, 0:3072]
+    blob = (rows - 1100) ** 2 / 800**2 + (cols - 1500) ** 2 / 1200**2 < 1
+    img[blob] = np.clip(rng.normal((205, 120, 175), 12, (int(blob.sum()), 3)), 0, 255)
+    with Slide(write_pyramid_tiff(tmp_path / "s.tif", img, mpp=0.5)) as slide:
+        assert (192, 144) in slide.info.level_dimensions  # 16x: 8 µm/px
+        quick = tile_tissue(slide, mpp=0.5, tile_size=256)
+        # 12 x 9 tiles need 96 px; the stored 192-px level (8 µm/px) is used, not 256 px
+        assert quick.uns["tiling"]["mask_shape"] == [144, 192]
+        fine = tile_tissue(slide, mpp=0.5, tile_size=256, mask_px_per_tile=64)
+        a = quick.obs.set_index(["col", "row"])["tissue_fraction"]
+        b = fine.obs.set_index(["col", "row"])["tissue_fraction"]
+        assert abs(len(a) - len(b)) <= 1 and len(b) > 20
+        common = a.index.intersection(b.index)
+        np.testing.assert_allclose(a[common], b[common], atol=0.15)
+        # more mask pixels per tile than the level has: the usual size
+        assert tile_tissue(slide, mpp=0.5, mask_px_per_tile=32).uns["tiling"]["mask_shape"] == [
+            288,
+            384,
+        ]
+    # the same pixels at 1 µm/px: the 192-px level is 16 µm/px, too coarse; 256 px as before
+    with Slide(write_pyramid_tiff(tmp_path / "t.tif", img, mpp=1.0)) as slide:
+        assert tile_tissue(slide, mpp=0.5).uns["tiling"]["mask_shape"] == [192, 256]

@@ -18,6 +18,33 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
+#: The coarsest resolution (µm/px) at which a small slide's stored level is its tissue mask.
+MASK_MPP = 8.0
+
+
+def _mask_side(slide: Slide, step0: float, max_size: int = 2048, px_per_tile: int = 8) -> int:
+    """Long side in pixels of the thumbnail ``tile_tissue`` detects tissue on by default.
+
+    About ``px_per_tile`` mask pixels per tile side, within ``[256, max_size]`` and at most
+    the slide's own size; when the 256-px floor is what sets it (a small slide) and a stored
+    pyramid level of at most :data:`MASK_MPP` µm/px lies between the tiles' need and that
+    floor, the coarsest such level instead: it is read as stored, without resizing a finer
+    one (most of the time of a small slide's tiling).
+    """
+    W, H = slide.dimensions
+    need = int(np.ceil(max(W, H) / step0 * max(1, int(px_per_tile))))
+    side = min(int(np.clip(need, 256, max(256, int(max_size)))), max(W, H))
+    mpp = slide.mpp
+    if need >= side or not mpp:
+        return side
+    for lw, lh in reversed(slide.info.level_dimensions):  # coarsest first
+        long_side = max(lw, lh)
+        level_mpp = max(W, H) / long_side * float(mpp)
+        if need <= long_side < side and level_mpp <= MASK_MPP * 1.01:
+            return int(long_side)
+    return side
+
+
 def tile_tissue(
     slide: Slide,
     *,
@@ -48,7 +75,10 @@ def tile_tissue(
         :func:`detect_tissue` on a thumbnail with about ``mask_px_per_tile`` pixels per tile
         side (at least 256 and at most ``mask_max_size`` pixels on its long side). That is
         fine enough to measure each tile's tissue fraction and, read from a coarse pyramid
-        level, fast (the tile grid decides the resolution, not the slide size).
+        level, fast (the tile grid decides the resolution, not the slide size). On a slide
+        too small for 256 px at 8 µm/px, a stored pyramid level of 8 µm/px or finer that
+        still has ``mask_px_per_tile`` pixels per tile is used as it is instead (read
+        without resizing; 8 µm/px is where tissue detection usually runs).
     mask_max_size, mask_px_per_tile
         Bounds of that thumbnail.
 
@@ -82,9 +112,8 @@ def tile_tissue(
     n_cols, n_rows = int(np.ceil(W / step0)), int(np.ceil(H / step0))
 
     if tissue_mask is None:
-        side = int(np.ceil(max(W, H) / step0 * max(1, int(mask_px_per_tile))))
-        side = int(np.clip(side, 256, max(256, int(mask_max_size))))
-        tissue_mask = detect_tissue(slide.thumbnail(max_size=min(side, max(W, H))))
+        side = _mask_side(slide, step0, mask_max_size, mask_px_per_tile)
+        tissue_mask = detect_tissue(slide.thumbnail(max_size=side))
     mask = np.asarray(tissue_mask, dtype=bool)
     # Tissue fraction of each tile from an integral image of the mask.
     mh, mw = mask.shape

@@ -16,6 +16,7 @@ import numpy as np
 from workbench._constants import EXPLAIN, EXTRACT_FINGERPRINT
 from workbench.io._fingerprint import canonical_json
 from workbench.tl._calibration import model_temperature
+from workbench.tl._engine import release_freed_memory
 from workbench.tl._explain import extract, load_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -277,6 +278,8 @@ def _extract_to_file(
     if fingerprint is not None:
         adata.uns[EXTRACT_FINGERPRINT] = fingerprint
     write_h5ad(adata, out_path)
+    del adata
+    release_freed_memory()  # else the heap grows slide after slide (glibc keeps freed blocks)
     return out_path
 
 
@@ -598,12 +601,13 @@ def _extract_distributed(
         for fut in tqdm(
             as_completed(futures), total=len(futures), desc="extract", disable=not progress
         ):
-            sid, path, out = futures[fut]
+            sid, path, out = futures.pop(fut)
             try:
                 fut.result()
                 rows.append(_status_row(sid, path, out, "done"))
             except Exception as exc:
                 rows.append(_status_row(sid, path, out, "failed", f"{type(exc).__name__}: {exc}"))
+            fut.release()  # the cluster forgets a finished slide (its state grew with the run)
     finally:
         if own_client is not None:
             own_client.close()
