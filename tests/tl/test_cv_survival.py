@@ -230,5 +230,5 @@ def test_cli_survival_folds_on_the_tiny_cohort(tiny_cohort, tmp_path, capsys):
     for row in extra["cv"]:  # the patient's two slides sit in one test fold together
         test = row["test_slides"].split(";")
         assert ("S000" in test) == ("S001" in test)
-    assert main([*args, "--refit"]) == 2
-    assert "--refit is not available with --survival" in capsys.readouterr().err
+    assert main([*args, "--refit"]) == 2  # refit follows a validation split, as for a label
+    assert "--refit refits on all patients after --validation" in capsys.readouterr().err
