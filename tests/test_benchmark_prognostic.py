@@ -72,3 +72,26 @@ def test_tiny_run_writes_every_model_and_the_summary(prognostic, tmp_path):
     assert {"planted", "targets", "null"} <= set(summary)
     assert summary["null"]["n_null_seeds"] == 1 and summary["null"]["covers_half"] in (0, 1)
     assert "c_at_least_oracle_minus_0.05" in summary["targets"]
+
+
+@pytest.mark.slow
+def test_tiny_mosaic_run_trains_on_one_side_and_tests_on_the_other(prognostic, real_data, tmp_path):
+    """The real-tissue part: 10 survival mosaics per side (split by source image), SEW and
+    ABMIL trained on the train side for one epoch, scored on the test side, timed."""
+    import os
+
+    os.environ.setdefault("WORKBENCH_REAL_DATA", str(real_data))
+    out = tmp_path / "prognostic.jsonl"
+    prognostic.main(
+        ["--work", str(tmp_path / "work"), "--parts", "mosaic", "summary", "--mosaic-n", "10",
+         "--seeds", "0", "--epochs", "1", "--validation", "0.34", "--time-slides", "1",
+         "--n-boot", "20", "--out", str(out)]
+    )  # fmt: skip
+    written = [json.loads(x) for x in out.read_text().splitlines()]
+    lines = {r["model"]: r for r in written if r.get("cohort") == "mosaic"}
+    assert set(lines) == {"oracle", "clinical", "sew", "abmil"}
+    for r in lines.values():
+        assert r["n_train"] == r["n_test"] == 10 and 0 <= r["harrell_c"] <= 1
+    assert lines["sew"]["extract_seconds_per_slide"] > 0 and lines["abmil"]["epochs"] >= 1
+    targets = [r for r in written if r.get("summary") == "mosaic_targets"]
+    assert len(targets) == 1 and "abmil_over_sew_extract_time" in targets[0]
