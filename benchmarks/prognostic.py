@@ -32,6 +32,11 @@ Slides are read once per process (a ``SlideTrainer`` whose ``_prepare`` serves e
 one cache: crops for SEW, tiles for ABMIL, the region graph for all); the cached crop
 candidates and tile subsets are those of model seed 0.
 
+The recorded run (``benchmarks/results/prognostic.jsonl``, three processes on the shared 2-core
+machine, about 60 min): ``--parts planted --kinds sew global`` and ``--parts planted --kinds
+abmil --no-cox`` (stopped after seed 0: 36 min of training per seed), ``--parts null --epochs
+4``, ``--parts mosaic --mosaic-n 30 --seeds 0 --epochs 4``, then ``--parts summary``.
+
 Prints JSON lines and appends them to ``benchmarks/results/prognostic.jsonl`` (``--out``);
 ``--parts summary`` reads that file back and adds the summary lines (mean +- SD over seeds,
 targets). Parts can run in separate processes (e.g. ``--parts planted --kinds abmil`` next to
@@ -39,7 +44,7 @@ targets). Parts can run in separate processes (e.g. ``--parts planted --kinds ab
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/prognostic.py \\
         [--work runs/prognostic_bench] [--n-patients 120] [--seeds 0 1 2] [--folds 2] \\
-        [--epochs 6] [--kinds sew global abmil] [--null-seeds 0 1 2 3 4] [--parts planted null]
+        [--epochs 8] [--kinds sew global abmil] [--null-seeds 0 1 2 3 4] [--parts planted null]
 """
 
 from __future__ import annotations
@@ -542,7 +547,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--cohort-seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--folds", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--patience", type=int, default=2)
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--validation", type=float, default=0.2, help="inner early-stopping share")
