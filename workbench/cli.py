@@ -178,10 +178,8 @@ def _train(args: argparse.Namespace) -> int:
             raise OptionError(f"--survival takes two columns, TIME,EVENT; got {args.survival!r}")
         if args.label is not None:
             raise OptionError("give --label or --survival, not both")
-        if args.refit:
-            raise OptionError("--refit is not available with --survival yet")
-        if args.kind not in ("sew", "global"):
-            raise OptionError(f"--survival trains --kind sew or global, not {args.kind!r}")
+        if args.kind not in ("sew", "global", "abmil"):
+            raise OptionError(f"--survival trains --kind sew, global or abmil, not {args.kind!r}")
         import pandas as pd
 
         columns = list(pd.read_csv(args.clinical, nrows=0).columns)
@@ -245,7 +243,9 @@ def _train(args: argparse.Namespace) -> int:
             c = "n/a" if v["c_index"] is None else f"{v['c_index']:.3f}"
             print(
                 f"validation ({len(v['slides'])} slides of {v['n_patients']} patients, "
-                f"{v['n_events']} events, not used to fit the model): Harrell's C {c}"
+                f"{v['n_events']} events, "
+                f"{'measured before the refit on all patients' if args.refit else 'not used to fit the model'}"
+                f"): Harrell's C {c}"
             )
         if trainer.cv_ is not None:
             _print_survival_cv(trainer, args.out)
@@ -567,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--survival", metavar="TIME,EVENT",
                        help="learn a Cox risk (higher = shorter survival) from these two "
                        "columns instead of a label: follow-up time, event 1 / censored 0 "
-                       "(kinds sew and global)")  # fmt: skip
+                       "(kinds sew, global and abmil)")  # fmt: skip
     train.add_argument("--classes", help="class order, comma-separated (binary: last = positive)")
     train.add_argument("--annotations", type=_existing_folder("annotation folder"),
                        help="folder of per-slide GeoJSON annotations")  # fmt: skip

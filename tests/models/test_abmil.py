@@ -23,3 +23,13 @@ def test_embedding_in_chunks_matches_one_pass():
         parts = torch.cat([model.embed_tiles(tiles[:4]), model.embed_tiles(tiles[4:])])
         chunked = model.pool_embeddings(parts)["logits"]
     assert torch.allclose(whole, chunked, atol=1e-5)
+
+
+def test_one_output_is_a_survival_risk_model():
+    """n_classes=1 builds the ABMIL-Cox peer: one risk per slide, the same attention."""
+    model = TileABMIL(n_classes=1, detail_width=8, embed_dim=16).eval()
+    assert model.predicts_risk
+    with torch.no_grad():
+        out = model(torch.rand(5, 3, 32, 32))
+    assert out["logits"].shape == (1,) and torch.isclose(out["attention"].sum(), torch.tensor(1.0))
+    assert not TileABMIL(n_classes=2).predicts_risk

@@ -198,9 +198,11 @@ def test_a_fold_whose_training_part_lacks_events_is_refused(monkeypatch):
         _trainer(folds=2).fit(samples=samples, survival=(time, event))
 
 
-def test_survival_refit_is_still_refused():
-    with pytest.raises(ValueError, match="refit"):
-        _trainer(refit=True, validation=0.25)
+def test_survival_refit_needs_a_validation_split():
+    """refit follows the early-stopped fit on a validation split, as for a class target."""
+    with pytest.raises(ValueError, match="give validation"):
+        _trainer(refit=True)
+    assert _trainer(refit=True, validation=0.25).refit  # accepted with one
 
 
 def test_cli_survival_folds_on_the_tiny_cohort(tiny_cohort, tmp_path, capsys):
@@ -230,5 +232,5 @@ def test_cli_survival_folds_on_the_tiny_cohort(tiny_cohort, tmp_path, capsys):
     for row in extra["cv"]:  # the patient's two slides sit in one test fold together
         test = row["test_slides"].split(";")
         assert ("S000" in test) == ("S001" in test)
-    assert main([*args, "--refit"]) == 2
-    assert "--refit is not available with --survival" in capsys.readouterr().err
+    assert main([*args, "--refit"]) == 2  # refit follows a validation split, as for a label
+    assert "--refit refits on all patients after --validation" in capsys.readouterr().err

@@ -16,9 +16,11 @@ torch.set_num_threads(1)
 SMALL = {"hidden": 8, "detail_width": 4, "embed_dim": 8, "top_k": 2}
 
 
-def _planted(n=48, seed=0, n_nodes=12, crop=16):
+def _planted(n=48, seed=0, n_nodes=12, crop=16, n_tiles=0):
     """Slides whose region features carry a planted hazard: risk z = mean of feature 0 over
-    the slide's regions; time ~ Exponential(rate exp(1.5 z)); a quarter censored early."""
+    the slide's regions; time ~ Exponential(rate exp(1.5 z)); a quarter censored early.
+    With ``n_tiles`` every slide also gets tiles whose red channel shows the same shift
+    (for the tile ABMIL)."""
     rng = np.random.default_rng(seed)
     samples, z = [], []
     chain = torch.tensor([[i, i + 1] for i in range(n_nodes - 1)]).T
@@ -29,6 +31,11 @@ def _planted(n=48, seed=0, n_nodes=12, crop=16):
         feats[:, 0] += shift
         crops = rng.integers(0, 255, size=(4, 3, crop, crop), dtype=np.uint8)
         crops[:, 0] = np.clip(128 + 60 * shift, 0, 255)  # the magnified view sees it too
+        tiles = None
+        if n_tiles:
+            t = rng.integers(0, 255, size=(n_tiles, 3, crop, crop), dtype=np.uint8)
+            t[:, 0] = np.clip(128 + 60 * shift, 0, 255)  # the tiles show it too
+            tiles = torch.from_numpy(t)
         samples.append(
             SlideSample(
                 features=torch.from_numpy(feats),
@@ -36,6 +43,7 @@ def _planted(n=48, seed=0, n_nodes=12, crop=16):
                 label=0,
                 crops=torch.from_numpy(crops),
                 crop_nodes=torch.tensor([0, 3, 6, 9]),
+                tiles=tiles,
                 name=f"S{i}",
             )
         )
@@ -55,15 +63,19 @@ def _trainer(**kw):
     return SlideTrainer(**base)
 
 
-@pytest.mark.parametrize("kind", ["global", pytest.param("sew", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kind", ["global", "abmil", pytest.param("sew", marks=pytest.mark.slow)])
 def test_survival_orientation_higher_risk_shorter_survival(kind):
     """The pinned orientation: the stored risk grows with the hazard, so lifelines'
     concordance_index(time, -risk, event) (it wants a score that grows with survival) is
-    well above 0.5 on held-out slides of a planted-hazard table, near the oracle's."""
+    well above 0.5 on held-out slides of a planted-hazard table, near the oracle's. For the
+    tile ABMIL-Cox the hazard is visible in the red channel of each slide's tiles."""
     from lifelines.utils import concordance_index as lifelines_c
 
-    samples, time, event, z = _planted(n=80)
+    samples, time, event, z = _planted(n=80, n_tiles=8 if kind == "abmil" else 0)
     kw = {"model_kwargs": SMALL} if kind == "sew" else {}
+    if kind == "abmil":
+        kw = {"model_kwargs": {"detail_width": 4, "embed_dim": 8, "attn_dim": 8},
+              "augment": False}  # fmt: skip
     tr = _trainer(kind=kind, **kw).fit(samples=samples[:56], survival=(time[:56], event[:56]))
     assert tr.model_.predicts_risk and tr.model_.config["n_classes"] == 1
     test, t, e = samples[56:], time[56:], event[56:]
@@ -131,8 +143,8 @@ def test_survival_table_problems_are_named():
 
 @pytest.mark.parametrize(
     "kw, message",
-    [({"kind": "abmil"}, "trains the kinds"), ({"refit": True, "validation": 0.2}, "refit is not available"),
-     ({"ties": "exact"}, "ties"), ({"target": "grade"}, "target must be")],
+    [({"refit": True}, "give validation"), ({"ties": "exact"}, "ties"),
+     ({"target": "grade"}, "target must be")],
 )  # fmt: skip
 def test_bad_survival_options_are_refused(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -199,3 +211,61 @@ def test_risk_set_memory_steps_add_up_to_the_full_batch_gradient():
         steps.append(float(live.grad))
     np.testing.assert_allclose(steps, full.grad.numpy() * event.sum(), rtol=1e-9)
     assert mem.c_index() == pytest.approx(lifelines_c(time, -risk.numpy(), event))
+
+
+def test_refit_fits_the_final_model_on_all_patients_for_the_early_stopped_epochs():
+    """refit=True: the epoch count is chosen on the held-out patients, then the final model
+    is trained on every patient for that many epochs without early stopping; the held-out
+    figures of the early-stopped model stay in validation_."""
+    samples, time, event, _ = _planted(seed=2)
+    kw = {"validation": 0.25, "epochs": 6, "patience": 2}
+    plain = _trainer(**kw).fit(samples=samples, survival=(time, event))
+    tr = _trainer(refit=True, **kw).fit(samples=samples, survival=(time, event))
+    assert plain.final_model_["fit_on"] == "training part"
+    f = tr.final_model_
+    assert f["fit_on"] == "all patients" and f["slides"] == len(samples)
+    assert f["patients"] == len(samples) and not f["early_stopping"]
+    assert f["epochs"] == plain.best_epoch_ == tr.best_epoch_
+    assert len(tr.history_) == f["epochs"] and "val_c_index" not in tr.history_[-1]
+    assert {s.name for s in tr.samples_} == {s.name for s in samples}
+    # the validation record is the early-stopped model's, as without refit
+    assert tr.validation_["c_index"] == pytest.approx(plain.validation_["c_index"])
+    assert set(tr.validation_["slides"]) == set(plain.validation_["slides"])
+    # the refitted model saw the held-out patients: its weights differ from the plain fit
+    a = torch.cat([p.detach().flatten() for p in plain.model_.parameters()])
+    b = torch.cat([p.detach().flatten() for p in tr.model_.parameters()])
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.slow
+def test_cli_abmil_survival_then_extract_writes_risk_and_attention(tiny_cohort, tmp_path, capsys):
+    """`workbench train --kind abmil --survival time,event` trains the tile ABMIL-Cox peer;
+    `workbench extract` then writes its risk and its tile attention as the region scores."""
+    import anndata as ad
+
+    from workbench.cli import main
+
+    root = tiny_cohort.root
+    base = ["train", str(root / "slides"), "--clinical", str(root / "clinical.csv"),
+            "--kind", "abmil", "--survival", "time,event", "--epochs", "1",
+            "--set", "n_segments=60", "--set", "crop_size=32", "--no-progress"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("abmil survival model trained on 6 slides") and "shorter survival" in out
+    extract = ["extract", str(root / "slides"), "--model", str(tmp_path / "m"),
+               "--out", str(tmp_path / "x"), "--no-progress"]  # fmt: skip
+    assert main(extract) == 0
+    adata = ad.read_h5ad(tmp_path / "x" / "S001.h5ad")
+    ex = adata.uns["explain"]
+    assert ex["target"] == "survival" and ex["kind"] == "abmil" and np.isfinite(ex["risk"])
+    assert "probabilities" not in ex and "tile attention" in ex["region_score"]
+    score = adata.obs["focus_score"].to_numpy()
+    assert score.min() == pytest.approx(0.0) and score.max() == pytest.approx(1.0)
+    assert adata.obs["is_focus"].sum() >= 1
+    # the most attended region is among the focus regions (graph NMS keeps the top one)
+    assert bool(adata.obs["is_focus"].to_numpy()[int(np.argmax(score))])
+    capsys.readouterr()
+    # --refit without --validation is one line on stderr, exit code 2
+    assert main([*base, "--refit", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "give --validation" in err and len(err.strip().splitlines()) == 1

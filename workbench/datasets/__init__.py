@@ -52,6 +52,9 @@ Real-tissue mosaics
 :func:`make_mosaic_cohort` composes slides from the real H&E tiles and tumour patches of the
 shared data (tumour-positive slides with a tumour cluster, negatives without), split by
 source image into train and test slides; see :mod:`workbench.datasets._mosaic`.
+:func:`make_survival_mosaic_cohort` makes every such slide tumour-positive, plants real
+lymphocyte tiles inside the tumour (tumour-infiltrating lymphocytes) and draws survival from
+a documented hazard on their share; see :mod:`workbench.datasets._survival_mosaic`.
 
 Real biopsy images (EBHI-Seg)
 -----------------------------
@@ -141,6 +144,12 @@ from workbench.datasets._survival import (
     simulate_patients,
     simulate_survival,
 )
+from workbench.datasets._survival_mosaic import (
+    SURVIVAL_MOSAIC_CLINICAL_COLUMNS,
+    SURVIVAL_MOSAIC_TRUTH_COLUMNS,
+    TilHazardModel,
+    make_survival_mosaic_cohort,
+)
 
 __all__ = [
     "EBHI_HOLDOUT",
@@ -165,6 +174,8 @@ __all__ = [
     "MOSAIC_TRUTH_COLUMNS",
     "MPP",
     "SIZES",
+    "SURVIVAL_MOSAIC_CLINICAL_COLUMNS",
+    "SURVIVAL_MOSAIC_TRUTH_COLUMNS",
     "TRUTH_COLUMNS",
     "EbhiCohort",
     "EbhiImage",
@@ -172,6 +183,7 @@ __all__ = [
     "MosaicDataError",
     "SlideTruth",
     "SyntheticCohort",
+    "TilHazardModel",
     "draw_sites",
     "ebhi_case_split",
     "ebhi_images",
@@ -181,6 +193,7 @@ __all__ = [
     "make_cohort",
     "make_ebhi_cohort",
     "make_mosaic_cohort",
+    "make_survival_mosaic_cohort",
     "make_slide",
     "montage",
     "simulate_patients",

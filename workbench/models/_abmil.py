@@ -43,7 +43,9 @@ class TileABMIL(SlideModel):
     Parameters
     ----------
     n_classes
-        Slide classes.
+        Slide classes; ``1`` builds a survival model whose single output is a Cox risk
+        (log relative hazard; higher = shorter survival), the STAMP-style tile ABMIL-Cox
+        peer :class:`~workbench.tl.SlideTrainer` trains with ``target="survival"``.
     detail_width, embed_dim
         Passed to :class:`DetailBranch`.
     attn_dim
@@ -84,7 +86,7 @@ class TileABMIL(SlideModel):
         label: str | None = None,
     ) -> None:
         super().__init__()
-        assert n_classes >= 2, "n_classes must be at least 2"
+        assert n_classes >= 1, "n_classes must be at least 1 (1: a survival risk model)"
         self.config = {
             "n_classes": n_classes,
             "detail_width": detail_width,
@@ -263,8 +265,9 @@ class TileABMIL(SlideModel):
     def training_step(
         self, sample: SlideSample, ctx: StepContext
     ) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """Slide cross-entropy on ``ctx.tiles_per_step`` tiles sampled from the slide (see
-        :meth:`SlideModel.training_step`).
+        """Slide loss on ``ctx.tiles_per_step`` tiles sampled from the slide (see
+        :meth:`SlideModel.training_step`): the cross-entropy, or for a survival model
+        (``n_classes=1``) the trainer's Cox loss of the pooled risk against the risk set.
 
         Parameters
         ----------
@@ -276,7 +279,8 @@ class TileABMIL(SlideModel):
         Returns
         -------
         tuple
-            ``(total loss, {term name: loss}, slide logits (n_classes,))``.
+            ``(total loss, {term name: loss}, slide logits (n_classes,))``; for a survival
+            model the logits are the ``(1,)`` risk.
         """
         s = sample
         source = s.tile_embeddings if s.tile_embeddings is not None else s.tiles
@@ -331,8 +335,9 @@ class TileABMIL(SlideModel):
         Returns
         -------
         dict
-            ``logits``, ``region_scores`` (region attention scaled to ``[0, 1]`` over the
-            slide: the least attended region 0, the most attended 1),
+            ``logits`` (for a survival model the ``(1,)`` risk), ``region_scores`` (region
+            attention scaled to ``[0, 1]`` over the slide: the least attended region 0, the
+            most attended 1),
             ``region_features`` (mean tile embeddings), ``focus_index`` (top-K regions after
             graph NMS) and ``tile_attention`` (T,).
         """

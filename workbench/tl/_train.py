@@ -235,9 +235,9 @@ class SlideTrainer:
         Extra model constructor arguments (``hidden``, ``detail_width`` …).
     target
         ``"class"`` (learn the ``label`` column) or ``"survival"``: learn a Cox risk score
-        from the ``time_key``/``event_key`` columns (kinds ``"sew"`` and ``"global"``). The
-        model is then built with ``n_classes=1``: its single output, global + detail for
-        ``"sew"``, is the slide risk (log relative hazard; **higher risk = shorter
+        from the ``time_key``/``event_key`` columns (kinds ``"sew"``, ``"global"`` and
+        ``"abmil"``). The model is then built with ``n_classes=1``: its single output,
+        global + detail for ``"sew"``, is the slide risk (log relative hazard; **higher risk = shorter
         survival**), trained with :func:`~workbench.models.cox_partial_likelihood` against
         the whole training set's risk set (:class:`~workbench.models.RiskSetMemory`: one
         optimiser step per slide, the other patients' latest risks held, so no step lacks
@@ -248,6 +248,9 @@ class SlideTrainer:
         unchanged. With ``folds`` the patients are split in folds stratified by event; each
         fold stops early on an inner split of its own training patients (never its test
         fold) and the final model is fit on all patients for the median early-stopped epochs.
+        ``refit`` (with ``validation``) fits the final model again on all patients for the
+        epoch count early stopping chose on the held-out patients, as for a class target
+        (``validation_`` keeps the held-out figures of the early-stopped model).
         ``cv_`` then holds per fold ``harrell_c``, ``uno_c`` (IPCW, the censoring
         distribution of the fold's training part, truncated at ``tau``: see
         :func:`~workbench.tl.uno_concordance`), their patient-bootstrap intervals
@@ -256,8 +259,9 @@ class SlideTrainer:
         ``risk``); ``cv_summary_`` the pooled out-of-fold ``harrell_c`` with
         ``harrell_c_ci`` and the folds' mean ``uno_c_mean_of_folds``. A fold whose training
         part has no event or fewer than 2 patients is refused
-        (:class:`~workbench.OptionError`). Not for survival: ``refit`` and temperature
-        calibration.
+        (:class:`~workbench.OptionError`). Kind ``"abmil"`` is the tile ABMIL-Cox peer: the
+        same Cox loss and risk set on its attention-pooled tile risk. Not for survival:
+        temperature calibration.
     time_key, event_key
         Survival columns of the clinical table: follow-up time (any unit, > 0) and event
         (1 observed, 0 censored).
@@ -348,8 +352,6 @@ class SlideTrainer:
                 raise ValueError(
                     f"target='survival' trains the kinds {SURVIVAL_KINDS}, not {self.kind!r}"
                 )
-            if self.refit:
-                raise OptionError("refit is not available for target='survival' yet")
             if self.ties not in ("efron", "breslow"):
                 raise OptionError(f"ties must be 'efron' or 'breslow', got {self.ties!r}")
         if self.class_weight not in CLASS_WEIGHTS:
@@ -811,6 +813,26 @@ class SlideTrainer:
             "epochs": trainer.best_epoch_,
             "early_stopping": bool(held),
         }
+        if self.refit and held:
+            # The epoch count was chosen on the held-out patients; the final model now sees
+            # every patient for that many epochs, without early stopping.
+            epochs = max(1, int(trainer.best_epoch_ or self.epochs))
+            logger.info("refit on all %d slides for %d epochs", len(samples), epochs)
+            trainer = self._train_survival(
+                samples, patients, time, event, settings, encoder, held=[],
+                held_patients=None, held_time=None, held_event=None, readers=None,
+                epochs=epochs,
+            )  # fmt: skip
+            train = samples
+            self.history_ = trainer.history_
+            self.final_model_ = {
+                "fit_on": "all patients",
+                "slides": len(samples),
+                "patients": len(set(patients)),
+                "epochs": epochs,
+                "early_stopping": False,
+                "epochs_from": "the early-stopped fit on the training part",
+            }
         return self._finish_survival(trainer, train, settings, cohort)
 
     def _finish_survival(self, trainer, train, settings, cohort) -> SlideTrainer:
@@ -1424,7 +1446,7 @@ class SlideTrainer:
 
 
 TARGETS = ("class", "survival")
-SURVIVAL_KINDS = ("sew", "global")
+SURVIVAL_KINDS = ("sew", "global", "abmil")
 EVENT_CLASSES = ["censored", "event"]
 
 

@@ -1,0 +1,97 @@
+"""benchmarks/prognostic.py: a tiny run end to end, and the focus bookkeeping it reports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def prognostic(load_benchmark):
+    return load_benchmark("prognostic")
+
+
+def test_points_are_placed_on_the_planted_band_and_decoy(prognostic):
+    """A point inside the layout's boundary band counts as boundary, one in the necrosis as
+    decoy; the shares are pooled over slides by region count."""
+    from workbench.datasets._layout import build_layout
+
+    lay = build_layout(2048, 1536, grade=3, infiltration=0.8, seed=21)
+    ds = lay.downsample
+    band = np.argwhere(lay.band_mask & ~lay.necrosis_mask)[0]
+    outside = np.argwhere(~lay.band_mask & ~lay.necrosis_mask)[0]
+    xy = np.array([[band[1] * ds + 1, band[0] * ds + 1], [outside[1] * ds + 1, outside[0] * ds]])
+    on_band, on_decoy = prognostic.where_points(lay, xy)
+    assert on_band.tolist() == [True, False] and on_decoy.tolist() == [False, False]
+    if lay.necrosis_mask.any():
+        nec = np.argwhere(lay.necrosis_mask)[0]
+        _, d = prognostic.where_points(lay, [[nec[1] * ds, nec[0] * ds]])
+        assert d.tolist() == [True]
+    counts = [
+        {"focus": 4, "focus_band": 4, "focus_decoy": 0, "regions": 10, "regions_band": 2,
+         "regions_decoy": 1, "has_decoy": True},
+        {"focus": 4, "focus_band": 2, "focus_decoy": 1, "regions": 30, "regions_band": 3,
+         "regions_decoy": 0, "has_decoy": False},
+    ]  # fmt: skip
+    rec = prognostic.focus_record(counts)
+    assert rec["focus_on_boundary"] == 0.75 and rec["focus_on_decoy"] == 0.125
+    assert rec["chance_on_boundary"] == 0.125 and rec["chance_on_decoy"] == 0.025
+    assert rec["n_slides_with_decoy"] == 1 and rec["focus_on_decoy_slides_with_decoy"] == 0.0
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_every_model_and_the_summary(prognostic, tmp_path):
+    """Smoke configuration: 30 small slides (1536 x 1152), one seed, two folds, one epoch, one null cohort.
+    Every model gets a line on the same folds; the oracle Cox on the true covariates is well
+    above chance on the planted cohort; the summary lines read the file back."""
+    out = tmp_path / "prognostic.jsonl"
+    lines = prognostic.main(
+        ["--work", str(tmp_path / "work"), "--n-patients", "30", "--size", "1536,1152",
+         "--seeds", "0", "--folds", "2", "--epochs", "1", "--validation", "0.34",
+         "--null-seeds", "0", "--focus-slides", "2", "--time-slides", "1", "--n-boot", "20",
+         "--out", str(out)]
+    )  # fmt: skip
+    written = [json.loads(x) for x in out.read_text().splitlines()]
+    assert written[0]["event"] == "cohort" and written[0]["n_patients"] == 30
+    planted = {r["model"]: r for r in written if r.get("cohort") == "planted"}
+    assert set(planted) == {"oracle", "clinical", "sew", "global", "abmil"}
+    for r in planted.values():
+        lo, hi = r["harrell_c_ci"]
+        assert 0 <= lo <= r["harrell_c"] <= hi <= 1 and len(r["fold_harrell_c"]) == 2
+    assert planted["oracle"]["harrell_c"] > 0.6
+    for kind in ("sew", "global", "abmil"):
+        r = planted[kind]
+        assert r["extract_seconds_per_slide"] > 0 and r["epochs"] == [1, 1]
+        assert 0 <= r["focus"]["focus_on_boundary"] <= 1 and r["focus"]["n_focus"] >= 1
+    assert planted["sew"]["focus"]["n_slides"] == 2
+    null = [r for r in written if r.get("cohort") == "null"]
+    assert {r["model"] for r in null} == {"clinical", "sew"}
+    summary = {r["summary"]: r for r in lines if "summary" in r}
+    assert {"planted", "targets", "null"} <= set(summary)
+    assert summary["null"]["n_null_seeds"] == 1 and summary["null"]["covers_half"] in (0, 1)
+    assert "c_at_least_oracle_minus_0.05" in summary["targets"]
+
+
+@pytest.mark.slow
+def test_tiny_mosaic_run_trains_on_one_side_and_tests_on_the_other(prognostic, real_data, tmp_path):
+    """The real-tissue part: 10 survival mosaics per side (split by source image), SEW and
+    ABMIL trained on the train side for one epoch, scored on the test side, timed."""
+    import os
+
+    os.environ.setdefault("WORKBENCH_REAL_DATA", str(real_data))
+    out = tmp_path / "prognostic.jsonl"
+    prognostic.main(
+        ["--work", str(tmp_path / "work"), "--parts", "mosaic", "summary", "--mosaic-n", "10",
+         "--seeds", "0", "--epochs", "1", "--validation", "0.34", "--time-slides", "1",
+         "--n-boot", "20", "--out", str(out)]
+    )  # fmt: skip
+    written = [json.loads(x) for x in out.read_text().splitlines()]
+    lines = {r["model"]: r for r in written if r.get("cohort") == "mosaic"}
+    assert set(lines) == {"oracle", "clinical", "sew", "abmil"}
+    for r in lines.values():
+        assert r["n_train"] == r["n_test"] == 10 and 0 <= r["harrell_c"] <= 1
+    assert lines["sew"]["extract_seconds_per_slide"] > 0 and lines["abmil"]["epochs"] >= 1
+    targets = [r for r in written if r.get("summary") == "mosaic_targets"]
+    assert len(targets) == 1 and "abmil_over_sew_extract_time" in targets[0]
