@@ -228,6 +228,7 @@ def evaluate(
     probs, seconds, hits, chance, node_auc, hops_hits = [], [], {}, {}, [], {0: {}, 2: {}}
     evidence: dict[str, list] = {}
     confirmed: dict[int, dict] = {}
+    peak_hits: dict[str, list] = {}
     for sid in ids:
         graph, t_graph = graphs[sid]
         path = user.slide_path(sid)
@@ -256,6 +257,7 @@ def evaluate(
                     confirmed[m]["hits"][sid] = focus_in_mask(adm, mask, ds).astype(int).tolist()
             if positive:
                 hits[sid] = focus_in_mask(ad, mask, ds).astype(int).tolist()
+                peak_hits[sid] = focus_in_mask(ad, mask, ds, at="peak").astype(int).tolist()
                 score = ad.obs["focus_score"].to_numpy()
                 if 0 < inside.sum() < len(inside):
                     node_auc.append(float(roc_auc_score(inside, score)))
@@ -290,6 +292,9 @@ def evaluate(
             out[f"focus_in_lesion_confirm{m}"] = float(
                 np.mean([np.mean(v) for v in res["hits"].values()])
             )
+    if peak_hits:  # the focus crops' evidence peaks (tl.focus_peaks) instead of their centres
+        out["focus_hits_peak"] = peak_hits
+        out["focus_in_lesion_peak"] = float(np.mean([np.mean(v) for v in peak_hits.values()]))
     if hits:
         out["focus_hits"] = hits
         out["focus_in_lesion"] = float(np.mean([np.mean(v) for v in hits.values()]))
@@ -486,6 +491,8 @@ def run_benchmark(args) -> None:
             row[f"confirm{m}_probabilities"] = [round(v, 4) for v in pm.tolist()]
             row[f"val_focus_in_lesion_confirm{m}"] = rv.get(f"focus_in_lesion_confirm{m}")
             row[f"val_confirm{m}_auc"] = _metrics(y_val, rv[f"confirm{m}_probabilities"])["auc"]
+        if "focus_in_lesion_peak" in rv:
+            row["val_focus_in_lesion_peak"] = rv["focus_in_lesion_peak"]
         if confirm:
             row["val_focus_in_lesion"] = rv.get("focus_in_lesion")
             row["val_focus_chance"] = rv.get("focus_chance")
@@ -593,6 +600,15 @@ def summarise(name: str, rs: list[dict], y_test: np.ndarray, args) -> dict:
             s[f"confirm{m}_auc_mean"] = float(np.mean([r[f"confirm{m}_auc"] for r in rs]))
             s[f"val_focus_in_lesion_confirm{m}_mean"] = float(
                 np.mean([r[f"val_focus_in_lesion_confirm{m}"] for r in rs])
+            )
+    if all("focus_hits_peak" in r for r in rs):
+        slides = sorted(rs[0]["focus_hits_peak"])
+        per = np.array([[np.mean(r["focus_hits_peak"][x]) for x in slides] for r in rs])
+        s["focus_in_lesion_peak_mean"] = float(per.mean())
+        s["focus_in_lesion_peak_ci95"] = bootstrap_mean(per)
+        if all("val_focus_in_lesion_peak" in r for r in rs):
+            s["val_focus_in_lesion_peak_mean"] = float(
+                np.mean([r["val_focus_in_lesion_peak"] for r in rs])
             )
     if all("val_focus_in_lesion" in r for r in rs):
         s["val_focus_in_lesion_mean"] = float(np.mean([r["val_focus_in_lesion"] for r in rs]))

@@ -116,3 +116,27 @@ def test_the_training_command_refuses_a_folder_without_ebhi(tmp_path, capsys):
     assert main(["--data", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "EBHI-Seg" in err[0]
+
+
+def test_the_evidence_map_is_the_class_margin_spread_over_the_crop():
+    enc = load_encoder(TISSUE_ENCODER)
+    net = enc.module
+    x = torch.rand(2, 3, 192, 192, generator=torch.Generator().manual_seed(1))
+    z = x - torch.tensor(enc.mean).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ev = net.evidence(z)
+        logits = net.logits(z)
+    b = net.head.bias.detach()
+    margin = logits[:, 0] - logits[:, 1:].mean(1) - (b[0] - b[1:].mean())
+    assert ev.shape == (2, 1, 12, 12)
+    assert torch.allclose(ev.mean((1, 2, 3)), margin, atol=1e-4)
+    maps = enc.evidence_maps(x[:, :, :96, :96])  # any crop size: resized in and out
+    assert maps.shape == (2, 96, 96) and torch.isfinite(maps).all()
+
+
+def test_an_encoder_without_evidence_says_none():
+    from workbench.models import ModuleEncoder
+
+    enc = ModuleEncoder(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(1)),
+                        input_size=16)  # fmt: skip
+    assert enc.evidence_maps(torch.rand(2, 3, 16, 16)) is None

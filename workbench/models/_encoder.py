@@ -299,6 +299,34 @@ class ModuleEncoder(TileEncoder):
             )
         return out
 
+    def evidence_maps(self, images: torch.Tensor) -> torch.Tensor | None:
+        """Where in each crop the module's own class evidence lies, if it can say.
+
+        Parameters
+        ----------
+        images
+            ``(B, 3, H, W)`` RGB crops in ``[0, 1]``.
+
+        Returns
+        -------
+        torch.Tensor or None
+            ``(B, H, W)`` evidence (higher = more of the module's target class, e.g.
+            adenocarcinoma for ``crc_biopsy``), from the wrapped module's ``evidence``
+            method; ``None`` when the module has none.
+        """
+        fn = getattr(self.module, "evidence", None)
+        if fn is None or images.shape[0] == 0:
+            return None
+        size = tuple(images.shape[2:])
+        x = images
+        if size != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            ev = fn(self._normalise(x)).float()
+        ev = F.interpolate(ev, size=size, mode="bilinear", align_corners=False)[:, 0]
+        require_finite(ev, f"the evidence maps of encoder {self.name!r}", "check the encoder")
+        return ev
+
     def spec(self) -> dict:
         """JSON description recorded in checkpoints.
 

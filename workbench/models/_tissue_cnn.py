@@ -110,6 +110,18 @@ class TissueNet(nn.Module):
         """``{"embedding": (B, C)}``: the average-pooled last feature map."""
         return {"embedding": self.features(x).mean((2, 3))}
 
+    def evidence(self, x: torch.Tensor, target: int = 0) -> torch.Tensor:
+        """Where in each crop the evidence for class ``target`` lies: ``(B, 1, H/16, W/16)``.
+
+        The class-activation map of the training head: the last feature map weighted by
+        class ``target``'s head weights minus the mean of the other classes' (for the
+        packaged encoder, class 0 is adenocarcinoma). Its spatial mean is that class's logit
+        margin over the others' mean (up to the biases).
+        """
+        w = self.head.weight
+        others = torch.cat([w[:target], w[target + 1 :]]).mean(0)
+        return torch.einsum("bchw,c->bhw", self.features(x), w[target] - others).unsqueeze(1)
+
 
 class _PackagedEncoder(ModuleEncoder):
     """A :class:`ModuleEncoder` that checkpoints record by name (no file needed to reload)."""

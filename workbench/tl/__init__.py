@@ -9,7 +9,7 @@ from workbench.tl._calibration import expected_calibration_error, fit_temperatur
 from workbench.tl._cv import uno_concordance
 from workbench.tl._discover import discover, match_phenotypes, outcome_groups
 from workbench.tl._exemplars import phenotype_exemplars
-from workbench.tl._explain import extract, load_model, predict_tiles
+from workbench.tl._explain import extract, focus_peaks, load_model, predict_tiles
 from workbench.tl._families import marker_families
 from workbench.tl._marker_names import describe_marker
 from workbench.tl._markers import FeatureUniqueness, markers
@@ -38,6 +38,7 @@ __all__ = [
     "fit_temperature",
     "focus_annotations",
     "focus_in_mask",
+    "focus_peaks",
     "load_model",
     "marker_families",
     "markers",

@@ -204,7 +204,9 @@ def extract(
         uncalibrated; NaN for ``"abmil"``, which has none), ``predicted_class``,
         ``predicted_label``, ``slide`` (metadata), ``stain`` (the normalisation method or
         ``"none"``), ``encoder`` (its name, or ``"builtin"``), ``lesion_threshold`` and
-        ``focus`` = {``obs_index``, ``region_id``, ``centers_xy``, ``boxes_xywh`` (level-0),
+        ``focus`` = {``obs_index``, ``region_id``, ``centers_xy``, ``peak_xy`` (level-0: the
+        point of each focus crop where the lesion evidence peaks, see :func:`focus_peaks`),
+        ``peak_source`` (``"encoder"``, ``"lesion_map"`` or ``"center"``), ``boxes_xywh`` (level-0),
         ``focus_score``, ``lesion_prob`` (NaN without a detail branch), ``crops`` (K, S, S, 3
         uint8 at the detail magnification, stain-normalised when the model was trained so),
         ``lesion_maps`` (K, S, S float32 probabilities; NaN without a detail branch),
@@ -299,6 +301,7 @@ def extract(
     adata.uns[SLIDE_ID] = sid
     stain = pre.get("stain")
     enc = model.tile_encoder
+    peaks, peak_source = _focus_peaks(enc, crops, boxes, maps, centers)
     adata.uns[EXPLAIN] = {
         "kind": kind,
         "model": type(model).__name__,
@@ -319,6 +322,8 @@ def extract(
             "obs_index": idx_np,
             "region_id": np.asarray(region_ids, dtype=np.int64),
             "centers_xy": centers.astype(np.float64),
+            "peak_xy": peaks,
+            "peak_source": peak_source,
             "boxes_xywh": boxes,
             "focus_score": focus_score[idx_np],
             "lesion_prob": det_prob,
@@ -370,6 +375,73 @@ def _numpy_or_nan(value, shape: tuple) -> np.ndarray:
     if value is None:
         return np.full(shape, np.nan, dtype=np.float32)
     return value.float().cpu().numpy().astype(np.float32)
+
+
+def focus_peaks(
+    encoder, crops: np.ndarray, boxes: np.ndarray, lesion_maps: np.ndarray | None = None
+) -> tuple[np.ndarray, str] | None:
+    """The level-0 point of each focus crop where the lesion evidence peaks.
+
+    The evidence is the tile encoder's own class-evidence map when it has one
+    (:meth:`~workbench.models.ModuleEncoder.evidence_maps`; for ``crc_biopsy`` the
+    adenocarcinoma evidence), else the detail branch's pixel lesion map (the built-in
+    network); it is averaged over a window of a sixth of the crop before its maximum is
+    taken, so one bright pixel does not decide. A focus region is a superpixel of the
+    thumbnail and its magnified crop often holds both lesion and the tissue beside it; the
+    peak says where in the crop the lesion is.
+
+    Parameters
+    ----------
+    encoder
+        The model's frozen tile encoder, or ``None``.
+    crops
+        ``(K, S, S, 3)`` uint8 focus crops.
+    boxes
+        ``(K, 4)`` level-0 boxes (x, y, width, height) of the crops.
+    lesion_maps
+        ``(K, S, S)`` lesion probabilities of the crops, or ``None``/NaN.
+
+    Returns
+    -------
+    (numpy.ndarray, str) or None
+        ``(K, 2)`` level-0 points and the source (``"encoder"`` or ``"lesion_map"``);
+        ``None`` when neither gives a map.
+    """
+    import torch
+    from scipy.ndimage import uniform_filter
+
+    k = len(crops)
+    if k == 0:
+        return None
+    ev, source = None, ""
+    if encoder is not None and hasattr(encoder, "evidence_maps"):
+        images = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255
+        maps = encoder.evidence_maps(images)
+        if maps is not None:
+            ev, source = maps.numpy(), "encoder"
+    if ev is None and lesion_maps is not None:
+        m = np.asarray(lesion_maps, dtype=np.float64)
+        if m.ndim == 3 and m.shape[1] > 1 and np.isfinite(m).all():
+            ev, source = m, "lesion_map"
+    if ev is None:
+        return None
+    size = ev.shape[-1]
+    win = max(1, size // 6) | 1
+    out = np.zeros((k, 2))
+    for i, (box, m) in enumerate(zip(np.asarray(boxes, float), ev, strict=True)):
+        r, c = np.unravel_index(np.argmax(uniform_filter(m, win, mode="nearest")), m.shape)
+        out[i] = (
+            box[0] + (c + 0.5) * box[2] / m.shape[1],
+            box[1] + (r + 0.5) * box[3] / m.shape[0],
+        )
+    return out, source
+
+
+def _focus_peaks(encoder, crops, boxes, maps, centers) -> tuple[np.ndarray, str]:
+    found = focus_peaks(encoder, crops, boxes, maps)
+    if found is None:
+        return np.asarray(centers, dtype=np.float64).reshape(-1, 2), "center"
+    return found
 
 
 class _SlideInputs:

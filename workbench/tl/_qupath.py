@@ -24,8 +24,10 @@ logger = logging.getLogger(__name__)
 PROGNOSTIC_CLASS = "Prognostic focus"
 
 
-def focus_in_mask(adata: anndata.AnnData, mask: np.ndarray, downsample: float) -> np.ndarray:
-    """Which focus regions of an explained slide are centred inside ``mask``.
+def focus_in_mask(
+    adata: anndata.AnnData, mask: np.ndarray, downsample: float, *, at: str = "center"
+) -> np.ndarray:
+    """Which focus regions of an explained slide are centred (or peak) inside ``mask``.
 
     Parameters
     ----------
@@ -35,13 +37,31 @@ def focus_in_mask(adata: anndata.AnnData, mask: np.ndarray, downsample: float) -
         Boolean whole-slide mask (e.g. the true lesion) drawn at ``downsample``.
     downsample
         Level-0 pixels per mask pixel.
+    at
+        ``"center"`` (the focus region's centre) or ``"peak"`` (the point of its magnified
+        crop where the lesion evidence peaks, ``focus["peak_xy"]``).
 
     Returns
     -------
     numpy.ndarray
         Boolean, one entry per focus region; its mean is the *focus hit rate*.
+
+    Raises
+    ------
+    OptionError
+        ``at`` is neither, or the extraction predates ``peak_xy`` (extract it again).
     """
-    centres = np.asarray(adata.uns[EXPLAIN]["focus"]["centers_xy"], dtype=float).reshape(-1, 2)
+    from workbench._errors import OptionError
+
+    if at not in ("center", "peak"):
+        raise OptionError(f"at must be 'center' or 'peak', not {at!r}")
+    focus = adata.uns[EXPLAIN]["focus"]
+    key = "centers_xy" if at == "center" else "peak_xy"
+    if key not in focus:
+        raise OptionError(
+            "this extraction has no focus peaks (made by an older version): run tl.extract again"
+        )
+    centres = np.asarray(focus[key], dtype=float).reshape(-1, 2)
     return mask_at(mask, downsample, centres[:, 0], centres[:, 1])
 
 
