@@ -169,3 +169,16 @@ def test_a_real_survival_extract_is_drawn_and_exported_as_risk(tmp_path):
     assert {a.classification for a in anns} == {"Prognostic focus"}
     scores = adata.uns["explain"]["focus"]["focus_score"]
     assert np.allclose([a.measurements["risk_contribution"] for a in anns], scores, atol=1e-6)
+
+
+def test_slide_overlay_marks_where_the_lesion_peaks_in_each_focus_region(explained):
+    focus = explained.uns["explain"]["focus"]
+    assert focus["peak_source"] == "lesion_map"  # the built-in detail network draws maps
+    ax = slide_overlay(explained)
+    (line,) = [ln for ln in ax.lines if ln.get_label() == "lesion peak"]
+    sx, sy = explained.uns["region_graph"]["scale_xy"]
+    x, y, w, h = focus["boxes_xywh"][0]
+    px, py = line.get_xdata()[0] + 0.5, line.get_ydata()[0] + 0.5
+    assert x / sx <= px <= (x + w) / sx and y / sy <= py <= (y + h) / sy
+    assert len(line.get_xdata()) == 2
+    plt.close(ax.figure)

@@ -149,6 +149,11 @@ def slide_overlay(
                 )
             )
             ax.text(tx, ty, str(i + 1), color=_rgb(FOCUS_COLOR), fontsize=8, va="bottom")
+    if boxes and focus.get("peak_source", "center") != "center":
+        # where in each magnified focus region the lesion evidence peaks (tl.focus_peaks)
+        px, py = np.asarray(focus["peak_xy"], dtype=float).reshape(-1, 2).T
+        ax.plot(px / sx - 0.5, py / sy - 0.5, "+", color=_rgb(FOCUS_COLOR), ms=7, mew=1.5,
+                ls="none", label="lesion peak")  # fmt: skip
     ax.set_xlim(-0.5, thumb.shape[1] - 0.5)
     ax.set_ylim(thumb.shape[0] - 0.5, -0.5)
     ax.set_axis_off()
