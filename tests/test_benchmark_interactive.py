@@ -108,8 +108,12 @@ def test_ebhi_sets_test_unseen_cases_and_the_held_out_class(bench, tmp_path):
     assert by_name["sequential:ebhi"].get("protocol") == "sequential"
     assert "protocol" not in by_name["indomain:ebhi"]
     # The sequential protocol also runs on the other real sets' test parts.
-    more = bench.eval_sets(_args(tmp_path, "sequential", sequential="ocdc,monuseg"))
-    assert [s["eval"] for s in more] == ["sequential:ocdc", "sequential:monuseg"]
+    more = bench.eval_sets(_args(tmp_path, "sequential", sequential="ocdc,monuseg,ebhi_stroma"))
+    assert [s["eval"] for s in more] == [
+        "sequential:ocdc",
+        "sequential:monuseg",
+        "sequential:ebhi_stroma",
+    ]
     with pytest.raises(SystemExit, match="unknown sequential set"):
         bench.eval_sets(_args(tmp_path, "sequential", sequential="glas"))
 

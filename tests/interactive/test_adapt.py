@@ -192,6 +192,23 @@ def test_adapter_is_a_running_mean_over_accepted_outlines(model, views):
     assert mean.adapted_images == last.adapted_images == 2
 
 
+def test_replay_trains_on_recent_outlines_and_reset_forgets_them(model, views):
+    engine = RefinementEngine(model)
+    kw = {"steps": 3, "seconds": 600, "memory": 2, "max_points": 800}
+    first = engine.adapt(*views[0], **kw)
+    second = engine.adapt(*views[1], **kw)
+    third = engine.adapt(*views[2], **kw)
+    # each outline adds max_points / 4 samples; the oldest is dropped past ``memory``
+    assert (first["samples"], second["samples"], third["samples"]) == (200, 400, 600)
+    assert engine.adapt(*views[0], **kw)["samples"] == 600
+    engine.reset_adaptation()
+    assert engine.adapt(*views[1], **kw)["samples"] == 200
+    without = RefinementEngine(model).adapt(*views[1], steps=3, seconds=600, max_points=800)
+    assert without["samples"] == 800
+    with pytest.raises(RefinementError, match="memory"):
+        engine.adapt(*views[0], memory=-1)
+
+
 def test_adapt_time_budget_and_bad_input(model, views):
     image, truth = views[0]
     engine = RefinementEngine(model)

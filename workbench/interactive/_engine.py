@@ -331,6 +331,7 @@ class RefinementEngine:
         self.max_loss_radius = float(max_loss_radius)
         self._adapter: dict | None = None  # torch tensors; None: the packaged behaviour
         self._adapted_images = 0
+        self._memory: list = []  # adapt(memory=...): feature samples of recent outlines
         self._base_sha: str | None = None
 
     @property
@@ -552,6 +553,7 @@ class RefinementEngine:
         holdout: bool = True,
         min_gain: float = 0.0,
         average: bool = True,
+        memory: int = 0,
     ) -> dict:
         """Learn from one confirmed outline: a few Adam steps on the head's adapter.
 
@@ -607,6 +609,11 @@ class RefinementEngine:
         average
             Running mean over accepted outlines (above); ``False``: each accepted outline
             replaces the adapter by what was learnt from it, starting from the previous one.
+        memory
+            Replay: keep feature samples (a quarter of ``max_points`` per outline) of the
+            ``memory`` outlines before this one and train and check on them together with
+            this one, each outline counting the same (0: off). The samples live in this engine only (not in
+            the adaptation file); :meth:`reset_adaptation` forgets them.
 
         Returns
         -------
@@ -616,8 +623,8 @@ class RefinementEngine:
             pixels, before and with the adapter the call leaves), ``accepted`` (whether the
             outline was learnt), ``best_step`` (the step kept), with ``holdout`` also
             ``holdout_before`` / ``holdout_after`` (the held-out loss at the start and at
-            the kept step), and ``n_images`` (the outlines the adaptation has now learnt
-            from).
+            the kept step), ``samples`` (feature pixels trained and checked on, replayed ones
+            included) and ``n_images`` (the outlines the adaptation has now learnt from).
 
         Raises
         ------
@@ -639,6 +646,8 @@ class RefinementEngine:
                 raise RefinementError(f"{name} must be a finite number >= 0, got {value!r}")
         if min_gain >= 1:
             raise RefinementError(f"min_gain must be below 1, got {min_gain!r}")
+        if not (isinstance(memory, int | np.integer) and memory >= 0):
+            raise RefinementError(f"memory must be an integer >= 0, got {memory!r}")
         start, start_cpu = time.perf_counter(), time.process_time()
         image = _as_rgb_uint8(image)
         mask = np.asarray(mask)
@@ -660,6 +669,7 @@ class RefinementEngine:
                 holdout=bool(holdout),
                 min_gain=float(min_gain),
                 average=bool(average),
+                memory=int(memory),
                 start=start_cpu,
             )
         report["seconds"] = time.perf_counter() - start
@@ -681,6 +691,7 @@ class RefinementEngine:
         holdout,
         min_gain,
         average,
+        memory,
         start,
     ) -> dict:
         from workbench.interactive._adapt import packaged_parameters
@@ -731,9 +742,21 @@ class RefinementEngine:
         x = torch.cat([f[0].flatten(1).T for f in rounds])
         y = target.repeat(len(rounds))
         held = black.repeat(len(rounds))
-        if len(x) > max_points:
-            keep = torch.from_numpy(np.linspace(0, len(x) - 1, max_points).astype(np.int64))
+        own = max_points if memory == 0 else max(max_points // 4, 1)
+        if len(x) > own:
+            keep = torch.from_numpy(np.linspace(0, len(x) - 1, own).astype(np.int64))
             x, y, held = x[keep], y[keep], held[keep]
+        if memory > 0:
+            # Replay: the samples of the last ``memory`` outlines train and check with this
+            # one, each outline counting the same.
+            past = self._memory[-memory:]
+            self._memory = [*past, (x, y, held)][-memory:]
+            if past:
+                x = torch.cat([x, *(p[0] for p in past)])
+                y = torch.cat([y, *(p[1] for p in past)])
+                held = torch.cat([held, *(p[2] for p in past)])
+
+        report["samples"] = len(x)
 
         def balanced(part):
             # The object and the background weigh the same whatever their areas.
@@ -819,6 +842,7 @@ class RefinementEngine:
         does (the open view keeps its mask; the next click uses the packaged head)."""
         self._adapter = None
         self._adapted_images = 0
+        self._memory = []
 
     def adaptation_state(self) -> dict | None:
         """The adaptation as plain data, or ``None`` at the packaged behaviour.
