@@ -46,6 +46,8 @@ VARIANTS = {
     "gain05": {"min_gain": 0.05},
     "clicks1": {"clicks": 1},
     "clicks5": {"clicks": 5},
+    "balanced": {"loss": "balanced"},  # the loss before bce_dice became the default
+    "bce": {"loss": "bce"},
     "replay": {"memory": 16, "average": False},
     "replay_avg": {"memory": 16},
 }

@@ -209,6 +209,23 @@ def test_replay_trains_on_recent_outlines_and_reset_forgets_them(model, views):
         engine.adapt(*views[0], memory=-1)
 
 
+def test_the_loss_is_the_networks_own_unless_asked_for_the_balanced_one(model, views):
+    """Balanced weights grow a small object: learning a small outline the balanced way
+    leaves a bigger mask than learning it with the network's own loss."""
+    image, truth = views[0]
+    small = np.zeros_like(truth)
+    rows, cols = np.nonzero(truth)
+    r, c = int(rows.mean()), int(cols.mean())
+    small[r - 6 : r + 6, c - 6 : c + 6] = True  # a nucleus-sized outline
+    kw = {"steps": 40, "seconds": 600, "holdout": False}
+    areas = {}
+    for loss in ("bce_dice", "balanced"):
+        engine = RefinementEngine(model)
+        engine.adapt(image, small, loss=loss, **kw)
+        areas[loss] = int(_clicks(engine, image, small, n=1)[0].sum())
+    assert areas["balanced"] > areas["bce_dice"], areas
+
+
 def test_adapt_time_budget_and_bad_input(model, views):
     image, truth = views[0]
     engine = RefinementEngine(model)
@@ -225,6 +242,8 @@ def test_adapt_time_budget_and_bad_input(model, views):
         engine.adapt(image, truth, min_gain=1.0)
     with pytest.raises(RefinementError, match="min_gain"):
         engine.adapt(image, truth, min_gain=-0.1)
+    with pytest.raises(RefinementError, match="loss must be one of"):
+        engine.adapt(image, truth, loss="dice")
     walker = RefinementEngine(method="random_walker")
     with pytest.raises(RefinementError, match="random walker"):
         walker.adapt(image, truth)

@@ -52,6 +52,7 @@ METHODS = ("cgam", "fbrs", "none", "random_walker")
 PROPAGATE = ("one", "all")
 MIN_VIEW_SIDE = 8
 _HOLDOUT_BLOCKS = 4  # adapt(): checkerboard blocks per side of the view
+ADAPT_LOSSES = ("bce_dice", "bce", "balanced")  # adapt(loss=...)
 
 
 @dataclass
@@ -554,6 +555,7 @@ class RefinementEngine:
         min_gain: float = 0.0,
         average: bool = True,
         memory: int = 0,
+        loss: str = "bce_dice",
     ) -> dict:
         """Learn from one confirmed outline: a few Adam steps on the head's adapter.
 
@@ -562,8 +564,9 @@ class RefinementEngine:
         network's features for each of those click states are computed once (the backbone
         is frozen), then the adapter (a per-channel scale and shift of the features, the
         head's hidden bias and its last layer: 32 + 32 + 32 + 33 numbers for the packaged
-        network) is trained to make the per-pixel logits match ``mask``, with a balanced
-        binary cross-entropy and an L2 pull (``pull``) to the packaged values.
+        network) is trained to make the per-pixel logits match ``mask``, with the loss the
+        network was trained with (binary cross-entropy + soft Dice) and an L2 pull (``pull``)
+        to the packaged values.
 
         Two guards keep one outline from pulling the engine away from what it does well
         (without them, learning each outline in full cost 1.7 clicks at NoC@85 on the unseen
@@ -609,6 +612,12 @@ class RefinementEngine:
         average
             Running mean over accepted outlines (above); ``False``: each accepted outline
             replaces the adapter by what was learnt from it, starting from the previous one.
+        loss
+            ``"bce_dice"`` (default): mean binary cross-entropy + soft Dice, the network's
+            own training loss. ``"bce"``: the cross-entropy alone. ``"balanced"`` (as shipped
+            before): object and background pixels weigh the same whatever their areas,
+            which pushes small objects (a nucleus in its view) to grow: on the test views it
+            cost 1.4 clicks at NoC@85 on MoNuSeg nuclei (mIoU@1 0.69 -> 0.60).
         memory
             Replay: keep feature samples (a quarter of ``max_points`` per outline) of the
             ``memory`` outlines before this one and train and check on them together with
@@ -648,6 +657,8 @@ class RefinementEngine:
             raise RefinementError(f"min_gain must be below 1, got {min_gain!r}")
         if not (isinstance(memory, int | np.integer) and memory >= 0):
             raise RefinementError(f"memory must be an integer >= 0, got {memory!r}")
+        if loss not in ADAPT_LOSSES:
+            raise RefinementError(f"loss must be one of {', '.join(ADAPT_LOSSES)}, got {loss!r}")
         start, start_cpu = time.perf_counter(), time.process_time()
         image = _as_rgb_uint8(image)
         mask = np.asarray(mask)
@@ -670,6 +681,7 @@ class RefinementEngine:
                 min_gain=float(min_gain),
                 average=bool(average),
                 memory=int(memory),
+                loss=loss,
                 start=start_cpu,
             )
         report["seconds"] = time.perf_counter() - start
@@ -692,6 +704,7 @@ class RefinementEngine:
         min_gain,
         average,
         memory,
+        loss,
         start,
     ) -> dict:
         from workbench.interactive._adapt import packaged_parameters
@@ -759,8 +772,10 @@ class RefinementEngine:
         report["samples"] = len(x)
 
         def balanced(part):
-            # The object and the background weigh the same whatever their areas.
             yp = y[part]
+            if loss != "balanced":  # every pixel the same: a mean, as the network learnt
+                return torch.full_like(yp, 1.0 / max(len(yp), 1))
+            # The object and the background weigh the same whatever their areas.
             pos = float(yp.sum())
             neg = float(len(yp)) - pos
             return torch.where(
@@ -788,7 +803,11 @@ class RefinementEngine:
 
         def bce(flat, xs, ys, ws):
             logits = self._head_points(xs, unflat(flat))
-            return F.binary_cross_entropy_with_logits(logits, ys, weight=ws, reduction="sum")
+            value = F.binary_cross_entropy_with_logits(logits, ys, weight=ws, reduction="sum")
+            if loss == "bce_dice":  # the network's own training loss: BCE + soft Dice
+                prob = torch.sigmoid(logits)
+                value = value + 1 - (2 * (prob * ys).sum() + 1) / (prob.sum() + ys.sum() + 1)
+            return value
 
         with torch.no_grad():
             report["loss_before"] = float(bce(theta, x, y, balanced(torch.ones_like(held))))
@@ -803,8 +822,8 @@ class RefinementEngine:
             if time.process_time() - start > budget:
                 break
             theta.requires_grad_(True)
-            loss = bce(theta, x_fit, y_fit, w_fit) + pull * (theta - theta0).pow(2).sum()
-            (grad,) = torch.autograd.grad(loss, theta)
+            objective = bce(theta, x_fit, y_fit, w_fit) + pull * (theta - theta0).pow(2).sum()
+            (grad,) = torch.autograd.grad(objective, theta)
             with torch.no_grad():
                 theta = theta.detach()
                 m.mul_(beta1).add_(grad, alpha=1 - beta1)
