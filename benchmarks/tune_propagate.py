@@ -55,6 +55,8 @@ VARIANTS = {
     "cgam_steps50": {"steps": 50},
     "cgam_locality0.1": {"locality_weight": 0.1},
     "cgam_margin3": {"margin": 3.0},
+    "cgam_maxr16": {"max_loss_radius": 16.0},
+    "cgam_maxr32": {"max_loss_radius": 32.0},
 }
 
 
