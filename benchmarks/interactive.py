@@ -26,9 +26,13 @@ click simulator (next click at the deepest error, up to 20 clicks or IoU 0.90) o
     training and tuning (leave-one-class-out). Views are drawn round-robin over cases, at
     most ``--ebhi-views`` per set;
 ``sequential:<set>``
-    the views of an EBHI-Seg set in a fixed order (by class and file name); after each view
-    the engine adapts on its true mask (:meth:`RefinementEngine.adapt`), as when a user
-    confirms an outline; NoC and mIoU@5 on the second half, with and without adaptation;
+    the test views of a real set (``--sequential-sets``) in ``--sequential-orders`` orders
+    (order 0 by class and file name, the others random); after each view the engine adapts on
+    its true mask (:meth:`RefinementEngine.adapt`), as when a user confirms an outline; NoC
+    and mIoU@5 on the second half of each order (pooled), with and without adaptation, and
+    the paired per-view change with a bootstrap interval. ``ebhi_stroma`` is the EBHI-Seg
+    test views with the stroma and lumen as the outline (the complement of the gland mask):
+    a target the network was never taught, where a user's own convention has to be learnt;
 ``latency1024``
     seconds per click on 1024 x 1024 views (real test images resized), at each torch thread
     count of ``--latency-threads``.
@@ -143,12 +147,27 @@ def at_clicks(curve: list[float]) -> list[float]:
     return [curve[k - 1] for k in CURVE_AT if k <= len(curve)]
 
 
-def sequential(method: str, views, *, model, max_clicks: int, rw_work: int) -> dict:
+def sequential(
+    method: str,
+    views,
+    *,
+    model,
+    max_clicks: int,
+    rw_work: int,
+    orders: int = 1,
+    adapt_kwargs: dict | None = None,
+) -> dict:
     """The sequential protocol (:func:`~workbench.interactive.evaluate_sequential`): ``views``
-    in the given order, one engine adapting on each view's true mask after it, and the same
-    views with the packaged network. Returns ``{"adapted": summary, "baseline": summary}`` of
-    the second half of the views, plus what the adaptations took (``adapt``)."""
-    from workbench.interactive import evaluate_sequential
+    in ``orders`` orders (order 0 as given, the others random permutations with seeds 1, 2,
+    ...), one engine adapting on each view's true mask after it, against the packaged
+    network on the same views (which does not depend on the order, so it runs once per view).
+
+    Returns ``{"adapted": summary, "baseline": summary}`` of the second halves (every order's
+    second half pooled: ``n_views`` = orders x half), ``per_order`` (second-half NoC@85 and
+    mIoU@5 of each order, baseline and adapted), ``paired`` (the mean per-view change of
+    NoC@85 and mIoU@5 with 95 % bootstrap intervals over the pooled (order, view) pairs) and
+    what the adaptations took (``adapt``)."""
+    from workbench.interactive import evaluate_clicks, evaluate_sequential, summarize
 
     def factory():
         engine = make_engine(method, model, rw_work=rw_work)
@@ -156,24 +175,87 @@ def sequential(method: str, views, *, model, max_clicks: int, rw_work: int) -> d
             raise SystemExit(f"{method} has no adapt(): the sequential protocol needs it")
         return engine
 
-    result = evaluate_sequential(factory, views, max_clicks=max_clicks, baseline=True)
+    fixed = factory()
+    base = [evaluate_clicks(fixed, im, gt, max_clicks=max_clicks) for _, im, gt in views]
     half = len(views) // 2
+    adapted_runs, baseline_runs, per_order, reports = [], [], [], []
+    for order in range(orders):
+        perm = (
+            np.arange(len(views))
+            if order == 0
+            else np.random.default_rng(order).permutation(len(views))
+        )
+        result = evaluate_sequential(
+            factory,
+            [views[i] for i in perm],
+            max_clicks=max_clicks,
+            baseline=False,
+            adapt_kwargs=adapt_kwargs,
+        )
+        second_a = result["adapted"][half:]
+        second_b = [base[i] for i in perm[half:]]
+        adapted_runs += second_a
+        baseline_runs += second_b
+        reports += [r for r in result["adapt"] if isinstance(r, dict)]
+        sa = summarize(second_a, max_clicks=max_clicks)
+        sb = summarize(second_b, max_clicks=max_clicks)
+        per_order.append(
+            {
+                "order": order,
+                "noc85": [round(sb["noc85"], 3), round(sa["noc85"], 3)],
+                "miou@5": [sb["miou_per_click"][4], sa["miou_per_click"][4]],
+            }
+        )
     out = {}
-    for key in ("adapted", "baseline"):
-        summary = dict(result["second_half"][key])
-        summary["mdice_per_click"] = mean_dice_per_click(result[key][half:])
+    for key, runs in (("adapted", adapted_runs), ("baseline", baseline_runs)):
+        summary = summarize(runs, max_clicks=max_clicks)
+        summary["mdice_per_click"] = mean_dice_per_click(runs)
         out[key] = summary
-    reports = [r for r in result["adapt"] if isinstance(r, dict)]
+    d_noc = [
+        _noc(a["ious"], 0.85, max_clicks) - _noc(b["ious"], 0.85, max_clicks)
+        for a, b in zip(adapted_runs, baseline_runs, strict=True)
+    ]
+    d_miou = [a["ious"][4] - b["ious"][4] for a, b in zip(adapted_runs, baseline_runs, strict=True)]
+    out["paired"] = {
+        "d_noc85": round(float(np.mean(d_noc)), 3),
+        "d_noc85_ci95": bootstrap_ci(d_noc),
+        "d_miou5": round(float(np.mean(d_miou)), 4),
+        "d_miou5_ci95": bootstrap_ci(d_miou),
+    }
+    out["per_order"] = per_order
     out["adapt"] = {
-        "calls": len(result["adapt"]),
+        "calls": len(reports),
+        "accepted_share": round(float(np.mean([r.get("accepted", True) for r in reports])), 3)
+        if reports
+        else None,
         "mean_steps": round(float(np.mean([r.get("steps", 0) for r in reports])), 1)
         if reports
         else None,
-        "mean_seconds": round(float(np.mean([r.get("seconds", 0.0) for r in reports])), 3)
+        "cpu_seconds_median": round(float(np.median([r["cpu_seconds"] for r in reports])), 3)
+        if reports
+        else None,
+        "cpu_seconds_max": round(float(np.max([r["cpu_seconds"] for r in reports])), 3)
         if reports
         else None,
     }
     return out
+
+
+def _noc(ious, target: float, max_clicks: int) -> int:
+    for k, value in enumerate(ious, start=1):
+        if value >= target:
+            return k
+    return max_clicks
+
+
+def bootstrap_ci(values, n: int = 2000, seed: int = 0) -> list[float]:
+    """95 % percentile-bootstrap interval of the mean of ``values``."""
+    values = np.asarray(values, dtype=float)
+    if not len(values):
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (n, len(values)))].mean(axis=1)
+    return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
 
 
 def fold_weights(folds: Path, dataset: str) -> Path:
@@ -266,19 +348,30 @@ def eval_sets(args) -> list[dict]:
             }
         )
     if "sequential" in wanted:
-        for dataset, split in (("ebhi_serrated", "test"), ("ebhi", "test")):
+        for dataset in args.sequential_sets.split(","):
+            split = "test"
+            if dataset not in (*REAL_DATASETS, "ebhi_serrated", "ebhi_stroma"):
+                raise SystemExit(f"unknown sequential set {dataset!r}")
 
             def ordered(dataset=dataset, split=split):
-                views = benchmark_views(root, dataset, split=split, max_views=n_ebhi, seed=16)
-                return sorted(views, key=lambda v: v[0])  # fixed order: class, then file
+                # ebhi_stroma: the EBHI-Seg test views with the complement of the gland mask
+                # as the outline (stroma and lumen): a target the network was never taught.
+                source = "ebhi" if dataset == "ebhi_stroma" else dataset
+                n = n_ebhi if source in ("ebhi", "ebhi_serrated") else n_obj
+                n = n if source not in ("ocdc", "camelyon") else n_region
+                views = benchmark_views(root, source, split=split, max_views=n, seed=16)
+                if dataset == "ebhi_stroma":
+                    views = [(name, im, ~m) for name, im, m in views]
+                return sorted(views, key=lambda v: v[0])  # order 0: by class, then file
 
             sets.append(
                 {
                     "eval": f"sequential:{dataset}",
                     "role": "test",
                     "weights": None,
-                    "source": f"{dataset} views in a fixed order (class, file); the engine "
-                    "adapts on each view's true mask after it; figures on the second half",
+                    "source": f"{dataset} test views (order 0 by name, then random orders); "
+                    "the engine adapts on each view's true mask after it; figures on the "
+                    "second half of each order, pooled",
                     "views": ordered,
                     "needs_real": True,
                     "protocol": "sequential",
@@ -437,6 +530,14 @@ def main() -> None:
         "--sequential-methods", default="cgam", help="methods run with the sequential protocol"
     )
     parser.add_argument(
+        "--sequential-sets",
+        default="ebhi_serrated,ebhi,ocdc,camelyon,monuseg,tnbc,monusac",
+        help="test sets run with the sequential protocol",
+    )
+    parser.add_argument(
+        "--sequential-orders", type=int, default=3, help="orders of the views per sequential set"
+    )
+    parser.add_argument(
         "--weights", default=None, help="network to test instead of the packaged one"
     )
     parser.add_argument("--quick", action="store_true", help="a few views each, for a smoke run")
@@ -506,12 +607,19 @@ def main() -> None:
             torch.set_num_threads(args.threads)
             for method in args.sequential_methods.split(","):
                 start = time.perf_counter()
-                out = sequential(method, views, **kw)
+                out = sequential(method, views, orders=args.sequential_orders, **kw)
                 for adapt in (False, True):
                     summary = out["adapted" if adapt else "baseline"]
-                    extra = {"adapt": adapt, "n_sequence": len(views), "scored": "second half"}
+                    extra = {
+                        "adapt": adapt,
+                        "n_sequence": len(views),
+                        "orders": args.sequential_orders,
+                        "scored": "second half of every order, pooled",
+                    }
                     if adapt:
                         extra["adaptation"] = out["adapt"]
+                        extra["paired"] = out["paired"]
+                        extra["per_order"] = out["per_order"]
                     emit(spec, method, summary, views, weights, args.threads, start, **extra)
             continue
         thread_counts = [args.threads]

@@ -17,6 +17,10 @@ interval of each variant's NoC@85 difference to the baseline on the same views, 
 - ``local_corrections=True`` only if it lowers NoC@85 on the many-object views and costs
   no set more than 0.3 clicks.
 
+The ``none`` and ``cgam_*`` variants try the per-click optimisation itself (no refinement;
+a larger step, more steps, a weaker locality penalty, a larger margin); they print their lines
+and are not part of the choice.
+
 Usage: ``python benchmarks/tune_propagate.py [--quick] [--real-root ../shared/data]``.
 """
 
@@ -45,6 +49,14 @@ VARIANTS = {
     "local@2": {"local_corrections": True, "local_from": 2},
     "local@3": {"local_corrections": True, "local_from": 3},
     "local@5": {"local_corrections": True, "local_from": 5},
+    # the per-click optimisation itself (CGAM), against "one" (CGAM defaults) and "none"
+    "none": {"method": "none"},
+    "cgam_lr0.1": {"lr": 0.1},
+    "cgam_steps50": {"steps": 50},
+    "cgam_locality0.1": {"locality_weight": 0.1},
+    "cgam_margin3": {"margin": 3.0},
+    "cgam_maxr16": {"max_loss_radius": 16.0},
+    "cgam_maxr32": {"max_loss_radius": 32.0},
 }
 
 

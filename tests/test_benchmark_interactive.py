@@ -13,10 +13,13 @@ def bench(load_benchmark):
     return load_benchmark("interactive")
 
 
-def _args(folds, evals, datasets="ocdc,camelyon,monusac,monuseg,tnbc"):
+def _args(
+    folds, evals, datasets="ocdc,camelyon,monusac,monuseg,tnbc", sequential="ebhi_serrated,ebhi"
+):
     return argparse.Namespace(
         real_root=str(folds / "no-data"), folds=str(folds), evals=evals, datasets=datasets,
         quick=True, nucleus_views=4, n_synthetic=2, cohort_root=str(folds / "cohort"),
+        sequential_sets=sequential,
     )  # fmt: skip
 
 
@@ -104,6 +107,15 @@ def test_ebhi_sets_test_unseen_cases_and_the_held_out_class(bench, tmp_path):
     assert "held out of training" in by_name["loco:ebhi_serrated"]["source"]
     assert by_name["sequential:ebhi"].get("protocol") == "sequential"
     assert "protocol" not in by_name["indomain:ebhi"]
+    # The sequential protocol also runs on the other real sets' test parts.
+    more = bench.eval_sets(_args(tmp_path, "sequential", sequential="ocdc,monuseg,ebhi_stroma"))
+    assert [s["eval"] for s in more] == [
+        "sequential:ocdc",
+        "sequential:monuseg",
+        "sequential:ebhi_stroma",
+    ]
+    with pytest.raises(SystemExit, match="unknown sequential set"):
+        bench.eval_sets(_args(tmp_path, "sequential", sequential="glas"))
 
 
 class _CountingEngine:
@@ -131,7 +143,7 @@ class _CountingEngine:
     def adapt(self, image, mask, **kwargs):
         self.taught.append(int(mask.sum()))
         self.boost = 1
-        return {"steps": 3, "seconds": 0.01}
+        return {"steps": 3, "seconds": 0.01, "cpu_seconds": 0.02, "accepted": True}
 
     def reset_adaptation(self):
         self.boost = 0
@@ -159,17 +171,36 @@ def test_sequential_protocol_adapts_after_each_view_and_scores_the_second_half(b
         gt = np.zeros((32, 32), bool)
         gt[4 : 22 + k, 4:28] = True
         views.append((f"v{k}", image, gt))
-    out = bench.sequential("cgam", views, model=None, max_clicks=8, rw_work=32)
+    out = bench.sequential("cgam", views, model=None, max_clicks=8, rw_work=32, orders=2)
     taught = [e.taught for e in engines]
-    assert [int(gt.sum()) for _, _, gt in views] in taught  # every view, in order
-    assert [] in taught  # the baseline engine is never taught
+    sizes = [int(gt.sum()) for _, _, gt in views]
+    assert taught[0] == []  # the packaged engine of the baseline is never taught
+    assert taught[1] == sizes  # order 0: the views as given
+    assert sorted(taught[2]) == sorted(sizes) and len(taught) == 3  # order 1: a permutation
     plain, adapted = out["baseline"], out["adapted"]
-    assert plain["n_views"] == adapted["n_views"] == 3  # views 3, 4 and 5 of 5
+    assert plain["n_views"] == adapted["n_views"] == 6  # views 3-5 of 5, in each of 2 orders
     assert len(adapted["mdice_per_click"]) == 8
-    assert out["adapt"] == {"calls": 5, "mean_steps": 3.0, "mean_seconds": 0.01}
+    assert out["adapt"] == {
+        "calls": 10,
+        "accepted_share": 1.0,
+        "mean_steps": 3.0,
+        "cpu_seconds_median": 0.02,
+        "cpu_seconds_max": 0.02,
+    }
+    assert [p["order"] for p in out["per_order"]] == [0, 1]
     # the second half is scored after teaching: the taught engine's bigger steps show there
     assert adapted["miou_per_click"][0] > plain["miou_per_click"][0] + 0.3
     assert adapted["miou_per_click"][2] > plain["miou_per_click"][2]
+    paired = out["paired"]
+    assert paired["d_miou5"] >= 0 and paired["d_noc85"] <= 0
+    lo, hi = paired["d_noc85_ci95"]
+    assert lo <= paired["d_noc85"] <= hi
+
+
+def test_bootstrap_interval_brackets_the_mean(bench):
+    lo, hi = bench.bootstrap_ci([1.0, 2.0, 3.0, 4.0])
+    assert 1.0 <= lo < 2.5 < hi <= 4.0
+    assert bench.bootstrap_ci([2.0, 2.0]) == [2.0, 2.0]
 
 
 def test_sequential_protocol_needs_an_engine_that_adapts(bench, monkeypatch):

@@ -100,8 +100,11 @@ def test_adapt_changes_only_the_adapter_and_reset_restores_packaged_behaviour(mo
 
     engine = RefinementEngine(model)
     assert not engine.adapted and engine.adaptation_state() is None
-    report = engine.adapt(image, truth, steps=30, seconds=600)
+    # holdout=False: learn every pixel of the outline (the synthetic views are ones the
+    # packaged network already does, which the held-out check would rightly refuse).
+    report = engine.adapt(image, truth, steps=30, seconds=600, holdout=False)
     assert report["steps"] == 30 and report["clicks"] >= 1 and engine.adapted
+    assert report["accepted"] and report["best_step"] == 30
     assert report["loss_after"] < report["loss_before"]
     assert report["n_images"] == engine.adapted_images == 1
     # The network and the packaged file are untouched.
@@ -126,11 +129,101 @@ def test_adapt_keeps_the_open_views_mask_and_accumulates(model, views):
     (image, truth), (image2, truth2) = views[0], views[2]
     engine = RefinementEngine(model)
     masks = _clicks(engine, image2, truth2, n=2)
-    engine.adapt(image, truth, steps=5, seconds=600)
-    engine.adapt(image2, truth2, steps=5, seconds=600)
+    engine.adapt(image, truth, steps=5, seconds=600, holdout=False)
+    engine.adapt(image2, truth2, steps=5, seconds=600, holdout=False)
     assert engine.adapted_images == 2
     assert np.array_equal(engine.mask, masks[-1])
     assert engine.undo().shape == truth2.shape  # the view still works after adapting
+
+
+def _adapter_vector(engine):
+    state = engine.adaptation_state()
+    return np.concatenate([state["parameters"][k].ravel() for k in sorted(state["parameters"])])
+
+
+def test_an_outline_that_does_not_help_on_its_held_out_half_is_not_learnt(model, views):
+    image, truth = views[0]
+    engine = RefinementEngine(model)
+    report = engine.adapt(image, truth, steps=20, seconds=600, min_gain=0.99)
+    assert report["steps"] == 20 and not report["accepted"]
+    assert report["holdout_after"] <= report["holdout_before"]  # the best step is kept
+    assert not engine.adapted and engine.adapted_images == 0 and report["n_images"] == 0
+    # An adapted engine keeps its adapter exactly when a later outline is refused.
+    engine.adapt(image, truth, steps=20, seconds=600, holdout=False)
+    before = _adapter_vector(engine)
+    refused = engine.adapt(views[1][0], views[1][1], steps=20, seconds=600, min_gain=0.99)
+    assert not refused["accepted"] and engine.adapted_images == 1
+    assert np.array_equal(_adapter_vector(engine), before)
+
+
+def test_held_out_half_stops_early_on_an_outline_the_network_already_does(model, views):
+    """Without the held-out half the adapter fits every pixel of one outline the network
+    already gets (the loss keeps falling); with it the kept step is where the other half
+    stops improving, so the adapter moves less from the packaged head."""
+    image, truth = views[0]
+    from workbench.interactive._adapt import packaged_parameters
+
+    packaged = packaged_parameters(model)
+    start = np.concatenate([packaged[k].numpy().ravel() for k in sorted(packaged)])
+    full, guarded = RefinementEngine(model), RefinementEngine(model)
+    r_full = full.adapt(image, truth, steps=60, seconds=600, holdout=False)
+    r_guard = guarded.adapt(image, truth, steps=60, seconds=600, min_gain=0.0)
+    assert r_full["best_step"] == 60
+    assert r_guard["best_step"] < 60
+    moved_full = np.abs(_adapter_vector(full) - start).sum()
+    moved_guard = np.abs(_adapter_vector(guarded) - start).sum() if guarded.adapted else 0.0
+    assert moved_guard < moved_full
+
+
+def test_adapter_is_a_running_mean_over_accepted_outlines(model, views):
+    (a, ma), (b, mb) = views[0], views[1]
+    mean, last = RefinementEngine(model), RefinementEngine(model)
+    kw = {"steps": 10, "seconds": 600, "holdout": False}
+    mean.adapt(a, ma, average=True, **kw)
+    last.adapt(a, ma, average=False, **kw)
+    first = _adapter_vector(mean)
+    assert np.array_equal(first, _adapter_vector(last))  # the first outline counts in full
+    mean.adapt(b, mb, average=True, **kw)
+    last.adapt(b, mb, average=False, **kw)
+    # the second moves the adapter half of the way to what that outline alone would make
+    np.testing.assert_allclose(
+        _adapter_vector(mean), first + 0.5 * (_adapter_vector(last) - first), atol=1e-6
+    )
+    assert mean.adapted_images == last.adapted_images == 2
+
+
+def test_replay_trains_on_recent_outlines_and_reset_forgets_them(model, views):
+    engine = RefinementEngine(model)
+    kw = {"steps": 3, "seconds": 600, "memory": 2, "max_points": 800}
+    first = engine.adapt(*views[0], **kw)
+    second = engine.adapt(*views[1], **kw)
+    third = engine.adapt(*views[2], **kw)
+    # each outline adds max_points / 4 samples; the oldest is dropped past ``memory``
+    assert (first["samples"], second["samples"], third["samples"]) == (200, 400, 600)
+    assert engine.adapt(*views[0], **kw)["samples"] == 600
+    engine.reset_adaptation()
+    assert engine.adapt(*views[1], **kw)["samples"] == 200
+    without = RefinementEngine(model).adapt(*views[1], steps=3, seconds=600, max_points=800)
+    assert without["samples"] == 800
+    with pytest.raises(RefinementError, match="memory"):
+        engine.adapt(*views[0], memory=-1)
+
+
+def test_the_loss_is_the_networks_own_unless_asked_for_the_balanced_one(model, views):
+    """Balanced weights grow a small object: learning a small outline the balanced way
+    leaves a bigger mask than learning it with the network's own loss."""
+    image, truth = views[0]
+    small = np.zeros_like(truth)
+    rows, cols = np.nonzero(truth)
+    r, c = int(rows.mean()), int(cols.mean())
+    small[r - 6 : r + 6, c - 6 : c + 6] = True  # a nucleus-sized outline
+    kw = {"steps": 40, "seconds": 600, "holdout": False}
+    areas = {}
+    for loss in ("bce_dice", "balanced"):
+        engine = RefinementEngine(model)
+        engine.adapt(image, small, loss=loss, **kw)
+        areas[loss] = int(_clicks(engine, image, small, n=1)[0].sum())
+    assert areas["balanced"] > areas["bce_dice"], areas
 
 
 def test_adapt_time_budget_and_bad_input(model, views):
@@ -145,6 +238,12 @@ def test_adapt_time_budget_and_bad_input(model, views):
     for bad in ({"steps": -1}, {"clicks": 0}, {"seconds": 0}, {"lr": float("nan")}, {"pull": -1}):
         with pytest.raises(RefinementError):
             engine.adapt(image, truth, **bad)
+    with pytest.raises(RefinementError, match="min_gain"):
+        engine.adapt(image, truth, min_gain=1.0)
+    with pytest.raises(RefinementError, match="min_gain"):
+        engine.adapt(image, truth, min_gain=-0.1)
+    with pytest.raises(RefinementError, match="loss must be one of"):
+        engine.adapt(image, truth, loss="dice")
     walker = RefinementEngine(method="random_walker")
     with pytest.raises(RefinementError, match="random walker"):
         walker.adapt(image, truth)
@@ -153,7 +252,7 @@ def test_adapt_time_budget_and_bad_input(model, views):
 def test_adaptation_file_round_trip_and_damage(model, views, tmp_path):
     (image, truth), (image2, truth2) = views[0], views[1]
     engine = RefinementEngine(model)
-    engine.adapt(image, truth, steps=20, seconds=600)
+    engine.adapt(image, truth, steps=20, seconds=600, holdout=False)
     path = engine.save_adaptation(tmp_path / "a.adaptation.safetensors")
     assert path.stat().st_size < 10_000
     expected = _clicks(engine, image2, truth2)
@@ -210,7 +309,7 @@ def test_sequential_protocol_adapts_after_each_view(model, views):
         RefinementEngine(model),
         [(f"v{i}", im, m) for i, (im, m) in enumerate(views)],
         max_clicks=3,
-        adapt_kwargs={"steps": 5},
+        adapt_kwargs={"steps": 5, "holdout": False},
     )
     assert out["names"] == ["v0", "v1", "v2"]
     assert len(out["adapted"]) == len(out["baseline"]) == len(out["adapt"]) == 3
@@ -224,7 +323,10 @@ def test_sequential_protocol_adapts_after_each_view(model, views):
     assert "noc85" in out["second_half"]["baseline"]
     # A factory gives the same numbers.
     again = evaluate_sequential(
-        lambda: RefinementEngine(model), views, max_clicks=3, adapt_kwargs={"steps": 5}
+        lambda: RefinementEngine(model),
+        views,
+        max_clicks=3,
+        adapt_kwargs={"steps": 5, "holdout": False},
     )
     assert [r["ious"] for r in again["adapted"]] == [r["ious"] for r in out["adapted"]]
 

@@ -243,6 +243,7 @@ def evaluate_sequential(
                 )
             else:  # one engine: set its adaptation aside for the baseline run
                 state = adapted_engine.adaptation_state()
+                memory = list(getattr(adapted_engine, "_memory", []))  # replay samples
                 adapted_engine.reset_adaptation()
                 try:
                     baseline_runs.append(
@@ -256,6 +257,8 @@ def evaluate_sequential(
                     )
                 finally:
                     adapted_engine.load_adaptation(state)
+                    if hasattr(adapted_engine, "_memory"):
+                        adapted_engine._memory = memory
         reports.append(
             adapted_engine.adapt(image, np.asarray(mask, dtype=bool), **(adapt_kwargs or {}))
         )
