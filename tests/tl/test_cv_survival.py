@@ -143,7 +143,11 @@ def test_survival_cross_validation_folds_oof_and_record(tmp_path, monkeypatch):
     assert epochs == tr.final_model_["epochs"] == int(np.median(cv["epochs"]))
     assert tr.final_model_["fit_on"] == "all patients"
     oof = tr.oof_
-    assert list(oof.columns) == ["patient", "fold", "repeat", "time", "event", "risk"]
+    assert list(oof.columns) == ["patient", "fold", "repeat", "time", "event", "risk", "train_cut"]
+    # one cut per fold model (the median risk of the patients it was fit on), not one for all
+    cuts = oof.groupby(["repeat", "fold"])["train_cut"]
+    assert (cuts.nunique() == 1).all() and oof["train_cut"].nunique() == 6
+    assert np.isfinite(oof["train_cut"]).all()
     for r in (1, 2):  # every patient predicted once per repeat
         assert sorted(oof.loc[oof["repeat"] == r, "patient"]) == sorted(s.name for s in samples)
     assert np.isfinite(oof["risk"]).all()

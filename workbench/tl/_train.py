@@ -256,7 +256,8 @@ class SlideTrainer:
         :func:`~workbench.tl.uno_concordance`), their patient-bootstrap intervals
         ``harrell_c_ci``/``uno_c_ci``, ``n_test_events`` and ``epochs``; ``oof_`` one row
         per patient and repeat (``patient``, ``fold``, ``repeat``, ``time``, ``event``,
-        ``risk``); ``cv_summary_`` the pooled out-of-fold ``harrell_c`` with
+        ``risk``, ``train_cut``: the median risk the fold's model gives the patients it was
+        fit on, the fold's own risk-group cut); ``cv_summary_`` the pooled out-of-fold ``harrell_c`` with
         ``harrell_c_ci`` and the folds' mean ``uno_c_mean_of_folds``. A fold whose training
         part has no event or fewer than 2 patients is refused
         (:class:`~workbench.OptionError`). Kind ``"abmil"`` is the tile ABMIL-Cox peer: the
@@ -914,6 +915,15 @@ class SlideTrainer:
                 )
                 te_p = [patients[i] for i in te]
                 p_risk, p_time, p_event = patient_risks(risk, te_p, time[te], event[te])
+                # the fold model's own cut: the median risk of the patients it was fit on (risk
+                # scales differ between fold models, so held-out risks are cut fold by fold)
+                fit_risk = _slide_risks(
+                    trainer.model, train, self._readers(train, cohort, settings, encoder)
+                )
+                fit_p = [patients[i] for i in fit_idx]
+                train_cut = float(
+                    np.median(patient_risks(fit_risk, fit_p, time[fit_idx], event[fit_idx])[0])
+                )
                 figures = survival_fold_figures(
                     p_time, p_event, p_risk, tr_time, tr_event,
                     n_boot=int(self.n_boot), seed=self.seed + f + 1000 * r,
@@ -936,7 +946,8 @@ class SlideTrainer:
                 )
                 for p, t, e, v in zip(dict.fromkeys(te_p), p_time, p_event, p_risk, strict=True):
                     oof.append({"patient": str(p), "fold": f, "repeat": r + 1,
-                                "time": float(t), "event": int(e), "risk": float(v)})  # fmt: skip
+                                "time": float(t), "event": int(e), "risk": float(v),
+                                "train_cut": train_cut})  # fmt: skip
                 logger.info(
                     "%s done: Harrell's C %s, Uno's C %s, stopped at epoch %s of %d",
                     tag,
