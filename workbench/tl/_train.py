@@ -751,22 +751,12 @@ class SlideTrainer:
                 len(samples),
                 epochs,
             )
-            trainer = self._train_survival(
-                samples, patients, time, event, settings, encoder, held=[],
-                held_patients=None, held_time=None, held_event=None, readers=None,
-                epochs=epochs,
+            trainer = self._fit_all_survival(
+                samples, patients, time, event, settings, encoder, epochs,
+                "median early-stopped epoch of the folds",
             )  # fmt: skip
             self.validation_ = None
-            self.history_ = trainer.history_
             self.best_epoch_ = trainer.best_epoch_
-            self.final_model_ = {
-                "fit_on": "all patients",
-                "slides": len(samples),
-                "patients": len(set(patients)),
-                "epochs": epochs,
-                "early_stopping": False,
-                "epochs_from": "median early-stopped epoch of the folds",
-            }
             return self._finish_survival(trainer, samples, settings, cohort)
         if self.validation is not None:
             tr, he = holdout_split(
@@ -819,22 +809,31 @@ class SlideTrainer:
             # every patient for that many epochs, without early stopping.
             epochs = max(1, int(trainer.best_epoch_ or self.epochs))
             logger.info("refit on all %d slides for %d epochs", len(samples), epochs)
-            trainer = self._train_survival(
-                samples, patients, time, event, settings, encoder, held=[],
-                held_patients=None, held_time=None, held_event=None, readers=None,
-                epochs=epochs,
+            trainer = self._fit_all_survival(
+                samples, patients, time, event, settings, encoder, epochs,
+                "the early-stopped fit on the training part",
             )  # fmt: skip
             train = samples
-            self.history_ = trainer.history_
-            self.final_model_ = {
-                "fit_on": "all patients",
-                "slides": len(samples),
-                "patients": len(set(patients)),
-                "epochs": epochs,
-                "early_stopping": False,
-                "epochs_from": "the early-stopped fit on the training part",
-            }
         return self._finish_survival(trainer, train, settings, cohort)
+
+    def _fit_all_survival(self, samples, patients, time, event, settings, encoder, epochs, why):
+        """Train the final survival model on every patient for ``epochs`` (no early stopping);
+        ``why`` says where the epoch count came from (recorded in ``final_model_``)."""
+        trainer = self._train_survival(
+            samples, patients, time, event, settings, encoder, held=[],
+            held_patients=None, held_time=None, held_event=None, readers=None,
+            epochs=epochs,
+        )  # fmt: skip
+        self.history_ = trainer.history_
+        self.final_model_ = {
+            "fit_on": "all patients",
+            "slides": len(samples),
+            "patients": len(set(patients)),
+            "epochs": epochs,
+            "early_stopping": False,
+            "epochs_from": why,
+        }
+        return trainer
 
     def _finish_survival(self, trainer, train, settings, cohort) -> SlideTrainer:
         self.model_ = trainer.model.cpu().eval()
