@@ -326,7 +326,10 @@ def train_tissue_net(
 
 
 def save_tissue_net(net: TissueNet, folder: str | Path, *, record: dict) -> Path:
-    """Write ``net`` as ``model.safetensors`` + ``config.json`` (atomically) into ``folder``.
+    """Write ``net`` as ``model.safetensors`` (float16) + ``config.json`` into ``folder``.
+
+    Each file is written to a temporary name and renamed, config last, so an interrupted
+    write leaves either the old pair or new weights that the old config still describes.
 
     Parameters
     ----------
@@ -356,11 +359,17 @@ def save_tissue_net(net: TissueNet, folder: str | Path, *, record: dict) -> Path
         "architecture": "TissueNet",
         "widths": widths,
         "mean": list(_MEAN),
+        "dtype": "float16",
         "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **record,
     }
     with atomic_path(folder / "model.safetensors") as tmp:
-        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+        # float16 storage halves the file; load_tissue_encoder computes in float32
+        state = {
+            k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous()
+            for k, v in net.state_dict().items()
+        }
+        save_file(state, str(tmp))
     with atomic_path(folder / "config.json") as tmp:
         Path(tmp).write_text(json.dumps(cfg, indent=2))
     return folder
