@@ -26,14 +26,33 @@ __all__ = ["main"]
 
 
 def _load(images):
+    """The images as one float tensor (N, 3, H, W) in [0, 1].
+
+    Raises :class:`~workbench.InvalidImageError` naming the first file that cannot be
+    decoded or whose size differs from the first image's (the recipe crops every image alike).
+    """
     import numpy as np
     import torch
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    out = [
-        torch.from_numpy(np.asarray(Image.open(im.image_path).convert("RGB"), np.float32) / 255.0)
-        for im in images
-    ]
+    from workbench._errors import InvalidImageError
+
+    out = []
+    for im in images:
+        try:
+            with Image.open(im.image_path) as pil:
+                arr = np.asarray(pil.convert("RGB"), np.float32) / 255.0
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise InvalidImageError(
+                f"cannot decode image {im.image_path} ({type(err).__name__}: {err}); "
+                "replace or remove the file"
+            ) from None
+        if out and arr.shape != tuple(out[0].shape):
+            raise InvalidImageError(
+                f"image {im.image_path} is {arr.shape[1]}x{arr.shape[0]} px, the others "
+                f"{out[0].shape[1]}x{out[0].shape[0]}; the training images must share one size"
+            )
+        out.append(torch.from_numpy(arr))
     return torch.stack(out).permute(0, 3, 1, 2).contiguous()
 
 
@@ -79,11 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     classes = list(EBHI_CLASSES)
     t0 = time.time()
+    try:
+        train_x, val_x = _load(train), _load(val)
+    except WorkbenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     net, log = train_tissue_net(
-        _load(train),
+        train_x,
         np.array([classes.index(im.cls) for im in train]),
         classes=classes,
-        val_images=_load(val),
+        val_images=val_x,
         val_labels=np.array([classes.index(im.cls) for im in val]),
         epochs=args.epochs,
         seed=args.seed,

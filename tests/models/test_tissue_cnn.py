@@ -149,3 +149,32 @@ def test_an_encoder_without_evidence_says_none():
     enc = ModuleEncoder(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(1)),
                         input_size=16)  # fmt: skip
     assert enc.evidence_maps(torch.rand(2, 3, 16, 16)) is None
+
+
+def test_the_training_command_names_an_unreadable_image(tmp_path, capsys, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    import workbench.datasets as datasets
+    from workbench.datasets import EbhiImage
+    from workbench.train_tile_encoder import main
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((224, 224, 3), 200, np.uint8)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((100, 120, 3), 200, np.uint8)).save(small)
+    fields = EbhiImage.__dataclass_fields__
+
+    def image(path):
+        values = {"image_path": path, "cls": "Normal", "case_id": "1", "split": "train"}
+        return EbhiImage(**{k: values.get(k, path) for k in fields})
+
+    for broken, said in ((bad, "cannot decode image"), (small, "must share one size")):
+        monkeypatch.setattr(
+            datasets, "ebhi_images", lambda root, split, b=broken: [image(good), image(b)]
+        )
+        assert main(["--data", str(tmp_path), "--no-progress", "--epochs", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0] and broken.name in err[0], err
