@@ -250,6 +250,21 @@ def test_report_shows_calibration_pooled_cross_validation_and_reliability(tmp_pa
     assert html.count("data:image/png;base64,") == 1  # the reliability diagram
 
 
+def test_report_says_when_no_temperature_could_be_fitted(tmp_path):
+    training = {"label": "diagnosis", "classes": ["benign", "malignant"], "kind": "sew",
+                "calibration": {"temperature": 1.0, "status": "separable", "n": 19,
+                                "fitted_on": "validation patients", "ece_before": 0.02,
+                                "ece_after": 0.02}}  # fmt: skip
+    (tmp_path / "training.json").write_text(json.dumps(training))
+    html = write_report(tmp_path).read_text()
+    assert "Probabilities are <b>not calibrated</b>" in html
+    assert "19 validation patients" in html and "classified correctly" in html
+    assert "calibrated by temperature scaling" not in html
+    training["calibration"]["status"] = "fitted"
+    (tmp_path / "training.json").write_text(json.dumps(training))
+    assert "calibrated by temperature scaling" in write_report(tmp_path).read_text()
+
+
 def test_report_shows_calibrated_slide_probabilities(tmp_path, tiny_sew, he_like_image):
     from workbench.io import Slide, write_h5ad
     from workbench.tl import extract

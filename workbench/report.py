@@ -316,7 +316,20 @@ def _section_model(root: Path) -> str:
             f"balanced accuracy {_fmt(validation.get('balanced_accuracy'))}.</p>"
         )
     calibration = training.get("calibration")
-    if calibration:
+    unfitted = {
+        "separable": "every one of them was classified correctly, so no temperature could be "
+        "fitted",
+        "too_few": "too few of them (or a single class) to fit one",
+    }
+    if calibration and calibration.get("status") in unfitted:
+        out.append(
+            f"<p>Probabilities are <b>not calibrated</b>: the temperature stays 1 on the "
+            f"{_fmt(calibration.get('n'))} {html.escape(str(calibration.get('fitted_on')))} "
+            f"({unfitted[calibration['status']]}). The probabilities below are the model's own "
+            "and may be overconfident on new slides; more held-out patients, or "
+            "cross-validation (<code>--folds</code>), give a temperature.</p>"
+        )
+    elif calibration:
         out.append(
             f"<p>Probabilities are calibrated by temperature scaling: T = "
             f"<b>{_fmt(calibration.get('temperature'))}</b> ({html.escape(str(calibration.get('status')))}"
