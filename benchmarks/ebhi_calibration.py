@@ -344,6 +344,37 @@ def run_cv(args) -> None:
         emit(row, out)
 
 
+def run_encoder_probe(args) -> None:
+    """Is the encoder more sure of the cases it was trained on? Its own 5-class head on the
+    cached candidate crops' embeddings (8 per slide, those SEW trains on): per split the mean
+    top-class probability of a crop, and the case-level AUC of the largest adenocarcinoma
+    probability among a slide's crops."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from workbench.models import load_encoder
+
+    truth, user = cohort_of(args)
+    settings = settings_for(user, args.encoder)
+    net = next(m for m in load_encoder(args.encoder).modules() if hasattr(m, "head"))
+    row = {"section": SECTION, "kind": "encoder_probe", "encoder": args.encoder}
+    for part in ("train", "val", "test"):
+        samples = samples_for(user, truth.split_ids(part), part, False, settings, args)
+        top, adeno, y = [], [], []
+        for s in samples:
+            with torch.no_grad():
+                p = torch.softmax(net.head(s.crop_embeddings.float()), -1)
+            top.append(float(p.max(1).values.mean()))
+            adeno.append(float(p[:, 0].max()))  # class 0: adenocarcinoma
+            y.append(int(s.label))
+        row[part] = {
+            "n_cases": len(samples),
+            "crop_top_probability_mean": float(np.mean(top)),
+            "case_auc_max_adenocarcinoma_crop": float(roc_auc_score(y, adeno)),
+        }
+    emit(row, Path(args.out))
+
+
 # ----------------------------------------------------------------------------- summary
 def _models(out: Path, args) -> dict:
     rows = {}
@@ -527,6 +558,26 @@ def _cv_summary(out: Path, args) -> list[dict]:
                 "oracle_test_temperatures": [p["oracle"] for p in per],
             }
         )
+        if len(rs) > 1:  # the seeds' final models, each calibrated by its own T, averaged
+            m_ens = ensemble_logodds([m / r["temperature_oof"] for r, m in zip(rs, M, strict=True)])
+            f = figures(yt, m_ens)
+            lines.append(
+                {
+                    **{
+                        k: lines[-1][k]
+                        for k in ("section", "encoder", "epochs", "label_smoothing", "seeds")
+                    },
+                    "what": f"ensemble: mean probability of the {len(rs)} seeds' SlideTrainer("
+                    f"folds={k}) final models, each divided by its own out-of-fold temperature",
+                    "auc": f["auc"],
+                    "auc_ci95": bootstrap(yt, m_ens, "auc", args.n_boot),
+                    "balanced_accuracy": f["balanced_accuracy"],
+                    "ece": f["ece"],
+                    "ece_ci95": _ece_interval(yt, prob(m_ens), args.n_boot),
+                    "nll": f["nll"],
+                    "oracle_test_temperature": temperature(yt, m_ens)["temperature"],
+                }
+            )
     return lines
 
 
@@ -571,6 +622,9 @@ def plot_figure(args) -> Path:
         ms = [np.asarray(r["test_logodds"]) / r["temperature_oof"] for r in cv]
         single.append(("5-fold CV on train+val, T out-of-fold", np.tile(yt, len(ms)),
                        prob(np.concatenate(ms))))  # fmt: skip
+        if len(ms) > 1:
+            ensemble.append(("5-fold CV models, own T out-of-fold", yt,
+                             prob(ensemble_logodds(ms))))  # fmt: skip
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.6), sharey=True)
     titles = ("single models, seeds pooled", f"ensemble of {len(args.seeds)} seeds")
     for ax, curves, title in zip(axes, (single, ensemble), titles, strict=True):
@@ -598,7 +652,9 @@ def main(argv=None) -> None:
     import torch
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--section", choices=("fit", "cv", "summary", "figure"), default="fit")
+    p.add_argument(
+        "--section", choices=("fit", "cv", "encoder", "summary", "figure"), default="fit"
+    )
     p.add_argument("--folds", type=int, default=5, help="cv: folds over the train + val cases")
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--workdir", default=str(ROOT / "runs" / "ebhi_bench"))
@@ -615,7 +671,8 @@ def main(argv=None) -> None:
                    help="magnified crops cached per slide (as ebhi_cohort.py)")  # fmt: skip
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    sections = {"fit": run_fits, "cv": run_cv, "summary": summarise, "figure": plot_figure}
+    sections = {"fit": run_fits, "cv": run_cv, "encoder": run_encoder_probe,
+                "summary": summarise, "figure": plot_figure}  # fmt: skip
     sections[args.section](args)
 
 

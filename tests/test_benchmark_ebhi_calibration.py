@@ -123,7 +123,7 @@ def test_cv_summary_applies_each_seeds_out_of_fold_temperature(bench, tmp_path):
     class Args:
         encoder, epochs, seeds, n_boot = "crc_biopsy", 20, [0, 1], 50
 
-    (line,) = bench._cv_summary(out, Args)
+    line, ens = bench._cv_summary(out, Args)
     expected = np.mean(
         [bench.figures(y, np.asarray(r["test_logodds"]) / r["temperature_oof"])["ece"]
          for r in rows]
@@ -131,3 +131,8 @@ def test_cv_summary_applies_each_seeds_out_of_fold_temperature(bench, tmp_path):
     assert line["ece_oof_T_mean"] == pytest.approx(expected)
     assert line["ece_oof_T_mean"] != pytest.approx(line["ece_raw_mean"])
     assert line["temperatures_oof"] == [4.0, 2.0] and line["final_epochs"] == [12, 12]
+    # the seeds' final models averaged, each divided by its own temperature
+    m = bench.ensemble_logodds([np.asarray(r["test_logodds"]) / r["temperature_oof"] for r in rows])
+    assert ens["what"].startswith("ensemble") and ens["ece"] == pytest.approx(
+        bench.figures(y, m)["ece"]
+    )
