@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from workbench._argtypes import existing_file, existing_folder, mpp_arg, share, whole
+from workbench._argtypes import existing_file, existing_folder, mpp_arg, share, smoothing, whole
 
 
 def test_whole_refuses_below_low_and_non_integers_with_the_reason():
@@ -26,6 +26,14 @@ def test_share_and_mpp_refuse_out_of_range_values():
     assert mpp_arg("S1=0.25,S2=0.5") == {"S1": 0.25, "S2": 0.5}
     with pytest.raises(argparse.ArgumentTypeError, match="positive"):
         mpp_arg("-1")
+
+
+def test_smoothing_takes_zero_up_to_but_not_one():
+    assert smoothing("0") == 0.0 and smoothing("0.1") == 0.1
+    for bad, phrase in (("1", "below 1"), ("-0.01", "at least 0"), ("nan", "at least 0"),
+                        ("x", "not a number")):  # fmt: skip
+        with pytest.raises(argparse.ArgumentTypeError, match=phrase):
+            smoothing(bad)
 
 
 def test_existing_paths_tell_files_from_folders(tmp_path):

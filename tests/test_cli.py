@@ -205,6 +205,19 @@ def test_train_command_explains_bad_inputs(tiny_cohort, tmp_path, capsys, extra,
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
+def test_train_command_stores_its_label_smoothing_in_the_checkpoint(tiny_cohort, tmp_path, capsys):
+    root = tiny_cohort.root
+    out = tmp_path / "m"
+    args = ["train", str(root / "slides"), "--clinical", str(root / "clinical.csv"),
+            "--label", "grade", "--kind", "global", "--epochs", "1", "--label-smoothing", "0.15",
+            "--set", "thumbnail_mpp=8", "--set", "n_segments=60", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert json.loads((out / "config.json").read_text())["extra"]["label_smoothing"] == 0.15
+
+
 def test_train_command_rejects_bad_option_values(tmp_path, capsys):
     (tmp_path / "c.csv").write_text("slide,y\nS1,a\n")
     base = ["train", str(tmp_path), "--clinical", str(tmp_path / "c.csv"), "--label", "y"]
@@ -212,6 +225,9 @@ def test_train_command_rejects_bad_option_values(tmp_path, capsys):
         (["--validation", "1.5"], "between 0 and 1"),
         (["--mpp", "S1=abc"], "mpp"),
         (["--kind", "vit"], "invalid choice: 'vit' (choose from 'sew', 'global', 'abmil')"),
+        (["--label-smoothing", "1.5"], "must be at least 0 and below 1"),
+        (["--label-smoothing", "-0.1"], "must be at least 0 and below 1"),
+        (["--label-smoothing", "some"], "not a number: 'some'"),
     ):
         assert main([*base, *bad]) == 2
         err = capsys.readouterr().err
@@ -402,6 +418,10 @@ def test_train_survival_then_extract_writes_risk_and_mistakes_are_one_line(
         ([*clinical, "--survival", "time"], "--survival takes two columns"),
         ([*clinical, "--survival", "time,event", "--label", "grade"], "not both"),
         ([*clinical], "--label COLUMN, or --survival TIME,EVENT"),
+        (
+            [*clinical, "--survival", "time,event", "--label-smoothing", "0.1"],
+            "--label-smoothing is for a --label",
+        ),
     ]:
         args = [*base, *extra]
         args[args.index("--out") + 1] = str(tmp_path / "bad")

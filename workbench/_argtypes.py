@@ -21,6 +21,7 @@ __all__ = [
     "out_folder",
     "positive_float",
     "share",
+    "smoothing",
     "whole",
 ]
 
@@ -117,6 +118,30 @@ def share(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be a share between 0 and 1 (e.g. 0.2), got {text}")
+    return value
+
+
+def smoothing(text: str) -> float:
+    """A label-smoothing amount: a number in ``[0, 1)`` (0 turns it off).
+
+    Parameters
+    ----------
+    text
+        The option's text.
+
+    Returns
+    -------
+    float
+        The amount.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 0 and below 1 (e.g. 0.1; 0 turns it off), got {text}"
+        )
     return value
 
 

@@ -142,11 +142,13 @@ def train_step(
     progress: bool = True,
     survival: tuple[str, str] | None = None,
     model_kwargs: dict | None = None,
+    label_smoothing: float = 0.0,
 ) -> SlideTrainer:
     """Train on ``cohort``'s ``label`` column and save the checkpoint folder ``out``.
 
     ``model_kwargs`` go to the model's constructor (e.g. ``{"confirm_candidates": 12}`` for
-    ``kind="sew"``).
+    ``kind="sew"``); ``label_smoothing`` to :class:`~workbench.tl.SlideTrainer` (stored in
+    the checkpoint's record).
 
     With ``survival=(time_column, event_column)`` the model learns a Cox risk instead
     (``SlideTrainer(target="survival")``; ``label`` is not used).
@@ -186,6 +188,7 @@ def train_step(
         on_conflict=on_conflict,
         settings=dict(settings or {}),
         progress=progress,
+        label_smoothing=label_smoothing,
     )
     trainer.fit(cohort, slide_ids=slide_ids)
     trainer.save(out)

@@ -20,6 +20,7 @@ from workbench._argtypes import out_file as _out_file
 from workbench._argtypes import out_folder as _out_folder
 from workbench._argtypes import positive_float as _positive_float
 from workbench._argtypes import share as _share
+from workbench._argtypes import smoothing as _smoothing
 from workbench._argtypes import whole as _whole
 from workbench._errors import speaking_to_cli
 
@@ -205,6 +206,8 @@ def _train(args: argparse.Namespace) -> int:
         raise OptionError("--repeats repeats the cross-validation: give --folds too")
     if args.refit and args.validation is None:
         raise OptionError("--refit refits on all patients after --validation: give --validation")
+    if args.label_smoothing and survival is not None:
+        raise OptionError("--label-smoothing is for a --label, not --survival")
     model_kwargs = None
     if args.confirm_candidates is not None:
         if args.kind != "sew":
@@ -230,6 +233,7 @@ def _train(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             survival=survival,
             model_kwargs=model_kwargs,
+            label_smoothing=args.label_smoothing,
         )
     final = trainer.final_model_
     if survival is not None:
@@ -603,6 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--refit", action="store_true", help="with --validation: refit the "
                        "final model on all patients for the early-stopped epoch count "
                        "(default: the final model is fit on the training part only)")  # fmt: skip
+    train.add_argument("--label-smoothing", type=_smoothing, default=0.0, metavar="EPS",
+                       help="label smoothing of the slide loss, in [0, 1) (e.g. 0.1): the "
+                       "model is trained towards 1 - EPS/2 instead of 1, so its probabilities "
+                       "on new slides stay off 0 and 1; stored in the checkpoint (default 0)")  # fmt: skip
     train.add_argument("--on-conflicting-labels", default="raise", choices=["raise", "drop"],
                        help="patients whose slides carry different labels, with a split: "
                        "refuse, or drop them (logged)")  # fmt: skip

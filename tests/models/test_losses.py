@@ -66,3 +66,29 @@ def test_mil_lesion_loss_negatives_push_every_crop_positives_only_the_top():
     assert mil_lesion_loss(torch.tensor([9.0, -9.0]), 1) < mil_lesion_loss(
         torch.tensor([-9.0, -9.0]), 1
     )
+
+
+def test_slide_loss_label_smoothing_matches_the_smoothed_target_and_stops_at_a_finite_margin():
+    import math
+
+    from workbench.models import slide_loss
+
+    z = torch.tensor([0.3, 2.0])
+    logp = torch.log_softmax(z, 0)
+    eps = 0.2  # two classes: target (eps/2, 1 - eps/2) for class 1
+    expected = -((1 - eps / 2) * logp[1] + (eps / 2) * logp[0])
+    assert slide_loss(z, 1, label_smoothing=eps) == pytest.approx(float(expected), rel=1e-6)
+    assert slide_loss(z, 1) == pytest.approx(float(-logp[1]), rel=1e-6)  # 0: plain CE
+    # the smoothed loss is smallest at the margin log((1 - eps/2) / (eps/2)), not at infinity
+    margins = torch.linspace(0.0, 12.0, 1201)
+    losses = torch.stack([slide_loss(torch.stack([-m / 2, m / 2]), 1, label_smoothing=eps)
+                          for m in margins])  # fmt: skip
+    best = float(margins[int(losses.argmin())])
+    assert best == pytest.approx(math.log((1 - eps / 2) / (eps / 2)), abs=0.02)
+    plain = torch.stack([slide_loss(torch.stack([-m / 2, m / 2]), 1) for m in margins])
+    assert (plain[1:] <= plain[:-1]).all() and plain[-1] < 1e-4  # plain CE keeps falling
+    # class weights still scale the smoothed term
+    w = torch.tensor([1.0, 3.0])
+    assert slide_loss(z, 1, weight=w, label_smoothing=eps) == pytest.approx(
+        3 * float(expected), rel=1e-6
+    )

@@ -91,11 +91,41 @@ def test_classification_metrics_hand_checked():
         ({"stain": "vahadane"}, "stain must be None"),
         ({"validation": 1.0}, "validation must be a share"),
         ({"folds": 1}, "folds must be at least 2"),
+        ({"label_smoothing": 1.0}, r"label_smoothing must be a number in \[0, 1\)"),
+        ({"label_smoothing": -0.1}, r"label_smoothing must be a number in \[0, 1\)"),
+        ({"label_smoothing": "a lot"}, r"label_smoothing must be a number in \[0, 1\)"),
+        ({"label_smoothing": 0.1, "target": "survival"}, "not target='survival'"),
     ],
 )
 def test_bad_options_are_refused(kw, message):
     with pytest.raises(ValueError, match=message):
         SlideTrainer(**kw)
+
+
+def test_label_smoothing_reaches_the_slide_loss_and_is_stored_in_the_checkpoint(cohort, tmp_path):
+    import json
+
+    from workbench import OptionError
+    from workbench._steps import training_record
+
+    with pytest.raises(OptionError):
+        SlideTrainer(label_smoothing=2)
+    plain = _trainer(kind="global", epochs=2, seed=3, model_kwargs={"hidden": 8}).fit(cohort)
+    smooth = _trainer(
+        kind="global", epochs=2, seed=3, model_kwargs={"hidden": 8}, label_smoothing=0.2
+    ).fit(cohort)
+    # the same seed and slides: only the slide loss's target differs
+    assert smooth.history_[0]["slide"] != pytest.approx(plain.history_[0]["slide"])
+    path = smooth.save(tmp_path / "m")
+    extra = json.loads((path / "config.json").read_text())["extra"]
+    assert extra["label_smoothing"] == 0.2
+    assert training_record(path)["label_smoothing"] == 0.2
+    assert (
+        json.loads((plain.save(tmp_path / "p") / "config.json").read_text())["extra"][
+            "label_smoothing"
+        ]
+        == 0.0
+    )
 
 
 def test_label_problems_are_named(cohort):

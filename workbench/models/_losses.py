@@ -24,9 +24,20 @@ __all__ = [
 
 
 def slide_loss(
-    logits: torch.Tensor, label: torch.Tensor | int, *, weight: torch.Tensor | None = None
+    logits: torch.Tensor,
+    label: torch.Tensor | int,
+    *,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Cross-entropy of slide logits ``(C,)`` or ``(B, C)`` against class indices.
+
+    With ``label_smoothing`` ``ε > 0`` the target puts ``1 - ε + ε / C`` on the slide's class
+    and ``ε / C`` on every other class (Szegedy et al. 2016; Müller et al., "When does label
+    smoothing help?", 2019): the loss is then smallest at a finite logit margin,
+    ``log((1 - ε + ε / C) / (ε / C))`` between the true class and the others (2.94 for
+    ``ε = 0.1``, two classes), so training stops pushing the probabilities of the training
+    slides to 0 and 1.
 
     ``weight`` ``(C,)`` scales each class's term (class weights against imbalance); for one
     slide the loss is multiplied by its class's weight, so an epoch of one-slide steps
@@ -40,16 +51,19 @@ def slide_loss(
         The class index (or ``(B,)`` indices).
     weight
         ``(C,)`` class weights; ``None`` weighs every class 1.
+    label_smoothing
+        ``ε`` in ``[0, 1)``; 0 is the plain cross-entropy.
 
     Returns
     -------
     torch.Tensor
         Scalar: the (weighted) mean cross-entropy.
     """
+    assert 0.0 <= label_smoothing < 1.0, "label_smoothing must be in [0, 1)"
     if logits.ndim == 1:
         logits = logits.unsqueeze(0)
     label = torch.as_tensor(label, dtype=torch.long, device=logits.device).reshape(-1)
-    loss = F.cross_entropy(logits, label, reduction="none")
+    loss = F.cross_entropy(logits, label, reduction="none", label_smoothing=float(label_smoothing))
     if weight is not None:
         loss = loss * weight.to(logits.device, logits.dtype)[label]
     return loss.mean()

@@ -299,6 +299,11 @@ class Trainer:
         Tiles sampled per slide and step when training :class:`TileABMIL` (inference uses all).
     class_weights
         ``(n_classes,)`` weights of the slide loss (e.g. inverse class frequencies), or ``None``.
+    label_smoothing
+        ``ε`` in ``[0, 1)`` of the slide loss (:func:`~workbench.models.slide_loss`): every
+        slide cross-entropy of a training step (for SEW also the global + detail one) aims at
+        ``1 - ε + ε / C`` instead of 1, which bounds the logit margins the model learns.
+        Not for survival training (``risk_set``).
     augment
         Stain augmentation of crops and tiles (``{"sigma": 0.05, "bias": 0.02}``, see
         :func:`~workbench.models.stain_jitter`), or ``None``. Cached frozen-encoder embeddings
@@ -338,6 +343,7 @@ class Trainer:
         consistency: bool = True,
         tiles_per_step: int = 16,
         class_weights: Sequence[float] | torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
         augment: dict | None = None,
         patience: int | None = None,
         progress: bool = True,
@@ -350,6 +356,11 @@ class Trainer:
             )
         assert epochs >= 1, "epochs must be at least 1"
         assert patience is None or patience >= 1, "patience must be at least 1"
+        label_smoothing = float(label_smoothing)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if label_smoothing and risk_set is not None:
+            raise ValueError("label_smoothing is for class labels, not the Cox loss (risk_set)")
         self.model = model
         self.epochs = epochs
         self.lr = lr
@@ -363,6 +374,7 @@ class Trainer:
         self.class_weights = (
             None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         )
+        self.label_smoothing = label_smoothing
         self.augment = dict(augment) if augment else None
         self.patience = patience
         self.progress = progress
@@ -386,7 +398,9 @@ class Trainer:
         return images
 
     def _slide_loss(self, logits: torch.Tensor, label: int) -> torch.Tensor:
-        return slide_loss(logits, label, weight=self.class_weights)
+        return slide_loss(
+            logits, label, weight=self.class_weights, label_smoothing=self.label_smoothing
+        )
 
     def fit(
         self,

@@ -210,6 +210,13 @@ class SlideTrainer:
         Epochs without a lower validation loss before stopping.
     class_weight
         ``"balanced"`` (slide loss weighted by inverse class frequency) or ``None``.
+    label_smoothing
+        ``ε`` in ``[0, 1)``: the slide loss aims at ``1 - ε/2`` for a slide's class instead
+        of 1 (two classes; :func:`~workbench.models.slide_loss`), so the logit margins the
+        model learns stay bounded and its probabilities on new slides less extreme. Applies
+        to every model fit (folds, final, refit); stored in the checkpoint
+        (``extra["label_smoothing"]``). A temperature fitted afterwards (``calibrate``)
+        still corrects what remains. Not for ``target="survival"``.
     stain
         Stain normalisation: ``None``, ``"macenko"`` or ``"reinhard"`` (fitted on thumbnails
         and tissue tiles of up to eight training slides), or a fitted
@@ -330,6 +337,7 @@ class SlideTrainer:
     n_boot: int = 1000
     patience: int = 5
     class_weight: str | None = "balanced"
+    label_smoothing: float = 0.0
     stain: Any = None
     augment: bool | Mapping = True
     encoder: Any = None
@@ -359,6 +367,18 @@ class SlideTrainer:
             raise ValueError(
                 f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}"
             )
+        try:
+            smoothing = float(self.label_smoothing)
+        except (TypeError, ValueError):
+            smoothing = float("nan")
+        if not 0.0 <= smoothing < 1.0:
+            raise OptionError(
+                f"label_smoothing must be a number in [0, 1) (e.g. 0.1), got "
+                f"{self.label_smoothing!r}"
+            )
+        if smoothing and self.target == "survival":
+            raise OptionError("label_smoothing is for a class label, not target='survival'")
+        self.label_smoothing = smoothing
         if isinstance(self.stain, str) and self.stain not in STAIN_METHODS:
             raise ValueError(
                 f"stain must be None, one of {STAIN_METHODS} or a fitted StainNormalizer"
@@ -552,6 +572,7 @@ class SlideTrainer:
             device=self.device,
             consistency=self.consistency,
             class_weights=self._class_weights(y_train, n_classes),
+            label_smoothing=self.label_smoothing,
             augment=self._augment(),
             patience=self.patience if held else None,
             progress=self.progress,
@@ -1407,7 +1428,7 @@ class SlideTrainer:
         pathlib.Path
             The folder; ``config.json`` holds the record under ``"extra"`` (keys ``kind``,
             ``label``, ``classes``, ``epochs``, ``best_epoch``, ``seed``, ``consistency``,
-            ``class_weight``, ``augment``, ``trained_on``, ``held_out_slides``,
+            ``class_weight``, ``label_smoothing``, ``augment``, ``trained_on``, ``held_out_slides``,
             ``final_model``, ``calibration``, ``validation``, ``cv``, ``cv_summary``,
             ``oof_predictions``, ``dropped_patients``, ``applicability``, ``history``).
         """
@@ -1426,6 +1447,7 @@ class SlideTrainer:
             "seed": self.seed,
             "consistency": self.consistency,
             "class_weight": self.class_weight,
+            "label_smoothing": self.label_smoothing,
             "augment": self._augment(),
             "trained_on": [s.name for s in self.samples_],
             "held_out_slides": list(getattr(self, "held_out_slides_", [])),
