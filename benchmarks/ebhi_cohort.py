@@ -20,6 +20,13 @@ Sections
     ranking of regions by focus score (node AUC), the NMS radius, what the global branch itself
     points at (node AUC of its slide-margin attribution, attention and node head), and a
     region-feature probe (can the thumbnail superpixels' own features tell tumour from not?).
+``focus_rules``
+    Val cases only: which focus-selection rule to use. SEW trained as in ``benchmark``;
+    on the val adenocarcinoma slides the focus predictor's own top 4 against the top 4 of
+    its first M proposals (M = 8 … 32) ranked by the detail branch's lesion answer
+    (``confirm_by="lesion"``) or by the peak of the encoder's evidence in each crop
+    (``confirm_by="evidence"``), each at the kept regions' centres, at their evidence peaks
+    and, as a model-free reference, at their darkest spots.
 ``benchmark``
     SEW, SEW without consistency, GlobalOnly and tile ABMIL (same frozen encoder), several
     seeds, trained on ``train`` for a fixed number of epochs chosen on ``val``; on ``test``:
@@ -32,6 +39,9 @@ Raw lines go to ``benchmarks/results/ebhi_cohort.jsonl`` (``--out``) and to stdo
     python benchmarks/ebhi_cohort.py --section ablation
     python benchmarks/ebhi_cohort.py --section benchmark --seeds 0 1 2
     python benchmarks/ebhi_cohort.py --section benchmark --models sew --annotations
+    python benchmarks/ebhi_cohort.py --section focus_rules --encoder crc_biopsy --epochs 20
+    python benchmarks/ebhi_cohort.py --section benchmark --models sew --encoder crc_biopsy \
+        --epochs 20 --confirm 24 --confirm-by evidence [--annotations]
     python benchmarks/ebhi_cohort.py --section figure          # docs/images/ebhi_focus.png
 """
 
@@ -335,11 +345,15 @@ def darkest_points(adata) -> np.ndarray:
     window of 1/15 of the crop, about 12 µm at 0.9 µm/px): a *model-free* reference. On
     adenocarcinoma biopsies the densest epithelium of almost any crop lies on a tumour gland,
     so a point-in-crop figure is only as good as it beats this one."""
+    focus = adata.uns["explain"]["focus"]
+    return _darkest(focus["crops"], focus["boxes_xywh"])
+
+
+def _darkest(crops, boxes) -> np.ndarray:
     from scipy.ndimage import uniform_filter
 
-    focus = adata.uns["explain"]["focus"]
-    crops = np.asarray(focus["crops"], float)
-    boxes = np.asarray(focus["boxes_xywh"], float).reshape(-1, 4)
+    crops = np.asarray(crops, float)
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
     out = np.zeros((len(crops), 2))
     for i, (crop, box) in enumerate(zip(crops, boxes, strict=True)):
         dark = uniform_filter(255.0 - crop.mean(-1), max(1, crop.shape[1] // 15) | 1)
@@ -568,6 +582,108 @@ def run_benchmark(args) -> None:
             emit(summarise(name, rs, y_test, args), out)
 
 
+#: focus_rules: proposals scored per slide, and the rules measured (ranking, proposals M).
+RULE_PROPOSALS = 32
+RULES = [("focus", 4)] + [(by, m) for by in ("lesion", "evidence") for m in (8, 12, 16, 24, 32)]
+
+
+def proposal_hits(model, slide, graph, mask, ds) -> dict:
+    """Every proposal's hit (centre, evidence peak, darkest spot) and its two confirmation
+    scores, for the first ``RULE_PROPOSALS`` proposals (graph NMS order) of one slide."""
+    import torch
+
+    from workbench.tl import focus_peaks
+    from workbench.tl._engine import mask_at, settings_of
+    from workbench.tl._explain import _SlideInputs
+
+    inputs = _SlideInputs(slide, graph, settings_of(model), torch.device("cpu"))
+    with torch.no_grad():
+        g = model.forward_global(inputs.features, inputs.edge_index)
+        n = int(inputs.features.shape[0])
+        cand = model.select_focus(g["focus_scores"], inputs.edge_index, k=min(RULE_PROPOSALS, n))
+        images = inputs.crops(cand.tolist())
+        det = model.forward_detail(images, g["tokens"][cand])
+        before = model.config.get("confirm_by", "lesion")
+        model.config["confirm_by"] = "evidence"
+        try:
+            evidence = model.confirm_scores(images, det).numpy()
+        finally:
+            model.config["confirm_by"] = before
+    crops, boxes = inputs.focus_crops(cand.tolist())
+    centres = np.asarray(graph.obsm["spatial"], float)[cand.numpy()]
+    found = focus_peaks(model.tile_encoder, crops, boxes, None)
+    peaks = found[0] if found is not None else centres
+    dark = _darkest(crops, boxes)
+    return {
+        "center": mask_at(mask, ds, centres[:, 0], centres[:, 1]).astype(int),
+        "peak": mask_at(mask, ds, peaks[:, 0], peaks[:, 1]).astype(int),
+        "darkest": mask_at(mask, ds, dark[:, 0], dark[:, 1]).astype(int),
+        "lesion": det["lesion_prob"].reshape(-1).numpy(),
+        "evidence": evidence,
+    }
+
+
+def rule_hits(p: dict, by: str, m: int, k: int = 4) -> dict:
+    """Hit rates of the ``k`` focus regions one rule keeps: the focus predictor's own top
+    ``k`` (``by="focus"``) or the top ``k`` of the first ``m`` proposals by ``by``."""
+    m = min(m, len(p["center"]))
+    if by == "focus":
+        keep = np.arange(min(k, m))
+    else:
+        keep = np.argsort(-np.asarray(p[by][:m]), kind="stable")[:k]
+    return {at: float(np.mean(p[at][keep])) for at in ("center", "peak", "darkest")}
+
+
+def run_focus_rules(args) -> None:
+    """Choose the focus-selection rule on the val cases only: train as ``benchmark`` does
+    (same seeds, epochs and samples), then on the val adenocarcinoma slides measure every
+    rule of ``RULES`` at the kept regions' centres, their evidence peaks and (model-free)
+    their darkest spots. Never touches the test cases."""
+    import torch
+
+    from workbench.tl._engine import open_slide, settings_of
+
+    out = Path(args.out)
+    truth, user = cohort_of(args)
+    settings = settings_for(user, args.encoder)
+    val_ids = truth.split_ids("val")
+    labels = user.labels(LABEL)
+    positive = [s for s in val_ids if int(labels[s]) == 1]
+    graphs = graphs_for(user, positive, settings)
+    samples = samples_for(user, truth.split_ids("train"), "train", args.annotations, settings, args)
+    per_seed = {}
+    for seed in args.seeds:
+        torch.manual_seed(seed)
+        trainer, _ = fit("sew", samples, settings, seed, args, focus=args.focus_target)
+        model = trainer.model_.eval()
+        found: dict[str, list] = {}
+        chance = []
+        for sid in positive:
+            graph = graphs[sid][0]
+            mask, ds = truth.lesion_mask(sid)
+            chance.append(float(_node_truth(graph, mask, ds).mean()))
+            with open_slide(user.slide_path(sid), settings_of(model)) as slide:
+                p = proposal_hits(model, slide, graph, mask, ds)
+            for by, m in RULES:
+                for at, v in rule_hits(p, by, m).items():
+                    found.setdefault(f"{by}{m}_{at}", []).append(v)
+        row = {"section": "focus_rules", "split": "val", "encoder": args.encoder,
+               "annotations": args.annotations, "seed": seed, "epochs": args.epochs,
+               "n_slides": len(positive), "focus_chance": float(np.mean(chance)),
+               **{k: float(np.mean(v)) for k, v in found.items()}}  # fmt: skip
+        per_seed[seed] = row
+        emit(row, out)
+    keys = [
+        k for k in next(iter(per_seed.values())) if k.endswith(("_center", "_peak", "_darkest"))
+    ]
+    emit({"section": "focus_rules_summary", "split": "val", "encoder": args.encoder,
+          "annotations": args.annotations, "seeds": list(per_seed), "epochs": args.epochs,
+          "focus_chance": float(np.mean([r["focus_chance"] for r in per_seed.values()])),
+          "note": "rule = <ranking><M proposals>_<point>; focus4 = the focus predictor's own "
+                  "top 4; darkest = model-free reference (darkest spot of each kept crop)",
+          **{k: float(np.mean([r[k] for r in per_seed.values()])) for k in keys}}, out)  # fmt: skip
+
+
 def run_calibration(args) -> None:
     """Temperature scaling as a user gets it: fit T on the val cases' predictions (never the
     test cases), apply it to the test cases, and report test ECE before and after."""
@@ -752,8 +868,8 @@ def main(argv=None) -> None:
     import torch
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--section", choices=("ablation", "benchmark", "calibration", "figure"),
-                   default="benchmark")  # fmt: skip
+    p.add_argument("--section", default="benchmark",
+                   choices=("ablation", "benchmark", "calibration", "figure", "focus_rules"))  # fmt: skip
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--workdir", default=str(ROOT / "runs" / "ebhi_bench"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ebhi_cohort.jsonl"))
@@ -779,7 +895,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     sections = {"ablation": run_ablation, "benchmark": run_benchmark,
-                "calibration": run_calibration, "figure": plot_figure}  # fmt: skip
+                "calibration": run_calibration, "figure": plot_figure,
+                "focus_rules": run_focus_rules}  # fmt: skip
     sections[args.section](args)
 
 

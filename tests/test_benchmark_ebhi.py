@@ -86,3 +86,18 @@ def test_darkest_points_find_the_dark_spot_of_each_crop_in_level0(bench):
     # inside the square, at 2 level-0 px per crop px from (100, 200)
     assert 100 + 5 * 2 <= xy[0, 0] <= 100 + 15 * 2 and 200 + 40 * 2 <= xy[0, 1] <= 200 + 50 * 2
     assert 50 <= xy[1, 0] <= 60 and 0 <= xy[1, 1] <= 8
+
+
+def test_rule_hits_keep_the_focus_top_k_or_the_best_of_the_first_m_proposals(bench):
+    p = {
+        "center": np.array([0, 0, 0, 0, 1, 1, 0, 1]),
+        "peak": np.array([1, 0, 0, 0, 1, 1, 1, 1]),
+        "darkest": np.ones(8, int),
+        "lesion": np.array([0.9, 0.8, 0.1, 0.1, 0.2, 0.3, 0.0, 0.95]),
+        "evidence": np.array([1.0, 0.0, 0.0, 0.0, 5.0, 4.0, 3.0, 9.0]),
+    }
+    assert bench.rule_hits(p, "focus", 4, k=2) == {"center": 0.0, "peak": 0.5, "darkest": 1.0}
+    # the best two of the first six by evidence: proposals 4 and 5 (7 lies beyond M)
+    assert bench.rule_hits(p, "evidence", 6, k=2) == {"center": 1.0, "peak": 1.0, "darkest": 1.0}
+    # by the lesion answer among all eight: proposals 7 and 0
+    assert bench.rule_hits(p, "lesion", 8, k=2)["center"] == 0.5
