@@ -41,7 +41,8 @@ Raw lines go to ``benchmarks/results/ebhi_cohort.jsonl`` (``--out``) and to stdo
     python benchmarks/ebhi_cohort.py --section benchmark --models sew --annotations
     python benchmarks/ebhi_cohort.py --section focus_rules --encoder crc_biopsy --epochs 20
     python benchmarks/ebhi_cohort.py --section benchmark --models sew --encoder crc_biopsy \
-        --epochs 20 --confirm 24 --confirm-by evidence [--annotations]
+        --epochs 20 [--annotations]      # confirming among 24 by evidence (the default)
+    python benchmarks/ebhi_cohort.py --section focus_figure   # docs/images/ebhi_focus_rules.png
     python benchmarks/ebhi_cohort.py --section figure          # docs/images/ebhi_focus.png
 """
 
@@ -864,12 +865,68 @@ def plot_figure(args) -> Path:
     return path
 
 
+def plot_focus_rules(args) -> Path:
+    """Focus on tumour by selection rule: val (the choice, ``ebhi_focus_rules.jsonl``) and
+    test (the chosen rule once, ``ebhi_cohort_confirm.jsonl``), centres, peaks and the
+    model-free darkest spot, with and without annotations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = ROOT / "benchmarks" / "results"
+    read = lambda name: [json.loads(x) for x in (results / name).read_text().splitlines()]  # noqa: E731
+    val = {r["annotations"]: r for r in read("ebhi_focus_rules.jsonl")
+           if r["section"] == "focus_rules_summary"}  # fmt: skip
+    test = {r["annotations"]: r for r in read("ebhi_cohort_confirm.jsonl")
+            if r["section"] == "summary"}  # fmt: skip
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    colours = {"centre": "#2ca02c", "peak": "#1f77b4", "darkest (no model)": "#bbbbbb"}
+    for ax, (title, rows, bars) in zip(axes, (
+        ("val cases: the choice", val, lambda r: {
+            "focus 4": [r["focus4_center"], r["focus4_peak"], r["focus4_darkest"]],
+            "lesion 12": [r["lesion12_center"], r["lesion12_peak"], r["lesion12_darkest"]],
+            "evidence 24": [r["evidence24_center"], r["evidence24_peak"],
+                            r["evidence24_darkest"]]}),
+        ("test cases: the chosen rule, once", test, lambda r: {
+            "focus 4": [r["focus_in_lesion_mean"], r["focus_in_lesion_peak_mean"],
+                        r["focus_in_lesion_darkest_mean"]],
+            "evidence 24": [r["focus_in_lesion_confirm24_mean"],
+                            r["focus_in_lesion_confirm24_peak_mean"],
+                            r["focus_in_lesion_confirm24_darkest_mean"]]}),
+    ), strict=True):  # fmt: skip
+        labels, x0 = [], 0
+        for ann in (False, True):
+            if ann not in rows:
+                continue
+            for name, vals in bars(rows[ann]).items():
+                for j, (what, c) in enumerate(colours.items()):
+                    ax.bar(x0 + 0.27 * (j - 1), vals[j], 0.27, color=c,
+                           label=what if x0 == 0 else None)  # fmt: skip
+                labels.append(f"{name}\n{'annotated' if ann else 'slide labels'}")
+                x0 += 1
+        chance = next(iter(rows.values()))["focus_chance"]
+        ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance (centres) {chance:.2f}")
+        ax.axhline(0.8, color="r", ls=":", lw=1, label="target 0.80 (slide labels)")
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(title, fontsize=10)
+    axes[0].set_ylabel("share of the 4 focus points on tumour")
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    path = ROOT / "docs" / "images" / "ebhi_focus_rules.png"
+    fig.savefig(path, dpi=90)
+    print(json.dumps({"figure": str(path)}))
+    return path
+
+
 def main(argv=None) -> None:
     import torch
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--section", default="benchmark",
-                   choices=("ablation", "benchmark", "calibration", "figure", "focus_rules"))  # fmt: skip
+                   choices=("ablation", "benchmark", "calibration", "figure", "focus_rules",
+                            "focus_figure"))  # fmt: skip
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--workdir", default=str(ROOT / "runs" / "ebhi_bench"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ebhi_cohort.jsonl"))
@@ -883,11 +940,12 @@ def main(argv=None) -> None:
     p.add_argument("--n-candidates", type=int, default=8,
                    help="magnified crops cached per training slide")  # fmt: skip
     p.add_argument("--focus-target", default="detail", choices=("lesion", "class", "detail"))
-    p.add_argument("--confirm", type=int, nargs="*", default=[12],
+    p.add_argument("--confirm", type=int, nargs="*", default=[24],
                    help="benchmark: also measure SEW with the detail branch confirming the "
                    "focus among this many proposals (confirm_candidates)")  # fmt: skip
-    p.add_argument("--confirm-by", default="lesion", choices=("lesion", "evidence"),
-                   help="benchmark: what ranks the proposals when confirming (confirm_by)")  # fmt: skip
+    p.add_argument("--confirm-by", default="evidence", choices=("lesion", "evidence"),
+                   help="benchmark: what ranks the proposals when confirming (confirm_by; "
+                   "24 by evidence chosen on val by --section focus_rules)")  # fmt: skip
     p.add_argument("--no-summary", action="store_true",
                    help="benchmark: only train and test (run the summary from another call)")  # fmt: skip
     p.add_argument("--annotations", action="store_true",
@@ -896,7 +954,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     sections = {"ablation": run_ablation, "benchmark": run_benchmark,
                 "calibration": run_calibration, "figure": plot_figure,
-                "focus_rules": run_focus_rules}  # fmt: skip
+                "focus_rules": run_focus_rules, "focus_figure": plot_focus_rules}  # fmt: skip
     sections[args.section](args)
 
 
