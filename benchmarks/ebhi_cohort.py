@@ -20,6 +20,13 @@ Sections
     ranking of regions by focus score (node AUC), the NMS radius, what the global branch itself
     points at (node AUC of its slide-margin attribution, attention and node head), and a
     region-feature probe (can the thumbnail superpixels' own features tell tumour from not?).
+``focus_rules``
+    Val cases only: which focus-selection rule to use. SEW trained as in ``benchmark``;
+    on the val adenocarcinoma slides the focus predictor's own top 4 against the top 4 of
+    its first M proposals (M = 8 … 32) ranked by the detail branch's lesion answer
+    (``confirm_by="lesion"``) or by the peak of the encoder's evidence in each crop
+    (``confirm_by="evidence"``), each at the kept regions' centres, at their evidence peaks
+    and, as a model-free reference, at their darkest spots.
 ``benchmark``
     SEW, SEW without consistency, GlobalOnly and tile ABMIL (same frozen encoder), several
     seeds, trained on ``train`` for a fixed number of epochs chosen on ``val``; on ``test``:
@@ -32,6 +39,10 @@ Raw lines go to ``benchmarks/results/ebhi_cohort.jsonl`` (``--out``) and to stdo
     python benchmarks/ebhi_cohort.py --section ablation
     python benchmarks/ebhi_cohort.py --section benchmark --seeds 0 1 2
     python benchmarks/ebhi_cohort.py --section benchmark --models sew --annotations
+    python benchmarks/ebhi_cohort.py --section focus_rules --encoder crc_biopsy --epochs 20
+    python benchmarks/ebhi_cohort.py --section benchmark --models sew --encoder crc_biopsy \
+        --epochs 20 [--annotations]      # confirming among 24 by evidence (the default)
+    python benchmarks/ebhi_cohort.py --section focus_figure   # docs/images/ebhi_focus_rules.png
     python benchmarks/ebhi_cohort.py --section figure          # docs/images/ebhi_focus.png
 """
 
@@ -213,11 +224,22 @@ def _topk_hits(scores, graph, inside, k: int, hops: int) -> list[int]:
 
 
 def evaluate(
-    name: str, model, truth, user, ids, graphs, *, top_k: int = 4, confirm: tuple = ()
+    name: str,
+    model,
+    truth,
+    user,
+    ids,
+    graphs,
+    *,
+    top_k: int = 4,
+    confirm: tuple = (),
+    confirm_by: str = "lesion",
 ) -> dict:
     """Probabilities, seconds per slide and focus-in-lesion on the adenocarcinoma slides;
-    for SEW also with the detail branch confirming the focus among ``m`` proposals, for each
-    ``m`` in ``confirm`` (``confirm_candidates``)."""
+    for SEW also with the detail side confirming the focus among ``m`` proposals, for each
+    ``m`` in ``confirm`` (``confirm_candidates``, ranked by ``confirm_by``), at the confirmed
+    regions' centres and at their evidence peaks; and, as a model-free reference for any
+    point-in-crop figure, the darkest spot of each focus crop (:func:`darkest_points`)."""
     import torch
     from sklearn.metrics import roc_auc_score
 
@@ -229,6 +251,7 @@ def evaluate(
     evidence: dict[str, list] = {}
     confirmed: dict[int, dict] = {}
     peak_hits: dict[str, list] = {}
+    dark_hits: dict[str, list] = {}
     for sid in ids:
         graph, t_graph = graphs[sid]
         path = user.slide_path(sid)
@@ -245,19 +268,22 @@ def evaluate(
             probs.append(float(ad.uns["explain"]["probabilities"][1]))
             for m in confirm:
                 # the same trained model with the detail branch confirming m proposals
-                before = model.config.get("confirm_candidates", 0)
-                model.config["confirm_candidates"] = m
+                before = {k: model.config.get(k) for k in ("confirm_candidates", "confirm_by")}
+                model.config.update(confirm_candidates=m, confirm_by=confirm_by)
                 try:
                     adm = extract(path, model, graph=graph, slide_id=sid)
                 finally:
-                    model.config["confirm_candidates"] = before
+                    model.config.update(before)
                 confirmed.setdefault(m, {"p": [], "hits": {}})
                 confirmed[m]["p"].append(float(adm.uns["explain"]["probabilities"][1]))
                 if positive:
                     confirmed[m]["hits"][sid] = focus_in_mask(adm, mask, ds).astype(int).tolist()
+                    for at in ("peak", "darkest"):
+                        confirmed[m].setdefault(at, {})[sid] = _hits_at(adm, mask, ds, at)
             if positive:
                 hits[sid] = focus_in_mask(ad, mask, ds).astype(int).tolist()
-                peak_hits[sid] = focus_in_mask(ad, mask, ds, at="peak").astype(int).tolist()
+                peak_hits[sid] = _hits_at(ad, mask, ds, "peak")
+                dark_hits[sid] = _hits_at(ad, mask, ds, "darkest")
                 score = ad.obs["focus_score"].to_numpy()
                 if 0 < inside.sum() < len(inside):
                     node_auc.append(float(roc_auc_score(inside, score)))
@@ -292,9 +318,16 @@ def evaluate(
             out[f"focus_in_lesion_confirm{m}"] = float(
                 np.mean([np.mean(v) for v in res["hits"].values()])
             )
+            for at in ("peak", "darkest"):
+                out[f"focus_hits_confirm{m}_{at}"] = res[at]
+                out[f"focus_in_lesion_confirm{m}_{at}"] = float(
+                    np.mean([np.mean(v) for v in res[at].values()])
+                )
     if peak_hits:  # the focus crops' evidence peaks (tl.focus_peaks) instead of their centres
         out["focus_hits_peak"] = peak_hits
         out["focus_in_lesion_peak"] = float(np.mean([np.mean(v) for v in peak_hits.values()]))
+        out["focus_hits_darkest"] = dark_hits  # model-free reference: darkest spot of each crop
+        out["focus_in_lesion_darkest"] = float(np.mean([np.mean(v) for v in dark_hits.values()]))
     if hits:
         out["focus_hits"] = hits
         out["focus_in_lesion"] = float(np.mean([np.mean(v) for v in hits.values()]))
@@ -306,6 +339,42 @@ def evaluate(
     for key, values in evidence.items():
         out[f"node_auc_{key}"] = float(np.mean(values))
     return out
+
+
+def darkest_points(adata) -> np.ndarray:
+    """Level-0 point of each focus crop where the crop is darkest (mean RGB averaged over a
+    window of 1/15 of the crop, about 12 µm at 0.9 µm/px): a *model-free* reference. On
+    adenocarcinoma biopsies the densest epithelium of almost any crop lies on a tumour gland,
+    so a point-in-crop figure is only as good as it beats this one."""
+    focus = adata.uns["explain"]["focus"]
+    return _darkest(focus["crops"], focus["boxes_xywh"])
+
+
+def _darkest(crops, boxes) -> np.ndarray:
+    from scipy.ndimage import uniform_filter
+
+    crops = np.asarray(crops, float)
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    out = np.zeros((len(crops), 2))
+    for i, (crop, box) in enumerate(zip(crops, boxes, strict=True)):
+        dark = uniform_filter(255.0 - crop.mean(-1), max(1, crop.shape[1] // 15) | 1)
+        r, c = np.unravel_index(np.argmax(dark), dark.shape)
+        out[i] = (
+            box[0] + (c + 0.5) * box[2] / dark.shape[1],
+            box[1] + (r + 0.5) * box[3] / dark.shape[0],
+        )
+    return out
+
+
+def _hits_at(adata, mask, ds, at: str) -> list[int]:
+    """Focus hits at the evidence peaks (``"peak"``) or the darkest spots (``"darkest"``)."""
+    from workbench.tl import focus_in_mask
+    from workbench.tl._engine import mask_at
+
+    if at == "peak":
+        return focus_in_mask(adata, mask, ds, at="peak").astype(int).tolist()
+    xy = darkest_points(adata)
+    return mask_at(mask, ds, xy[:, 0], xy[:, 1]).astype(int).tolist()
 
 
 def _evidence(model, graph) -> dict:
@@ -449,10 +518,11 @@ def run_benchmark(args) -> None:
         torch.manual_seed(seed)
         trainer, t_train = fit(name, samples, settings, seed, args, focus=args.focus_target)
         confirm = tuple(args.confirm) if name.startswith("sew") else ()
-        res = evaluate(name, trainer.model_, truth, user, test_ids, graphs, confirm=confirm)
+        kw = {"confirm": confirm, "confirm_by": args.confirm_by}
+        res = evaluate(name, trainer.model_, truth, user, test_ids, graphs, **kw)
         p = np.asarray(res["probabilities"])
         # temperature as a user gets it: fitted on the val cases, applied to the test cases
-        rv = evaluate(name, trainer.model_, truth, user, val_ids, val_graphs, confirm=confirm)
+        rv = evaluate(name, trainer.model_, truth, user, val_ids, val_graphs, **kw)
         pv = rv["probabilities"]
         t_fit = fit_temperature(_log_probs(pv), y_val)
         p_cal = softmax_with_temperature(_log_probs(p), t_fit.temperature)[:, 1]
@@ -464,6 +534,7 @@ def run_benchmark(args) -> None:
             "model": name,
             "seed": seed,
             "focus_target": args.focus_target if _KIND[name] == "sew" else None,
+            "confirm_by": args.confirm_by if confirm else None,
             **_metrics(y_test, p),
             "ece_note": "raw probabilities (no temperature)",
             "train_seconds": t_train,
@@ -491,8 +562,13 @@ def run_benchmark(args) -> None:
             row[f"confirm{m}_probabilities"] = [round(v, 4) for v in pm.tolist()]
             row[f"val_focus_in_lesion_confirm{m}"] = rv.get(f"focus_in_lesion_confirm{m}")
             row[f"val_confirm{m}_auc"] = _metrics(y_val, rv[f"confirm{m}_probabilities"])["auc"]
+            for at in ("peak", "darkest"):
+                row[f"val_focus_in_lesion_confirm{m}_{at}"] = rv.get(
+                    f"focus_in_lesion_confirm{m}_{at}"
+                )
         if "focus_in_lesion_peak" in rv:
             row["val_focus_in_lesion_peak"] = rv["focus_in_lesion_peak"]
+            row["val_focus_in_lesion_darkest"] = rv["focus_in_lesion_darkest"]
         if confirm:
             row["val_focus_in_lesion"] = rv.get("focus_in_lesion")
             row["val_focus_chance"] = rv.get("focus_chance")
@@ -505,6 +581,108 @@ def run_benchmark(args) -> None:
         rs = [done[(name, s)] for s in args.seeds if (name, s) in done]
         if rs:
             emit(summarise(name, rs, y_test, args), out)
+
+
+#: focus_rules: proposals scored per slide, and the rules measured (ranking, proposals M).
+RULE_PROPOSALS = 32
+RULES = [("focus", 4)] + [(by, m) for by in ("lesion", "evidence") for m in (8, 12, 16, 24, 32)]
+
+
+def proposal_hits(model, slide, graph, mask, ds) -> dict:
+    """Every proposal's hit (centre, evidence peak, darkest spot) and its two confirmation
+    scores, for the first ``RULE_PROPOSALS`` proposals (graph NMS order) of one slide."""
+    import torch
+
+    from workbench.tl import focus_peaks
+    from workbench.tl._engine import mask_at, settings_of
+    from workbench.tl._explain import _SlideInputs
+
+    inputs = _SlideInputs(slide, graph, settings_of(model), torch.device("cpu"))
+    with torch.no_grad():
+        g = model.forward_global(inputs.features, inputs.edge_index)
+        n = int(inputs.features.shape[0])
+        cand = model.select_focus(g["focus_scores"], inputs.edge_index, k=min(RULE_PROPOSALS, n))
+        images = inputs.crops(cand.tolist())
+        det = model.forward_detail(images, g["tokens"][cand])
+        before = model.config.get("confirm_by", "lesion")
+        model.config["confirm_by"] = "evidence"
+        try:
+            evidence = model.confirm_scores(images, det).numpy()
+        finally:
+            model.config["confirm_by"] = before
+    crops, boxes = inputs.focus_crops(cand.tolist())
+    centres = np.asarray(graph.obsm["spatial"], float)[cand.numpy()]
+    found = focus_peaks(model.tile_encoder, crops, boxes, None)
+    peaks = found[0] if found is not None else centres
+    dark = _darkest(crops, boxes)
+    return {
+        "center": mask_at(mask, ds, centres[:, 0], centres[:, 1]).astype(int),
+        "peak": mask_at(mask, ds, peaks[:, 0], peaks[:, 1]).astype(int),
+        "darkest": mask_at(mask, ds, dark[:, 0], dark[:, 1]).astype(int),
+        "lesion": det["lesion_prob"].reshape(-1).numpy(),
+        "evidence": evidence,
+    }
+
+
+def rule_hits(p: dict, by: str, m: int, k: int = 4) -> dict:
+    """Hit rates of the ``k`` focus regions one rule keeps: the focus predictor's own top
+    ``k`` (``by="focus"``) or the top ``k`` of the first ``m`` proposals by ``by``."""
+    m = min(m, len(p["center"]))
+    if by == "focus":
+        keep = np.arange(min(k, m))
+    else:
+        keep = np.argsort(-np.asarray(p[by][:m]), kind="stable")[:k]
+    return {at: float(np.mean(p[at][keep])) for at in ("center", "peak", "darkest")}
+
+
+def run_focus_rules(args) -> None:
+    """Choose the focus-selection rule on the val cases only: train as ``benchmark`` does
+    (same seeds, epochs and samples), then on the val adenocarcinoma slides measure every
+    rule of ``RULES`` at the kept regions' centres, their evidence peaks and (model-free)
+    their darkest spots. Never touches the test cases."""
+    import torch
+
+    from workbench.tl._engine import open_slide, settings_of
+
+    out = Path(args.out)
+    truth, user = cohort_of(args)
+    settings = settings_for(user, args.encoder)
+    val_ids = truth.split_ids("val")
+    labels = user.labels(LABEL)
+    positive = [s for s in val_ids if int(labels[s]) == 1]
+    graphs = graphs_for(user, positive, settings)
+    samples = samples_for(user, truth.split_ids("train"), "train", args.annotations, settings, args)
+    per_seed = {}
+    for seed in args.seeds:
+        torch.manual_seed(seed)
+        trainer, _ = fit("sew", samples, settings, seed, args, focus=args.focus_target)
+        model = trainer.model_.eval()
+        found: dict[str, list] = {}
+        chance = []
+        for sid in positive:
+            graph = graphs[sid][0]
+            mask, ds = truth.lesion_mask(sid)
+            chance.append(float(_node_truth(graph, mask, ds).mean()))
+            with open_slide(user.slide_path(sid), settings_of(model)) as slide:
+                p = proposal_hits(model, slide, graph, mask, ds)
+            for by, m in RULES:
+                for at, v in rule_hits(p, by, m).items():
+                    found.setdefault(f"{by}{m}_{at}", []).append(v)
+        row = {"section": "focus_rules", "split": "val", "encoder": args.encoder,
+               "annotations": args.annotations, "seed": seed, "epochs": args.epochs,
+               "n_slides": len(positive), "focus_chance": float(np.mean(chance)),
+               **{k: float(np.mean(v)) for k, v in found.items()}}  # fmt: skip
+        per_seed[seed] = row
+        emit(row, out)
+    keys = [
+        k for k in next(iter(per_seed.values())) if k.endswith(("_center", "_peak", "_darkest"))
+    ]
+    emit({"section": "focus_rules_summary", "split": "val", "encoder": args.encoder,
+          "annotations": args.annotations, "seeds": list(per_seed), "epochs": args.epochs,
+          "focus_chance": float(np.mean([r["focus_chance"] for r in per_seed.values()])),
+          "note": "rule = <ranking><M proposals>_<point>; focus4 = the focus predictor's own "
+                  "top 4; darkest = model-free reference (darkest spot of each kept crop)",
+          **{k: float(np.mean([r[k] for r in per_seed.values()])) for k in keys}}, out)  # fmt: skip
 
 
 def run_calibration(args) -> None:
@@ -556,6 +734,7 @@ def summarise(name: str, rs: list[dict], y_test: np.ndarray, args) -> dict:
         "annotations": args.annotations,
         "model": name,
         "focus_target": rs[0].get("focus_target"),
+        "confirm_by": rs[0].get("confirm_by"),
         "seeds": [r["seed"] for r in rs],
         "epochs": rs[0]["epochs"],
         "auc_mean": float(np.mean([r["auc"] for r in rs])),
@@ -592,6 +771,16 @@ def summarise(name: str, rs: list[dict], y_test: np.ndarray, args) -> dict:
             "top-4 attention tiles")  # fmt: skip
     for key in [k for k in rs[0] if k.startswith("focus_hits_confirm")]:
         m = key[len("focus_hits_confirm") :]
+        if not m.isdigit():  # the confirmed crops' peaks / darkest spots
+            if all(key in r for r in rs):
+                slides = sorted(rs[0][key])
+                per = np.array([[np.mean(r[key][x]) for x in slides] for r in rs])
+                s[f"focus_in_lesion_confirm{m}_mean"] = float(per.mean())
+                s[f"focus_in_lesion_confirm{m}_ci95"] = bootstrap_mean(per)
+                vals = [r.get(f"val_focus_in_lesion_confirm{m}") for r in rs]
+                if all(v is not None for v in vals):
+                    s[f"val_focus_in_lesion_confirm{m}_mean"] = float(np.mean(vals))
+            continue
         if all(key in r for r in rs):
             slides = sorted(rs[0][key])
             per = np.array([[np.mean(r[key][x]) for x in slides] for r in rs])
@@ -600,6 +789,15 @@ def summarise(name: str, rs: list[dict], y_test: np.ndarray, args) -> dict:
             s[f"confirm{m}_auc_mean"] = float(np.mean([r[f"confirm{m}_auc"] for r in rs]))
             s[f"val_focus_in_lesion_confirm{m}_mean"] = float(
                 np.mean([r[f"val_focus_in_lesion_confirm{m}"] for r in rs])
+            )
+    if all("focus_hits_darkest" in r for r in rs):
+        slides = sorted(rs[0]["focus_hits_darkest"])
+        per = np.array([[np.mean(r["focus_hits_darkest"][x]) for x in slides] for r in rs])
+        s["focus_in_lesion_darkest_mean"] = float(per.mean())
+        s["focus_darkest_note"] = "model-free reference: the darkest spot of each focus crop"
+        if all("val_focus_in_lesion_darkest" in r for r in rs):
+            s["val_focus_in_lesion_darkest_mean"] = float(
+                np.mean([r["val_focus_in_lesion_darkest"] for r in rs])
             )
     if all("focus_hits_peak" in r for r in rs):
         slides = sorted(rs[0]["focus_hits_peak"])
@@ -667,12 +865,68 @@ def plot_figure(args) -> Path:
     return path
 
 
+def plot_focus_rules(args) -> Path:
+    """Focus on tumour by selection rule: val (the choice, ``ebhi_focus_rules.jsonl``) and
+    test (the chosen rule once, ``ebhi_cohort_confirm.jsonl``), centres, peaks and the
+    model-free darkest spot, with and without annotations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = ROOT / "benchmarks" / "results"
+    read = lambda name: [json.loads(x) for x in (results / name).read_text().splitlines()]  # noqa: E731
+    val = {r["annotations"]: r for r in read("ebhi_focus_rules.jsonl")
+           if r["section"] == "focus_rules_summary"}  # fmt: skip
+    test = {r["annotations"]: r for r in read("ebhi_cohort_confirm.jsonl")
+            if r["section"] == "summary"}  # fmt: skip
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    colours = {"centre": "#2ca02c", "peak": "#1f77b4", "darkest (no model)": "#bbbbbb"}
+    for ax, (title, rows, bars) in zip(axes, (
+        ("val cases: the choice", val, lambda r: {
+            "focus 4": [r["focus4_center"], r["focus4_peak"], r["focus4_darkest"]],
+            "lesion 12": [r["lesion12_center"], r["lesion12_peak"], r["lesion12_darkest"]],
+            "evidence 24": [r["evidence24_center"], r["evidence24_peak"],
+                            r["evidence24_darkest"]]}),
+        ("test cases: the chosen rule, once", test, lambda r: {
+            "focus 4": [r["focus_in_lesion_mean"], r["focus_in_lesion_peak_mean"],
+                        r["focus_in_lesion_darkest_mean"]],
+            "evidence 24": [r["focus_in_lesion_confirm24_mean"],
+                            r["focus_in_lesion_confirm24_peak_mean"],
+                            r["focus_in_lesion_confirm24_darkest_mean"]]}),
+    ), strict=True):  # fmt: skip
+        labels, x0 = [], 0
+        for ann in (False, True):
+            if ann not in rows:
+                continue
+            for name, vals in bars(rows[ann]).items():
+                for j, (what, c) in enumerate(colours.items()):
+                    ax.bar(x0 + 0.27 * (j - 1), vals[j], 0.27, color=c,
+                           label=what if x0 == 0 else None)  # fmt: skip
+                labels.append(f"{name}\n{'annotated' if ann else 'slide labels'}")
+                x0 += 1
+        chance = next(iter(rows.values()))["focus_chance"]
+        ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance (centres) {chance:.2f}")
+        ax.axhline(0.8, color="r", ls=":", lw=1, label="target 0.80 (slide labels)")
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(title, fontsize=10)
+    axes[0].set_ylabel("share of the 4 focus points on tumour")
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    path = ROOT / "docs" / "images" / "ebhi_focus_rules.png"
+    fig.savefig(path, dpi=90)
+    print(json.dumps({"figure": str(path)}))
+    return path
+
+
 def main(argv=None) -> None:
     import torch
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--section", choices=("ablation", "benchmark", "calibration", "figure"),
-                   default="benchmark")  # fmt: skip
+    p.add_argument("--section", default="benchmark",
+                   choices=("ablation", "benchmark", "calibration", "figure", "focus_rules",
+                            "focus_figure"))  # fmt: skip
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--workdir", default=str(ROOT / "runs" / "ebhi_bench"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ebhi_cohort.jsonl"))
@@ -686,9 +940,12 @@ def main(argv=None) -> None:
     p.add_argument("--n-candidates", type=int, default=8,
                    help="magnified crops cached per training slide")  # fmt: skip
     p.add_argument("--focus-target", default="detail", choices=("lesion", "class", "detail"))
-    p.add_argument("--confirm", type=int, nargs="*", default=[12],
+    p.add_argument("--confirm", type=int, nargs="*", default=[24],
                    help="benchmark: also measure SEW with the detail branch confirming the "
                    "focus among this many proposals (confirm_candidates)")  # fmt: skip
+    p.add_argument("--confirm-by", default="evidence", choices=("lesion", "evidence"),
+                   help="benchmark: what ranks the proposals when confirming (confirm_by; "
+                   "24 by evidence chosen on val by --section focus_rules)")  # fmt: skip
     p.add_argument("--no-summary", action="store_true",
                    help="benchmark: only train and test (run the summary from another call)")  # fmt: skip
     p.add_argument("--annotations", action="store_true",
@@ -696,7 +953,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     sections = {"ablation": run_ablation, "benchmark": run_benchmark,
-                "calibration": run_calibration, "figure": plot_figure}  # fmt: skip
+                "calibration": run_calibration, "figure": plot_figure,
+                "focus_rules": run_focus_rules, "focus_figure": plot_focus_rules}  # fmt: skip
     sections[args.section](args)
 
 

@@ -159,7 +159,7 @@ def test_every_kind_trains_extracts_and_reports_from_the_command_line(
              "--set", "detail_mpp=2",
              "--no-progress"]  # fmt: skip
     if kind == "sew":  # the detail branch confirms the focus among 6 proposals
-        train += ["--confirm-candidates", "6"]
+        train += ["--confirm-candidates", "6", "--confirm-by", "evidence"]
     assert main(train) == 0
     assert capsys.readouterr().out.startswith(f"{kind} model trained on 6 slides")
     config = json.loads((run / "model" / "config.json").read_text())
@@ -167,7 +167,8 @@ def test_every_kind_trains_extracts_and_reports_from_the_command_line(
     if kind == "sew":
         from workbench.models import load_checkpoint
 
-        assert load_checkpoint(run / "model").config["confirm_candidates"] == 6
+        config = load_checkpoint(run / "model").config
+        assert config["confirm_candidates"] == 6 and config["confirm_by"] == "evidence"
     extract = ["extract", str(root / "slides"), "--model", str(run / "model"), "--out",
                str(run / "slides"), "--no-progress"]  # fmt: skip
     assert main(extract) == 0
@@ -192,7 +193,11 @@ def test_every_kind_trains_extracts_and_reports_from_the_command_line(
         (["--label", "grade", "--encoder", "nope/enc.pt2"], "no encoder file"),
         (
             ["--label", "grade", "--kind", "global", "--confirm-candidates", "6"],
-            "--confirm-candidates is for --kind sew",
+            "--confirm-candidates/--confirm-by is for --kind sew",
+        ),  # fmt: skip
+        (
+            ["--label", "grade", "--kind", "abmil", "--confirm-by", "evidence"],
+            "--confirm-candidates/--confirm-by is for --kind sew",
         ),  # fmt: skip
     ],
 )

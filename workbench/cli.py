@@ -209,10 +209,16 @@ def _train(args: argparse.Namespace) -> int:
     if args.label_smoothing and survival is not None:
         raise OptionError("--label-smoothing is for a --label, not --survival")
     model_kwargs = None
-    if args.confirm_candidates is not None:
+    if args.confirm_candidates is not None or args.confirm_by is not None:
         if args.kind != "sew":
-            raise OptionError("--confirm-candidates is for --kind sew (its detail branch)")
-        model_kwargs = {"confirm_candidates": args.confirm_candidates}
+            raise OptionError(
+                "--confirm-candidates/--confirm-by is for --kind sew (its detail branch)"
+            )
+        model_kwargs = {}
+        if args.confirm_candidates is not None:
+            model_kwargs["confirm_candidates"] = args.confirm_candidates
+        if args.confirm_by is not None:
+            model_kwargs["confirm_by"] = args.confirm_by
     with _ProgressLines(args.no_progress):
         trainer = train_step(
             cohort,
@@ -592,6 +598,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="M",
         help="sew: at extraction the detail branch magnifies M focus proposals and keeps the "
         "top-k most lesion-like (default 0: the focus predictor's own top-k)",
+    )
+    train.add_argument(
+        "--confirm-by",
+        choices=["lesion", "evidence"],
+        help="sew, with --confirm-candidates: rank the proposals by the detail branch's lesion "
+        "answer (default) or by where the tile encoder's lesion evidence peaks in each crop",
     )
     train.add_argument("--validation", type=_share, help="share of patients held out (1 in "
                        "round(1/share) of each class) for early stopping and the temperature "

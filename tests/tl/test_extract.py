@@ -380,3 +380,32 @@ def test_abmil_extract_maps_tile_attention_onto_regions(array_slide, model):
     for (cx, cy), r in zip(c, mapped, strict=True):
         label = labels[int(cy / sy), int(cx / sx)]
         assert (r == -1 and label == 0) or ids[r] == label
+
+
+def test_extract_can_confirm_the_focus_for_one_call_and_leaves_the_model_as_it_was(
+    array_slide, model
+):
+    from workbench import OptionError
+
+    before = dict(model.config)
+    adata = extract(array_slide, model, confirm_candidates=6, confirm_by="evidence")
+    assert model.config == before  # the override was for this call only
+    focus = adata.uns["explain"]["focus"]
+    assert focus["selection"] == "top 3 of 6 proposals by evidence peak"
+    assert extract(array_slide, model).uns["explain"]["focus"]["selection"] == (
+        "top 3 by focus predictor"
+    )
+    # the same as a model configured that way
+    model.config.update(confirm_candidates=6, confirm_by="evidence")
+    try:
+        same = extract(array_slide, model)
+    finally:
+        model.config.update(before)
+    assert np.array_equal(same.uns["explain"]["focus"]["obs_index"], focus["obs_index"])
+    with pytest.raises(OptionError, match="confirm_by must be one of"):
+        extract(array_slide, model, confirm_by="mean")
+    with pytest.raises(OptionError, match="whole number"):
+        extract(array_slide, model, confirm_candidates=-1)
+    with pytest.raises(OptionError, match="self-calibrated"):
+        extract(array_slide, _untrained("abmil", model), confirm_candidates=6)
+    assert model.config == before

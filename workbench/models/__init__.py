@@ -46,7 +46,8 @@ from workbench.models._losses import (
     node_loss,
     slide_loss,
 )
-from workbench.models._model import SelfCalibratedModel
+from workbench.models._model import CONFIRM_RULES, SelfCalibratedModel
+from workbench.models._peaks import evidence_peaks
 from workbench.models._protocol import (
     MODEL_KINDS,
     SlideInputs,
@@ -77,6 +78,7 @@ from workbench.models._vit_weights import hf_vit_config, load_vit_weights, read_
 __all__ = [
     "BUILTIN_ENCODERS",
     "CLICK_SEGMENTER",
+    "CONFIRM_RULES",
     "FOCUS_TARGETS",
     "ChannelScaleBias",
     "ClickGuidedGate",
@@ -116,6 +118,7 @@ __all__ = [
     "detail_mask_loss",
     "dice_loss",
     "encoder_registry_path",
+    "evidence_peaks",
     "export_encoder",
     "focus_loss",
     "focus_target",

@@ -22,6 +22,7 @@ from workbench.models._losses import (
     mil_lesion_loss,
     node_loss,
 )
+from workbench.models._peaks import evidence_peaks
 from workbench.models._protocol import (
     SlideInputs,
     SlideModel,
@@ -35,7 +36,10 @@ from workbench.models._protocol import (
 if TYPE_CHECKING:  # pragma: no cover
     from workbench.models._trainer import SlideSample
 
-__all__ = ["SelfCalibratedModel"]
+__all__ = ["CONFIRM_RULES", "SelfCalibratedModel"]
+
+#: How the detail side ranks the focus proposals when it confirms them (``confirm_by``).
+CONFIRM_RULES = ("lesion", "evidence")
 
 
 class SelfCalibratedModel(SlideModel):
@@ -109,6 +113,15 @@ class SelfCalibratedModel(SlideModel):
         focus predictor's own top ``top_k``. Costs ``confirm_candidates`` crops per slide
         instead of ``top_k``; training is unchanged. Can be changed on a trained model
         (``model.config["confirm_candidates"] = 12``).
+    confirm_by
+        What ranks the proposals when ``confirm_candidates`` is on (:data:`CONFIRM_RULES`):
+        ``"lesion"`` (default: the detail branch's pooled lesion answer of each crop) or
+        ``"evidence"`` (the peak of the window-averaged evidence map inside each crop, by
+        :func:`~workbench.models.evidence_peaks`: the frozen tile encoder's own
+        class-evidence map when it has one, e.g. the adenocarcinoma evidence of
+        ``crc_biopsy``, else the detail branch's pixel lesion map). The crop-level lesion
+        answer cannot tell a tumour gland from the stroma beside it when one crop spans
+        both; the evidence peak can. Can be changed on a trained model too.
     """
 
     kind = "sew"
@@ -139,8 +152,13 @@ class SelfCalibratedModel(SlideModel):
         focus_target: str = "detail",
         lesion_mil: bool = True,
         confirm_candidates: int = 0,
+        confirm_by: str = "lesion",
     ) -> None:
         super().__init__()
+        if confirm_by not in CONFIRM_RULES:
+            from workbench._errors import OptionError
+
+            raise OptionError(f"confirm_by must be one of {CONFIRM_RULES}, not {confirm_by!r}")
         assert focus_target in FOCUS_TARGETS, f"focus_target must be one of {FOCUS_TARGETS}"
         assert n_classes >= 2 or focus_target == "detail", (
             "a survival model (n_classes=1) needs focus_target='detail'"
@@ -167,6 +185,7 @@ class SelfCalibratedModel(SlideModel):
             "focus_target": focus_target,
             "lesion_mil": bool(lesion_mil),
             "confirm_candidates": int(confirm_candidates),
+            "confirm_by": confirm_by,
         }
         self.global_branch = GlobalBranch(**{k: self.config[k] for k in GLOBAL_BRANCH_OPTIONS})
         self.focus = FocusPredictor(
@@ -527,6 +546,34 @@ class SelfCalibratedModel(SlideModel):
         return g["logits"] + det["detail_logits"]
 
     @torch.no_grad()
+    def confirm_scores(self, images: torch.Tensor, detail: Mapping) -> torch.Tensor:
+        """How strongly each proposal crop shows the lesion, by the ``confirm_by`` rule.
+
+        Parameters
+        ----------
+        images
+            ``(M, 3, S, S)`` float crops in ``[0, 1]`` of the proposals.
+        detail
+            :meth:`forward_detail` of those crops.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(M,)`` scores, higher = more lesion: the pooled lesion probability
+            (``"lesion"``) or the peak of the window-averaged evidence map (``"evidence"``:
+            the tile encoder's evidence maps, else the detail branch's lesion maps).
+        """
+        if self.config.get("confirm_by", "lesion") == "evidence":
+            maps = None
+            enc = self.tile_encoder
+            if enc is not None and hasattr(enc, "evidence_maps"):
+                maps = enc.evidence_maps(images)
+            if maps is None:  # a one-logit-per-crop branch gives a constant map here
+                maps = torch.sigmoid(detail["lesion_logits"][:, 0])
+            return evidence_peaks(maps)["value"]
+        return detail["lesion_prob"].reshape(-1)
+
+    @torch.no_grad()
     def infer(self, inputs: SlideInputs, *, top_k: int | None = None) -> dict:
         """Global branch, focus regions by graph NMS, their magnified crops through the detail
         branch (see :meth:`SlideModel.infer`).
@@ -553,8 +600,10 @@ class SelfCalibratedModel(SlideModel):
         if m > k:
             # the detail branch confirms: magnify m proposals, keep the k most lesion-like
             cand = self.select_focus(g["focus_scores"], ei, k=m)
-            probe = self.forward_detail(inputs.crops(cand.cpu().tolist()), g["tokens"][cand])
-            order = torch.argsort(probe["lesion_prob"].reshape(-1), descending=True)[:k]
+            images = inputs.crops(cand.cpu().tolist())
+            probe = self.forward_detail(images, g["tokens"][cand])
+            score = self.confirm_scores(images, probe)
+            order = torch.argsort(score.reshape(-1), descending=True, stable=True)[:k]
             idx = cand[order.to(cand.device)]
         else:
             idx = self.select_focus(g["focus_scores"], ei, k=k)

@@ -142,6 +142,8 @@ def extract(
     encoder=None,
     batch_size: int = 32,
     force: bool = False,
+    confirm_candidates: int | None = None,
+    confirm_by: str | None = None,
 ) -> anndata.AnnData:
     """Explain one slide with a model of any kind: region graph, region scores, focus regions,
     slide probabilities (and, with a detail branch, lesion maps).
@@ -183,6 +185,14 @@ def extract(
     force
         Grade the slide even when it does not look like brightfield H&E (see
         ``applicability`` below); the verdict and its reasons are stored either way.
+    confirm_candidates
+        Self-calibrated models (``"sew"``) only: for this call, let the detail side confirm
+        the focus among this many proposals (``0``: the focus predictor's own top-K;
+        default: the model's setting, see :class:`~workbench.models.SelfCalibratedModel`).
+    confirm_by
+        Self-calibrated models only: for this call, what ranks the proposals,
+        ``"lesion"`` or ``"evidence"`` (:data:`~workbench.models.CONFIRM_RULES`; default:
+        the model's setting). The model itself is left as it was.
 
     Returns
     -------
@@ -210,7 +220,9 @@ def extract(
         ``focus_score``, ``lesion_prob`` (NaN without a detail branch), ``crops`` (K, S, S, 3
         uint8 at the detail magnification, stain-normalised when the model was trained so),
         ``lesion_maps`` (K, S, S float32 probabilities; NaN without a detail branch),
-        ``detail_mpp``, ``crop_size``}, and ``applicability`` = {``applicable`` (bool: the
+        ``detail_mpp``, ``crop_size``, ``selection`` (how the regions were chosen, in words:
+        ``"top 4 by focus predictor"`` or, with ``confirm_candidates``, e.g. ``"top 4 of 24
+        proposals by evidence peak"``)}, and ``applicability`` = {``applicable`` (bool: the
         slide looks like brightfield H&E and lies within the training distribution the
         checkpoint records), ``score`` (distance from the training slides in units of the
         threshold set on them, above 1 off-domain; NaN when the checkpoint has no record),
@@ -235,12 +247,58 @@ def extract(
         The slide records no mpp and none was given.
     NoTissueError
         A kind that reads tiles found no tissue tile.
+    OptionError
+        ``confirm_candidates``/``confirm_by`` for a kind that does not confirm its focus, a
+        negative ``confirm_candidates`` or an unknown ``confirm_by``.
     """
+    model = load_model(model, encoder=encoder)
+    override = _confirm_override(model, confirm_candidates, confirm_by)
+    if not override:
+        return _extract(slide, model, mpp=mpp, top_k=top_k, graph=graph, device=device,
+                        lesion_threshold=lesion_threshold, slide_id=slide_id,
+                        batch_size=batch_size, force=force)  # fmt: skip
+    before = {k: model.config.get(k) for k in override}
+    model.config.update(override)
+    try:
+        return _extract(slide, model, mpp=mpp, top_k=top_k, graph=graph, device=device,
+                        lesion_threshold=lesion_threshold, slide_id=slide_id,
+                        batch_size=batch_size, force=force)  # fmt: skip
+    finally:
+        model.config.update(before)
+
+
+def _confirm_override(model, candidates: int | None, by: str | None) -> dict:
+    """The ``confirm_candidates``/``confirm_by`` settings one extraction asks for, checked."""
+    from workbench._errors import OptionError
+    from workbench.models import CONFIRM_RULES
+
+    out: dict = {}
+    if candidates is None and by is None:
+        return out
+    if "confirm_candidates" not in getattr(model, "config", {}):
+        raise OptionError(
+            f"confirm_candidates/confirm_by are for self-calibrated models ('sew'), not a "
+            f"{type(model).__name__}"
+        )
+    if candidates is not None:
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 0:
+            raise OptionError(f"confirm_candidates must be a whole number >= 0, not {candidates!r}")
+        out["confirm_candidates"] = int(candidates)
+    if by is not None:
+        if by not in CONFIRM_RULES:
+            raise OptionError(f"confirm_by must be one of {CONFIRM_RULES}, not {by!r}")
+        out["confirm_by"] = by
+    return out
+
+
+def _extract(
+    slide, model, *, mpp, top_k, graph, device, lesion_threshold, slide_id, batch_size, force
+) -> anndata.AnnData:
+    """:func:`extract` once the model is loaded and its confirmation settings are in place."""
     import torch
 
     from workbench.models import kind_of
 
-    model = load_model(model, encoder=encoder)
     kind = kind_of(model)
     pre = settings_of(model)
     slide = open_slide(slide, pre, mpp=mpp)
@@ -331,6 +389,7 @@ def extract(
             "lesion_maps": maps,
             "detail_mpp": dmpp,
             "crop_size": size,
+            "selection": _selection(model, k, adata.n_obs),
         },
         "applicability": applicability,
     }
@@ -370,6 +429,17 @@ def extract(
     return adata
 
 
+def _selection(model, k: int, n_regions: int) -> str:
+    """How the focus regions were chosen, in words (``uns["explain"]["focus"]["selection"]``)."""
+    config = getattr(model, "config", {})
+    m = min(int(config.get("confirm_candidates") or 0), n_regions)
+    if m > k:
+        by = config.get("confirm_by", "lesion")
+        what = "evidence peak" if by == "evidence" else "detail lesion answer"
+        return f"top {k} of {m} proposals by {what}"
+    return f"top {k} by {type(model).region_score}"
+
+
 def _numpy_or_nan(value, shape: tuple) -> np.ndarray:
     """A model output as float32 numpy, or NaN of ``shape`` when the kind has none."""
     if value is None:
@@ -386,7 +456,8 @@ def focus_peaks(
     (:meth:`~workbench.models.ModuleEncoder.evidence_maps`; for ``crc_biopsy`` the
     adenocarcinoma evidence), else the detail branch's pixel lesion map (the built-in
     network); it is averaged over a window of a sixth of the crop before its maximum is
-    taken, so one bright pixel does not decide. A focus region is a superpixel of the
+    taken, so one bright pixel does not decide (:func:`workbench.models.evidence_peaks`, the
+    rule the model's evidence confirmation ranks crops by). A focus region is a superpixel of the
     thumbnail and its magnified crop often holds both lesion and the tissue beside it; the
     peak says where in the crop the lesion is.
 
@@ -408,7 +479,8 @@ def focus_peaks(
         ``None`` when neither gives a map.
     """
     import torch
-    from scipy.ndimage import uniform_filter
+
+    from workbench.models import evidence_peaks
 
     k = len(crops)
     if k == 0:
@@ -418,22 +490,20 @@ def focus_peaks(
         images = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255
         maps = encoder.evidence_maps(images)
         if maps is not None:
-            ev, source = maps.numpy(), "encoder"
+            ev, source = maps, "encoder"
     if ev is None and lesion_maps is not None:
         m = np.asarray(lesion_maps, dtype=np.float64)
         if m.ndim == 3 and m.shape[1] > 1 and np.isfinite(m).all():
-            ev, source = m, "lesion_map"
+            ev, source = torch.from_numpy(m), "lesion_map"
     if ev is None:
         return None
-    size = ev.shape[-1]
-    win = max(1, size // 6) | 1
-    out = np.zeros((k, 2))
-    for i, (box, m) in enumerate(zip(np.asarray(boxes, float), ev, strict=True)):
-        r, c = np.unravel_index(np.argmax(uniform_filter(m, win, mode="nearest")), m.shape)
-        out[i] = (
-            box[0] + (c + 0.5) * box[2] / m.shape[1],
-            box[1] + (r + 0.5) * box[3] / m.shape[0],
-        )
+    peak = evidence_peaks(ev)
+    rows, cols = peak["row"].numpy(), peak["col"].numpy()
+    h, w = ev.shape[-2:]
+    b = np.asarray(boxes, float).reshape(-1, 4)
+    out = np.column_stack(
+        [b[:, 0] + (cols + 0.5) * b[:, 2] / w, b[:, 1] + (rows + 0.5) * b[:, 3] / h]
+    )
     return out, source
 
 
