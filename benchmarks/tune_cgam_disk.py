@@ -51,6 +51,9 @@ VARIANTS = {
     # gives the other label with a logit at least this far beyond zero
     "stop0": {"disk_stop": 0.0},
     "stop2": {"disk_stop": 2.0},
+    # the disk grows only from the n-th click on: the first clicks keep the small disk
+    "from3": {"disk_grow_from": 3},
+    "from5": {"disk_grow_from": 5},
 }
 
 

@@ -262,6 +262,30 @@ def test_disk_stop_keeps_a_grown_disk_inside_what_the_network_outlined(base_mode
     assert abs(radii[0.0] - depth) < 6  # the network's outline is close to the lesion's
 
 
+def test_disk_grow_from_keeps_the_small_disk_for_the_first_clicks(base_model):
+    """With ``disk_grow_from=3`` the second click keeps the fixed disk where the default
+    grows it; the third click's disk grows."""
+    image = np.full((256, 256, 3), 200, np.uint8)
+    rr, cc = np.mgrid[:256, :256]
+    blob = np.hypot(rr - 40, cc - 40) <= 10
+    radii = {}
+    for start in (1, 3):
+        engine = RefinementEngine(base_model, method="cgam", steps=2, disk_grow_from=start)
+        engine.set_view(image)
+        engine._view.history[-1].work_mask[:] = False
+        engine.add_click(40, 40, True)
+        engine._view.history[-1].work_mask = blob
+        engine.add_click(40, 80, True)  # 30 px from the blob's edge
+        engine._view.history[-1].work_mask = blob
+        engine.add_click(120, 40, True)  # 70 px from it
+        radii[start] = engine._view.loss_radii
+    assert radii[1][1] == pytest.approx(0.8 * 30, abs=1.0)
+    assert radii[3][1] == RefinementEngine(base_model).loss_radius
+    assert radii[3][2] == pytest.approx(0.8 * 70, abs=1.0) == radii[1][2]
+    with pytest.raises(RefinementError, match="disk_grow_from"):
+        RefinementEngine(method="random_walker", disk_grow_from=0)
+
+
 def test_disk_confidence_and_stop_must_be_finite():
     with pytest.raises(RefinementError, match="disk_confidence"):
         RefinementEngine(method="random_walker", disk_confidence=float("nan"))

@@ -264,6 +264,7 @@ class RefinementEngine:
         max_loss_radius: float = 64.0,
         disk_confidence: float | None = None,
         disk_stop: float | None = None,
+        disk_grow_from: int = 1,
         threads: int | None = 1,
         propagate: str = "one",
         similarity: float = 0.4,
@@ -288,6 +289,8 @@ class RefinementEngine:
         for name, value in (("disk_confidence", disk_confidence), ("disk_stop", disk_stop)):
             if value is not None and not np.isfinite(float(value)):
                 raise RefinementError(f"{name} must be a finite logit or None, got {value!r}")
+        if disk_grow_from < 1:
+            raise RefinementError(f"disk_grow_from must be >= 1, got {disk_grow_from}")
         if local_from < 1 or local_pad < 0:
             raise RefinementError(
                 f"local_from must be >= 1 and local_pad >= 0, got {local_from}, {local_pad}"
@@ -337,6 +340,7 @@ class RefinementEngine:
         self.max_loss_radius = float(max_loss_radius)
         self.disk_confidence = None if disk_confidence is None else float(disk_confidence)
         self.disk_stop = None if disk_stop is None else float(disk_stop)
+        self.disk_grow_from = int(disk_grow_from)
         self.last_disk_grown: bool | None = None
         self._adapter: dict | None = None  # torch tensors; None: the packaged behaviour
         self._adapted_images = 0
@@ -1086,6 +1090,8 @@ class RefinementEngine:
         """
         if self.adaptive_disk <= 0 or self.method not in ("cgam", "fbrs"):
             return self.loss_radius
+        if len(self.clicks) < self.disk_grow_from:  # the click is already in self.clicks
+            return self.loss_radius
         prev = view.history[-1].work_mask
         same = prev if click.positive else ~prev
         if not same.any():
@@ -1296,6 +1302,7 @@ class RefinementEngine:
             c = min(max(round(cx), 0), ww - 1)
             logit += float(view.prior_work[r, c])
         sign = 1.0 if click.positive else -1.0
+        self.last_click_logit = sign * logit
         return sign * logit >= self.disk_confidence
 
     def _stopped_radius(self, view: _View, click: Click, features, guide) -> float:
