@@ -17,7 +17,9 @@ Prints one JSON line per (variant, set) with NoC@85/90, failures at 20 clicks, m
 the share of clicks whose disk grew and 95 % bootstrap intervals of the per-view NoC@85
 difference to ``cgam`` and to ``none``; then one ``pooled`` line per variant (every view of
 every set, NoC@85 and failures) and a ``choice`` line: the variant with the lowest pooled
-NoC@85 (ties: fewer failures).
+NoC@85 (ties: fewer failures) *for that network*. The default has to hold on both kinds of
+network; ``--summarize FILE...`` pools the lines of several runs (variants run apart) per
+network over the sets every variant shares.
 
 Usage: ``python benchmarks/tune_cgam_disk.py [--weights DIR] [--quick] [--jsonl FILE]``.
 """
@@ -54,6 +56,8 @@ VARIANTS = {
     # the disk grows only from the n-th click on: the first clicks keep the small disk
     "from3": {"disk_grow_from": 3},
     "from5": {"disk_grow_from": 5},
+    # a disk half as large: 0.4 x the distance to the nearest pixel with the click's label
+    "grow0.4": {"adaptive_disk": 0.4},
 }
 
 
@@ -121,6 +125,49 @@ def run_variant(engine, views, max_clicks: int) -> tuple[list[dict], float]:
     return runs, (float(np.mean(grown)) if grown else 0.0)
 
 
+def summarize(paths: list[str]) -> list[dict]:
+    """Pool the per-set lines of several runs (several networks, variants run apart).
+
+    Parameters
+    ----------
+    paths
+        JSONL files written with ``--jsonl``.
+
+    Returns
+    -------
+    list of dict
+        One line per (network, variant): views, mean NoC@85 and failures pooled over the
+        sets that *every* variant of that network was run on (so the variants are compared
+        on the same views), and those sets.
+    """
+    per: dict[str, dict[tuple[str, str], dict]] = {}
+    for path in paths:
+        for raw in Path(path).read_text().splitlines():
+            line = json.loads(raw)
+            if "set" in line:
+                per.setdefault(line["network"], {})[(line["set"], line["variant"])] = line
+    out = []
+    for network, lines in per.items():
+        variants = sorted({v for _, v in lines})
+        common = sorted(s for s in {s for s, _ in lines} if all((s, v) in lines for v in variants))
+        for variant in variants:
+            got = [lines[(s, variant)] for s in common]
+            n = sum(g["n_views"] for g in got)
+            if not n:
+                continue
+            out.append(
+                {
+                    "network": network,
+                    "summary": variant,
+                    "sets": common,
+                    "n_views": n,
+                    "noc85": round(sum(g["noc85"] * g["n_views"] for g in got) / n, 3),
+                    "failures85": sum(g["failures85"] for g in got),
+                }
+            )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -139,7 +186,17 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="a few views per set")
     parser.add_argument("--jsonl", default=None, help="append the JSON lines to this file")
+    parser.add_argument(
+        "--summarize",
+        nargs="+",
+        default=None,
+        help="pool the lines of these JSONL files (no run): one line per network and variant",
+    )
     args = parser.parse_args()
+    if args.summarize:
+        for line in summarize(args.summarize):
+            print(json.dumps(line))
+        return
 
     import torch
     from tqdm.auto import tqdm
