@@ -58,7 +58,48 @@ VARIANTS = {
     "from5": {"disk_grow_from": 5},
     # a disk half as large: 0.4 x the distance to the nearest pixel with the click's label
     "grow0.4": {"adaptive_disk": 0.4},
+    # the disk grows only where the network, having seen the click, outlined nothing much
+    # around it (its region at the click smaller than a disk of k x loss_radius): an
+    # exploratory rule of this script (ResponseGatedEngine), not an engine option
+    "resp2": {"response_k": 2.0},
+    "resp3": {"response_k": 3.0},
 }
+
+
+def make_engine(model, settings: dict):
+    """The engine of a variant: :class:`RefinementEngine`, or for ``response_k`` an engine
+    whose disk grows only where the network did not answer the click with a region."""
+    from workbench.interactive import RefinementEngine
+
+    settings = dict(settings)
+    k = settings.pop("response_k", None)
+    if k is None:
+        return RefinementEngine(model, **settings)
+
+    class ResponseGatedEngine(RefinementEngine):
+        # Reuses the engine's disk_confidence hook: "confident" here means the network's
+        # own region at the click (module as it stands) is at least a disk of k x loss_radius.
+        def _click_confident(self, view, click, features, guide):
+            from scipy import ndimage as ndi
+
+            torch = self._torch
+            with torch.no_grad():
+                low = self._head_map(self.module(features, guide))
+                logits = torch.nn.functional.interpolate(
+                    low, size=view.work_rc, mode="bilinear", align_corners=False
+                )[0, 0].numpy()
+            if view.prior_work is not None:
+                logits = logits + view.prior_work
+            same = logits > 0 if click.positive else logits <= 0
+            r = min(max(round((click.y + 0.5) * view.scale - 0.5), 0), view.work_rc[0] - 1)
+            c = min(max(round((click.x + 0.5) * view.scale - 0.5), 0), view.work_rc[1] - 1)
+            labels, _ = ndi.label(same)
+            if labels[r, c] == 0:
+                return False
+            area = int((labels == labels[r, c]).sum())
+            return area >= np.pi * (k * self.loss_radius) ** 2
+
+    return ResponseGatedEngine(model, disk_confidence=0.0, **settings)
 
 
 def largest_share(mask: np.ndarray) -> float:
@@ -201,7 +242,6 @@ def main() -> None:
     import torch
     from tqdm.auto import tqdm
 
-    from workbench.interactive import RefinementEngine
     from workbench.models import load_click_segmenter
 
     torch.set_num_threads(1)
@@ -229,7 +269,7 @@ def main() -> None:
         if not views:
             continue
         for variant in names:
-            engine = RefinementEngine(model, **VARIANTS[variant])
+            engine = make_engine(model, VARIANTS[variant])
             start = time.process_time()
             runs, grown = run_variant(
                 engine, tqdm(views, desc=f"{set_name} {variant}", leave=False), args.max_clicks

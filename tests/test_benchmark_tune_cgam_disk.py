@@ -14,14 +14,26 @@ def tune(load_benchmark):
 
 
 def test_every_variant_builds_an_engine(tune):
+    import numpy as np
+
     from workbench.interactive import RefinementEngine
     from workbench.models import ClickSegmenter
 
     model = ClickSegmenter(extra_channels=3, widths=(8, 16, 16), feature_channels=8)
-    engines = {name: RefinementEngine(model, **kw) for name, kw in tune.VARIANTS.items()}
+    engines = {name: tune.make_engine(model, kw) for name, kw in tune.VARIANTS.items()}
+    assert all(isinstance(e, RefinementEngine) for e in engines.values())
     assert engines["none"].method == "none" and engines["fixed"].adaptive_disk == 0.0
     assert engines["conf0"].disk_confidence == 0.0 and engines["stop2"].disk_stop == 2.0
     assert engines["from3"].disk_grow_from == 3 and engines["cgam"].disk_stop is None
+    # the response-gated variant runs clicks (its hook replaces the confidence test)
+    engine = engines["resp2"]
+    rng = np.random.default_rng(0)
+    engine.set_view(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    engine.add_click(10, 10, True)
+    engine._view.history[-1].work_mask[:] = False
+    engine._view.history[-1].work_mask[5:8, 5:8] = True
+    engine.add_click(50, 50, True)
+    assert engine.last_disk_grown in (True, False)
 
 
 def test_summarize_pools_only_the_sets_every_variant_has(tune, tmp_path):
