@@ -1302,7 +1302,6 @@ class RefinementEngine:
             c = min(max(round(cx), 0), ww - 1)
             logit += float(view.prior_work[r, c])
         sign = 1.0 if click.positive else -1.0
-        self.last_click_logit = sign * logit
         return sign * logit >= self.disk_confidence
 
     def _stopped_radius(self, view: _View, click: Click, features, guide) -> float:
