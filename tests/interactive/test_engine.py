@@ -205,6 +205,94 @@ def test_loss_disk_grows_with_the_wrong_region_and_keeps_clear_of_other_clicks(b
     assert len(engine._view.loss_radii) == 3
 
 
+@pytest.mark.parametrize("confidence", [None, 0.0, 3.0, 1e6])
+def test_disk_confidence_keeps_the_small_disk_where_the_network_is_already_sure(
+    base_model, view, confidence
+):
+    """With ``disk_confidence`` a click whose pixel the network (having seen it) already
+    gives its label that confidently keeps the fixed disk; a threshold it does not reach,
+    or ``None``, lets the disk grow as before."""
+    image, gt = view
+    x, y = _centre(gt)
+    engine = RefinementEngine(base_model, method="cgam", steps=2, disk_confidence=confidence)
+    engine.set_view(image)
+    engine.add_click(x, y, True)
+    assert engine.last_disk_grown is None  # nothing positive before it: the small disk
+    # Pretend the mask after the first click is a speck in the corner: the second click,
+    # deep in the lesion the network has already found, looks far inside a missed region.
+    rr, cc = np.mgrid[: gt.shape[0], : gt.shape[1]]
+    engine._view.history[-1].work_mask = np.hypot(rr - 5, cc - 5) <= 3
+    x2, y2 = x, y + 14
+    assert gt[int(y2), int(x2)]
+    mask = engine.add_click(x2, y2, True)
+    assert mask[int(y2), int(x2)]
+    grown = engine._view.loss_radii[1]
+    if confidence is None or confidence > 100:
+        assert engine.last_disk_grown is True
+        assert grown == pytest.approx(0.8 * np.hypot(x2 - 5, y2 - 5) - 0.8 * 3, abs=2.0)
+    else:  # the network gives the lesion centre a clearly positive logit
+        assert engine.last_disk_grown is False
+        assert grown == engine.loss_radius
+    engine.undo()
+    assert len(engine._view.loss_radii) == 1
+
+
+def test_disk_stop_keeps_a_grown_disk_inside_what_the_network_outlined(base_model, view):
+    """With ``disk_stop`` a grown disk ends about where the network, having seen the click,
+    confidently gives the other label: at the lesion's edge, not 60 px out in the
+    background; without it (``None``) the disk grows to its full size."""
+    from scipy.ndimage import distance_transform_edt
+
+    image, gt = view
+    x, y = _centre(gt)
+    x2, y2 = x, y + 14
+    depth = distance_transform_edt(np.pad(gt, 1))[1:-1, 1:-1][int(y2), int(x2)]
+    rr, cc = np.mgrid[: gt.shape[0], : gt.shape[1]]
+    radii = {}
+    for stop in (None, 0.0):
+        engine = RefinementEngine(base_model, method="cgam", steps=2, disk_stop=stop)
+        engine.set_view(image)
+        engine.add_click(x, y, True)
+        engine._view.history[-1].work_mask = np.hypot(rr - 5, cc - 5) <= 3
+        engine.add_click(x2, y2, True)
+        assert engine.last_disk_grown is True
+        radii[stop] = engine._view.loss_radii[1]
+    assert radii[None] > 50
+    assert engine.loss_radius < radii[0.0] < radii[None]
+    assert abs(radii[0.0] - depth) < 6  # the network's outline is close to the lesion's
+
+
+def test_disk_grow_from_keeps_the_small_disk_for_the_first_clicks(base_model):
+    """With ``disk_grow_from=3`` the second click keeps the fixed disk where the default
+    grows it; the third click's disk grows."""
+    image = np.full((256, 256, 3), 200, np.uint8)
+    rr, cc = np.mgrid[:256, :256]
+    blob = np.hypot(rr - 40, cc - 40) <= 10
+    radii = {}
+    for start in (1, 3):
+        engine = RefinementEngine(base_model, method="cgam", steps=2, disk_grow_from=start)
+        engine.set_view(image)
+        engine._view.history[-1].work_mask[:] = False
+        engine.add_click(40, 40, True)
+        engine._view.history[-1].work_mask = blob
+        engine.add_click(40, 80, True)  # 30 px from the blob's edge
+        engine._view.history[-1].work_mask = blob
+        engine.add_click(120, 40, True)  # 70 px from it
+        radii[start] = engine._view.loss_radii
+    assert radii[1][1] == pytest.approx(0.8 * 30, abs=1.0)
+    assert radii[3][1] == RefinementEngine(base_model).loss_radius
+    assert radii[3][2] == pytest.approx(0.8 * 70, abs=1.0) == radii[1][2]
+    with pytest.raises(RefinementError, match="disk_grow_from"):
+        RefinementEngine(method="random_walker", disk_grow_from=0)
+
+
+def test_disk_confidence_and_stop_must_be_finite():
+    with pytest.raises(RefinementError, match="disk_confidence"):
+        RefinementEngine(method="random_walker", disk_confidence=float("nan"))
+    with pytest.raises(RefinementError, match="disk_stop"):
+        RefinementEngine(method="random_walker", disk_stop=float("inf"))
+
+
 def test_every_click_changes_the_mask_where_it_was_made(base_model):
     """The simulated user clicks an error pixel; each click must fix that pixel."""
     image, gt = lesion_view(224, seed=5)

@@ -262,6 +262,9 @@ class RefinementEngine:
         penalty_points: int = 768,
         adaptive_disk: float = 0.8,
         max_loss_radius: float = 64.0,
+        disk_confidence: float | None = None,
+        disk_stop: float | None = None,
+        disk_grow_from: int = 1,
         threads: int | None = 1,
         propagate: str = "one",
         similarity: float = 0.4,
@@ -283,6 +286,11 @@ class RefinementEngine:
         if threads is not None and (not isinstance(threads, int | np.integer) or threads < 1):
             raise RefinementError(f"threads must be a positive integer or None, got {threads!r}")
         self.threads = None if threads is None else int(threads)
+        for name, value in (("disk_confidence", disk_confidence), ("disk_stop", disk_stop)):
+            if value is not None and not np.isfinite(float(value)):
+                raise RefinementError(f"{name} must be a finite logit or None, got {value!r}")
+        if disk_grow_from < 1:
+            raise RefinementError(f"disk_grow_from must be >= 1, got {disk_grow_from}")
         if local_from < 1 or local_pad < 0:
             raise RefinementError(
                 f"local_from must be >= 1 and local_pad >= 0, got {local_from}, {local_pad}"
@@ -330,6 +338,10 @@ class RefinementEngine:
         self.last_steps: int = 0
         self.adaptive_disk = float(adaptive_disk)
         self.max_loss_radius = float(max_loss_radius)
+        self.disk_confidence = None if disk_confidence is None else float(disk_confidence)
+        self.disk_stop = None if disk_stop is None else float(disk_stop)
+        self.disk_grow_from = int(disk_grow_from)
+        self.last_disk_grown: bool | None = None
         self._adapter: dict | None = None  # torch tensors; None: the packaged behaviour
         self._adapted_images = 0
         self._memory: list = []  # adapt(memory=...): feature samples of recent outlines
@@ -1078,6 +1090,8 @@ class RefinementEngine:
         """
         if self.adaptive_disk <= 0 or self.method not in ("cgam", "fbrs"):
             return self.loss_radius
+        if len(self.clicks) < self.disk_grow_from:  # the click is already in self.clicks
+            return self.loss_radius
         prev = view.history[-1].work_mask
         same = prev if click.positive else ~prev
         if not same.any():
@@ -1224,6 +1238,17 @@ class RefinementEngine:
                 )
             )[None]
 
+        self.last_disk_grown = None
+        if self.module is not None and view.loss_radii and view.loss_radii[-1] > self.loss_radius:
+            self.last_disk_grown = True
+            if self.disk_confidence is not None and self._click_confident(
+                view, clicks[-1], features, guide
+            ):
+                view.loss_radii[-1] = self.loss_radius
+                self.last_disk_grown = False
+            elif self.disk_stop is not None:
+                view.loss_radii[-1] = self._stopped_radius(view, clicks[-1], features, guide)
+                self.last_disk_grown = view.loss_radii[-1] > self.loss_radius
         steps = 0
         if self.module is not None and n >= 2 and self.steps > 0:
             steps = self._optimise(view, clicks, features, guide)
@@ -1248,6 +1273,63 @@ class RefinementEngine:
             seconds=0.0,
             steps=steps,
         )
+
+    def _click_confident(self, view: _View, click: Click, features, guide) -> bool:
+        """Whether the network with the module as it stands gives ``click``'s pixel the
+        click's label with a logit of at least :attr:`disk_confidence` on its side."""
+        torch = self._torch
+        fh, fw = features.shape[2:]
+        hw, ww = view.work_rc
+        cx = (click.x + 0.5) * view.scale - 0.5
+        cy = (click.y + 0.5) * view.scale - 0.5
+        # Work pixel -> feature grid (bilinear, align_corners=False, clamped at the border).
+        u = float(np.clip((cx + 0.5) * fw / ww - 0.5, 0, fw - 1))
+        v = float(np.clip((cy + 0.5) * fh / hw - 0.5, 0, fh - 1))
+        j0, i0 = int(np.floor(u)), int(np.floor(v))
+        j1, i1 = min(j0 + 1, fw - 1), min(i0 + 1, fh - 1)
+        du, dv = u - j0, v - i0
+        idx = torch.tensor([i0 * fw + j0, i0 * fw + j1, i1 * fw + j0, i1 * fw + j1])
+        wgt = torch.tensor(
+            [(1 - dv) * (1 - du), (1 - dv) * du, dv * (1 - du), dv * du], dtype=torch.float32
+        )
+        flat = features[0].flatten(1).T[idx]
+        g = guide[0].flatten(1).T[idx] if guide is not None else None
+        with torch.no_grad():
+            theta = self.module.flat_parameters()
+            logit = float(wgt @ self._head_points(self.module.gate_points_flat(theta, flat, g)))
+        if view.prior_work is not None:
+            r = min(max(round(cy), 0), hw - 1)
+            c = min(max(round(cx), 0), ww - 1)
+            logit += float(view.prior_work[r, c])
+        sign = 1.0 if click.positive else -1.0
+        return sign * logit >= self.disk_confidence
+
+    def _stopped_radius(self, view: _View, click: Click, features, guide) -> float:
+        """The newest click's grown radius, cut short of the nearest working pixel the
+        network (module as it stands) gives the other label with logit >= ``disk_stop``."""
+        torch = self._torch
+        F = torch.nn.functional
+        radius = view.loss_radii[-1]
+        with torch.no_grad():
+            gated = features if self.module is None else self.module(features, guide)
+            low = self._head_map(gated)
+            logits = F.interpolate(low, size=view.work_rc, mode="bilinear", align_corners=False)
+        logits = logits[0, 0].numpy()
+        if view.prior_work is not None:
+            logits = logits + view.prior_work
+        hw, ww = view.work_rc
+        cx = round((click.x + 0.5) * view.scale - 0.5)
+        cy = round((click.y + 0.5) * view.scale - 0.5)
+        r = int(np.ceil(radius))
+        rows = slice(max(cy - r, 0), min(cy + r + 1, hw))
+        cols = slice(max(cx - r, 0), min(cx + r + 1, ww))
+        dy, dx = np.mgrid[rows, cols]
+        dist = np.hypot(dy - cy, dx - cx)
+        sign = 1.0 if click.positive else -1.0
+        against = (sign * logits[rows, cols] <= -self.disk_stop) & (dist <= radius)
+        if not against.any():
+            return radius
+        return float(np.clip(dist[against].min() - 1.0, self.loss_radius, radius))
 
     def _optimise(self, view: _View, clicks, features, guide) -> int:
         """Adam on the module's parameters (one flat vector, a hand-written update: a few
