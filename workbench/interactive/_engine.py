@@ -179,6 +179,19 @@ class RefinementEngine:
         ``locality_weight=0.3``) were chosen on the validation parts of the shared sets
         with a network that never saw a real pair; with the fixed disk the network alone
         already satisfied most clicks and the gate almost never ran.
+    disk_confidence
+        ``None`` (default) or a logit: the newest click's disk grows only when the network,
+        given the click, does *not* yet give the clicked pixel the click's label with at least
+        this logit on its side (else it keeps ``loss_radius``).
+    disk_stop
+        ``None`` (default) or a logit: a grown disk stops short of the nearest pixel the
+        network confidently (at least this logit) gives the other label.
+    disk_grow_from
+        Disks grow only from this click on (default 1: every click). The three were tried on
+        the val parts (``benchmarks/tune_cgam_disk.py``, ``tune_cgam_disk_val*.jsonl``): none
+        kept the grown disk's gain on unseen tissue while matching the fixed disk on tissue
+        the network knows, so all stay off; ``last_disk_grown`` says what happened to the
+        newest click's disk.
     gate_radius
         Decay length of the gate's soft click maps, as a fraction of the view's longest side.
     neighbourhood
