@@ -8,6 +8,9 @@ seed this script compares, in one run:
 
 - ``sew``: the self-calibrated model trained with the Cox loss (``SlideTrainer(kind="sew",
   target="survival")``);
+- ``sew_raise`` / ``sew_deviation``: the same with the focus back-calibrated on each crop's
+  detail risk (``risk_focus="raise"``: regions that raise the risk) or on its two-sided
+  deviation from the slide's median crop (``"deviation"``: regions that move it either way);
 - ``global``: GlobalOnly with the Cox loss (thumbnail graph only);
 - ``abmil``: tile ABMIL with the Cox loss (the STAMP-style peer: every tissue tile);
 - ``clinical``: a lifelines Cox model on the clinical table's covariates (grade, age);
@@ -22,7 +25,11 @@ slide (``--time-slides`` held-out slides per kind and seed). Focus: on held-out 
 (``--focus-slides`` per seed) the SEW focus regions found by ``tl.extract`` are checked against
 the slide's planted layout: the share whose centre lies in the lesion-boundary infiltrate band
 vs in the necrosis decoy, next to the same shares of all tissue regions (what a random pick
-would give); ABMIL's attention focus on its timed slides the same way.
+would give); ABMIL's attention focus on its timed slides the same way. SEW models also report
+the same shares on their inner validation patients (``focus_validation``, up to
+``--val-focus-slides`` per fold: training-side patients used only for early stopping, never a
+test fold), which is where the default ``risk_focus`` rule is chosen (the ``risk_focus_choice``
+summary line).
 
 Null cohorts (``--null-seeds``): the same slides with survival redrawn under ``null=True``
 (grade and infiltration effects removed; age kept), so nothing visible predicts it; the SEW
@@ -64,6 +71,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "prognostic.jsonl"
 CLINICAL_COVARIATES = ["grade", "age"]
 ORACLE_COVARIATES = ["grade", "infiltration_z", "age"]
 NETWORK_KINDS = ("sew", "global", "abmil")
+# SEW with an explicit focus rule for survival (``risk_focus``; ``sew`` is the model's default)
+SEW_VARIANTS = {"sew_raise": "raise", "sew_deviation": "deviation"}
+NETWORKS = (*NETWORK_KINDS, *SEW_VARIANTS)
 
 
 def emit(record: dict, out) -> None:
@@ -208,12 +218,15 @@ def cox_risk(table, covariates, train_idx, test_idx) -> np.ndarray:
 
 
 def train_network(kind, cohort, test_ids, seed, args):
-    """A survival network of ``kind`` trained on every slide but ``test_ids`` (early stopping
-    on an inner ``args.validation`` of the training patients); its held-out slide risks."""
+    """A survival network of ``kind`` (a kind or a :data:`SEW_VARIANTS` name) trained on every
+    slide but ``test_ids`` (early stopping on an inner ``args.validation`` of the training
+    patients); its held-out slide risks."""
     from workbench.models import predict_samples
 
     trainer_cls = cached_trainer_class()
     kw = {"max_tiles": args.max_tiles} if kind == "abmil" else {}
+    if kind in SEW_VARIANTS:
+        kind, kw = "sew", {"model_kwargs": {"risk_focus": SEW_VARIANTS[kind]}}
     tr = trainer_cls(
         kind=kind, target="survival", validation=args.validation, epochs=args.epochs,
         patience=args.patience, lr=args.lr, seed=seed, use_annotations=False,
@@ -252,6 +265,8 @@ def cross_validate(cohort, table, models, seed, args, *, lays=None, tag="planted
     seconds = {m: [] for m in models}
     extract_s = {m: [] for m in models}
     focus = {m: [] for m in models}
+    focus_val = {m: [] for m in models}
+    val_c = {m: [] for m in models}
     epochs = {m: [] for m in models}
     for f, (tr_idx, te_idx) in enumerate(folds, start=1):
         test_ids = [ids[i] for i in te_idx]
@@ -267,13 +282,18 @@ def cross_validate(cohort, table, models, seed, args, *, lays=None, tag="planted
                 if lays is not None:  # timing on fold 1; SEW focus spread over the folds
                     n_time = args.time_slides if f == 1 else 0
                     n_extract = n_time
-                    if m == "sew":
+                    if m.startswith("sew"):
                         n_extract = max(n_time, -(-args.focus_slides // len(folds)))
                     for j, sid in enumerate(test_ids[:n_extract]):
                         adata, wall, _ = timed_extract(tr.model_, cohort, sid)
                         if j < n_time:
                             extract_s[m].append(wall)
                         focus[m].append(focus_counts(adata, lays[sid]))
+                    if m.startswith("sew") and tr.validation_:  # where the rule is chosen
+                        val_c[m].append(tr.validation_["c_index"])
+                        for sid in tr.validation_["slides"][: args.val_focus_slides]:
+                            adata, _, _ = timed_extract(tr.model_, cohort, sid)
+                            focus_val[m].append(focus_counts(adata, lays[sid]))
             oof[m][te_idx] = risk
             per_fold[m].append(
                 survival_fold_figures(
@@ -314,7 +334,7 @@ def cross_validate(cohort, table, models, seed, args, *, lays=None, tag="planted
             "fold_uno_c": [_r(p["uno_c"]) for p in per_fold[m]],
             "fold_uno_c_ci": [_r(p["uno_c_ci"]) for p in per_fold[m]],
         }
-        if m in NETWORK_KINDS:
+        if m in NETWORKS:
             rec["epochs"] = epochs[m]
             rec["train_seconds"] = _r(sum(seconds[m]), 1)
             if extract_s[m]:
@@ -322,6 +342,9 @@ def cross_validate(cohort, table, models, seed, args, *, lays=None, tag="planted
                 rec["extract_slides_timed"] = len(extract_s[m])
             if focus[m]:
                 rec["focus"] = focus_record(focus[m])
+            if focus_val[m]:
+                rec["focus_validation"] = focus_record(focus_val[m])
+                rec["validation_harrell_c"] = _r(val_c[m])
         emit(rec, out)
         lines.append(rec)
     return lines
@@ -403,6 +426,66 @@ def mosaic_benchmark(args, out) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- summary
+def pooled_focus(foc: list[dict]) -> dict:
+    """Focus shares pooled over seeds (weighted by focus regions); chance as the seeds' mean."""
+    n = sum(f["n_focus"] for f in foc)
+
+    def pooled(key):
+        return _r(sum((f[key] or 0) * f["n_focus"] for f in foc) / n) if n else None
+
+    return {
+        "n_slides": sum(f["n_slides"] for f in foc),
+        "n_focus": n,
+        "focus_on_boundary": pooled("focus_on_boundary"),
+        "focus_on_decoy": pooled("focus_on_decoy"),
+        "chance_on_boundary": _r(np.mean([f["chance_on_boundary"] for f in foc])),
+        "chance_on_decoy": _r(np.mean([f["chance_on_decoy"] for f in foc])),
+    }
+
+
+def risk_focus_choice(lines: list[dict]) -> dict | None:
+    """The ``risk_focus`` rule chosen on the validation patients: the highest share of focus on
+    the boundary band minus the share on the decoy, next to the rules' test-fold figures."""
+    got = {
+        m: x
+        for x in lines
+        for m, rule in SEW_VARIANTS.items()
+        if x.get("summary") == "planted" and x.get("model") == m and x.get("focus_validation")
+    }
+    if len(got) < 2:
+        return None
+
+    def score(x):
+        f = x["focus_validation"]
+        return (f["focus_on_boundary"] or 0) - (f["focus_on_decoy"] or 0)
+
+    best = max(got, key=lambda m: score(got[m]))
+    return {
+        "bench": "prognostic",
+        "summary": "risk_focus_choice",
+        "chosen_on": "inner validation patients (never a test fold)",
+        "chosen": SEW_VARIANTS[best],
+        "validation": {
+            SEW_VARIANTS[m]: {
+                "focus_on_boundary": x["focus_validation"]["focus_on_boundary"],
+                "focus_on_decoy": x["focus_validation"]["focus_on_decoy"],
+                "chance_on_boundary": x["focus_validation"]["chance_on_boundary"],
+                "harrell_c": x.get("validation_harrell_c_mean"),
+            }
+            for m, x in got.items()
+        },
+        "test": {
+            SEW_VARIANTS[m]: {
+                "focus_on_boundary": (x.get("focus") or {}).get("focus_on_boundary"),
+                "focus_on_decoy": (x.get("focus") or {}).get("focus_on_decoy"),
+                "harrell_c": x["harrell_c_mean"],
+                "harrell_c_mean_of_folds": x["harrell_c_mean_of_folds_mean"],
+            }
+            for m, x in got.items()
+        },
+    }
+
+
 def summary(path: Path, out) -> list[dict]:
     """Mean +- SD over seeds per model, the targets, and the null count, from the results."""
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
@@ -410,7 +493,7 @@ def summary(path: Path, out) -> list[dict]:
     lines = []
     planted = [r for r in rows if r["cohort"] == "planted"]
     by_seed: dict[str, dict] = {}  # model -> seed -> (pooled C, mean of the folds' C)
-    for m in ("oracle", "clinical", *NETWORK_KINDS):
+    for m in ("oracle", "clinical", *NETWORKS):
         rs = {r["seed"]: r for r in planted if r["model"] == m}  # the last line of a seed
         if not rs:
             continue
@@ -434,32 +517,24 @@ def summary(path: Path, out) -> list[dict]:
         ext = [r["extract_seconds_per_slide"] for r in rs if r.get("extract_seconds_per_slide")]
         if ext:
             rec["extract_seconds_per_slide"] = _r(np.median(ext), 3)
-        foc = [r["focus"] for r in rs if r.get("focus")]
-        if foc:
-            n = sum(f["n_focus"] for f in foc)
-
-            def pooled(key, foc=foc, n=n):
-                return _r(sum((f[key] or 0) * f["n_focus"] for f in foc) / n) if n else None
-
-            rec["focus"] = {
-                "n_slides": sum(f["n_slides"] for f in foc),
-                "n_focus": n,
-                "focus_on_boundary": pooled("focus_on_boundary"),
-                "focus_on_decoy": pooled("focus_on_decoy"),
-                "chance_on_boundary": _r(np.mean([f["chance_on_boundary"] for f in foc])),
-                "chance_on_decoy": _r(np.mean([f["chance_on_decoy"] for f in foc])),
-            }
+        for key in ("focus", "focus_validation"):
+            foc = [r[key] for r in rs if r.get(key)]
+            if foc:
+                rec[key] = pooled_focus(foc)
+        vc = [c for r in rs for c in r.get("validation_harrell_c") or []]
+        if vc:
+            rec["validation_harrell_c_mean"] = _r(np.mean(vc))
         emit(rec, out)
         lines.append(rec)
-    if "sew" in by_seed:
+    for sm in [x for x in ("sew", *SEW_VARIANTS) if x in by_seed]:
         # Each comparison on the seeds both models have (pooled out-of-fold C; the mean of
         # the folds' C, which does not mix the folds' risk scales, in brackets).
-        rec = {"bench": "prognostic", "summary": "targets"}
+        rec = {"bench": "prognostic", "summary": "targets", "model": sm}
         for m in ("oracle", "clinical", "abmil", "global"):
-            seeds = sorted(set(by_seed["sew"]) & set(by_seed.get(m, {})))
+            seeds = sorted(set(by_seed[sm]) & set(by_seed.get(m, {})))
             if not seeds:
                 continue
-            sew = np.asarray([by_seed["sew"][k] for k in seeds], float)
+            sew = np.asarray([by_seed[sm][k] for k in seeds], float)
             other = np.asarray([by_seed[m][k] for k in seeds], float)
             rec[f"vs_{m}"] = {
                 "seeds": seeds,
@@ -478,11 +553,15 @@ def summary(path: Path, out) -> list[dict]:
             else:
                 rec[f"ahead_of_{m}"] = bool(sew[:, 0].mean() > other[:, 0].mean())
                 rec[f"ahead_of_{m}_mean_of_folds"] = bool(sew[:, 1].mean() > other[:, 1].mean())
-        sew = [x for x in lines if x["model"] == "sew" and "focus" in x]
+        sew = [x for x in lines if x.get("model") == sm and "focus" in x]
         if sew:
             f = sew[0]["focus"]
             rec["focus_on_boundary_at_least_0.8"] = bool((f["focus_on_boundary"] or 0) >= 0.8)
             rec["focus_on_decoy_at_most_0.1"] = bool((f["focus_on_decoy"] or 0) <= 0.1)
+        emit(rec, out)
+        lines.append(rec)
+    rec = risk_focus_choice(lines)
+    if rec is not None:
         emit(rec, out)
         lines.append(rec)
     mosaic = [r for r in rows if r["cohort"] == "mosaic"]
@@ -552,10 +631,12 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--validation", type=float, default=0.2, help="inner early-stopping share")
     p.add_argument("--max-tiles", type=int, default=64, help="tiles cached per slide (ABMIL)")
-    p.add_argument("--kinds", nargs="+", default=list(NETWORK_KINDS), choices=NETWORK_KINDS)
+    p.add_argument("--kinds", nargs="+", default=list(NETWORK_KINDS), choices=NETWORKS)
     p.add_argument("--no-cox", action="store_true", help="skip the clinical and oracle Cox")
     p.add_argument("--null-seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     p.add_argument("--focus-slides", type=int, default=20, help="SEW focus: held-out slides/seed")
+    p.add_argument("--val-focus-slides", type=int, default=6,
+                   help="SEW focus on inner validation patients: slides per fold")  # fmt: skip
     p.add_argument("--time-slides", type=int, default=3, help="extract timing: slides/kind/seed")
     p.add_argument("--n-boot", type=int, default=500)
     p.add_argument("--parts", nargs="+", default=["planted", "null", "summary"],

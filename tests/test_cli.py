@@ -194,6 +194,10 @@ def test_every_kind_trains_extracts_and_reports_from_the_command_line(
             ["--label", "grade", "--kind", "global", "--confirm-candidates", "6"],
             "--confirm-candidates is for --kind sew",
         ),  # fmt: skip
+        (
+            ["--label", "grade", "--risk-focus", "raise"],
+            "--risk-focus is for --survival with --kind sew",
+        ),  # fmt: skip
     ],
 )
 def test_train_command_explains_bad_inputs(tiny_cohort, tmp_path, capsys, extra, message):
@@ -212,6 +216,7 @@ def test_train_command_rejects_bad_option_values(tmp_path, capsys):
         (["--validation", "1.5"], "between 0 and 1"),
         (["--mpp", "S1=abc"], "mpp"),
         (["--kind", "vit"], "invalid choice: 'vit' (choose from 'sew', 'global', 'abmil')"),
+        (["--risk-focus", "up"], "invalid choice: 'up' (choose from 'deviation', 'raise')"),
     ):
         assert main([*base, *bad]) == 2
         err = capsys.readouterr().err

@@ -210,6 +210,10 @@ def _train(args: argparse.Namespace) -> int:
         if args.kind != "sew":
             raise OptionError("--confirm-candidates is for --kind sew (its detail branch)")
         model_kwargs = {"confirm_candidates": args.confirm_candidates}
+    if args.risk_focus is not None:
+        if args.survival is None or args.kind != "sew":
+            raise OptionError("--risk-focus is for --survival with --kind sew (its focus)")
+        model_kwargs = {**(model_kwargs or {}), "risk_focus": args.risk_focus}
     with _ProgressLines(args.no_progress):
         trainer = train_step(
             cohort,
@@ -568,6 +572,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="learn a Cox risk (higher = shorter survival) from these two "
                        "columns instead of a label: follow-up time, event 1 / censored 0 "
                        "(kinds sew, global and abmil)")  # fmt: skip
+    train.add_argument("--risk-focus", choices=["deviation", "raise"],
+                       help="--survival --kind sew: calibrate the focus on regions whose risk "
+                       "departs from the slide's typical region either way (deviation, the "
+                       "default) or only on regions that raise it (raise)")  # fmt: skip
     train.add_argument("--classes", help="class order, comma-separated (binary: last = positive)")
     train.add_argument("--annotations", type=_existing_folder("annotation folder"),
                        help="folder of per-slide GeoJSON annotations")  # fmt: skip

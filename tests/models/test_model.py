@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from workbench.models import (
@@ -53,3 +54,75 @@ def test_gradients_reach_every_branch(toy_slide):
         grads = [p.grad for p in getattr(model, name).parameters() if p.requires_grad]
         assert grads and all(g is not None for g in grads), name
         assert sum(float(g.abs().sum()) for g in grads) > 0, name
+
+
+# ---------------------------------------------------------------- survival focus (risk_focus)
+def test_two_sided_risk_answer_is_high_for_a_strongly_protective_crop():
+    """``risk_focus="deviation"``: a crop whose detail risk is far below the slide's typical
+    crop gets the highest answer (a protective region decides the risk too); ``"raise"``
+    gives it the lowest."""
+    from workbench.models._model import _risk_answer
+
+    risk = torch.tensor([0.1, -0.05, 0.0, 0.05, -3.0, 0.02])
+    two = _risk_answer(risk, "deviation")
+    raise_ = _risk_answer(risk, "raise")
+    assert int(two.argmax()) == 4 and float(two[4]) > 0.9
+    assert float(two.max(0).values) > 5 * float(two[:4].max())
+    assert int(raise_.argmin()) == 4 and float(raise_[4]) < 0.1
+    assert torch.allclose(raise_, torch.sigmoid(risk))
+    # a strongly harmful crop is found the same way, and a lone crop has nothing to depart from
+    assert float(_risk_answer(-risk, "deviation")[4]) == float(two[4])
+    assert float(_risk_answer(torch.tensor([2.5]), "deviation")[0]) == 0.0
+    assert ((two >= 0) & (two < 1)).all()
+
+
+def test_risk_focus_is_stored_and_round_trips_a_checkpoint(tmp_path):
+    from workbench.models import load_checkpoint, save_checkpoint
+
+    assert _model(n_classes=1).config["risk_focus"] == "deviation"  # the default
+    model = _model(n_classes=1, risk_focus="raise")
+    assert model.config["risk_focus"] == "raise"
+    save_checkpoint(model, tmp_path / "m")
+    loaded = load_checkpoint(tmp_path / "m")
+    assert loaded.config["risk_focus"] == "raise" and loaded.predicts_risk
+
+
+@pytest.mark.parametrize("bad", ["up", "", None, 1, "Deviation"])
+def test_bad_risk_focus_is_refused(bad):
+    from workbench import OptionError
+
+    with pytest.raises(OptionError, match="risk_focus must be one of"):
+        _model(n_classes=1, risk_focus=bad)
+
+
+@pytest.mark.parametrize("rule", ["deviation", "raise"])
+def test_survival_focus_is_calibrated_on_the_chosen_rule(rule, toy_slide):
+    """The back-calibration term of a survival model's training step is the binary KL of the
+    focus logits of the magnified crops to the rule's answer on their detail risks."""
+    from workbench.models import SlideSample, binary_kl, curriculum_weights
+    from workbench.models._model import _risk_answer
+    from workbench.models._protocol import StepContext, to_float_image
+
+    torch.manual_seed(0)
+    x, ei = toy_slide()
+    crops = torch.randint(0, 255, (5, 3, 16, 16), dtype=torch.uint8)
+    nodes = torch.tensor([0, 7, 14, 21, 35])
+    sample = SlideSample(features=x, edge_index=ei, label=0, crops=crops, crop_nodes=nodes)
+    model = _model(n_classes=1, top_k=2, risk_focus=rule).eval()
+    with torch.no_grad():  # make the crops' detail risks differ clearly
+        model.detail_classifier.weight.mul_(20.0)
+    ctx = StepContext(
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+        weights=curriculum_weights(9, 10),
+        slide_loss=lambda logits, label: logits.sum() * 0.0,
+        images=lambda t: to_float_image(t, torch.device("cpu")),
+    )
+    _, parts, _ = model.training_step(sample, ctx)
+    with torch.no_grad():
+        focus = model.forward_global(x, ei)["focus_logits"][nodes]
+        risk = model.detail_classifier(model.detail(crops.float() / 255)["embedding"])[:, 0]
+        want = binary_kl(focus, _risk_answer(risk, rule))
+        other = binary_kl(focus, _risk_answer(risk, {"raise": "deviation"}.get(rule, "raise")))
+    assert float(parts["calibration"].detach()) == pytest.approx(float(want), rel=1e-5)
+    assert abs(float(parts["calibration"].detach()) - float(other)) > 1e-3

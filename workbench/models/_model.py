@@ -37,6 +37,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SelfCalibratedModel"]
 
+# How a survival model's focus is back-calibrated on its magnified crops (``risk_focus``).
+RISK_FOCUS_RULES = ("deviation", "raise")
+
+
+def _risk_answer(risk: torch.Tensor, rule: str) -> torch.Tensor:
+    """The magnified view's answer that a survival model's focus is calibrated on, per crop.
+
+    ``"raise"``: ``sigmoid(risk)``, high where a crop raises the risk. ``"deviation"``:
+    ``tanh(|risk - median|)`` over the slide's crops, high where a crop's risk departs from
+    the slide's typical crop in either direction (a protective region as much as a harmful
+    one); a difference of 1 in log hazard gives 0.76.
+    """
+    if rule == "raise":
+        return torch.sigmoid(risk)
+    ref = torch.quantile(risk.detach(), 0.5) if risk.numel() > 1 else risk.detach().mean()
+    return torch.tanh((risk - ref).abs())
+
 
 class SelfCalibratedModel(SlideModel):
     """Explainable slide classifier that looks closely only where it needs to.
@@ -57,7 +74,7 @@ class SelfCalibratedModel(SlideModel):
         Slide classes. ``1`` builds a survival model: the single output (global + detail) is
         a Cox risk score (higher = shorter survival), the detail branch's lesion answer is not
         trained from the (absent) class label, and the focus is back-calibrated on each focus
-        crop's detail risk (as ``sigmoid(risk)``); needs ``focus_target="detail"``.
+        crop's detail risk by the ``risk_focus`` rule; needs ``focus_target="detail"``.
     hidden
         Node token size.
     gcn_layers, transformer_layers, heads, dropout
@@ -109,6 +126,13 @@ class SelfCalibratedModel(SlideModel):
         focus predictor's own top ``top_k``. Costs ``confirm_candidates`` crops per slide
         instead of ``top_k``; training is unchanged. Can be changed on a trained model
         (``model.config["confirm_candidates"] = 12``).
+    risk_focus
+        Survival models only (``n_classes=1``): what the focus is back-calibrated on.
+        ``"deviation"`` (default): ``tanh(|r - median|)`` of each magnified crop's detail
+        risk ``r`` against the median over the slide's crops, so the focus goes to regions
+        that move the risk in either direction (a protective immune infiltrate as much as
+        high-grade tumour); ``"raise"``: ``sigmoid(r)``, only regions that raise the risk
+        (the rule before this option). Used in training only.
     """
 
     kind = "sew"
@@ -139,8 +163,13 @@ class SelfCalibratedModel(SlideModel):
         focus_target: str = "detail",
         lesion_mil: bool = True,
         confirm_candidates: int = 0,
+        risk_focus: str = "deviation",
     ) -> None:
         super().__init__()
+        if risk_focus not in RISK_FOCUS_RULES:
+            from workbench._errors import OptionError
+
+            raise OptionError(f"risk_focus must be one of {RISK_FOCUS_RULES}, got {risk_focus!r}")
         assert focus_target in FOCUS_TARGETS, f"focus_target must be one of {FOCUS_TARGETS}"
         assert n_classes >= 2 or focus_target == "detail", (
             "a survival model (n_classes=1) needs focus_target='detail'"
@@ -167,6 +196,7 @@ class SelfCalibratedModel(SlideModel):
             "focus_target": focus_target,
             "lesion_mil": bool(lesion_mil),
             "confirm_candidates": int(confirm_candidates),
+            "risk_focus": risk_focus,
         }
         self.global_branch = GlobalBranch(**{k: self.config[k] for k in GLOBAL_BRANCH_OPTIONS})
         self.focus = FocusPredictor(
@@ -466,11 +496,13 @@ class SelfCalibratedModel(SlideModel):
                 prob = det["lesion_prob"].clamp(1e-6, 1 - 1e-6)
                 parts["detail"] = mil_lesion_loss(torch.logit(prob), s.label)
             # The magnified view's answer the focus is calibrated on: the lesion probability
-            # or, for a survival model, sigmoid of each crop's detail risk (its share of the
-            # slide risk: the detail head is linear, so the mean over crops is the detail risk).
+            # or, for a survival model, each crop's detail risk (its share of the slide risk:
+            # the detail head is linear, so the mean over crops is the detail risk) by the
+            # risk_focus rule.
             answer = det["lesion_prob"]
             if self.predicts_risk:
-                answer = torch.sigmoid(self.detail_classifier(det["embedding"])[:, 0])
+                risk = self.detail_classifier(det["embedding"])[:, 0]
+                answer = _risk_answer(risk, self.config["risk_focus"])
             if kind == "detail":  # the focus learns the magnified view's lesion answer
                 seen = binary_kl(out["focus_logits"][crop_nodes], answer.detach())
                 parts["focus"] = parts["focus"] + seen if "focus" in parts else seen
