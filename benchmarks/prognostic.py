@@ -33,7 +33,9 @@ summary line).
 
 Null cohorts (``--null-seeds``): the same slides with survival redrawn under ``null=True``
 (grade and infiltration effects removed; age kept), so nothing visible predicts it; the SEW
-model's pooled out-of-fold C interval should cover 0.5 (count reported).
+model's pooled out-of-fold C interval should cover 0.5 (count reported). The networks
+(``--null-kinds``) are scored for focus there too: a focus that lands on the boundary band
+under the null as well says the band looks unusual, not that it decides survival.
 
 Slides are read once per process (a ``SlideTrainer`` whose ``_prepare`` serves every kind from
 one cache: crops for SEW, tiles for ABMIL, the region graph for all); the cached crop
@@ -596,22 +598,26 @@ def summary(path: Path, out) -> list[dict]:
             rec["at_least_20x_faster"] = bool(mtime["abmil"] / mtime["sew"] >= 20)
         emit(rec, out)
         lines.append(rec)
-    null = {}
-    for r in rows:
-        if r["cohort"] == "null" and r["model"] == "sew":
-            null[r["seed"]] = r
-    if null:
+    for m in NETWORKS:
+        null = {r["seed"]: r for r in rows if r["cohort"] == "null" and r["model"] == m}
+        if not null:
+            continue
         covered = [bool(r["covers_half"]) for r in null.values()]
         rec = {
             "bench": "prognostic",
             "summary": "null",
-            "model": "sew",
+            "model": m,
             "n_null_seeds": len(covered),
             "covers_half": int(sum(covered)),
             "share_covering": _r(sum(covered) / len(covered)),
             "target_share_at_least_0.95": bool(sum(covered) / len(covered) >= 0.95),
             "harrell_c_by_seed": [null[k]["harrell_c"] for k in sorted(null)],
         }
+        # where the focus goes when nothing visible predicts survival (the same slides)
+        for key in ("focus", "focus_validation"):
+            foc = [r[key] for r in null.values() if r.get(key)]
+            if foc:
+                rec[key] = pooled_focus(foc)
         emit(rec, out)
         lines.append(rec)
     return lines
@@ -634,6 +640,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--kinds", nargs="+", default=list(NETWORK_KINDS), choices=NETWORKS)
     p.add_argument("--no-cox", action="store_true", help="skip the clinical and oracle Cox")
     p.add_argument("--null-seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
+    p.add_argument("--null-kinds", nargs="+", default=["sew"], choices=NETWORKS,
+                   help="networks trained on the null cohorts")  # fmt: skip
     p.add_argument("--focus-slides", type=int, default=20, help="SEW focus: held-out slides/seed")
     p.add_argument("--val-focus-slides", type=int, default=6,
                    help="SEW focus on inner validation patients: slides per fold")  # fmt: skip
@@ -680,9 +688,9 @@ def main(argv=None) -> list[dict]:
             for seed in args.null_seeds:
                 table = null_table(cohort, seed)
                 null_cohort = cohort_with(cohort, table)
-                models = ([] if args.no_cox else ["clinical"]) + ["sew"]
+                models = ([] if args.no_cox else ["clinical"]) + list(args.null_kinds)
                 lines += cross_validate(null_cohort, table, models, seed, args, tag="null",
-                                        out=out)  # fmt: skip
+                                        lays=layouts(cohort), out=out)  # fmt: skip
         if "mosaic" in args.parts:
             lines += mosaic_benchmark(args, out)
     if "summary" in args.parts:
