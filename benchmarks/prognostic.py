@@ -8,9 +8,10 @@ seed this script compares, in one run:
 
 - ``sew``: the self-calibrated model trained with the Cox loss (``SlideTrainer(kind="sew",
   target="survival")``);
-- ``sew_raise`` / ``sew_deviation``: the same with the focus back-calibrated on each crop's
-  detail risk (``risk_focus="raise"``: regions that raise the risk) or on its two-sided
-  deviation from the slide's median crop (``"deviation"``: regions that move it either way);
+- ``sew_raise`` / ``sew_two_sided``: the same with an explicit focus rule
+  (``risk_focus="raise"``: the focus learns each crop's detail risk and picks the regions that
+  raise it most; ``"two-sided"``: it learns the crop's risk relative to the slide's median crop
+  and picks the regions that depart most from the slide's typical region, either way);
 - ``global``: GlobalOnly with the Cox loss (thumbnail graph only);
 - ``abmil``: tile ABMIL with the Cox loss (the STAMP-style peer: every tissue tile);
 - ``clinical``: a lifelines Cox model on the clinical table's covariates (grade, age);
@@ -74,7 +75,7 @@ CLINICAL_COVARIATES = ["grade", "age"]
 ORACLE_COVARIATES = ["grade", "infiltration_z", "age"]
 NETWORK_KINDS = ("sew", "global", "abmil")
 # SEW with an explicit focus rule for survival (``risk_focus``; ``sew`` is the model's default)
-SEW_VARIANTS = {"sew_raise": "raise", "sew_deviation": "deviation"}
+SEW_VARIANTS = {"sew_raise": "raise", "sew_two_sided": "two-sided"}
 NETWORKS = (*NETWORK_KINDS, *SEW_VARIANTS)
 
 

@@ -111,27 +111,27 @@ def test_risk_focus_rule_is_chosen_on_validation_focus_and_null_focus_is_summari
     rows = []
     for seed in (0, 1):
         for model, val, test in (("sew_raise", (0.3, 0.0), (0.9, 0.0)),
-                                 ("sew_deviation", (0.7, 0.1), (0.5, 0.0))):  # fmt: skip
+                                 ("sew_two_sided", (0.7, 0.1), (0.5, 0.0))):  # fmt: skip
             rows.append({"bench": "prognostic", "cohort": "planted", "model": model, "seed": seed,
                          "harrell_c": 0.6, "harrell_c_ci": [0.5, 0.7],
                          "harrell_c_mean_of_folds": 0.65, "uno_c_mean_of_folds": 0.64,
                          "focus": _focus(*test), "focus_validation": _focus(*val),
                          "validation_harrell_c": [0.6, 0.7]})  # fmt: skip
-        rows.append({"bench": "prognostic", "cohort": "null", "model": "sew_deviation",
+        rows.append({"bench": "prognostic", "cohort": "null", "model": "sew_two_sided",
                      "seed": seed, "harrell_c": 0.5, "harrell_c_ci": [0.4, 0.6],
                      "covers_half": seed == 0, "focus": _focus(0.6, 0.0, n=4)})  # fmt: skip
     path = tmp_path / "r.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     lines = prognostic.summary(path, None)
     choice = [x for x in lines if x.get("summary") == "risk_focus_choice"]
-    assert len(choice) == 1 and choice[0]["chosen"] == "deviation"
+    assert len(choice) == 1 and choice[0]["chosen"] == "two-sided"
     assert choice[0]["validation"]["raise"]["focus_on_boundary"] == 0.3
     assert choice[0]["test"]["raise"]["focus_on_boundary"] == 0.9
-    assert choice[0]["validation"]["deviation"]["harrell_c"] == 0.65
+    assert choice[0]["validation"]["two-sided"]["harrell_c"] == 0.65
     null = [x for x in lines if x.get("summary") == "null"]
-    assert [x["model"] for x in null] == ["sew_deviation"]
+    assert [x["model"] for x in null] == ["sew_two_sided"]
     assert null[0]["covers_half"] == 1 and null[0]["focus"]["n_focus"] == 8
     assert null[0]["focus"]["focus_on_boundary"] == 0.6
     targets = {x["model"]: x for x in lines if x.get("summary") == "targets"}
-    assert set(targets) == {"sew_raise", "sew_deviation"}
+    assert set(targets) == {"sew_raise", "sew_two_sided"}
     assert targets["sew_raise"]["focus_on_boundary_at_least_0.8"]  # 0.9 on the test folds

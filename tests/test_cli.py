@@ -216,7 +216,7 @@ def test_train_command_rejects_bad_option_values(tmp_path, capsys):
         (["--validation", "1.5"], "between 0 and 1"),
         (["--mpp", "S1=abc"], "mpp"),
         (["--kind", "vit"], "invalid choice: 'vit' (choose from 'sew', 'global', 'abmil')"),
-        (["--risk-focus", "up"], "invalid choice: 'up' (choose from 'deviation', 'raise')"),
+        (["--risk-focus", "up"], "invalid choice: 'up' (choose from 'two-sided', 'raise')"),
     ):
         assert main([*base, *bad]) == 2
         err = capsys.readouterr().err

@@ -37,22 +37,33 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SelfCalibratedModel"]
 
-# How a survival model's focus is back-calibrated on its magnified crops (``risk_focus``).
-RISK_FOCUS_RULES = ("deviation", "raise")
+# How a survival model's focus is calibrated and chosen (``risk_focus``).
+RISK_FOCUS_RULES = ("two-sided", "raise")
+
+
+def _median(x: torch.Tensor) -> torch.Tensor:
+    """The median of a 1-d tensor (mean of the two middle values), without gradient."""
+    x = x.detach().reshape(-1).float()
+    return torch.quantile(x, 0.5) if x.numel() > 1 else x.mean()
 
 
 def _risk_answer(risk: torch.Tensor, rule: str) -> torch.Tensor:
     """The magnified view's answer that a survival model's focus is calibrated on, per crop.
 
-    ``"raise"``: ``sigmoid(risk)``, high where a crop raises the risk. ``"deviation"``:
-    ``tanh(|risk - median|)`` over the slide's crops, high where a crop's risk departs from
-    the slide's typical crop in either direction (a protective region as much as a harmful
-    one); a difference of 1 in log hazard gives 0.76.
+    ``"raise"``: ``sigmoid(risk)``. ``"two-sided"``: ``sigmoid(risk - median)`` over the
+    slide's crops, the crop's risk relative to the slide's typical crop (0.5: typical; a
+    protective crop is near 0, a harmful one near 1); the focus is then chosen by its distance
+    from the slide's median score (:func:`_two_sided`).
     """
     if rule == "raise":
         return torch.sigmoid(risk)
-    ref = torch.quantile(risk.detach(), 0.5) if risk.numel() > 1 else risk.detach().mean()
-    return torch.tanh((risk - ref).abs())
+    return torch.sigmoid(risk - _median(risk).to(risk.dtype))
+
+
+def _two_sided(scores: torch.Tensor) -> torch.Tensor:
+    """``|score - median score|``: how far each region's relative risk departs from the
+    slide's typical region, in either direction (what a two-sided focus is chosen by)."""
+    return (scores - _median(scores).to(scores.dtype)).abs()
 
 
 class SelfCalibratedModel(SlideModel):
@@ -74,7 +85,8 @@ class SelfCalibratedModel(SlideModel):
         Slide classes. ``1`` builds a survival model: the single output (global + detail) is
         a Cox risk score (higher = shorter survival), the detail branch's lesion answer is not
         trained from the (absent) class label, and the focus is back-calibrated on each focus
-        crop's detail risk by the ``risk_focus`` rule; needs ``focus_target="detail"``.
+        crop's detail risk and chosen by the ``risk_focus`` rule; needs
+        ``focus_target="detail"``.
     hidden
         Node token size.
     gcn_layers, transformer_layers, heads, dropout
@@ -127,12 +139,14 @@ class SelfCalibratedModel(SlideModel):
         instead of ``top_k``; training is unchanged. Can be changed on a trained model
         (``model.config["confirm_candidates"] = 12``).
     risk_focus
-        Survival models only (``n_classes=1``): what the focus is back-calibrated on.
-        ``"deviation"`` (default): ``tanh(|r - median|)`` of each magnified crop's detail
-        risk ``r`` against the median over the slide's crops, so the focus goes to regions
-        that move the risk in either direction (a protective immune infiltrate as much as
-        high-grade tumour); ``"raise"``: ``sigmoid(r)``, only regions that raise the risk
-        (the rule before this option). Used in training only.
+        Survival models only (``n_classes=1``): how the focus is calibrated and chosen.
+        ``"two-sided"`` (default): the focus predictor learns ``sigmoid(r - median)``, each
+        magnified crop's detail risk ``r`` relative to the median over the slide's crops (its
+        scores stay a signed relative risk: above 0.5 raises the risk, below lowers it), and
+        the focus regions are those whose score departs most from the slide's median score
+        in *either* direction (a protective immune infiltrate as much as high-grade tumour).
+        ``"raise"``: the focus learns ``sigmoid(r)`` and the top scores are chosen, i.e. only
+        regions that raise the risk (the rule before this option).
     """
 
     kind = "sew"
@@ -163,7 +177,7 @@ class SelfCalibratedModel(SlideModel):
         focus_target: str = "detail",
         lesion_mil: bool = True,
         confirm_candidates: int = 0,
-        risk_focus: str = "deviation",
+        risk_focus: str = "two-sided",
     ) -> None:
         super().__init__()
         if risk_focus not in RISK_FOCUS_RULES:
@@ -261,12 +275,13 @@ class SelfCalibratedModel(SlideModel):
         k: int | None = None,
         candidates: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Indices of the focus regions (graph NMS over the focus scores).
+        """Indices of the focus regions (graph NMS over the focus scores; for a survival
+        model with ``risk_focus="two-sided"`` over their distance from the median score).
 
         Parameters
         ----------
         focus_scores
-            ``(N,)`` focus scores.
+            ``(N,)`` focus scores of every region of the slide.
         edge_index
             ``(2, E)`` region adjacency.
         k
@@ -279,6 +294,8 @@ class SelfCalibratedModel(SlideModel):
         torch.Tensor
             ``(K,)`` long node indices of the focus regions.
         """
+        if self.predicts_risk and self.config.get("risk_focus") == "two-sided":
+            focus_scores = _two_sided(focus_scores)  # extreme relative risk, either way
         return self.focus.select(focus_scores, edge_index, k=k, candidates=candidates)
 
     def forward_detail(
