@@ -107,6 +107,7 @@ def _r(v, nd: int = 4):
 
 # --------------------------------------------------------------------------- slides, once
 _CACHE: dict = {}  # slide file -> its SlideSample; "__settings__" -> the reading settings
+READ_TILES = {"on": True}  # read every slide's tiles too (only an ABMIL run needs them)
 
 
 def _key(cohort, sid: str) -> str:
@@ -129,7 +130,7 @@ def cached_trainer_class():
                     dict.fromkeys(missing, 0),
                     settings=settings,
                     use_annotations=self.use_annotations,
-                    tiles=True,  # every kind is served from one read: tiles for ABMIL
+                    tiles=READ_TILES["on"],  # every kind is served from one read
                     n_candidates=self.n_candidates,
                     max_tiles=self.max_tiles,
                     encoder=None,
@@ -667,6 +668,7 @@ def main(argv=None) -> list[dict]:
     warnings.filterwarnings("ignore", category=UserWarning)
     size = tuple(int(v) for v in args.size.split(",")) if "," in args.size else args.size
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    READ_TILES["on"] = "abmil" in {*args.kinds, *args.mosaic_kinds, *args.null_kinds}
     lines: list[dict] = []
     with open(args.out, "a") as out:
         if "planted" in args.parts or "null" in args.parts:
