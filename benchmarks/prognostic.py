@@ -45,7 +45,12 @@ candidates and tile subsets are those of model seed 0.
 The recorded run (``benchmarks/results/prognostic.jsonl``, three processes on the shared 2-core
 machine, about 60 min): ``--parts planted --kinds sew global`` and ``--parts planted --kinds
 abmil --no-cox`` (stopped after seed 0: 36 min of training per seed), ``--parts null --epochs
-4``, ``--parts mosaic --mosaic-n 30 --seeds 0 --epochs 4``, then ``--parts summary``.
+4``, ``--parts mosaic --mosaic-n 30 --seeds 0 --epochs 4``, then ``--parts summary``. The focus
+rules (``risk_focus``), one process per seed, then ``--parts summary``::
+
+    --kinds sew_raise sew_two_sided --epochs 6 --focus-slides 12 --val-focus-slides 4 \
+        --time-slides 1 --n-boot 300 --parts planted --seeds S
+    --null-kinds sew_two_sided sew_raise (same options) --parts null --null-seeds S
 
 Prints JSON lines and appends them to ``benchmarks/results/prognostic.jsonl`` (``--out``);
 ``--parts summary`` reads that file back and adds the summary lines (mean +- SD over seeds,
