@@ -30,7 +30,7 @@ would give); ABMIL's attention focus on its timed slides the same way. SEW model
 the same shares on their inner validation patients (``focus_validation``, up to
 ``--val-focus-slides`` per fold: training-side patients used only for early stopping, never a
 test fold), which is where the default ``risk_focus`` rule is chosen (the ``risk_focus_choice``
-summary line).
+summary line: the best-placed focus among the rules that lose at most 0.02 of validation C).
 
 Null cohorts (``--null-seeds``): the same slides with survival redrawn under ``null=True``
 (grade and infiltration effects removed; age kept), so nothing visible predicts it; the SEW
@@ -452,9 +452,14 @@ def pooled_focus(foc: list[dict]) -> dict:
     }
 
 
+C_TOLERANCE = 0.02  # a focus rule may cost at most this much validation C
+
+
 def risk_focus_choice(lines: list[dict]) -> dict | None:
     """The ``risk_focus`` rule chosen on the validation patients: the highest share of focus on
-    the boundary band minus the share on the decoy, next to the rules' test-fold figures."""
+    the boundary band minus the share on the decoy among the rules whose validation C is within
+    :data:`C_TOLERANCE` of the best (a better-placed focus is not worth a worse model), next to
+    the rules' test-fold figures."""
     got = {
         m: x
         for x in lines
@@ -468,11 +473,18 @@ def risk_focus_choice(lines: list[dict]) -> dict | None:
         f = x["focus_validation"]
         return (f["focus_on_boundary"] or 0) - (f["focus_on_decoy"] or 0)
 
-    best = max(got, key=lambda m: score(got[m]))
+    by_focus = max(got, key=lambda m: score(got[m]))
+    val_c = {m: x.get("validation_harrell_c_mean") or 0.0 for m, x in got.items()}
+    by_c = max(got, key=lambda m: val_c[m])
+    ok = [m for m in got if val_c[m] >= val_c[by_c] - C_TOLERANCE]
+    best = max(ok, key=lambda m: score(got[m]))
     return {
         "bench": "prognostic",
         "summary": "risk_focus_choice",
         "chosen_on": "inner validation patients (never a test fold)",
+        "rule": f"best focus (boundary - decoy) among rules within {C_TOLERANCE} of the best C",
+        "best_focus": SEW_VARIANTS[by_focus],
+        "best_c": SEW_VARIANTS[by_c],
         "chosen": SEW_VARIANTS[best],
         "validation": {
             SEW_VARIANTS[m]: {

@@ -125,6 +125,7 @@ def test_risk_focus_rule_is_chosen_on_validation_focus_and_null_focus_is_summari
     lines = prognostic.summary(path, None)
     choice = [x for x in lines if x.get("summary") == "risk_focus_choice"]
     assert len(choice) == 1 and choice[0]["chosen"] == "two-sided"
+    assert choice[0]["best_focus"] == "two-sided" and choice[0]["best_c"] in ("raise", "two-sided")
     assert choice[0]["validation"]["raise"]["focus_on_boundary"] == 0.3
     assert choice[0]["test"]["raise"]["focus_on_boundary"] == 0.9
     assert choice[0]["validation"]["two-sided"]["harrell_c"] == 0.65
@@ -135,3 +136,11 @@ def test_risk_focus_rule_is_chosen_on_validation_focus_and_null_focus_is_summari
     targets = {x["model"]: x for x in lines if x.get("summary") == "targets"}
     assert set(targets) == {"sew_raise", "sew_two_sided"}
     assert targets["sew_raise"]["focus_on_boundary_at_least_0.8"]  # 0.9 on the test folds
+    # a rule whose validation C is more than 0.02 below the best is not chosen for its focus
+    for r in rows:
+        if r.get("model") == "sew_two_sided" and r["cohort"] == "planted":
+            r["validation_harrell_c"] = [0.6, 0.62]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    choice = [x for x in prognostic.summary(path, None) if x.get("summary") == "risk_focus_choice"]
+    assert choice[0]["best_focus"] == "two-sided" and choice[0]["best_c"] == "raise"
+    assert choice[0]["chosen"] == "raise"

@@ -573,9 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "columns instead of a label: follow-up time, event 1 / censored 0 "
                        "(kinds sew, global and abmil)")  # fmt: skip
     train.add_argument("--risk-focus", choices=["two-sided", "raise"],
-                       help="--survival --kind sew: calibrate the focus on regions whose risk "
-                       "departs most from the slide's typical region either way (two-sided, the "
-                       "default) or only on regions that raise it (raise)")  # fmt: skip
+                       help="--survival --kind sew: focus on the regions that raise the risk "
+                       "most (raise, the default) or on those whose risk departs most from the "
+                       "slide's typical region either way (two-sided)")  # fmt: skip
     train.add_argument("--classes", help="class order, comma-separated (binary: last = positive)")
     train.add_argument("--annotations", type=_existing_folder("annotation folder"),
                        help="folder of per-slide GeoJSON annotations")  # fmt: skip

@@ -92,12 +92,12 @@ def test_survival_focus_selection_follows_the_rule(rule, first):
 def test_risk_focus_is_stored_and_round_trips_a_checkpoint(tmp_path):
     from workbench.models import load_checkpoint, save_checkpoint
 
-    assert _model(n_classes=1).config["risk_focus"] == "two-sided"  # the default
-    model = _model(n_classes=1, risk_focus="raise")
-    assert model.config["risk_focus"] == "raise"
+    assert _model(n_classes=1).config["risk_focus"] == "raise"  # the default
+    model = _model(n_classes=1, risk_focus="two-sided")
+    assert model.config["risk_focus"] == "two-sided"
     save_checkpoint(model, tmp_path / "m")
     loaded = load_checkpoint(tmp_path / "m")
-    assert loaded.config["risk_focus"] == "raise" and loaded.predicts_risk
+    assert loaded.config["risk_focus"] == "two-sided" and loaded.predicts_risk
 
 
 @pytest.mark.parametrize("bad", ["up", "", None, 1, "Two-sided", "deviation"])

@@ -278,10 +278,10 @@ def test_sew_survival_risk_focus_reaches_the_model_and_its_checkpoint(tmp_path):
     from workbench.models import load_checkpoint
 
     samples, time, event, _ = _planted(n=16, seed=2)
-    tr = _trainer(kind="sew", epochs=1, model_kwargs={**SMALL, "risk_focus": "raise"})
+    tr = _trainer(kind="sew", epochs=1, model_kwargs={**SMALL, "risk_focus": "two-sided"})
     tr.fit(samples=samples, survival=(time, event))
-    assert tr.model_.config["risk_focus"] == "raise"
-    assert load_checkpoint(tr.save(tmp_path / "m")).config["risk_focus"] == "raise"
+    assert tr.model_.config["risk_focus"] == "two-sided"
+    assert load_checkpoint(tr.save(tmp_path / "m")).config["risk_focus"] == "two-sided"
     with pytest.raises(OptionError, match="risk_focus must be one of"):
         _trainer(kind="sew", epochs=1, model_kwargs={**SMALL, "risk_focus": "down"}).fit(
             samples=samples, survival=(time, event)
