@@ -8,6 +8,10 @@ seed this script compares, in one run:
 
 - ``sew``: the self-calibrated model trained with the Cox loss (``SlideTrainer(kind="sew",
   target="survival")``);
+- ``sew_raise`` / ``sew_two_sided``: the same with an explicit focus rule
+  (``risk_focus="raise"``: the focus learns each crop's detail risk and picks the regions that
+  raise it most; ``"two-sided"``: it learns the crop's risk relative to the slide's median crop
+  and picks the regions that depart most from the slide's typical region, either way);
 - ``global``: GlobalOnly with the Cox loss (thumbnail graph only);
 - ``abmil``: tile ABMIL with the Cox loss (the STAMP-style peer: every tissue tile);
 - ``clinical``: a lifelines Cox model on the clinical table's covariates (grade, age);
@@ -22,11 +26,17 @@ slide (``--time-slides`` held-out slides per kind and seed). Focus: on held-out 
 (``--focus-slides`` per seed) the SEW focus regions found by ``tl.extract`` are checked against
 the slide's planted layout: the share whose centre lies in the lesion-boundary infiltrate band
 vs in the necrosis decoy, next to the same shares of all tissue regions (what a random pick
-would give); ABMIL's attention focus on its timed slides the same way.
+would give); ABMIL's attention focus on its timed slides the same way. SEW models also report
+the same shares on their inner validation patients (``focus_validation``, up to
+``--val-focus-slides`` per fold: training-side patients used only for early stopping, never a
+test fold), which is where the default ``risk_focus`` rule is chosen (the ``risk_focus_choice``
+summary line: the best-placed focus among the rules that lose at most 0.02 of validation C).
 
 Null cohorts (``--null-seeds``): the same slides with survival redrawn under ``null=True``
 (grade and infiltration effects removed; age kept), so nothing visible predicts it; the SEW
-model's pooled out-of-fold C interval should cover 0.5 (count reported).
+model's pooled out-of-fold C interval should cover 0.5 (count reported). The networks
+(``--null-kinds``) are scored for focus there too: a focus that lands on the boundary band
+under the null as well says the band looks unusual, not that it decides survival.
 
 Slides are read once per process (a ``SlideTrainer`` whose ``_prepare`` serves every kind from
 one cache: crops for SEW, tiles for ABMIL, the region graph for all); the cached crop
@@ -35,7 +45,12 @@ candidates and tile subsets are those of model seed 0.
 The recorded run (``benchmarks/results/prognostic.jsonl``, three processes on the shared 2-core
 machine, about 60 min): ``--parts planted --kinds sew global`` and ``--parts planted --kinds
 abmil --no-cox`` (stopped after seed 0: 36 min of training per seed), ``--parts null --epochs
-4``, ``--parts mosaic --mosaic-n 30 --seeds 0 --epochs 4``, then ``--parts summary``.
+4``, ``--parts mosaic --mosaic-n 30 --seeds 0 --epochs 4``, then ``--parts summary``. The focus
+rules (``risk_focus``), one process per seed, then ``--parts summary``::
+
+    --kinds sew_raise sew_two_sided --epochs 6 --focus-slides 12 --val-focus-slides 4 \
+        --time-slides 1 --n-boot 300 --parts planted --seeds S
+    --null-kinds sew_two_sided sew_raise (same options) --parts null --null-seeds S
 
 Prints JSON lines and appends them to ``benchmarks/results/prognostic.jsonl`` (``--out``);
 ``--parts summary`` reads that file back and adds the summary lines (mean +- SD over seeds,
@@ -64,6 +79,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "prognostic.jsonl"
 CLINICAL_COVARIATES = ["grade", "age"]
 ORACLE_COVARIATES = ["grade", "infiltration_z", "age"]
 NETWORK_KINDS = ("sew", "global", "abmil")
+# SEW with an explicit focus rule for survival (``risk_focus``; ``sew`` is the model's default)
+SEW_VARIANTS = {"sew_raise": "raise", "sew_two_sided": "two-sided"}
+NETWORKS = (*NETWORK_KINDS, *SEW_VARIANTS)
 
 
 def emit(record: dict, out) -> None:
@@ -94,6 +112,7 @@ def _r(v, nd: int = 4):
 
 # --------------------------------------------------------------------------- slides, once
 _CACHE: dict = {}  # slide file -> its SlideSample; "__settings__" -> the reading settings
+READ_TILES = {"on": True}  # read every slide's tiles too (only an ABMIL run needs them)
 
 
 def _key(cohort, sid: str) -> str:
@@ -116,7 +135,7 @@ def cached_trainer_class():
                     dict.fromkeys(missing, 0),
                     settings=settings,
                     use_annotations=self.use_annotations,
-                    tiles=True,  # every kind is served from one read: tiles for ABMIL
+                    tiles=READ_TILES["on"],  # every kind is served from one read
                     n_candidates=self.n_candidates,
                     max_tiles=self.max_tiles,
                     encoder=None,
@@ -208,12 +227,15 @@ def cox_risk(table, covariates, train_idx, test_idx) -> np.ndarray:
 
 
 def train_network(kind, cohort, test_ids, seed, args):
-    """A survival network of ``kind`` trained on every slide but ``test_ids`` (early stopping
-    on an inner ``args.validation`` of the training patients); its held-out slide risks."""
+    """A survival network of ``kind`` (a kind or a :data:`SEW_VARIANTS` name) trained on every
+    slide but ``test_ids`` (early stopping on an inner ``args.validation`` of the training
+    patients); its held-out slide risks."""
     from workbench.models import predict_samples
 
     trainer_cls = cached_trainer_class()
     kw = {"max_tiles": args.max_tiles} if kind == "abmil" else {}
+    if kind in SEW_VARIANTS:
+        kind, kw = "sew", {"model_kwargs": {"risk_focus": SEW_VARIANTS[kind]}}
     tr = trainer_cls(
         kind=kind, target="survival", validation=args.validation, epochs=args.epochs,
         patience=args.patience, lr=args.lr, seed=seed, use_annotations=False,
@@ -252,6 +274,8 @@ def cross_validate(cohort, table, models, seed, args, *, lays=None, tag="planted
     seconds = {m: [] for m in models}
     extract_s = {m: [] for m in models}
     focus = {m: [] for m in models}
+    focus_val = {m: [] for m in models}
+    val_c = {m: [] for m in models}
     epochs = {m: [] for m in models}
     for f, (tr_idx, te_idx) in enumerate(folds, start=1):
         test_ids = [ids[i] for i in te_idx]
@@ -267,13 +291,18 @@ def cross_validate(cohort, table, models, seed, args, *, lays=None, tag="planted
                 if lays is not None:  # timing on fold 1; SEW focus spread over the folds
                     n_time = args.time_slides if f == 1 else 0
                     n_extract = n_time
-                    if m == "sew":
+                    if m.startswith("sew"):
                         n_extract = max(n_time, -(-args.focus_slides // len(folds)))
                     for j, sid in enumerate(test_ids[:n_extract]):
                         adata, wall, _ = timed_extract(tr.model_, cohort, sid)
                         if j < n_time:
                             extract_s[m].append(wall)
                         focus[m].append(focus_counts(adata, lays[sid]))
+                    if m.startswith("sew") and tr.validation_:  # where the rule is chosen
+                        val_c[m].append(tr.validation_["c_index"])
+                        for sid in tr.validation_["slides"][: args.val_focus_slides]:
+                            adata, _, _ = timed_extract(tr.model_, cohort, sid)
+                            focus_val[m].append(focus_counts(adata, lays[sid]))
             oof[m][te_idx] = risk
             per_fold[m].append(
                 survival_fold_figures(
@@ -314,7 +343,7 @@ def cross_validate(cohort, table, models, seed, args, *, lays=None, tag="planted
             "fold_uno_c": [_r(p["uno_c"]) for p in per_fold[m]],
             "fold_uno_c_ci": [_r(p["uno_c_ci"]) for p in per_fold[m]],
         }
-        if m in NETWORK_KINDS:
+        if m in NETWORKS:
             rec["epochs"] = epochs[m]
             rec["train_seconds"] = _r(sum(seconds[m]), 1)
             if extract_s[m]:
@@ -322,6 +351,9 @@ def cross_validate(cohort, table, models, seed, args, *, lays=None, tag="planted
                 rec["extract_slides_timed"] = len(extract_s[m])
             if focus[m]:
                 rec["focus"] = focus_record(focus[m])
+            if focus_val[m]:
+                rec["focus_validation"] = focus_record(focus_val[m])
+                rec["validation_harrell_c"] = _r(val_c[m])
         emit(rec, out)
         lines.append(rec)
     return lines
@@ -403,6 +435,78 @@ def mosaic_benchmark(args, out) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- summary
+def pooled_focus(foc: list[dict]) -> dict:
+    """Focus shares pooled over seeds (weighted by focus regions); chance as the seeds' mean."""
+    n = sum(f["n_focus"] for f in foc)
+
+    def pooled(key):
+        return _r(sum((f[key] or 0) * f["n_focus"] for f in foc) / n) if n else None
+
+    return {
+        "n_slides": sum(f["n_slides"] for f in foc),
+        "n_focus": n,
+        "focus_on_boundary": pooled("focus_on_boundary"),
+        "focus_on_decoy": pooled("focus_on_decoy"),
+        "chance_on_boundary": _r(np.mean([f["chance_on_boundary"] for f in foc])),
+        "chance_on_decoy": _r(np.mean([f["chance_on_decoy"] for f in foc])),
+    }
+
+
+C_TOLERANCE = 0.02  # a focus rule may cost at most this much validation C
+
+
+def risk_focus_choice(lines: list[dict]) -> dict | None:
+    """The ``risk_focus`` rule chosen on the validation patients: the highest share of focus on
+    the boundary band minus the share on the decoy among the rules whose validation C is within
+    :data:`C_TOLERANCE` of the best (a better-placed focus is not worth a worse model), next to
+    the rules' test-fold figures."""
+    got = {
+        m: x
+        for x in lines
+        for m, rule in SEW_VARIANTS.items()
+        if x.get("summary") == "planted" and x.get("model") == m and x.get("focus_validation")
+    }
+    if len(got) < 2:
+        return None
+
+    def score(x):
+        f = x["focus_validation"]
+        return (f["focus_on_boundary"] or 0) - (f["focus_on_decoy"] or 0)
+
+    by_focus = max(got, key=lambda m: score(got[m]))
+    val_c = {m: x.get("validation_harrell_c_mean") or 0.0 for m, x in got.items()}
+    by_c = max(got, key=lambda m: val_c[m])
+    ok = [m for m in got if val_c[m] >= val_c[by_c] - C_TOLERANCE]
+    best = max(ok, key=lambda m: score(got[m]))
+    return {
+        "bench": "prognostic",
+        "summary": "risk_focus_choice",
+        "chosen_on": "inner validation patients (never a test fold)",
+        "rule": f"best focus (boundary - decoy) among rules within {C_TOLERANCE} of the best C",
+        "best_focus": SEW_VARIANTS[by_focus],
+        "best_c": SEW_VARIANTS[by_c],
+        "chosen": SEW_VARIANTS[best],
+        "validation": {
+            SEW_VARIANTS[m]: {
+                "focus_on_boundary": x["focus_validation"]["focus_on_boundary"],
+                "focus_on_decoy": x["focus_validation"]["focus_on_decoy"],
+                "chance_on_boundary": x["focus_validation"]["chance_on_boundary"],
+                "harrell_c": x.get("validation_harrell_c_mean"),
+            }
+            for m, x in got.items()
+        },
+        "test": {
+            SEW_VARIANTS[m]: {
+                "focus_on_boundary": (x.get("focus") or {}).get("focus_on_boundary"),
+                "focus_on_decoy": (x.get("focus") or {}).get("focus_on_decoy"),
+                "harrell_c": x["harrell_c_mean"],
+                "harrell_c_mean_of_folds": x["harrell_c_mean_of_folds_mean"],
+            }
+            for m, x in got.items()
+        },
+    }
+
+
 def summary(path: Path, out) -> list[dict]:
     """Mean +- SD over seeds per model, the targets, and the null count, from the results."""
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
@@ -410,7 +514,7 @@ def summary(path: Path, out) -> list[dict]:
     lines = []
     planted = [r for r in rows if r["cohort"] == "planted"]
     by_seed: dict[str, dict] = {}  # model -> seed -> (pooled C, mean of the folds' C)
-    for m in ("oracle", "clinical", *NETWORK_KINDS):
+    for m in ("oracle", "clinical", *NETWORKS):
         rs = {r["seed"]: r for r in planted if r["model"] == m}  # the last line of a seed
         if not rs:
             continue
@@ -434,32 +538,24 @@ def summary(path: Path, out) -> list[dict]:
         ext = [r["extract_seconds_per_slide"] for r in rs if r.get("extract_seconds_per_slide")]
         if ext:
             rec["extract_seconds_per_slide"] = _r(np.median(ext), 3)
-        foc = [r["focus"] for r in rs if r.get("focus")]
-        if foc:
-            n = sum(f["n_focus"] for f in foc)
-
-            def pooled(key, foc=foc, n=n):
-                return _r(sum((f[key] or 0) * f["n_focus"] for f in foc) / n) if n else None
-
-            rec["focus"] = {
-                "n_slides": sum(f["n_slides"] for f in foc),
-                "n_focus": n,
-                "focus_on_boundary": pooled("focus_on_boundary"),
-                "focus_on_decoy": pooled("focus_on_decoy"),
-                "chance_on_boundary": _r(np.mean([f["chance_on_boundary"] for f in foc])),
-                "chance_on_decoy": _r(np.mean([f["chance_on_decoy"] for f in foc])),
-            }
+        for key in ("focus", "focus_validation"):
+            foc = [r[key] for r in rs if r.get(key)]
+            if foc:
+                rec[key] = pooled_focus(foc)
+        vc = [c for r in rs for c in r.get("validation_harrell_c") or []]
+        if vc:
+            rec["validation_harrell_c_mean"] = _r(np.mean(vc))
         emit(rec, out)
         lines.append(rec)
-    if "sew" in by_seed:
+    for sm in [x for x in ("sew", *SEW_VARIANTS) if x in by_seed]:
         # Each comparison on the seeds both models have (pooled out-of-fold C; the mean of
         # the folds' C, which does not mix the folds' risk scales, in brackets).
-        rec = {"bench": "prognostic", "summary": "targets"}
+        rec = {"bench": "prognostic", "summary": "targets", "model": sm}
         for m in ("oracle", "clinical", "abmil", "global"):
-            seeds = sorted(set(by_seed["sew"]) & set(by_seed.get(m, {})))
+            seeds = sorted(set(by_seed[sm]) & set(by_seed.get(m, {})))
             if not seeds:
                 continue
-            sew = np.asarray([by_seed["sew"][k] for k in seeds], float)
+            sew = np.asarray([by_seed[sm][k] for k in seeds], float)
             other = np.asarray([by_seed[m][k] for k in seeds], float)
             rec[f"vs_{m}"] = {
                 "seeds": seeds,
@@ -478,11 +574,15 @@ def summary(path: Path, out) -> list[dict]:
             else:
                 rec[f"ahead_of_{m}"] = bool(sew[:, 0].mean() > other[:, 0].mean())
                 rec[f"ahead_of_{m}_mean_of_folds"] = bool(sew[:, 1].mean() > other[:, 1].mean())
-        sew = [x for x in lines if x["model"] == "sew" and "focus" in x]
+        sew = [x for x in lines if x.get("model") == sm and "focus" in x]
         if sew:
             f = sew[0]["focus"]
             rec["focus_on_boundary_at_least_0.8"] = bool((f["focus_on_boundary"] or 0) >= 0.8)
             rec["focus_on_decoy_at_most_0.1"] = bool((f["focus_on_decoy"] or 0) <= 0.1)
+        emit(rec, out)
+        lines.append(rec)
+    rec = risk_focus_choice(lines)
+    if rec is not None:
         emit(rec, out)
         lines.append(rec)
     mosaic = [r for r in rows if r["cohort"] == "mosaic"]
@@ -517,22 +617,26 @@ def summary(path: Path, out) -> list[dict]:
             rec["at_least_20x_faster"] = bool(mtime["abmil"] / mtime["sew"] >= 20)
         emit(rec, out)
         lines.append(rec)
-    null = {}
-    for r in rows:
-        if r["cohort"] == "null" and r["model"] == "sew":
-            null[r["seed"]] = r
-    if null:
+    for m in NETWORKS:
+        null = {r["seed"]: r for r in rows if r["cohort"] == "null" and r["model"] == m}
+        if not null:
+            continue
         covered = [bool(r["covers_half"]) for r in null.values()]
         rec = {
             "bench": "prognostic",
             "summary": "null",
-            "model": "sew",
+            "model": m,
             "n_null_seeds": len(covered),
             "covers_half": int(sum(covered)),
             "share_covering": _r(sum(covered) / len(covered)),
             "target_share_at_least_0.95": bool(sum(covered) / len(covered) >= 0.95),
             "harrell_c_by_seed": [null[k]["harrell_c"] for k in sorted(null)],
         }
+        # where the focus goes when nothing visible predicts survival (the same slides)
+        for key in ("focus", "focus_validation"):
+            foc = [r[key] for r in null.values() if r.get(key)]
+            if foc:
+                rec[key] = pooled_focus(foc)
         emit(rec, out)
         lines.append(rec)
     return lines
@@ -552,10 +656,14 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--validation", type=float, default=0.2, help="inner early-stopping share")
     p.add_argument("--max-tiles", type=int, default=64, help="tiles cached per slide (ABMIL)")
-    p.add_argument("--kinds", nargs="+", default=list(NETWORK_KINDS), choices=NETWORK_KINDS)
+    p.add_argument("--kinds", nargs="+", default=list(NETWORK_KINDS), choices=NETWORKS)
     p.add_argument("--no-cox", action="store_true", help="skip the clinical and oracle Cox")
     p.add_argument("--null-seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
+    p.add_argument("--null-kinds", nargs="+", default=["sew"], choices=NETWORKS,
+                   help="networks trained on the null cohorts")  # fmt: skip
     p.add_argument("--focus-slides", type=int, default=20, help="SEW focus: held-out slides/seed")
+    p.add_argument("--val-focus-slides", type=int, default=6,
+                   help="SEW focus on inner validation patients: slides per fold")  # fmt: skip
     p.add_argument("--time-slides", type=int, default=3, help="extract timing: slides/kind/seed")
     p.add_argument("--n-boot", type=int, default=500)
     p.add_argument("--parts", nargs="+", default=["planted", "null", "summary"],
@@ -577,6 +685,7 @@ def main(argv=None) -> list[dict]:
     warnings.filterwarnings("ignore", category=UserWarning)
     size = tuple(int(v) for v in args.size.split(",")) if "," in args.size else args.size
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    READ_TILES["on"] = "abmil" in {*args.kinds, *args.mosaic_kinds, *args.null_kinds}
     lines: list[dict] = []
     with open(args.out, "a") as out:
         if "planted" in args.parts or "null" in args.parts:
@@ -599,9 +708,9 @@ def main(argv=None) -> list[dict]:
             for seed in args.null_seeds:
                 table = null_table(cohort, seed)
                 null_cohort = cohort_with(cohort, table)
-                models = ([] if args.no_cox else ["clinical"]) + ["sew"]
+                models = ([] if args.no_cox else ["clinical"]) + list(args.null_kinds)
                 lines += cross_validate(null_cohort, table, models, seed, args, tag="null",
-                                        out=out)  # fmt: skip
+                                        lays=layouts(cohort), out=out)  # fmt: skip
         if "mosaic" in args.parts:
             lines += mosaic_benchmark(args, out)
     if "summary" in args.parts:

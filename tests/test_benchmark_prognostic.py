@@ -95,3 +95,52 @@ def test_tiny_mosaic_run_trains_on_one_side_and_tests_on_the_other(prognostic, r
     assert lines["sew"]["extract_seconds_per_slide"] > 0 and lines["abmil"]["epochs"] >= 1
     targets = [r for r in written if r.get("summary") == "mosaic_targets"]
     assert len(targets) == 1 and "abmil_over_sew_extract_time" in targets[0]
+
+
+def _focus(boundary, decoy, n=8):
+    return {"n_slides": 2, "n_focus": n, "focus_on_boundary": boundary, "focus_on_decoy": decoy,
+            "chance_on_boundary": 0.2, "chance_on_decoy": 0.03}  # fmt: skip
+
+
+def test_risk_focus_rule_is_chosen_on_validation_focus_and_null_focus_is_summarised(
+    prognostic, tmp_path
+):
+    """The summary chooses the ``risk_focus`` rule by the validation patients' focus (boundary
+    minus decoy), never by the test folds' (here the test figures would pick the other rule),
+    and reports where each network's focus lands on the null cohorts."""
+    rows = []
+    for seed in (0, 1):
+        for model, val, test in (("sew_raise", (0.3, 0.0), (0.9, 0.0)),
+                                 ("sew_two_sided", (0.7, 0.1), (0.5, 0.0))):  # fmt: skip
+            rows.append({"bench": "prognostic", "cohort": "planted", "model": model, "seed": seed,
+                         "harrell_c": 0.6, "harrell_c_ci": [0.5, 0.7],
+                         "harrell_c_mean_of_folds": 0.65, "uno_c_mean_of_folds": 0.64,
+                         "focus": _focus(*test), "focus_validation": _focus(*val),
+                         "validation_harrell_c": [0.6, 0.7]})  # fmt: skip
+        rows.append({"bench": "prognostic", "cohort": "null", "model": "sew_two_sided",
+                     "seed": seed, "harrell_c": 0.5, "harrell_c_ci": [0.4, 0.6],
+                     "covers_half": seed == 0, "focus": _focus(0.6, 0.0, n=4)})  # fmt: skip
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = prognostic.summary(path, None)
+    choice = [x for x in lines if x.get("summary") == "risk_focus_choice"]
+    assert len(choice) == 1 and choice[0]["chosen"] == "two-sided"
+    assert choice[0]["best_focus"] == "two-sided" and choice[0]["best_c"] in ("raise", "two-sided")
+    assert choice[0]["validation"]["raise"]["focus_on_boundary"] == 0.3
+    assert choice[0]["test"]["raise"]["focus_on_boundary"] == 0.9
+    assert choice[0]["validation"]["two-sided"]["harrell_c"] == 0.65
+    null = [x for x in lines if x.get("summary") == "null"]
+    assert [x["model"] for x in null] == ["sew_two_sided"]
+    assert null[0]["covers_half"] == 1 and null[0]["focus"]["n_focus"] == 8
+    assert null[0]["focus"]["focus_on_boundary"] == 0.6
+    targets = {x["model"]: x for x in lines if x.get("summary") == "targets"}
+    assert set(targets) == {"sew_raise", "sew_two_sided"}
+    assert targets["sew_raise"]["focus_on_boundary_at_least_0.8"]  # 0.9 on the test folds
+    # a rule whose validation C is more than 0.02 below the best is not chosen for its focus
+    for r in rows:
+        if r.get("model") == "sew_two_sided" and r["cohort"] == "planted":
+            r["validation_harrell_c"] = [0.6, 0.62]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    choice = [x for x in prognostic.summary(path, None) if x.get("summary") == "risk_focus_choice"]
+    assert choice[0]["best_focus"] == "two-sided" and choice[0]["best_c"] == "raise"
+    assert choice[0]["chosen"] == "raise"

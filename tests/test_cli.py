@@ -199,6 +199,10 @@ def test_every_kind_trains_extracts_and_reports_from_the_command_line(
             ["--label", "grade", "--kind", "abmil", "--confirm-by", "evidence"],
             "--confirm-candidates/--confirm-by is for --kind sew",
         ),  # fmt: skip
+        (
+            ["--label", "grade", "--risk-focus", "raise"],
+            "--risk-focus is for --survival with --kind sew",
+        ),  # fmt: skip
     ],
 )
 def test_train_command_explains_bad_inputs(tiny_cohort, tmp_path, capsys, extra, message):
@@ -233,6 +237,7 @@ def test_train_command_rejects_bad_option_values(tmp_path, capsys):
         (["--label-smoothing", "1.5"], "must be at least 0 and below 1"),
         (["--label-smoothing", "-0.1"], "must be at least 0 and below 1"),
         (["--label-smoothing", "some"], "not a number: 'some'"),
+        (["--risk-focus", "up"], "invalid choice: 'up' (choose from 'two-sided', 'raise')"),
     ):
         assert main([*base, *bad]) == 2
         err = capsys.readouterr().err

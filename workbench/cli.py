@@ -219,6 +219,10 @@ def _train(args: argparse.Namespace) -> int:
             model_kwargs["confirm_candidates"] = args.confirm_candidates
         if args.confirm_by is not None:
             model_kwargs["confirm_by"] = args.confirm_by
+    if args.risk_focus is not None:
+        if args.survival is None or args.kind != "sew":
+            raise OptionError("--risk-focus is for --survival with --kind sew (its focus)")
+        model_kwargs = {**(model_kwargs or {}), "risk_focus": args.risk_focus}
     with _ProgressLines(args.no_progress):
         trainer = train_step(
             cohort,
@@ -578,6 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="learn a Cox risk (higher = shorter survival) from these two "
                        "columns instead of a label: follow-up time, event 1 / censored 0 "
                        "(kinds sew, global and abmil)")  # fmt: skip
+    train.add_argument("--risk-focus", choices=["two-sided", "raise"],
+                       help="--survival --kind sew: focus on the regions that raise the risk "
+                       "most (raise, the default) or on those whose risk departs most from the "
+                       "slide's typical region either way (two-sided)")  # fmt: skip
     train.add_argument("--classes", help="class order, comma-separated (binary: last = positive)")
     train.add_argument("--annotations", type=_existing_folder("annotation folder"),
                        help="folder of per-slide GeoJSON annotations")  # fmt: skip

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from workbench.models import (
@@ -139,3 +140,89 @@ def test_confirm_by_must_be_a_known_rule():
 
     with pytest.raises(OptionError, match="confirm_by must be one of"):
         _model(confirm_by="mean")
+
+
+# ---------------------------------------------------------------- survival focus (risk_focus)
+def test_two_sided_focus_is_high_for_a_strongly_protective_crop():
+    """``risk_focus="two-sided"``: the focus learns each crop's risk relative to the slide's
+    median crop, and is chosen by the distance from the median, so a crop whose detail risk is
+    far below the slide's typical crop scores highest; ``"raise"`` scores it lowest."""
+    from workbench.models._model import _risk_answer, _two_sided
+
+    risk = torch.tensor([0.1, -0.05, 0.0, 0.05, -3.0, 0.02])
+    answer = _risk_answer(risk, "two-sided")
+    assert torch.allclose(answer, torch.sigmoid(risk - 0.01))  # median of the six: 0.01
+    assert float(answer[4]) < 0.05 and ((answer > 0) & (answer < 1)).all()
+    chosen_by = _two_sided(answer)
+    assert int(chosen_by.argmax()) == 4 and float(chosen_by[4]) > 0.4
+    assert float(chosen_by[4]) > 10 * float(chosen_by[:4].max())
+    # a strongly harmful crop is found the same way
+    assert int(_two_sided(_risk_answer(-risk, "two-sided")).argmax()) == 4
+    raised = _risk_answer(risk, "raise")
+    assert torch.allclose(raised, torch.sigmoid(risk)) and int(raised.argmin()) == 4
+
+
+@pytest.mark.parametrize(("rule", "first"), [("two-sided", 3), ("raise", 1)])
+def test_survival_focus_selection_follows_the_rule(rule, first):
+    """A survival model's focus regions: with ``"two-sided"`` the most protective region
+    (score far below the slide's median) comes first and the most harmful one next; with
+    ``"raise"`` the protective one is never chosen. A class model ignores the rule."""
+    edges = torch.zeros((2, 0), dtype=torch.long)  # no neighbours: nothing is suppressed
+    scores = torch.tensor([0.5, 0.7, 0.52, 0.02, 0.49, 0.5, 0.48])
+    picked = _model(n_classes=1, risk_focus=rule).select_focus(scores, edges, k=2).tolist()
+    assert picked[0] == first
+    assert picked == ([3, 1] if rule == "two-sided" else [1, 2])
+    assert _model(risk_focus=rule).select_focus(scores, edges, k=2).tolist() == [1, 2]
+
+
+def test_risk_focus_is_stored_and_round_trips_a_checkpoint(tmp_path):
+    from workbench.models import load_checkpoint, save_checkpoint
+
+    assert _model(n_classes=1).config["risk_focus"] == "raise"  # the default
+    model = _model(n_classes=1, risk_focus="two-sided")
+    assert model.config["risk_focus"] == "two-sided"
+    save_checkpoint(model, tmp_path / "m")
+    loaded = load_checkpoint(tmp_path / "m")
+    assert loaded.config["risk_focus"] == "two-sided" and loaded.predicts_risk
+
+
+@pytest.mark.parametrize("bad", ["up", "", None, 1, "Two-sided", "deviation"])
+def test_bad_risk_focus_is_refused(bad):
+    from workbench import OptionError
+
+    with pytest.raises(OptionError, match="risk_focus must be one of"):
+        _model(n_classes=1, risk_focus=bad)
+
+
+@pytest.mark.parametrize("rule", ["two-sided", "raise"])
+def test_survival_focus_is_calibrated_on_the_chosen_rule(rule, toy_slide):
+    """The back-calibration term of a survival model's training step is the binary KL of the
+    focus logits of the magnified crops to the rule's answer on their detail risks."""
+    from workbench.models import SlideSample, binary_kl, curriculum_weights
+    from workbench.models._model import _risk_answer
+    from workbench.models._protocol import StepContext, to_float_image
+
+    torch.manual_seed(0)
+    x, ei = toy_slide()
+    crops = torch.randint(0, 255, (5, 3, 16, 16), dtype=torch.uint8)
+    nodes = torch.tensor([0, 7, 14, 21, 35])
+    sample = SlideSample(features=x, edge_index=ei, label=0, crops=crops, crop_nodes=nodes)
+    model = _model(n_classes=1, top_k=2, risk_focus=rule).eval()
+    with torch.no_grad():  # make the crops' detail risks differ clearly
+        model.detail_classifier.weight.mul_(20.0)
+        model.detail_classifier.bias.fill_(2.0)
+    ctx = StepContext(
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+        weights=curriculum_weights(9, 10),
+        slide_loss=lambda logits, label: logits.sum() * 0.0,
+        images=lambda t: to_float_image(t, torch.device("cpu")),
+    )
+    _, parts, _ = model.training_step(sample, ctx)
+    with torch.no_grad():
+        focus = model.forward_global(x, ei)["focus_logits"][nodes]
+        risk = model.detail_classifier(model.detail(crops.float() / 255)["embedding"])[:, 0]
+        want = binary_kl(focus, _risk_answer(risk, rule))
+        other = binary_kl(focus, _risk_answer(risk, {"raise": "two-sided"}.get(rule, "raise")))
+    assert float(parts["calibration"].detach()) == pytest.approx(float(want), rel=1e-5)
+    assert abs(float(parts["calibration"].detach()) - float(other)) > 1e-3

@@ -269,3 +269,20 @@ def test_cli_abmil_survival_then_extract_writes_risk_and_attention(tiny_cohort, 
     assert main([*base, "--refit", "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert "give --validation" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sew_survival_risk_focus_reaches_the_model_and_its_checkpoint(tmp_path):
+    """``model_kwargs={"risk_focus": ...}`` builds the SEW survival model with that focus rule,
+    the saved checkpoint keeps it, and an unknown rule is refused before training."""
+    from workbench import OptionError
+    from workbench.models import load_checkpoint
+
+    samples, time, event, _ = _planted(n=16, seed=2)
+    tr = _trainer(kind="sew", epochs=1, model_kwargs={**SMALL, "risk_focus": "two-sided"})
+    tr.fit(samples=samples, survival=(time, event))
+    assert tr.model_.config["risk_focus"] == "two-sided"
+    assert load_checkpoint(tr.save(tmp_path / "m")).config["risk_focus"] == "two-sided"
+    with pytest.raises(OptionError, match="risk_focus must be one of"):
+        _trainer(kind="sew", epochs=1, model_kwargs={**SMALL, "risk_focus": "down"}).fit(
+            samples=samples, survival=(time, event)
+        )
