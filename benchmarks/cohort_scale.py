@@ -665,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         "--distinct", type=int, default=150, help="small slides drawn; the rest are copies"
     )
     ap.add_argument("--root", type=Path, default=ROOT / "runs" / "cohort_scale")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="JSON lines file ('' for none)")
+    ap.add_argument("--out", default=str(RESULTS), help="JSON lines file ('' for none)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {PARTS}")
     ap.add_argument("--modes", default="in-process,1,2", help="in-process and worker counts")
     ap.add_argument("--trainer-sizes", default="25,50,100,200")
@@ -679,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or args.big > args.slides or args.slides < 1:
         ap.error(f"unknown parts {unknown}" if unknown else "--big must be <= --slides >= 1")
-    out = Path(args.out) if str(args.out) else None
+    out = Path(args.out) if args.out else None
 
     import torch
 
