@@ -50,6 +50,14 @@ def mpp_option(value: str | None):
     return out
 
 
+def _number(text: str) -> float:
+    """The option's text as a float, or the one-line argparse error naming it."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
 def positive_float(text: str) -> float:
     """A finite number above zero.
 
@@ -63,10 +71,7 @@ def positive_float(text: str) -> float:
     float
         The number.
     """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
@@ -112,10 +117,7 @@ def share(text: str) -> float:
     float
         The fraction.
     """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be a share between 0 and 1 (e.g. 0.2), got {text}")
     return value
@@ -134,10 +136,7 @@ def smoothing(text: str) -> float:
     float
         The amount.
     """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(
             f"must be at least 0 and below 1 (e.g. 0.1; 0 turns it off), got {text}"
