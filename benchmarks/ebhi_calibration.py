@@ -147,11 +147,11 @@ def _ece_interval(y, p, n_boot: int = 1000, seed: int = 0) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- fitting
-def _fit(samples, settings, seed: int, smoothing: float, args):
+def _trainer(settings, seed: int, smoothing: float, args, **more):
+    """The SEW trainer every section uses (slide labels, the benchmark's focus settings)."""
     from workbench.tl import SlideTrainer
 
-    t = time.perf_counter()
-    trainer = SlideTrainer(
+    return SlideTrainer(
         kind="sew",
         label=LABEL,
         encoder=args.encoder,
@@ -161,7 +161,13 @@ def _fit(samples, settings, seed: int, smoothing: float, args):
         model_kwargs={"focus_target": "detail", "lesion_mil": True},
         label_smoothing=smoothing,
         progress=False,
-    ).fit(samples=samples)
+        **more,
+    )
+
+
+def _fit(samples, settings, seed: int, smoothing: float, args):
+    t = time.perf_counter()
+    trainer = _trainer(settings, seed, smoothing, args).fit(samples=samples)
     return trainer, time.perf_counter() - t
 
 
@@ -274,7 +280,6 @@ def run_cv(args) -> None:
     import torch
 
     from workbench.models import load_encoder
-    from workbench.tl import SlideTrainer
 
     out = Path(args.out)
     done = set()
@@ -300,19 +305,9 @@ def run_cv(args) -> None:
     for seed, eps in todo:
         torch.manual_seed(seed)
         t = time.perf_counter()
-        trainer = SlideTrainer(
-            kind="sew",
-            label=LABEL,
-            encoder=args.encoder,
-            epochs=args.epochs,
-            seed=seed,
-            folds=args.folds,
-            settings=dict(settings),
-            model_kwargs={"focus_target": "detail", "lesion_mil": True},
-            use_annotations=False,
-            label_smoothing=eps,
-            progress=False,
-        ).fit(user, slide_ids=ids["train"] + ids["val"])
+        trainer = _trainer(settings, seed, eps, args, folds=args.folds, use_annotations=False).fit(
+            user, slide_ids=ids["train"] + ids["val"]
+        )
         t_fit = time.perf_counter() - t
         oof = trainer._oof_logits.assign(slide=trainer.oof_["slide"].to_numpy())
         oof_m = (oof["raw_logit_1"] - oof["raw_logit_0"]).to_numpy()
